@@ -1,0 +1,4 @@
+pub mod cloudtrail;
+pub mod gateway;
+pub mod mapping;
+pub mod source;

@@ -1,0 +1,319 @@
+//! Reading an input file: transparent gzip, line chunks for JSON lines, and a
+//! streaming walk over the records of a CloudTrail `{"Records":[…]}` document.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde_json::value::RawValue;
+
+/// Bytes handed to a parser at once: big enough to amortise scheduling,
+/// small enough that both cores stay busy on a single file.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// A line longer than this is quarantined rather than buffered without bound.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Opens `path`, decompressing gzip (recognised by its magic bytes, not by
+/// the file name) including multi-member files.
+pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    open_reader(File::open(path)?)
+}
+
+/// [`open`] for any byte source.
+pub fn open_reader<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut f = BufReader::with_capacity(1 << 20, r);
+    let magic = f.fill_buf()?;
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(f))))
+    } else {
+        Ok(Box::new(f))
+    }
+}
+
+/// A run of complete lines.
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    /// 1-based number of the chunk's first line in the file.
+    pub first_line: u64,
+}
+
+/// What ended reading a file early.
+#[derive(Debug)]
+pub struct ReadFailure {
+    pub error: io::Error,
+    /// The partial record being read when it happened, if any.
+    pub partial: Option<(u64, Vec<u8>)>,
+}
+
+/// Splits a stream into chunks of whole lines. Iteration stops at EOF or at
+/// the first read error, which is then available from [`Chunks::failure`].
+pub struct Chunks<R> {
+    reader: R,
+    carry: Vec<u8>,
+    next_line: u64,
+    done: bool,
+    pub failure: Option<ReadFailure>,
+    /// Lines over [`MAX_LINE_BYTES`], as (line number, first bytes).
+    pub oversized: Vec<(u64, Vec<u8>)>,
+    skipping_oversized: bool,
+}
+
+impl<R: Read> Chunks<R> {
+    pub fn new(reader: R, first_line: u64) -> Self {
+        Chunks {
+            reader,
+            carry: Vec::new(),
+            next_line: first_line,
+            done: false,
+            failure: None,
+            oversized: Vec::new(),
+            skipping_oversized: false,
+        }
+    }
+
+    fn emit(&mut self, bytes: Vec<u8>) -> Chunk {
+        let first_line = self.next_line;
+        self.next_line += memchr::memchr_iter(b'\n', &bytes).count() as u64;
+        if !bytes.ends_with(b"\n") {
+            self.next_line += 1;
+        }
+        Chunk { bytes, first_line }
+    }
+}
+
+impl<R: Read> Iterator for Chunks<R> {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        if self.done {
+            return None;
+        }
+        let mut buf = std::mem::take(&mut self.carry);
+        loop {
+            let start = buf.len();
+            buf.resize(start + CHUNK_BYTES, 0);
+            let n = match read_full(&mut self.reader, &mut buf[start..]) {
+                Ok(n) => n,
+                Err((n, error)) => {
+                    buf.truncate(start + n);
+                    self.done = true;
+                    // Whole lines before the failure are good; the tail is the
+                    // record the failure cut.
+                    let cut = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+                    let tail = buf.split_off(cut);
+                    let partial = (!tail.is_empty() && !self.skipping_oversized).then(|| {
+                        let line = self.next_line + memchr::memchr_iter(b'\n', &buf).count() as u64;
+                        (line, tail)
+                    });
+                    self.failure = Some(ReadFailure { error, partial });
+                    return (!buf.is_empty()).then(|| self.emit(buf));
+                }
+            };
+            buf.truncate(start + n);
+            if n == 0 {
+                self.done = true;
+                if self.skipping_oversized || buf.is_empty() {
+                    return None;
+                }
+                return Some(self.emit(buf));
+            }
+            if self.skipping_oversized {
+                // Drop the rest of an oversized line, up to its newline.
+                match memchr::memchr(b'\n', &buf) {
+                    Some(i) => {
+                        buf.drain(..=i);
+                        self.skipping_oversized = false;
+                        self.next_line += 1;
+                    }
+                    None => buf.clear(),
+                }
+                continue;
+            }
+            if let Some(i) = memchr::memrchr(b'\n', &buf[start..]) {
+                self.carry = buf.split_off(start + i + 1);
+                return Some(self.emit(buf));
+            }
+            if buf.len() > MAX_LINE_BYTES {
+                self.oversized.push((self.next_line, buf[..4096].to_vec()));
+                self.skipping_oversized = true;
+                buf.clear();
+            }
+        }
+    }
+}
+
+/// Reads until `buf` is full or EOF; on error returns how much was read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, (usize, io::Error)> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((n, e)),
+        }
+    }
+    Ok(n)
+}
+
+/// How the records of a file are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// One JSON record per line.
+    Lines,
+    /// One JSON document holding an array of records: CloudTrail's
+    /// `{"Records":[…]}` delivery files, or a bare top-level array.
+    Array,
+}
+
+/// Decides the container from the first bytes of the decompressed stream.
+pub fn sniff_container(head: &[u8]) -> Container {
+    let text = String::from_utf8_lossy(head);
+    let t = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
+    if t.starts_with('[') {
+        return Container::Array;
+    }
+    if records_key_at_start(t) { Container::Array } else { Container::Lines }
+}
+
+fn records_key_at_start(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix('{') else { return false };
+    let rest = rest.trim_start();
+    let Some(rest) = rest.strip_prefix("\"Records\"") else { return false };
+    rest.trim_start().starts_with(':')
+}
+
+/// One record of an array document, as raw JSON text.
+pub struct ArrayItem<'a> {
+    pub index: u64,
+    pub raw: &'a RawValue,
+}
+
+/// The records of an array document, in order, read one at a time so that a
+/// truncated or corrupt document still yields every record before the damage.
+/// Returns the records and, if the document is damaged, a description of where.
+pub fn array_records(doc: &str) -> (Vec<ArrayItem<'_>>, Option<String>) {
+    let mut items = Vec::new();
+    let bytes = doc.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+        }
+        i
+    };
+    let mut pos = skip_ws(0);
+    if doc[pos..].starts_with('\u{feff}') {
+        pos = skip_ws(pos + 3);
+    }
+    // Find the array: at the top level, or as the value of "Records".
+    if bytes.get(pos) == Some(&b'{') {
+        let Some(k) = doc[pos..].find("\"Records\"") else {
+            return (items, Some("no \"Records\" array in the document".into()));
+        };
+        pos = skip_ws(pos + k + "\"Records\"".len());
+        if bytes.get(pos) != Some(&b':') {
+            return (items, Some("\"Records\" is not followed by ':'".into()));
+        }
+        pos = skip_ws(pos + 1);
+    }
+    if bytes.get(pos) != Some(&b'[') {
+        return (items, Some(format!("expected '[' at byte {pos}")));
+    }
+    pos = skip_ws(pos + 1);
+    if bytes.get(pos) == Some(&b']') {
+        return (items, None);
+    }
+    let mut index = 0u64;
+    loop {
+        let mut de = serde_json::Deserializer::from_str(&doc[pos..]).into_iter::<&RawValue>();
+        match de.next() {
+            Some(Ok(raw)) => {
+                items.push(ArrayItem { index, raw });
+                index += 1;
+                pos = skip_ws(pos + de.byte_offset());
+            }
+            Some(Err(e)) => return (items, Some(format!("record {index} (byte {pos}) is damaged: {e}"))),
+            None => return (items, Some(format!("document ends before record {index}"))),
+        }
+        match bytes.get(pos) {
+            Some(b',') => pos = skip_ws(pos + 1),
+            Some(b']') => return (items, None),
+            Some(c) => {
+                return (items, Some(format!("unexpected {:?} after record {} at byte {pos}", *c as char, index - 1)));
+            }
+            None => return (items, Some(format!("document ends after record {} (truncated)", index - 1))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_lines_whole_and_number_them() {
+        let text: String = (1..=50_000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+        let mut chunks = Chunks::new(text.as_bytes(), 1);
+        let mut seen = 0u64;
+        for c in chunks.by_ref() {
+            let s = std::str::from_utf8(&c.bytes).unwrap();
+            assert!(s.ends_with('\n'));
+            assert_eq!(c.first_line, seen + 1);
+            let first: serde_json::Value = serde_json::from_str(s.lines().next().unwrap()).unwrap();
+            assert_eq!(first["n"], seen + 1);
+            seen += s.lines().count() as u64;
+        }
+        assert_eq!(seen, 50_000);
+        assert!(chunks.failure.is_none());
+    }
+
+    #[test]
+    fn last_line_without_newline_is_kept() {
+        let chunks: Vec<_> = Chunks::new(&b"a\nb"[..], 1).map(|c| (c.bytes, c.first_line)).collect();
+        assert_eq!(chunks, vec![(b"a\n".to_vec(), 1), (b"b".to_vec(), 2)]);
+    }
+
+    #[test]
+    fn read_error_keeps_whole_lines_and_reports_the_partial_one() {
+        struct Broken(Vec<u8>, bool);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.1 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated"));
+                }
+                self.1 = true;
+                let n = self.0.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                Ok(n)
+            }
+        }
+        let mut c = Chunks::new(Broken(b"one\ntwo\nthr".to_vec(), false), 1);
+        let got: Vec<_> = c.by_ref().collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].bytes, b"one\ntwo\n");
+        let f = c.failure.unwrap();
+        assert_eq!(f.partial, Some((3, b"thr".to_vec())));
+    }
+
+    #[test]
+    fn sniffs_containers() {
+        assert_eq!(sniff_container(b"{\"Records\": [\n{\"a\":1}"), Container::Array);
+        assert_eq!(sniff_container(b"{\"Records\":[{\"a\":1}]}\n"), Container::Array);
+        assert_eq!(sniff_container(b"  [ {\"a\":1} ]"), Container::Array);
+        assert_eq!(sniff_container(b"{\"ts\":1}\n{\"ts\":2}\n"), Container::Lines);
+        assert_eq!(sniff_container(b"garbage\n{\"ts\":2}\n"), Container::Lines);
+    }
+
+    #[test]
+    fn array_walk_salvages_records_before_damage() {
+        let (items, err) = array_records(r#"{"Records": [ {"a":1}, {"b":[2,3]} ,{"c":3}]}"#);
+        assert_eq!(items.len(), 3);
+        assert!(err.is_none());
+        assert_eq!(items[1].raw.get(), r#"{"b":[2,3]}"#);
+        let (items, err) = array_records(r#"{"Records":[{"a":1},{"b":2},{"c":"#);
+        assert_eq!(items.len(), 2);
+        assert!(err.unwrap().contains("record 2"));
+        let (items, err) = array_records("[]");
+        assert!(items.is_empty() && err.is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! credtrail: per-credential behavioural baselines and explainable alerts over
+//! audit logs of non-human credentials (API keys, agent tokens, cloud keys).
+//!
+//! Sources → transforms → sinks: [`ingest`] reads gateway, CloudTrail, Bedrock
+//! and mapped logs, [`secrets`] redacts credential secrets on the way, and
+//! [`lake`] commits Parquet files atomically into a hive-partitioned lake that
+//! [`sql`] exposes to DataFusion.
+
+pub mod ingest;
+pub mod inventory;
+pub mod lake;
+pub mod sample;
+pub mod schema;
+pub mod secrets;
+pub mod sql;
+pub mod time;

@@ -1,0 +1,289 @@
+//! The `credtrail` command line: parses arguments and hands off to the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use credtrail::{ingest, inventory, sample, sql};
+
+/// Exit status when a run finished but quarantined records or failed files.
+const EXIT_QUARANTINED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "credtrail", version, about = "Watch how non-human credentials are used and flag what a stolen or misused key does")]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest gateway, CloudTrail, Bedrock or mapped logs (plain or gzip) into the lake.
+    ///
+    /// Exit status: 0 all records ingested, 3 some records or files were
+    /// quarantined (see LAKE/quarantine/), 1 the run failed.
+    Ingest(IngestArgs),
+    /// The batch job: ingest the inputs, then report on the credential inventory.
+    Run(RunArgs),
+    /// Credential inventory: validate it and report governance findings.
+    #[command(subcommand)]
+    Inventory(InventoryCmd),
+    /// Generate a realistic labelled sample: gateway logs, inventory, labels.
+    Sample(SampleArgs),
+    /// Run SQL over the lake (tables: events, secret_exposures, quarantine).
+    Sql(SqlArgs),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Files or directories (directories are walked for *.json, *.jsonl, *.ndjson, *.log, *.gz, *.txt).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    common: IngestCommon,
+}
+
+#[derive(Args)]
+struct IngestCommon {
+    /// The lake directory (created if missing).
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// A field-mapping TOML for another log source (repeatable); tried before the built-in ones.
+    #[arg(long = "mapping", value_name = "FILE")]
+    mappings: Vec<PathBuf>,
+    /// Read every file as this format instead of detecting it (gateway, cloudtrail, or a mapping's name).
+    #[arg(long)]
+    format: Option<String>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Log files or directories to ingest.
+    #[arg(default_value = "sample-data/logs")]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    common: IngestCommon,
+    /// The credential inventory (CSV or TOML).
+    #[arg(long, default_value = "sample-data/inventory.csv")]
+    inventory: PathBuf,
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+#[derive(Subcommand)]
+enum InventoryCmd {
+    /// Validate an inventory and report ownerless, expired, long-lived and never-used credentials.
+    Check {
+        /// The inventory file (CSV or TOML).
+        inventory: PathBuf,
+        /// A lake to compare usage against (enables never-used, unknown and expired-but-used).
+        #[arg(long)]
+        lake: Option<PathBuf>,
+        #[command(flatten)]
+        check: CheckArgs,
+        /// Print findings as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Credentials older than this many days are long-lived.
+    #[arg(long, default_value_t = 90)]
+    max_age_days: u32,
+    /// Warn about credentials expiring within this many days.
+    #[arg(long, default_value_t = 14)]
+    expiring_within_days: u32,
+    /// Evaluate as of this date (YYYY-MM-DD or RFC 3339) instead of now.
+    #[arg(long)]
+    now: Option<String>,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    #[arg(long, default_value_t = 200)]
+    credentials: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// First day (YYYY-MM-DD).
+    #[arg(long)]
+    start: Option<chrono::NaiveDate>,
+    /// Multiply every credential's request rate.
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+    /// Write the daily logs gzip-compressed.
+    #[arg(long)]
+    gzip: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// The statement to run.
+    #[arg(short = 'c', long = "command")]
+    command: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Ingest(a) => {
+            let summary = do_ingest(a.inputs, &a.common)?;
+            Ok(status_of(&summary))
+        }
+        Command::Run(a) => {
+            let summary = do_ingest(a.inputs, &a.common)?;
+            let findings = check_inventory(&a.inventory, Some(&a.common.lake), &a.check)?;
+            if !a.common.json {
+                println!("\ninventory {}: {} finding(s)", a.inventory.display(), findings.len());
+                if !findings.is_empty() {
+                    println!("{}", inventory::format_findings_table(&findings));
+                }
+            }
+            Ok(status_of(&summary))
+        }
+        Command::Inventory(InventoryCmd::Check { inventory, lake, check, json }) => {
+            let findings = check_inventory(&inventory, lake.as_deref(), &check)?;
+            if json {
+                for f in &findings {
+                    println!("{}", serde_json::to_string(f)?);
+                }
+            } else if findings.is_empty() {
+                println!("{}: no findings", inventory.display());
+            } else {
+                println!("{}", inventory::format_findings_table(&findings));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sample(a) => {
+            let mut opts = sample::SampleOptions {
+                days: a.days,
+                credentials: a.credentials,
+                seed: a.seed,
+                gzip: a.gzip,
+                rate_scale: a.rate_scale,
+                ..Default::default()
+            };
+            if let Some(start) = a.start {
+                opts.start = start;
+            }
+            let s = sample::generate(&opts, &a.out).with_context(|| format!("generating a sample in {}", a.out.display()))?;
+            println!(
+                "wrote {} events for {} credentials with {} labelled anomalies to {}\n  inventory: {}\n  labels:    {}",
+                s.events,
+                s.credentials,
+                s.anomalies,
+                a.out.display(),
+                s.inventory.display(),
+                s.labels.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql(a) => {
+            let format = match a.format {
+                OutputFormat::Table => sql::Output::Table,
+                OutputFormat::Csv => sql::Output::Csv,
+                OutputFormat::Json => sql::Output::Json,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let text = rt.block_on(sql::run_one(&a.lake, &a.command, format))?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSummary> {
+    let opts = ingest::IngestOptions {
+        inputs,
+        lake: c.lake.clone(),
+        mappings: c.mappings.clone(),
+        format: c.format.clone(),
+        progress: !c.no_progress && !c.json && std::io::stderr().is_terminal(),
+    };
+    let summary = ingest::ingest(&opts)?;
+    if c.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.render_text());
+    }
+    Ok(summary)
+}
+
+fn status_of(summary: &ingest::IngestSummary) -> ExitCode {
+    if summary.has_problems() { ExitCode::from(EXIT_QUARANTINED) } else { ExitCode::SUCCESS }
+}
+
+fn check_inventory(
+    path: &std::path::Path,
+    lake: Option<&std::path::Path>,
+    a: &CheckArgs,
+) -> Result<Vec<inventory::Finding>> {
+    let inv = inventory::Inventory::load(path)?;
+    let now_ms = match &a.now {
+        Some(s) => credtrail::time::parse_date_or_ts(s).with_context(|| format!("--now {s:?} is not a date"))?,
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    let usage = match lake {
+        Some(l) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            Some(rt.block_on(sql::credential_usage(l))?)
+        }
+        None => None,
+    };
+    let opts = inventory::CheckOptions {
+        now_ms,
+        max_age_days: a.max_age_days,
+        expiring_within_days: a.expiring_within_days,
+    };
+    Ok(inventory::check(&inv, usage.as_ref(), &opts))
+}

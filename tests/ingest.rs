@@ -1,0 +1,323 @@
+//! End-to-end ingest through the real binary: real files in, real Parquet out.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+
+use common::*;
+
+fn labels(name: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(fixture(&format!("panther/{name}.labels.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn panther_cloudtrail_ingests_223_and_quarantines_16_with_reasons() {
+    let lake = tempfile::tempdir().unwrap();
+    let file = fixture("panther/cloudtrail.json.gz");
+    let (code, s) = ingest(lake.path(), &[&file], &[]);
+    assert_eq!(code, 3, "quarantined records make the exit status 3: {s}");
+    assert_eq!(s["read"], 239);
+    assert_eq!(s["ingested"], 223);
+    assert_eq!(s["quarantined"], 16);
+    assert_eq!(s["per_file"][0]["format"], "cloudtrail");
+
+    // Exactly the records the labels call not ingestable are quarantined, with a reason.
+    let expected: BTreeSet<u64> = labels("cloudtrail")
+        .iter()
+        .filter(|l| l["ingestable"] == false)
+        .map(|l| l["index"].as_u64().unwrap())
+        .collect();
+    let q = quarantine(lake.path());
+    let got: BTreeSet<u64> = q.iter().map(|e| e["record"].as_u64().unwrap()).collect();
+    assert_eq!(got, expected);
+    for e in &q {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("eventTime") || reason.contains("eventName"), "{reason}");
+        assert!(e["source_file"].as_str().unwrap().ends_with("cloudtrail.json.gz"));
+        assert!(e["raw"].as_str().unwrap().starts_with('{'));
+    }
+
+    let rows = events(lake.path());
+    assert_eq!(rows.len(), 223);
+    // The ingested ones are the labelled-ingestable indices, in the events' lineage.
+    let ingested: BTreeSet<u64> = rows.iter().map(|r| r["source_record"].as_u64().unwrap()).collect();
+    let all: BTreeSet<u64> = (0..239).collect();
+    assert_eq!(ingested, all.difference(&expected).copied().collect());
+    for r in &rows {
+        assert_eq!(r["source"], "cloudtrail");
+        assert!(r["credential_id"].as_str().is_some_and(|c| !c.is_empty()));
+        assert!(r["action"].is_string());
+    }
+    // Hive partitions by day, zstd-compressed Parquet.
+    let files = parquet_files(&lake.path().join("events"));
+    assert!(!files.is_empty());
+    for f in &files {
+        let dir = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        assert!(dir.starts_with("date=") && dir.len() == "date=YYYY-MM-DD".len(), "{dir}");
+        let meta = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(f).unwrap()).unwrap();
+        use parquet::file::reader::FileReader;
+        let col = meta.metadata().row_group(0).column(0);
+        assert_eq!(col.compression(), parquet::basic::Compression::ZSTD(Default::default()));
+    }
+}
+
+#[test]
+fn every_panther_sample_ingests_with_its_format_detected() {
+    let lake = tempfile::tempdir().unwrap();
+    let dir = fixture("panther");
+    let (_, s) = ingest(lake.path(), &[&dir], &[]);
+    let per_file = s["per_file"].as_array().unwrap();
+    let by_name = |n: &str| per_file.iter().find(|f| f["path"].as_str().unwrap().ends_with(n)).unwrap().clone();
+    // The labels files are JSON lines too but of no known log format: they are
+    // quarantined, not mistaken for events.
+    for (name, format, records) in [
+        ("bedrock-invocation.jsonl.gz", "bedrock-invocation", 8),
+        ("openai-audit.jsonl.gz", "openai-audit", 33),
+        ("anthropic-activity.jsonl.gz", "anthropic-activity", 38),
+    ] {
+        let f = by_name(name);
+        assert_eq!(f["format"], format, "{f}");
+        assert_eq!(f["read"], records, "{f}");
+        assert_eq!(f["ingested"], records, "{f}");
+        assert_eq!(f["quarantined"], 0, "{f}");
+    }
+    let rows = events(lake.path());
+    let sources: BTreeSet<&str> = rows.iter().map(|r| r["source"].as_str().unwrap()).collect();
+    assert_eq!(
+        sources,
+        ["anthropic-activity", "bedrock-invocation", "cloudtrail", "openai-audit"].into_iter().collect()
+    );
+    // Bedrock rows carry the model and token counts from the invocation log.
+    let bedrock: Vec<_> = rows.iter().filter(|r| r["source"] == "bedrock-invocation").collect();
+    assert!(bedrock.iter().all(|r| r["model"].as_str().unwrap().starts_with("anthropic.")));
+    assert!(bedrock.iter().all(|r| r["principal"].as_str().unwrap().starts_with("arn:aws:sts::")));
+}
+
+#[test]
+fn reingest_is_a_no_op() {
+    let lake = tempfile::tempdir().unwrap();
+    let dir = fixture("panther");
+    let (_, first) = ingest(lake.path(), &[&dir], &[]);
+    let files_before = parquet_files(lake.path());
+    let (code, second) = ingest(lake.path(), &[&dir], &[]);
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(second["skipped_files"], first["files"]);
+    assert_eq!(second["ingested"], 0);
+    assert_eq!(second["read"], 0);
+    assert_eq!(parquet_files(lake.path()), files_before);
+    assert_eq!(events(lake.path()).len() as u64, first["ingested"].as_u64().unwrap());
+
+    // The same bytes under another name are recognised too.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("renamed.gz");
+    std::fs::copy(fixture("panther/cloudtrail.json.gz"), &copy).unwrap();
+    let (_, third) = ingest(lake.path(), &[&copy], &[]);
+    assert_eq!(third["skipped_files"], 1);
+    assert_eq!(third["ingested"], 0);
+}
+
+#[test]
+fn gzip_truncation_garbage_and_secrets_lose_nothing_and_leak_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let input = work.path().join("in");
+
+    // 1) plain file with garbage lines among good ones.
+    let mut plain = String::new();
+    for i in 0..50 {
+        plain.push_str(&gateway_line(i, "key_plain", ""));
+        plain.push('\n');
+        if i % 10 == 3 {
+            plain.push_str("this is not json {\n");
+        }
+    }
+    plain.push_str(&gateway_line(50, "key_plain", "").replace("\"inference\"", "\"teleport\""));
+    plain.push('\n');
+    write(&input.join("plain.jsonl"), &plain);
+
+    // 2) a gzip file, and a truncated copy of a different gzip file.
+    let gz_text: String = (0..400).map(|i| gateway_line(1000 + i, "key_gz", "") + "\n").collect();
+    gzip(&input.join("good.jsonl.gz"), &gz_text);
+    let trunc_text: String = (0..4000).map(|i| gateway_line(5000 + i, "key_trunc", "") + "\n").collect();
+    let full = work.path().join("full.jsonl.gz");
+    gzip(&full, &trunc_text);
+    let bytes = std::fs::read(&full).unwrap();
+    std::fs::write(input.join("truncated.jsonl.gz"), &bytes[..bytes.len() * 2 / 3]).unwrap();
+
+    // 3) secrets in a stored field and in an unstored one.
+    let openai = "sk-proj-Zx8PqR2mN4vB6cD8eF0gH2jK4lM6nP8qR0sT2uV4";
+    let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY";
+    let mut secret = String::new();
+    secret.push_str(&gateway_line(9000, "key_leaky", "").replace("triage-bot/1.2", &format!("curl -H 'Authorization: Bearer {openai}'")));
+    secret.push('\n');
+    secret.push_str(&gateway_line(9001, "key_leaky", &format!(r#","debug":{{"env":{{"AWS_SECRET_ACCESS_KEY":"{aws}"}}}}"#)));
+    secret.push('\n');
+    secret.push_str(&format!("garbage with {openai} inside\n"));
+    write(&input.join("secrets.jsonl"), &secret);
+
+    let (code, s) = ingest(&lake, &[&input], &[]);
+    assert_eq!(code, 3);
+    let files = s["per_file"].as_array().unwrap();
+    let file = |n: &str| files.iter().find(|f| f["path"].as_str().unwrap().ends_with(n)).unwrap().clone();
+
+    let p = file("plain.jsonl");
+    assert_eq!((p["read"].as_u64(), p["ingested"].as_u64(), p["quarantined"].as_u64()), (Some(56), Some(50), Some(6)));
+    let g = file("good.jsonl.gz");
+    assert_eq!((g["ingested"].as_u64(), g["quarantined"].as_u64()), (Some(400), Some(0)));
+    let t = file("truncated.jsonl.gz");
+    assert_eq!(t["status"], "partial", "{t}");
+    assert!(t["error"].as_str().unwrap().len() > 5);
+    let t_ing = t["ingested"].as_u64().unwrap();
+    assert!(t_ing > 100 && t_ing < 4000, "{t}");
+    assert_eq!(t["read"].as_u64().unwrap(), t_ing + t["quarantined"].as_u64().unwrap());
+
+    // ingested + quarantined = read, overall and per file.
+    assert_eq!(s["read"].as_u64().unwrap(), s["ingested"].as_u64().unwrap() + s["quarantined"].as_u64().unwrap());
+    let rows = events(&lake);
+    assert_eq!(rows.len() as u64, s["ingested"].as_u64().unwrap());
+    // The truncated file's events are the first ones, contiguous, none lost before the cut.
+    let trunc_ids: BTreeSet<String> =
+        rows.iter().filter(|r| r["credential_id"] == "key_trunc").map(|r| r["request_id"].as_str().unwrap().to_string()).collect();
+    let expect: BTreeSet<String> = (5000..5000 + t_ing as usize).map(|i| format!("req_{i:06}")).collect();
+    assert_eq!(trunc_ids, expect);
+
+    // Quarantine says where and why, for each bad line.
+    let q = quarantine(&lake);
+    let plain_q: Vec<_> = q.iter().filter(|e| e["source_file"].as_str().unwrap().ends_with("plain.jsonl")).collect();
+    assert_eq!(plain_q.len(), 6);
+    assert!(plain_q.iter().any(|e| e["reason"].as_str().unwrap().contains("action")));
+    assert!(plain_q.iter().filter(|e| e["raw"] == "this is not json {").count() == 5);
+    let line_of_first_garbage = 5; // lines 1-4 good, then garbage
+    assert!(plain_q.iter().any(|e| e["record"] == line_of_first_garbage));
+
+    // Secrets: redacted everywhere, reported once per occurrence.
+    assert_eq!(s["redacted"], 3, "{s}");
+    for f in walk(&lake) {
+        let mut bytes = Vec::new();
+        std::fs::File::open(&f).unwrap().read_to_end(&mut bytes).unwrap();
+        for needle in [openai, aws, &openai[8..30], &aws[..30]] {
+            assert!(!contains(&bytes, needle.as_bytes()), "{} holds a secret", f.display());
+        }
+    }
+    let exposures = rows_of(&lake.join("secret_exposures"));
+    assert_eq!(exposures.len(), 3);
+    let ua = exposures.iter().find(|e| e["field"] == "user_agent").expect("user_agent exposure");
+    assert_eq!(ua["credential_id"], "key_leaky");
+    assert_eq!(ua["request_id"], "req_009000");
+    assert_eq!(ua["kind"], "openai_api_key");
+    let env = exposures.iter().find(|e| e["field"] == "debug.env.AWS_SECRET_ACCESS_KEY").expect("aws exposure");
+    assert_eq!(env["kind"], "aws_secret_access_key");
+    assert_eq!(env["request_id"], "req_009001");
+    let garbage = exposures.iter().find(|e| e["credential_id"].is_null()).expect("exposure in a quarantined line");
+    assert_eq!(garbage["fingerprint"], ua["fingerprint"], "same key, same fingerprint");
+    let leaky = rows.iter().find(|r| r["request_id"] == "req_009000").unwrap();
+    assert!(leaky["user_agent"].as_str().unwrap().contains("[REDACTED:openai_api_key:"));
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_crashed_run_leaves_no_partial_file_and_is_cleaned_up() {
+    let lake = tempfile::tempdir().unwrap();
+    let (_, s) = ingest(lake.path(), &[&fixture("panther/bedrock-invocation.jsonl.gz")], &[]);
+    assert_eq!(s["ingested"], 8);
+    // What a run killed mid-write leaves: a staged file that no commit names.
+    let staged = lake.path().join("events/date=2025-05-15/part-crashed-00001.parquet.tmp");
+    std::fs::write(&staged, b"PAR1 half a file").unwrap();
+    // Queries never see it (not a .parquet name), and the next run removes it.
+    assert_eq!(events(lake.path()).len(), 8);
+    let (_, s2) = ingest(lake.path(), &[&fixture("panther/openai-audit.jsonl.gz")], &[]);
+    assert_eq!(s2["ingested"], 33);
+    assert!(!staged.exists());
+    assert_eq!(events(lake.path()).len(), 41);
+}
+
+#[test]
+fn user_mapping_ingests_a_new_source_without_code_changes() {
+    let work = tempfile::tempdir().unwrap();
+    let mapping = work.path().join("acme.toml");
+    write(
+        &mapping,
+        r#"
+name = "acme-proxy"
+[match]
+has = ["when", "key.id"]
+[fields]
+ts = { path = "when", time = "epoch_ms" }
+request_id = "rid"
+credential_id = "key.id"
+principal = "key.owner"
+provider = { value = "internal" }
+action = { path = "verb", map = { "GET" = "read", "POST" = "write" }, default = "tool_call" }
+tool = { path = "route", template = "acme:{}" }
+status = "code"
+"#,
+    );
+    let log = work.path().join("acme.log");
+    write(
+        &log,
+        "{\"when\":1762041600000,\"rid\":\"r1\",\"key\":{\"id\":\"ak_1\",\"owner\":\"svc:etl\"},\"verb\":\"GET\",\"route\":\"/files\",\"code\":200}\n\
+         {\"when\":1762041660000,\"rid\":\"r2\",\"key\":{\"id\":\"ak_1\",\"owner\":\"svc:etl\"},\"verb\":\"DELETE\",\"route\":\"/files\",\"code\":403}\n",
+    );
+    let lake = work.path().join("lake");
+    // Without the mapping the format is unknown and everything is quarantined, with advice.
+    let (code, s) = ingest(&lake, &[&log], &[]);
+    assert_eq!((code, s["quarantined"].as_u64()), (3, Some(2)));
+    assert!(quarantine(&lake)[0]["reason"].as_str().unwrap().contains("--mapping"));
+    let lake2 = work.path().join("lake2");
+    let (code, s) = ingest(&lake2, &[&log], &["--mapping", mapping.to_str().unwrap()]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["ingested"], 2);
+    let rows = events(&lake2);
+    let r2 = rows.iter().find(|r| r["request_id"] == "r2").unwrap();
+    assert_eq!(r2["action"], "tool_call");
+    assert_eq!(r2["tool"], "acme:/files");
+    assert_eq!(r2["status"], 403);
+    assert_eq!(r2["source"], "acme-proxy");
+    assert_eq!(r2["ts"], "2025-11-02T00:01:00");
+}
+
+#[test]
+fn missing_input_is_a_clear_error() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = credtrail().args(["ingest", "no/such/dir", "--lake"]).arg(lake.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no/such/dir") && err.contains("no such file"), "{err}");
+}
+
+#[test]
+fn sql_sees_the_lake_with_date_partitions() {
+    let lake = tempfile::tempdir().unwrap();
+    ingest(lake.path(), &[&fixture("panther/cloudtrail.json.gz")], &[]);
+    let out = credtrail()
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(lake.path())
+        .args(["-c", "SELECT count(*) AS n, count(DISTINCT date) AS days FROM events"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(row[0], "223");
+    let days = parquet_files(&lake.path().join("events"))
+        .iter()
+        .map(|p| p.parent().unwrap().to_path_buf())
+        .collect::<BTreeSet<_>>()
+        .len();
+    assert_eq!(row[1], days.to_string());
+    let out = credtrail()
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(lake.path())
+        .args(["-c", "SELECT count(*) FROM quarantine"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("16"));
+}
