@@ -68,6 +68,10 @@ pub struct SourceRecord {
     pub read: u64,
     pub ingested: u64,
     pub quarantined: u64,
+    /// Lines consumed, for JSON-lines files: a later run that finds these
+    /// same bytes followed by more (the log grew) resumes after them.
+    #[serde(default)]
+    pub lines: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -321,3 +321,57 @@ fn sql_sees_the_lake_with_date_partitions() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("16"));
 }
+
+#[test]
+fn a_grown_log_resumes_after_what_was_ingested() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let log = work.path().join("gateway.log");
+    let lines = |r: std::ops::Range<usize>| r.map(|i| gateway_line(i, "key_grow", "") + "\n").collect::<String>();
+    write(&log, &lines(0..100));
+    let (_, s1) = ingest(&lake, &[&log], &[]);
+    assert_eq!(s1["ingested"], 100);
+
+    // The gateway appends; the nightly job runs again.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, lines(100..150).as_bytes()).unwrap();
+    drop(f);
+    let (code, s2) = ingest(&lake, &[&log], &[]);
+    assert_eq!(code, 0, "{s2}");
+    assert_eq!(s2["ingested"], 50);
+    assert_eq!(s2["per_file"][0]["resumed_after_line"], 100);
+    let rows = events(&lake);
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!((rows.len(), ids.len()), (150, 150), "no event twice, none lost");
+    let line_101 = rows.iter().find(|r| r["request_id"] == "req_000100").unwrap();
+    assert_eq!(line_101["source_record"], 101);
+
+    // A file replaced by different content under the same name is read whole.
+    write(&log, &lines(500..510));
+    let (_, s3) = ingest(&lake, &[&log], &[]);
+    assert_eq!(s3["ingested"], 10);
+    assert!(s3["per_file"][0]["resumed_after_line"].is_null());
+}
+
+#[test]
+fn a_truncated_download_completed_later_is_finished_not_duplicated() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let full = work.path().join("full.gz");
+    gzip(&full, &(0..3000).map(|i| gateway_line(i, "key_dl", "") + "\n").collect::<String>());
+    let bytes = std::fs::read(&full).unwrap();
+    let target = work.path().join("in/day.jsonl.gz");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, &bytes[..bytes.len() / 2]).unwrap();
+    let (_, s1) = ingest(&lake, &[&target], &[]);
+    assert_eq!(s1["per_file"][0]["status"], "partial");
+    let first = s1["ingested"].as_u64().unwrap();
+    assert!(first > 0 && first < 3000);
+
+    std::fs::write(&target, &bytes).unwrap();
+    let (_, s2) = ingest(&lake, &[&target], &[]);
+    assert_eq!(s2["per_file"][0]["status"], "ingested", "{s2}");
+    assert_eq!(first + s2["ingested"].as_u64().unwrap(), 3000);
+    let ids: BTreeSet<String> = events(&lake).iter().map(|r| r["request_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 3000);
+}

@@ -2,3 +2,4 @@ pub mod cloudtrail;
 pub mod gateway;
 pub mod mapping;
 pub mod source;
+pub mod pipeline;

