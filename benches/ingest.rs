@@ -5,9 +5,9 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use credtrail::ingest::{self, cloudtrail, gateway};
 use credtrail::secrets;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LINE: &str = r#"{"ts":"2026-11-02T14:03:07.123Z","request_id":"req_8f3a9c2d1e4b5a60","credential_id":"key_7QF2M9KD3XPA","principal":"agent:support-triage","session_id":"sess_41c9","source_ip":"10.20.30.41","user_agent":"triage-bot/1.4 (+python-httpx)","provider":"openai","model":"gpt-4o-mini","action":"tool_call","tool":"github.get_file","resource":"github://acme/payments/README.md","status":200,"error_code":null,"latency_ms":512,"tokens_in":1834,"tokens_out":212,"cost_usd":0.00041}"#;
 
@@ -16,8 +16,12 @@ const CLOUDTRAIL: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"Assum
 fn micro(c: &mut Criterion) {
     let mut g = c.benchmark_group("record");
     g.throughput(Throughput::Bytes(LINE.len() as u64));
-    g.bench_function("gateway_parse", |b| b.iter(|| gateway::parse(black_box(LINE)).unwrap().ts_ms));
-    g.bench_function("redact_scan_clean", |b| b.iter(|| secrets::redact(black_box(LINE)).exposures.len()));
+    g.bench_function("gateway_parse", |b| {
+        b.iter(|| gateway::parse(black_box(LINE)).unwrap().ts_ms)
+    });
+    g.bench_function("redact_scan_clean", |b| {
+        b.iter(|| secrets::redact(black_box(LINE)).exposures.len())
+    });
     g.throughput(Throughput::Bytes(CLOUDTRAIL.len() as u64));
     g.bench_function("cloudtrail_parse_and_map", |b| {
         b.iter(|| {
@@ -34,10 +38,9 @@ fn whole_file(c: &mut Criterion) {
     let n = 100_000;
     let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
     for i in 0..n {
-        let line = LINE.replace("req_8f3a9c2d1e4b5a60", &format!("req_{i:016x}")).replace(
-            "key_7QF2M9KD3XPA",
-            &format!("key_{:012}", i % 200),
-        );
+        let line = LINE
+            .replace("req_8f3a9c2d1e4b5a60", &format!("req_{i:016x}"))
+            .replace("key_7QF2M9KD3XPA", &format!("key_{:012}", i % 200));
         writeln!(f, "{line}").unwrap();
     }
     drop(f);

@@ -1,10 +1,10 @@
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opts = credtrail::ingest::pipeline::IngestOptions {
+    let opts = credtrail::ingest::IngestOptions {
         inputs: args[2..].iter().map(Into::into).collect(),
         lake: args[1].clone().into(),
         ..Default::default()
     };
-    let s = credtrail::ingest::pipeline::ingest(&opts).unwrap();
+    let s = credtrail::ingest::ingest(&opts).unwrap();
     println!("{}", serde_json::to_string_pretty(&s).unwrap());
 }

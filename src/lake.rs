@@ -46,15 +46,27 @@ pub enum LakeError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: writing Parquet: {source}")]
-    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("arranging rows for {what}: {source}")]
-    Arrow { what: String, source: arrow::error::ArrowError },
+    Arrow {
+        what: String,
+        source: arrow::error::ArrowError,
+    },
     #[error("{path}: commit record is not valid: {source}")]
-    BadCommit { path: PathBuf, source: serde_json::Error },
+    BadCommit {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
-    move |source| LakeError::Io { path: path.to_path_buf(), source }
+    move |source| LakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What a run recorded about one input file, so a rerun can skip it.
@@ -96,7 +108,9 @@ impl Lake {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Lake { root: root.to_path_buf() })
+        Ok(Lake {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Opens an existing lake without creating anything (for readers).
@@ -111,7 +125,9 @@ impl Lake {
                 ),
             });
         }
-        Ok(Lake { root: root.to_path_buf() })
+        Ok(Lake {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -129,7 +145,12 @@ impl Lake {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(LakeError::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(LakeError::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
         };
         for entry in entries {
             let entry = entry.map_err(io_err(&dir))?;
@@ -137,7 +158,10 @@ impl Lake {
             if p.extension().is_some_and(|e| e == "json") {
                 let text = fs::read_to_string(&p).map_err(io_err(&p))?;
                 let c: Commit =
-                    serde_json::from_str(&text).map_err(|source| LakeError::BadCommit { path: p.clone(), source })?;
+                    serde_json::from_str(&text).map_err(|source| LakeError::BadCommit {
+                        path: p.clone(),
+                        source,
+                    })?;
                 out.push(c);
             }
         }
@@ -170,12 +194,23 @@ impl Lake {
     fn recover(&self) -> Result<(), LakeError> {
         let committed: std::collections::HashSet<String> =
             self.commits()?.into_iter().flat_map(|c| c.files).collect();
-        for entry in walkdir::WalkDir::new(&self.root).into_iter().filter_map(Result::ok) {
+        for entry in walkdir::WalkDir::new(&self.root)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
             let p = entry.path();
-            let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
-            let Some(final_name) = name.strip_suffix(&format!(".{STAGED}")) else { continue };
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(final_name) = name.strip_suffix(&format!(".{STAGED}")) else {
+                continue;
+            };
             let final_path = p.with_file_name(final_name);
-            let rel = final_path.strip_prefix(&self.root).unwrap_or(&final_path).to_string_lossy().replace('\\', "/");
+            let rel = final_path
+                .strip_prefix(&self.root)
+                .unwrap_or(&final_path)
+                .to_string_lossy()
+                .replace('\\', "/");
             if committed.contains(&rel) {
                 tracing::warn!(file = %rel, "completing a file of a run that crashed after its commit");
                 fs::rename(p, &final_path).map_err(io_err(p))?;
@@ -212,7 +247,10 @@ impl Txn {
     pub fn reserve(&self, dir: &str, ext: &str) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let rel = format!("{dir}/part-{}-{n:05}.{ext}", self.run_id);
-        self.staged.lock().expect("staged list lock").push(rel.clone());
+        self.staged
+            .lock()
+            .expect("staged list lock")
+            .push(rel.clone());
         rel
     }
 
@@ -220,8 +258,13 @@ impl Txn {
     /// under its final name before this returns.
     pub fn commit(self, sources: Vec<SourceRecord>) -> Result<Commit, LakeError> {
         let root = self.lake.root.clone();
-        let files: Vec<String> =
-            self.staged.into_inner().expect("staged list lock").into_iter().filter(|rel| root.join(format!("{rel}.{STAGED}")).exists()).collect();
+        let files: Vec<String> = self
+            .staged
+            .into_inner()
+            .expect("staged list lock")
+            .into_iter()
+            .filter(|rel| root.join(format!("{rel}.{STAGED}")).exists())
+            .collect();
         let commit = Commit {
             run_id: self.run_id.clone(),
             committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
@@ -248,7 +291,12 @@ pub fn staged_path(lake: &Lake, rel: &str) -> PathBuf {
 fn new_run_id() -> String {
     // Sortable by time; the pid and nanos keep two runs in one second apart.
     let now = chrono::Utc::now();
-    format!("{}-{:09}-{}", now.format("%Y%m%dT%H%M%SZ"), now.timestamp_subsec_nanos(), std::process::id())
+    format!(
+        "{}-{:09}-{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        now.timestamp_subsec_nanos(),
+        std::process::id()
+    )
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the whole new one.
@@ -281,7 +329,9 @@ fn sync_dir(dir: &Path) {
 /// filter for the request-id lookups that evidence links make.
 pub fn writer_properties(bloom_columns: &[&str]) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("credtrail {}", env!("CARGO_PKG_VERSION")));
@@ -304,29 +354,46 @@ pub fn write_parquet_staged(
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     let file = File::create(&path).map_err(io_err(&path))?;
-    let pq = |source| LakeError::Parquet { path: path.clone(), source };
-    let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(pq)?;
+    let pq = |source| LakeError::Parquet {
+        path: path.clone(),
+        source,
+    };
+    let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props))
+        .map_err(pq)?;
     let mut rows = 0;
     for b in batches {
         rows += b.num_rows() as u64;
         w.write(b).map_err(pq)?;
     }
     let buf = w.into_inner().map_err(pq)?;
-    let file = buf.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
+    let file = buf.into_inner().map_err(|e| LakeError::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(io_err(&path))?;
     Ok(rows)
 }
 
 /// Writes JSON lines as one staged file at the reserved `rel`.
-pub fn write_jsonl_staged<T: Serialize>(lake: &Lake, rel: &str, rows: &[T]) -> Result<(), LakeError> {
+pub fn write_jsonl_staged<T: Serialize>(
+    lake: &Lake,
+    rel: &str,
+    rows: &[T],
+) -> Result<(), LakeError> {
     let path = staged_path(lake, rel);
     let file = File::create(&path).map_err(io_err(&path))?;
     let mut w = BufWriter::new(file);
     for r in rows {
-        serde_json::to_writer(&mut w, r).map_err(|e| LakeError::Io { path: path.clone(), source: e.into() })?;
+        serde_json::to_writer(&mut w, r).map_err(|e| LakeError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
         w.write_all(b"\n").map_err(io_err(&path))?;
     }
-    let file = w.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
+    let file = w.into_inner().map_err(|e| LakeError::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(io_err(&path))
 }
 
@@ -339,11 +406,19 @@ pub fn sort_events(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Record
     };
     let all = concat_batches(schema, batches).map_err(arrow("concatenating event batches"))?;
     let keys = [col::CREDENTIAL_ID, col::TS].map(|c| {
-        all.column_by_name(c).expect("event batch has sort columns").clone()
+        all.column_by_name(c)
+            .expect("event batch has sort columns")
+            .clone()
     });
-    let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())
+    let conv = RowConverter::new(
+        keys.iter()
+            .map(|k| SortField::new(k.data_type().clone()))
+            .collect(),
+    )
+    .map_err(arrow("sorting events"))?;
+    let rows = conv
+        .convert_columns(&keys)
         .map_err(arrow("sorting events"))?;
-    let rows = conv.convert_columns(&keys).map_err(arrow("sorting events"))?;
     let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
     idx.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
     let indices = arrow::array::UInt32Array::from(idx);
@@ -372,8 +447,10 @@ pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, L
     let mut out: Vec<(String, RecordBatch)> = Vec::with_capacity(groups.len());
     for (day, idx) in groups {
         let indices = arrow::array::UInt32Array::from(idx);
-        let part = take_record_batch(batch, &indices)
-            .map_err(|source| LakeError::Arrow { what: "partitioning events by day".into(), source })?;
+        let part = take_record_batch(batch, &indices).map_err(|source| LakeError::Arrow {
+            what: "partitioning events by day".into(),
+            source,
+        })?;
         out.push((crate::time::day_of(day * DAY), part));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -388,13 +465,24 @@ pub fn events_partition(day: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{event_schema, Event, EventBuilder, Lineage};
+    use crate::schema::{Event, EventBuilder, Lineage, event_schema};
 
     fn batch(ids: &[(&str, i64)]) -> RecordBatch {
         let mut b = EventBuilder::new();
         for (i, (id, ts)) in ids.iter().enumerate() {
-            let e = Event { ts_ms: *ts, credential_id: (*id).into(), ..Default::default() };
-            b.append(&e, Lineage { source: "gateway", source_file: "f" }, i as u64 + 1);
+            let e = Event {
+                ts_ms: *ts,
+                credential_id: (*id).into(),
+                ..Default::default()
+            };
+            b.append(
+                &e,
+                Lineage {
+                    source: "gateway",
+                    source_file: "f",
+                },
+                i as u64 + 1,
+            );
         }
         b.finish()
     }
@@ -405,7 +493,10 @@ mod tests {
         let b1 = batch(&[("b", 5), ("a", 9)]);
         let b2 = batch(&[("a", 1), ("b", 2)]);
         let sorted = sort_events(&s, &[b1, b2]).unwrap();
-        let ts = sorted.column_by_name(col::TS).unwrap().as_primitive::<TimestampMillisecondType>();
+        let ts = sorted
+            .column_by_name(col::TS)
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
         assert_eq!(ts.values().to_vec(), vec![1, 9, 2, 5]);
     }
 
@@ -414,10 +505,13 @@ mod tests {
         let day = 86_400_000;
         let b = batch(&[("a", day - 1), ("a", day), ("b", day + 5), ("c", 3)]);
         let parts = split_by_day(&b).unwrap();
-        assert_eq!(parts.iter().map(|(d, b)| (d.as_str(), b.num_rows())).collect::<Vec<_>>(), vec![
-            ("1970-01-01", 2),
-            ("1970-01-02", 2)
-        ]);
+        assert_eq!(
+            parts
+                .iter()
+                .map(|(d, b)| (d.as_str(), b.num_rows()))
+                .collect::<Vec<_>>(),
+            vec![("1970-01-01", 2), ("1970-01-02", 2)]
+        );
     }
 
     #[test]
@@ -429,12 +523,22 @@ mod tests {
         {
             let txn = lake.begin().unwrap();
             rel = txn.reserve(&events_partition("1970-01-01"), "parquet");
-            write_parquet_staged(&lake, &rel, event_schema(), &[b.clone()], writer_properties(&[])).unwrap();
+            write_parquet_staged(
+                &lake,
+                &rel,
+                event_schema(),
+                &[b.clone()],
+                writer_properties(&[]),
+            )
+            .unwrap();
             // Dropped without commit: a crash.
         }
         assert!(staged_path(&lake, &rel).exists());
         let txn = lake.begin().unwrap();
-        assert!(!staged_path(&lake, &rel).exists(), "recovery removes uncommitted files");
+        assert!(
+            !staged_path(&lake, &rel).exists(),
+            "recovery removes uncommitted files"
+        );
         drop(txn);
 
         let txn = lake.begin().unwrap();

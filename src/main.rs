@@ -13,7 +13,11 @@ use credtrail::{ingest, inventory, sample, sql};
 const EXIT_QUARANTINED: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "credtrail", version, about = "Watch how non-human credentials are used and flag what a stolen or misused key does")]
+#[command(
+    name = "credtrail",
+    version,
+    about = "Watch how non-human credentials are used and flag what a stolen or misused key does"
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -171,7 +175,11 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -184,14 +192,23 @@ fn run(command: Command) -> Result<ExitCode> {
             let summary = do_ingest(a.inputs, &a.common)?;
             let findings = check_inventory(&a.inventory, Some(&a.common.lake), &a.check)?;
             if !a.common.json {
-                println!("\ninventory {}: {} finding(s)", a.inventory.display(), findings.len());
+                println!(
+                    "\ninventory {}: {} finding(s)",
+                    a.inventory.display(),
+                    findings.len()
+                );
                 if !findings.is_empty() {
                     println!("{}", inventory::format_findings_table(&findings));
                 }
             }
             Ok(status_of(&summary))
         }
-        Command::Inventory(InventoryCmd::Check { inventory, lake, check, json }) => {
+        Command::Inventory(InventoryCmd::Check {
+            inventory,
+            lake,
+            check,
+            json,
+        }) => {
             let findings = check_inventory(&inventory, lake.as_deref(), &check)?;
             if json {
                 for f in &findings {
@@ -216,7 +233,8 @@ fn run(command: Command) -> Result<ExitCode> {
             if let Some(start) = a.start {
                 opts.start = start;
             }
-            let s = sample::generate(&opts, &a.out).with_context(|| format!("generating a sample in {}", a.out.display()))?;
+            let s = sample::generate(&opts, &a.out)
+                .with_context(|| format!("generating a sample in {}", a.out.display()))?;
             println!(
                 "wrote {} events for {} credentials with {} labelled anomalies to {}\n  inventory: {}\n  labels:    {}",
                 s.events,
@@ -260,7 +278,11 @@ fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSum
 }
 
 fn status_of(summary: &ingest::IngestSummary) -> ExitCode {
-    if summary.has_problems() { ExitCode::from(EXIT_QUARANTINED) } else { ExitCode::SUCCESS }
+    if summary.has_problems() {
+        ExitCode::from(EXIT_QUARANTINED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn check_inventory(
@@ -270,7 +292,8 @@ fn check_inventory(
 ) -> Result<Vec<inventory::Finding>> {
     let inv = inventory::Inventory::load(path)?;
     let now_ms = match &a.now {
-        Some(s) => credtrail::time::parse_date_or_ts(s).with_context(|| format!("--now {s:?} is not a date"))?,
+        Some(s) => credtrail::time::parse_date_or_ts(s)
+            .with_context(|| format!("--now {s:?} is not a date"))?,
         None => chrono::Utc::now().timestamp_millis(),
     };
     let usage = match lake {

@@ -185,7 +185,10 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SOURCE_FILE, dict(), false),
         Field::new(SOURCE_RECORD, DataType::UInt64, false),
     ];
-    let metadata = [("credtrail.schema_version".to_string(), SCHEMA_VERSION.to_string())];
+    let metadata = [(
+        "credtrail.schema_version".to_string(),
+        SCHEMA_VERSION.to_string(),
+    )];
     Arc::new(Schema::new(fields).with_metadata(metadata.into_iter().collect()))
 });
 
@@ -359,9 +362,19 @@ mod tests {
             tokens_in: Some(12),
             ..Default::default()
         };
-        let lin = Lineage { source: "gateway", source_file: "a.jsonl" };
+        let lin = Lineage {
+            source: "gateway",
+            source_file: "a.jsonl",
+        };
         b.append(&e, lin, 1);
-        b.append(&Event { credential_id: "key-2".into(), ..e.clone() }, lin, 2);
+        b.append(
+            &Event {
+                credential_id: "key-2".into(),
+                ..e.clone()
+            },
+            lin,
+            2,
+        );
         let batch = b.finish();
         assert_eq!(batch.schema(), event_schema());
         assert_eq!(batch.num_rows(), 2);
@@ -369,6 +382,9 @@ mod tests {
         let model = batch.column_by_name(col::MODEL).unwrap();
         assert_eq!(model.null_count(), 2);
         let rec = batch.column_by_name(col::SOURCE_RECORD).unwrap();
-        assert_eq!(rec.as_primitive::<arrow::datatypes::UInt64Type>().value(1), 2);
+        assert_eq!(
+            rec.as_primitive::<arrow::datatypes::UInt64Type>().value(1),
+            2
+        );
     }
 }

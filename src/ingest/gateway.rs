@@ -65,7 +65,10 @@ pub fn parse(line: &str) -> Result<Event<'_>, Rejected> {
     if l.credential_id.trim().is_empty() {
         return Err(Rejected::new("credential_id is empty"));
     }
-    let action: Action = l.action.parse().map_err(|e| Rejected(format!("action: {e}")))?;
+    let action: Action = l
+        .action
+        .parse()
+        .map_err(|e| Rejected(format!("action: {e}")))?;
     for (name, v) in [("tokens_in", l.tokens_in), ("tokens_out", l.tokens_out)] {
         if v.is_some_and(|n| n < 0) {
             return Err(Rejected(format!("{name} is negative")));
@@ -140,7 +143,10 @@ mod tests {
     #[test]
     fn parses_a_full_line_borrowing_strings() {
         let e = parse(LINE).unwrap();
-        assert_eq!(e.ts_ms, crate::time::parse_ts("2026-11-02T14:03:07.123Z").unwrap());
+        assert_eq!(
+            e.ts_ms,
+            crate::time::parse_ts("2026-11-02T14:03:07.123Z").unwrap()
+        );
         assert!(matches!(e.credential_id, Cow::Borrowed("key_a")));
         assert_eq!(e.action, Some(Action::Inference));
         assert_eq!(e.latency_ms, Some(812));
@@ -153,9 +159,18 @@ mod tests {
         let cases = [
             (LINE.replace("\"inference\"", "\"delete\""), "action"),
             (LINE.replace("2026-11-02T14:03:07.123Z", "redacted"), "ts"),
-            (LINE.replace(r#""credential_id":"key_a","#, ""), "credential_id"),
-            (LINE.replace("\"tokens_in\":1200", "\"tokens_in\":-5"), "tokens_in"),
-            (LINE.replace("\"status\":200", "\"status\":\"ok\""), "status"),
+            (
+                LINE.replace(r#""credential_id":"key_a","#, ""),
+                "credential_id",
+            ),
+            (
+                LINE.replace("\"tokens_in\":1200", "\"tokens_in\":-5"),
+                "tokens_in",
+            ),
+            (
+                LINE.replace("\"status\":200", "\"status\":\"ok\""),
+                "status",
+            ),
             ("{\"ts\":".to_string(), "EOF"),
         ];
         for (line, needle) in cases {
