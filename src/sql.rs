@@ -12,6 +12,7 @@ use datafusion::datasource::listing::ListingOptions;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::inventory::Usage;
 use crate::lake::{self, Lake, LakeError};
 use crate::schema::{col, event_schema};
 
@@ -119,14 +120,6 @@ pub fn render(batches: &[RecordBatch], output: Output) -> Result<String, SqlErro
             String::from_utf8_lossy(&w.into_inner()).into_owned()
         }
     })
-}
-
-/// How a credential was used, as the lake saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub events: u64,
 }
 
 /// First and last use and event count of every credential in the lake.
