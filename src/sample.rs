@@ -383,7 +383,9 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
             Role::Agent { .. } => format!("agent-runtime/2.{} (+langgraph)", rng.random_range(0..9)),
             Role::Service { .. } => format!("etl-runner/{}.{}", rng.random_range(1..4), rng.random_range(0..10)),
         };
-        let created_at = t0 - rng.random_range(1..400) * DAY;
+        // Most keys are rotated within policy; some are long-lived.
+        let age_days = if rng.random_bool(0.85) { rng.random_range(1..85) } else { rng.random_range(120..400) };
+        let created_at = t0 - age_days * DAY;
         let expires_at = if rng.random_bool(0.8) { Some(end + rng.random_range(30..365) * DAY) } else { None };
         creds.push(Cred {
             id: key_id(rng),
@@ -412,7 +414,9 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
     }
     // Governance: a few keys that expired before the sample and are not used.
     for c in creds.iter_mut().step_by(23) {
-        c.expires_at = Some(t0 - rng.random_range(1..60) * DAY);
+        let expiry = t0 - rng.random_range(1..60) * DAY;
+        c.expires_at = Some(expiry);
+        c.created_at = c.created_at.min(expiry - rng.random_range(30..365) * DAY);
         c.active_until = t0;
     }
     creds
@@ -669,6 +673,7 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
                 // its owner's own traffic stops there.
                 let expiry = t0 + day as i64 * DAY;
                 creds[i].expires_at = Some(expiry);
+                creds[i].created_at = creds[i].created_at.min(expiry - 30 * DAY);
                 creds[i].active_until = expiry;
             }
         }

@@ -125,12 +125,15 @@ pub fn render(batches: &[RecordBatch], output: Output) -> Result<String, SqlErro
 /// First and last use and event count of every credential in the lake.
 pub async fn credential_usage(root: &Path) -> Result<HashMap<String, Usage>, SqlError> {
     let ctx = context(root).await?;
-    let sql = "SELECT CAST(credential_id AS VARCHAR) AS id, min(ts) AS first_seen, max(ts) AS last_seen, \
+    let sql = "SELECT credential_id AS id, min(ts) AS first_seen, max(ts) AS last_seen, \
                count(*) AS events FROM events GROUP BY 1";
     let batches = ctx.sql(sql).await?.collect().await?;
     let mut out = HashMap::new();
     for b in &batches {
-        let id = b.column(0).as_string::<i32>();
+        // Cast rather than assume: DataFusion may hand back dictionary or view arrays.
+        let utf8 = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
+        let id = utf8(0)?;
+        let id = id.as_string::<i32>();
         let first = b.column(1).as_primitive::<TimestampMillisecondType>();
         let last = b.column(2).as_primitive::<TimestampMillisecondType>();
         let n = b.column(3).as_primitive::<Int64Type>();

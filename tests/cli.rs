@@ -1,0 +1,144 @@
+//! The other commands through the real binary: sample → ingest → inventory.
+
+mod common;
+
+use common::*;
+
+fn sample(out: &std::path::Path, seed: u64) {
+    let status = credtrail()
+        .args(["sample", "--days", "5", "--credentials", "24", "--rate-scale", "0.3", "--gzip", "--seed"])
+        .arg(seed.to_string())
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+}
+
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    csv::Reader::from_path(path).unwrap().deserialize().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn generated_sample_ingests_cleanly_and_governance_sees_the_expired_key() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("sample");
+    sample(&data, 11);
+    let lines: usize = std::fs::read_dir(data.join("logs"))
+        .unwrap()
+        .map(|e| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(e.unwrap().path()).unwrap()), &mut s)
+                .unwrap();
+            s.lines().count()
+        })
+        .sum();
+    let lake = work.path().join("lake");
+    let (code, s) = ingest(&lake, &[&data.join("logs")], &[]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["ingested"].as_u64().unwrap() as usize, lines);
+    assert_eq!(s["files"], 5);
+
+    let out = credtrail()
+        .args(["inventory", "check", "--json", "--now", "2026-11-07"])
+        .arg(data.join("inventory.csv"))
+        .arg("--lake")
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let findings: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |kind: &str| -> Vec<String> {
+        findings.iter().filter(|f| f["kind"] == kind).map(|f| f["credential_id"].as_str().unwrap().to_string()).collect()
+    };
+    // The labelled use-after-expiry is found by governance too, and nothing else is.
+    let labels = csv_rows(&data.join("labels.csv"));
+    let expired_use: Vec<String> = labels
+        .iter()
+        .filter(|l| l["description"].contains("after its expiry"))
+        .map(|l| l["credential_id"].clone())
+        .collect();
+    assert_eq!(expired_use.len(), 1);
+    assert_eq!(of("expired_but_used"), expired_use);
+    // Keys that expired before the sample are reported, and never appear in the lake.
+    let inventory = csv_rows(&data.join("inventory.csv"));
+    let before: Vec<String> = inventory
+        .iter()
+        .filter(|c| !c["expires_at"].is_empty() && c["expires_at"].as_str() < "2026-11-02")
+        .map(|c| c["credential_id"].clone())
+        .collect();
+    assert!(!before.is_empty());
+    let mut expired = of("expired");
+    expired.sort();
+    let mut want = before.clone();
+    want.sort();
+    assert_eq!(expired, want);
+    assert!(of("unknown").is_empty(), "the sample only uses inventoried keys");
+    let ownerless: Vec<String> =
+        inventory.iter().filter(|c| c["owner"].is_empty()).map(|c| c["credential_id"].clone()).collect();
+    assert_eq!(of("ownerless").len(), ownerless.len());
+}
+
+#[test]
+fn a_bad_inventory_is_reported_line_by_line() {
+    let work = tempfile::tempdir().unwrap();
+    let inv = work.path().join("inv.csv");
+    write(
+        &inv,
+        "credential_id,owner,principal,kind,created_at,expires_at,allowed_actions\n\
+         key_a,a@x,p,api_key,2026-01-01,,inference\n\
+         key_b,a@x,p,api_key,someday,,inference\n\
+         key_a,a@x,p,api_key,2026-01-01,,fly\n",
+    );
+    let out = credtrail().args(["inventory", "check"]).arg(&inv).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let inv_s = inv.display().to_string();
+    for needle in [
+        format!("{inv_s}:3: created_at: \"someday\" is not a date"),
+        format!("{inv_s}:4: credential_id: \"key_a\" is listed twice (first at line 2)"),
+        format!("{inv_s}:4: allowed_actions: 'fly' is not an action"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn run_is_the_batch_job_and_reruns_safely() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("sample");
+    sample(&data, 12);
+    let lake = work.path().join("lake");
+    let run = || {
+        credtrail()
+            .arg("run")
+            .arg(data.join("logs"))
+            .arg("--inventory")
+            .arg(data.join("inventory.csv"))
+            .arg("--lake")
+            .arg(&lake)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(text.contains("from 5 file(s)") && text.contains("expired_but_used"), "{text}");
+    let rows = events(&lake).len();
+    let second = run();
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(text.contains("(5 already ingested"), "{text}");
+    assert_eq!(events(&lake).len(), rows);
+}
+
+#[test]
+fn sample_is_deterministic_per_seed() {
+    let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    sample(&a, 5);
+    sample(&b, 5);
+    for name in ["inventory.csv", "labels.csv", "logs/gateway-2026-11-06.jsonl.gz"] {
+        assert_eq!(std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap(), "{name}");
+    }
+}
