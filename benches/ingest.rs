@@ -16,12 +16,8 @@ const CLOUDTRAIL: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"Assum
 fn micro(c: &mut Criterion) {
     let mut g = c.benchmark_group("record");
     g.throughput(Throughput::Bytes(LINE.len() as u64));
-    g.bench_function("gateway_parse", |b| {
-        b.iter(|| gateway::parse(black_box(LINE)).unwrap().ts_ms)
-    });
-    g.bench_function("redact_scan_clean", |b| {
-        b.iter(|| secrets::redact(black_box(LINE)).exposures.len())
-    });
+    g.bench_function("gateway_parse", |b| b.iter(|| gateway::parse(black_box(LINE)).unwrap().ts_ms));
+    g.bench_function("redact_scan_clean", |b| b.iter(|| secrets::redact(black_box(LINE)).exposures.len()));
     g.throughput(Throughput::Bytes(CLOUDTRAIL.len() as u64));
     g.bench_function("cloudtrail_parse_and_map", |b| {
         b.iter(|| {

@@ -183,7 +183,12 @@ impl Inventory {
     /// Loads and validates an inventory (`.csv` or `.toml`), reporting every problem.
     pub fn load(path: &Path) -> Result<Inventory, InventoryErrors> {
         let file = path.display().to_string();
-        let err = |line, field: &str, message: String| InventoryError { file: file.clone(), line, field: field.into(), message };
+        let err = |line, field: &str, message: String| InventoryError {
+            file: file.clone(),
+            line,
+            field: field.into(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| InventoryErrors(vec![err(0, "file", e.to_string())]))?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let rows: Vec<(u64, RawRow)> = match ext.as_str() {
@@ -215,10 +220,16 @@ impl Inventory {
                     .collect()
             }
             "csv" => {
-                let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(text.as_bytes());
-                let headers = rdr.headers().map_err(|e| InventoryErrors(vec![err(1, "header", e.to_string())]))?.clone();
+                let mut rdr =
+                    csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(text.as_bytes());
+                let headers =
+                    rdr.headers().map_err(|e| InventoryErrors(vec![err(1, "header", e.to_string())]))?.clone();
                 if !headers.iter().any(|h| h == "credential_id") {
-                    return Err(InventoryErrors(vec![err(1, "header", "missing the required column `credential_id`".into())]));
+                    return Err(InventoryErrors(vec![err(
+                        1,
+                        "header",
+                        "missing the required column `credential_id`".into(),
+                    )]));
                 }
                 let mut rows = Vec::new();
                 let mut problems = Vec::new();
@@ -277,7 +288,11 @@ impl Inventory {
                 problems.push(err(line, "credential_id", "is empty".into()));
             } else if let Some(&first) = index.get(&id) {
                 let first_line = credentials[first].line;
-                problems.push(err(line, "credential_id", format!("{id:?} is listed twice (first at line {first_line})")));
+                problems.push(err(
+                    line,
+                    "credential_id",
+                    format!("{id:?} is listed twice (first at line {first_line})"),
+                ));
             }
             let mut date = |field: &str, v: Option<String>| -> Option<i64> {
                 let v = v.filter(|s| !s.trim().is_empty())?;
@@ -291,7 +306,11 @@ impl Inventory {
             let expires_at = date("expires_at", raw.expires_at);
             if let (Some(c), Some(e)) = (created_at, expires_at) {
                 if e < c {
-                    problems.push(err(line, "expires_at", format!("{} is before created_at {}", format_ms(e), format_ms(c))));
+                    problems.push(err(
+                        line,
+                        "expires_at",
+                        format!("{} is before created_at {}", format_ms(e), format_ms(c)),
+                    ));
                 }
             }
             let mut allowed_actions = Vec::new();
@@ -352,7 +371,8 @@ impl Inventory {
     /// The inventory as a table (for the lake's `credentials` table).
     pub fn to_record_batch(&self) -> RecordBatch {
         let c = &self.credentials;
-        let strs = |f: fn(&Credential) -> Option<&str>| -> ArrayRef { Arc::new(c.iter().map(f).collect::<StringArray>()) };
+        let strs =
+            |f: fn(&Credential) -> Option<&str>| -> ArrayRef { Arc::new(c.iter().map(f).collect::<StringArray>()) };
         let times = |f: fn(&Credential) -> Option<i64>| -> ArrayRef {
             Arc::new(TimestampMillisecondArray::from(c.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC"))
         };
@@ -466,7 +486,11 @@ pub fn check(inv: &Inventory, usage: Option<&HashMap<String, Usage>>, opts: &Che
                             u.events
                         ),
                     ),
-                    None => push(FindingKind::Expired, c, format!("expired {} ({ago} days ago): revoke it and remove it", day(exp))),
+                    None => push(
+                        FindingKind::Expired,
+                        c,
+                        format!("expired {} ({ago} days ago): revoke it and remove it", day(exp)),
+                    ),
                 }
             } else if exp - now < opts.expiring_within_days as i64 * DAY_MS {
                 let days = (exp - now) / DAY_MS;
@@ -483,7 +507,11 @@ pub fn check(inv: &Inventory, usage: Option<&HashMap<String, Usage>>, opts: &Che
                 push(
                     FindingKind::LongLived,
                     c,
-                    format!("created {}, {age} days ago (max age {} days), {expiry}: rotate it", day(created), opts.max_age_days),
+                    format!(
+                        "created {}, {age} days ago (max age {} days), {expiry}: rotate it",
+                        day(created),
+                        opts.max_age_days
+                    ),
                 );
             }
         }
@@ -591,7 +619,13 @@ created_at = "2026-02-01T10:00:00Z"
         let got: Vec<(u64, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
         assert_eq!(
             got,
-            vec![(3, "credential_id"), (4, "created_at"), (5, "expires_at"), (5, "allowed_actions"), (6, "credential_id")]
+            vec![
+                (3, "credential_id"),
+                (4, "created_at"),
+                (5, "expires_at"),
+                (5, "allowed_actions"),
+                (6, "credential_id")
+            ]
         );
         assert!(errs[4].message.contains("first at line 2"));
         assert!(errs[0].to_string().starts_with(&format!("{}:3: credential_id:", p.display())));
@@ -622,7 +656,9 @@ created_at = "2026-02-01T10:00:00Z"
         assert!(!c.allows_model("claude-haiku-4-5") && !c.allows_model("gpt-4"));
         assert!(c.allows_tool("anything"), "an empty list does not restrict");
         assert!(c.allows_resource("s3://team/a/b.csv") && c.allows_resource("github://acme/x"));
-        assert!(!c.allows_resource("s3://teamx/a") && c.allows_resource("db://exact") && !c.allows_resource("db://exactly"));
+        assert!(
+            !c.allows_resource("s3://teamx/a") && c.allows_resource("db://exact") && !c.allows_resource("db://exactly")
+        );
     }
 
     #[test]
@@ -639,7 +675,11 @@ created_at = "2026-02-01T10:00:00Z"
         );
         let (_d, p) = write("inv.csv", &csv);
         let inv = Inventory::load(&p).unwrap();
-        let u = |last: &str| Usage { first_seen_ms: now - 5 * DAY_MS, last_seen_ms: parse_date_or_ts(last).unwrap(), events: 7 };
+        let u = |last: &str| Usage {
+            first_seen_ms: now - 5 * DAY_MS,
+            last_seen_ms: parse_date_or_ts(last).unwrap(),
+            events: 7,
+        };
         let usage: HashMap<String, Usage> = [
             ("healthy", u("2026-11-24")),
             ("ownerless", u("2026-11-24")),

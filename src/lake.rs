@@ -46,27 +46,15 @@ pub enum LakeError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: writing Parquet: {source}")]
-    Parquet {
-        path: PathBuf,
-        source: parquet::errors::ParquetError,
-    },
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
     #[error("arranging rows for {what}: {source}")]
-    Arrow {
-        what: String,
-        source: arrow::error::ArrowError,
-    },
+    Arrow { what: String, source: arrow::error::ArrowError },
     #[error("{path}: commit record is not valid: {source}")]
-    BadCommit {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    BadCommit { path: PathBuf, source: serde_json::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
-    move |source| LakeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LakeError::Io { path: path.to_path_buf(), source }
 }
 
 /// What a run recorded about one input file, so a rerun can skip it.
@@ -108,9 +96,7 @@ impl Lake {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Lake {
-            root: root.to_path_buf(),
-        })
+        Ok(Lake { root: root.to_path_buf() })
     }
 
     /// Opens an existing lake without creating anything (for readers).
@@ -125,9 +111,7 @@ impl Lake {
                 ),
             });
         }
-        Ok(Lake {
-            root: root.to_path_buf(),
-        })
+        Ok(Lake { root: root.to_path_buf() })
     }
 
     pub fn root(&self) -> &Path {
@@ -146,10 +130,7 @@ impl Lake {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => {
-                return Err(LakeError::Io {
-                    path: dir,
-                    source: e,
-                });
+                return Err(LakeError::Io { path: dir, source: e });
             }
         };
         for entry in entries {
@@ -158,10 +139,7 @@ impl Lake {
             if p.extension().is_some_and(|e| e == "json") {
                 let text = fs::read_to_string(&p).map_err(io_err(&p))?;
                 let c: Commit =
-                    serde_json::from_str(&text).map_err(|source| LakeError::BadCommit {
-                        path: p.clone(),
-                        source,
-                    })?;
+                    serde_json::from_str(&text).map_err(|source| LakeError::BadCommit { path: p.clone(), source })?;
                 out.push(c);
             }
         }
@@ -173,12 +151,8 @@ impl Lake {
     /// finish), then repairs whatever a crashed run left behind.
     pub fn begin(&self) -> Result<Txn, LakeError> {
         let lock_path = self.root.join(INGEST).join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
         self.recover()?;
         Ok(Txn {
@@ -192,12 +166,8 @@ impl Lake {
 
     /// Rolls committed staged files forward and deletes uncommitted ones.
     fn recover(&self) -> Result<(), LakeError> {
-        let committed: std::collections::HashSet<String> =
-            self.commits()?.into_iter().flat_map(|c| c.files).collect();
-        for entry in walkdir::WalkDir::new(&self.root)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
+        let committed: std::collections::HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).collect();
+        for entry in walkdir::WalkDir::new(&self.root).into_iter().filter_map(Result::ok) {
             let p = entry.path();
             let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
                 continue;
@@ -206,11 +176,7 @@ impl Lake {
                 continue;
             };
             let final_path = p.with_file_name(final_name);
-            let rel = final_path
-                .strip_prefix(&self.root)
-                .unwrap_or(&final_path)
-                .to_string_lossy()
-                .replace('\\', "/");
+            let rel = final_path.strip_prefix(&self.root).unwrap_or(&final_path).to_string_lossy().replace('\\', "/");
             if committed.contains(&rel) {
                 tracing::warn!(file = %rel, "completing a file of a run that crashed after its commit");
                 fs::rename(p, &final_path).map_err(io_err(p))?;
@@ -247,10 +213,7 @@ impl Txn {
     pub fn reserve(&self, dir: &str, ext: &str) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let rel = format!("{dir}/part-{}-{n:05}.{ext}", self.run_id);
-        self.staged
-            .lock()
-            .expect("staged list lock")
-            .push(rel.clone());
+        self.staged.lock().expect("staged list lock").push(rel.clone());
         rel
     }
 
@@ -291,20 +254,12 @@ pub fn staged_path(lake: &Lake, rel: &str) -> PathBuf {
 fn new_run_id() -> String {
     // Sortable by time; the pid and nanos keep two runs in one second apart.
     let now = chrono::Utc::now();
-    format!(
-        "{}-{:09}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        now.timestamp_subsec_nanos(),
-        std::process::id()
-    )
+    format!("{}-{:09}-{}", now.format("%Y%m%dT%H%M%SZ"), now.timestamp_subsec_nanos(), std::process::id())
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
-    let tmp = path.with_extension(format!(
-        "{}.{STAGED}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.{STAGED}", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     {
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -329,9 +284,7 @@ fn sync_dir(dir: &Path) {
 /// filter for the request-id lookups that evidence links make.
 pub fn writer_properties(bloom_columns: &[&str]) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("credtrail {}", env!("CARGO_PKG_VERSION")));
@@ -354,46 +307,29 @@ pub fn write_parquet_staged(
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     let file = File::create(&path).map_err(io_err(&path))?;
-    let pq = |source| LakeError::Parquet {
-        path: path.clone(),
-        source,
-    };
-    let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props))
-        .map_err(pq)?;
+    let pq = |source| LakeError::Parquet { path: path.clone(), source };
+    let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(pq)?;
     let mut rows = 0;
     for b in batches {
         rows += b.num_rows() as u64;
         w.write(b).map_err(pq)?;
     }
     let buf = w.into_inner().map_err(pq)?;
-    let file = buf.into_inner().map_err(|e| LakeError::Io {
-        path: path.clone(),
-        source: e.into_error(),
-    })?;
+    let file = buf.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
     file.sync_all().map_err(io_err(&path))?;
     Ok(rows)
 }
 
 /// Writes JSON lines as one staged file at the reserved `rel`.
-pub fn write_jsonl_staged<T: Serialize>(
-    lake: &Lake,
-    rel: &str,
-    rows: &[T],
-) -> Result<(), LakeError> {
+pub fn write_jsonl_staged<T: Serialize>(lake: &Lake, rel: &str, rows: &[T]) -> Result<(), LakeError> {
     let path = staged_path(lake, rel);
     let file = File::create(&path).map_err(io_err(&path))?;
     let mut w = BufWriter::new(file);
     for r in rows {
-        serde_json::to_writer(&mut w, r).map_err(|e| LakeError::Io {
-            path: path.clone(),
-            source: e.into(),
-        })?;
+        serde_json::to_writer(&mut w, r).map_err(|e| LakeError::Io { path: path.clone(), source: e.into() })?;
         w.write_all(b"\n").map_err(io_err(&path))?;
     }
-    let file = w.into_inner().map_err(|e| LakeError::Io {
-        path: path.clone(),
-        source: e.into_error(),
-    })?;
+    let file = w.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
     file.sync_all().map_err(io_err(&path))
 }
 
@@ -405,20 +341,11 @@ pub fn sort_events(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Record
         move |source| LakeError::Arrow { what, source }
     };
     let all = concat_batches(schema, batches).map_err(arrow("concatenating event batches"))?;
-    let keys = [col::CREDENTIAL_ID, col::TS].map(|c| {
-        all.column_by_name(c)
-            .expect("event batch has sort columns")
-            .clone()
-    });
-    let conv = RowConverter::new(
-        keys.iter()
-            .map(|k| SortField::new(k.data_type().clone()))
-            .collect(),
-    )
-    .map_err(arrow("sorting events"))?;
-    let rows = conv
-        .convert_columns(&keys)
+    let keys =
+        [col::CREDENTIAL_ID, col::TS].map(|c| all.column_by_name(c).expect("event batch has sort columns").clone());
+    let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())
         .map_err(arrow("sorting events"))?;
+    let rows = conv.convert_columns(&keys).map_err(arrow("sorting events"))?;
     let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
     idx.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
     let indices = arrow::array::UInt32Array::from(idx);
@@ -427,10 +354,7 @@ pub fn sort_events(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Record
 
 /// Splits a batch of events by UTC day of `ts`, the lake's partition key.
 pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, LakeError> {
-    let ts = batch
-        .column_by_name(col::TS)
-        .expect("event batch has ts")
-        .as_primitive::<TimestampMillisecondType>();
+    let ts = batch.column_by_name(col::TS).expect("event batch has ts").as_primitive::<TimestampMillisecondType>();
     if ts.is_empty() {
         return Ok(Vec::new());
     }
@@ -447,10 +371,8 @@ pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, L
     let mut out: Vec<(String, RecordBatch)> = Vec::with_capacity(groups.len());
     for (day, idx) in groups {
         let indices = arrow::array::UInt32Array::from(idx);
-        let part = take_record_batch(batch, &indices).map_err(|source| LakeError::Arrow {
-            what: "partitioning events by day".into(),
-            source,
-        })?;
+        let part = take_record_batch(batch, &indices)
+            .map_err(|source| LakeError::Arrow { what: "partitioning events by day".into(), source })?;
         out.push((crate::time::day_of(day * DAY), part));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -470,19 +392,8 @@ mod tests {
     fn batch(ids: &[(&str, i64)]) -> RecordBatch {
         let mut b = EventBuilder::new();
         for (i, (id, ts)) in ids.iter().enumerate() {
-            let e = Event {
-                ts_ms: *ts,
-                credential_id: (*id).into(),
-                ..Default::default()
-            };
-            b.append(
-                &e,
-                Lineage {
-                    source: "gateway",
-                    source_file: "f",
-                },
-                i as u64 + 1,
-            );
+            let e = Event { ts_ms: *ts, credential_id: (*id).into(), ..Default::default() };
+            b.append(&e, Lineage { source: "gateway", source_file: "f" }, i as u64 + 1);
         }
         b.finish()
     }
@@ -493,10 +404,7 @@ mod tests {
         let b1 = batch(&[("b", 5), ("a", 9)]);
         let b2 = batch(&[("a", 1), ("b", 2)]);
         let sorted = sort_events(&s, &[b1, b2]).unwrap();
-        let ts = sorted
-            .column_by_name(col::TS)
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
+        let ts = sorted.column_by_name(col::TS).unwrap().as_primitive::<TimestampMillisecondType>();
         assert_eq!(ts.values().to_vec(), vec![1, 9, 2, 5]);
     }
 
@@ -506,10 +414,7 @@ mod tests {
         let b = batch(&[("a", day - 1), ("a", day), ("b", day + 5), ("c", 3)]);
         let parts = split_by_day(&b).unwrap();
         assert_eq!(
-            parts
-                .iter()
-                .map(|(d, b)| (d.as_str(), b.num_rows()))
-                .collect::<Vec<_>>(),
+            parts.iter().map(|(d, b)| (d.as_str(), b.num_rows())).collect::<Vec<_>>(),
             vec![("1970-01-01", 2), ("1970-01-02", 2)]
         );
     }
@@ -523,22 +428,12 @@ mod tests {
         {
             let txn = lake.begin().unwrap();
             rel = txn.reserve(&events_partition("1970-01-01"), "parquet");
-            write_parquet_staged(
-                &lake,
-                &rel,
-                event_schema(),
-                &[b.clone()],
-                writer_properties(&[]),
-            )
-            .unwrap();
+            write_parquet_staged(&lake, &rel, event_schema(), &[b.clone()], writer_properties(&[])).unwrap();
             // Dropped without commit: a crash.
         }
         assert!(staged_path(&lake, &rel).exists());
         let txn = lake.begin().unwrap();
-        assert!(
-            !staged_path(&lake, &rel).exists(),
-            "recovery removes uncommitted files"
-        );
+        assert!(!staged_path(&lake, &rel).exists(), "recovery removes uncommitted files");
         drop(txn);
 
         let txn = lake.begin().unwrap();

@@ -175,11 +175,7 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -192,23 +188,14 @@ fn run(command: Command) -> Result<ExitCode> {
             let summary = do_ingest(a.inputs, &a.common)?;
             let findings = check_inventory(&a.inventory, Some(&a.common.lake), &a.check)?;
             if !a.common.json {
-                println!(
-                    "\ninventory {}: {} finding(s)",
-                    a.inventory.display(),
-                    findings.len()
-                );
+                println!("\ninventory {}: {} finding(s)", a.inventory.display(), findings.len());
                 if !findings.is_empty() {
                     println!("{}", inventory::format_findings_table(&findings));
                 }
             }
             Ok(status_of(&summary))
         }
-        Command::Inventory(InventoryCmd::Check {
-            inventory,
-            lake,
-            check,
-            json,
-        }) => {
+        Command::Inventory(InventoryCmd::Check { inventory, lake, check, json }) => {
             let findings = check_inventory(&inventory, lake.as_deref(), &check)?;
             if json {
                 for f in &findings {
@@ -278,11 +265,7 @@ fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSum
 }
 
 fn status_of(summary: &ingest::IngestSummary) -> ExitCode {
-    if summary.has_problems() {
-        ExitCode::from(EXIT_QUARANTINED)
-    } else {
-        ExitCode::SUCCESS
-    }
+    if summary.has_problems() { ExitCode::from(EXIT_QUARANTINED) } else { ExitCode::SUCCESS }
 }
 
 fn check_inventory(
@@ -292,8 +275,7 @@ fn check_inventory(
 ) -> Result<Vec<inventory::Finding>> {
     let inv = inventory::Inventory::load(path)?;
     let now_ms = match &a.now {
-        Some(s) => credtrail::time::parse_date_or_ts(s)
-            .with_context(|| format!("--now {s:?} is not a date"))?,
+        Some(s) => credtrail::time::parse_date_or_ts(s).with_context(|| format!("--now {s:?} is not a date"))?,
         None => chrono::Utc::now().timestamp_millis(),
     };
     let usage = match lake {
@@ -303,10 +285,7 @@ fn check_inventory(
         }
         None => None,
     };
-    let opts = inventory::CheckOptions {
-        now_ms,
-        max_age_days: a.max_age_days,
-        expiring_within_days: a.expiring_within_days,
-    };
+    let opts =
+        inventory::CheckOptions { now_ms, max_age_days: a.max_age_days, expiring_within_days: a.expiring_within_days };
     Ok(inventory::check(&inv, usage.as_ref(), &opts))
 }

@@ -111,9 +111,17 @@ const AGENTS: &[AgentType] = &[
     AgentType {
         name: "support-triage",
         playbooks: &[
-            &[("jira.search", "jira://SUP"), ("github.get_file", "github://acme/helpdesk/"), ("jira.create_issue", "jira://SUP")],
+            &[
+                ("jira.search", "jira://SUP"),
+                ("github.get_file", "github://acme/helpdesk/"),
+                ("jira.create_issue", "jira://SUP"),
+            ],
             &[("jira.search", "jira://SUP"), ("jira.add_comment", "jira://SUP")],
-            &[("slack.read_channel", "slack://acme/support"), ("jira.search", "jira://SUP"), ("jira.add_comment", "jira://SUP")],
+            &[
+                ("slack.read_channel", "slack://acme/support"),
+                ("jira.search", "jira://SUP"),
+                ("jira.add_comment", "jira://SUP"),
+            ],
         ],
         allowed_tools: &["jira.*", "github.*", "slack.*", "shell.*"],
         allowed_resources: &["jira://SUP", "github://acme/", "slack://acme/"],
@@ -123,19 +131,38 @@ const AGENTS: &[AgentType] = &[
     AgentType {
         name: "code-review",
         playbooks: &[
-            &[("github.list_pull_requests", "github://acme/payments"), ("github.get_file", "github://acme/payments/"), ("github.create_review_comment", "github://acme/payments")],
-            &[("github.get_file", "github://acme/payments/"), ("github.get_file", "github://acme/payments/"), ("github.create_pr", "github://acme/payments")],
+            &[
+                ("github.list_pull_requests", "github://acme/payments"),
+                ("github.get_file", "github://acme/payments/"),
+                ("github.create_review_comment", "github://acme/payments"),
+            ],
+            &[
+                ("github.get_file", "github://acme/payments/"),
+                ("github.get_file", "github://acme/payments/"),
+                ("github.create_pr", "github://acme/payments"),
+            ],
         ],
         allowed_tools: &["github.*"],
         allowed_resources: &["github://acme/"],
-        danger: &[("github.get_file", "github://acme/payments/deploy.yaml"), ("github.add_collaborator", "github://acme/payments")],
+        danger: &[
+            ("github.get_file", "github://acme/payments/deploy.yaml"),
+            ("github.add_collaborator", "github://acme/payments"),
+        ],
         danger_text: "privilege change mid-session (github.get_file → github.add_collaborator)",
     },
     AgentType {
         name: "data-analyst",
         playbooks: &[
-            &[("db.query", "db://analytics/events"), ("db.query", "db://analytics/events"), ("slack.post_message", "slack://acme/analytics")],
-            &[("s3:GetObject", "s3://analytics-exports/daily/"), ("db.query", "db://analytics/events"), ("slack.post_message", "slack://acme/analytics")],
+            &[
+                ("db.query", "db://analytics/events"),
+                ("db.query", "db://analytics/events"),
+                ("slack.post_message", "slack://acme/analytics"),
+            ],
+            &[
+                ("s3:GetObject", "s3://analytics-exports/daily/"),
+                ("db.query", "db://analytics/events"),
+                ("slack.post_message", "slack://acme/analytics"),
+            ],
         ],
         allowed_tools: &["db.*", "s3:*", "slack.*", "email.*"],
         allowed_resources: &["db://analytics/", "s3://analytics-exports/", "slack://acme/"],
@@ -145,7 +172,11 @@ const AGENTS: &[AgentType] = &[
     AgentType {
         name: "ops-bot",
         playbooks: &[
-            &[("k8s.get_pods", "k8s://prod/"), ("k8s.get_logs", "k8s://prod/"), ("slack.post_message", "slack://acme/ops")],
+            &[
+                ("k8s.get_pods", "k8s://prod/"),
+                ("k8s.get_logs", "k8s://prod/"),
+                ("slack.post_message", "slack://acme/ops"),
+            ],
             &[("k8s.get_pods", "k8s://prod/"), ("k8s.describe", "k8s://prod/")],
         ],
         allowed_tools: &["k8s.*", "slack.*", "web.*"],
@@ -298,13 +329,17 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
         let date = crate::time::day_of(day_start);
         let name = if opts.gzip { format!("gateway-{date}.jsonl.gz") } else { format!("gateway-{date}.jsonl") };
         let path = logs.join(name);
-        write_atomic(&path, |w| {
-            for l in &lines {
-                serde_json::to_writer(&mut *w, l).map_err(io::Error::from)?;
-                w.write_all(b"\n")?;
-            }
-            Ok(())
-        }, opts.gzip)
+        write_atomic(
+            &path,
+            |w| {
+                for l in &lines {
+                    serde_json::to_writer(&mut *w, l).map_err(io::Error::from)?;
+                    w.write_all(b"\n")?;
+                }
+                Ok(())
+            },
+            opts.gzip,
+        )
         .map_err(io_err(&path))?;
         files.push(path);
     }
@@ -359,9 +394,17 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
         };
         // Several keys share an agent principal: its transition model is per principal.
         let (principal, kind, rhythm) = match role {
-            Role::LlmApp { .. } => (format!("app:{}-{}", ["chat", "summariser", "classifier", "copilot"][i % 4], i), "api_key", Rhythm::Business),
+            Role::LlmApp { .. } => (
+                format!("app:{}-{}", ["chat", "summariser", "classifier", "copilot"][i % 4], i),
+                "api_key",
+                Rhythm::Business,
+            ),
             Role::Agent { agent, .. } => (format!("agent:{}", AGENTS[agent].name), "agent_token", Rhythm::Business),
-            Role::Service { team } => (format!("svc:{}-etl", TEAMS[team]), "service_account", if i % 2 == 0 { Rhythm::Nightly } else { Rhythm::Flat }),
+            Role::Service { team } => (
+                format!("svc:{}-etl", TEAMS[team]),
+                "service_account",
+                if i % 2 == 0 { Rhythm::Nightly } else { Rhythm::Flat },
+            ),
         };
         let family = match role {
             Role::LlmApp { family } | Role::Agent { family, .. } => Some(family),
@@ -435,7 +478,11 @@ fn hour_factor(rhythm: Rhythm, hour: u32, weekday: u32) -> f64 {
         }
         Rhythm::Flat => 0.7,
         Rhythm::Nightly => {
-            if (1..=4).contains(&hour) { 2.5 } else { 0.25 }
+            if (1..=4).contains(&hour) {
+                2.5
+            } else {
+                0.25
+            }
         }
     }
 }
@@ -494,7 +541,10 @@ fn tool_call(c: &Cred, ts: i64, tool: &str, resource: &str, rng: &mut ChaCha8Rng
     l.resource = if resource.is_empty() {
         None
     } else if resource.ends_with('/') {
-        Some(format!("{resource}{}", ["README.md", "src/main.py", "2026/report.csv", "pod-7f9c"][rng.random_range(0..4)]))
+        Some(format!(
+            "{resource}{}",
+            ["README.md", "src/main.py", "2026/report.csv", "pod-7f9c"][rng.random_range(0..4)]
+        ))
     } else {
         Some(resource.to_string())
     };
@@ -503,8 +553,9 @@ fn tool_call(c: &Cred, ts: i64, tool: &str, resource: &str, rng: &mut ChaCha8Rng
 
 fn maybe_error(c: &Cred, l: &mut Line, rng: &mut ChaCha8Rng) {
     if rng.random_bool(c.error_rate) {
-        let (status, code) = [(400, "invalid_request"), (404, "not_found"), (500, "internal_error"), (503, "overloaded")]
-            [rng.random_range(0..4)];
+        let (status, code) =
+            [(400, "invalid_request"), (404, "not_found"), (500, "internal_error"), (503, "overloaded")]
+                [rng.random_range(0..4)];
         l.status = status;
         l.error_code = Some(code);
         l.tokens_out = l.tokens_out.map(|_| 0);
@@ -701,7 +752,9 @@ fn describe(kind: Kind, variant: u32, c: &Cred) -> String {
         (Kind::ToolChaining, _) => "tool chaining".into(),
         (Kind::OutOfScope, role) => match (variant, role) {
             (2, _) => "out of scope: the credential is used after its expiry".into(),
-            (_, Role::Service { .. }) if variant == 0 => "out of scope: reads of s3://finance-reports/, outside the credential's resources".into(),
+            (_, Role::Service { .. }) if variant == 0 => {
+                "out of scope: reads of s3://finance-reports/, outside the credential's resources".into()
+            }
             (_, Role::LlmApp { .. }) if variant == 0 => "out of scope: tool calls by an inference-only key".into(),
             _ => "out of scope: admin actions (iam.create_user) outside the credential's allowed actions".into(),
         },
@@ -714,7 +767,11 @@ fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut
         Kind::BillingSpike => {
             let Role::LlmApp { family } = c.role else { return };
             let model = FAMILIES[family].2;
-            let ip = format!("{}.{}", ["203.0.113", "198.51.100", "192.0.2"][rng.random_range(0..3)], rng.random_range(2..250));
+            let ip = format!(
+                "{}.{}",
+                ["203.0.113", "198.51.100", "192.0.2"][rng.random_range(0..3)],
+                rng.random_range(2..250)
+            );
             let hours = rng.random_range(1..=3);
             // Per hour: well above the key's usual rate, each request far larger.
             let per_hour = (c.rate * 3.0).max(40.0) as i64;
@@ -727,7 +784,8 @@ fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut
             }
         }
         Kind::RetryStorm => {
-            let (status, code) = [(401, "invalid_api_key"), (403, "forbidden"), (429, "rate_limited")][a.variant as usize % 3];
+            let (status, code) =
+                [(401, "invalid_api_key"), (403, "forbidden"), (429, "rate_limited")][a.variant as usize % 3];
             let minutes = rng.random_range(1..=5);
             for m in 0..minutes {
                 let n = rng.random_range(40..250);
@@ -799,7 +857,9 @@ fn write_inventory(w: &mut dyn Write, creds: &[Cred]) -> io::Result<()> {
     ])?;
     for c in creds {
         let (actions, models, tools, resources) = match c.role {
-            Role::LlmApp { family } => ("inference".to_string(), FAMILIES[family].3.to_string(), String::new(), String::new()),
+            Role::LlmApp { family } => {
+                ("inference".to_string(), FAMILIES[family].3.to_string(), String::new(), String::new())
+            }
             Role::Agent { agent, family } => (
                 "inference;tool_call;read;write".to_string(),
                 FAMILIES[family].3.to_string(),
@@ -860,7 +920,8 @@ mod tests {
     }
 
     fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<(String, Vec<u8>)> = walk(dir).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect();
+        let mut v: Vec<(String, Vec<u8>)> =
+            walk(dir).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect();
         v.sort();
         v.into_iter().map(|(p, b)| (p.rsplit('/').next().unwrap().to_string(), b)).collect()
     }
@@ -927,7 +988,11 @@ mod tests {
         for lab in &s.labels {
             let cid = &lab["credential_id"];
             assert!(s.inv.get(cid).is_some());
-            let inside = s.lines.iter().filter(|l| l["credential_id"] == cid.as_str() && in_label(l, std::slice::from_ref(lab))).count();
+            let inside = s
+                .lines
+                .iter()
+                .filter(|l| l["credential_id"] == cid.as_str() && in_label(l, std::slice::from_ref(lab)))
+                .count();
             assert!(inside >= 5, "{lab:?} has {inside} events");
         }
         for l in &s.lines {
@@ -967,7 +1032,8 @@ mod tests {
         }
         assert!(per_minute.values().filter(|(_, lab)| !lab).all(|(n, _)| *n <= 10));
         for lab in s.labels.iter().filter(|l| l["kind"] == "retry_storm") {
-            let biggest = per_minute.iter().filter(|((c, _), _)| *c == lab["credential_id"]).map(|(_, v)| v.0).max().unwrap();
+            let biggest =
+                per_minute.iter().filter(|((c, _), _)| *c == lab["credential_id"]).map(|(_, v)| v.0).max().unwrap();
             assert!(biggest >= 30, "{lab:?}");
         }
         // A billing spike comes from an address the key never used otherwise.
@@ -980,7 +1046,8 @@ mod tests {
             let usual: BTreeSet<&str> = outside.iter().map(|l| l["source_ip"].as_str().unwrap()).collect();
             let new: Vec<_> = inside.iter().filter(|l| !usual.contains(l["source_ip"].as_str().unwrap())).collect();
             assert!(new.len() * 2 > inside.len(), "{lab:?}: most of the window comes from a new address");
-            let tokens = |v: &[&serde_json::Value]| v.iter().map(|l| l["tokens_in"].as_i64().unwrap_or(0)).sum::<i64>() as f64;
+            let tokens =
+                |v: &[&serde_json::Value]| v.iter().map(|l| l["tokens_in"].as_i64().unwrap_or(0)).sum::<i64>() as f64;
             let spike_hours = ((ms(inside.last().unwrap()) - ms(inside[0])) as f64 / HOUR as f64).max(1.0);
             let usual_hours = (5 * 24) as f64;
             assert!(tokens(&inside) / spike_hours > 10.0 * tokens(&outside) / usual_hours, "{lab:?}");

@@ -29,14 +29,8 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
-        Action::Inference,
-        Action::ToolCall,
-        Action::Read,
-        Action::Write,
-        Action::Admin,
-        Action::Auth,
-    ];
+    pub const ALL: [Action; 6] =
+        [Action::Inference, Action::ToolCall, Action::Read, Action::Write, Action::Admin, Action::Auth];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,10 +57,7 @@ pub struct UnknownAction(pub String);
 impl FromStr for Action {
     type Err = UnknownAction;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Action::ALL
-            .into_iter()
-            .find(|a| a.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownAction(s.to_string()))
+        Action::ALL.into_iter().find(|a| a.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| UnknownAction(s.to_string()))
     }
 }
 
@@ -185,10 +176,7 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SOURCE_FILE, dict(), false),
         Field::new(SOURCE_RECORD, DataType::UInt64, false),
     ];
-    let metadata = [(
-        "credtrail.schema_version".to_string(),
-        SCHEMA_VERSION.to_string(),
-    )];
+    let metadata = [("credtrail.schema_version".to_string(), SCHEMA_VERSION.to_string())];
     Arc::new(Schema::new(fields).with_metadata(metadata.into_iter().collect()))
 });
 
@@ -333,8 +321,7 @@ impl EventBuilder {
             Arc::new(self.source_record.finish()),
         ];
         self.len = 0;
-        RecordBatch::try_new(event_schema(), columns)
-            .expect("EventBuilder columns match event_schema by construction")
+        RecordBatch::try_new(event_schema(), columns).expect("EventBuilder columns match event_schema by construction")
     }
 }
 
@@ -362,19 +349,9 @@ mod tests {
             tokens_in: Some(12),
             ..Default::default()
         };
-        let lin = Lineage {
-            source: "gateway",
-            source_file: "a.jsonl",
-        };
+        let lin = Lineage { source: "gateway", source_file: "a.jsonl" };
         b.append(&e, lin, 1);
-        b.append(
-            &Event {
-                credential_id: "key-2".into(),
-                ..e.clone()
-            },
-            lin,
-            2,
-        );
+        b.append(&Event { credential_id: "key-2".into(), ..e.clone() }, lin, 2);
         let batch = b.finish();
         assert_eq!(batch.schema(), event_schema());
         assert_eq!(batch.num_rows(), 2);
@@ -382,9 +359,6 @@ mod tests {
         let model = batch.column_by_name(col::MODEL).unwrap();
         assert_eq!(model.null_count(), 2);
         let rec = batch.column_by_name(col::SOURCE_RECORD).unwrap();
-        assert_eq!(
-            rec.as_primitive::<arrow::datatypes::UInt64Type>().value(1),
-            2
-        );
+        assert_eq!(rec.as_primitive::<arrow::datatypes::UInt64Type>().value(1), 2);
     }
 }

@@ -22,10 +22,7 @@ struct Detector {
 }
 
 static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
-    let d = |kind, pat: &str| Detector {
-        kind,
-        re: Regex::new(pat).expect("secret pattern compiles"),
-    };
+    let d = |kind, pat: &str| Detector { kind, re: Regex::new(pat).expect("secret pattern compiles") };
     vec![
         d(
             "private_key",
@@ -33,36 +30,23 @@ static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
         ),
         // Anthropic before generic `sk-` so the kind is specific.
         d("anthropic_api_key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}"),
-        d(
-            "openai_api_key",
-            r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}",
-        ),
-        d(
-            "github_token",
-            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
-        ),
+        d("openai_api_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
+        d("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
         d("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
-        d(
-            "jwt",
-            r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-        ),
+        d("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
         // An AWS secret access key has no prefix of its own: it is 40 base64
         // characters, recognised by the name it travels under.
         d(
             "aws_secret_access_key",
             r#"(?i)(?:secret_?access_?key|aws_?secret(?:_?key)?|secret_?key)["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
         ),
-        d(
-            "aws_session_token",
-            r#"(?i)(?:session_?token|security_?token)["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{100,})"#,
-        ),
+        d("aws_session_token", r#"(?i)(?:session_?token|security_?token)["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{100,})"#),
     ]
 });
 
 /// Every pattern at once: one pass over a clean record decides it is clean.
-static ANY: LazyLock<regex::RegexSet> = LazyLock::new(|| {
-    regex::RegexSet::new(DETECTORS.iter().map(|d| d.re.as_str())).expect("secret patterns compile")
-});
+static ANY: LazyLock<regex::RegexSet> =
+    LazyLock::new(|| regex::RegexSet::new(DETECTORS.iter().map(|d| d.re.as_str())).expect("secret patterns compile"));
 
 /// One secret found (and removed) in a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,10 +84,7 @@ pub fn redact(text: &str) -> Redacted<'_> {
     let mut current: Cow<'_, str> = Cow::Borrowed(text);
     let mut exposures = Vec::new();
     if !ANY.is_match(text) {
-        return Redacted {
-            text: current,
-            exposures,
-        };
+        return Redacted { text: current, exposures };
     }
     for det in DETECTORS.iter() {
         if !det.re.is_match(&current) {
@@ -112,16 +93,10 @@ pub fn redact(text: &str) -> Redacted<'_> {
         let mut out = String::with_capacity(current.len());
         let mut last = 0;
         for caps in det.re.captures_iter(&current) {
-            let m = caps
-                .get(1)
-                .unwrap_or_else(|| caps.get(0).expect("group 0 always matches"));
+            let m = caps.get(1).unwrap_or_else(|| caps.get(0).expect("group 0 always matches"));
             out.push_str(&current[last..m.start()]);
             let fp = fingerprint(m.as_str());
-            exposures.push(Exposure {
-                kind: det.kind,
-                fingerprint: fp.clone(),
-                offset: out.len(),
-            });
+            exposures.push(Exposure { kind: det.kind, fingerprint: fp.clone(), offset: out.len() });
             let _ = write!(out, "{MARKER}{}:{fp}]", det.kind);
             last = m.end();
         }
@@ -129,10 +104,7 @@ pub fn redact(text: &str) -> Redacted<'_> {
         current = Cow::Owned(out);
     }
     exposures.sort_by_key(|e| e.offset);
-    Redacted {
-        text: current,
-        exposures,
-    }
+    Redacted { text: current, exposures }
 }
 
 impl Exposure {
@@ -145,10 +117,7 @@ impl Exposure {
 /// Pairs each exposure with the JSON path (`a.b.0.c`) of the field that held
 /// it, for reporting which field leaked a secret. `None` where the record is
 /// not JSON or the marker is not inside a string value.
-pub fn exposure_fields(
-    exposures: &[Exposure],
-    v: Option<&serde_json::Value>,
-) -> Vec<Option<String>> {
+pub fn exposure_fields(exposures: &[Exposure], v: Option<&serde_json::Value>) -> Vec<Option<String>> {
     let mut found = v.map(redacted_paths).unwrap_or_default();
     exposures
         .iter()
@@ -170,9 +139,7 @@ pub fn exposure_fields(
 fn redacted_paths(v: &serde_json::Value) -> Vec<(String, String)> {
     fn walk(v: &serde_json::Value, path: &mut String, out: &mut Vec<(String, String)>) {
         match v {
-            serde_json::Value::String(s) if s.contains(MARKER) => {
-                out.push((path.clone(), s.clone()))
-            }
+            serde_json::Value::String(s) if s.contains(MARKER) => out.push((path.clone(), s.clone())),
             serde_json::Value::Object(m) => {
                 for (k, child) in m {
                     let len = path.len();
@@ -241,30 +208,23 @@ pub fn exposures_schema() -> arrow::datatypes::SchemaRef {
 pub fn exposures_batch(rows: &[ExposureRow]) -> arrow::array::RecordBatch {
     use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray, UInt64Array};
     use std::sync::Arc;
-    let strs = |f: fn(&ExposureRow) -> Option<&str>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<StringArray>())
-    };
+    let strs =
+        |f: fn(&ExposureRow) -> Option<&str>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
-            TimestampMillisecondArray::from(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
-                .with_timezone("UTC"),
+            TimestampMillisecondArray::from(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>()).with_timezone("UTC"),
         ),
         strs(|r| r.credential_id.as_deref()),
         strs(|r| r.request_id.as_deref()),
         strs(|r| r.source.as_deref()),
         strs(|r| Some(&r.source_file)),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.source_record)
-                .collect::<UInt64Array>(),
-        ),
+        Arc::new(rows.iter().map(|r| r.source_record).collect::<UInt64Array>()),
         strs(|r| r.field.as_deref()),
         strs(|r| Some(r.kind)),
         strs(|r| Some(&r.fingerprint)),
         strs(|r| Some(&r.run_id)),
     ];
-    arrow::array::RecordBatch::try_new(exposures_schema(), columns)
-        .expect("exposure columns match their schema")
+    arrow::array::RecordBatch::try_new(exposures_schema(), columns).expect("exposure columns match their schema")
 }
 
 #[cfg(test)]
@@ -286,20 +246,11 @@ mod tests {
     #[test]
     fn each_kind_is_found_and_removed() {
         let cases = [
-            (
-                "openai_api_key",
-                "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
-            ),
-            (
-                "anthropic_api_key",
-                "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345",
-            ),
+            ("openai_api_key", "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"),
+            ("anthropic_api_key", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345"),
             ("github_token", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"),
             ("slack_token", "xoxb-1234567890-abcdefghijkl"),
-            (
-                "jwt",
-                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36PO",
-            ),
+            ("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36PO"),
         ];
         for (kind, secret) in cases {
             let line = format!(r#"{{"user_agent":"x","note":"token {secret} used"}}"#);
@@ -307,10 +258,7 @@ mod tests {
             assert_eq!(kinds(&line), vec![kind], "{secret}");
             assert!(!r.text.contains(secret));
             let v: serde_json::Value = serde_json::from_str(&r.text).expect("still JSON");
-            assert_eq!(
-                exposure_fields(&r.exposures, Some(&v)),
-                vec![Some("note".to_string())]
-            );
+            assert_eq!(exposure_fields(&r.exposures, Some(&v)), vec![Some("note".to_string())]);
         }
     }
 
@@ -326,10 +274,7 @@ mod tests {
         // The same 40 characters under an innocent name are not flagged.
         assert!(kinds(&format!(r#"{{"etag":"{secret}"}}"#)).is_empty());
         // In a command line too.
-        assert_eq!(
-            kinds(&format!("export AWS_SECRET_ACCESS_KEY={secret}")),
-            vec!["aws_secret_access_key"]
-        );
+        assert_eq!(kinds(&format!("export AWS_SECRET_ACCESS_KEY={secret}")), vec!["aws_secret_access_key"]);
     }
 
     #[test]

@@ -47,14 +47,7 @@ pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
     let events = ListingOptions::new(parquet())
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![(col::DATE.to_string(), DataType::Utf8)]);
-    ctx.register_listing_table(
-        "events",
-        url(lake::EVENTS),
-        events,
-        Some(event_schema()),
-        None,
-    )
-    .await?;
+    ctx.register_listing_table("events", url(lake::EVENTS), events, Some(event_schema()), None).await?;
 
     let exposures = ListingOptions::new(parquet()).with_file_extension(".parquet");
     ctx.register_listing_table(
@@ -66,16 +59,9 @@ pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
     )
     .await?;
 
-    let quarantine =
-        ListingOptions::new(Arc::new(JsonFormat::default())).with_file_extension(".jsonl");
-    ctx.register_listing_table(
-        "quarantine",
-        url(lake::QUARANTINE),
-        quarantine,
-        Some(quarantine_schema()),
-        None,
-    )
-    .await?;
+    let quarantine = ListingOptions::new(Arc::new(JsonFormat::default())).with_file_extension(".jsonl");
+    ctx.register_listing_table("quarantine", url(lake::QUARANTINE), quarantine, Some(quarantine_schema()), None)
+        .await?;
     Ok(ctx)
 }
 
@@ -103,9 +89,7 @@ pub fn render(batches: &[RecordBatch], output: Output) -> Result<String, SqlErro
     Ok(match output {
         Output::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?),
         Output::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(Vec::new());
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
             for b in batches {
                 w.write(b)?;
             }
@@ -143,11 +127,7 @@ pub async fn credential_usage(root: &Path) -> Result<HashMap<String, Usage>, Sql
             }
             out.insert(
                 id.value(i).to_string(),
-                Usage {
-                    first_seen_ms: first.value(i),
-                    last_seen_ms: last.value(i),
-                    events: n.value(i) as u64,
-                },
+                Usage { first_seen_ms: first.value(i), last_seen_ms: last.value(i), events: n.value(i) as u64 },
             );
         }
     }

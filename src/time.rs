@@ -29,20 +29,15 @@ pub fn parse_with(s: &str, format: &TimeFormat) -> Option<i64> {
     let s = s.trim();
     match format {
         TimeFormat::Auto => parse_auto(s),
-        TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|d| d.timestamp_millis()),
+        TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis()),
         TimeFormat::EpochS => epoch(s, 1000.0),
         TimeFormat::EpochMs => epoch(s, 1.0),
         TimeFormat::EpochUs => epoch(s, 0.001),
         TimeFormat::Pattern(p) => DateTime::parse_from_str(s, p)
             .map(|d| d.timestamp_millis())
+            .or_else(|_| NaiveDateTime::parse_from_str(s, p).map(|n| n.and_utc().timestamp_millis()))
             .or_else(|_| {
-                NaiveDateTime::parse_from_str(s, p).map(|n| n.and_utc().timestamp_millis())
-            })
-            .or_else(|_| {
-                NaiveDate::parse_from_str(s, p)
-                    .map(|d| d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis())
+                NaiveDate::parse_from_str(s, p).map(|d| d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis())
             })
             .ok(),
     }
@@ -152,22 +147,10 @@ mod tests {
     fn epochs_by_magnitude_and_by_format() {
         assert_eq!(parse_ts("1702857600"), Some(1_702_857_600_000));
         assert_eq!(parse_ts("1702857600123"), Some(1_702_857_600_123));
-        assert_eq!(
-            parse_with("1702857600", &TimeFormat::EpochS),
-            Some(1_702_857_600_000)
-        );
-        assert_eq!(
-            from_epoch_number(1702857600.5, &TimeFormat::EpochS),
-            Some(1_702_857_600_500)
-        );
+        assert_eq!(parse_with("1702857600", &TimeFormat::EpochS), Some(1_702_857_600_000));
+        assert_eq!(from_epoch_number(1702857600.5, &TimeFormat::EpochS), Some(1_702_857_600_500));
         let p = TimeFormat::Pattern("%d/%m/%Y %H:%M".into());
-        assert_eq!(
-            parse_with("30/07/2018 22:14", &p),
-            parse_ts("2018-07-30T22:14:00Z")
-        );
-        assert_eq!(
-            day_of(parse_ts("2018-07-30T23:59:59.999Z").unwrap()),
-            "2018-07-30"
-        );
+        assert_eq!(parse_with("30/07/2018 22:14", &p), parse_ts("2018-07-30T22:14:00Z"));
+        assert_eq!(day_of(parse_ts("2018-07-30T23:59:59.999Z").unwrap()), "2018-07-30");
     }
 }

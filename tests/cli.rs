@@ -28,8 +28,11 @@ fn generated_sample_ingests_cleanly_and_governance_sees_the_expired_key() {
         .unwrap()
         .map(|e| {
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(e.unwrap().path()).unwrap()), &mut s)
-                .unwrap();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(std::fs::File::open(e.unwrap().path()).unwrap()),
+                &mut s,
+            )
+            .unwrap();
             s.lines().count()
         })
         .sum();
@@ -50,7 +53,11 @@ fn generated_sample_ingests_cleanly_and_governance_sees_the_expired_key() {
     let findings: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let of = |kind: &str| -> Vec<String> {
-        findings.iter().filter(|f| f["kind"] == kind).map(|f| f["credential_id"].as_str().unwrap().to_string()).collect()
+        findings
+            .iter()
+            .filter(|f| f["kind"] == kind)
+            .map(|f| f["credential_id"].as_str().unwrap().to_string())
+            .collect()
     };
     // The labelled use-after-expiry is found by governance too, and nothing else is.
     let labels = csv_rows(&data.join("labels.csv"));

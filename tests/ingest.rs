@@ -37,26 +37,15 @@ fn panther_cloudtrail_ingests_223_and_quarantines_16_with_reasons() {
     assert_eq!(got, expected);
     for e in &q {
         let reason = e["reason"].as_str().unwrap();
-        assert!(
-            reason.contains("eventTime") || reason.contains("eventName"),
-            "{reason}"
-        );
-        assert!(
-            e["source_file"]
-                .as_str()
-                .unwrap()
-                .ends_with("cloudtrail.json.gz")
-        );
+        assert!(reason.contains("eventTime") || reason.contains("eventName"), "{reason}");
+        assert!(e["source_file"].as_str().unwrap().ends_with("cloudtrail.json.gz"));
         assert!(e["raw"].as_str().unwrap().starts_with('{'));
     }
 
     let rows = events(lake.path());
     assert_eq!(rows.len(), 223);
     // The ingested ones are the labelled-ingestable indices, in the events' lineage.
-    let ingested: BTreeSet<u64> = rows
-        .iter()
-        .map(|r| r["source_record"].as_u64().unwrap())
-        .collect();
+    let ingested: BTreeSet<u64> = rows.iter().map(|r| r["source_record"].as_u64().unwrap()).collect();
     let all: BTreeSet<u64> = (0..239).collect();
     assert_eq!(ingested, all.difference(&expected).copied().collect());
     for r in &rows {
@@ -69,19 +58,11 @@ fn panther_cloudtrail_ingests_223_and_quarantines_16_with_reasons() {
     assert!(!files.is_empty());
     for f in &files {
         let dir = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
-        assert!(
-            dir.starts_with("date=") && dir.len() == "date=YYYY-MM-DD".len(),
-            "{dir}"
-        );
-        let meta =
-            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(f).unwrap())
-                .unwrap();
+        assert!(dir.starts_with("date=") && dir.len() == "date=YYYY-MM-DD".len(), "{dir}");
+        let meta = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(f).unwrap()).unwrap();
         use parquet::file::reader::FileReader;
         let col = meta.metadata().row_group(0).column(0);
-        assert_eq!(
-            col.compression(),
-            parquet::basic::Compression::ZSTD(Default::default())
-        );
+        assert_eq!(col.compression(), parquet::basic::Compression::ZSTD(Default::default()));
     }
 }
 
@@ -91,13 +72,7 @@ fn every_panther_sample_ingests_with_its_format_detected() {
     let dir = fixture("panther");
     let (_, s) = ingest(lake.path(), &[&dir], &[]);
     let per_file = s["per_file"].as_array().unwrap();
-    let by_name = |n: &str| {
-        per_file
-            .iter()
-            .find(|f| f["path"].as_str().unwrap().ends_with(n))
-            .unwrap()
-            .clone()
-    };
+    let by_name = |n: &str| per_file.iter().find(|f| f["path"].as_str().unwrap().ends_with(n)).unwrap().clone();
     // The labels files are JSON lines too but of no known log format: they are
     // quarantined, not mistaken for events.
     for (name, format, records) in [
@@ -115,31 +90,12 @@ fn every_panther_sample_ingests_with_its_format_detected() {
     let sources: BTreeSet<&str> = rows.iter().map(|r| r["source"].as_str().unwrap()).collect();
     assert_eq!(
         sources,
-        [
-            "anthropic-activity",
-            "bedrock-invocation",
-            "cloudtrail",
-            "openai-audit"
-        ]
-        .into_iter()
-        .collect()
+        ["anthropic-activity", "bedrock-invocation", "cloudtrail", "openai-audit"].into_iter().collect()
     );
     // Bedrock rows carry the model and token counts from the invocation log.
-    let bedrock: Vec<_> = rows
-        .iter()
-        .filter(|r| r["source"] == "bedrock-invocation")
-        .collect();
-    assert!(
-        bedrock
-            .iter()
-            .all(|r| r["model"].as_str().unwrap().starts_with("anthropic."))
-    );
-    assert!(bedrock.iter().all(|r| {
-        r["principal"]
-            .as_str()
-            .unwrap()
-            .starts_with("arn:aws:sts::")
-    }));
+    let bedrock: Vec<_> = rows.iter().filter(|r| r["source"] == "bedrock-invocation").collect();
+    assert!(bedrock.iter().all(|r| r["model"].as_str().unwrap().starts_with("anthropic.")));
+    assert!(bedrock.iter().all(|r| { r["principal"].as_str().unwrap().starts_with("arn:aws:sts::") }));
 }
 
 #[test]
@@ -154,10 +110,7 @@ fn reingest_is_a_no_op() {
     assert_eq!(second["ingested"], 0);
     assert_eq!(second["read"], 0);
     assert_eq!(parquet_files(lake.path()), files_before);
-    assert_eq!(
-        events(lake.path()).len() as u64,
-        first["ingested"].as_u64().unwrap()
-    );
+    assert_eq!(events(lake.path()).len() as u64, first["ingested"].as_u64().unwrap());
 
     // The same bytes under another name are recognised too.
     let copy_dir = tempfile::tempdir().unwrap();
@@ -188,30 +141,22 @@ fn gzip_truncation_garbage_and_secrets_lose_nothing_and_leak_nothing() {
     write(&input.join("plain.jsonl"), &plain);
 
     // 2) a gzip file, and a truncated copy of a different gzip file.
-    let gz_text: String = (0..400)
-        .map(|i| gateway_line(1000 + i, "key_gz", "") + "\n")
-        .collect();
+    let gz_text: String = (0..400).map(|i| gateway_line(1000 + i, "key_gz", "") + "\n").collect();
     gzip(&input.join("good.jsonl.gz"), &gz_text);
-    let trunc_text: String = (0..4000)
-        .map(|i| gateway_line(5000 + i, "key_trunc", "") + "\n")
-        .collect();
+    let trunc_text: String = (0..4000).map(|i| gateway_line(5000 + i, "key_trunc", "") + "\n").collect();
     let full = work.path().join("full.jsonl.gz");
     gzip(&full, &trunc_text);
     let bytes = std::fs::read(&full).unwrap();
-    std::fs::write(
-        input.join("truncated.jsonl.gz"),
-        &bytes[..bytes.len() * 2 / 3],
-    )
-    .unwrap();
+    std::fs::write(input.join("truncated.jsonl.gz"), &bytes[..bytes.len() * 2 / 3]).unwrap();
 
     // 3) secrets in a stored field and in an unstored one.
     let openai = "sk-proj-Zx8PqR2mN4vB6cD8eF0gH2jK4lM6nP8qR0sT2uV4";
     let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKE";
     let mut secret = String::new();
-    secret.push_str(&gateway_line(9000, "key_leaky", "").replace(
-        "triage-bot/1.2",
-        &format!("curl -H 'Authorization: Bearer {openai}'"),
-    ));
+    secret.push_str(
+        &gateway_line(9000, "key_leaky", "")
+            .replace("triage-bot/1.2", &format!("curl -H 'Authorization: Bearer {openai}'")),
+    );
     secret.push('\n');
     secret.push_str(&gateway_line(
         9001,
@@ -225,43 +170,21 @@ fn gzip_truncation_garbage_and_secrets_lose_nothing_and_leak_nothing() {
     let (code, s) = ingest(&lake, &[&input], &[]);
     assert_eq!(code, 3);
     let files = s["per_file"].as_array().unwrap();
-    let file = |n: &str| {
-        files
-            .iter()
-            .find(|f| f["path"].as_str().unwrap().ends_with(n))
-            .unwrap()
-            .clone()
-    };
+    let file = |n: &str| files.iter().find(|f| f["path"].as_str().unwrap().ends_with(n)).unwrap().clone();
 
     let p = file("plain.jsonl");
-    assert_eq!(
-        (
-            p["read"].as_u64(),
-            p["ingested"].as_u64(),
-            p["quarantined"].as_u64()
-        ),
-        (Some(56), Some(50), Some(6))
-    );
+    assert_eq!((p["read"].as_u64(), p["ingested"].as_u64(), p["quarantined"].as_u64()), (Some(56), Some(50), Some(6)));
     let g = file("good.jsonl.gz");
-    assert_eq!(
-        (g["ingested"].as_u64(), g["quarantined"].as_u64()),
-        (Some(400), Some(0))
-    );
+    assert_eq!((g["ingested"].as_u64(), g["quarantined"].as_u64()), (Some(400), Some(0)));
     let t = file("truncated.jsonl.gz");
     assert_eq!(t["status"], "partial", "{t}");
     assert!(t["error"].as_str().unwrap().len() > 5);
     let t_ing = t["ingested"].as_u64().unwrap();
     assert!(t_ing > 100 && t_ing < 4000, "{t}");
-    assert_eq!(
-        t["read"].as_u64().unwrap(),
-        t_ing + t["quarantined"].as_u64().unwrap()
-    );
+    assert_eq!(t["read"].as_u64().unwrap(), t_ing + t["quarantined"].as_u64().unwrap());
 
     // ingested + quarantined = read, overall and per file.
-    assert_eq!(
-        s["read"].as_u64().unwrap(),
-        s["ingested"].as_u64().unwrap() + s["quarantined"].as_u64().unwrap()
-    );
+    assert_eq!(s["read"].as_u64().unwrap(), s["ingested"].as_u64().unwrap() + s["quarantined"].as_u64().unwrap());
     let rows = events(&lake);
     assert_eq!(rows.len() as u64, s["ingested"].as_u64().unwrap());
     // The truncated file's events are the first ones, contiguous, none lost before the cut.
@@ -270,30 +193,15 @@ fn gzip_truncation_garbage_and_secrets_lose_nothing_and_leak_nothing() {
         .filter(|r| r["credential_id"] == "key_trunc")
         .map(|r| r["request_id"].as_str().unwrap().to_string())
         .collect();
-    let expect: BTreeSet<String> = (5000..5000 + t_ing as usize)
-        .map(|i| format!("req_{i:06}"))
-        .collect();
+    let expect: BTreeSet<String> = (5000..5000 + t_ing as usize).map(|i| format!("req_{i:06}")).collect();
     assert_eq!(trunc_ids, expect);
 
     // Quarantine says where and why, for each bad line.
     let q = quarantine(&lake);
-    let plain_q: Vec<_> = q
-        .iter()
-        .filter(|e| e["source_file"].as_str().unwrap().ends_with("plain.jsonl"))
-        .collect();
+    let plain_q: Vec<_> = q.iter().filter(|e| e["source_file"].as_str().unwrap().ends_with("plain.jsonl")).collect();
     assert_eq!(plain_q.len(), 6);
-    assert!(
-        plain_q
-            .iter()
-            .any(|e| e["reason"].as_str().unwrap().contains("action"))
-    );
-    assert!(
-        plain_q
-            .iter()
-            .filter(|e| e["raw"] == "this is not json {")
-            .count()
-            == 5
-    );
+    assert!(plain_q.iter().any(|e| e["reason"].as_str().unwrap().contains("action")));
+    assert!(plain_q.iter().filter(|e| e["raw"] == "this is not json {").count() == 5);
     let line_of_first_garbage = 5; // lines 1-4 good, then garbage
     assert!(plain_q.iter().any(|e| e["record"] == line_of_first_garbage));
 
@@ -301,51 +209,27 @@ fn gzip_truncation_garbage_and_secrets_lose_nothing_and_leak_nothing() {
     assert_eq!(s["redacted"], 3, "{s}");
     for f in walk(&lake) {
         let mut bytes = Vec::new();
-        std::fs::File::open(&f)
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
+        std::fs::File::open(&f).unwrap().read_to_end(&mut bytes).unwrap();
         for needle in [openai, aws, &openai[8..30], &aws[..30]] {
-            assert!(
-                !contains(&bytes, needle.as_bytes()),
-                "{} holds a secret",
-                f.display()
-            );
+            assert!(!contains(&bytes, needle.as_bytes()), "{} holds a secret", f.display());
         }
     }
     let exposures = rows_of(&lake.join("secret_exposures"));
     assert_eq!(exposures.len(), 3);
-    let ua = exposures
-        .iter()
-        .find(|e| e["field"] == "user_agent")
-        .expect("user_agent exposure");
+    let ua = exposures.iter().find(|e| e["field"] == "user_agent").expect("user_agent exposure");
     assert_eq!(ua["credential_id"], "key_leaky");
     assert_eq!(ua["request_id"], "req_009000");
     assert_eq!(ua["kind"], "openai_api_key");
-    let env = exposures
-        .iter()
-        .find(|e| e["field"] == "debug.env.AWS_SECRET_ACCESS_KEY")
-        .expect("aws exposure");
+    let env = exposures.iter().find(|e| e["field"] == "debug.env.AWS_SECRET_ACCESS_KEY").expect("aws exposure");
     assert_eq!(env["kind"], "aws_secret_access_key");
     assert_eq!(env["request_id"], "req_009001");
     let garbage = exposures
         .iter()
         .find(|e| e.get("credential_id").is_none_or(|c| c.is_null()))
         .expect("exposure in a quarantined line");
-    assert_eq!(
-        garbage["fingerprint"], ua["fingerprint"],
-        "same key, same fingerprint"
-    );
-    let leaky = rows
-        .iter()
-        .find(|r| r["request_id"] == "req_009000")
-        .unwrap();
-    assert!(
-        leaky["user_agent"]
-            .as_str()
-            .unwrap()
-            .contains("[REDACTED:openai_api_key:")
-    );
+    assert_eq!(garbage["fingerprint"], ua["fingerprint"], "same key, same fingerprint");
+    let leaky = rows.iter().find(|r| r["request_id"] == "req_009000").unwrap();
+    assert!(leaky["user_agent"].as_str().unwrap().contains("[REDACTED:openai_api_key:"));
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -355,24 +239,14 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn a_crashed_run_leaves_no_partial_file_and_is_cleaned_up() {
     let lake = tempfile::tempdir().unwrap();
-    let (_, s) = ingest(
-        lake.path(),
-        &[&fixture("panther/bedrock-invocation.jsonl.gz")],
-        &[],
-    );
+    let (_, s) = ingest(lake.path(), &[&fixture("panther/bedrock-invocation.jsonl.gz")], &[]);
     assert_eq!(s["ingested"], 8);
     // What a run killed mid-write leaves: a staged file that no commit names.
-    let staged = lake
-        .path()
-        .join("events/date=2025-05-15/part-crashed-00001.parquet.tmp");
+    let staged = lake.path().join("events/date=2025-05-15/part-crashed-00001.parquet.tmp");
     std::fs::write(&staged, b"PAR1 half a file").unwrap();
     // Queries never see it (not a .parquet name), and the next run removes it.
     assert_eq!(events(lake.path()).len(), 8);
-    let (_, s2) = ingest(
-        lake.path(),
-        &[&fixture("panther/openai-audit.jsonl.gz")],
-        &[],
-    );
+    let (_, s2) = ingest(lake.path(), &[&fixture("panther/openai-audit.jsonl.gz")], &[]);
     assert_eq!(s2["ingested"], 33);
     assert!(!staged.exists());
     assert_eq!(events(lake.path()).len(), 41);
@@ -409,12 +283,7 @@ status = "code"
     // Without the mapping the format is unknown and everything is quarantined, with advice.
     let (code, s) = ingest(&lake, &[&log], &[]);
     assert_eq!((code, s["quarantined"].as_u64()), (3, Some(2)));
-    assert!(
-        quarantine(&lake)[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("--mapping")
-    );
+    assert!(quarantine(&lake)[0]["reason"].as_str().unwrap().contains("--mapping"));
     let lake2 = work.path().join("lake2");
     let (code, s) = ingest(&lake2, &[&log], &["--mapping", mapping.to_str().unwrap()]);
     assert_eq!(code, 0, "{s}");
@@ -431,17 +300,10 @@ status = "code"
 #[test]
 fn missing_input_is_a_clear_error() {
     let lake = tempfile::tempdir().unwrap();
-    let out = credtrail()
-        .args(["ingest", "no/such/dir", "--lake"])
-        .arg(lake.path())
-        .output()
-        .unwrap();
+    let out = credtrail().args(["ingest", "no/such/dir", "--lake"]).arg(lake.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no/such/dir") && err.contains("no such file"),
-        "{err}"
-    );
+    assert!(err.contains("no/such/dir") && err.contains("no such file"), "{err}");
 }
 
 #[test]
@@ -451,17 +313,10 @@ fn sql_sees_the_lake_with_date_partitions() {
     let out = credtrail()
         .args(["sql", "--format", "csv", "--lake"])
         .arg(lake.path())
-        .args([
-            "-c",
-            "SELECT count(*) AS n, count(DISTINCT date) AS days FROM events",
-        ])
+        .args(["-c", "SELECT count(*) AS n, count(DISTINCT date) AS days FROM events"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
     assert_eq!(row[0], "223");
@@ -477,10 +332,7 @@ fn sql_sees_the_lake_with_date_partitions() {
         .args(["-c", "SELECT count(*) FROM quarantine"])
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().nth(1),
-        Some("16")
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("16"));
 }
 
 #[test]
@@ -488,10 +340,7 @@ fn a_grown_log_resumes_after_what_was_ingested() {
     let work = tempfile::tempdir().unwrap();
     let lake = work.path().join("lake");
     let log = work.path().join("gateway.log");
-    let lines = |r: std::ops::Range<usize>| {
-        r.map(|i| gateway_line(i, "key_grow", "") + "\n")
-            .collect::<String>()
-    };
+    let lines = |r: std::ops::Range<usize>| r.map(|i| gateway_line(i, "key_grow", "") + "\n").collect::<String>();
     write(&log, &lines(0..100));
     let (_, s1) = ingest(&lake, &[&log], &[]);
     assert_eq!(s1["ingested"], 100);
@@ -505,19 +354,9 @@ fn a_grown_log_resumes_after_what_was_ingested() {
     assert_eq!(s2["ingested"], 50);
     assert_eq!(s2["per_file"][0]["resumed_after_line"], 100);
     let rows = events(&lake);
-    let ids: BTreeSet<&str> = rows
-        .iter()
-        .map(|r| r["request_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        (rows.len(), ids.len()),
-        (150, 150),
-        "no event twice, none lost"
-    );
-    let line_101 = rows
-        .iter()
-        .find(|r| r["request_id"] == "req_000100")
-        .unwrap();
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!((rows.len(), ids.len()), (150, 150), "no event twice, none lost");
+    let line_101 = rows.iter().find(|r| r["request_id"] == "req_000100").unwrap();
     assert_eq!(line_101["source_record"], 101);
 
     // A file replaced by different content under the same name is read whole.
@@ -532,12 +371,7 @@ fn a_truncated_download_completed_later_is_finished_not_duplicated() {
     let work = tempfile::tempdir().unwrap();
     let lake = work.path().join("lake");
     let full = work.path().join("full.gz");
-    gzip(
-        &full,
-        &(0..3000)
-            .map(|i| gateway_line(i, "key_dl", "") + "\n")
-            .collect::<String>(),
-    );
+    gzip(&full, &(0..3000).map(|i| gateway_line(i, "key_dl", "") + "\n").collect::<String>());
     let bytes = std::fs::read(&full).unwrap();
     let target = work.path().join("in/day.jsonl.gz");
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
@@ -551,9 +385,27 @@ fn a_truncated_download_completed_later_is_finished_not_duplicated() {
     let (_, s2) = ingest(&lake, &[&target], &[]);
     assert_eq!(s2["per_file"][0]["status"], "ingested", "{s2}");
     assert_eq!(first + s2["ingested"].as_u64().unwrap(), 3000);
-    let ids: BTreeSet<String> = events(&lake)
-        .iter()
-        .map(|r| r["request_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: BTreeSet<String> = events(&lake).iter().map(|r| r["request_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 3000);
+}
+
+#[test]
+fn a_user_mapping_wins_over_built_in_detection() {
+    // A proxy log that happens to use CloudTrail's `eventName` key.
+    let work = tempfile::tempdir().unwrap();
+    let mapping = work.path().join("proxy.toml");
+    write(
+        &mapping,
+        "name = \"proxy\"\n[match]\nhas = [\"eventName\", \"proxyKey\"]\n[fields]\nts = \"at\"\ncredential_id = \"proxyKey\"\naction = { value = \"tool_call\" }\ntool = \"eventName\"\n",
+    );
+    let log = work.path().join("proxy.jsonl");
+    write(&log, "{\"at\":\"2026-11-02T10:00:00Z\",\"eventName\":\"files.read\",\"proxyKey\":\"pk_1\"}\n");
+    let lake = work.path().join("lake");
+    let (code, s) = ingest(&lake, &[&log], &["--mapping", mapping.to_str().unwrap()]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["per_file"][0]["format"], "proxy");
+    assert_eq!(events(&lake)[0]["credential_id"], "pk_1");
+    // Without it, CloudTrail claims the file and the records lack a parseable eventTime.
+    let (code, s) = ingest(&work.path().join("lake2"), &[&log], &[]);
+    assert_eq!((code, s["per_file"][0]["format"].as_str()), (3, Some("cloudtrail")));
 }

@@ -9,8 +9,7 @@ use crate::time::parse_ts;
 
 /// Whether a record looks like CloudTrail (for detecting JSON-lines exports).
 pub fn looks_like_cloudtrail(v: &Value) -> bool {
-    v.get("eventName").is_some()
-        || (v.get("eventSource").is_some() && v.get("eventVersion").is_some())
+    v.get("eventName").is_some() || (v.get("eventSource").is_some() && v.get("eventVersion").is_some())
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -36,63 +35,42 @@ fn shown(v: &Value) -> String {
 /// identity at all.
 pub fn map_record(v: &Value) -> Result<Event<'_>, Rejected> {
     if !v.is_object() {
-        return Err(Rejected(format!(
-            "not a CloudTrail record: expected an object, got {}",
-            shown(v)
-        )));
+        return Err(Rejected(format!("not a CloudTrail record: expected an object, got {}", shown(v))));
     }
     let event_name = match v.get("eventName") {
         Some(Value::String(s)) if !s.is_empty() => s.as_str(),
         Some(other) => {
-            return Err(Rejected(format!(
-                "eventName {} is not a name",
-                shown(other)
-            )));
+            return Err(Rejected(format!("eventName {} is not a name", shown(other))));
         }
         None => return Err(Rejected::new("missing eventName")),
     };
     let ts_ms = match v.get("eventTime") {
-        Some(Value::String(s)) => parse_ts(s).ok_or_else(|| {
-            Rejected(format!(
-                "eventTime {} is not a timestamp",
-                shown(&Value::from(s.as_str()))
-            ))
-        })?,
+        Some(Value::String(s)) => parse_ts(s)
+            .ok_or_else(|| Rejected(format!("eventTime {} is not a timestamp", shown(&Value::from(s.as_str())))))?,
         Some(Value::Null) | None => return Err(Rejected::new("missing eventTime")),
         Some(other) => {
-            return Err(Rejected(format!(
-                "eventTime {} is not a timestamp",
-                shown(other)
-            )));
+            return Err(Rejected(format!("eventTime {} is not a timestamp", shown(other))));
         }
     };
     let ident = v.get("userIdentity").filter(|i| i.is_object());
     let id = |path: &[&str]| ident.and_then(|i| str_at(i, path));
     let arn = id(&["arn"]);
     let account = str_at(v, &["recipientAccountId"]).or_else(|| id(&["accountId"]));
-    let credential_id: Cow<'_, str> = match id(&["accessKeyId"])
-        .or(arn)
-        .or_else(|| id(&["invokedBy"]))
-        .or_else(|| id(&["principalId"]))
-    {
-        Some(s) => Cow::Borrowed(s),
-        None => match account {
-            Some(a) if ident.is_some() => Cow::Owned(format!("account:{a}")),
-            _ => Cow::Borrowed("anonymous"),
-        },
-    };
-    let is_assumed =
-        id(&["type"]) == Some("AssumedRole") || arn.is_some_and(|a| a.contains(":assumed-role/"));
+    let credential_id: Cow<'_, str> =
+        match id(&["accessKeyId"]).or(arn).or_else(|| id(&["invokedBy"])).or_else(|| id(&["principalId"])) {
+            Some(s) => Cow::Borrowed(s),
+            None => match account {
+                Some(a) if ident.is_some() => Cow::Owned(format!("account:{a}")),
+                _ => Cow::Borrowed("anonymous"),
+            },
+        };
+    let is_assumed = id(&["type"]) == Some("AssumedRole") || arn.is_some_and(|a| a.contains(":assumed-role/"));
     let principal = if is_assumed {
         id(&["sessionContext", "sessionIssuer", "arn"]).or(arn)
     } else {
         arn.or_else(|| id(&["invokedBy"]))
     };
-    let session_id = if is_assumed {
-        arn.and_then(|a| a.rsplit('/').next())
-    } else {
-        None
-    };
+    let session_id = if is_assumed { arn.and_then(|a| a.rsplit('/').next()) } else { None };
 
     let event_source = str_at(v, &["eventSource"]);
     let service = event_source.map(|s| s.strip_suffix(".amazonaws.com").unwrap_or(s));
@@ -104,17 +82,14 @@ pub fn map_record(v: &Value) -> Result<Event<'_>, Rejected> {
     let read_only = v.get("readOnly").and_then(Value::as_bool);
     let action = classify(service.unwrap_or(""), event_name, read_only);
     let params = v.get("requestParameters").filter(|p| p.is_object());
-    let model =
-        params.and_then(|p| str_at(p, &["modelId"]).or_else(|| str_at(p, &["modelIdentifier"])));
+    let model = params.and_then(|p| str_at(p, &["modelId"]).or_else(|| str_at(p, &["modelIdentifier"])));
 
     let error_code = str_at(v, &["errorCode"]);
     let status = Some(error_code.map_or(200, status_of_error));
 
     Ok(Event {
         ts_ms,
-        request_id: str_at(v, &["eventID"])
-            .or_else(|| str_at(v, &["requestID"]))
-            .map(Cow::Borrowed),
+        request_id: str_at(v, &["eventID"]).or_else(|| str_at(v, &["requestID"])).map(Cow::Borrowed),
         credential_id,
         principal: principal.map(Cow::Borrowed),
         session_id: session_id.map(Cow::Borrowed),
@@ -216,16 +191,15 @@ const ACTION_RULES: &[(&str, &str, Action)] = &[
 ];
 
 const READ_PREFIXES: &[&str] = &[
-    "Get", "List", "Describe", "Head", "Lookup", "Search", "Scan", "Query", "BatchGet", "Select",
-    "Check", "Estimate", "Validate",
+    "Get", "List", "Describe", "Head", "Lookup", "Search", "Scan", "Query", "BatchGet", "Select", "Check", "Estimate",
+    "Validate",
 ];
 
 /// The coarse action of an API call: table-driven rules, then the record's
 /// own `readOnly`, then the verb.
 pub fn classify(service: &str, event_name: &str, read_only: Option<bool>) -> Action {
-    if let Some((_, _, a)) = ACTION_RULES
-        .iter()
-        .find(|(svc, name, _)| name_matches(svc, service) && name_matches(name, event_name))
+    if let Some((_, _, a)) =
+        ACTION_RULES.iter().find(|(svc, name, _)| name_matches(svc, service) && name_matches(name, event_name))
     {
         return *a;
     }
@@ -269,14 +243,8 @@ const STATUS_RULES: &[(&str, u16)] = &[
 
 /// An HTTP-like status for a CloudTrail `errorCode`.
 pub fn status_of_error(code: &str) -> u16 {
-    let code = code
-        .strip_prefix("Client.")
-        .or_else(|| code.strip_prefix("Server."))
-        .unwrap_or(code);
-    STATUS_RULES
-        .iter()
-        .find(|(p, _)| name_matches(p, code))
-        .map_or(400, |(_, s)| *s)
+    let code = code.strip_prefix("Client.").or_else(|| code.strip_prefix("Server.")).unwrap_or(code);
+    STATUS_RULES.iter().find(|(p, _)| name_matches(p, code)).map_or(400, |(_, s)| *s)
 }
 
 /// Request parameters that name what a call touched, most specific first.
@@ -311,23 +279,18 @@ fn resource<'a>(v: &'a Value, params: Option<&'a Value>) -> Option<Cow<'a, str>>
             });
         }
     }
-    let first_arn = v.get("resources").and_then(Value::as_array).and_then(|rs| {
-        rs.iter()
-            .find_map(|r| str_at(r, &["ARN"]).or_else(|| str_at(r, &["arn"])))
-    });
+    let first_arn = v
+        .get("resources")
+        .and_then(Value::as_array)
+        .and_then(|rs| rs.iter().find_map(|r| str_at(r, &["ARN"]).or_else(|| str_at(r, &["arn"]))));
     if let Some(arn) = first_arn {
         return Some(Cow::Borrowed(arn));
     }
     let p = params?;
-    RESOURCE_PARAMS
-        .iter()
-        .find_map(|k| str_at(p, &[k]).map(Cow::Borrowed))
-        .or_else(|| {
-            let ids = p.get("instancesSet")?.get("items")?.as_array()?;
-            ids.iter()
-                .find_map(|i| str_at(i, &["instanceId"]))
-                .map(Cow::Borrowed)
-        })
+    RESOURCE_PARAMS.iter().find_map(|k| str_at(p, &[k]).map(Cow::Borrowed)).or_else(|| {
+        let ids = p.get("instancesSet")?.get("items")?.as_array()?;
+        ids.iter().find_map(|i| str_at(i, &["instanceId"])).map(Cow::Borrowed)
+    })
 }
 
 #[cfg(test)]
@@ -339,11 +302,9 @@ mod tests {
     fn fixture() -> (Vec<Value>, Vec<Value>) {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/panther/");
         let mut text = String::new();
-        flate2::read::GzDecoder::new(
-            std::fs::File::open(format!("{dir}cloudtrail.json.gz")).unwrap(),
-        )
-        .read_to_string(&mut text)
-        .unwrap();
+        flate2::read::GzDecoder::new(std::fs::File::open(format!("{dir}cloudtrail.json.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         let labels = std::fs::read_to_string(format!("{dir}cloudtrail.labels.jsonl"))
             .unwrap()
@@ -360,13 +321,7 @@ mod tests {
         let mut ok = 0;
         for (r, l) in records.iter().zip(&labels) {
             let res = map_record(r);
-            assert_eq!(
-                res.is_ok(),
-                l["ingestable"] == true,
-                "record {}: {:?}",
-                l["index"],
-                res.err()
-            );
+            assert_eq!(res.is_ok(), l["ingestable"] == true, "record {}: {:?}", l["index"], res.err());
             ok += res.is_ok() as usize;
             if let Ok(e) = res {
                 assert!(!e.credential_id.is_empty());
@@ -390,10 +345,7 @@ mod tests {
         let v = base();
         let e = map_record(&v).unwrap();
         assert_eq!(e.credential_id, "AKIAEXAMPLE0000001");
-        assert_eq!(
-            e.principal.as_deref(),
-            Some("arn:aws:iam::111122223333:user/etl")
-        );
+        assert_eq!(e.principal.as_deref(), Some("arn:aws:iam::111122223333:user/etl"));
         assert_eq!(e.tool.as_deref(), Some("s3:GetObject"));
         assert_eq!(e.action, Some(Action::Read));
         assert_eq!(e.resource.as_deref(), Some("s3://finance/q3.csv"));
@@ -409,10 +361,7 @@ mod tests {
         v["userIdentity"] = json!({"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/agent-role/run-42",
             "accessKeyId": "ASIAEXAMPLE", "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/agent-role"}}});
         let e = map_record(&v).unwrap();
-        assert_eq!(
-            e.principal.as_deref(),
-            Some("arn:aws:iam::111122223333:role/agent-role")
-        );
+        assert_eq!(e.principal.as_deref(), Some("arn:aws:iam::111122223333:role/agent-role"));
         assert_eq!(e.session_id.as_deref(), Some("run-42"));
         assert_eq!(e.credential_id, "ASIAEXAMPLE");
     }
@@ -434,11 +383,7 @@ mod tests {
             let mut v = base();
             v["errorCode"] = json!(code);
             let e = map_record(&v).unwrap();
-            assert_eq!(
-                (e.status, e.error_code.as_deref()),
-                (Some(status), Some(code)),
-                "{code}"
-            );
+            assert_eq!((e.status, e.error_code.as_deref()), (Some(status), Some(code)), "{code}");
         }
     }
 
@@ -451,10 +396,7 @@ mod tests {
         let e = map_record(&v).unwrap();
         assert_eq!(e.action, Some(Action::Inference));
         assert_eq!(e.provider.as_deref(), Some("bedrock"));
-        assert_eq!(
-            e.model.as_deref(),
-            Some("anthropic.claude-3-haiku-20240307-v1:0")
-        );
+        assert_eq!(e.model.as_deref(), Some("anthropic.claude-3-haiku-20240307-v1:0"));
         v["eventName"] = json!("DeleteModelInvocationLoggingConfiguration");
         assert_eq!(map_record(&v).unwrap().action, Some(Action::Admin));
     }
@@ -482,10 +424,7 @@ mod tests {
         assert_eq!(classify("iam", "ListRoles", Some(true)), Action::Read);
         assert_eq!(classify("ec2", "RunInstances", Some(false)), Action::Write);
         assert_eq!(classify("ec2", "DescribeInstances", None), Action::Read);
-        assert_eq!(
-            classify("s3", "PutBucketPolicy", Some(false)),
-            Action::Admin
-        );
+        assert_eq!(classify("s3", "PutBucketPolicy", Some(false)), Action::Admin);
     }
 
     #[test]
@@ -496,27 +435,16 @@ mod tests {
         v["userIdentity"] = json!({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"});
         assert_eq!(map_record(&v).unwrap().credential_id, "ec2.amazonaws.com");
         v["userIdentity"] = json!({"type": "Root", "arn": "arn:aws:iam::111122223333:root"});
-        assert_eq!(
-            map_record(&v).unwrap().credential_id,
-            "arn:aws:iam::111122223333:root"
-        );
+        assert_eq!(map_record(&v).unwrap().credential_id, "arn:aws:iam::111122223333:root");
         v["userIdentity"] = json!({"type": "Unknown", "accountId": "111122223333"});
-        assert_eq!(
-            map_record(&v).unwrap().credential_id,
-            "account:111122223333"
-        );
+        assert_eq!(map_record(&v).unwrap().credential_id, "account:111122223333");
     }
 
     #[test]
     fn rejects_with_reasons() {
         let mut v = base();
         v["eventTime"] = json!("redacted");
-        assert!(
-            map_record(&v)
-                .unwrap_err()
-                .0
-                .contains("eventTime \"redacted\"")
-        );
+        assert!(map_record(&v).unwrap_err().0.contains("eventTime \"redacted\""));
         v.as_object_mut().unwrap().remove("eventTime");
         assert_eq!(map_record(&v).unwrap_err().0, "missing eventTime");
         let mut v = base();

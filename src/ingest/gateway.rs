@@ -60,15 +60,11 @@ pub fn looks_like_gateway(v: &serde_json::Value) -> bool {
 /// Parses one gateway line.
 pub fn parse(line: &str) -> Result<Event<'_>, Rejected> {
     let l: Line<'_> = serde_json::from_str(line).map_err(|e| explain(line, e))?;
-    let ts_ms = parse_ts(&l.ts)
-        .ok_or_else(|| Rejected(format!("ts {:?} is not a timestamp", truncate(&l.ts, 64))))?;
+    let ts_ms = parse_ts(&l.ts).ok_or_else(|| Rejected(format!("ts {:?} is not a timestamp", truncate(&l.ts, 64))))?;
     if l.credential_id.trim().is_empty() {
         return Err(Rejected::new("credential_id is empty"));
     }
-    let action: Action = l
-        .action
-        .parse()
-        .map_err(|e| Rejected(format!("action: {e}")))?;
+    let action: Action = l.action.parse().map_err(|e| Rejected(format!("action: {e}")))?;
     for (name, v) in [("tokens_in", l.tokens_in), ("tokens_out", l.tokens_out)] {
         if v.is_some_and(|n| n < 0) {
             return Err(Rejected(format!("{name} is negative")));
@@ -143,10 +139,7 @@ mod tests {
     #[test]
     fn parses_a_full_line_borrowing_strings() {
         let e = parse(LINE).unwrap();
-        assert_eq!(
-            e.ts_ms,
-            crate::time::parse_ts("2026-11-02T14:03:07.123Z").unwrap()
-        );
+        assert_eq!(e.ts_ms, crate::time::parse_ts("2026-11-02T14:03:07.123Z").unwrap());
         assert!(matches!(e.credential_id, Cow::Borrowed("key_a")));
         assert_eq!(e.action, Some(Action::Inference));
         assert_eq!(e.latency_ms, Some(812));
@@ -159,18 +152,9 @@ mod tests {
         let cases = [
             (LINE.replace("\"inference\"", "\"delete\""), "action"),
             (LINE.replace("2026-11-02T14:03:07.123Z", "redacted"), "ts"),
-            (
-                LINE.replace(r#""credential_id":"key_a","#, ""),
-                "credential_id",
-            ),
-            (
-                LINE.replace("\"tokens_in\":1200", "\"tokens_in\":-5"),
-                "tokens_in",
-            ),
-            (
-                LINE.replace("\"status\":200", "\"status\":\"ok\""),
-                "status",
-            ),
+            (LINE.replace(r#""credential_id":"key_a","#, ""), "credential_id"),
+            (LINE.replace("\"tokens_in\":1200", "\"tokens_in\":-5"), "tokens_in"),
+            (LINE.replace("\"status\":200", "\"status\":\"ok\""), "status"),
             ("{\"ts\":".to_string(), "EOF"),
         ];
         for (line, needle) in cases {

@@ -40,18 +40,11 @@ use crate::time::{self, TimeFormat};
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
     #[error("{origin}: {source}")]
-    Io {
-        origin: String,
-        source: std::io::Error,
-    },
+    Io { origin: String, source: std::io::Error },
     #[error("{origin}: {message}")]
     Toml { origin: String, message: String },
     #[error("{origin}: field `{field}`: {message}")]
-    Field {
-        origin: String,
-        field: String,
-        message: String,
-    },
+    Field { origin: String, field: String, message: String },
 }
 
 /// The canonical fields a mapping can fill.
@@ -106,14 +99,7 @@ const TARGETS: &[(&str, Target)] = &[
 
 impl Target {
     fn is_numeric(self) -> bool {
-        matches!(
-            self,
-            Target::Status
-                | Target::LatencyMs
-                | Target::TokensIn
-                | Target::TokensOut
-                | Target::CostUsd
-        )
+        matches!(self, Target::Status | Target::LatencyMs | Target::TokensIn | Target::TokensOut | Target::CostUsd)
     }
 }
 
@@ -189,11 +175,7 @@ impl FieldSpec {
                 Value::String(s) if s.is_empty() => None,
                 Value::String(s) => Some(Resolved::Str(Cow::Borrowed(s.as_str()))),
                 Value::Number(n) => n.as_f64().map(Resolved::Num),
-                Value::Bool(b) => Some(Resolved::Str(Cow::Borrowed(if *b {
-                    "true"
-                } else {
-                    "false"
-                }))),
+                Value::Bool(b) => Some(Resolved::Str(Cow::Borrowed(if *b { "true" } else { "false" }))),
                 other => Some(Resolved::Json(other)),
             }),
         };
@@ -216,11 +198,7 @@ impl FieldSpec {
     }
 
     fn tried(&self) -> String {
-        if self.path_names.is_empty() {
-            "its constant".to_string()
-        } else {
-            self.path_names.join(", ")
-        }
+        if self.path_names.is_empty() { "its constant".to_string() } else { self.path_names.join(", ") }
     }
 }
 
@@ -253,9 +231,7 @@ struct MatchFile {
     equals: BTreeMap<String, String>,
 }
 
-const SPEC_KEYS: &[&str] = &[
-    "path", "paths", "value", "map", "default", "template", "time", "scale",
-];
+const SPEC_KEYS: &[&str] = &["path", "paths", "value", "map", "default", "template", "time", "scale"];
 
 fn scalar_string(v: &toml::Value) -> Option<String> {
     match v {
@@ -270,18 +246,14 @@ fn scalar_string(v: &toml::Value) -> Option<String> {
 impl Mapping {
     pub fn from_file(path: &Path) -> Result<Mapping, MappingError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| MappingError::Io {
-            origin: origin.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| MappingError::Io { origin: origin.clone(), source })?;
         Mapping::from_toml(&text, &origin)
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Mapping, MappingError> {
-        let file: MappingFile = toml::from_str(text).map_err(|e| MappingError::Toml {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let file: MappingFile = toml::from_str(text)
+            .map_err(|e| MappingError::Toml { origin: origin.to_string(), message: e.to_string() })?;
         let field_err = |field: &str, message: String| MappingError::Field {
             origin: origin.to_string(),
             field: field.to_string(),
@@ -289,25 +261,15 @@ impl Mapping {
         };
         let mut fields = Vec::new();
         for (name, spec) in &file.fields {
-            let target = TARGETS
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
-                    field_err(
-                        name,
-                        format!("not a canonical field (known: {})", known.join(", ")),
-                    )
-                })?;
+            let target = TARGETS.iter().find(|(n, _)| n == name).map(|(_, t)| *t).ok_or_else(|| {
+                let known: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
+                field_err(name, format!("not a canonical field (known: {})", known.join(", ")))
+            })?;
             fields.push(parse_spec(target, spec).map_err(|m| field_err(name, m))?);
         }
         for required in [Target::Ts, Target::CredentialId] {
             if !fields.iter().any(|f| f.target == required) {
-                let name = TARGETS
-                    .iter()
-                    .find(|(_, t)| *t == required)
-                    .map_or("?", |(n, _)| n);
+                let name = TARGETS.iter().find(|(_, t)| *t == required).map_or("?", |(n, _)| n);
                 return Err(field_err(name, "is required in every mapping".into()));
             }
         }
@@ -315,12 +277,7 @@ impl Mapping {
             name: file.name,
             description: file.description,
             has: file.matcher.has.iter().map(|p| parse_path(p)).collect(),
-            equals: file
-                .matcher
-                .equals
-                .iter()
-                .map(|(p, v)| (parse_path(p), v.clone()))
-                .collect(),
+            equals: file.matcher.equals.iter().map(|(p, v)| (parse_path(p), v.clone())).collect(),
             fields,
         })
     }
@@ -331,13 +288,8 @@ impl Mapping {
         if self.has.is_empty() && self.equals.is_empty() {
             return false;
         }
-        self.has
-            .iter()
-            .all(|p| lookup(v, p).is_some_and(|x| !x.is_null()))
-            && self
-                .equals
-                .iter()
-                .all(|(p, want)| lookup(v, p).and_then(Value::as_str) == Some(want.as_str()))
+        self.has.iter().all(|p| lookup(v, p).is_some_and(|x| !x.is_null()))
+            && self.equals.iter().all(|(p, want)| lookup(v, p).and_then(Value::as_str) == Some(want.as_str()))
     }
 
     pub fn map<'a>(&self, v: &'a Value) -> Result<Event<'a>, Rejected> {
@@ -361,15 +313,8 @@ impl Mapping {
             match &e.principal {
                 Some(p) => e.credential_id = p.clone(),
                 None => {
-                    let spec = self
-                        .fields
-                        .iter()
-                        .find(|f| f.target == Target::CredentialId)
-                        .expect("checked at load");
-                    return Err(Rejected(format!(
-                        "credential_id: no value at {} and no principal",
-                        spec.tried()
-                    )));
+                    let spec = self.fields.iter().find(|f| f.target == Target::CredentialId).expect("checked at load");
+                    return Err(Rejected(format!("credential_id: no value at {} and no principal", spec.tried())));
                 }
             }
         }
@@ -378,10 +323,7 @@ impl Mapping {
 }
 
 fn target_name(t: Target) -> &'static str {
-    TARGETS
-        .iter()
-        .find(|(_, x)| *x == t)
-        .map_or("?", |(n, _)| n)
+    TARGETS.iter().find(|(_, x)| *x == t).map_or("?", |(n, _)| n)
 }
 
 fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
@@ -401,11 +343,7 @@ fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
             toml::Value::String(s) => Ok(vec![s.clone()]),
             toml::Value::Array(a) => a
                 .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| "paths must be strings".to_string())
-                })
+                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| "paths must be strings".to_string()))
                 .collect(),
             _ => Err("expected a path string or an array of paths".into()),
         }
@@ -414,10 +352,7 @@ fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
         toml::Value::String(_) | toml::Value::Array(_) => f.path_names = strings(spec)?,
         toml::Value::Table(t) => {
             if let Some(bad) = t.keys().find(|k| !SPEC_KEYS.contains(&k.as_str())) {
-                return Err(format!(
-                    "unknown key `{bad}` (expected one of {})",
-                    SPEC_KEYS.join(", ")
-                ));
+                return Err(format!("unknown key `{bad}` (expected one of {})", SPEC_KEYS.join(", ")));
             }
             for key in ["path", "paths"] {
                 if let Some(p) = t.get(key) {
@@ -425,12 +360,10 @@ fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
                 }
             }
             if let Some(c) = t.get("value") {
-                f.constant =
-                    Some(scalar_string(c).ok_or("`value` must be a string, number or boolean")?);
+                f.constant = Some(scalar_string(c).ok_or("`value` must be a string, number or boolean")?);
             }
             if let Some(d) = t.get("default") {
-                f.default =
-                    Some(scalar_string(d).ok_or("`default` must be a string, number or boolean")?);
+                f.default = Some(scalar_string(d).ok_or("`default` must be a string, number or boolean")?);
             }
             if let Some(tpl) = t.get("template") {
                 let tpl = tpl.as_str().ok_or("`template` must be a string")?;
@@ -440,29 +373,20 @@ fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
                 f.template = Some(tpl.to_string());
             }
             if let Some(m) = t.get("map") {
-                let m = m
-                    .as_table()
-                    .ok_or("`map` must be a table of pattern = value")?;
+                let m = m.as_table().ok_or("`map` must be a table of pattern = value")?;
                 for (k, v) in m {
-                    f.map.push((
-                        k.clone(),
-                        scalar_string(v).ok_or("`map` values must be strings or numbers")?,
-                    ));
+                    f.map.push((k.clone(), scalar_string(v).ok_or("`map` values must be strings or numbers")?));
                 }
                 // Exact keys first, then the most specific (longest) pattern.
                 f.map.sort_by(|(a, _), (b, _)| {
-                    a.contains('*')
-                        .cmp(&b.contains('*'))
-                        .then(b.len().cmp(&a.len()))
-                        .then(a.cmp(b))
+                    a.contains('*').cmp(&b.contains('*')).then(b.len().cmp(&a.len())).then(a.cmp(b))
                 });
             }
             if let Some(tf) = t.get("time") {
                 if target != Target::Ts {
                     return Err("`time` applies to `ts` only".into());
                 }
-                f.time =
-                    TimeFormat::deserialize(tf.clone()).map_err(|e| format!("bad `time`: {e}"))?;
+                f.time = TimeFormat::deserialize(tf.clone()).map_err(|e| format!("bad `time`: {e}"))?;
             }
             if let Some(s) = t.get("scale") {
                 if !target.is_numeric() {
@@ -486,11 +410,7 @@ fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
     f.paths = f.path_names.iter().map(|p| parse_path(p)).collect();
     if target == Target::Action {
         // Every value the field can take must be an action, checked now.
-        let fixed = f
-            .constant
-            .iter()
-            .chain(f.default.iter())
-            .chain(f.map.iter().map(|(_, v)| v));
+        let fixed = f.constant.iter().chain(f.default.iter()).chain(f.map.iter().map(|(_, v)| v));
         for v in fixed {
             if f.template.is_none() {
                 v.parse::<Action>().map_err(|e| e.to_string())?;
@@ -503,18 +423,11 @@ fn parse_spec(target: Target, spec: &toml::Value) -> Result<FieldSpec, String> {
 fn number(r: &Resolved<'_>, scale: Option<f64>) -> Result<f64, String> {
     let n = match r {
         Resolved::Num(n) => *n,
-        Resolved::Str(s) => s
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("{:?} is not a number", short(s)))?,
+        Resolved::Str(s) => s.trim().parse::<f64>().map_err(|_| format!("{:?} is not a number", short(s)))?,
         Resolved::Json(v) => return Err(format!("{} is not a number", short(&v.to_string()))),
     };
     let n = n * scale.unwrap_or(1.0);
-    if n.is_finite() {
-        Ok(n)
-    } else {
-        Err("is not a finite number".into())
-    }
+    if n.is_finite() { Ok(n) } else { Err("is not a finite number".into()) }
 }
 
 fn short(s: &str) -> &str {
@@ -553,9 +466,7 @@ fn apply<'a>(f: &FieldSpec, r: Resolved<'a>, e: &mut Event<'a>) -> Result<(), St
         Target::UserAgent => e.user_agent = Some(s(r)),
         Target::Provider => e.provider = Some(s(r)),
         Target::Model => e.model = Some(s(r)),
-        Target::Action => {
-            e.action = Some(r.text().parse::<Action>().map_err(|err| err.to_string())?)
-        }
+        Target::Action => e.action = Some(r.text().parse::<Action>().map_err(|err| err.to_string())?),
         Target::Tool => e.tool = Some(s(r)),
         Target::Resource => e.resource = Some(s(r)),
         Target::ErrorCode => e.error_code = Some(s(r)),
@@ -579,30 +490,16 @@ fn apply<'a>(f: &FieldSpec, r: Resolved<'a>, e: &mut Event<'a>) -> Result<(), St
 
 /// The mappings shipped in `mappings/`, compiled in.
 const BUILTIN: &[(&str, &str)] = &[
-    (
-        "mappings/bedrock-invocation.toml",
-        include_str!("../../mappings/bedrock-invocation.toml"),
-    ),
-    (
-        "mappings/openai-audit.toml",
-        include_str!("../../mappings/openai-audit.toml"),
-    ),
-    (
-        "mappings/anthropic-activity.toml",
-        include_str!("../../mappings/anthropic-activity.toml"),
-    ),
-    (
-        "mappings/litellm-spend.toml",
-        include_str!("../../mappings/litellm-spend.toml"),
-    ),
+    ("mappings/bedrock-invocation.toml", include_str!("../../mappings/bedrock-invocation.toml")),
+    ("mappings/openai-audit.toml", include_str!("../../mappings/openai-audit.toml")),
+    ("mappings/anthropic-activity.toml", include_str!("../../mappings/anthropic-activity.toml")),
+    ("mappings/litellm-spend.toml", include_str!("../../mappings/litellm-spend.toml")),
 ];
 
 pub fn builtin() -> Vec<Mapping> {
     BUILTIN
         .iter()
-        .map(|(origin, text)| {
-            Mapping::from_toml(text, origin).expect("built-in mappings are valid (tested)")
-        })
+        .map(|(origin, text)| Mapping::from_toml(text, origin).expect("built-in mappings are valid (tested)"))
         .collect()
 }
 
@@ -612,17 +509,10 @@ mod tests {
     use std::io::Read;
 
     fn jsonl_gz(name: &str) -> Vec<Value> {
-        let path = format!(
-            "{}/tests/fixtures/panther/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/panther/{name}", env!("CARGO_MANIFEST_DIR"));
         let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     fn by_name(name: &str) -> Mapping {
@@ -640,16 +530,9 @@ mod tests {
             assert_eq!(records.len(), count);
             for r in &records {
                 for m in builtin() {
-                    assert_eq!(
-                        m.matches(r),
-                        m.name == name,
-                        "{} on a {name} record",
-                        m.name
-                    );
+                    assert_eq!(m.matches(r), m.name == name, "{} on a {name} record", m.name);
                 }
-                let e = by_name(name)
-                    .map(r)
-                    .unwrap_or_else(|err| panic!("{name}: {err}: {r}"));
+                let e = by_name(name).map(r).unwrap_or_else(|err| panic!("{name}: {err}: {r}"));
                 assert!(!e.credential_id.is_empty());
                 assert!(e.action.is_some() && e.tool.is_some());
             }
@@ -658,14 +541,9 @@ mod tests {
 
     #[test]
     fn cloudtrail_records_match_no_mapping() {
-        let path = format!(
-            "{}/tests/fixtures/panther/cloudtrail.json.gz",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/panther/cloudtrail.json.gz", env!("CARGO_MANIFEST_DIR"));
         let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         for r in doc["Records"].as_array().unwrap() {
             assert!(builtin().iter().all(|m| !m.matches(r)));
@@ -681,21 +559,12 @@ mod tests {
         assert_eq!(session.credential_id, "user-admin123");
         assert_eq!(session.principal.as_deref(), Some("admin@company.com"));
         assert_eq!(session.source_ip.as_deref(), Some("203.0.113.100"));
-        assert_eq!(
-            session.tool.as_deref(),
-            Some("openai:role.assignment.created")
-        );
+        assert_eq!(session.tool.as_deref(), Some("openai:role.assignment.created"));
         assert_eq!(session.action, Some(Action::Admin));
-        let by_key = records
-            .iter()
-            .find(|r| r["actor"]["type"] == "api_key")
-            .unwrap();
+        let by_key = records.iter().find(|r| r["actor"]["type"] == "api_key").unwrap();
         let e = m.map(by_key).unwrap();
         assert!(e.credential_id.starts_with("key-"), "{}", e.credential_id);
-        let failed = records
-            .iter()
-            .find(|r| r["type"] == "login.failed")
-            .unwrap();
+        let failed = records.iter().find(|r| r["type"] == "login.failed").unwrap();
         let e = m.map(failed).unwrap();
         assert_eq!((e.action, e.status), (Some(Action::Auth), Some(401)));
     }
@@ -704,57 +573,33 @@ mod tests {
     fn anthropic_unauthenticated_actor_still_maps() {
         let records = jsonl_gz("anthropic-activity.jsonl.gz");
         let m = by_name("anthropic-activity");
-        let r = records
-            .iter()
-            .find(|r| r["actor"]["type"] == "unauthenticated_user_actor")
-            .unwrap();
+        let r = records.iter().find(|r| r["actor"]["type"] == "unauthenticated_user_actor").unwrap();
         let e = m.map(r).unwrap();
         assert_eq!(e.credential_id, "unauthenticated");
         assert_eq!(e.status, Some(401));
-        let api = records
-            .iter()
-            .find(|r| r["actor"]["type"] == "api_actor")
-            .unwrap();
-        assert_eq!(
-            m.map(api).unwrap().credential_id,
-            api["actor"]["api_key_id"].as_str().unwrap()
-        );
+        let api = records.iter().find(|r| r["actor"]["type"] == "api_actor").unwrap();
+        assert_eq!(m.map(api).unwrap().credential_id, api["actor"]["api_key_id"].as_str().unwrap());
     }
 
     #[test]
     fn bedrock_tokens_and_model() {
         let records = jsonl_gz("bedrock-invocation.jsonl.gz");
         let e = by_name("bedrock-invocation").map(&records[0]).unwrap();
-        assert_eq!(
-            e.model.as_deref(),
-            Some("anthropic.claude-3-haiku-20240307-v1:0")
-        );
+        assert_eq!(e.model.as_deref(), Some("anthropic.claude-3-haiku-20240307-v1:0"));
         assert_eq!(e.action, Some(Action::Inference));
         assert_eq!(e.tool.as_deref(), Some("bedrock:Converse"));
         assert_eq!(e.latency_ms, Some(249));
         assert_eq!(e.ts_ms, time::parse_ts("2025-05-15T14:17:22Z").unwrap());
-        let list = records
-            .iter()
-            .find(|r| r["operation"] == "ListModels")
-            .unwrap();
-        assert_eq!(
-            by_name("bedrock-invocation").map(list).unwrap().action,
-            Some(Action::Read)
-        );
+        let list = records.iter().find(|r| r["operation"] == "ListModels").unwrap();
+        assert_eq!(by_name("bedrock-invocation").map(list).unwrap().action, Some(Action::Read));
     }
 
     #[test]
     fn litellm_spend_logs() {
-        let path = format!(
-            "{}/tests/fixtures/litellm/spend_logs.jsonl",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/litellm/spend_logs.jsonl", env!("CARGO_MANIFEST_DIR"));
         let m = by_name("litellm-spend");
         let text = std::fs::read_to_string(path).unwrap();
-        let records: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert!(records.len() >= 3);
         let mut failures = 0;
         for r in &records {
@@ -797,11 +642,7 @@ provider = { value = "internal" }
         assert_eq!(e.status, Some(404));
         assert_eq!(e.provider.as_deref(), Some("internal"));
         let v2 = serde_json::json!({"t": 1700000000, "key": {"id": "k1"}, "verb": "getx"});
-        assert_eq!(
-            m.map(&v2).unwrap().action,
-            Some(Action::ToolCall),
-            "longer pattern beats `*`"
-        );
+        assert_eq!(m.map(&v2).unwrap().action, Some(Action::ToolCall), "longer pattern beats `*`");
         // Principal stands in for a missing credential.
         let v3 = serde_json::json!({"t": 1700000000, "who": "svc:a", "verb": "put"});
         assert_eq!(m.map(&v3).unwrap().credential_id, "svc:a");
@@ -818,39 +659,16 @@ provider = { value = "internal" }
     #[test]
     fn bad_mappings_name_the_field() {
         let cases = [
-            (
-                TOY.replace("principal = \"who\"", "principle = \"who\""),
-                "principle",
-            ),
-            (
-                TOY.replace("credential_id = [\"key.id\", \"key.alt\"]", ""),
-                "credential_id",
-            ),
-            (
-                TOY.replace("\"*\" = \"write\"", "\"*\" = \"delete\""),
-                "action",
-            ),
-            (
-                TOY.replace("template = \"toy:{}\"", "template = \"toy\""),
-                "tool",
-            ),
-            (
-                TOY.replace("scale = 0.000001", "scale = 0.000001, colour = 1"),
-                "cost_usd",
-            ),
-            (
-                TOY.replace("name = \"toy\"", "name = \"toy\"\nnmae = 1"),
-                "nmae",
-            ),
+            (TOY.replace("principal = \"who\"", "principle = \"who\""), "principle"),
+            (TOY.replace("credential_id = [\"key.id\", \"key.alt\"]", ""), "credential_id"),
+            (TOY.replace("\"*\" = \"write\"", "\"*\" = \"delete\""), "action"),
+            (TOY.replace("template = \"toy:{}\"", "template = \"toy\""), "tool"),
+            (TOY.replace("scale = 0.000001", "scale = 0.000001, colour = 1"), "cost_usd"),
+            (TOY.replace("name = \"toy\"", "name = \"toy\"\nnmae = 1"), "nmae"),
         ];
         for (text, needle) in cases {
-            let err = Mapping::from_toml(&text, "toy.toml")
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(needle) && err.starts_with("toy.toml"),
-                "{needle}: {err}"
-            );
+            let err = Mapping::from_toml(&text, "toy.toml").unwrap_err().to_string();
+            assert!(err.contains(needle) && err.starts_with("toy.toml"), "{needle}: {err}");
         }
     }
 }

@@ -67,13 +67,34 @@ pub struct IngestOptions {
     pub progress: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Ingested,
+    /// Already in the lake (same bytes, under any name).
+    Skipped,
+    /// Damaged or truncated: what could be read was ingested.
+    Partial,
+    /// Could not be read at all.
+    Failed,
+}
+
+impl FileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Ingested => "ingested",
+            FileStatus::Skipped => "skipped",
+            FileStatus::Partial => "partial",
+            FileStatus::Failed => "failed",
+        }
+    }
+}
+
 /// What happened to one input file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     pub path: String,
-    /// `ingested`, `skipped` (already in the lake), `partial` (damaged or
-    /// truncated: what could be read was ingested) or `failed`.
-    pub status: &'static str,
+    pub status: FileStatus,
     pub format: Option<String>,
     pub read: u64,
     pub ingested: u64,
@@ -127,24 +148,11 @@ impl IngestSummary {
             self.seconds,
             self.events_per_sec,
         );
-        for f in self
-            .per_file
-            .iter()
-            .filter(|f| f.status != "ingested" && f.status != "skipped")
-        {
-            s.push_str(&format!(
-                "  {}: {}: {}\n",
-                f.status,
-                f.path,
-                f.error.as_deref().unwrap_or("")
-            ));
+        for f in self.per_file.iter().filter(|f| matches!(f.status, FileStatus::Partial | FileStatus::Failed)) {
+            s.push_str(&format!("  {}: {}: {}\n", f.status.as_str(), f.path, f.error.as_deref().unwrap_or("")));
         }
         if self.quarantined > 0 {
-            s.push_str(&format!(
-                "  quarantined records: {}/{}/\n",
-                self.lake,
-                lake::QUARANTINE
-            ));
+            s.push_str(&format!("  quarantined records: {}/{}/\n", self.lake, lake::QUARANTINE));
         }
         if self.redacted > 0 {
             s.push_str(&format!(
@@ -191,17 +199,17 @@ enum Format {
 }
 
 struct Formats {
+    /// The user's mappings first, then the built-in ones.
     mappings: Vec<Mapping>,
+    user: usize,
 }
 
 impl Formats {
     fn load(user: &[PathBuf]) -> Result<Formats, MappingError> {
-        let mut mappings = user
-            .iter()
-            .map(|p| Mapping::from_file(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut mappings = user.iter().map(|p| Mapping::from_file(p)).collect::<Result<Vec<_>, _>>()?;
+        let user = mappings.len();
         mappings.extend(mapping::builtin());
-        Ok(Formats { mappings })
+        Ok(Formats { mappings, user })
     }
 
     fn name(&self, f: Format) -> &str {
@@ -222,11 +230,7 @@ impl Formats {
         match name {
             "gateway" => Some(Format::Gateway),
             "cloudtrail" => Some(Format::CloudTrail),
-            _ => self
-                .mappings
-                .iter()
-                .position(|m| m.name == name)
-                .map(Format::Mapped),
+            _ => self.mappings.iter().position(|m| m.name == name).map(Format::Mapped),
         }
     }
 
@@ -236,16 +240,18 @@ impl Formats {
         if !v.is_object() {
             return None;
         }
+        let mapped =
+            |mut range: std::ops::Range<usize>| range.find(|&i| self.mappings[i].matches(v)).map(Format::Mapped);
+        if let Some(f) = mapped(0..self.user) {
+            return Some(f);
+        }
         if gateway::looks_like_gateway(v) {
             return Some(Format::Gateway);
         }
         if cloudtrail::looks_like_cloudtrail(v) {
             return Some(Format::CloudTrail);
         }
-        self.mappings
-            .iter()
-            .position(|m| m.matches(v))
-            .map(Format::Mapped)
+        mapped(self.user..self.mappings.len())
     }
 }
 
@@ -260,13 +266,7 @@ struct Output {
 
 impl Output {
     fn new() -> Self {
-        Output {
-            events: EventBuilder::new(),
-            quarantine: Vec::new(),
-            exposures: Vec::new(),
-            read: 0,
-            ingested: 0,
-        }
+        Output { events: EventBuilder::new(), quarantine: Vec::new(), exposures: Vec::new(), read: 0, ingested: 0 }
     }
 }
 
@@ -313,9 +313,7 @@ impl FileCtx<'_> {
         };
         let value: Result<Option<Value>, Rejected> = match format {
             Format::Gateway => Ok(None),
-            _ => serde_json::from_str(text)
-                .map(Some)
-                .map_err(|e| Rejected(format!("not JSON: {e}"))),
+            _ => serde_json::from_str(text).map(Some).map_err(|e| Rejected(format!("not JSON: {e}"))),
         };
         let result: Result<Event<'_>, Rejected> = match (&value, format) {
             (Err(r), _) => Err(r.clone()),
@@ -327,10 +325,7 @@ impl FileCtx<'_> {
         self.record_exposures(&red.exposures, text, result.as_ref().ok(), record_no, out);
         match result {
             Ok(e) => {
-                let lineage = Lineage {
-                    source: self.formats.name(format),
-                    source_file: self.file,
-                };
+                let lineage = Lineage { source: self.formats.name(format), source_file: self.file };
                 out.events.append(&e, lineage, record_no);
                 out.ingested += 1;
             }
@@ -394,10 +389,7 @@ impl FileCtx<'_> {
 }
 
 fn unrecognised(v: &Value, formats: &Formats) -> String {
-    let keys: Vec<&str> = v
-        .as_object()
-        .map(|m| m.keys().take(12).map(String::as_str).collect())
-        .unwrap_or_default();
+    let keys: Vec<&str> = v.as_object().map(|m| m.keys().take(12).map(String::as_str).collect()).unwrap_or_default();
     format!(
         "unrecognised record format (top-level keys: {}); known formats: {}; add a field mapping with --mapping",
         keys.join(", "),
@@ -436,10 +428,7 @@ impl<'t> Sink<'t> {
             self.write_quarantine(&out.quarantine)?;
         }
         if !out.exposures.is_empty() {
-            self.exposures
-                .lock()
-                .expect("sink lock")
-                .append(&mut out.exposures);
+            self.exposures.lock().expect("sink lock").append(&mut out.exposures);
         }
         if out.events.is_empty() {
             return Ok(());
@@ -455,11 +444,7 @@ impl<'t> Sink<'t> {
                 if b.by_day[&day].1 >= FILE_ROWS {
                     take_day(&mut b, &day)
                 } else if b.total >= BUFFER_ROWS {
-                    let largest = b
-                        .by_day
-                        .iter()
-                        .max_by_key(|(_, v)| v.1)
-                        .map(|(k, _)| k.clone());
+                    let largest = b.by_day.iter().max_by_key(|(_, v)| v.1).map(|(k, _)| k.clone());
                     largest.and_then(|d| take_day(&mut b, &d))
                 } else {
                     None
@@ -493,61 +478,30 @@ impl<'t> Sink<'t> {
         let (rel, w) = q.as_mut().expect("quarantine writer was just opened");
         let path = lake::staged_path(self.txn.lake(), rel);
         for e in entries {
-            serde_json::to_writer(&mut *w, e).map_err(|e| IngestError::Io {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            w.write_all(b"\n").map_err(|source| IngestError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            serde_json::to_writer(&mut *w, e).map_err(|e| IngestError::Io { path: path.clone(), source: e.into() })?;
+            w.write_all(b"\n").map_err(|source| IngestError::Io { path: path.clone(), source })?;
         }
         Ok(())
     }
 
     /// Writes what is still buffered; returns the days written.
     fn finish(self) -> Result<Vec<String>, IngestError> {
-        let rest: Vec<(String, Vec<RecordBatch>)> = self
-            .buffers
-            .into_inner()
-            .expect("sink lock")
-            .by_day
-            .into_iter()
-            .map(|(d, (b, _))| (d, b))
-            .collect();
-        let me = Sink {
-            buffers: Mutex::default(),
-            ..self
-        };
-        rest.par_iter()
-            .try_for_each(|(day, batches)| me.write_day(day, batches))?;
+        let rest: Vec<(String, Vec<RecordBatch>)> =
+            self.buffers.into_inner().expect("sink lock").by_day.into_iter().map(|(d, (b, _))| (d, b)).collect();
+        let me = Sink { buffers: Mutex::default(), ..self };
+        rest.par_iter().try_for_each(|(day, batches)| me.write_day(day, batches))?;
         if let Some((rel, w)) = me.quarantine.into_inner().expect("sink lock") {
             let path = lake::staged_path(me.txn.lake(), &rel);
-            let f = w.into_inner().map_err(|e| IngestError::Io {
-                path: path.clone(),
-                source: e.into_error(),
-            })?;
-            f.sync_all()
-                .map_err(|source| IngestError::Io { path, source })?;
+            let f = w.into_inner().map_err(|e| IngestError::Io { path: path.clone(), source: e.into_error() })?;
+            f.sync_all().map_err(|source| IngestError::Io { path, source })?;
         }
         let exposures = me.exposures.into_inner().expect("sink lock");
         if !exposures.is_empty() {
             let rel = me.txn.reserve(lake::SECRET_EXPOSURES, "parquet");
             let batch = secrets::exposures_batch(&exposures);
-            lake::write_parquet_staged(
-                me.txn.lake(),
-                &rel,
-                batch.schema(),
-                &[batch],
-                lake::writer_properties(&[]),
-            )?;
+            lake::write_parquet_staged(me.txn.lake(), &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
         }
-        Ok(me
-            .days
-            .into_inner()
-            .expect("sink lock")
-            .into_iter()
-            .collect())
+        Ok(me.days.into_inner().expect("sink lock").into_iter().collect())
     }
 }
 
@@ -572,15 +526,11 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>, IngestError> {
         if !root.exists() {
             return Err(IngestError::MissingInput(root.clone()));
         }
-        let walker = walkdir::WalkDir::new(root)
-            .follow_links(true)
-            .sort_by_file_name();
+        let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name();
         for entry in walker {
             let entry = entry.map_err(|e| IngestError::Io {
                 path: e.path().unwrap_or(root).to_path_buf(),
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("filesystem loop")),
+                source: e.into_io_error().unwrap_or_else(|| io::Error::other("filesystem loop")),
             })?;
             if !entry.file_type().is_file() {
                 continue;
@@ -592,18 +542,13 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>, IngestError> {
             if !explicit && (name.starts_with('.') || !LOG_EXTENSIONS.contains(&ext)) {
                 continue;
             }
-            let canonical = p.canonicalize().map_err(|source| IngestError::Io {
-                path: p.to_path_buf(),
-                source,
-            })?;
+            let canonical = p.canonicalize().map_err(|source| IngestError::Io { path: p.to_path_buf(), source })?;
             if !seen.insert(canonical.clone()) {
                 continue;
             }
             let meta = entry.metadata().map_err(|e| IngestError::Io {
                 path: p.to_path_buf(),
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("metadata")),
+                source: e.into_io_error().unwrap_or_else(|| io::Error::other("metadata")),
             })?;
             let mtime_ns = meta
                 .modified()
@@ -677,11 +622,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
     let formats = Formats::load(&opts.mappings)?;
     let forced = match &opts.format {
-        Some(name) => Some(
-            formats
-                .by_name(name)
-                .ok_or_else(|| IngestError::UnknownFormat(name.clone(), formats.names()))?,
-        ),
+        Some(name) => {
+            Some(formats.by_name(name).ok_or_else(|| IngestError::UnknownFormat(name.clone(), formats.names()))?)
+        }
         None => None,
     };
     let inputs = collect_inputs(&opts.inputs)?;
@@ -693,10 +636,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     // beginning is exactly what an earlier run took resumes after it.
     let commits = lake.commits()?;
     let sources = commits.iter().flat_map(|c| &c.sources);
-    let known_paths: HashSet<(&str, u64, i128)> = sources
-        .clone()
-        .map(|s| (s.path.as_str(), s.size, s.mtime_ns))
-        .collect();
+    let known_paths: HashSet<(&str, u64, i128)> =
+        sources.clone().map(|s| (s.path.as_str(), s.size, s.mtime_ns)).collect();
     let known_prints: HashSet<&str> = sources.clone().map(|s| s.fingerprint.as_str()).collect();
     // Later commits overwrite earlier ones: the newest record of a path wins.
     let latest: HashMap<&str, &SourceRecord> = sources.map(|s| (s.path.as_str(), s)).collect();
@@ -712,9 +653,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
             if known_paths.contains(&(i.display.as_str(), i.size, i.mtime_ns)) {
                 return (i, Plan::Skip);
             }
-            let prev = latest
-                .get(i.display.as_str())
-                .filter(|p| p.lines.is_some() && p.size < i.size);
+            let prev = latest.get(i.display.as_str()).filter(|p| p.lines.is_some() && p.size < i.size);
             let plan = match fingerprint(&i.path, prev.map(|p| p.size)) {
                 Err(e) => Plan::Fail(format!("cannot read: {e}")),
                 Ok((fp, _)) if known_prints.contains(fp.as_str()) => Plan::Skip,
@@ -744,13 +683,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
             error,
         };
         match plan {
-            Plan::Skip => reports.push(report("skipped", None)),
+            Plan::Skip => reports.push(report(FileStatus::Skipped, None)),
             // Two copies of one file in the same run: the second is a skip.
-            Plan::Ingest(fp, _) if !this_run.insert(fp.clone()) => {
-                reports.push(report("skipped", None))
-            }
+            Plan::Ingest(fp, _) if !this_run.insert(fp.clone()) => reports.push(report(FileStatus::Skipped, None)),
             Plan::Ingest(fp, resume) => todo.push((input, fp, resume)),
-            Plan::Fail(e) => reports.push(report("failed", Some(e))),
+            Plan::Fail(e) => reports.push(report(FileStatus::Failed, Some(e))),
         }
     }
 
@@ -758,11 +695,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let bar = if opts.progress {
         let b = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
         b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("progress template is valid")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("progress template is valid")
+                .progress_chars("=> "),
         );
         b
     } else {
@@ -773,8 +708,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let results: Vec<Result<(FileReport, SourceRecord), IngestError>> = todo
         .par_iter()
         .map(|(input, fp, resume)| {
-            let (report, lines) =
-                ingest_file(input, *resume, &formats, forced, &sink, txn.run_id(), &bar)?;
+            let (report, lines) = ingest_file(input, *resume, &formats, forced, &sink, txn.run_id(), &bar)?;
             let src = SourceRecord {
                 path: input.display.clone(),
                 size: input.size,
@@ -794,7 +728,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     for r in results {
         let (report, src) = r?;
         // A file that could not be opened is not recorded, so a rerun retries it.
-        if report.status != "failed" {
+        if report.status != FileStatus::Failed {
             sources.push(src);
         }
         reports.push(report);
@@ -802,7 +736,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     // Files that failed outright still leave a trace beside the records.
     let failures: Vec<QuarantineEntry> = reports
         .iter()
-        .filter(|r| r.status == "failed")
+        .filter(|r| r.status == FileStatus::Failed)
         .map(|r| QuarantineEntry {
             run_id: txn.run_id().to_string(),
             source_file: r.path.clone(),
@@ -831,19 +765,15 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
         run_id: committed.then_some(run_id),
         lake: opts.lake.display().to_string(),
         files: reports.len() as u64,
-        skipped_files: reports.iter().filter(|r| r.status == "skipped").count() as u64,
-        failed_files: reports.iter().filter(|r| r.status == "failed").count() as u64,
+        skipped_files: reports.iter().filter(|r| r.status == FileStatus::Skipped).count() as u64,
+        failed_files: reports.iter().filter(|r| r.status == FileStatus::Failed).count() as u64,
         read: sum(|r| r.read),
         ingested,
         quarantined: sum(|r| r.quarantined),
         redacted: sum(|r| r.redacted),
-        bytes: sum(|r| if r.status == "skipped" { 0 } else { r.bytes }),
+        bytes: sum(|r| if r.status == FileStatus::Skipped { 0 } else { r.bytes }),
         seconds,
-        events_per_sec: if seconds > 0.0 {
-            ingested as f64 / seconds
-        } else {
-            0.0
-        },
+        events_per_sec: if seconds > 0.0 { ingested as f64 / seconds } else { 0.0 },
         days,
         per_file: reports,
     })
@@ -864,7 +794,7 @@ fn ingest_file(
 ) -> Result<(FileReport, Option<u64>), IngestError> {
     let mut report = FileReport {
         path: input.display.clone(),
-        status: "ingested",
+        status: FileStatus::Ingested,
         format: None,
         read: 0,
         ingested: 0,
@@ -876,10 +806,7 @@ fn ingest_file(
     };
     let mut lines = None;
     let opened = File::open(&input.path).and_then(|f| {
-        let counted = Counting {
-            inner: f,
-            bar: bar.clone(),
-        };
+        let counted = Counting { inner: f, bar: bar.clone() };
         source::open_reader(counted)
     });
     let skipped = resume.map_or(0, |r| r.lines);
@@ -891,7 +818,7 @@ fn ingest_file(
     let (mut reader, head) = match head {
         Ok(rh) => rh,
         Err(e) => {
-            report.status = "failed";
+            report.status = FileStatus::Failed;
             report.error = Some(format!("cannot read: {e}"));
             return Ok((report, None));
         }
@@ -904,32 +831,18 @@ fn ingest_file(
         t.2 += out.quarantine.len() as u64;
         t.3 += out.exposures.len() as u64;
     };
-    let mut ctx = FileCtx {
-        formats,
-        format: forced,
-        file: &input.display,
-        run_id,
-    };
+    let mut ctx = FileCtx { formats, format: forced, file: &input.display, run_id };
 
-    let container = if resume.is_some() {
-        Container::Lines
-    } else {
-        source::sniff_container(&head)
-    };
+    let container = if resume.is_some() { Container::Lines } else { source::sniff_container(&head) };
     match container {
         Container::Lines => {
             let mut chunks = Chunks::new(reader, skipped + 1);
             let first = chunks.next();
             if ctx.format.is_none() {
-                ctx.format = first
-                    .as_ref()
-                    .and_then(|c| detect_in_lines(&c.bytes, formats));
+                ctx.format = first.as_ref().and_then(|c| detect_in_lines(&c.bytes, formats));
             }
-            let result: Result<(), IngestError> = first
-                .into_iter()
-                .chain(chunks.by_ref())
-                .par_bridge()
-                .try_for_each(|chunk| {
+            let result: Result<(), IngestError> =
+                first.into_iter().chain(chunks.by_ref()).par_bridge().try_for_each(|chunk| {
                     let out = ctx.lines(&chunk);
                     account(&out);
                     sink.push(out)
@@ -944,16 +857,13 @@ fn ingest_file(
                 ctx.quarantine(&mut tail, Some(line), reason, &red.text);
             }
             if let Some(failure) = chunks.failure.take() {
-                report.status = "partial";
+                report.status = FileStatus::Partial;
                 report.error = Some(format!("stopped reading: {}", failure.error));
                 if let Some((line, bytes)) = failure.partial {
                     tail.read += 1;
                     let text = String::from_utf8_lossy(&bytes);
                     let red = secrets::redact(&text);
-                    let reason = format!(
-                        "record cut off where the file ends early: {}",
-                        failure.error
-                    );
+                    let reason = format!("record cut off where the file ends early: {}", failure.error);
                     ctx.quarantine(&mut tail, Some(line), reason, &red.text);
                 }
             }
@@ -964,17 +874,16 @@ fn ingest_file(
         Container::Array => {
             let mut bytes = Vec::with_capacity(input.size as usize);
             if let Err(e) = reader.read_to_end(&mut bytes) {
-                report.status = "partial";
+                report.status = FileStatus::Partial;
                 report.error = Some(format!("stopped reading: {e}"));
             }
             let doc = String::from_utf8_lossy(&bytes);
             let (items, damage) = source::array_records(&doc);
             if ctx.format.is_none() {
-                ctx.format = items.iter().take(64).find_map(|i| {
-                    serde_json::from_str::<Value>(i.raw.get())
-                        .ok()
-                        .and_then(|v| formats.detect(&v))
-                });
+                ctx.format = items
+                    .iter()
+                    .take(64)
+                    .find_map(|i| serde_json::from_str::<Value>(i.raw.get()).ok().and_then(|v| formats.detect(&v)));
             }
             items.par_chunks(2048).try_for_each(|group| {
                 let mut out = Output::new();
@@ -985,23 +894,16 @@ fn ingest_file(
                 sink.push(out)
             })?;
             if let Some(damage) = damage {
-                report.status = "partial";
-                report
-                    .error
-                    .get_or_insert_with(|| format!("document damaged: {damage}"));
+                report.status = FileStatus::Partial;
+                report.error.get_or_insert_with(|| format!("document damaged: {damage}"));
                 let mut tail = Output::new();
                 tail.read += 1;
-                let consumed: usize = items.last().map_or(0, |i| {
-                    i.raw.get().as_ptr() as usize - doc.as_ptr() as usize + i.raw.get().len()
-                });
+                let consumed: usize = items
+                    .last()
+                    .map_or(0, |i| i.raw.get().as_ptr() as usize - doc.as_ptr() as usize + i.raw.get().len());
                 let rest = &doc[consumed..];
                 let red = secrets::redact(gateway::truncate(rest, QUARANTINE_RAW_BYTES));
-                ctx.quarantine(
-                    &mut tail,
-                    Some(items.len() as u64),
-                    format!("document damaged: {damage}"),
-                    &red.text,
-                );
+                ctx.quarantine(&mut tail, Some(items.len() as u64), format!("document damaged: {damage}"), &red.text);
                 account(&tail);
                 sink.push(tail)?;
             }
@@ -1014,9 +916,7 @@ fn ingest_file(
     report.redacted = t.3;
     report.format = ctx.format_name();
     if ctx.format.is_none() && report.read > 0 {
-        report
-            .error
-            .get_or_insert_with(|| "no record of a known format".into());
+        report.error.get_or_insert_with(|| "no record of a known format".into());
     }
     Ok((report, lines))
 }

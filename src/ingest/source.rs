@@ -24,10 +24,7 @@ pub fn open_reader<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn BufRead
     let mut f = BufReader::with_capacity(1 << 20, r);
     let magic = f.fill_buf()?;
     if magic.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(f),
-        )))
+        Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(f))))
     } else {
         Ok(Box::new(f))
     }
@@ -203,11 +200,7 @@ pub fn sniff_container(head: &[u8]) -> Container {
     if t.starts_with('[') {
         return Container::Array;
     }
-    if records_key_at_start(t) {
-        Container::Array
-    } else {
-        Container::Lines
-    }
+    if records_key_at_start(t) { Container::Array } else { Container::Lines }
 }
 
 fn records_key_at_start(t: &str) -> bool {
@@ -271,10 +264,7 @@ pub fn array_records(doc: &str) -> (Vec<ArrayItem<'_>>, Option<String>) {
                 pos = skip_ws(pos + de.byte_offset());
             }
             Some(Err(e)) => {
-                return (
-                    items,
-                    Some(format!("record {index} (byte {pos}) is damaged: {e}")),
-                );
+                return (items, Some(format!("record {index} (byte {pos}) is damaged: {e}")));
             }
             None => return (items, Some(format!("document ends before record {index}"))),
         }
@@ -282,23 +272,10 @@ pub fn array_records(doc: &str) -> (Vec<ArrayItem<'_>>, Option<String>) {
             Some(b',') => pos = skip_ws(pos + 1),
             Some(b']') => return (items, None),
             Some(c) => {
-                return (
-                    items,
-                    Some(format!(
-                        "unexpected {:?} after record {} at byte {pos}",
-                        *c as char,
-                        index - 1
-                    )),
-                );
+                return (items, Some(format!("unexpected {:?} after record {} at byte {pos}", *c as char, index - 1)));
             }
             None => {
-                return (
-                    items,
-                    Some(format!(
-                        "document ends after record {} (truncated)",
-                        index - 1
-                    )),
-                );
+                return (items, Some(format!("document ends after record {} (truncated)", index - 1)));
             }
         }
     }
@@ -327,9 +304,7 @@ mod tests {
 
     #[test]
     fn last_line_without_newline_is_kept() {
-        let chunks: Vec<_> = Chunks::new(&b"a\nb"[..], 1)
-            .map(|c| (c.bytes, c.first_line))
-            .collect();
+        let chunks: Vec<_> = Chunks::new(&b"a\nb"[..], 1).map(|c| (c.bytes, c.first_line)).collect();
         assert_eq!(chunks, vec![(b"a\n".to_vec(), 1), (b"b".to_vec(), 2)]);
     }
 
@@ -367,19 +342,10 @@ mod tests {
 
     #[test]
     fn sniffs_containers() {
-        assert_eq!(
-            sniff_container(b"{\"Records\": [\n{\"a\":1}"),
-            Container::Array
-        );
-        assert_eq!(
-            sniff_container(b"{\"Records\":[{\"a\":1}]}\n"),
-            Container::Array
-        );
+        assert_eq!(sniff_container(b"{\"Records\": [\n{\"a\":1}"), Container::Array);
+        assert_eq!(sniff_container(b"{\"Records\":[{\"a\":1}]}\n"), Container::Array);
         assert_eq!(sniff_container(b"  [ {\"a\":1} ]"), Container::Array);
-        assert_eq!(
-            sniff_container(b"{\"ts\":1}\n{\"ts\":2}\n"),
-            Container::Lines
-        );
+        assert_eq!(sniff_container(b"{\"ts\":1}\n{\"ts\":2}\n"), Container::Lines);
         assert_eq!(sniff_container(b"garbage\n{\"ts\":2}\n"), Container::Lines);
     }
 

@@ -11,9 +11,7 @@ use assert_cmd::Command;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
 pub fn credtrail() -> Command {
@@ -25,29 +23,18 @@ pub fn credtrail() -> Command {
 /// Runs `credtrail ingest ... --json` and returns (exit code, summary).
 pub fn ingest(lake: &Path, inputs: &[&Path], extra: &[&str]) -> (i32, serde_json::Value) {
     let mut cmd = credtrail();
-    cmd.arg("ingest")
-        .args(inputs)
-        .arg("--lake")
-        .arg(lake)
-        .arg("--json")
-        .args(extra);
+    cmd.arg("ingest").args(inputs).arg("--lake").arg(lake).arg("--json").args(extra);
     let out = cmd.output().expect("credtrail runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "summary is JSON ({e}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("summary is JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
     });
     (out.status.code().expect("exited"), summary)
 }
 
 /// Every Parquet file under `dir`, recursively, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walk(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
+    let mut v: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
     v.sort();
     v
 }
@@ -69,10 +56,7 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 
 pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     let f = File::open(path).unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
     reader.map(|b| b.unwrap()).collect()
 }
 
