@@ -365,10 +365,7 @@ impl FileCtx<'_> {
     /// Processes a chunk of whole lines.
     fn lines(&self, chunk: &source::Chunk) -> Output {
         let mut out = Output::new();
-        let mut line_no = chunk.first_line;
-        for line in chunk.bytes.split(|&b| b == b'\n') {
-            let n = line_no;
-            line_no += 1;
+        for (n, line) in (chunk.first_line..).zip(chunk.bytes.split(|&b| b == b'\n')) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
