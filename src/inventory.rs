@@ -305,13 +305,14 @@ impl Inventory {
             let created_at = date("created_at", raw.created_at);
             let expires_at = date("expires_at", raw.expires_at);
             if let (Some(c), Some(e)) = (created_at, expires_at)
-                && e < c {
-                    problems.push(err(
-                        line,
-                        "expires_at",
-                        format!("{} is before created_at {}", format_ms(e), format_ms(c)),
-                    ));
-                }
+                && e < c
+            {
+                problems.push(err(
+                    line,
+                    "expires_at",
+                    format!("{} is before created_at {}", format_ms(e), format_ms(c)),
+                ));
+            }
             let mut allowed_actions = Vec::new();
             for a in raw.allowed_actions.map(StrOrList::items).unwrap_or_default() {
                 match a.parse::<Action>() {
@@ -515,9 +516,11 @@ pub fn check(inv: &Inventory, usage: Option<&HashMap<String, Usage>>, opts: &Che
             }
         }
         if let Some(u) = usage
-            && !u.contains_key(&c.credential_id) && !c.is_expired(now) {
-                push(FindingKind::NeverUsed, c, "no events in the lake: if nothing needs it, revoke it".into());
-            }
+            && !u.contains_key(&c.credential_id)
+            && !c.is_expired(now)
+        {
+            push(FindingKind::NeverUsed, c, "no events in the lake: if nothing needs it, revoke it".into());
+        }
     }
     if let Some(u) = usage {
         let mut unknown: Vec<(&String, &Usage)> = u.iter().filter(|(id, _)| inv.get(id).is_none()).collect();

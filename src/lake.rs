@@ -428,7 +428,8 @@ mod tests {
         {
             let txn = lake.begin().unwrap();
             rel = txn.reserve(&events_partition("1970-01-01"), "parquet");
-            write_parquet_staged(&lake, &rel, event_schema(), std::slice::from_ref(&b), writer_properties(&[])).unwrap();
+            write_parquet_staged(&lake, &rel, event_schema(), std::slice::from_ref(&b), writer_properties(&[]))
+                .unwrap();
             // Dropped without commit: a crash.
         }
         assert!(staged_path(&lake, &rel).exists());

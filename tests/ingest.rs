@@ -409,3 +409,75 @@ fn a_user_mapping_wins_over_built_in_detection() {
     let (code, s) = ingest(&work.path().join("lake2"), &[&log], &[]);
     assert_eq!((code, s["per_file"][0]["format"].as_str()), (3, Some("cloudtrail")));
 }
+
+/// The panther CloudTrail records, re-laid out as other CloudTrail shapes.
+fn panther_records() -> Vec<serde_json::Value> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(fixture("panther/cloudtrail.json.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["Records"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_cloudtrail_rule_holds_in_every_layout() {
+    let records = panther_records();
+    let work = tempfile::tempdir().unwrap();
+    // JSON lines, gzip; a pretty-printed delivery file; delivery files concatenated one per line.
+    let lines: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+    std::fs::create_dir_all(work.path().join("a")).unwrap();
+    gzip(&work.path().join("a/trail.jsonl.gz"), &lines);
+    let pretty = serde_json::to_string_pretty(&serde_json::json!({ "Records": records })).unwrap();
+    write(&work.path().join("b/delivery.json"), &pretty);
+    let mut concat = String::new();
+    for chunk in records.chunks(50) {
+        concat.push_str(&serde_json::to_string(&serde_json::json!({ "Records": chunk })).unwrap());
+        concat.push('\n');
+    }
+    write(&work.path().join("c/hourly.json"), &concat);
+    for dir in ["a", "b", "c"] {
+        let lake = work.path().join(format!("lake-{dir}"));
+        let (code, s) = ingest(&lake, &[&work.path().join(dir)], &[]);
+        assert_eq!(code, 3);
+        let f = &s["per_file"][0];
+        assert_eq!(f["format"], "cloudtrail", "{dir}: {s}");
+        assert_eq!(
+            (f["read"].as_u64(), f["ingested"].as_u64(), f["quarantined"].as_u64()),
+            (Some(239), Some(223), Some(16)),
+            "{dir}"
+        );
+        assert_eq!(f["status"], "ingested", "{dir}: {f}");
+    }
+}
+
+#[test]
+fn a_damaged_delivery_file_keeps_the_records_before_the_damage() {
+    let records = panther_records();
+    let work = tempfile::tempdir().unwrap();
+    let text = serde_json::to_string(&serde_json::json!({ "Records": &records[..40] })).unwrap();
+    // Cut in the middle of record 30.
+    let cut = text.find(&serde_json::to_string(&records[30]).unwrap()).unwrap() + 40;
+    let file = work.path().join("cut.json.gz");
+    gzip(&file, &text[..cut]);
+    let (code, s) = ingest(&work.path().join("lake"), &[&file], &[]);
+    assert_eq!(code, 3);
+    let f = &s["per_file"][0];
+    assert_eq!(f["status"], "partial");
+    assert!(f["error"].as_str().unwrap().contains("record 30"), "{f}");
+    assert_eq!(f["read"].as_u64().unwrap(), 31, "30 records and the damaged rest");
+    assert_eq!(f["ingested"].as_u64().unwrap() + f["quarantined"].as_u64().unwrap(), 31);
+}
+
+#[test]
+fn ingesting_a_tree_that_holds_the_lake_skips_the_lake() {
+    let work = tempfile::tempdir().unwrap();
+    write(&work.path().join("logs/a.jsonl"), &(gateway_line(1, "key_x", "") + "\nnot json\n"));
+    let lake = work.path().join("lake");
+    let (_, first) = ingest(&lake, &[work.path()], &[]);
+    assert_eq!((first["read"].as_u64(), first["quarantined"].as_u64()), (Some(2), Some(1)));
+    // The lake now holds a quarantine .jsonl; a second pass must not read it as input.
+    let (code, second) = ingest(&lake, &[work.path()], &[]);
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(second["files"], 1);
+}

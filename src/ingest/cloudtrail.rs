@@ -272,12 +272,13 @@ const RESOURCE_PARAMS: &[&str] = &[
 
 fn resource<'a>(v: &'a Value, params: Option<&'a Value>) -> Option<Cow<'a, str>> {
     if let Some(p) = params
-        && let Some(bucket) = str_at(p, &["bucketName"]) {
-            return Some(match str_at(p, &["key"]) {
-                Some(key) => Cow::Owned(format!("s3://{bucket}/{key}")),
-                None => Cow::Owned(format!("s3://{bucket}/")),
-            });
-        }
+        && let Some(bucket) = str_at(p, &["bucketName"])
+    {
+        return Some(match str_at(p, &["key"]) {
+            Some(key) => Cow::Owned(format!("s3://{bucket}/{key}")),
+            None => Cow::Owned(format!("s3://{bucket}/")),
+        });
+    }
     let first_arn = v
         .get("resources")
         .and_then(Value::as_array)

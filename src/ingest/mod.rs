@@ -33,10 +33,10 @@ use source::{Chunks, Container};
 /// The raw text kept for a quarantined record, at most.
 const QUARANTINE_RAW_BYTES: usize = 64 << 10;
 /// Rows of one day buffered before they are written as one sorted file.
-const FILE_ROWS: usize = 1 << 20;
+const FILE_ROWS: usize = 512 * 1024;
 /// Rows buffered across all days before the largest buffer is written early,
 /// which bounds memory whatever the size and spread of the input.
-const BUFFER_ROWS: usize = 3 << 20;
+const BUFFER_ROWS: usize = 1 << 20;
 /// File extensions picked up when walking a directory.
 const LOG_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "log", "gz", "txt"];
 
@@ -516,14 +516,21 @@ struct Input {
     mtime_ns: i128,
 }
 
-fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>, IngestError> {
+/// The files under `inputs`, never descending into the lake itself (so
+/// `ingest . --lake lake` does not ingest its own quarantine).
+fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<Vec<Input>, IngestError> {
     let mut files = Vec::new();
     let mut seen = HashSet::new();
+    let lake = lake.canonicalize().ok();
     for root in inputs {
         if !root.exists() {
             return Err(IngestError::MissingInput(root.clone()));
         }
-        let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name();
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| lake.is_none() || e.path().canonicalize().ok() != lake);
         for entry in walker {
             let entry = entry.map_err(|e| IngestError::Io {
                 path: e.path().unwrap_or(root).to_path_buf(),
@@ -624,7 +631,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
         }
         None => None,
     };
-    let inputs = collect_inputs(&opts.inputs)?;
+    let inputs = collect_inputs(&opts.inputs, &opts.lake)?;
     let lake = Lake::open(&opts.lake)?;
     let txn = lake.begin()?;
 
@@ -918,12 +925,11 @@ fn ingest_file(
     Ok((report, lines))
 }
 
-/// The format of the first line (of the first chunk) that is a JSON object.
+/// The format of the first recognisable line of the first chunk.
 fn detect_in_lines(bytes: &[u8], formats: &Formats) -> Option<Format> {
     bytes
         .split(|&b| b == b'\n')
         .take(1000)
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
-        .find(Value::is_object)
-        .and_then(|v| formats.detect(&v))
+        .find_map(|v| formats.detect(&v))
 }

@@ -220,9 +220,11 @@ pub struct ArrayItem<'a> {
     pub raw: &'a RawValue,
 }
 
-/// The records of an array document, in order, read one at a time so that a
+/// The records of array documents, in order, read one at a time so that a
 /// truncated or corrupt document still yields every record before the damage.
-/// Returns the records and, if the document is damaged, a description of where.
+/// Several documents may follow each other (delivery files concatenated, one
+/// per line); indices run on across them. Returns the records and, if the
+/// input is damaged, a description of where.
 pub fn array_records(doc: &str) -> (Vec<ArrayItem<'_>>, Option<String>) {
     let mut items = Vec::new();
     let bytes = doc.as_bytes();
@@ -236,49 +238,56 @@ pub fn array_records(doc: &str) -> (Vec<ArrayItem<'_>>, Option<String>) {
     if doc[pos..].starts_with('\u{feff}') {
         pos = skip_ws(pos + 3);
     }
-    // Find the array: at the top level, or as the value of "Records".
-    if bytes.get(pos) == Some(&b'{') {
-        let Some(k) = doc[pos..].find("\"Records\"") else {
-            return (items, Some("no \"Records\" array in the document".into()));
-        };
-        pos = skip_ws(pos + k + "\"Records\"".len());
-        if bytes.get(pos) != Some(&b':') {
-            return (items, Some("\"Records\" is not followed by ':'".into()));
+    let mut index = 0u64;
+    while pos < bytes.len() {
+        // Find the array: at the top level, or as the value of "Records".
+        let wrapped = bytes[pos] == b'{';
+        if wrapped {
+            let Some(k) = doc[pos..].find("\"Records\"") else {
+                return (items, Some(format!("no \"Records\" array in the document at byte {pos}")));
+            };
+            pos = skip_ws(pos + k + "\"Records\"".len());
+            if bytes.get(pos) != Some(&b':') {
+                return (items, Some("\"Records\" is not followed by ':'".into()));
+            }
+            pos = skip_ws(pos + 1);
+        }
+        if bytes.get(pos) != Some(&b'[') {
+            return (items, Some(format!("expected '[' at byte {pos}")));
         }
         pos = skip_ws(pos + 1);
-    }
-    if bytes.get(pos) != Some(&b'[') {
-        return (items, Some(format!("expected '[' at byte {pos}")));
-    }
-    pos = skip_ws(pos + 1);
-    if bytes.get(pos) == Some(&b']') {
-        return (items, None);
-    }
-    let mut index = 0u64;
-    loop {
-        let mut de = serde_json::Deserializer::from_str(&doc[pos..]).into_iter::<&RawValue>();
-        match de.next() {
-            Some(Ok(raw)) => {
-                items.push(ArrayItem { index, raw });
-                index += 1;
-                pos = skip_ws(pos + de.byte_offset());
-            }
-            Some(Err(e)) => {
-                return (items, Some(format!("record {index} (byte {pos}) is damaged: {e}")));
-            }
-            None => return (items, Some(format!("document ends before record {index}"))),
-        }
-        match bytes.get(pos) {
-            Some(b',') => pos = skip_ws(pos + 1),
-            Some(b']') => return (items, None),
-            Some(c) => {
-                return (items, Some(format!("unexpected {:?} after record {} at byte {pos}", *c as char, index - 1)));
-            }
-            None => {
-                return (items, Some(format!("document ends after record {} (truncated)", index - 1)));
+        if bytes.get(pos) != Some(&b']') {
+            loop {
+                let mut de = serde_json::Deserializer::from_str(&doc[pos..]).into_iter::<&RawValue>();
+                match de.next() {
+                    Some(Ok(raw)) => {
+                        items.push(ArrayItem { index, raw });
+                        index += 1;
+                        pos = skip_ws(pos + de.byte_offset());
+                    }
+                    Some(Err(e)) => return (items, Some(format!("record {index} (byte {pos}) is damaged: {e}"))),
+                    None => return (items, Some(format!("document ends before record {index}"))),
+                }
+                match bytes.get(pos) {
+                    Some(b',') => pos = skip_ws(pos + 1),
+                    Some(b']') => break,
+                    Some(c) => {
+                        let at = index - 1;
+                        return (items, Some(format!("unexpected {:?} after record {at} at byte {pos}", *c as char)));
+                    }
+                    None => return (items, Some(format!("document ends after record {} (truncated)", index - 1))),
+                }
             }
         }
+        pos = skip_ws(pos + 1);
+        if wrapped {
+            if bytes.get(pos) != Some(&b'}') {
+                return (items, Some(format!("unexpected content after the Records array at byte {pos}")));
+            }
+            pos = skip_ws(pos + 1);
+        }
     }
+    (items, None)
 }
 
 #[cfg(test)]
@@ -360,5 +369,16 @@ mod tests {
         assert!(err.unwrap().contains("record 2"));
         let (items, err) = array_records("[]");
         assert!(items.is_empty() && err.is_none());
+        // Concatenated delivery files, one per line.
+        let (items, err) =
+            array_records("{\"Records\":[{\"a\":1}]}\n{\"Records\":[]}\n{\"Records\":[{\"b\":2},{\"c\":3}]}\n");
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            items.iter().map(|i| (i.index, i.raw.get())).collect::<Vec<_>>(),
+            vec![(0, r#"{"a":1}"#), (1, r#"{"b":2}"#), (2, r#"{"c":3}"#)]
+        );
+        let (items, err) = array_records(r#"{"Records":[{"a":1}],"x":2}"#);
+        assert_eq!(items.len(), 1);
+        assert!(err.unwrap().contains("after the Records array"));
     }
 }
