@@ -481,3 +481,49 @@ fn ingesting_a_tree_that_holds_the_lake_skips_the_lake() {
     assert_eq!(code, 0, "{second}");
     assert_eq!(second["files"], 1);
 }
+
+#[test]
+fn kill_9_mid_ingest_then_rerun_gives_every_event_exactly_once() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    // Enough data that the run is still writing when it is killed.
+    for f in 0..4 {
+        let text: String = (0..30_000).map(|i| gateway_line(f * 100_000 + i, &format!("key_{}", i % 97), "") + "\n").collect();
+        write(&input.join(format!("day{f}.jsonl")), &text);
+    }
+    let lake = work.path().join("lake");
+    let bin = assert_cmd::cargo::cargo_bin("credtrail");
+    let mut child = std::process::Command::new(&bin)
+        .arg("ingest")
+        .arg(&input)
+        .arg("--lake")
+        .arg(&lake)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as it has staged a file (or whenever it gets there).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if walk(&lake).iter().any(|p| p.to_string_lossy().ends_with(".tmp")) {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().ok(); // SIGKILL
+    child.wait().unwrap();
+    // Whatever moment it died at, readers never see a partial Parquet file.
+    for p in parquet_files(&lake) {
+        read_parquet(&p);
+    }
+    let (code, _) = ingest(&lake, &[&input], &[]);
+    assert_eq!(code, 0);
+    assert!(!walk(&lake).iter().any(|p| p.to_string_lossy().ends_with(".tmp")));
+    let rows = events(&lake);
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!(rows.len(), 120_000);
+    assert_eq!(ids.len(), 120_000);
+}
