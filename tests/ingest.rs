@@ -488,7 +488,8 @@ fn kill_9_mid_ingest_then_rerun_gives_every_event_exactly_once() {
     let input = work.path().join("in");
     // Enough data that the run is still writing when it is killed.
     for f in 0..4 {
-        let text: String = (0..30_000).map(|i| gateway_line(f * 100_000 + i, &format!("key_{}", i % 97), "") + "\n").collect();
+        let text: String =
+            (0..30_000).map(|i| gateway_line(f * 100_000 + i, &format!("key_{}", i % 97), "") + "\n").collect();
         write(&input.join(format!("day{f}.jsonl")), &text);
     }
     let lake = work.path().join("lake");

@@ -56,6 +56,8 @@ pub struct Chunks<R> {
     /// Lines over [`MAX_LINE_BYTES`], as (line number, first bytes).
     pub oversized: Vec<(u64, Vec<u8>)>,
     skipping_oversized: bool,
+    chunk_bytes: usize,
+    max_line: usize,
 }
 
 impl<R: Read> Chunks<R> {
@@ -68,7 +70,16 @@ impl<R: Read> Chunks<R> {
             failure: None,
             oversized: Vec::new(),
             skipping_oversized: false,
+            chunk_bytes: CHUNK_BYTES,
+            max_line: MAX_LINE_BYTES,
         }
+    }
+
+    /// Smaller limits, so tests can cross chunk and line-size boundaries.
+    pub fn with_limits(mut self, chunk_bytes: usize, max_line: usize) -> Self {
+        self.chunk_bytes = chunk_bytes.max(1);
+        self.max_line = max_line.max(1);
+        self
     }
 
     /// Lines handed out (or skipped as oversized) so far.
@@ -96,7 +107,7 @@ impl<R: Read> Iterator for Chunks<R> {
         let mut buf = std::mem::take(&mut self.carry);
         loop {
             let start = buf.len();
-            buf.resize(start + CHUNK_BYTES, 0);
+            buf.resize(start + self.chunk_bytes, 0);
             let n = match read_full(&mut self.reader, &mut buf[start..]) {
                 Ok(n) => n,
                 Err((n, error)) => {
@@ -134,12 +145,14 @@ impl<R: Read> Iterator for Chunks<R> {
                 }
                 continue;
             }
-            if let Some(i) = memchr::memrchr(b'\n', &buf[start..]) {
-                self.carry = buf.split_off(start + i + 1);
+            // The whole buffer: after skipping an oversized line, what is left of
+            // the read may already hold complete lines.
+            if let Some(i) = memchr::memrchr(b'\n', &buf) {
+                self.carry = buf.split_off(i + 1);
                 return Some(self.emit(buf));
             }
-            if buf.len() > MAX_LINE_BYTES {
-                self.oversized.push((self.next_line, buf[..4096].to_vec()));
+            if buf.len() > self.max_line {
+                self.oversized.push((self.next_line, buf[..buf.len().min(4096)].to_vec()));
                 self.skipping_oversized = true;
                 buf.clear();
             }
@@ -309,6 +322,44 @@ mod tests {
         }
         assert_eq!(seen, 50_000);
         assert!(chunks.failure.is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever the chunk size, every line comes out once, whole, with its
+        /// number, and an over-long line is reported instead of buffered.
+        #[test]
+        fn chunking_keeps_every_line_once(
+            lines in proptest::collection::vec("[a-z{}\":,0-9 ]{0,40}", 0..60),
+            chunk in 1usize..64,
+            trailing_newline: bool,
+        ) {
+            let mut text = lines.join("\n");
+            if trailing_newline && !lines.is_empty() {
+                text.push('\n');
+            }
+            let max_line = 30;
+            let mut chunks = Chunks::new(text.as_bytes(), 1).with_limits(chunk, max_line);
+            let mut got: Vec<(u64, String)> = Vec::new();
+            for c in chunks.by_ref() {
+                let s = String::from_utf8(c.bytes.clone()).unwrap();
+                let body = s.strip_suffix('\n').unwrap_or(&s);
+                for (i, l) in body.split('\n').enumerate() {
+                    got.push((c.first_line + i as u64, l.to_string()));
+                }
+            }
+            let oversized: Vec<u64> = chunks.oversized.iter().map(|(n, _)| *n).collect();
+            // Expected: every line, numbered, except over-long ones (reported by number).
+            let n_lines = if text.is_empty() { 0 } else { text.strip_suffix('\n').unwrap_or(&text).split('\n').count() };
+            let all: Vec<(u64, String)> = text.strip_suffix('\n').unwrap_or(&text).split('\n').take(n_lines)
+                .enumerate().map(|(i, l)| (i as u64 + 1, l.to_string())).collect();
+            let kept: Vec<(u64, String)> = all.iter().filter(|(n, _)| !oversized.contains(n)).cloned().collect();
+            // Lines longer than the limit may be passed whole when they fit a chunk; never lost or split.
+            proptest::prop_assert_eq!(&got, &kept);
+            for n in &oversized {
+                proptest::prop_assert!(all[*n as usize - 1].1.len() > max_line.min(chunk));
+            }
+            proptest::prop_assert!(chunks.failure.is_none());
+        }
     }
 
     #[test]
