@@ -235,6 +235,40 @@ mod tests {
         redact(text).exposures.iter().map(|e| e.kind).collect()
     }
 
+    proptest::proptest! {
+        /// A secret put in any string field of a JSON record is gone after
+        /// redaction, the record is still JSON, and the field is named.
+        #[test]
+        fn any_field_any_secret(
+            keys in proptest::collection::vec("[a-z_]{1,8}", 1..6),
+            filler in "[ -~]{0,30}",
+            which in 0usize..6,
+            pick in 0usize..5,
+            body in "[A-Za-z0-9]{40}",
+        ) {
+            let secrets = [
+                format!("sk-proj-{body}"),
+                format!("ghp_{body}"),
+                format!("xoxb-{}", &body[..20]),
+                format!("eyJ{}.eyJ{}.{}", &body[..10], &body[10..20], &body[20..]),
+                format!("-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----"),
+            ];
+            let secret = &secrets[pick];
+            let mut obj = serde_json::Map::new();
+            for (i, k) in keys.iter().enumerate() {
+                obj.insert(format!("{k}{i}"), serde_json::Value::String(filler.clone()));
+            }
+            let target = format!("{}{}", keys[which % keys.len()], which % keys.len());
+            obj.insert(target.clone(), serde_json::Value::String(format!("{filler} {secret} {filler}")));
+            let text = serde_json::Value::Object(obj).to_string();
+            let r = redact(&text);
+            proptest::prop_assert!(!r.text.contains(&body[..8]) && !r.text.contains(&body[12..20]), "{}", r.text);
+            let v: serde_json::Value = serde_json::from_str(&r.text).unwrap();
+            let fields = exposure_fields(&r.exposures, Some(&v));
+            proptest::prop_assert!(fields.contains(&Some(target)), "{:?}", fields);
+        }
+    }
+
     #[test]
     fn clean_text_is_borrowed_untouched() {
         let line = r#"{"credential_id":"key_ABCDEF","tool":"s3:GetObject","access_key":"AKIAIOSFODNN7EXAMPLE"}"#;
