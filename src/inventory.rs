@@ -60,14 +60,18 @@ pub struct Credential {
     pub line: u64,
 }
 
-/// Scope patterns: exact, or a prefix ending in `*`; a resource pattern
-/// ending in `/` is a prefix too. An empty list does not restrict.
-fn allowed(patterns: &[String], value: &str, slash_is_prefix: bool) -> bool {
+/// Whether a scope allows `value`. Patterns are exact values or prefixes:
+/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`).
+/// An empty list does not restrict. The SQL function `scope_allows` is this.
+pub fn scope_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
     patterns.is_empty()
-        || patterns.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => value.starts_with(prefix),
-            None if slash_is_prefix && p.ends_with('/') => value.starts_with(p.as_str()),
-            None => value == p,
+        || patterns.iter().any(|p| {
+            let p = p.as_ref();
+            match p.strip_suffix('*') {
+                Some(prefix) => value.starts_with(prefix),
+                None if p.ends_with('/') => value.starts_with(p),
+                None => value == p,
+            }
         })
 }
 
@@ -85,19 +89,19 @@ impl Credential {
     }
 
     pub fn allows_model(&self, m: &str) -> bool {
-        allowed(&self.allowed_models, m, false)
+        scope_allows(&self.allowed_models, m)
     }
 
     pub fn allows_tool(&self, t: &str) -> bool {
-        allowed(&self.allowed_tools, t, false)
+        scope_allows(&self.allowed_tools, t)
     }
 
     pub fn allows_resource(&self, r: &str) -> bool {
-        allowed(&self.allowed_resources, r, true)
+        scope_allows(&self.allowed_resources, r)
     }
 
     pub fn allows_region(&self, r: &str) -> bool {
-        allowed(&self.allowed_regions, r, false)
+        scope_allows(&self.allowed_regions, r)
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! events/date=YYYY-MM-DD/part-<run>-<n>.parquet   canonical events, sorted by credential, ts
+//! alerts/date=YYYY-MM-DD/part-<run>-<n>.parquet   detector alerts (a rerun replaces a day's)
 //! secret_exposures/part-<run>.parquet             secrets found (and redacted) at ingest
 //! quarantine/<run>.jsonl                          records that could not be ingested
 //! _ingest/commits/<run>.json                      one commit record per run
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::schema::col;
 
 pub const EVENTS: &str = "events";
+pub const ALERTS: &str = "alerts";
 pub const QUARANTINE: &str = "quarantine";
 pub const SECRET_EXPOSURES: &str = "secret_exposures";
 const INGEST: &str = "_ingest";
@@ -80,6 +82,9 @@ pub struct Commit {
     pub committed_at: String,
     /// Lake-relative paths of the files this run added.
     pub files: Vec<String>,
+    /// Lake-relative paths of files this run replaced (removed at commit).
+    #[serde(default)]
+    pub replaces: Vec<String>,
     pub sources: Vec<SourceRecord>,
 }
 
@@ -92,7 +97,7 @@ pub struct Lake {
 impl Lake {
     /// Opens (creating if needed) the lake at `root`.
     pub fn open(root: &Path) -> Result<Lake, LakeError> {
-        for d in [EVENTS, QUARANTINE, SECRET_EXPOSURES, COMMITS] {
+        for d in [EVENTS, ALERTS, QUARANTINE, SECRET_EXPOSURES, COMMITS] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -159,6 +164,7 @@ impl Lake {
             lake: self.clone(),
             run_id: new_run_id(),
             staged: Mutex::new(Vec::new()),
+            replaces: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
             _lock: lock,
         })
@@ -166,7 +172,11 @@ impl Lake {
 
     /// Rolls committed staged files forward and deletes uncommitted ones.
     fn recover(&self) -> Result<(), LakeError> {
-        let committed: std::collections::HashSet<String> = self.commits()?.into_iter().flat_map(|c| c.files).collect();
+        let commits = self.commits()?;
+        for rel in commits.iter().flat_map(|c| &c.replaces) {
+            remove_if_present(&self.root.join(rel))?;
+        }
+        let committed: std::collections::HashSet<String> = commits.into_iter().flat_map(|c| c.files).collect();
         for entry in walkdir::WalkDir::new(&self.root).into_iter().filter_map(Result::ok) {
             let p = entry.path();
             let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
@@ -195,6 +205,7 @@ pub struct Txn {
     lake: Lake,
     run_id: String,
     staged: Mutex<Vec<String>>,
+    replaces: Mutex<Vec<String>>,
     seq: AtomicU64,
     _lock: File,
 }
@@ -217,6 +228,12 @@ impl Txn {
         rel
     }
 
+    /// Marks committed files (lake-relative) to be removed when this run
+    /// commits: how a rerun replaces its earlier output instead of adding to it.
+    pub fn replace(&self, rels: impl IntoIterator<Item = String>) {
+        self.replaces.lock().expect("replace list lock").extend(rels);
+    }
+
     /// Commits every file staged under a reserved path. Nothing is visible
     /// under its final name before this returns.
     pub fn commit(self, sources: Vec<SourceRecord>) -> Result<Commit, LakeError> {
@@ -232,6 +249,7 @@ impl Txn {
             run_id: self.run_id.clone(),
             committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
             files,
+            replaces: self.replaces.into_inner().expect("replace list lock"),
             sources,
         };
         let path = root.join(COMMITS).join(format!("{}.json", self.run_id));
@@ -241,9 +259,31 @@ impl Txn {
             let fin = root.join(rel);
             fs::rename(root.join(format!("{rel}.{STAGED}")), &fin).map_err(io_err(&fin))?;
         }
+        for rel in &commit.replaces {
+            remove_if_present(&root.join(rel))?;
+        }
         sync_dir(&root.join(COMMITS));
         Ok(commit)
     }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), LakeError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LakeError::Io { path: path.to_path_buf(), source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// Committed files (lake-relative) under `dir` with extension `ext`.
+pub fn committed_files(lake: &Lake, dir: &str, ext: &str) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(lake.root.join(dir))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == ext))
+        .filter_map(|e| e.path().strip_prefix(&lake.root).ok().map(|p| p.to_string_lossy().replace('\\', "/")))
+        .collect();
+    out.sort();
+    out
 }
 
 /// The staged path of a reserved lake-relative path.

@@ -6,6 +6,8 @@
 //! [`lake`] commits Parquet files atomically into a hive-partitioned lake that
 //! [`sql`] exposes to DataFusion.
 
+pub mod alert;
+pub mod detect;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use credtrail::{ingest, inventory, sample, sql};
+use credtrail::{alert, detect, ingest, inventory, sample, sql};
 
 /// Exit status when a run finished but quarantined records or failed files.
 const EXIT_QUARANTINED: u8 = 3;
@@ -33,14 +33,16 @@ enum Command {
     /// Exit status: 0 all records ingested, 3 some records or files were
     /// quarantined (see LAKE/quarantine/), 1 the run failed.
     Ingest(IngestArgs),
-    /// The batch job: ingest the inputs, then report on the credential inventory.
+    /// The batch job: ingest the inputs, detect over the days they hold, report on the inventory.
     Run(RunArgs),
     /// Credential inventory: validate it and report governance findings.
     #[command(subcommand)]
     Inventory(InventoryCmd),
     /// Generate a realistic labelled sample: gateway logs, inventory, labels.
     Sample(SampleArgs),
-    /// Run SQL over the lake (tables: events, secret_exposures, quarantine).
+    /// Run the detectors over days of the lake and write their alerts.
+    Detect(DetectArgs),
+    /// Run SQL over the lake (tables: events, alerts, secret_exposures, quarantine).
     Sql(SqlArgs),
 }
 
@@ -138,6 +140,34 @@ struct SampleArgs {
 }
 
 #[derive(Args)]
+struct DetectArgs {
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// One day (YYYY-MM-DD); or use --from/--to.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    date: Option<String>,
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    #[command(flatten)]
+    detect: DetectCommon,
+}
+
+#[derive(Args)]
+struct DetectCommon {
+    /// The credential inventory (CSV or TOML): enables the out-of-scope detector.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// A directory of <detector>.sql files that replace the built-in queries.
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Print alerts as JSON lines instead of a table.
+    #[arg(long)]
+    json_alerts: bool,
+}
+
+#[derive(Args)]
 struct SqlArgs {
     #[arg(long, default_value = "lake")]
     lake: PathBuf,
@@ -186,6 +216,16 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Run(a) => {
             let summary = do_ingest(a.inputs, &a.common)?;
+            // The days this run brought in; on a rerun with nothing new, the whole lake.
+            let range = match (summary.days.first(), summary.days.last()) {
+                (Some(a), Some(z)) => Some((a.clone(), z.clone())),
+                _ => tokio::runtime::Runtime::new()?.block_on(detect::lake_days(&a.common.lake))?,
+            };
+            if let Some((from, to)) = range {
+                let common =
+                    DetectCommon { inventory: Some(a.inventory.clone()), queries: None, json_alerts: a.common.json };
+                do_detect(&a.common.lake, from, to, &common)?;
+            }
             let findings = check_inventory(&a.inventory, Some(&a.common.lake), &a.check)?;
             if !a.common.json {
                 println!("\ninventory {}: {} finding(s)", a.inventory.display(), findings.len());
@@ -233,6 +273,15 @@ fn run(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Detect(a) => {
+            let (from, to) = match (a.date, a.from, a.to) {
+                (Some(d), _, _) => (d.clone(), d),
+                (None, Some(f), Some(t)) => (f, t),
+                _ => anyhow::bail!("say which days: --date YYYY-MM-DD, or --from and --to"),
+            };
+            do_detect(&a.lake, from, to, &a.detect)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sql(a) => {
             let format = match a.format {
                 OutputFormat::Table => sql::Output::Table,
@@ -262,6 +311,36 @@ fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSum
         print!("{}", summary.render_text());
     }
     Ok(summary)
+}
+
+fn do_detect(lake: &std::path::Path, from: String, to: String, c: &DetectCommon) -> Result<()> {
+    let opts = detect::DetectOptions {
+        lake: lake.to_path_buf(),
+        from,
+        to,
+        inventory: c.inventory.clone(),
+        queries: c.queries.clone(),
+    };
+    let report = tokio::runtime::Runtime::new()?.block_on(detect::detect(&opts))?;
+    if c.json_alerts {
+        for a in &report.alerts {
+            println!("{}", serde_json::to_string(a)?);
+        }
+        return Ok(());
+    }
+    let days = match report.days.as_slice() {
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} to {last}"),
+        [] => String::new(),
+    };
+    println!("\ndetect {days}: {} alert(s)", report.alerts.len());
+    for (name, why) in &report.skipped {
+        println!("  skipped {name}: {why}");
+    }
+    if !report.alerts.is_empty() {
+        println!("{}", alert::format_table(&report.alerts));
+    }
+    Ok(())
 }
 
 fn status_of(summary: &ingest::IngestSummary) -> ExitCode {

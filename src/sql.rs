@@ -4,15 +4,18 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::BooleanArray;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, TimestampMillisecondType};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::inventory::Usage;
+use crate::inventory::{Inventory, Usage};
 use crate::lake::{self, Lake, LakeError};
 use crate::schema::{col, event_schema};
 
@@ -36,11 +39,13 @@ pub enum Output {
 
 /// A session with the lake's tables registered:
 /// `events` (hive-partitioned by `date`, so date filters prune whole
-/// directories), `secret_exposures` and `quarantine`.
+/// directories), `alerts`, `secret_exposures` and `quarantine`, plus the
+/// `scope_allows(patterns, value)` function.
 pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
     let lake = Lake::existing(root)?;
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(scope_allows_udf());
     let parquet = || Arc::new(ParquetFormat::default());
     let url = |dir: &str| format!("{}/", lake.path(dir).display());
 
@@ -59,10 +64,54 @@ pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
     )
     .await?;
 
+    let alerts = ListingOptions::new(parquet())
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![(col::DATE.to_string(), DataType::Utf8)]);
+    ctx.register_listing_table("alerts", url(lake::ALERTS), alerts, Some(crate::alert::schema()), None).await?;
+
     let quarantine = ListingOptions::new(Arc::new(JsonFormat::default())).with_file_extension(".jsonl");
     ctx.register_listing_table("quarantine", url(lake::QUARANTINE), quarantine, Some(quarantine_schema()), None)
         .await?;
     Ok(ctx)
+}
+
+/// Registers an inventory as the `credentials` table.
+pub fn register_inventory(ctx: &SessionContext, inv: &Inventory) -> Result<(), SqlError> {
+    let batch = inv.to_record_batch();
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    ctx.register_table("credentials", Arc::new(table))?;
+    Ok(())
+}
+
+/// `scope_allows(patterns list<string>, value string) -> bool`: whether an
+/// inventory scope allows a value (see [`crate::inventory::scope_allows`]).
+/// Null when the value is null.
+pub fn scope_allows_udf() -> ScalarUDF {
+    let list = DataType::List(Arc::new(arrow::datatypes::Field::new("item", DataType::Utf8, true)));
+    let fun = Arc::new(|args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let patterns = arrays[0].as_list::<i32>();
+        let values = arrow::compute::cast(&arrays[1], &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        let out: BooleanArray = (0..values.len())
+            .map(|i| {
+                if values.is_null(i) {
+                    return None;
+                }
+                let allowed = if patterns.is_null(i) {
+                    true
+                } else {
+                    let p = patterns.value(i);
+                    let p = p.as_string::<i32>();
+                    let list: Vec<&str> = p.iter().flatten().collect();
+                    crate::inventory::scope_allows(&list, values.value(i))
+                };
+                Some(allowed)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
 }
 
 fn quarantine_schema() -> arrow::datatypes::SchemaRef {

@@ -1,0 +1,43 @@
+-- out_of_scope: requests outside what the credential's inventory entry
+-- declares (its expiry, allowed actions, models, tools, resources, regions).
+-- One row per violating request; credtrail groups them into alerts per
+-- credential, finding and value. `{from}` and `{to}` are the days detected.
+SELECT * FROM (
+  SELECT
+    e.credential_id,
+    e.principal,
+    e.ts,
+    e.request_id,
+    e.source_ip,
+    CASE
+      WHEN c.expires_at IS NOT NULL AND e.ts >= c.expires_at THEN 'expired_credential'
+      WHEN c.created_at IS NOT NULL AND e.ts < c.created_at THEN 'not_yet_valid'
+      WHEN NOT scope_allows(c.allowed_actions, e.action) THEN 'action_outside_scope'
+      WHEN e.model IS NOT NULL AND NOT scope_allows(c.allowed_models, e.model) THEN 'model_outside_scope'
+      WHEN e.tool IS NOT NULL AND NOT scope_allows(c.allowed_tools, e.tool) THEN 'tool_outside_scope'
+      WHEN e.resource IS NOT NULL AND NOT scope_allows(c.allowed_resources, e.resource) THEN 'resource_outside_scope'
+      WHEN e.region IS NOT NULL AND NOT scope_allows(c.allowed_regions, e.region) THEN 'region_outside_scope'
+    END AS finding,
+    CASE
+      WHEN c.expires_at IS NOT NULL AND e.ts >= c.expires_at THEN CAST(c.expires_at AS VARCHAR)
+      WHEN c.created_at IS NOT NULL AND e.ts < c.created_at THEN CAST(c.created_at AS VARCHAR)
+      WHEN NOT scope_allows(c.allowed_actions, e.action) THEN CAST(e.action AS VARCHAR)
+      WHEN e.model IS NOT NULL AND NOT scope_allows(c.allowed_models, e.model) THEN CAST(e.model AS VARCHAR)
+      WHEN e.tool IS NOT NULL AND NOT scope_allows(c.allowed_tools, e.tool) THEN CAST(e.tool AS VARCHAR)
+      WHEN e.resource IS NOT NULL AND NOT scope_allows(c.allowed_resources, e.resource) THEN e.resource
+      ELSE CAST(e.region AS VARCHAR)
+    END AS value,
+    CASE
+      WHEN e.ts >= c.expires_at OR e.ts < c.created_at THEN NULL
+      WHEN NOT scope_allows(c.allowed_actions, e.action) THEN array_to_string(c.allowed_actions, ', ')
+      WHEN e.model IS NOT NULL AND NOT scope_allows(c.allowed_models, e.model) THEN array_to_string(c.allowed_models, ', ')
+      WHEN e.tool IS NOT NULL AND NOT scope_allows(c.allowed_tools, e.tool) THEN array_to_string(c.allowed_tools, ', ')
+      WHEN e.resource IS NOT NULL AND NOT scope_allows(c.allowed_resources, e.resource) THEN array_to_string(c.allowed_resources, ', ')
+      ELSE array_to_string(c.allowed_regions, ', ')
+    END AS allowed
+  FROM events e
+  JOIN credentials c ON CAST(e.credential_id AS VARCHAR) = c.credential_id
+  WHERE e.date BETWEEN '{from}' AND '{to}'
+) v
+WHERE finding IS NOT NULL
+ORDER BY credential_id, finding, ts

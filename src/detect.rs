@@ -1,0 +1,320 @@
+//! Batch detection: each detector is a SQL query (kept in `queries/`,
+//! compiled in, overridable from a directory) whose rows Rust turns into
+//! explainable alerts, written to the lake's `alerts/` a day at a time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, TimestampMillisecondType};
+
+use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use crate::inventory::{Inventory, InventoryErrors};
+use crate::lake::{self, Lake, LakeError};
+use crate::sql::{self, SqlError};
+use crate::time::{format_ms, parse_date_or_ts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryErrors),
+    #[error("{0:?} is not a date (YYYY-MM-DD)")]
+    BadDate(String),
+    #[error("--from {0} is after --to {1}")]
+    EmptyRange(String, String),
+    #[error("{path}: {source}")]
+    Query { path: PathBuf, source: std::io::Error },
+    #[error("query {name}: column {column} is missing or of the wrong type")]
+    Shape { name: String, column: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectOptions {
+    pub lake: PathBuf,
+    /// First and last day (YYYY-MM-DD, inclusive).
+    pub from: String,
+    pub to: String,
+    pub inventory: Option<PathBuf>,
+    /// A directory of `<detector>.sql` files that replace the built-in queries.
+    pub queries: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct DetectReport {
+    pub alerts: Vec<Alert>,
+    pub days: Vec<String>,
+    /// Detectors that could not run, and why (e.g. no inventory).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A detector: its query and how its rows become alerts.
+struct Detector {
+    name: &'static str,
+    sql: &'static str,
+    needs_inventory: bool,
+    alerts: fn(&[RecordBatch]) -> Result<Vec<Alert>, DetectError>,
+}
+
+const DETECTORS: &[Detector] = &[Detector {
+    name: "out_of_scope",
+    sql: include_str!("../queries/out_of_scope.sql"),
+    needs_inventory: true,
+    alerts: out_of_scope_alerts,
+}];
+
+fn day_list(from: &str, to: &str) -> Result<Vec<String>, DetectError> {
+    let parse =
+        |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| DetectError::BadDate(s.to_string()));
+    let (a, b) = (parse(from)?, parse(to)?);
+    if a > b {
+        return Err(DetectError::EmptyRange(from.into(), to.into()));
+    }
+    Ok(a.iter_days().take_while(|d| *d <= b).map(|d| d.format("%Y-%m-%d").to_string()).collect())
+}
+
+/// Runs every detector over the days and replaces those days' alerts in the lake.
+pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
+    let days = day_list(&opts.from, &opts.to)?;
+    let ctx = sql::context(&opts.lake).await?;
+    let inventory = opts.inventory.as_deref().map(Inventory::load).transpose()?;
+    if let Some(inv) = &inventory {
+        sql::register_inventory(&ctx, inv)?;
+    }
+    let mut alerts = Vec::new();
+    let mut skipped = Vec::new();
+    for d in DETECTORS {
+        if d.needs_inventory && inventory.is_none() {
+            skipped.push((d.name.to_string(), "needs a credential inventory (--inventory)".to_string()));
+            continue;
+        }
+        let text = query_text(d, opts.queries.as_deref())?;
+        let text = text.replace("{from}", &days[0]).replace("{to}", &days[days.len() - 1]);
+        let batches = ctx.sql(&text).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?;
+        alerts.extend((d.alerts)(&batches)?);
+    }
+    alerts.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then(a.window_start_ms.cmp(&b.window_start_ms)).then(a.alert_id.cmp(&b.alert_id))
+    });
+    write_alerts(&opts.lake, &days, &alerts)?;
+    Ok(DetectReport { alerts, days, skipped })
+}
+
+fn query_text(d: &Detector, dir: Option<&Path>) -> Result<String, DetectError> {
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{}.sql", d.name));
+        if path.exists() {
+            return std::fs::read_to_string(&path).map_err(|source| DetectError::Query { path, source });
+        }
+    }
+    Ok(d.sql.to_string())
+}
+
+/// Replaces the alerts of `days` with `alerts`, atomically.
+fn write_alerts(root: &Path, days: &[String], alerts: &[Alert]) -> Result<(), DetectError> {
+    let lake = Lake::open(root)?;
+    let txn = lake.begin()?;
+    let mut by_day: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+    for a in alerts {
+        by_day.entry(crate::time::day_of(a.window_start_ms)).or_default().push(a.clone());
+    }
+    for day in days {
+        let dir = format!("{}/date={day}", lake::ALERTS);
+        txn.replace(lake::committed_files(&lake, &dir, "parquet"));
+        if let Some(list) = by_day.get(day) {
+            let rel = txn.reserve(&dir, "parquet");
+            let batch = alert::to_batch(list);
+            lake::write_parquet_staged(&lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+        }
+    }
+    txn.commit(Vec::new())?;
+    Ok(())
+}
+
+/// Column `name` of a query result as strings, whatever string encoding
+/// DataFusion chose.
+fn strings(b: &RecordBatch, query: &str, name: &str) -> Result<StringArray, DetectError> {
+    let shape = || DetectError::Shape { name: query.into(), column: name.into() };
+    let col = b.column_by_name(name).ok_or_else(shape)?;
+    let cast = arrow::compute::cast(col, &DataType::Utf8).map_err(|_| shape())?;
+    Ok(cast.as_string::<i32>().clone())
+}
+
+fn times(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<i64>, DetectError> {
+    let shape = || DetectError::Shape { name: query.into(), column: name.into() };
+    let col = b.column_by_name(name).ok_or_else(shape)?;
+    let ms = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into()));
+    let cast = arrow::compute::cast(col, &ms).map_err(|_| shape())?;
+    Ok(cast.as_primitive::<TimestampMillisecondType>().values().to_vec())
+}
+
+/// One violating request, as the out-of-scope query returns it.
+struct Violation {
+    ts: i64,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    principal: Option<String>,
+    value: String,
+    allowed: Option<String>,
+}
+
+/// Where an alert groups violations: a resource by its parent "directory",
+/// anything else by its value.
+fn group_key(finding: &str, value: &str) -> String {
+    if finding == "resource_outside_scope"
+        && let Some(i) = value.trim_end_matches('/').rfind('/') {
+            return value[..=i].to_string();
+        }
+    value.to_string()
+}
+
+fn out_of_scope_alerts(batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    const Q: &str = "out_of_scope";
+    // (credential, finding, group, day) → violations, in time order.
+    let mut groups: BTreeMap<(String, String, String, String), Vec<Violation>> = BTreeMap::new();
+    for b in batches {
+        let cred = strings(b, Q, "credential_id")?;
+        let finding = strings(b, Q, "finding")?;
+        let value = strings(b, Q, "value")?;
+        let allowed = strings(b, Q, "allowed")?;
+        let req = strings(b, Q, "request_id")?;
+        let ip = strings(b, Q, "source_ip")?;
+        let principal = strings(b, Q, "principal")?;
+        let ts = times(b, Q, "ts")?;
+        let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+        for (i, &t) in ts.iter().enumerate() {
+            let v = opt(&value, i).unwrap_or_default();
+            let key = (
+                cred.value(i).to_string(),
+                finding.value(i).to_string(),
+                group_key(finding.value(i), &v),
+                crate::time::day_of(t),
+            );
+            groups.entry(key).or_default().push(Violation {
+                ts: t,
+                request_id: opt(&req, i),
+                source_ip: opt(&ip, i),
+                principal: opt(&principal, i),
+                value: v,
+                allowed: opt(&allowed, i),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for ((cred, finding, group, _day), mut v) in groups {
+        v.sort_by_key(|x| x.ts);
+        let first = &v[0];
+        let last = &v[v.len() - 1];
+        let n = v.len();
+        let ips: std::collections::BTreeSet<&str> = v.iter().filter_map(|x| x.source_ip.as_deref()).collect();
+        let ips = ips.into_iter().take(3).collect::<Vec<_>>().join(", ");
+        let allowed = first.allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "(none listed)".into());
+        let declared =
+            |what: &str| parse_date_or_ts(&first.value).map(format_ms).unwrap_or_else(|| first.value.clone()) + what;
+        let (severity, observed, baseline, explanation, mitre, owasp) = match finding.as_str() {
+            "expired_credential" => (
+                Severity::High,
+                format!("{n} requests after expiry"),
+                format!("inventory: expires {}", declared("")),
+                format!(
+                    "{cred} was used {n} times after it expired ({}), from {ips}: revoke it and find who holds it",
+                    declared("")
+                ),
+                "T1078.004 Valid Accounts: Cloud Accounts",
+                "NHI1:2025 Improper Offboarding",
+            ),
+            "not_yet_valid" => (
+                Severity::High,
+                format!("{n} requests before the credential was issued"),
+                format!("inventory: created {}", declared("")),
+                format!("{cred} was used {n} times before it was issued ({}), from {ips}", declared("")),
+                "T1078.004 Valid Accounts: Cloud Accounts",
+                "NHI4:2025 Insecure Authentication",
+            ),
+            _ => {
+                let what = finding.trim_end_matches("_outside_scope");
+                let shown = if finding == "resource_outside_scope" { format!("{group}…") } else { group.clone() };
+                let severity = match (what, first.value.as_str()) {
+                    ("action", "admin") | ("resource", _) => Severity::High,
+                    _ => Severity::Medium,
+                };
+                let mitre = match what {
+                    "resource" if group.starts_with("s3://") => "T1530 Data from Cloud Storage",
+                    "resource" => "T1213 Data from Information Repositories",
+                    "action" => "T1098 Account Manipulation",
+                    _ => "T1078.004 Valid Accounts: Cloud Accounts",
+                };
+                (
+                    severity,
+                    format!("{n} requests with {what} {shown}"),
+                    format!("inventory allows {what}s: {allowed}"),
+                    format!(
+                        "{cred} made {n} requests with {what} {shown}, outside its declared scope ({allowed}), from {ips}"
+                    ),
+                    mitre,
+                    "NHI5:2025 Overprivileged NHI",
+                )
+            }
+        };
+        let evidence: Vec<String> = v.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect();
+        out.push(Alert {
+            alert_id: alert::alert_id("out_of_scope", &cred, &format!("{finding}:{group}"), first.ts),
+            detector: "out_of_scope",
+            finding,
+            severity,
+            score: 1.0,
+            principal: first.principal.clone(),
+            credential_id: cred,
+            window_start_ms: first.ts,
+            window_end_ms: last.ts,
+            explanation,
+            observed,
+            baseline,
+            evidence,
+            evidence_count: n as u64,
+            mitre_attack: Some(mitre),
+            owasp_nhi: Some(owasp),
+        });
+    }
+    Ok(out)
+}
+
+/// The first and last day that hold events, for detecting a whole lake.
+pub async fn lake_days(root: &Path) -> Result<Option<(String, String)>, DetectError> {
+    let ctx = sql::context(root).await?;
+    let b = ctx
+        .sql("SELECT min(date) AS a, max(date) AS b FROM events")
+        .await
+        .map_err(SqlError::from)?
+        .collect()
+        .await
+        .map_err(SqlError::from)?;
+    let Some(b) = b.first() else { return Ok(None) };
+    let a = strings(b, "days", "a")?;
+    let z = strings(b, "days", "b")?;
+    if a.is_empty() || a.is_null(0) {
+        return Ok(None);
+    }
+    Ok(Some((a.value(0).to_string(), z.value(0).to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_ranges() {
+        assert_eq!(day_list("2026-11-30", "2026-12-02").unwrap(), vec!["2026-11-30", "2026-12-01", "2026-12-02"]);
+        assert!(matches!(day_list("2026-12-02", "2026-11-30"), Err(DetectError::EmptyRange(..))));
+        assert!(matches!(day_list("yesterday", "2026-11-30"), Err(DetectError::BadDate(_))));
+    }
+
+    #[test]
+    fn resources_group_by_directory() {
+        assert_eq!(group_key("resource_outside_scope", "s3://finance/2026/q1.csv"), "s3://finance/2026/");
+        assert_eq!(group_key("model_outside_scope", "gpt-4.5"), "gpt-4.5");
+    }
+}
