@@ -51,20 +51,34 @@ pub struct DetectReport {
     pub skipped: Vec<(String, String)>,
 }
 
-/// A detector: its query and how its rows become alerts.
+/// A detector: its query and how it explains a group of the query's rows.
 struct Detector {
     name: &'static str,
     sql: &'static str,
     needs_inventory: bool,
-    alerts: fn(&[RecordBatch]) -> Result<Vec<Alert>, DetectError>,
+    explain: fn(&Group<'_>) -> Explained,
 }
 
-const DETECTORS: &[Detector] = &[Detector {
-    name: "out_of_scope",
-    sql: include_str!("../queries/out_of_scope.sql"),
-    needs_inventory: true,
-    alerts: out_of_scope_alerts,
-}];
+const DETECTORS: &[Detector] = &[
+    Detector {
+        name: "out_of_scope",
+        sql: include_str!("../queries/out_of_scope.sql"),
+        needs_inventory: true,
+        explain: explain_out_of_scope,
+    },
+    Detector {
+        name: "secret_exposure",
+        sql: include_str!("../queries/secret_exposure.sql"),
+        needs_inventory: false,
+        explain: explain_secret_exposure,
+    },
+    Detector {
+        name: "defense_evasion",
+        sql: include_str!("../queries/defense_evasion.sql"),
+        needs_inventory: false,
+        explain: explain_defense_evasion,
+    },
+];
 
 fn day_list(from: &str, to: &str) -> Result<Vec<String>, DetectError> {
     let parse =
@@ -94,7 +108,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         let text = query_text(d, opts.queries.as_deref())?;
         let text = text.replace("{from}", &days[0]).replace("{to}", &days[days.len() - 1]);
         let batches = ctx.sql(&text).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?;
-        alerts.extend((d.alerts)(&batches)?);
+        alerts.extend(grouped_alerts(d, &batches)?);
     }
     alerts.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then(a.window_start_ms.cmp(&b.window_start_ms)).then(a.alert_id.cmp(&b.alert_id))
@@ -151,41 +165,69 @@ fn times(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<i64>, DetectErr
     Ok(cast.as_primitive::<TimestampMillisecondType>().values().to_vec())
 }
 
-/// One violating request, as the out-of-scope query returns it.
-struct Violation {
+/// One row of a detector query: a request that is evidence of something.
+/// Every detector query returns these columns: `credential_id, principal,
+/// ts, request_id, source_ip, finding, value, allowed`.
+struct Row {
     ts: i64,
     request_id: Option<String>,
     source_ip: Option<String>,
     principal: Option<String>,
     value: String,
+    /// What the finding was compared with (a scope, a field name, …).
     allowed: Option<String>,
 }
 
-/// Where an alert groups violations: a resource by its parent "directory",
+/// Rows that make one alert: a credential, a finding, a group of values, a day.
+struct Group<'a> {
+    cred: &'a str,
+    finding: &'a str,
+    group: &'a str,
+    rows: &'a [Row],
+    /// Up to three source addresses, for the explanation.
+    ips: String,
+}
+
+/// How a detector words and rates one group.
+struct Explained {
+    severity: Severity,
+    observed: String,
+    baseline: String,
+    explanation: String,
+    mitre: &'static str,
+    owasp: &'static str,
+}
+
+/// Where an alert groups rows: a resource by its parent "directory",
 /// anything else by its value.
 fn group_key(finding: &str, value: &str) -> String {
     if finding == "resource_outside_scope"
-        && let Some(i) = value.trim_end_matches('/').rfind('/') {
-            return value[..=i].to_string();
-        }
+        && let Some(i) = value.trim_end_matches('/').rfind('/')
+    {
+        return value[..=i].to_string();
+    }
     value.to_string()
 }
 
-fn out_of_scope_alerts(batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
-    const Q: &str = "out_of_scope";
-    // (credential, finding, group, day) → violations, in time order.
-    let mut groups: BTreeMap<(String, String, String, String), Vec<Violation>> = BTreeMap::new();
+/// The one mechanism every detector shares: group its rows per credential,
+/// finding, value group and day, and let it explain each group.
+fn grouped_alerts(d: &Detector, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    let q = d.name;
+    let mut groups: BTreeMap<(String, String, String, String), Vec<Row>> = BTreeMap::new();
     for b in batches {
-        let cred = strings(b, Q, "credential_id")?;
-        let finding = strings(b, Q, "finding")?;
-        let value = strings(b, Q, "value")?;
-        let allowed = strings(b, Q, "allowed")?;
-        let req = strings(b, Q, "request_id")?;
-        let ip = strings(b, Q, "source_ip")?;
-        let principal = strings(b, Q, "principal")?;
-        let ts = times(b, Q, "ts")?;
+        let cred = strings(b, q, "credential_id")?;
+        let finding = strings(b, q, "finding")?;
+        let value = strings(b, q, "value")?;
+        let allowed = strings(b, q, "allowed")?;
+        let req = strings(b, q, "request_id")?;
+        let ip = strings(b, q, "source_ip")?;
+        let principal = strings(b, q, "principal")?;
+        let ts = times(b, q, "ts")?;
         let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
         for (i, &t) in ts.iter().enumerate() {
+            if cred.is_null(i) || finding.is_null(i) {
+                continue;
+            }
             let v = opt(&value, i).unwrap_or_default();
             let key = (
                 cred.value(i).to_string(),
@@ -193,7 +235,7 @@ fn out_of_scope_alerts(batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectErro
                 group_key(finding.value(i), &v),
                 crate::time::day_of(t),
             );
-            groups.entry(key).or_default().push(Violation {
+            groups.entry(key).or_default().push(Row {
                 ts: t,
                 request_id: opt(&req, i),
                 source_ip: opt(&ip, i),
@@ -204,82 +246,124 @@ fn out_of_scope_alerts(batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectErro
         }
     }
     let mut out = Vec::new();
-    for ((cred, finding, group, _day), mut v) in groups {
-        v.sort_by_key(|x| x.ts);
-        let first = &v[0];
-        let last = &v[v.len() - 1];
-        let n = v.len();
-        let ips: std::collections::BTreeSet<&str> = v.iter().filter_map(|x| x.source_ip.as_deref()).collect();
-        let ips = ips.into_iter().take(3).collect::<Vec<_>>().join(", ");
-        let allowed = first.allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "(none listed)".into());
-        let declared =
-            |what: &str| parse_date_or_ts(&first.value).map(format_ms).unwrap_or_else(|| first.value.clone()) + what;
-        let (severity, observed, baseline, explanation, mitre, owasp) = match finding.as_str() {
-            "expired_credential" => (
-                Severity::High,
-                format!("{n} requests after expiry"),
-                format!("inventory: expires {}", declared("")),
-                format!(
-                    "{cred} was used {n} times after it expired ({}), from {ips}: revoke it and find who holds it",
-                    declared("")
-                ),
-                "T1078.004 Valid Accounts: Cloud Accounts",
-                "NHI1:2025 Improper Offboarding",
-            ),
-            "not_yet_valid" => (
-                Severity::High,
-                format!("{n} requests before the credential was issued"),
-                format!("inventory: created {}", declared("")),
-                format!("{cred} was used {n} times before it was issued ({}), from {ips}", declared("")),
-                "T1078.004 Valid Accounts: Cloud Accounts",
-                "NHI4:2025 Insecure Authentication",
-            ),
-            _ => {
-                let what = finding.trim_end_matches("_outside_scope");
-                let shown = if finding == "resource_outside_scope" { format!("{group}…") } else { group.clone() };
-                let severity = match (what, first.value.as_str()) {
-                    ("action", "admin") | ("resource", _) => Severity::High,
-                    _ => Severity::Medium,
-                };
-                let mitre = match what {
-                    "resource" if group.starts_with("s3://") => "T1530 Data from Cloud Storage",
-                    "resource" => "T1213 Data from Information Repositories",
-                    "action" => "T1098 Account Manipulation",
-                    _ => "T1078.004 Valid Accounts: Cloud Accounts",
-                };
-                (
-                    severity,
-                    format!("{n} requests with {what} {shown}"),
-                    format!("inventory allows {what}s: {allowed}"),
-                    format!(
-                        "{cred} made {n} requests with {what} {shown}, outside its declared scope ({allowed}), from {ips}"
-                    ),
-                    mitre,
-                    "NHI5:2025 Overprivileged NHI",
-                )
-            }
+    for ((cred, finding, group, _day), mut rows) in groups {
+        rows.sort_by_key(|x| x.ts);
+        let ips: std::collections::BTreeSet<&str> = rows.iter().filter_map(|x| x.source_ip.as_deref()).collect();
+        let ips = if ips.is_empty() {
+            "an unknown address".to_string()
+        } else {
+            ips.into_iter().take(3).collect::<Vec<_>>().join(", ")
         };
-        let evidence: Vec<String> = v.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect();
+        let g = Group { cred: &cred, finding: &finding, group: &group, rows: &rows, ips };
+        let e = (d.explain)(&g);
+        let (first, last) = (&rows[0], &rows[rows.len() - 1]);
         out.push(Alert {
-            alert_id: alert::alert_id("out_of_scope", &cred, &format!("{finding}:{group}"), first.ts),
-            detector: "out_of_scope",
-            finding,
-            severity,
+            alert_id: alert::alert_id(d.name, &cred, &format!("{finding}:{group}"), first.ts),
+            detector: d.name,
+            finding: finding.clone(),
+            severity: e.severity,
             score: 1.0,
             principal: first.principal.clone(),
-            credential_id: cred,
+            credential_id: cred.clone(),
             window_start_ms: first.ts,
             window_end_ms: last.ts,
-            explanation,
-            observed,
-            baseline,
-            evidence,
-            evidence_count: n as u64,
-            mitre_attack: Some(mitre),
-            owasp_nhi: Some(owasp),
+            explanation: e.explanation,
+            observed: e.observed,
+            baseline: e.baseline,
+            evidence: rows.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect(),
+            evidence_count: rows.len() as u64,
+            mitre_attack: Some(e.mitre),
+            owasp_nhi: Some(e.owasp),
         });
     }
     Ok(out)
+}
+
+fn explain_out_of_scope(g: &Group<'_>) -> Explained {
+    let (cred, n, ips, first) = (g.cred, g.rows.len(), &g.ips, &g.rows[0]);
+    let allowed = first.allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "(none listed)".into());
+    let declared = parse_date_or_ts(&first.value).map(format_ms).unwrap_or_else(|| first.value.clone());
+    match g.finding {
+        "expired_credential" => Explained {
+            severity: Severity::High,
+            observed: format!("{n} requests after expiry"),
+            baseline: format!("inventory: expires {declared}"),
+            explanation: format!(
+                "{cred} was used {n} times after it expired ({declared}), from {ips}: revoke it and find who holds it"
+            ),
+            mitre: "T1078.004 Valid Accounts: Cloud Accounts",
+            owasp: "NHI1:2025 Improper Offboarding",
+        },
+        "not_yet_valid" => Explained {
+            severity: Severity::High,
+            observed: format!("{n} requests before the credential was issued"),
+            baseline: format!("inventory: created {declared}"),
+            explanation: format!("{cred} was used {n} times before it was issued ({declared}), from {ips}"),
+            mitre: "T1078.004 Valid Accounts: Cloud Accounts",
+            owasp: "NHI4:2025 Insecure Authentication",
+        },
+        finding => {
+            let what = finding.trim_end_matches("_outside_scope");
+            let shown = if what == "resource" { format!("{}…", g.group) } else { g.group.to_string() };
+            Explained {
+                severity: match (what, first.value.as_str()) {
+                    ("action", "admin") | ("resource", _) => Severity::High,
+                    _ => Severity::Medium,
+                },
+                observed: format!("{n} requests with {what} {shown}"),
+                baseline: format!("inventory allows {what}s: {allowed}"),
+                explanation: format!(
+                    "{cred} made {n} requests with {what} {shown}, outside its declared scope ({allowed}), from {ips}"
+                ),
+                mitre: match what {
+                    "resource" if g.group.starts_with("s3://") => "T1530 Data from Cloud Storage",
+                    "resource" => "T1213 Data from Information Repositories",
+                    "action" => "T1098 Account Manipulation",
+                    _ => "T1078.004 Valid Accounts: Cloud Accounts",
+                },
+                owasp: "NHI5:2025 Overprivileged NHI",
+            }
+        }
+    }
+}
+
+fn explain_secret_exposure(g: &Group<'_>) -> Explained {
+    let n = g.rows.len();
+    let (kind, fingerprint) = g.group.split_once(':').unwrap_or((g.group, "?"));
+    let fields: std::collections::BTreeSet<&str> = g.rows.iter().filter_map(|r| r.allowed.as_deref()).collect();
+    let fields = fields.into_iter().collect::<Vec<_>>().join(", ");
+    Explained {
+        severity: Severity::Critical,
+        observed: format!("{n} logged requests carried a {kind} (fingerprint {fingerprint}) in {fields}"),
+        baseline: "a secret never belongs in a log".into(),
+        explanation: format!(
+            "a {kind} (fingerprint {fingerprint}) appeared in {fields} of {n} logged requests of {}: anyone who reads \
+             these logs holds it; rotate it and fix the caller that logs it (credtrail stored it redacted)",
+            g.cred
+        ),
+        mitre: "T1552.001 Unsecured Credentials: Credentials In Files",
+        owasp: "NHI2:2025 Secret Leakage",
+    }
+}
+
+fn explain_defense_evasion(g: &Group<'_>) -> Explained {
+    let n = g.rows.len();
+    let target = g.rows.iter().find_map(|r| r.allowed.clone()).map(|t| format!(" on {t}")).unwrap_or_default();
+    let what =
+        if g.group.starts_with("bedrock:") { "disabling AI logging or guardrails" } else { "disabling audit logging" };
+    Explained {
+        severity: Severity::High,
+        observed: format!("{n} × {}{target}", g.group),
+        baseline: "AI guardrails and model-invocation logging are changed by change management, not by workload keys"
+            .into(),
+        explanation: format!(
+            "{} called {}{target} {n} time(s) from {}: {what} is how a stolen key hides its use; confirm the change \
+             or revoke the key",
+            g.cred, g.group, g.ips
+        ),
+        mitre: "T1562.008 Impair Defenses: Disable or Modify Cloud Logs",
+        owasp: "NHI5:2025 Overprivileged NHI",
+    }
 }
 
 /// The first and last day that hold events, for detecting a whole lake.

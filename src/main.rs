@@ -143,7 +143,7 @@ struct SampleArgs {
 struct DetectArgs {
     #[arg(long, default_value = "lake")]
     lake: PathBuf,
-    /// One day (YYYY-MM-DD); or use --from/--to.
+    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     date: Option<String>,
     #[arg(long, requires = "to")]
@@ -277,7 +277,10 @@ fn run(command: Command) -> Result<ExitCode> {
             let (from, to) = match (a.date, a.from, a.to) {
                 (Some(d), _, _) => (d.clone(), d),
                 (None, Some(f), Some(t)) => (f, t),
-                _ => anyhow::bail!("say which days: --date YYYY-MM-DD, or --from and --to"),
+                _ => match tokio::runtime::Runtime::new()?.block_on(detect::lake_days(&a.lake))? {
+                    Some(range) => range,
+                    None => anyhow::bail!("{}: the lake has no events to detect on", a.lake.display()),
+                },
             };
             do_detect(&a.lake, from, to, &a.detect)?;
             Ok(ExitCode::SUCCESS)

@@ -120,3 +120,75 @@ fn without_an_inventory_the_scope_detector_says_it_was_skipped() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("skipped out_of_scope: needs a credential inventory"), "{text}");
 }
+
+fn panther_lake() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    ingest(&lake, &[&fixture("panther/cloudtrail.json.gz")], &[]);
+    (work, lake)
+}
+
+#[test]
+fn guardrail_tampering_in_real_records_alerts_on_the_key_that_did_it() {
+    let (_w, lake) = panther_lake();
+    let out = credtrail().args(["detect", "--json-alerts", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The panther-analysis rule AWS.Bedrock.GuardrailUpdateDelete fires on records 0 and 1
+    // (UpdateGuardrail, DeleteGuardrail) and not on record 2 (ListGuardrails).
+    let labels: Vec<serde_json::Value> = std::fs::read_to_string(fixture("panther/cloudtrail.labels.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let guardrail: Vec<&serde_json::Value> =
+        labels.iter().filter(|l| l["rule"] == "AWS.Bedrock.GuardrailUpdateDelete").collect();
+    let records = {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(fixture("panther/cloudtrail.json.gz")).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["Records"].as_array().unwrap().clone()
+    };
+    let evidence: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| a["detector"] == "defense_evasion")
+        .flat_map(|a| a["evidence"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()))
+        .collect();
+    for l in guardrail {
+        let r = &records[l["index"].as_u64().unwrap() as usize];
+        let id = r["eventID"].as_str().unwrap().to_string();
+        assert_eq!(evidence.contains(&id), l["panther_expected"] == true, "{} ({})", l["test"], r["eventName"]);
+    }
+    let update = alerts.iter().find(|a| a["observed"].as_str().unwrap().contains("bedrock:UpdateGuardrail")).unwrap();
+    assert_eq!(update["credential_id"], "ASIAQWERQWERQWERQWER");
+    assert_eq!(update["severity"], "high");
+    assert!(update["mitre_attack"].as_str().unwrap().starts_with("T1562"));
+}
+
+#[test]
+fn a_secret_found_at_ingest_becomes_a_critical_alert() {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("gw.jsonl");
+    let secret = "sk-proj-Zx8PqR2mN4vB6cD8eF0gH2jK4lM6nP8qR0sT2uV4";
+    let text: String = (0..3)
+        .map(|i| gateway_line(i, "key_leaky", &format!(r#","headers":{{"authorization":"Bearer {secret}"}}"#)) + "\n")
+        .collect();
+    write(&log, &text);
+    let lake = work.path().join("lake");
+    ingest(&lake, &[&log], &[]);
+    let out =
+        credtrail().args(["detect", "--date", "2026-11-02", "--json-alerts", "--lake"]).arg(&lake).output().unwrap();
+    let alerts: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!((a["detector"].as_str(), a["severity"].as_str()), (Some("secret_exposure"), Some("critical")));
+    assert_eq!(a["credential_id"], "key_leaky");
+    assert_eq!(a["evidence_count"], 3);
+    assert!(a["explanation"].as_str().unwrap().contains("headers.authorization"));
+    assert!(!a.to_string().contains(&secret[8..]));
+}

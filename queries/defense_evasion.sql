@@ -1,0 +1,22 @@
+-- defense_evasion: AI-plane defence evasion that follows a stolen key —
+-- deleting Bedrock model-invocation logging, updating or deleting a
+-- guardrail — and the classic cloud equivalents. Successful calls only.
+SELECT
+  credential_id,
+  principal,
+  ts,
+  request_id,
+  source_ip,
+  'ai_defense_evasion' AS finding,
+  CAST(tool AS VARCHAR) AS value,
+  resource AS allowed
+FROM events
+WHERE date BETWEEN '{from}' AND '{to}'
+  AND (status IS NULL OR status < 400)
+  AND CAST(tool AS VARCHAR) IN (
+    'bedrock:DeleteModelInvocationLoggingConfiguration',
+    'bedrock:UpdateGuardrail',
+    'bedrock:DeleteGuardrail',
+    'cloudtrail:StopLogging',
+    'cloudtrail:DeleteTrail'
+  )

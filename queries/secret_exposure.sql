@@ -1,0 +1,15 @@
+-- secret_exposure: credential secrets that ingest found (and redacted) in
+-- logged requests. One row per occurrence; grouped per credential and secret.
+SELECT
+  credential_id,
+  CAST(NULL AS VARCHAR) AS principal,
+  ts,
+  request_id,
+  CAST(NULL AS VARCHAR) AS source_ip,
+  'secret_in_logs' AS finding,
+  kind || ':' || fingerprint AS value,
+  COALESCE(field, 'the raw record') AS allowed
+FROM secret_exposures
+WHERE ts IS NOT NULL
+  AND credential_id IS NOT NULL
+  AND CAST(ts AS DATE) BETWEEN DATE '{from}' AND DATE '{to}'
