@@ -60,6 +60,13 @@ pub struct Alert {
     pub evidence_count: u64,
     pub mitre_attack: Option<&'static str>,
     pub owasp_nhi: Option<&'static str>,
+    /// What the finding is about (a resource prefix, model, tool, network…):
+    /// what suppression rules match `resource` against.
+    pub subject: Option<String>,
+    /// Related alerts of one credential close in time share an incident.
+    pub incident_id: Option<String>,
+    /// The suppression rule that silenced it (kept in the lake for audit).
+    pub suppressed: Option<String>,
 }
 
 /// The stable id of an alert: a hash of what identifies it.
@@ -87,6 +94,9 @@ pub fn schema() -> SchemaRef {
         Field::new("evidence_count", DataType::UInt64, false),
         Field::new("mitre_attack", DataType::Utf8, true),
         Field::new("owasp_nhi", DataType::Utf8, true),
+        Field::new("subject", DataType::Utf8, true),
+        Field::new("incident_id", DataType::Utf8, true),
+        Field::new("suppressed", DataType::Utf8, true),
     ]))
 }
 
@@ -120,6 +130,9 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
         Arc::new(alerts.iter().map(|a| a.evidence_count).collect::<UInt64Array>()),
         strs(&|a| a.mitre_attack),
         strs(&|a| a.owasp_nhi),
+        strs(&|a| a.subject.as_deref()),
+        strs(&|a| a.incident_id.as_deref()),
+        strs(&|a| a.suppressed.as_deref()),
     ];
     RecordBatch::try_new(schema(), columns).expect("alert columns match their schema")
 }
@@ -139,6 +152,174 @@ pub fn format_table(alerts: &[Alert]) -> String {
         t.add_row([a.severity.as_str(), a.detector, &a.credential_id, &window, &a.explanation, &evidence]);
     }
     t.to_string()
+}
+
+/// Window within which alerts of one credential join one incident.
+pub const INCIDENT_GAP_MS: i64 = 3_600_000;
+
+/// Detectors whose alerts are about the credential as a whole, not a moment:
+/// they stand alone instead of joining incidents.
+const STANDALONE: &[&str] = &["governance"];
+
+/// Groups alerts into incidents: per credential, alerts whose windows lie
+/// within [`INCIDENT_GAP_MS`] of each other chain into one, named after its
+/// first alert so the id is as stable as the alerts'.
+pub fn assign_incidents(alerts: &mut [Alert]) {
+    let mut order: Vec<usize> =
+        (0..alerts.len()).filter(|&i| !STANDALONE.contains(&alerts[i].detector) && alerts[i].suppressed.is_none()).collect();
+    order.sort_by(|&a, &b| {
+        (&alerts[a].credential_id, alerts[a].window_start_ms, &alerts[a].alert_id).cmp(&(
+            &alerts[b].credential_id,
+            alerts[b].window_start_ms,
+            &alerts[b].alert_id,
+        ))
+    });
+    let mut current: Option<(String, i64, String)> = None; // credential, end, incident id
+    for i in order {
+        let a = &alerts[i];
+        let joins = matches!(&current, Some((c, end, _)) if *c == a.credential_id && a.window_start_ms <= end + INCIDENT_GAP_MS);
+        if !joins {
+            let id = format!("inc-{}", a.alert_id.trim_start_matches("ct-"));
+            current = Some((a.credential_id.clone(), a.window_end_ms, id));
+        }
+        let cur = current.as_mut().expect("an incident is open");
+        cur.1 = cur.1.max(a.window_end_ms);
+        alerts[i].incident_id = Some(cur.2.clone());
+    }
+}
+
+/// Alerts of one incident, most severe first.
+pub struct Incident<'a> {
+    pub id: &'a str,
+    pub alerts: Vec<&'a Alert>,
+}
+
+impl Incident<'_> {
+    pub fn severity(&self) -> Severity {
+        self.alerts.iter().map(|a| a.severity).max().unwrap_or(Severity::Low)
+    }
+    pub fn start(&self) -> i64 {
+        self.alerts.iter().map(|a| a.window_start_ms).min().unwrap_or(0)
+    }
+    pub fn end(&self) -> i64 {
+        self.alerts.iter().map(|a| a.window_end_ms).max().unwrap_or(0)
+    }
+}
+
+/// The incidents among `alerts` (unsuppressed, with an incident id), most
+/// severe first, then by time.
+pub fn incidents(alerts: &[Alert]) -> Vec<Incident<'_>> {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<&Alert>> = Default::default();
+    for a in alerts.iter().filter(|a| a.suppressed.is_none()) {
+        if let Some(id) = &a.incident_id {
+            by_id.entry(id).or_default().push(a);
+        }
+    }
+    let mut out: Vec<Incident<'_>> = by_id
+        .into_iter()
+        .map(|(id, mut alerts)| {
+            alerts.sort_by_key(|a| (a.window_start_ms, std::cmp::Reverse(a.severity)));
+            Incident { id, alerts }
+        })
+        .collect();
+    out.sort_by_key(|i| (std::cmp::Reverse(i.severity()), i.start()));
+    out
+}
+
+/// Incidents as a table a person can act on: one row per incident, its
+/// alerts' explanations in time order.
+pub fn format_incidents(incidents: &[Incident<'_>]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(160);
+    t.set_header(["severity", "credential", "window (UTC)", "what happened", "evidence"]);
+    for inc in incidents {
+        let first = inc.alerts[0];
+        let who = match &first.principal {
+            Some(p) => format!("{}\n{p}", first.credential_id),
+            None => first.credential_id.clone(),
+        };
+        let window = format!("{} → {}", short_time(inc.start()), short_time(inc.end()));
+        let what: Vec<String> = inc.alerts.iter().map(|a| format!("[{}] {}", a.detector, a.explanation)).collect();
+        let evidence = inc
+            .alerts
+            .iter()
+            .map(|a| match a.evidence.first() {
+                Some(first) if a.evidence_count > 1 => format!("{first} +{} more", a.evidence_count - 1),
+                Some(first) => first.clone(),
+                None => "-".into(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        t.add_row([inc.severity().as_str(), &who, &window, &what.join("\n"), &evidence]);
+    }
+    t.to_string()
+}
+
+/// An alert as an OCSF 1.3 Detection Finding (class 2004), for SIEMs.
+pub fn to_ocsf(a: &Alert) -> serde_json::Value {
+    let severity_id = match a.severity {
+        Severity::Low => 2,
+        Severity::Medium => 3,
+        Severity::High => 4,
+        Severity::Critical => 5,
+    };
+    // Statistical detectors compare with a learned baseline; the rest are rules.
+    let (analytic_type_id, analytic_type) = match a.detector {
+        "billing_spike" | "retry_storm" | "tool_chaining" => (3, "Statistical"),
+        _ => (1, "Rule"),
+    };
+    let attacks: Vec<serde_json::Value> = a
+        .mitre_attack
+        .map(|m| {
+            let (uid, name) = m.split_once(' ').unwrap_or((m, m));
+            serde_json::json!({ "technique": { "uid": uid, "name": name } })
+        })
+        .into_iter()
+        .collect();
+    let mut severity = a.severity.as_str().to_string();
+    severity[..1].make_ascii_uppercase();
+    serde_json::json!({
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": 200401,
+        "type_name": "Detection Finding: Create",
+        "time": a.window_end_ms,
+        "severity_id": severity_id,
+        "severity": severity,
+        "status_id": 1,
+        "status": "New",
+        "risk_score": (a.score.min(100.0) * 100.0).round() / 100.0,
+        "message": a.explanation,
+        "metadata": {
+            "version": "1.3.0",
+            "uid": a.alert_id,
+            "correlation_uid": a.incident_id,
+            "product": { "name": "credtrail", "vendor_name": "credtrail", "version": env!("CARGO_PKG_VERSION") },
+        },
+        "finding_info": {
+            "uid": a.alert_id,
+            "title": format!("{}: {}", a.detector, a.finding),
+            "desc": a.explanation,
+            "types": [a.detector, a.finding],
+            "first_seen_time": a.window_start_ms,
+            "last_seen_time": a.window_end_ms,
+            "analytic": { "uid": a.detector, "name": a.detector, "type_id": analytic_type_id, "type": analytic_type },
+            "related_events": a.evidence.iter().map(|id| serde_json::json!({ "uid": id })).collect::<Vec<_>>(),
+            "attacks": attacks,
+        },
+        "attacks": attacks,
+        "actor": { "user": { "uid": a.credential_id, "name": a.principal, "credential_uid": a.credential_id } },
+        "evidences": [{ "data": { "observed": a.observed, "baseline": a.baseline, "subject": a.subject } }],
+        "unmapped": {
+            "owasp_nhi": a.owasp_nhi,
+            "evidence_count": a.evidence_count,
+            "score": a.score,
+        },
+    })
 }
 
 fn short_time(ms: i64) -> String {
@@ -169,6 +350,9 @@ mod tests {
             evidence_count: 3,
             mitre_attack: Some("T1078.004"),
             owasp_nhi: None,
+            subject: None,
+            incident_id: None,
+            suppressed: None,
         }
     }
 

@@ -4,10 +4,15 @@
 //! Sources → transforms → sinks: [`ingest`] reads gateway, CloudTrail, Bedrock
 //! and mapped logs, [`secrets`] redacts credential secrets on the way, and
 //! [`lake`] commits Parquet files atomically into a hive-partitioned lake that
-//! [`sql`] exposes to DataFusion.
+//! [`sql`] exposes to DataFusion. [`baseline`] learns what is normal for each
+//! credential, [`detect`] scores days against it into [`alert`]s, and
+//! [`eval`] measures detection against labelled anomalies.
 
 pub mod alert;
+pub mod baseline;
+pub mod columns;
 pub mod detect;
+pub mod eval;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;
@@ -15,4 +20,5 @@ pub mod sample;
 pub mod schema;
 pub mod secrets;
 pub mod sql;
+pub mod suppress;
 pub mod time;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use credtrail::{alert, detect, ingest, inventory, sample, sql};
+use credtrail::{alert, baseline, detect, eval, ingest, inventory, sample, sql, suppress};
 
 /// Exit status when a run finished but quarantined records or failed files.
 const EXIT_QUARANTINED: u8 = 3;
@@ -33,15 +33,19 @@ enum Command {
     /// Exit status: 0 all records ingested, 3 some records or files were
     /// quarantined (see LAKE/quarantine/), 1 the run failed.
     Ingest(IngestArgs),
-    /// The batch job: ingest the inputs, detect over the days they hold, report on the inventory.
+    /// The batch job: ingest the inputs, learn baselines, detect over the days they hold, print incidents.
     Run(RunArgs),
     /// Credential inventory: validate it and report governance findings.
     #[command(subcommand)]
     Inventory(InventoryCmd),
     /// Generate a realistic labelled sample: gateway logs, inventory, labels.
     Sample(SampleArgs),
+    /// Learn per-credential baselines from the lake's history (saved under LAKE/models/).
+    Baseline(BaselineArgs),
     /// Run the detectors over days of the lake and write their alerts.
     Detect(DetectArgs),
+    /// Score the lake's alerts against labelled anomalies: precision, recall, F1, time to detect.
+    Eval(EvalArgs),
     /// Run SQL over the lake (tables: events, alerts, secret_exposures, quarantine).
     Sql(SqlArgs),
 }
@@ -85,7 +89,7 @@ struct RunArgs {
     #[arg(long, default_value = "sample-data/inventory.csv")]
     inventory: PathBuf,
     #[command(flatten)]
-    check: CheckArgs,
+    detect: DetectCommon,
 }
 
 #[derive(Subcommand)]
@@ -150,21 +154,70 @@ struct DetectArgs {
     from: Option<String>,
     #[arg(long, requires = "from")]
     to: Option<String>,
+    /// The credential inventory (CSV or TOML): enables out-of-scope and governance detection.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
     #[command(flatten)]
     detect: DetectCommon,
 }
 
 #[derive(Args)]
 struct DetectCommon {
-    /// The credential inventory (CSV or TOML): enables the out-of-scope detector.
-    #[arg(long)]
-    inventory: Option<PathBuf>,
     /// A directory of <detector>.sql files that replace the built-in queries.
     #[arg(long)]
     queries: Option<PathBuf>,
-    /// Print alerts as JSON lines instead of a table.
+    /// A suppression file (TOML): known-good behaviour that should not alert.
+    #[arg(long, value_name = "FILE")]
+    suppress: Option<PathBuf>,
+    /// Days of history a baseline covers when detect learns one.
+    #[arg(long, default_value_t = 28)]
+    baseline_days: u32,
+    /// How to print alerts: incidents as a table, JSON lines, or OCSF Detection Findings (class 2004).
+    #[arg(short, long, value_enum, default_value_t = AlertFormat::Table)]
+    output: AlertFormat,
+    /// Credentials older than this many days are long-lived (governance).
+    #[arg(long, default_value_t = 90)]
+    max_age_days: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AlertFormat {
+    Table,
+    Jsonl,
+    Ocsf,
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// The last day of history (YYYY-MM-DD); default: the lake's last day.
     #[arg(long)]
-    json_alerts: bool,
+    until: Option<String>,
+    /// How many days of history, ending at --until.
+    #[arg(long, default_value_t = 28)]
+    days: u32,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// Labelled anomalies (CSV: id, kind, credential_id, start, end, description).
+    #[arg(long)]
+    labels: PathBuf,
+    /// Print the scores as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when any kind's recall is below this.
+    #[arg(long)]
+    min_recall: Option<f64>,
+    /// Exit 1 when any kind's precision is below this.
+    #[arg(long)]
+    min_precision: Option<f64>,
 }
 
 #[derive(Args)]
@@ -222,16 +275,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 _ => tokio::runtime::Runtime::new()?.block_on(detect::lake_days(&a.common.lake))?,
             };
             if let Some((from, to)) = range {
-                let common =
-                    DetectCommon { inventory: Some(a.inventory.clone()), queries: None, json_alerts: a.common.json };
-                do_detect(&a.common.lake, from, to, &common)?;
-            }
-            let findings = check_inventory(&a.inventory, Some(&a.common.lake), &a.check)?;
-            if !a.common.json {
-                println!("\ninventory {}: {} finding(s)", a.inventory.display(), findings.len());
-                if !findings.is_empty() {
-                    println!("{}", inventory::format_findings_table(&findings));
-                }
+                do_detect(&a.common.lake, from, to, Some(a.inventory.clone()), &a.detect)?;
             }
             Ok(status_of(&summary))
         }
@@ -273,6 +317,37 @@ fn run(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Baseline(a) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let until = match a.until {
+                Some(u) => u,
+                None => match rt.block_on(detect::lake_days(&a.lake))? {
+                    Some((_, last)) => last,
+                    None => anyhow::bail!("{}: the lake has no events to learn from", a.lake.display()),
+                },
+            };
+            let opts = baseline::BaselineOptions { lake: a.lake.clone(), until, days: a.days };
+            let s = rt.block_on(baseline::learn(&opts))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "baseline until={} (history {} to {}): {} credentials ({} in cold start), {} learned scope values, \
+                     {} tool transitions of {} principals\n  saved in {}/models/ (tables baseline_credentials, \
+                     baseline_profile, baseline_scope, baseline_transitions)",
+                    s.until,
+                    s.history_from,
+                    s.until,
+                    s.credentials,
+                    s.cold_start,
+                    s.scope_values,
+                    s.transitions,
+                    s.principals,
+                    a.lake.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Detect(a) => {
             let (from, to) = match (a.date, a.from, a.to) {
                 (Some(d), _, _) => (d.clone(), d),
@@ -282,7 +357,24 @@ fn run(command: Command) -> Result<ExitCode> {
                     None => anyhow::bail!("{}: the lake has no events to detect on", a.lake.display()),
                 },
             };
-            do_detect(&a.lake, from, to, &a.detect)?;
+            do_detect(&a.lake, from, to, a.inventory, &a.detect)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(a) => {
+            let labels = eval::load_labels(&a.labels)?;
+            let alerts = tokio::runtime::Runtime::new()?.block_on(eval::lake_alerts(&a.lake))?;
+            let report = eval::score(&labels, &alerts);
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.format_table());
+            }
+            let below = report.below(a.min_recall.unwrap_or(0.0), a.min_precision.unwrap_or(0.0));
+            if !below.is_empty() {
+                let kinds: Vec<&str> = below.iter().map(|k| k.kind.as_str()).collect();
+                eprintln!("below the required recall/precision: {}", kinds.join(", "));
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql(a) => {
@@ -316,32 +408,43 @@ fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSum
     Ok(summary)
 }
 
-fn do_detect(lake: &std::path::Path, from: String, to: String, c: &DetectCommon) -> Result<()> {
+fn do_detect(
+    lake: &std::path::Path,
+    from: String,
+    to: String,
+    inventory: Option<PathBuf>,
+    c: &DetectCommon,
+) -> Result<()> {
+    let suppressions = c.suppress.as_deref().map(suppress::Suppressions::load).transpose()?;
     let opts = detect::DetectOptions {
         lake: lake.to_path_buf(),
         from,
         to,
-        inventory: c.inventory.clone(),
+        inventory,
         queries: c.queries.clone(),
+        baseline_days: c.baseline_days,
+        suppressions,
+        max_age_days: c.max_age_days,
     };
     let report = tokio::runtime::Runtime::new()?.block_on(detect::detect(&opts))?;
-    if c.json_alerts {
-        for a in &report.alerts {
-            println!("{}", serde_json::to_string(a)?);
+    match c.output {
+        AlertFormat::Jsonl => {
+            for a in report.active() {
+                println!("{}", serde_json::to_string(a)?);
+            }
         }
-        return Ok(());
+        AlertFormat::Ocsf => {
+            for a in report.active() {
+                println!("{}", alert::to_ocsf(a));
+            }
+        }
+        AlertFormat::Table => print!("{}", detect::render_report(&report)),
     }
-    let days = match report.days.as_slice() {
-        [one] => one.clone(),
-        [first, .., last] => format!("{first} to {last}"),
-        [] => String::new(),
-    };
-    println!("\ndetect {days}: {} alert(s)", report.alerts.len());
-    for (name, why) in &report.skipped {
-        println!("  skipped {name}: {why}");
-    }
-    if !report.alerts.is_empty() {
-        println!("{}", alert::format_table(&report.alerts));
+    if let Some(s) = &opts.suppressions {
+        let end = credtrail::time::parse_date_or_ts(&opts.to).unwrap_or(0) + 86_400_000;
+        for r in s.expired(end) {
+            eprintln!("note: suppression {:?} expired on {}; it no longer applies", r.reason, r.expires.as_deref().unwrap_or("?"));
+        }
     }
     Ok(())
 }

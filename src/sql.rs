@@ -46,6 +46,8 @@ pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     ctx.register_udf(scope_allows_udf());
+    ctx.register_udf(text_udf("ip_network", crate::baseline::network_of));
+    ctx.register_udf(text_udf("resource_prefix", crate::baseline::resource_prefix));
     let parquet = || Arc::new(ParquetFormat::default());
     let url = |dir: &str| format!("{}/", lake.path(dir).display());
 
@@ -68,6 +70,14 @@ pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![(col::DATE.to_string(), DataType::Utf8)]);
     ctx.register_listing_table("alerts", url(lake::ALERTS), alerts, Some(crate::alert::schema()), None).await?;
+
+    for (dir, name) in crate::baseline::TABLES {
+        let models = ListingOptions::new(parquet())
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("until".to_string(), DataType::Utf8)]);
+        let url = url(&format!("{}/{dir}", crate::baseline::MODELS));
+        ctx.register_listing_table(*name, url, models, Some(crate::baseline::table_schema(dir)), None).await?;
+    }
 
     let quarantine = ListingOptions::new(Arc::new(JsonFormat::default())).with_file_extension(".jsonl");
     ctx.register_listing_table("quarantine", url(lake::QUARANTINE), quarantine, Some(quarantine_schema()), None)
@@ -112,6 +122,18 @@ pub fn scope_allows_udf() -> ScalarUDF {
         Ok(ColumnarValue::Array(Arc::new(out)))
     });
     create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
+}
+
+/// A one-argument text function from a Rust `fn(&str) -> Option<String>`;
+/// null in, null out.
+fn text_udf(name: &str, f: fn(&str) -> Option<String>) -> ScalarUDF {
+    let fun = Arc::new(move |args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let values = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+        let out: arrow::array::StringArray = values.as_string::<i32>().iter().map(|v| v.and_then(f)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf(name, vec![DataType::Utf8], DataType::Utf8, Volatility::Immutable, fun)
 }
 
 fn quarantine_schema() -> arrow::datatypes::SchemaRef {

@@ -131,7 +131,8 @@ fn run_is_the_batch_job_and_reruns_safely() {
     let first = run();
     assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
     let text = String::from_utf8_lossy(&first.stdout);
-    assert!(text.contains("from 5 file(s)") && text.contains("expired_but_used"), "{text}");
+    assert!(text.contains("from 5 file(s)") && text.contains("incident(s)"), "{text}");
+    assert!(text.contains("after it expired"), "the labelled expired-key use is reported: {text}");
     let rows = events(&lake).len();
     let second = run();
     let text = String::from_utf8_lossy(&second.stdout);

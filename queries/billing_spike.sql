@@ -1,0 +1,77 @@
+-- billing_spike: credential-hours whose spend (tokens and cost of
+-- successful requests) may be far above the credential's own baseline
+-- (`baseline_credentials` of version `{baseline}`), with what was new in
+-- the hour: models and source networks the credential never used before —
+-- the LLMjacking signature. credtrail scores each candidate hour against the
+-- baseline (robust z and ratio to the credential's high quantile, with
+-- floors); this query only keeps hours worth scoring.
+WITH ev AS (
+  SELECT
+    CAST(credential_id AS VARCHAR) AS credential_id,
+    CAST(principal AS VARCHAR) AS principal,
+    ts,
+    date_trunc('hour', ts) AS hour,
+    request_id,
+    CAST(source_ip AS VARCHAR) AS source_ip,
+    ip_network(CAST(source_ip AS VARCHAR)) AS network,
+    CAST(model AS VARCHAR) AS model,
+    CASE WHEN status IS NULL OR status < 400 THEN coalesce(tokens_in, 0) + coalesce(tokens_out, 0) ELSE 0 END AS tokens,
+    CASE WHEN status IS NULL OR status < 400 THEN coalesce(cost_usd, 0) ELSE 0 END AS cost
+  FROM events
+  WHERE date BETWEEN '{from}' AND '{to}'
+),
+hours AS (
+  SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests
+  FROM ev
+  GROUP BY 1, 2
+),
+-- Each credential's typical hour today: what a key without history is compared with.
+today AS (
+  SELECT credential_id, median(tokens) AS day_median_tokens, median(cost) AS day_median_cost
+  FROM hours
+  GROUP BY 1
+),
+base AS (
+  SELECT * FROM baseline_credentials WHERE until = '{baseline}'
+),
+candidates AS (
+  SELECT h.*, t.day_median_tokens, t.day_median_cost
+  FROM hours h
+  JOIN today t ON t.credential_id = h.credential_id
+  LEFT JOIN base b ON b.credential_id = h.credential_id
+  WHERE (h.tokens > 0 OR h.cost > 0)
+    AND (
+      -- Judged against its own history: well above its usual busiest hours.
+      (b.credential_id IS NOT NULL AND NOT b.cold_start
+        AND (h.tokens > 2 * b.tokens_per_hour_p99 OR h.cost > 2 * b.cost_per_hour_p99))
+      -- No usable history (cold start): above absolute floors and far above its other hours today.
+      OR ((b.credential_id IS NULL OR b.cold_start)
+        AND ((h.tokens >= 1000000 AND h.tokens >= 10 * t.day_median_tokens)
+          OR (h.cost >= 20 AND h.cost >= 10 * t.day_median_cost)))
+    )
+),
+known AS (
+  SELECT credential_id, dimension, value FROM baseline_scope WHERE until = '{baseline}'
+)
+SELECT
+  c.credential_id,
+  max(ev.principal) AS principal,
+  c.hour,
+  c.tokens,
+  c.cost,
+  c.requests,
+  c.day_median_tokens,
+  c.day_median_cost,
+  min(ev.ts) AS first_ts,
+  max(ev.ts) AS last_ts,
+  array_agg(DISTINCT CASE WHEN km.value IS NULL THEN ev.model END) AS new_models,
+  array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN ev.network END) AS new_networks,
+  array_agg(DISTINCT ev.model) AS models,
+  array_agg(DISTINCT ev.source_ip) AS source_ips,
+  array_agg(ev.request_id ORDER BY ev.tokens DESC) AS evidence
+FROM candidates c
+JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
+LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = ev.credential_id AND km.value = ev.model
+LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = ev.credential_id AND kn.value = ev.network
+GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
+ORDER BY c.credential_id, c.hour

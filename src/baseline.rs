@@ -1,0 +1,793 @@
+//! Per-credential baselines learned from the lake's history: what normal
+//! looks like for each key, so detectors compare a day with the key's own
+//! past instead of with fixed thresholds.
+//!
+//! `credtrail baseline --until D` learns from the days before and including
+//! D and saves a version of four tables under the lake's `models/`, keyed by
+//! `until=D` (so detecting day D+1 uses exactly the history before it, and
+//! analysts can query every version):
+//!
+//! ```text
+//! models/credentials/until=D/…parquet   hourly volume, tokens, cost, errors: robust statistics
+//! models/profile/until=D/…parquet       the same per hour of day / hour of week (seasonality)
+//! models/scope/until=D/…parquet         learned scope: networks, models, tools, resources, …
+//! models/transitions/until=D/…parquet   tool-transition counts of agent sessions per principal
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{Datelike, NaiveDate, Timelike};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use statrs::statistics::{Data, Median, OrderStatistics};
+
+use crate::columns::{self, ShapeError};
+use crate::lake::{self, Lake, LakeError};
+use crate::sql::{self, SqlError};
+
+/// Bumped when the meaning or layout of the model tables changes.
+pub const MODEL_VERSION: u32 = 1;
+pub const MODELS: &str = "models";
+/// The model tables, as `(table directory, SQL table name)`.
+pub const TABLES: &[(&str, &str)] = &[
+    ("credentials", "baseline_credentials"),
+    ("profile", "baseline_profile"),
+    ("scope", "baseline_scope"),
+    ("transitions", "baseline_transitions"),
+];
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+/// Below these a credential is in cold start: its statistics say too little.
+pub const MIN_DAYS: u32 = 2;
+pub const MIN_REQUESTS: u64 = 20;
+/// Observations a seasonal slot needs before it is trusted over the overall figure.
+const MIN_SLOT_OBSERVATIONS: usize = 3;
+
+const HOURLY_SQL: &str = include_str!("../queries/baseline_hourly.sql");
+const ERROR_MINUTES_SQL: &str = include_str!("../queries/baseline_error_minutes.sql");
+const SCOPE_SQL: &str = include_str!("../queries/baseline_scope.sql");
+const TRANSITIONS_SQL: &str = include_str!("../queries/baseline_transitions.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("{0:?} is not a date (YYYY-MM-DD)")]
+    BadDate(String),
+    #[error("--days must be at least 1")]
+    NoDays,
+    #[error("the lake has no events up to {0}: nothing to learn a baseline from")]
+    NoHistory(String),
+    #[error("building model table {table}: {source}")]
+    Arrow { table: &'static str, source: arrow::error::ArrowError },
+    #[error("reading model table {table}: {source}")]
+    Read { table: &'static str, source: serde_json::Error },
+    #[error(
+        "{}: baseline until={until} was written by model version {found}; this credtrail reads version {MODEL_VERSION} — rerun `credtrail baseline`",
+        path.display()
+    )]
+    Version { path: PathBuf, until: String, found: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct BaselineOptions {
+    pub lake: PathBuf,
+    /// The last day of history (inclusive).
+    pub until: String,
+    /// How many days of history, ending at `until`.
+    pub days: u32,
+}
+
+/// Robust statistics of one hourly metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub median: f64,
+    /// Median absolute deviation (unscaled).
+    pub mad: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Stats {
+    pub fn of(values: &[f64]) -> Stats {
+        if values.is_empty() {
+            return Stats::default();
+        }
+        let mut d = Data::new(values.to_vec());
+        let median = d.median();
+        let dev = Data::new(values.iter().map(|v| (v - median).abs()).collect::<Vec<_>>());
+        Stats {
+            median,
+            mad: dev.median(),
+            p95: d.quantile(0.95),
+            p99: d.quantile(0.99),
+            max: values.iter().copied().fold(f64::MIN, f64::max),
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+        }
+    }
+}
+
+/// One credential's baseline: a row of `models/credentials`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialBaseline {
+    pub model_version: u32,
+    pub credential_id: String,
+    pub principal: Option<String>,
+    pub history_from: String,
+    pub history_to: String,
+    /// Days with at least one request.
+    pub days_seen: u32,
+    /// Hours from the first request in the window to its end: the hours
+    /// the statistics are over (quiet hours count, as zeros).
+    pub hours: u32,
+    pub requests: u64,
+    /// Too little history to judge by: detectors fall back to absolute floors
+    /// and do not report first-seen values.
+    pub cold_start: bool,
+    pub requests_per_hour: Stats,
+    pub tokens_per_hour: Stats,
+    pub cost_per_hour: Stats,
+    pub errors_per_hour: Stats,
+    /// Errors per request over the whole history.
+    pub error_rate: f64,
+    /// The largest and the 99th-percentile error count in one minute.
+    pub error_minute_max: f64,
+    pub error_minute_p99: f64,
+}
+
+/// Seasonality: a metric's level in one slot of the day or week.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileSlot {
+    pub credential_id: String,
+    /// `hour_of_day` (0–23) or `hour_of_week` (0 = Monday 00:00 UTC … 167).
+    pub slot_kind: String,
+    pub slot: u32,
+    pub observations: u32,
+    pub tokens_median: f64,
+    pub tokens_high: f64,
+    pub cost_median: f64,
+    pub cost_high: f64,
+    pub requests_median: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub principal: String,
+    pub from_tool: String,
+    pub to_tool: String,
+    pub count: u64,
+}
+
+/// A principal's tool-transition model: a first-order Markov chain over
+/// tools, with `^` (session start) and `$` (session end) as states.
+#[derive(Debug, Clone, Default)]
+pub struct Markov {
+    counts: HashMap<(String, String), u64>,
+    out: HashMap<String, u64>,
+    /// Calls of each tool, and of all tools.
+    calls: HashMap<String, u64>,
+    total_calls: u64,
+    /// Tools the principal has been seen calling.
+    tools: std::collections::BTreeSet<String>,
+    pub sessions: u64,
+}
+
+/// Add-α smoothing: an unseen transition keeps a small, nonzero probability.
+const ALPHA: f64 = 0.1;
+
+impl Markov {
+    pub fn add(&mut self, from: &str, to: &str, n: u64) {
+        *self.counts.entry((from.to_string(), to.to_string())).or_default() += n;
+        *self.out.entry(from.to_string()).or_default() += n;
+        if to != "$" {
+            *self.calls.entry(to.to_string()).or_default() += n;
+            self.total_calls += n;
+        }
+        for t in [from, to] {
+            if t != "^" && t != "$" {
+                self.tools.insert(t.to_string());
+            }
+        }
+        if from == "^" {
+            self.sessions += n;
+        }
+    }
+
+    pub fn count(&self, from: &str, to: &str) -> u64 {
+        self.counts.get(&(from.to_string(), to.to_string())).copied().unwrap_or(0)
+    }
+
+    /// How often `from` was left: the support behind its probabilities.
+    pub fn support(&self, from: &str) -> u64 {
+        self.out.get(from).copied().unwrap_or(0)
+    }
+
+    /// The most frequent next states after `from`, with their shares.
+    pub fn top_next(&self, from: &str, n: usize) -> Vec<(String, f64)> {
+        let total = self.support(from).max(1) as f64;
+        let mut v: Vec<(String, f64)> = self
+            .counts
+            .iter()
+            .filter(|((f, _), _)| f == from)
+            .map(|((_, t), c)| (t.clone(), *c as f64 / total))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// Whether the principal (almost) never calls `tool`: a handful of calls,
+    /// or a tiny share of all. Such a tool in a dangerous chain stays
+    /// suspicious even if an earlier attack on another key taught it once.
+    pub fn is_rare(&self, tool: &str) -> bool {
+        let n = self.calls.get(tool).copied().unwrap_or(0) as f64;
+        n < 3.0_f64.max(0.002 * self.total_calls as f64)
+    }
+
+    pub fn knows_tool(&self, tool: &str) -> bool {
+        self.tools.contains(tool)
+    }
+
+    /// Smoothed P(to | from).
+    pub fn probability(&self, from: &str, to: &str) -> f64 {
+        // Every known tool and the end state, plus one for the unseen.
+        let states = self.tools.len() as f64 + 2.0;
+        (self.count(from, to) as f64 + ALPHA) / (self.support(from) as f64 + ALPHA * states)
+    }
+}
+
+/// A baseline version as the detectors use it.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    pub until: String,
+    pub credentials: HashMap<String, CredentialBaseline>,
+    /// Per credential: slot key ([`slot_key`]) → slot.
+    pub profile: HashMap<String, HashMap<(bool, u32), ProfileSlot>>,
+    pub markov: HashMap<String, Markov>,
+}
+
+/// `(is_hour_of_week, slot)` of a time.
+pub fn slot_keys(ts_ms: i64) -> [(bool, u32); 2] {
+    let t = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+    let hour = t.hour();
+    [(true, t.weekday().num_days_from_monday() * 24 + hour), (false, hour)]
+}
+
+impl Baseline {
+    /// The most specific trusted seasonal slot for a credential at a time.
+    pub fn slot(&self, credential_id: &str, ts_ms: i64) -> Option<&ProfileSlot> {
+        let p = self.profile.get(credential_id)?;
+        slot_keys(ts_ms).iter().find_map(|k| p.get(k))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BaselineSummary {
+    pub until: String,
+    pub history_from: String,
+    pub credentials: usize,
+    pub cold_start: usize,
+    pub principals: usize,
+    pub transitions: usize,
+    pub scope_values: usize,
+    pub files: Vec<String>,
+}
+
+/// The network of an address: `/24` for IPv4, `/64` for IPv6. Keys move
+/// between hosts of one subnet all the time; a new subnet is news.
+pub fn network_of(ip: &str) -> Option<String> {
+    match ip.trim().parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
+/// The prefix of a resource that scope is learned at: its directory, cut
+/// to the scheme and authority plus one path segment (`s3://bucket/dir/`,
+/// `github://org/repo/`, `k8s://cluster/`), so new files in a known place
+/// are not news but a new bucket, repository or directory is.
+pub fn resource_prefix(resource: &str) -> Option<String> {
+    let r = resource.trim();
+    if r.is_empty() {
+        return None;
+    }
+    let (head, rest) = match r.find("://") {
+        Some(i) => r.split_at(i + 3),
+        None => ("", r),
+    };
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    // The last segment is a leaf (file, object, pod) unless the path ends in `/`.
+    parts.pop();
+    let dirs: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).take(2).collect();
+    Some(if dirs.is_empty() { head.to_string() } else { format!("{head}{}/", dirs.join("/")) })
+        .filter(|p| !p.is_empty())
+}
+
+fn parse_day(s: &str) -> Result<NaiveDate, BaselineError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| BaselineError::BadDate(s.to_string()))
+}
+
+fn day_ms(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis()
+}
+
+async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result<Vec<RecordBatch>, BaselineError> {
+    let text = text.replace("{from}", from).replace("{to}", to);
+    let df = ctx.sql(&text).await.map_err(SqlError::from)?;
+    Ok(df.collect().await.map_err(SqlError::from)?)
+}
+
+/// Learns a baseline from `[until - days + 1, until]` and saves it as
+/// version `until`, replacing an earlier one of the same `until`.
+pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineError> {
+    if opts.days == 0 {
+        return Err(BaselineError::NoDays);
+    }
+    let until = parse_day(&opts.until)?;
+    let from = until - chrono::Days::new(opts.days as u64 - 1);
+    let (from_s, until_s) = (from.format("%Y-%m-%d").to_string(), opts.until.clone());
+    let window_end = day_ms(until) + DAY_MS;
+    let ctx = sql::context(&opts.lake).await?;
+
+    // Hourly series, zero-filled from each credential's first hour in the window.
+    let mut hourly: BTreeMap<String, (Option<String>, BTreeMap<i64, [f64; 4]>)> = BTreeMap::new();
+    for b in query(&ctx, HOURLY_SQL, &from_s, &until_s).await? {
+        let q = "baseline_hourly";
+        let (cred, principal, hour) =
+            (columns::strings(&b, q, "credential_id")?, columns::strings(&b, q, "principal")?, columns::times(&b, q, "hour")?);
+        let (req, tok, cost, err) = (
+            columns::floats(&b, q, "requests")?,
+            columns::floats(&b, q, "tokens")?,
+            columns::floats(&b, q, "cost")?,
+            columns::floats(&b, q, "errors")?,
+        );
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(h)) = (&cred[i], hour[i]) else { continue };
+            let e = hourly.entry(c.clone()).or_insert_with(|| (None, BTreeMap::new()));
+            if e.0.is_none() {
+                e.0 = principal[i].clone();
+            }
+            let f = |v: Option<f64>| v.unwrap_or(0.0);
+            e.1.insert(h, [f(req[i]), f(tok[i]), f(cost[i]), f(err[i])]);
+        }
+    }
+    if hourly.is_empty() {
+        return Err(BaselineError::NoHistory(until_s));
+    }
+    let mut error_minutes: HashMap<String, Vec<f64>> = HashMap::new();
+    for b in query(&ctx, ERROR_MINUTES_SQL, &from_s, &until_s).await? {
+        let q = "baseline_error_minutes";
+        let (cred, n) = (columns::strings(&b, q, "credential_id")?, columns::floats(&b, q, "errors")?);
+        for (c, n) in cred.into_iter().zip(n) {
+            if let (Some(c), Some(n)) = (c, n) {
+                error_minutes.entry(c).or_default().push(n);
+            }
+        }
+    }
+
+    let mut creds = Vec::new();
+    let mut profile = Vec::new();
+    for (cred, (principal, hours)) in &hourly {
+        let first = *hours.keys().next().expect("a credential has an hour");
+        let span: Vec<i64> = (0..).map(|k| first + k * HOUR_MS).take_while(|h| *h < window_end).collect();
+        let series = |m: usize| -> Vec<f64> { span.iter().map(|h| hours.get(h).map_or(0.0, |v| v[m])).collect() };
+        let (req, tok, cost, err) = (series(0), series(1), series(2), series(3));
+        let requests = req.iter().sum::<f64>() as u64;
+        let days_seen = {
+            let days: std::collections::BTreeSet<i64> = hours.keys().map(|h| h.div_euclid(DAY_MS)).collect();
+            days.len() as u32
+        };
+        let minutes = error_minutes.get(cred).cloned().unwrap_or_default();
+        let minute_stats = Stats::of(&minutes);
+        creds.push(CredentialBaseline {
+            model_version: MODEL_VERSION,
+            credential_id: cred.clone(),
+            principal: principal.clone(),
+            history_from: from_s.clone(),
+            history_to: until_s.clone(),
+            days_seen,
+            hours: span.len() as u32,
+            requests,
+            cold_start: days_seen < MIN_DAYS || requests < MIN_REQUESTS,
+            requests_per_hour: Stats::of(&req),
+            tokens_per_hour: Stats::of(&tok),
+            cost_per_hour: Stats::of(&cost),
+            errors_per_hour: Stats::of(&err),
+            error_rate: if requests > 0 { err.iter().sum::<f64>() / requests as f64 } else { 0.0 },
+            error_minute_max: minute_stats.max.max(0.0),
+            error_minute_p99: minute_stats.p99,
+        });
+        profile.extend(seasonality(cred, &span, &tok, &cost, &req));
+    }
+
+    let scope_batches = query(&ctx, SCOPE_SQL, &from_s, &until_s).await?;
+    let scope_values = scope_batches.iter().map(RecordBatch::num_rows).sum();
+    let mut transitions = Vec::new();
+    for b in query(&ctx, TRANSITIONS_SQL, &from_s, &until_s).await? {
+        let q = "baseline_transitions";
+        let (p, f, t, n) = (
+            columns::strings(&b, q, "principal")?,
+            columns::strings(&b, q, "from_tool")?,
+            columns::strings(&b, q, "to_tool")?,
+            columns::ints(&b, q, "count")?,
+        );
+        for i in 0..b.num_rows() {
+            if let (Some(p), Some(f), Some(t), Some(n)) = (&p[i], &f[i], &t[i], n[i]) {
+                transitions.push(Transition {
+                    principal: p.clone(),
+                    from_tool: f.clone(),
+                    to_tool: t.clone(),
+                    count: n as u64,
+                });
+            }
+        }
+    }
+    transitions.sort_by(|a, b| (&a.principal, &a.from_tool, &a.to_tool).cmp(&(&b.principal, &b.from_tool, &b.to_tool)));
+    let principals = transitions.iter().map(|t| &t.principal).collect::<std::collections::BTreeSet<_>>().len();
+
+    let scope = scope_table(&scope_batches)?;
+    let tables: [(&'static str, RecordBatch); 4] = [
+        ("credentials", to_batch("credentials", credentials_schema(), &creds)?),
+        ("profile", to_batch("profile", profile_schema(), &profile)?),
+        ("scope", scope),
+        ("transitions", to_batch("transitions", transitions_schema(), &transitions)?),
+    ];
+    let lake = Lake::open(&opts.lake)?;
+    let txn = lake.begin()?;
+    let mut files = Vec::new();
+    for (table, batch) in tables {
+        let dir = format!("{MODELS}/{table}/until={until_s}");
+        txn.replace(lake::committed_files(&lake, &dir, "parquet"));
+        let rel = txn.reserve(&dir, "parquet");
+        lake::write_parquet_staged(&lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+        files.push(rel);
+    }
+    txn.commit(Vec::new())?;
+    Ok(BaselineSummary {
+        until: until_s,
+        history_from: from_s,
+        credentials: creds.len(),
+        cold_start: creds.iter().filter(|c| c.cold_start).count(),
+        principals,
+        transitions: transitions.len(),
+        scope_values,
+        files,
+    })
+}
+
+/// Hour-of-day slots once every hour has been seen a few times; hour-of-week
+/// slots once there are a few weeks. Credentials with less get none and are
+/// judged by their overall statistics.
+fn seasonality(cred: &str, span: &[i64], tok: &[f64], cost: &[f64], req: &[f64]) -> Vec<ProfileSlot> {
+    let mut out = Vec::new();
+    for week in [false, true] {
+        let mut slots: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, h) in span.iter().enumerate() {
+            let [(_, w), (_, d)] = slot_keys(*h);
+            slots.entry(if week { w } else { d }).or_default().push(i);
+        }
+        for (slot, idx) in slots {
+            if idx.len() < MIN_SLOT_OBSERVATIONS {
+                continue;
+            }
+            let pick = |v: &[f64]| Stats::of(&idx.iter().map(|&i| v[i]).collect::<Vec<_>>());
+            let (t, c, r) = (pick(tok), pick(cost), pick(req));
+            out.push(ProfileSlot {
+                credential_id: cred.to_string(),
+                slot_kind: if week { "hour_of_week" } else { "hour_of_day" }.to_string(),
+                slot,
+                observations: idx.len() as u32,
+                tokens_median: t.median,
+                tokens_high: t.max,
+                cost_median: c.median,
+                cost_high: c.max,
+                requests_median: r.median,
+            });
+        }
+    }
+    out
+}
+
+/// The file schema of a model table (without its `until` partition column).
+pub fn table_schema(dir: &str) -> SchemaRef {
+    match dir {
+        "credentials" => credentials_schema(),
+        "profile" => profile_schema(),
+        "scope" => scope_schema(),
+        "transitions" => transitions_schema(),
+        other => unreachable!("no model table {other}"),
+    }
+}
+
+fn stats_fields(prefix: &str) -> Vec<Field> {
+    ["median", "mad", "p95", "p99", "max", "mean"]
+        .iter()
+        .map(|s| Field::new(format!("{prefix}_{s}"), DataType::Float64, false))
+        .collect()
+}
+
+fn credentials_schema() -> SchemaRef {
+    let mut f = vec![
+        Field::new("model_version", DataType::UInt32, false),
+        Field::new("credential_id", DataType::Utf8, false),
+        Field::new("principal", DataType::Utf8, true),
+        Field::new("history_from", DataType::Utf8, false),
+        Field::new("history_to", DataType::Utf8, false),
+        Field::new("days_seen", DataType::UInt32, false),
+        Field::new("hours", DataType::UInt32, false),
+        Field::new("requests", DataType::UInt64, false),
+        Field::new("cold_start", DataType::Boolean, false),
+    ];
+    for m in ["requests_per_hour", "tokens_per_hour", "cost_per_hour", "errors_per_hour"] {
+        f.extend(stats_fields(m));
+    }
+    f.extend([
+        Field::new("error_rate", DataType::Float64, false),
+        Field::new("error_minute_max", DataType::Float64, false),
+        Field::new("error_minute_p99", DataType::Float64, false),
+    ]);
+    Arc::new(Schema::new(f))
+}
+
+fn profile_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("credential_id", DataType::Utf8, false),
+        Field::new("slot_kind", DataType::Utf8, false),
+        Field::new("slot", DataType::UInt32, false),
+        Field::new("observations", DataType::UInt32, false),
+        Field::new("tokens_median", DataType::Float64, false),
+        Field::new("tokens_high", DataType::Float64, false),
+        Field::new("cost_median", DataType::Float64, false),
+        Field::new("cost_high", DataType::Float64, false),
+        Field::new("requests_median", DataType::Float64, false),
+    ]))
+}
+
+fn transitions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("principal", DataType::Utf8, false),
+        Field::new("from_tool", DataType::Utf8, false),
+        Field::new("to_tool", DataType::Utf8, false),
+        Field::new("count", DataType::UInt64, false),
+    ]))
+}
+
+fn scope_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("credential_id", DataType::Utf8, false),
+        Field::new("dimension", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+        Field::new("first_seen", ts.clone(), false),
+        Field::new("last_seen", ts, false),
+        Field::new("requests", DataType::Int64, false),
+    ]))
+}
+
+/// Rows of a serde struct as a batch of `schema`: nested [`Stats`] become
+/// `<field>_<stat>` columns.
+fn to_batch<T: Serialize>(table: &'static str, schema: SchemaRef, rows: &[T]) -> Result<RecordBatch, BaselineError> {
+    let err = |source| BaselineError::Arrow { table, source };
+    let flat: Vec<serde_json::Value> = rows.iter().map(|r| flatten(serde_json::to_value(r).expect("rows serialize"))).collect();
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(err)?;
+    decoder.serialize(&flat).map_err(err)?;
+    Ok(decoder.flush().map_err(err)?.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+}
+
+fn flatten(v: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(m) = v else { return v };
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        match v {
+            serde_json::Value::Object(inner) => {
+                for (ik, iv) in inner {
+                    out.insert(format!("{k}_{ik}"), iv);
+                }
+            }
+            v => {
+                out.insert(k, v);
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+/// The inverse of [`flatten`] for [`CredentialBaseline`].
+fn unflatten(v: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(m) = v else { return v };
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let nested = ["requests_per_hour", "tokens_per_hour", "cost_per_hour", "errors_per_hour"]
+            .iter()
+            .find_map(|p| k.strip_prefix(p).and_then(|s| s.strip_prefix('_')).map(|s| (*p, s.to_string())));
+        match nested {
+            Some((p, s)) => {
+                let e = out.entry(p.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+                e.as_object_mut().expect("an object").insert(s, v);
+            }
+            None => {
+                out.insert(k, v);
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+fn scope_table(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
+    let schema = scope_schema();
+    let err = |source| BaselineError::Arrow { table: "scope", source };
+    let mut cast = Vec::new();
+    for b in batches {
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = b.column_by_name(f.name()).ok_or_else(|| {
+                    err(arrow::error::ArrowError::SchemaError(format!("the scope query has no column {}", f.name())))
+                })?;
+                arrow::compute::cast(c, f.data_type()).map_err(err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        cast.push(RecordBatch::try_new(schema.clone(), cols).map_err(err)?);
+    }
+    let all = arrow::compute::concat_batches(&schema, &cast).map_err(err)?;
+    // Sorted so a credential's scope is one contiguous, prunable run.
+    let sort = arrow::compute::lexsort_to_indices(
+        &[0, 1, 2].map(|i| arrow::compute::SortColumn { values: all.column(i).clone(), options: None }),
+        None,
+    )
+    .map_err(err)?;
+    arrow::compute::take_record_batch(&all, &sort).map_err(err)
+}
+
+/// Rows of a query as serde structs (through JSON: the model tables are small).
+fn rows<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    batches: &[RecordBatch],
+    map: fn(serde_json::Value) -> serde_json::Value,
+) -> Result<Vec<T>, BaselineError> {
+    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+    for b in batches {
+        w.write(b).map_err(|source| BaselineError::Arrow { table, source })?;
+    }
+    w.finish().map_err(|source| BaselineError::Arrow { table, source })?;
+    let bytes = w.into_inner();
+    let mut out = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|source| BaselineError::Read { table, source })?;
+        out.push(serde_json::from_value(map(v)).map_err(|source| BaselineError::Read { table, source })?);
+    }
+    Ok(out)
+}
+
+/// The versions (`until` days) saved in the lake, oldest first.
+pub fn versions(root: &Path) -> Vec<String> {
+    let dir = root.join(MODELS).join("credentials");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("until=").map(str::to_string))
+        .filter(|d| parse_day(d).is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Loads version `until` through a session that has the model tables registered.
+pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Baseline, BaselineError> {
+    let select = |t: &str| format!("SELECT * EXCEPT (until) FROM {t} WHERE until = '{until}'");
+    let get = async |t: &str| -> Result<Vec<RecordBatch>, BaselineError> {
+        Ok(ctx.sql(&select(t)).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?)
+    };
+    let creds: Vec<CredentialBaseline> = rows("credentials", &get("baseline_credentials").await?, unflatten)?;
+    if let Some(c) = creds.iter().find(|c| c.model_version != MODEL_VERSION) {
+        return Err(BaselineError::Version {
+            path: root.join(MODELS).join("credentials"),
+            until: until.into(),
+            found: c.model_version,
+        });
+    }
+    let slots: Vec<ProfileSlot> = rows("profile", &get("baseline_profile").await?, |v| v)?;
+    let transitions: Vec<Transition> = rows("transitions", &get("baseline_transitions").await?, |v| v)?;
+    let mut b = Baseline { until: until.to_string(), ..Default::default() };
+    for s in slots {
+        b.profile.entry(s.credential_id.clone()).or_default().insert((s.slot_kind == "hour_of_week", s.slot), s);
+    }
+    for t in transitions {
+        b.markov.entry(t.principal.clone()).or_default().add(&t.from_tool, &t.to_tool, t.count);
+    }
+    b.credentials = creds.into_iter().map(|c| (c.credential_id.clone(), c)).collect();
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_stats() {
+        let s = Stats::of(&[1.0, 2.0, 3.0, 4.0, 100.0]);
+        assert_eq!(s.median, 3.0);
+        assert_eq!(s.mad, 1.0);
+        assert_eq!(s.max, 100.0);
+        assert!(s.p95 > 4.0);
+        assert_eq!(Stats::of(&[]), Stats::default());
+    }
+
+    #[test]
+    fn networks_and_prefixes() {
+        assert_eq!(network_of("10.1.2.3").as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(network_of("2001:db8:1:2:3::9").as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(network_of("not an ip"), None);
+        assert_eq!(resource_prefix("s3://team-data/in/0001.parquet").as_deref(), Some("s3://team-data/in/"));
+        assert_eq!(resource_prefix("s3://team-data/in/").as_deref(), Some("s3://team-data/in/"));
+        assert_eq!(resource_prefix("s3://finance/2026/q/x.csv").as_deref(), Some("s3://finance/2026/"));
+        assert_eq!(resource_prefix("github://acme/payments/README.md").as_deref(), Some("github://acme/payments/"));
+        assert_eq!(resource_prefix("github://acme/payments").as_deref(), Some("github://acme/"));
+        assert_eq!(resource_prefix("k8s://prod/pod-7f9c").as_deref(), Some("k8s://prod/"));
+        assert_eq!(resource_prefix("jira://SUP").as_deref(), Some("jira://"));
+        assert_eq!(resource_prefix("plain-name"), None);
+        assert_eq!(resource_prefix("arn:aws:s3:::bucket/key/x").as_deref(), Some("arn:aws:s3:::bucket/key/"));
+        assert_eq!(resource_prefix(" "), None);
+    }
+
+    #[test]
+    fn markov_smooths_and_counts() {
+        let mut m = Markov::default();
+        m.add("^", "a", 10);
+        m.add("a", "b", 9);
+        m.add("a", "a", 1);
+        m.add("b", "$", 10);
+        assert_eq!(m.sessions, 10);
+        assert!(m.probability("a", "b") > 0.8);
+        let unseen = m.probability("a", "shell.exec");
+        assert!(unseen > 0.0 && unseen < 0.02, "{unseen}");
+        assert!(m.knows_tool("a") && !m.knows_tool("shell.exec"));
+        assert!(m.is_rare("shell.exec") && !m.is_rare("b"));
+        m.add("a", "shell.exec", 1);
+        assert!(m.knows_tool("shell.exec") && m.is_rare("shell.exec"), "one call is still rare");
+    }
+
+    #[test]
+    fn flatten_round_trips() {
+        let c = CredentialBaseline {
+            model_version: MODEL_VERSION,
+            credential_id: "k".into(),
+            principal: None,
+            history_from: "2026-11-01".into(),
+            history_to: "2026-11-02".into(),
+            days_seen: 2,
+            hours: 30,
+            requests: 40,
+            cold_start: false,
+            requests_per_hour: Stats::of(&[1.0, 2.0]),
+            tokens_per_hour: Stats::default(),
+            cost_per_hour: Stats::default(),
+            errors_per_hour: Stats::default(),
+            error_rate: 0.1,
+            error_minute_max: 3.0,
+            error_minute_p99: 2.5,
+        };
+        let batch = to_batch("credentials", credentials_schema(), std::slice::from_ref(&c)).unwrap();
+        let back: Vec<CredentialBaseline> = rows("credentials", &[batch], unflatten).unwrap();
+        assert_eq!(back, vec![c]);
+    }
+}

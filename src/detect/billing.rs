@@ -1,0 +1,303 @@
+//! Billing spikes: credential-hours whose spend is far above the
+//! credential's own baseline. An hour fires when it is both a robust outlier
+//! (z over the median and MAD) and a multiple of the credential's busiest
+//! normal hours (its 99th percentile, or the seasonal slot's high), with
+//! floors so near-zero baselines do not fire on noise. A new model from a
+//! new network on top of the volume is the LLMjacking signature.
+
+use arrow::array::RecordBatch;
+
+use super::{Context, DetectError, grade};
+use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use crate::baseline::{CredentialBaseline, ProfileSlot, Stats};
+use crate::columns;
+
+const HOUR_MS: i64 = 3_600_000;
+/// An hour must be this many times the credential's busiest normal hours…
+const MIN_RATIO: f64 = 4.0;
+/// …and this many robust standard deviations above its typical hour.
+const MIN_Z: f64 = 8.0;
+/// Without usable history, an hour must pass an absolute floor and be this
+/// many times the credential's typical hour of the same day.
+pub const COLD_TOKENS: f64 = 1_000_000.0;
+pub const COLD_COST: f64 = 20.0;
+const COLD_RATIO: f64 = 10.0;
+
+/// Floors for one metric: the smallest "busiest hour" and spread it is
+/// compared with, so a key that usually spends nothing does not alert on a
+/// few requests.
+struct Metric {
+    name: &'static str,
+    high_floor: f64,
+    spread_floor: f64,
+    cold_floor: f64,
+}
+
+const TOKENS: Metric = Metric { name: "tokens", high_floor: 5_000.0, spread_floor: 1_000.0, cold_floor: COLD_TOKENS };
+const COST: Metric = Metric { name: "cost", high_floor: 0.25, spread_floor: 0.05, cold_floor: COLD_COST };
+
+struct Hour {
+    cred: String,
+    principal: Option<String>,
+    hour: i64,
+    tokens: f64,
+    cost: f64,
+    requests: i64,
+    /// The credential's median hour of the day (tokens, cost).
+    day_median: (f64, f64),
+    first: i64,
+    last: i64,
+    new_models: Vec<String>,
+    new_networks: Vec<String>,
+    ips: Vec<String>,
+    evidence: Vec<String>,
+}
+
+/// How one hour compares with the baseline, on the metric that stands out most.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    metric: &'static str,
+    observed: f64,
+    typical: f64,
+    high: f64,
+    ratio: f64,
+    z: f64,
+}
+
+fn judge(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64)>) -> Option<Verdict> {
+    let (typical, slot_high) = slot.unwrap_or((overall.median, 0.0));
+    let high = overall.p99.max(slot_high).max(m.high_floor);
+    let spread = (1.4826 * overall.mad).max(0.1 * overall.p95).max(m.spread_floor);
+    let (ratio, z) = (x / high, (x - typical) / spread);
+    (ratio >= MIN_RATIO && z >= MIN_Z).then_some(Verdict { metric: m.name, observed: x, typical, high, ratio, z })
+}
+
+fn verdict(h: &Hour, base: Option<&CredentialBaseline>, slot: Option<&ProfileSlot>) -> Option<Verdict> {
+    let Some(b) = base.filter(|b| !b.cold_start) else {
+        // Cold start: an absolute floor, and far above its other hours today.
+        return [(&TOKENS, h.tokens, h.day_median.0), (&COST, h.cost, h.day_median.1)]
+            .into_iter()
+            .filter(|(m, x, typical)| *x >= m.cold_floor && *x >= COLD_RATIO * typical)
+            .map(|(m, x, typical)| Verdict {
+                metric: m.name,
+                observed: x,
+                typical,
+                high: m.cold_floor,
+                ratio: x / typical.max(m.spread_floor),
+                z: 0.0,
+            })
+            .next();
+    };
+    // Tokens first: they are what a person recognises; cost covers sources that log only cost.
+    judge(&TOKENS, h.tokens, &b.tokens_per_hour, slot.map(|s| (s.tokens_median, s.tokens_high)))
+        .or_else(|| judge(&COST, h.cost, &b.cost_per_hour, slot.map(|s| (s.cost_median, s.cost_high))))
+}
+
+pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    let mut hours = Vec::new();
+    for b in batches {
+        let cred = columns::strings(b, q, "credential_id")?;
+        let principal = columns::strings(b, q, "principal")?;
+        let hour = columns::times(b, q, "hour")?;
+        let (tokens, cost, requests) =
+            (columns::floats(b, q, "tokens")?, columns::floats(b, q, "cost")?, columns::ints(b, q, "requests")?);
+        let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
+        let (med_tokens, med_cost) = (columns::floats(b, q, "day_median_tokens")?, columns::floats(b, q, "day_median_cost")?);
+        let new_models = columns::string_lists(b, q, "new_models")?;
+        let new_networks = columns::string_lists(b, q, "new_networks")?;
+        let ips = columns::string_lists(b, q, "source_ips")?;
+        let evidence = columns::string_lists(b, q, "evidence")?;
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(h)) = (&cred[i], hour[i]) else { continue };
+            hours.push(Hour {
+                cred: c.clone(),
+                principal: principal[i].clone(),
+                hour: h,
+                tokens: tokens[i].unwrap_or(0.0),
+                cost: cost[i].unwrap_or(0.0),
+                requests: requests[i].unwrap_or(0),
+                day_median: (med_tokens[i].unwrap_or(0.0), med_cost[i].unwrap_or(0.0)),
+                first: first[i].unwrap_or(h),
+                last: last[i].unwrap_or(h),
+                new_models: new_models[i].clone(),
+                new_networks: new_networks[i].clone(),
+                ips: ips[i].clone(),
+                evidence: evidence[i].clone(),
+            });
+        }
+    }
+    hours.sort_by(|a, b| (&a.cred, a.hour).cmp(&(&b.cred, b.hour)));
+
+    // Consecutive firing hours of one credential make one alert.
+    let mut out = Vec::new();
+    let mut run: Vec<(&Hour, Verdict)> = Vec::new();
+    for h in &hours {
+        let base = cx.baseline.and_then(|b| b.credentials.get(&h.cred));
+        let slot = cx.baseline.and_then(|b| b.slot(&h.cred, h.hour));
+        let Some(v) = verdict(h, base, slot) else { continue };
+        if let Some((last, _)) = run.last()
+            && (last.cred != h.cred || h.hour - last.hour > HOUR_MS)
+        {
+            out.push(alert_of(&run, cx));
+            run.clear();
+        }
+        run.push((h, v));
+    }
+    if !run.is_empty() {
+        out.push(alert_of(&run, cx));
+    }
+    Ok(out)
+}
+
+fn human(x: f64) -> String {
+    match x.abs() {
+        v if v >= 1e6 => format!("{:.1}M", x / 1e6),
+        v if v >= 1e4 => format!("{:.0}k", x / 1e3),
+        v if v >= 1e3 => format!("{:.1}k", x / 1e3),
+        _ => format!("{x:.0}"),
+    }
+}
+
+fn amount(metric: &str, x: f64) -> String {
+    if metric == "cost" { format!("${x:.2}") } else { format!("{} tokens", human(x)) }
+}
+
+fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
+    let first = run[0].0;
+    let cred = first.cred.as_str();
+    let base = cx.baseline.and_then(|b| b.credentials.get(cred)).filter(|b| !b.cold_start);
+    let (peak_h, peak) = run.iter().max_by(|a, b| a.1.ratio.total_cmp(&b.1.ratio)).map(|(h, v)| (*h, *v)).expect("a run");
+    let set = |f: fn(&Hour) -> &Vec<String>| -> Vec<String> {
+        let s: std::collections::BTreeSet<&String> = run.iter().flat_map(|(h, _)| f(h)).collect();
+        s.into_iter().cloned().collect()
+    };
+    // What is "new" only means something against a learned scope.
+    let (new_models, new_networks) = if base.is_some() { (set(|h| &h.new_models), set(|h| &h.new_networks)) } else { (vec![], vec![]) };
+    // Addresses in a new network first: they are the news.
+    let mut ips = set(|h| &h.ips);
+    ips.sort_by_key(|ip| {
+        let net = crate::baseline::network_of(ip).unwrap_or_default();
+        (!new_networks.contains(&net), ip.clone())
+    });
+    let tokens: f64 = run.iter().map(|(h, _)| h.tokens).sum();
+    let cost: f64 = run.iter().map(|(h, _)| h.cost).sum();
+    let requests: i64 = run.iter().map(|(h, _)| h.requests).sum();
+    let n_hours = run.len();
+
+    let mut signature = Vec::new();
+    if !new_models.is_empty() {
+        signature.push(format!("a model it never used ({})", new_models.join(", ")));
+    }
+    if !new_networks.is_empty() {
+        signature.push(format!("a new source network ({})", new_networks.join(", ")));
+    }
+    let llmjacking = !new_models.is_empty() && !new_networks.is_empty();
+    let boost = 1.0 + 0.5 * (!new_models.is_empty() as u8 as f64) + 0.5 * (!new_networks.is_empty() as u8 as f64);
+    let score = peak.ratio * boost;
+    let severity = match (base, llmjacking, signature.is_empty()) {
+        (None, _, _) => Severity::Medium,
+        (_, true, _) => Severity::Critical,
+        (_, false, false) => grade(score, (0.0, 0.0, 100.0)).max(Severity::High),
+        _ => grade(peak.ratio, (0.0, 20.0, 200.0)).max(Severity::Medium),
+    };
+    let spent = format!("{} tokens (${cost:.2}) in {requests} requests", human(tokens));
+    let (observed, baseline, explanation) = match base {
+        Some(b) => {
+            let floor = if peak.metric == "cost" { COST.high_floor } else { TOKENS.high_floor };
+            let busiest = if peak.high <= floor {
+                format!("below the floor of {}", amount(peak.metric, floor))
+            } else {
+                amount(peak.metric, peak.high)
+            };
+            let baseline = format!(
+                "busiest normal hour {busiest} (p99 or seasonal high), typical {} per hour (median; {} days of history)",
+                amount(peak.metric, peak.typical),
+                b.days_seen
+            );
+            let mut e = format!(
+                "{cred} spent {spent} over {n_hours} hour(s); its peak hour ({}) was {:.0}× its busiest normal hour \
+                 ({} vs {busiest})",
+                crate::time::format_ms(peak_h.hour).get(11..16).unwrap_or(""),
+                peak.ratio,
+                amount(peak.metric, peak.observed),
+            );
+            if !signature.is_empty() {
+                e.push_str(&format!(", with {}", signature.join(" and ")));
+            }
+            if llmjacking {
+                e.push_str(": the LLMjacking signature — revoke the key and check who holds it");
+            }
+            (format!("{spent}; peak {} in one hour, robust z {:.0}", amount(peak.metric, peak.observed), peak.z), baseline, e)
+        }
+        None => (
+            spent.clone(),
+            format!(
+                "no baseline yet (cold start): its typical hour today was {}; the floor is {} per hour",
+                amount(peak.metric, peak.typical),
+                amount(peak.metric, peak.high)
+            ),
+            format!(
+                "{cred} spent {spent} over {n_hours} hour(s), {:.0}× its typical hour today ({}) and above the \
+                 absolute floor of {} per hour; it has too little history for a baseline",
+                peak.ratio,
+                amount(peak.metric, peak.typical),
+                amount(peak.metric, peak.high)
+            ),
+        ),
+    };
+    let evidence: Vec<String> = run.iter().flat_map(|(h, _)| h.evidence.iter().cloned()).take(MAX_EVIDENCE).collect();
+    let window_start = run.iter().map(|(h, _)| h.first).min().unwrap_or(first.hour);
+    Alert {
+        alert_id: alert::alert_id("billing_spike", cred, "spend", first.hour),
+        detector: "billing_spike",
+        finding: if llmjacking { "llmjacking".into() } else { "spend_spike".into() },
+        severity,
+        score,
+        credential_id: cred.to_string(),
+        principal: first.principal.clone(),
+        window_start_ms: window_start,
+        window_end_ms: run.iter().map(|(h, _)| h.last).max().unwrap_or(first.hour),
+        explanation: format!("{explanation} (from {})", ips.iter().take(3).cloned().collect::<Vec<_>>().join(", ")),
+        observed,
+        baseline,
+        evidence,
+        evidence_count: requests.max(0) as u64,
+        mitre_attack: Some("T1496.004 Resource Hijacking: Cloud Service Hijacking"),
+        // A stranger spending on the key means the secret leaked.
+        owasp_nhi: (!new_networks.is_empty()).then_some("NHI2:2025 Secret Leakage"),
+        subject: Some(new_models.first().cloned().unwrap_or_else(|| peak.metric.to_string())),
+        incident_id: None,
+        suppressed: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(median: f64, p99: f64) -> Stats {
+        Stats { median, mad: median / 2.0, p95: p99 * 0.8, p99, max: p99, mean: median }
+    }
+
+    #[test]
+    fn fires_only_far_above_the_busiest_hours() {
+        let s = stats(2_000.0, 10_000.0);
+        assert!(judge(&TOKENS, 25_000.0, &s, None).is_none(), "2.5× the busiest hour is a busy day");
+        let v = judge(&TOKENS, 200_000.0, &s, None).expect("20× fires");
+        assert!((v.ratio - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn near_zero_baselines_need_real_volume() {
+        let s = stats(0.0, 300.0);
+        assert!(judge(&TOKENS, 4_000.0, &s, None).is_none(), "the floor stands in for a tiny p99");
+        assert!(judge(&TOKENS, 50_000.0, &s, None).is_some());
+    }
+
+    #[test]
+    fn a_seasonal_high_raises_the_bar() {
+        let s = stats(2_000.0, 10_000.0);
+        assert!(judge(&TOKENS, 60_000.0, &s, None).is_some());
+        assert!(judge(&TOKENS, 60_000.0, &s, Some((20_000.0, 30_000.0))).is_none());
+    }
+}

@@ -1,0 +1,255 @@
+//! Request-level detector rows grouped into alerts, and how each such
+//! detector words what it found.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::RecordBatch;
+
+use super::DetectError;
+use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use crate::columns;
+use crate::time::{format_ms, parse_date_or_ts};
+
+/// Findings of the first-seen query start with this; they may fold into
+/// another alert of the same credential.
+pub(crate) const FIRST_SEEN_PREFIX: &str = "first_seen_";
+
+/// One row of a detector query: a request that is evidence of something.
+/// Every detector query returns these columns: `credential_id, principal,
+/// ts, request_id, source_ip, finding, value, allowed`.
+pub(crate) struct Row {
+    ts: i64,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    principal: Option<String>,
+    value: String,
+    /// What the finding was compared with (a scope, a field name, …).
+    allowed: Option<String>,
+}
+
+/// Rows that make one alert: a credential, a finding, a group of values, a day.
+pub(crate) struct Group<'a> {
+    pub cred: &'a str,
+    pub finding: &'a str,
+    pub group: &'a str,
+    pub rows: &'a [Row],
+    /// Up to three source addresses, for the explanation.
+    pub ips: String,
+}
+
+/// How a detector words and rates one group.
+pub(crate) struct Explained {
+    pub severity: Severity,
+    pub observed: String,
+    pub baseline: String,
+    pub explanation: String,
+    pub mitre: &'static str,
+    pub owasp: &'static str,
+}
+
+/// Where an alert groups rows: a resource by its parent "directory",
+/// anything else by its value.
+fn group_key(finding: &str, value: &str) -> String {
+    if finding == "resource_outside_scope"
+        && let Some(i) = value.trim_end_matches('/').rfind('/')
+    {
+        return value[..=i].to_string();
+    }
+    value.to_string()
+}
+
+/// The one mechanism request-level detectors share: group the rows per
+/// credential, finding, value group and day, and let the detector explain
+/// each group.
+pub(crate) fn grouped_alerts(
+    family: &'static str,
+    query: &str,
+    explain: fn(&Group<'_>) -> Explained,
+    batches: &[RecordBatch],
+) -> Result<Vec<Alert>, DetectError> {
+    let q = query;
+    let mut groups: BTreeMap<(String, String, String, String), Vec<Row>> = BTreeMap::new();
+    for b in batches {
+        let cred = columns::strings(b, q, "credential_id")?;
+        let finding = columns::strings(b, q, "finding")?;
+        let value = columns::strings(b, q, "value")?;
+        let allowed = columns::strings(b, q, "allowed")?;
+        let req = columns::strings(b, q, "request_id")?;
+        let ip = columns::strings(b, q, "source_ip")?;
+        let principal = columns::strings(b, q, "principal")?;
+        let ts = columns::times(b, q, "ts")?;
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(f), Some(t)) = (&cred[i], &finding[i], ts[i]) else { continue };
+            let v = value[i].clone().unwrap_or_default();
+            let key = (c.clone(), f.clone(), group_key(f, &v), crate::time::day_of(t));
+            groups.entry(key).or_default().push(Row {
+                ts: t,
+                request_id: req[i].clone(),
+                source_ip: ip[i].clone(),
+                principal: principal[i].clone(),
+                value: v,
+                allowed: allowed[i].clone(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for ((cred, finding, group, _day), mut rows) in groups {
+        rows.sort_by_key(|x| x.ts);
+        let ips: BTreeSet<&str> = rows.iter().filter_map(|x| x.source_ip.as_deref()).collect();
+        let ips = if ips.is_empty() {
+            "an unknown address".to_string()
+        } else {
+            ips.into_iter().take(3).collect::<Vec<_>>().join(", ")
+        };
+        let g = Group { cred: &cred, finding: &finding, group: &group, rows: &rows, ips };
+        let e = explain(&g);
+        let (first, last) = (&rows[0], &rows[rows.len() - 1]);
+        out.push(Alert {
+            alert_id: alert::alert_id(family, &cred, &format!("{finding}:{group}"), first.ts),
+            detector: family,
+            finding: finding.clone(),
+            severity: e.severity,
+            score: 1.0,
+            principal: first.principal.clone(),
+            credential_id: cred.clone(),
+            window_start_ms: first.ts,
+            window_end_ms: last.ts,
+            explanation: e.explanation,
+            observed: e.observed,
+            baseline: e.baseline,
+            evidence: rows.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect(),
+            evidence_count: rows.len() as u64,
+            mitre_attack: Some(e.mitre),
+            owasp_nhi: Some(e.owasp),
+            subject: Some(group.clone()),
+            incident_id: None,
+            suppressed: None,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn out_of_scope(g: &Group<'_>) -> Explained {
+    let (cred, n, ips, first) = (g.cred, g.rows.len(), &g.ips, &g.rows[0]);
+    let allowed = first.allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "(none listed)".into());
+    let declared = parse_date_or_ts(&first.value).map(format_ms).unwrap_or_else(|| first.value.clone());
+    match g.finding {
+        "expired_credential" => Explained {
+            severity: Severity::High,
+            observed: format!("{n} requests after expiry"),
+            baseline: format!("inventory: expires {declared}"),
+            explanation: format!(
+                "{cred} was used {n} times after it expired ({declared}), from {ips}: revoke it and find who holds it"
+            ),
+            mitre: "T1078.004 Valid Accounts: Cloud Accounts",
+            owasp: "NHI1:2025 Improper Offboarding",
+        },
+        "not_yet_valid" => Explained {
+            severity: Severity::High,
+            observed: format!("{n} requests before the credential was issued"),
+            baseline: format!("inventory: created {declared}"),
+            explanation: format!("{cred} was used {n} times before it was issued ({declared}), from {ips}"),
+            mitre: "T1078.004 Valid Accounts: Cloud Accounts",
+            owasp: "NHI4:2025 Insecure Authentication",
+        },
+        finding => {
+            let what = finding.trim_end_matches("_outside_scope");
+            let shown = if what == "resource" { format!("{}…", g.group) } else { g.group.to_string() };
+            Explained {
+                severity: match (what, first.value.as_str()) {
+                    ("action", "admin") | ("resource", _) => Severity::High,
+                    _ => Severity::Medium,
+                },
+                observed: format!("{n} requests with {what} {shown}"),
+                baseline: format!("inventory allows {what}s: {allowed}"),
+                explanation: format!(
+                    "{cred} made {n} requests with {what} {shown}, outside its declared scope ({allowed}), from {ips}"
+                ),
+                mitre: match what {
+                    "resource" if g.group.starts_with("s3://") => "T1530 Data from Cloud Storage",
+                    "resource" => "T1213 Data from Information Repositories",
+                    "action" => "T1098 Account Manipulation",
+                    _ => "T1078.004 Valid Accounts: Cloud Accounts",
+                },
+                owasp: "NHI5:2025 Overprivileged NHI",
+            }
+        }
+    }
+}
+
+pub(crate) fn secret_exposure(g: &Group<'_>) -> Explained {
+    let n = g.rows.len();
+    let (kind, fingerprint) = g.group.split_once(':').unwrap_or((g.group, "?"));
+    let fields: BTreeSet<&str> = g.rows.iter().filter_map(|r| r.allowed.as_deref()).collect();
+    let fields = fields.into_iter().collect::<Vec<_>>().join(", ");
+    Explained {
+        severity: Severity::Critical,
+        observed: format!("{n} logged requests carried a {kind} (fingerprint {fingerprint}) in {fields}"),
+        baseline: "a secret never belongs in a log".into(),
+        explanation: format!(
+            "a {kind} (fingerprint {fingerprint}) appeared in {fields} of {n} logged requests of {}: anyone who reads \
+             these logs holds it; rotate it and fix the caller that logs it (credtrail stored it redacted)",
+            g.cred
+        ),
+        mitre: "T1552.001 Unsecured Credentials: Credentials In Files",
+        owasp: "NHI2:2025 Secret Leakage",
+    }
+}
+
+pub(crate) fn defense_evasion(g: &Group<'_>) -> Explained {
+    let n = g.rows.len();
+    let target = g.rows.iter().find_map(|r| r.allowed.clone()).map(|t| format!(" on {t}")).unwrap_or_default();
+    let what =
+        if g.group.starts_with("bedrock:") { "disabling AI logging or guardrails" } else { "disabling audit logging" };
+    Explained {
+        severity: Severity::High,
+        observed: format!("{n} × {}{target}", g.group),
+        baseline: "AI guardrails and model-invocation logging are changed by change management, not by workload keys"
+            .into(),
+        explanation: format!(
+            "{} called {}{target} {n} time(s) from {}: {what} is how a stolen key hides its use; confirm the change \
+             or revoke the key",
+            g.cred, g.group, g.ips
+        ),
+        mitre: "T1562.008 Impair Defenses: Disable or Modify Cloud Logs",
+        owasp: "NHI5:2025 Overprivileged NHI",
+    }
+}
+
+
+/// A value the credential had never used in its learned history: a new
+/// source network, model, tool, action or resource prefix.
+pub(crate) fn first_seen(g: &Group<'_>) -> Explained {
+    let n = g.rows.len();
+    let what = g.finding.trim_start_matches(FIRST_SEEN_PREFIX).replace('_', " ");
+    let known = g.rows[0].allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "nothing yet".into());
+    let known = if known.chars().count() > 160 { format!("{}…", known.chars().take(160).collect::<String>()) } else { known };
+    let (severity, mitre) = match what.as_str() {
+        "network" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
+        "action" | "tool" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
+        "resource prefix" => (Severity::Medium, "T1213 Data from Information Repositories"),
+        _ => (Severity::Low, "T1078.004 Valid Accounts: Cloud Accounts"),
+    };
+    Explained {
+        severity,
+        observed: format!("{n} requests with a first-seen {what}: {}", g.group),
+        baseline: format!("learned {what}s: {known}"),
+        explanation: format!(
+            "{} used {what} {} for the first time ({n} requests from {}), never seen in its history (known: {known})",
+            g.cred, g.group, g.ips
+        ),
+        mitre,
+        owasp: "NHI5:2025 Overprivileged NHI",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_group_by_directory() {
+        assert_eq!(group_key("resource_outside_scope", "s3://finance/2026/q1.csv"), "s3://finance/2026/");
+        assert_eq!(group_key("model_outside_scope", "gpt-4.5"), "gpt-4.5");
+    }
+}

@@ -1,0 +1,449 @@
+//! Batch detection: each detector is a SQL query (kept in `queries/`,
+//! compiled in, overridable from a directory) that selects candidates, and
+//! Rust turns its rows into explainable alerts — by grouping request-level
+//! rows, or by scoring aggregates against the credential's baseline.
+//!
+//! Day D is judged against the baseline learned from the days before it
+//! (version `until = D-1`), learned on the spot when missing, so a batch over
+//! a week and seven nightly runs give the same alerts.
+
+mod billing;
+mod chaining;
+mod explain;
+mod governance;
+mod storm;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+
+use crate::alert::{self, Alert, Severity};
+use crate::baseline::{self, Baseline, BaselineError, BaselineOptions};
+use crate::columns::{self, ShapeError};
+use crate::inventory::{Inventory, InventoryErrors};
+use crate::lake::{self, Lake, LakeError};
+use crate::sql::{self, SqlError};
+use crate::suppress::Suppressions;
+
+pub use chaining::ToolCategories;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryErrors),
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("{0:?} is not a date (YYYY-MM-DD)")]
+    BadDate(String),
+    #[error("--from {0} is after --to {1}")]
+    EmptyRange(String, String),
+    #[error("{path}: {source}")]
+    Query { path: PathBuf, source: std::io::Error },
+    #[error("query {name}: {source}")]
+    Run { name: String, source: datafusion::error::DataFusionError },
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectOptions {
+    pub lake: PathBuf,
+    /// First and last day (YYYY-MM-DD, inclusive).
+    pub from: String,
+    pub to: String,
+    pub inventory: Option<PathBuf>,
+    /// A directory of `<detector>.sql` files that replace the built-in queries.
+    pub queries: Option<PathBuf>,
+    /// Days of history a baseline learned on the spot covers.
+    pub baseline_days: u32,
+    pub suppressions: Option<Suppressions>,
+    /// Credentials older than this are long-lived (governance).
+    pub max_age_days: u32,
+}
+
+#[derive(Debug)]
+pub struct DetectReport {
+    /// Every alert, suppressed ones included (they carry the rule).
+    pub alerts: Vec<Alert>,
+    /// The range asked for, and the days in it that hold events (the days detected).
+    pub from: String,
+    pub to: String,
+    pub days: Vec<String>,
+    /// Detectors that could not run, and why (e.g. no inventory).
+    pub skipped: Vec<(String, String)>,
+    /// Baseline versions learned on the way (`until` days).
+    pub learned: Vec<String>,
+    /// Per day, the baseline version it was judged against (None: cold start).
+    pub baselines: Vec<(String, Option<String>)>,
+}
+
+impl DetectReport {
+    pub fn active(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.iter().filter(|a| a.suppressed.is_none())
+    }
+}
+
+/// What a scoring detector gets besides its query's rows.
+pub(crate) struct Context<'a> {
+    pub baseline: Option<&'a Baseline>,
+    pub categories: &'a ToolCategories,
+}
+
+/// How a detector turns its query's rows into alerts.
+enum Scoring {
+    /// Request-level rows (`credential_id, principal, ts, request_id,
+    /// source_ip, finding, value, allowed`), grouped per credential, finding,
+    /// value and day, each group explained by the function.
+    Rows(fn(&explain::Group<'_>) -> explain::Explained),
+    /// Aggregates scored in Rust against the baseline.
+    Scored(fn(&Context<'_>, &str, &[RecordBatch]) -> Result<Vec<Alert>, DetectError>),
+}
+
+/// A detector: its query, and how its rows become alerts.
+struct Detector {
+    /// The query's file name in `queries/`, without `.sql`.
+    name: &'static str,
+    /// The detector family its alerts carry (several queries may share one).
+    family: &'static str,
+    sql: &'static str,
+    needs_inventory: bool,
+    scoring: Scoring,
+}
+
+const DETECTORS: &[Detector] = &[
+    Detector {
+        name: "billing_spike",
+        family: "billing_spike",
+        sql: include_str!("../../queries/billing_spike.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(billing::score),
+    },
+    Detector {
+        name: "retry_storm",
+        family: "retry_storm",
+        sql: include_str!("../../queries/retry_storm.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(storm::score),
+    },
+    Detector {
+        name: "tool_chaining",
+        family: "tool_chaining",
+        sql: include_str!("../../queries/tool_chaining.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(chaining::score),
+    },
+    Detector {
+        name: "out_of_scope",
+        family: "out_of_scope",
+        sql: include_str!("../../queries/out_of_scope.sql"),
+        needs_inventory: true,
+        scoring: Scoring::Rows(explain::out_of_scope),
+    },
+    Detector {
+        name: "first_seen",
+        family: "out_of_scope",
+        sql: include_str!("../../queries/first_seen.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Rows(explain::first_seen),
+    },
+    Detector {
+        name: "secret_exposure",
+        family: "secret_exposure",
+        sql: include_str!("../../queries/secret_exposure.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Rows(explain::secret_exposure),
+    },
+    Detector {
+        name: "defense_evasion",
+        family: "defense_evasion",
+        sql: include_str!("../../queries/defense_evasion.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Rows(explain::defense_evasion),
+    },
+];
+
+/// The built-in detector queries as `(name, SQL)`, e.g. for analysts' views.
+pub fn queries() -> impl Iterator<Item = (&'static str, &'static str)> {
+    DETECTORS.iter().map(|d| (d.name, d.sql))
+}
+
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, DetectError> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| DetectError::BadDate(s.to_string()))
+}
+
+fn day_list(from: &str, to: &str) -> Result<Vec<String>, DetectError> {
+    let (a, b) = (parse_day(from)?, parse_day(to)?);
+    if a > b {
+        return Err(DetectError::EmptyRange(from.into(), to.into()));
+    }
+    Ok(a.iter_days().take_while(|d| *d <= b).map(|d| d.format("%Y-%m-%d").to_string()).collect())
+}
+
+fn previous_day(day: &str) -> Result<String, DetectError> {
+    Ok((parse_day(day)? - chrono::Days::new(1)).format("%Y-%m-%d").to_string())
+}
+
+/// Runs every detector over the days and replaces those days' alerts in the lake.
+pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
+    day_list(&opts.from, &opts.to)?;
+    // Only days with events: a lake with one stray record from 1970 must not
+    // make a whole-lake run walk fifty years.
+    let days = event_days(&opts.lake, &opts.from, &opts.to).await?;
+    let inventory = opts.inventory.as_deref().map(Inventory::load).transpose()?;
+    let categories = ToolCategories::builtin();
+    let mut alerts = Vec::new();
+    let mut skipped = Vec::new();
+    let mut learned = Vec::new();
+    let mut baselines = Vec::new();
+    for d in DETECTORS.iter().filter(|d| d.needs_inventory && inventory.is_none()) {
+        skipped.push((d.name.to_string(), "needs a credential inventory (--inventory)".to_string()));
+    }
+    for day in &days {
+        let until = previous_day(day)?;
+        let have = baseline::versions(&opts.lake).contains(&until);
+        if !have {
+            let o = BaselineOptions { lake: opts.lake.clone(), until: until.clone(), days: opts.baseline_days };
+            match baseline::learn(&o).await {
+                Ok(_) => learned.push(until.clone()),
+                // The first day of a lake has no history: everything is in cold start.
+                Err(BaselineError::NoHistory(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // A fresh session per day: the model tables just learned must be listed.
+        let ctx = sql::context(&opts.lake).await?;
+        if let Some(inv) = &inventory {
+            sql::register_inventory(&ctx, inv)?;
+        }
+        let base = if baseline::versions(&opts.lake).contains(&until) {
+            Some(baseline::load(&ctx, &opts.lake, &until).await?)
+        } else {
+            None
+        };
+        baselines.push((day.clone(), base.as_ref().map(|b| b.until.clone())));
+        let cx = Context { baseline: base.as_ref(), categories: &categories };
+        let mut today = Vec::new();
+        for d in DETECTORS {
+            if d.needs_inventory && inventory.is_none() {
+                continue;
+            }
+            let text = query_text(d, opts.queries.as_deref())?
+                .replace("{from}", day)
+                .replace("{to}", day)
+                .replace("{baseline}", &until);
+            let run = |source| DetectError::Run { name: d.name.to_string(), source };
+            let batches = ctx.sql(&text).await.map_err(run)?.collect().await.map_err(run)?;
+            today.extend(match d.scoring {
+                Scoring::Rows(explain) => explain::grouped_alerts(d.family, d.name, explain, &batches)?,
+                Scoring::Scored(score) => score(&cx, d.name, &batches)?,
+            });
+        }
+        alerts.extend(fold_first_seen(today));
+    }
+    if let Some(inv) = &inventory
+        && !days.is_empty()
+    {
+        let usage = sql::credential_usage(&opts.lake).await?;
+        alerts.extend(governance::alerts(inv, &usage, &days, opts.max_age_days));
+    }
+    if let Some(s) = &opts.suppressions {
+        s.apply(&mut alerts);
+    }
+    alert::assign_incidents(&mut alerts);
+    alerts.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then(a.window_start_ms.cmp(&b.window_start_ms)).then(a.alert_id.cmp(&b.alert_id))
+    });
+    write_alerts(&opts.lake, &opts.from, &opts.to, &days, &alerts)?;
+    Ok(DetectReport { alerts, from: opts.from.clone(), to: opts.to.clone(), days, skipped, learned, baselines })
+}
+
+/// First-seen values that are part of another alert of the same credential
+/// (the new model of an LLMjacking spike, the new tool of a dangerous chain,
+/// the new bucket of an out-of-scope read) join that alert instead of
+/// standing alone; the rest stand as out-of-scope findings of their own.
+fn fold_first_seen(alerts: Vec<Alert>) -> Vec<Alert> {
+    const SLACK_MS: i64 = 10 * 60_000;
+    let (seen, mut rest): (Vec<Alert>, Vec<Alert>) =
+        alerts.into_iter().partition(|a| a.finding.starts_with(explain::FIRST_SEEN_PREFIX));
+    let mut out = Vec::new();
+    for f in seen {
+        let host = rest.iter_mut().find(|a| {
+            a.credential_id == f.credential_id
+                && f.window_start_ms <= a.window_end_ms + SLACK_MS
+                && a.window_start_ms <= f.window_end_ms + SLACK_MS
+        });
+        match host {
+            Some(a) => {
+                let what = f.finding.trim_start_matches(explain::FIRST_SEEN_PREFIX).replace('_', " ");
+                let value = f.subject.clone().unwrap_or_default();
+                a.observed = format!("{}; first-seen {what} {value}", a.observed);
+            }
+            None => out.push(f),
+        }
+    }
+    rest.extend(out);
+    rest
+}
+
+fn query_text(d: &Detector, dir: Option<&Path>) -> Result<String, DetectError> {
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{}.sql", d.name));
+        if path.exists() {
+            return std::fs::read_to_string(&path).map_err(|source| DetectError::Query { path, source });
+        }
+    }
+    Ok(d.sql.to_string())
+}
+
+/// The days in `[from, to]` that hold events.
+async fn event_days(root: &Path, from: &str, to: &str) -> Result<Vec<String>, DetectError> {
+    let ctx = sql::context(root).await?;
+    let q = format!("SELECT DISTINCT date FROM events WHERE date BETWEEN '{from}' AND '{to}' ORDER BY date");
+    let mut out = Vec::new();
+    for b in ctx.sql(&q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)? {
+        out.extend(columns::strings(&b, "days", "date")?.into_iter().flatten());
+    }
+    Ok(out)
+}
+
+/// Replaces the alerts of the range with `alerts`, atomically: the days
+/// detected, and any day in the range that holds alerts from an earlier run.
+fn write_alerts(root: &Path, from: &str, to: &str, days: &[String], alerts: &[Alert]) -> Result<(), DetectError> {
+    let lake = Lake::open(root)?;
+    let txn = lake.begin()?;
+    let mut by_day: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+    for a in alerts {
+        by_day.entry(crate::time::day_of(a.window_start_ms)).or_default().push(a.clone());
+    }
+    let mut all: std::collections::BTreeSet<String> = days.iter().cloned().collect();
+    all.extend(by_day.keys().cloned());
+    for e in std::fs::read_dir(lake.path(lake::ALERTS)).into_iter().flatten().flatten() {
+        if let Some(d) = e.file_name().to_str().and_then(|n| n.strip_prefix("date="))
+            && (from..=to).contains(&d)
+        {
+            all.insert(d.to_string());
+        }
+    }
+    for day in &all {
+        let dir = format!("{}/date={day}", lake::ALERTS);
+        txn.replace(lake::committed_files(&lake, &dir, "parquet"));
+        if let Some(list) = by_day.get(day) {
+            let rel = txn.reserve(&dir, "parquet");
+            let batch = alert::to_batch(list);
+            lake::write_parquet_staged(&lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+        }
+    }
+    txn.commit(Vec::new())?;
+    Ok(())
+}
+
+/// The report as a person reads it: incidents first, then governance.
+pub fn render_report(r: &DetectReport) -> String {
+    let days = if r.from == r.to { r.from.clone() } else { format!("{} to {}", r.from, r.to) };
+    let active: Vec<Alert> = r.active().cloned().collect();
+    let incidents = alert::incidents(&active);
+    let mut governance: Vec<&Alert> = active.iter().filter(|a| a.detector == "governance").collect();
+    governance.sort_by(|a, b| (b.severity, &a.finding, &a.credential_id).cmp(&(a.severity, &b.finding, &b.credential_id)));
+    let suppressed = r.alerts.len() - active.len();
+    let mut s = format!(
+        "\ndetect {days}: {} alert(s) in {} incident(s), {} governance finding(s)",
+        active.len() - governance.len(),
+        incidents.len(),
+        governance.len()
+    );
+    if suppressed > 0 {
+        s.push_str(&format!(", {suppressed} suppressed"));
+    }
+    s.push('\n');
+    if r.days.is_empty() {
+        s.push_str("  no events in this range\n");
+    }
+    let cold: Vec<&str> = r.baselines.iter().filter(|(_, b)| b.is_none()).map(|(d, _)| d.as_str()).collect();
+    if !r.learned.is_empty() {
+        s.push_str(&format!("  learned baselines until {}\n", r.learned.join(", ")));
+    }
+    if !cold.is_empty() {
+        s.push_str(&format!("  no history before {}: judged in cold start (absolute floors only)\n", cold.join(", ")));
+    }
+    for (name, why) in &r.skipped {
+        s.push_str(&format!("  skipped {name}: {why}\n"));
+    }
+    if !incidents.is_empty() {
+        s.push_str(&alert::format_incidents(&incidents));
+        s.push('\n');
+    }
+    if !governance.is_empty() {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(160);
+        t.set_header(["governance", "credential", "detail"]);
+        for a in &governance {
+            t.add_row([a.finding.as_str(), a.credential_id.as_str(), a.observed.as_str()]);
+        }
+        s.push_str(&format!("{t}\n"));
+    }
+    if !active.is_empty() {
+        s.push_str(
+            "  every alert, its evidence and baseline: credtrail sql -c \"SELECT * FROM alerts\" (or --output jsonl|ocsf)\n",
+        );
+    }
+    s
+}
+
+/// Severity from a score on a detector's own scale: `(medium, high, critical)` cut-offs.
+pub(crate) fn grade(score: f64, cuts: (f64, f64, f64)) -> Severity {
+    if score >= cuts.2 {
+        Severity::Critical
+    } else if score >= cuts.1 {
+        Severity::High
+    } else if score >= cuts.0 {
+        Severity::Medium
+    } else {
+        Severity::Low
+    }
+}
+
+/// The first and last day that hold events, for detecting a whole lake.
+pub async fn lake_days(root: &Path) -> Result<Option<(String, String)>, DetectError> {
+    let ctx = sql::context(root).await?;
+    let b = ctx
+        .sql("SELECT min(date) AS a, max(date) AS b FROM events")
+        .await
+        .map_err(SqlError::from)?
+        .collect()
+        .await
+        .map_err(SqlError::from)?;
+    let Some(b) = b.first() else { return Ok(None) };
+    let a = columns::strings(b, "days", "a")?;
+    let z = columns::strings(b, "days", "b")?;
+    match (a.first().cloned().flatten(), z.first().cloned().flatten()) {
+        (Some(a), Some(z)) => Ok(Some((a, z))),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_ranges() {
+        assert_eq!(day_list("2026-11-30", "2026-12-02").unwrap(), vec!["2026-11-30", "2026-12-01", "2026-12-02"]);
+        assert!(matches!(day_list("2026-12-02", "2026-11-30"), Err(DetectError::EmptyRange(..))));
+        assert!(matches!(day_list("yesterday", "2026-11-30"), Err(DetectError::BadDate(_))));
+        assert_eq!(previous_day("2026-12-01").unwrap(), "2026-11-30");
+    }
+
+    #[test]
+    fn grades() {
+        assert_eq!(grade(1.0, (2.0, 5.0, 9.0)), Severity::Low);
+        assert_eq!(grade(5.0, (2.0, 5.0, 9.0)), Severity::High);
+        assert_eq!(grade(10.0, (2.0, 5.0, 9.0)), Severity::Critical);
+    }
+}

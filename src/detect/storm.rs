@@ -1,0 +1,198 @@
+//! Retry storms: minutes in which a credential's failures (401/403, 429,
+//! 5xx) are far more than its baseline error rate allows. The count in a
+//! minute is judged by its Poisson tail probability under the credential's
+//! usual errors per minute, above a minimum burst and above its own usual
+//! bursts; neighbouring minutes join into one storm, typed by what failed.
+
+use arrow::array::RecordBatch;
+use statrs::distribution::{DiscreteCDF, Poisson};
+
+use super::{Context, DetectError, grade};
+use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use crate::columns;
+
+const MINUTE_MS: i64 = 60_000;
+/// Fewer failures than this in a minute is never a storm.
+const MIN_BURST: f64 = 20.0;
+/// A minute fires when its count is less likely than this under the baseline.
+const MAX_TAIL: f64 = 1e-6;
+/// Errors per minute assumed for credentials without a usable baseline, and
+/// the least assumed for any (so a spotless key is not infinitely surprised).
+const COLD_RATE: f64 = 0.2;
+const MIN_RATE: f64 = 0.05;
+/// Minutes of quiet that end a storm.
+const GAP_MINUTES: i64 = 2;
+
+struct Minute {
+    cred: String,
+    principal: Option<String>,
+    minute: i64,
+    errors: f64,
+    auth: f64,
+    throttled: f64,
+    server: f64,
+    ips: Vec<String>,
+    codes: Vec<String>,
+    evidence: Vec<String>,
+    first: i64,
+    last: i64,
+}
+
+/// `-log10 P(X ≥ k)` for X ~ Poisson(λ), capped where f64 runs out.
+pub(crate) fn surprise(k: f64, lambda: f64) -> f64 {
+    let Ok(p) = Poisson::new(lambda) else { return 0.0 };
+    if k < 1.0 {
+        return 0.0;
+    }
+    let tail = p.sf(k as u64 - 1);
+    if tail <= 0.0 { 300.0 } else { (-tail.log10()).min(300.0) }
+}
+
+pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    let mut minutes = Vec::new();
+    for b in batches {
+        let cred = columns::strings(b, q, "credential_id")?;
+        let principal = columns::strings(b, q, "principal")?;
+        let minute = columns::times(b, q, "minute")?;
+        let errors = columns::floats(b, q, "errors")?;
+        let (auth, throttled, server) =
+            (columns::floats(b, q, "auth_failures")?, columns::floats(b, q, "throttled")?, columns::floats(b, q, "server_errors")?);
+        let ips = columns::string_lists(b, q, "source_ips")?;
+        let codes = columns::string_lists(b, q, "error_codes")?;
+        let evidence = columns::string_lists(b, q, "evidence")?;
+        let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(m)) = (&cred[i], minute[i]) else { continue };
+            minutes.push(Minute {
+                cred: c.clone(),
+                principal: principal[i].clone(),
+                minute: m,
+                errors: errors[i].unwrap_or(0.0),
+                auth: auth[i].unwrap_or(0.0),
+                throttled: throttled[i].unwrap_or(0.0),
+                server: server[i].unwrap_or(0.0),
+                ips: ips[i].clone(),
+                codes: codes[i].clone(),
+                evidence: evidence[i].clone(),
+                first: first[i].unwrap_or(m),
+                last: last[i].unwrap_or(m),
+            });
+        }
+    }
+    minutes.sort_by(|a, b| (&a.cred, a.minute).cmp(&(&b.cred, b.minute)));
+
+    let mut out = Vec::new();
+    let mut run: Vec<&Minute> = Vec::new();
+    let flush = |run: &mut Vec<&Minute>, out: &mut Vec<Alert>| {
+        if let Some(a) = storm_of(run, cx) {
+            out.push(a);
+        }
+        run.clear();
+    };
+    for m in &minutes {
+        if let Some(last) = run.last()
+            && (last.cred != m.cred || m.minute - last.minute > GAP_MINUTES * MINUTE_MS)
+        {
+            flush(&mut run, &mut out);
+        }
+        run.push(m);
+    }
+    flush(&mut run, &mut out);
+    Ok(out)
+}
+
+/// The baseline a credential's minutes are judged by: (errors per minute,
+/// least count that can fire, whether it was learned).
+fn expectation(cx: &Context<'_>, cred: &str) -> (f64, f64, bool) {
+    match cx.baseline.and_then(|b| b.credentials.get(cred)).filter(|b| !b.cold_start) {
+        Some(b) => ((b.errors_per_hour.mean / 60.0).max(MIN_RATE), MIN_BURST.max(2.0 * b.error_minute_p99), true),
+        None => (COLD_RATE, MIN_BURST, false),
+    }
+}
+
+/// An alert for a run of busy minutes, if any minute in it is improbable.
+fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
+    let first = *run.first()?;
+    let cred = first.cred.as_str();
+    let (lambda, least, learned) = expectation(cx, cred);
+    let fired: Vec<(&Minute, f64)> =
+        run.iter().map(|m| (*m, surprise(m.errors, lambda))).filter(|(m, s)| m.errors >= least && *s >= -MAX_TAIL.log10()).collect();
+    let (peak, peak_surprise) = fired.iter().max_by(|a, b| a.0.errors.total_cmp(&b.0.errors)).copied()?;
+
+    let sum = |f: fn(&Minute) -> f64| run.iter().map(|m| f(m)).sum::<f64>();
+    let (total, auth, throttled, server) = (sum(|m| m.errors), sum(|m| m.auth), sum(|m| m.throttled), sum(|m| m.server));
+    let (finding, what, mitre, owasp) = if auth >= throttled && auth >= server {
+        (
+            "auth_failures",
+            "401/403 failures: key guessing, or an invalid, revoked or under-privileged key being hammered",
+            "T1110 Brute Force",
+            None,
+        )
+    } else if throttled >= server {
+        ("throttling", "429 throttling: rate hammering (a runaway retry loop or abuse of the key)", "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood", None)
+    } else {
+        ("server_errors", "5xx failures amplified by retries", "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood", None)
+    };
+    let set = |f: fn(&Minute) -> &Vec<String>| -> Vec<String> {
+        let s: std::collections::BTreeSet<&String> = run.iter().flat_map(|m| f(m)).collect();
+        s.into_iter().cloned().collect()
+    };
+    let (ips, codes) = (set(|m| &m.ips), set(|m| &m.codes));
+    let minutes = ((run.last()?.minute - first.minute) / MINUTE_MS + 1) as usize;
+    let p = if peak_surprise >= 300.0 { "< 1e-300".to_string() } else { format!("1e-{peak_surprise:.0}") };
+    let baseline = if learned {
+        format!("usually {lambda:.2} failures per minute (Poisson); bursts up to {least:.0} per minute are normal for it")
+    } else {
+        format!("no baseline yet (cold start): assumed {lambda:.1} failures per minute, at least {least:.0} to alert")
+    };
+    let explanation = format!(
+        "{cred} had {total:.0} failed requests in {minutes} minute(s) (peak {:.0} in one minute, P = {p} at its usual \
+         {lambda:.2}/minute) — {what}; codes {} from {}",
+        peak.errors,
+        codes.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+        ips.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+    );
+    let severity = match finding {
+        "auth_failures" => grade(peak.errors, (0.0, 50.0, 1000.0)).max(Severity::Medium),
+        _ => grade(peak.errors, (0.0, 100.0, 2000.0)).max(Severity::Medium),
+    };
+    Some(Alert {
+        alert_id: alert::alert_id("retry_storm", cred, finding, first.minute),
+        detector: "retry_storm",
+        finding: finding.to_string(),
+        severity,
+        score: peak_surprise,
+        credential_id: cred.to_string(),
+        principal: first.principal.clone(),
+        window_start_ms: run.iter().map(|m| m.first).min()?,
+        window_end_ms: run.iter().map(|m| m.last).max()?,
+        explanation,
+        observed: format!(
+            "{total:.0} failures in {minutes} minute(s): {auth:.0} × 401/403, {throttled:.0} × 429, {server:.0} × 5xx; peak {:.0}/minute",
+            peak.errors
+        ),
+        baseline,
+        evidence: run.iter().flat_map(|m| m.evidence.iter().cloned()).take(MAX_EVIDENCE).collect(),
+        evidence_count: total as u64,
+        mitre_attack: Some(mitre),
+        owasp_nhi: owasp,
+        subject: codes.first().cloned(),
+        incident_id: None,
+        suppressed: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_tail() {
+        assert_eq!(surprise(0.0, 1.0), 0.0);
+        // P(X ≥ 1) for λ = 1 is 1 - e^-1.
+        assert!((surprise(1.0, 1.0) - (-(1.0 - (-1.0f64).exp()).log10())).abs() < 1e-9);
+        assert!(surprise(20.0, 0.2) > 6.0, "20 failures at 0.2/min is a storm");
+        assert!(surprise(8.0, 5.0) < 2.0, "8 at 5/min is ordinary");
+        assert_eq!(surprise(5000.0, 0.05), 300.0);
+    }
+}
