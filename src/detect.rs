@@ -117,6 +117,12 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     Ok(DetectReport { alerts, days, skipped })
 }
 
+/// Every built-in detector's name and query (with its `{from}`/`{to}` day
+/// placeholders), for the SQL shell's `detector_<name>` views.
+pub fn detector_queries() -> Vec<(&'static str, &'static str)> {
+    DETECTORS.iter().map(|d| (d.name, d.sql)).collect()
+}
+
 fn query_text(d: &Detector, dir: Option<&Path>) -> Result<String, DetectError> {
     if let Some(dir) = dir {
         let path = dir.join(format!("{}.sql", d.name));
