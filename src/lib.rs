@@ -14,5 +14,6 @@ pub mod lake;
 pub mod sample;
 pub mod schema;
 pub mod secrets;
+pub mod shell;
 pub mod sql;
 pub mod time;

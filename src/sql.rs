@@ -125,6 +125,49 @@ pub async fn analyst_context(root: &Path, opts: &SessionOptions) -> Result<(Sess
     Ok((ctx, notes))
 }
 
+/// A table or view a session can query.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    /// `TABLE`, `VIEW` or `LOCAL TEMPORARY` (as Flight SQL and JDBC name them).
+    pub kind: &'static str,
+    pub columns: arrow::datatypes::SchemaRef,
+}
+
+/// Every table and view of the session except DataFusion's `information_schema`, by name.
+pub async fn list_tables(ctx: &SessionContext) -> Result<Vec<TableInfo>, SqlError> {
+    use datafusion::datasource::TableType;
+    let mut out = Vec::new();
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else { continue };
+        for schema_name in catalog.schema_names() {
+            if schema_name == "information_schema" {
+                continue;
+            }
+            let Some(schema) = catalog.schema(&schema_name) else { continue };
+            for name in schema.table_names() {
+                let Some(table) = schema.table(&name).await? else { continue };
+                let kind = match table.table_type() {
+                    TableType::Base => "TABLE",
+                    TableType::View => "VIEW",
+                    TableType::Temporary => "LOCAL TEMPORARY",
+                };
+                out.push(TableInfo {
+                    catalog: catalog_name.clone(),
+                    schema: schema_name.clone(),
+                    name,
+                    kind,
+                    columns: table.schema(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name)));
+    Ok(out)
+}
+
 /// Days that stand for "the whole lake" in a detector query's `{from}`/`{to}`.
 const ALL_DAYS: (&str, &str) = ("0000-01-01", "9999-12-31");
 
@@ -138,8 +181,12 @@ pub async fn register_detector_views(ctx: &SessionContext) -> Vec<String> {
         let query = query.trim().trim_end_matches(';');
         let view = format!("detector_{name}");
         if let Err(e) = ctx.sql(&format!("CREATE VIEW {view} AS\n{query}")).await {
-            let hint = if e.to_string().contains("credentials") { " (pass --inventory FILE)" } else { "" };
-            notes.push(format!("{view} is not available{hint}: {}", e.strip_backtrace()));
+            let e = e.strip_backtrace();
+            notes.push(if e.contains("credentials") && e.contains("not found") {
+                format!("{view} is not available: it reads the credentials table, which --inventory FILE provides")
+            } else {
+                format!("{view} is not available: {e}")
+            });
         }
     }
     notes
