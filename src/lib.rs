@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod detect;
+pub mod flight;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use credtrail::{alert, detect, ingest, inventory, sample, shell, sql};
+use credtrail::{alert, detect, flight, ingest, inventory, sample, shell, sql};
 
 /// Exit status when a run finished but quarantined records or failed files.
 const EXIT_QUARANTINED: u8 = 3;
@@ -47,6 +47,10 @@ enum Command {
     /// Tables: events, alerts, secret_exposures, quarantine, credentials (with
     /// --inventory) and the detector_<name> views; \dt in the shell lists them.
     Sql(SqlArgs),
+    /// Serve the same tables over Arrow Flight SQL (for BI tools and ADBC/JDBC clients) until Ctrl-C.
+    ///
+    /// Read-only and without authentication: listens on loopback unless --allow-remote.
+    Serve(ServeArgs),
 }
 
 #[derive(Args)]
@@ -354,6 +358,21 @@ fn run(command: Command) -> Result<ExitCode> {
             };
             let mut sh = shell::Shell::open(opts)?;
             sh.run(shell::Input::choose(a.command, a.file), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            let opts = flight::ServeOptions {
+                lake: a.session.lake.clone(),
+                session: a.session.options(),
+                listen: a.listen,
+                allow_remote: a.allow_remote,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(flight::serve(&opts, |addr| {
+                // The first line of stdout, so a script that asked for port 0 learns the port.
+                println!("credtrail serve: Flight SQL on grpc://{addr} (lake {})", opts.lake.display());
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
     }
