@@ -331,7 +331,7 @@ impl Shell {
         };
         match r {
             // The reader went away (`| head`): nothing left to say.
-            Err(ShellError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) if is_broken_pipe(&e) => Ok(()),
             r => r,
         }
     }
@@ -611,7 +611,11 @@ fn finish_failed(failed: usize) -> Result<(), ShellError> {
 }
 
 fn is_broken_pipe(e: &ShellError) -> bool {
-    matches!(e, ShellError::Write(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+    match e {
+        ShellError::Write(io) => io.kind() == std::io::ErrorKind::BrokenPipe,
+        ShellError::Statement { error, .. } => is_broken_pipe(error),
+        _ => false,
+    }
 }
 
 /// A column type as an analyst thinks of it: a dictionary is its values.
