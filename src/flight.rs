@@ -304,7 +304,7 @@ impl FlightSqlService for LakeFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
@@ -372,7 +372,7 @@ impl FlightSqlService for LakeFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use common::*;
@@ -298,6 +298,9 @@ fn detector_views_and_functions() {
     assert_eq!(rows[0]["y"], true);
 }
 
+/// (credential, status, error code) → failures.
+type ErrorCount = ((String, Option<u64>, Option<String>), i64);
+
 #[test]
 fn top_errors_matches_the_logs() {
     let l = lake();
@@ -305,7 +308,7 @@ fn top_errors_matches_the_logs() {
     let failed: Vec<Event> =
         l.events.iter().filter(|e| e.status.is_some_and(|s| s >= 400) || e.error_code.is_some()).cloned().collect();
     let counts = count_by(&failed, |e| (e.credential.clone(), e.status, e.error_code.clone()));
-    let mut want: Vec<((String, Option<u64>, Option<String>), i64)> = counts.into_iter().collect();
+    let mut want: Vec<ErrorCount> = counts.into_iter().collect();
     // errors DESC, then credential, status, error code (nulls last), as the query orders.
     want.sort_by(|(ka, a), (kb, b)| {
         b.cmp(a).then(ka.0.cmp(&kb.0)).then(ka.1.cmp(&kb.1)).then(match (&ka.2, &kb.2) {
@@ -316,7 +319,7 @@ fn top_errors_matches_the_logs() {
         })
     });
     want.truncate(20);
-    let got: Vec<((String, Option<u64>, Option<String>), i64)> = rows
+    let got: Vec<ErrorCount> = rows
         .iter()
         .map(|r| {
             let key = (
