@@ -306,6 +306,8 @@ pub struct Shell {
     output: Option<PathBuf>,
     params: Vec<(String, String)>,
     timing: bool,
+    /// At a terminal: Ctrl-C cancels the running statement instead of ending the process.
+    interactive: bool,
 }
 
 impl Shell {
@@ -318,7 +320,16 @@ impl Shell {
         }
         let rt = tokio::runtime::Runtime::new()?;
         let (ctx, notes) = rt.block_on(sql::analyst_context(&opts.lake, &opts.session))?;
-        Ok(Shell { rt, ctx, notes, format: opts.format, output: opts.output, params: opts.params, timing: false })
+        Ok(Shell {
+            rt,
+            ctx,
+            notes,
+            format: opts.format,
+            output: opts.output,
+            params: opts.params,
+            timing: false,
+            interactive: false,
+        })
     }
 
     /// Runs statements from `input`, results to `out`.
@@ -396,6 +407,7 @@ impl Shell {
     fn run_interactive(&mut self, out: &mut dyn Write) -> Result<(), ShellError> {
         use rustyline::error::ReadlineError;
         self.timing = true;
+        self.interactive = true;
         let mut rl = rustyline::DefaultEditor::new()?;
         let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".credtrail_history"));
         if let Some(h) = &history {
@@ -466,7 +478,7 @@ impl Shell {
     /// Runs one statement; the number of rows, or `None` for a statement
     /// that returns no columns (CREATE VIEW, SET, …).
     fn statement(&self, sql: &str, out: &mut dyn Write) -> Result<Option<usize>, ShellError> {
-        let interactive = self.timing;
+        let interactive = self.interactive;
         let run = async {
             // No INSERT or COPY: the lake is written only by ingest and detect, through its commit protocol.
             let opts = SQLOptions::new().with_allow_dml(false);
