@@ -40,8 +40,18 @@ struct Lake {
 fn lake() -> &'static Lake {
     static LAKE: OnceLock<Lake> = OnceLock::new();
     LAKE.get_or_init(|| {
-        let work = tempfile::Builder::new().prefix("credtrail-sql-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let work = work.keep();
+        // A static is never dropped, so the lake outlives the run; earlier runs' lakes are removed here.
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(3600)));
+            if stale && e.file_name().to_string_lossy().starts_with("credtrail-sql-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let work = tempfile::Builder::new().prefix("credtrail-sql-").tempdir_in(tmp).unwrap().keep();
         let data = work.join("sample");
         let out = credtrail()
             .args(["sample", "--days", "14", "--credentials", "24", "--rate-scale", "0.3", "--seed", "3"])
