@@ -44,7 +44,7 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Below these a credential is in cold start: its statistics say too little.
 pub const MIN_DAYS: u32 = 2;
-pub const MIN_REQUESTS: u64 = 20;
+pub const MIN_REQUESTS: u64 = 10;
 /// Observations a seasonal slot needs before it is trusted over the overall figure.
 const MIN_SLOT_OBSERVATIONS: usize = 3;
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use credtrail::{alert, baseline, detect, eval, ingest, inventory, sample, sql, suppress};
+use credtrail::{alert, baseline, detect, eval, flight, ingest, inventory, sample, shell, sql, suppress};
 
 /// Exit status when a run finished but quarantined records or failed files.
 const EXIT_QUARANTINED: u8 = 3;
@@ -46,8 +46,15 @@ enum Command {
     Detect(DetectArgs),
     /// Score the lake's alerts against labelled anomalies: precision, recall, F1, time to detect.
     Eval(EvalArgs),
-    /// Run SQL over the lake (tables: events, alerts, secret_exposures, quarantine).
+    /// Query the lake with SQL: an interactive shell, or -c / -f / stdin for scripts.
+    ///
+    /// Tables: events, alerts, secret_exposures, quarantine, credentials (with
+    /// --inventory) and the detector_<name> views; \dt in the shell lists them.
     Sql(SqlArgs),
+    /// Serve the same tables over Arrow Flight SQL (for BI tools and ADBC/JDBC clients) until Ctrl-C.
+    ///
+    /// Read-only and without authentication: listens on loopback unless --allow-remote.
+    Serve(ServeArgs),
 }
 
 #[derive(Args)]
@@ -222,13 +229,54 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct SqlArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Statements to run (`;`-separated), then exit; stops at the first error.
+    #[arg(short = 'c', long = "command", conflicts_with = "file")]
+    command: Option<String>,
+    /// A file of `;`-separated statements to run, then exit; stops at the first error.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Output format [default: table on a terminal, csv otherwise].
+    #[arg(long, value_enum)]
+    format: Option<OutputFormat>,
+    /// The file --format parquet writes (atomically: a temporary file renamed into place).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Replace `{NAME}` in statements with VALUE (quotes doubled; write '{NAME}'). Repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+/// What the shell and the Flight SQL server open.
+#[derive(Args)]
+struct SessionArgs {
     #[arg(long, default_value = "lake")]
     lake: PathBuf,
-    /// The statement to run.
-    #[arg(short = 'c', long = "command")]
-    command: String,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    format: OutputFormat,
+    /// A credential inventory (CSV or TOML) to query as the `credentials` table.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// Memory DataFusion may use; a query needing more spills or fails with "Resources exhausted".
+    #[arg(long, default_value = "2GiB", value_parser = sql::parse_size)]
+    memory_limit: usize,
+}
+
+impl SessionArgs {
+    fn options(&self) -> sql::SessionOptions {
+        sql::SessionOptions { memory_limit: Some(self.memory_limit), inventory: self.inventory.clone() }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Address to listen on; port 0 picks a free one (the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:32010")]
+    listen: String,
+    /// Allow listening on a non-loopback address (there is no authentication: anyone who reaches it can query).
+    #[arg(long)]
+    allow_remote: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -236,6 +284,14 @@ enum OutputFormat {
     Table,
     Csv,
     Json,
+    Parquet,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -379,13 +435,36 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Sql(a) => {
             let format = match a.format {
-                OutputFormat::Table => sql::Output::Table,
-                OutputFormat::Csv => sql::Output::Csv,
-                OutputFormat::Json => sql::Output::Json,
+                None => shell::Format::for_stdout(),
+                Some(OutputFormat::Table) => shell::Format::Table,
+                Some(OutputFormat::Csv) => shell::Format::Csv,
+                Some(OutputFormat::Json) => shell::Format::Json,
+                Some(OutputFormat::Parquet) => shell::Format::Parquet,
+            };
+            let opts = shell::ShellOptions {
+                lake: a.session.lake.clone(),
+                session: a.session.options(),
+                format,
+                output: a.output,
+                params: a.params,
+            };
+            let mut sh = shell::Shell::open(opts)?;
+            sh.run(shell::Input::choose(a.command, a.file), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            let opts = flight::ServeOptions {
+                lake: a.session.lake.clone(),
+                session: a.session.options(),
+                listen: a.listen,
+                allow_remote: a.allow_remote,
             };
             let rt = tokio::runtime::Runtime::new()?;
-            let text = rt.block_on(sql::run_one(&a.lake, &a.command, format))?;
-            print!("{text}");
+            rt.block_on(flight::serve(&opts, |addr| {
+                // The first line of stdout, so a script that asked for port 0 learns the port.
+                println!("credtrail serve: Flight SQL on grpc://{addr} (lake {})", opts.lake.display());
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,21 +1,25 @@
 //! DataFusion over the lake: the tables analysts and detectors query.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::BooleanArray;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, TimestampMillisecondType};
+use arrow::array::{BooleanArray, Float64Array};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMillisecondType};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::inventory::{Inventory, Usage};
+use crate::inventory::{Inventory, InventoryErrors, Usage};
 use crate::lake::{self, Lake, LakeError};
 use crate::schema::{col, event_schema};
 
@@ -27,6 +31,8 @@ pub enum SqlError {
     DataFusion(#[from] DataFusionError),
     #[error("formatting results: {0}")]
     Format(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryErrors),
 }
 
 /// How [`run_one`] renders a result.
@@ -37,17 +43,40 @@ pub enum Output {
     Json,
 }
 
+/// How an analyst's session is set up (the shell and `serve`).
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Bytes DataFusion may hold at once; spilling operators spill, others fail cleanly past it.
+    pub memory_limit: Option<usize>,
+    /// A credential inventory to register as `credentials`.
+    pub inventory: Option<PathBuf>,
+}
+
 /// A session with the lake's tables registered:
 /// `events` (hive-partitioned by `date`, so date filters prune whole
 /// directories), `alerts`, `secret_exposures` and `quarantine`, plus the
-/// `scope_allows(patterns, value)` function.
+/// `scope_allows(patterns, value)`, `robust_z(x, median, mad)` and
+/// `ip_in_cidr(ip, cidr)` functions.
 pub async fn context(root: &Path) -> Result<SessionContext, SqlError> {
+    context_with(root, None).await
+}
+
+/// [`context`] with DataFusion's memory bounded to `memory_limit` bytes.
+pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<SessionContext, SqlError> {
     let lake = Lake::existing(root)?;
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        // Fair to spilling operators (sorts, aggregates); tracking names the top consumers in the error.
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(3).expect("3 > 0"));
+        runtime = runtime.with_memory_pool(Arc::new(pool));
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     ctx.register_udf(scope_allows_udf());
     ctx.register_udf(text_udf("ip_network", crate::baseline::network_of));
     ctx.register_udf(text_udf("resource_prefix", crate::baseline::resource_prefix));
+    ctx.register_udf(robust_z_udf());
+    ctx.register_udf(ip_in_cidr_udf());
     let parquet = || Arc::new(ParquetFormat::default());
     let url = |dir: &str| format!("{}/", lake.path(dir).display());
 
@@ -91,6 +120,196 @@ pub fn register_inventory(ctx: &SessionContext, inv: &Inventory) -> Result<(), S
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
     ctx.register_table("credentials", Arc::new(table))?;
     Ok(())
+}
+
+/// The analyst's session: [`context_with`], the inventory as `credentials`
+/// when given, and every detector query as a view `detector_<name>` over the
+/// whole lake. Returns notes on views that could not be made (e.g. no
+/// inventory), for the shell to show rather than fail on.
+pub async fn analyst_context(root: &Path, opts: &SessionOptions) -> Result<(SessionContext, Vec<String>), SqlError> {
+    let ctx = context_with(root, opts.memory_limit).await?;
+    if let Some(path) = &opts.inventory {
+        register_inventory(&ctx, &Inventory::load(path)?)?;
+    }
+    // Views that compare with a baseline use the newest one in the lake.
+    let latest = crate::baseline::versions(root).pop().unwrap_or_default();
+    let notes = register_detector_views(&ctx, &latest).await;
+    Ok((ctx, notes))
+}
+
+/// A table or view a session can query.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    /// `TABLE`, `VIEW` or `LOCAL TEMPORARY` (as Flight SQL and JDBC name them).
+    pub kind: &'static str,
+    pub columns: arrow::datatypes::SchemaRef,
+}
+
+/// Every table and view of the session except DataFusion's `information_schema`, by name.
+pub async fn list_tables(ctx: &SessionContext) -> Result<Vec<TableInfo>, SqlError> {
+    use datafusion::datasource::TableType;
+    let mut out = Vec::new();
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else { continue };
+        for schema_name in catalog.schema_names() {
+            if schema_name == "information_schema" {
+                continue;
+            }
+            let Some(schema) = catalog.schema(&schema_name) else { continue };
+            for name in schema.table_names() {
+                let Some(table) = schema.table(&name).await? else { continue };
+                let kind = match table.table_type() {
+                    TableType::Base => "TABLE",
+                    TableType::View => "VIEW",
+                    TableType::Temporary => "LOCAL TEMPORARY",
+                };
+                out.push(TableInfo {
+                    catalog: catalog_name.clone(),
+                    schema: schema_name.clone(),
+                    name,
+                    kind,
+                    columns: table.schema(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name)));
+    Ok(out)
+}
+
+/// Days that stand for "the whole lake" in a detector query's `{from}`/`{to}`.
+const ALL_DAYS: (&str, &str) = ("0000-01-01", "9999-12-31");
+
+/// Registers each built-in detector query as the view `detector_<name>`;
+/// a query that cannot be planned here (it reads a table this session lacks)
+/// is skipped with a note.
+pub async fn register_detector_views(ctx: &SessionContext, baseline: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, query) in crate::detect::detector_queries() {
+        let query = query.replace("{from}", ALL_DAYS.0).replace("{to}", ALL_DAYS.1).replace("{baseline}", baseline);
+        let query = query.trim().trim_end_matches(';');
+        let view = format!("detector_{name}");
+        if let Err(e) = ctx.sql(&format!("CREATE VIEW {view} AS\n{query}")).await {
+            let e = e.strip_backtrace();
+            notes.push(if e.contains("credentials") && e.contains("not found") {
+                format!("{view} is not available: it reads the credentials table, which --inventory FILE provides")
+            } else {
+                format!("{view} is not available: {e}")
+            });
+        }
+    }
+    notes
+}
+
+/// Parses a size such as `2GiB`, `512MB`, `1.5G` or `1048576` into bytes
+/// (K/M/G/T are binary multiples with or without `iB`; `KB`/`MB`/… are decimal).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a size (e.g. 2GiB, 512MiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0_f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB)")),
+    };
+    let bytes = n * mult;
+    if !(bytes >= 1.0 && bytes < usize::MAX as f64) {
+        return Err(format!("{text:?} is not a usable size"));
+    }
+    Ok(bytes as usize)
+}
+
+/// `(x - median) / (1.4826 * mad)`: how many robust standard deviations `x`
+/// lies from the median; `None` when the MAD is zero (no spread to compare with).
+pub fn robust_z(x: f64, median: f64, mad: f64) -> Option<f64> {
+    (mad != 0.0).then(|| (x - median) / (1.4826 * mad))
+}
+
+/// `robust_z(x, median, mad) -> double`, null when any input is null or mad is 0.
+pub fn robust_z_udf() -> ScalarUDF {
+    let fun = Arc::new(|args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let f = |i: usize| arrow::compute::cast(&arrays[i], &DataType::Float64);
+        let (x, m, d) = (f(0)?, f(1)?, f(2)?);
+        let (x, m, d) =
+            (x.as_primitive::<Float64Type>(), m.as_primitive::<Float64Type>(), d.as_primitive::<Float64Type>());
+        let out: Float64Array = (0..x.len())
+            .map(|i| {
+                if x.is_null(i) || m.is_null(i) || d.is_null(i) {
+                    return None;
+                }
+                robust_z(x.value(i), m.value(i), d.value(i))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf(
+        "robust_z",
+        vec![DataType::Float64, DataType::Float64, DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        fun,
+    )
+}
+
+/// Whether `ip` lies in `cidr` (`10.0.0.0/8`, `2001:db8::/32`, or a bare
+/// address); false when either does not parse. An IPv4 address and an
+/// IPv4-mapped IPv6 one are the same address.
+pub fn ip_in_cidr(ip: &str, cidr: &str) -> bool {
+    let Ok(ip) = ip.trim().parse::<IpAddr>() else { return false };
+    let (net, len) = match cidr.trim().split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (cidr.trim(), None),
+    };
+    let Ok(net) = net.parse::<IpAddr>() else { return false };
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let len = match len.map(str::parse::<u32>) {
+        None => max,
+        Some(Ok(l)) if l <= max => l,
+        Some(_) => return false,
+    };
+    let mask = |bits: u32, width: u32| if bits == 0 { 0u128 } else { u128::MAX << (width - bits) };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let m = mask(len, 32) as u32;
+            u32::from(a) & m == u32::from(n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let m = mask(len, 128);
+            u128::from(a) & m == u128::from(n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a.to_ipv4_mapped().is_some_and(|a| ip_in_cidr(&a.to_string(), cidr)),
+        (IpAddr::V4(a), IpAddr::V6(n)) => {
+            let m = mask(len, 128);
+            u128::from(a.to_ipv6_mapped()) & m == u128::from(n) & m
+        }
+    }
+}
+
+/// `ip_in_cidr(ip, cidr) -> bool`: null when either is null, false when either does not parse.
+pub fn ip_in_cidr_udf() -> ScalarUDF {
+    let fun = Arc::new(|args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let ips = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+        let cidrs = arrow::compute::cast(&arrays[1], &DataType::Utf8)?;
+        let (ips, cidrs) = (ips.as_string::<i32>(), cidrs.as_string::<i32>());
+        let out: BooleanArray = (0..ips.len())
+            .map(|i| (!ips.is_null(i) && !cidrs.is_null(i)).then(|| ip_in_cidr(ips.value(i), cidrs.value(i))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf("ip_in_cidr", vec![DataType::Utf8, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
 }
 
 /// `scope_allows(patterns list<string>, value string) -> bool`: whether an
@@ -203,4 +422,71 @@ pub async fn credential_usage(root: &Path) -> Result<HashMap<String, Usage>, Sql
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn robust_z_is_mad_scaled() {
+        assert_eq!(robust_z(10.0, 4.0, 2.0), Some(6.0 / (1.4826 * 2.0)));
+        assert_eq!(robust_z(4.0, 4.0, 0.0), None);
+    }
+
+    #[test]
+    fn cidr_membership() {
+        assert!(ip_in_cidr("10.1.2.3", "10.0.0.0/8"));
+        assert!(!ip_in_cidr("11.1.2.3", "10.0.0.0/8"));
+        assert!(ip_in_cidr("192.168.1.77", "192.168.1.64/26"));
+        assert!(!ip_in_cidr("192.168.1.128", "192.168.1.64/26"));
+        assert!(ip_in_cidr("203.0.113.9", "203.0.113.9"));
+        assert!(ip_in_cidr("8.8.8.8", "0.0.0.0/0"));
+        assert!(ip_in_cidr("2001:db8::1", "2001:db8::/32"));
+        assert!(!ip_in_cidr("2001:db9::1", "2001:db8::/32"));
+        assert!(ip_in_cidr("::ffff:10.0.0.1", "10.0.0.0/8"));
+        assert!(ip_in_cidr("10.0.0.1", "::ffff:10.0.0.0/104"));
+        for (ip, cidr) in [("nonsense", "10.0.0.0/8"), ("10.0.0.1", "10.0.0.0/33"), ("10.0.0.1", "ten/8"), ("", "")] {
+            assert!(!ip_in_cidr(ip, cidr), "{ip} in {cidr}");
+        }
+    }
+
+    async fn one_row(sql: &str) -> RecordBatch {
+        let ctx = SessionContext::new();
+        ctx.register_udf(robust_z_udf());
+        ctx.register_udf(ip_in_cidr_udf());
+        let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{sql}");
+        b.into_iter().find(|b| b.num_rows() == 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn udfs_in_sql() {
+        let b = one_row(
+            "SELECT robust_z(10, 4, 2) AS z, robust_z(1, 1, 0) AS flat, robust_z(NULL, 1, 1) AS none, \
+             ip_in_cidr('10.9.8.7', '10.0.0.0/8') AS inside, ip_in_cidr(arrow_cast('fe80::1', \
+             'Dictionary(Int32, Utf8)'), '10.0.0.0/8') AS dict_outside, ip_in_cidr('x', 'y') AS junk, \
+             ip_in_cidr(NULL, '10.0.0.0/8') AS null_ip",
+        )
+        .await;
+        let f = |name: &str| b.column_by_name(name).unwrap().clone();
+        let z = f("z");
+        assert!((z.as_primitive::<Float64Type>().value(0) - 6.0 / 2.9652).abs() < 1e-12);
+        assert!(f("flat").is_null(0) && f("none").is_null(0) && f("null_ip").is_null(0));
+        assert!(f("inside").as_boolean().value(0));
+        assert!(!f("dict_outside").as_boolean().value(0));
+        assert!(!f("junk").as_boolean().value(0));
+    }
 }

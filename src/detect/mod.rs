@@ -167,9 +167,10 @@ const DETECTORS: &[Detector] = &[
     },
 ];
 
-/// The built-in detector queries as `(name, SQL)`, e.g. for analysts' views.
-pub fn queries() -> impl Iterator<Item = (&'static str, &'static str)> {
-    DETECTORS.iter().map(|d| (d.name, d.sql))
+/// Every built-in detector's name and query (with its `{from}`/`{to}` day
+/// and `{baseline}` version placeholders), for the SQL shell's views.
+pub fn detector_queries() -> Vec<(&'static str, &'static str)> {
+    DETECTORS.iter().map(|d| (d.name, d.sql)).collect()
 }
 
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, DetectError> {

@@ -1,0 +1,602 @@
+//! The analyst's SQL through the real binary: the shell on stdin, -c and -f,
+//! output formats, views, functions, the worked analyst queries, the memory
+//! limit and the Flight SQL server. Expected results are computed here from
+//! the sample's raw gateway logs, not from the lake.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use common::*;
+
+/// One request of the sample's gateway logs, as the generator wrote it.
+#[derive(Debug, Clone)]
+struct Event {
+    ts: DateTime<Utc>,
+    request_id: String,
+    credential: String,
+    tool: Option<String>,
+    status: Option<u64>,
+    error_code: Option<String>,
+    cost: Option<f64>,
+    source_ip: Option<String>,
+}
+
+struct Lake {
+    lake: PathBuf,
+    data: PathBuf,
+    events: Vec<Event>,
+}
+
+/// Two ISO weeks of sample traffic (Monday 2026-11-02 to Sunday 2026-11-15),
+/// ingested and detected once for every test here; the tests only read it.
+fn lake() -> &'static Lake {
+    static LAKE: OnceLock<Lake> = OnceLock::new();
+    LAKE.get_or_init(|| {
+        // A static is never dropped, so the lake outlives the run; earlier runs' lakes are removed here.
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(3600)));
+            if stale && e.file_name().to_string_lossy().starts_with("credtrail-sql-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let work = tempfile::Builder::new().prefix("credtrail-sql-").tempdir_in(tmp).unwrap().keep();
+        let data = work.join("sample");
+        let out = credtrail()
+            .args(["sample", "--days", "14", "--credentials", "24", "--rate-scale", "0.3", "--seed", "3"])
+            .args(["--start", "2026-11-02", "--out"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lake = work.join("lake");
+        let (code, summary) = ingest(&lake, &[&data.join("logs")], &[]);
+        assert_eq!(code, 0, "{summary}");
+        let out = credtrail()
+            .args(["detect", "--lake"])
+            .arg(&lake)
+            .arg("--inventory")
+            .arg(data.join("inventory.csv"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let events = raw_events(&data.join("logs"));
+        assert_eq!(events.len() as u64, summary["ingested"].as_u64().unwrap());
+        Lake { lake, data, events }
+    })
+}
+
+fn raw_events(dir: &Path) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in walk(dir) {
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let s = |k: &str| v[k].as_str().map(str::to_string);
+            out.push(Event {
+                ts: DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap().with_timezone(&Utc),
+                request_id: s("request_id").unwrap(),
+                credential: s("credential_id").unwrap(),
+                tool: s("tool"),
+                status: v["status"].as_u64(),
+                error_code: s("error_code"),
+                cost: v["cost_usd"].as_f64(),
+                source_ip: s("source_ip"),
+            });
+        }
+    }
+    out
+}
+
+/// `credtrail sql --lake LAKE ARGS`, with `stdin` piped in.
+fn sql(args: &[&str], stdin: &str) -> Output {
+    let mut cmd = credtrail();
+    cmd.arg("sql").arg("--lake").arg(&lake().lake).args(args).write_stdin(stdin.as_bytes().to_vec());
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "exit {:?}\nstderr: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// JSON-lines output as objects.
+fn json_rows(out: &Output) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    ok(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn time(v: &serde_json::Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&Utc)
+}
+
+fn analyst(name: &str) -> String {
+    format!("{}/queries/analyst/{name}.sql", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn monday(t: DateTime<Utc>) -> NaiveDate {
+    let d = t.date_naive();
+    d - Duration::days(d.weekday().num_days_from_monday() as i64)
+}
+
+fn count_by<K: Ord>(events: &[Event], key: impl Fn(&Event) -> K) -> BTreeMap<K, i64> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        *m.entry(key(e)).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn the_shell_on_stdin_reports_a_bad_statement_and_answers_the_next() {
+    let l = lake();
+    let out = sql(
+        &["--format", "csv"],
+        "SELECT count(*) AS n FROM events;\nSELECT nope FROM events;\nSELECT count(DISTINCT credential_id)\n  AS c FROM events;\n",
+    );
+    // A statement failed, so the exit status says so; but every other statement ran.
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let creds: BTreeSet<&str> = l.events.iter().map(|e| e.credential.as_str()).collect();
+    assert_eq!(text, format!("n\n{}\nc\n{}\n", l.events.len(), creds.len()));
+    let err = stderr(&out);
+    assert!(err.contains("error: Schema error: No field named nope"), "{err}");
+    assert!(err.contains("1 statement(s) failed"), "{err}");
+}
+
+#[test]
+fn backslash_commands_list_tables_columns_and_views() {
+    let l = lake();
+    let out = sql(&[], "\\dt\n\\d\n\\d events\n\\q\nSELECT 1;\n");
+    let text = ok(&out);
+    for table in ["events", "alerts", "quarantine", "secret_exposures", "detector_secret_exposure"] {
+        assert!(text.lines().any(|line| line.starts_with(table)), "{table} missing from:\n{text}");
+    }
+    assert!(text.contains("detector_defense_evasion  view"), "{text}");
+    // \d shows columns; \d NAME one per line.
+    assert!(text.contains("ts timestamp(ms, UTC), request_id string, credential_id string"), "{text}");
+    assert!(text.contains("\n  credential_id  string  not null\n"), "{text}");
+    // Without an inventory the scope detector's view cannot exist: a note, not an error.
+    assert!(text.contains("note: detector_out_of_scope is not available: it reads the credentials table"), "{text}");
+    assert!(!text.contains("Int64(1)"), "\\q stops the shell");
+
+    let inv = l.data.join("inventory.csv");
+    let out = sql(&["--inventory", inv.to_str().unwrap()], "\\dt\n");
+    let text = ok(&out);
+    for (name, _) in credtrail::detect::detector_queries() {
+        assert!(text.contains(&format!("detector_{name}  ")), "detector_{name} missing from:\n{text}");
+    }
+    assert!(text.contains("credentials "), "{text}");
+    assert!(!text.contains("note:"), "{text}");
+}
+
+#[test]
+fn a_script_runs_every_statement_and_stops_at_the_first_error() {
+    let l = lake();
+    let work = tempfile::tempdir().unwrap();
+    let script = work.path().join("report.sql");
+    write(
+        &script,
+        "-- a report\nCREATE VIEW busy AS\n  SELECT credential_id, count(*) AS n FROM events GROUP BY 1;\n\
+         SELECT count(*) AS creds FROM busy;\nSELECT max(n) AS most FROM busy;\n",
+    );
+    let text = ok(&sql(&["--format", "csv", "-f", script.to_str().unwrap()], ""));
+    let per = count_by(&l.events, |e| e.credential.clone());
+    assert_eq!(text, format!("creds\n{}\nmost\n{}\n", per.len(), per.values().max().unwrap()));
+
+    // -c takes several statements too.
+    let text = ok(&sql(&["--format", "csv", "-c", "SELECT 1 AS a; SELECT 2 AS b"], ""));
+    assert_eq!(text, "a\n1\nb\n2\n");
+
+    write(&script, "SELECT 1 AS a;\n\nSELEC 2;\nSELECT 3 AS c;\n");
+    let out = sql(&["--format", "csv", "-f", script.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n1\n", "stops at the error");
+    let err = stderr(&out);
+    assert!(err.contains("report.sql: statement at line 3: SQL error"), "{err}");
+}
+
+#[test]
+fn every_output_format_carries_the_same_result() {
+    let l = lake();
+    let query = "SELECT credential_id, count(*) AS n, sum(cost_usd) AS cost FROM events GROUP BY 1 ORDER BY 1";
+    let want = count_by(&l.events, |e| e.credential.clone());
+    // sum() of nothing but nulls is null: a credential that only made tool calls has no cost.
+    let mut cost: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for e in &l.events {
+        let c = cost.entry(e.credential.clone()).or_default();
+        if let Some(x) = e.cost {
+            *c = Some(c.unwrap_or(0.0) + x);
+        }
+    }
+
+    let csv_text = ok(&sql(&["--format", "csv", "-c", query], ""));
+    let mut r = csv::Reader::from_reader(csv_text.as_bytes());
+    let got: Vec<(String, i64, Option<f64>)> = r.deserialize().map(|x| x.unwrap()).collect();
+    assert_eq!(got.iter().map(|(c, n, _)| (c.clone(), *n)).collect::<BTreeMap<_, _>>(), want);
+    for (c, _, x) in &got {
+        match (x, cost[c]) {
+            (Some(x), Some(y)) => assert!((x - y).abs() < 1e-6, "{c}: {x} vs {y}"),
+            (x, y) => assert_eq!(*x, y, "{c}"),
+        }
+    }
+
+    let rows = json_rows(&sql(&["--format", "json", "-c", query], ""));
+    let got: BTreeMap<String, i64> =
+        rows.iter().map(|r| (r["credential_id"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap())).collect();
+    assert_eq!(got, want);
+
+    let table = ok(&sql(&["--format", "table", "-c", query], ""));
+    assert!(table.starts_with("+-"), "{table}");
+    let (cred, n) = want.iter().next().unwrap();
+    assert!(table.lines().any(|line| line.contains(cred.as_str()) && line.contains(&format!("| {n} "))), "{table}");
+
+    // Parquet: written whole under its final name, read back with the parquet crate.
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("per-credential.parquet");
+    let out = sql(&["--format", "parquet", "--output", file.to_str().unwrap(), "-c", query], "");
+    assert_eq!(ok(&out), "");
+    let batches = read_parquet(&file);
+    let mut got = BTreeMap::new();
+    for b in &batches {
+        let c = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            got.insert(c.as_string::<i32>().value(i).to_string(), n.value(i));
+        }
+    }
+    assert_eq!(got, want);
+    let names: Vec<String> =
+        std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert_eq!(names, vec!["per-credential.parquet".to_string()], "no temporary file is left behind");
+
+    let out = sql(&["--format", "parquet", "-c", query], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--format parquet needs --output FILE"));
+}
+
+#[test]
+fn detector_views_and_functions() {
+    let l = lake();
+    let inv = l.data.join("inventory.csv");
+    // The scope detector's view holds exactly the evidence its alerts were made of.
+    let rows = json_rows(&sql(
+        &["--format", "json", "--inventory", inv.to_str().unwrap()],
+        "SELECT (SELECT count(*) FROM detector_out_of_scope) AS view_rows, \
+         (SELECT sum(evidence_count) FROM alerts WHERE detector = 'out_of_scope') AS evidence;",
+    ));
+    assert!(rows[0]["view_rows"].as_i64().unwrap() > 0);
+    assert_eq!(rows[0]["view_rows"].as_i64(), rows[0]["evidence"].as_i64(), "{rows:?}");
+
+    // ip_in_cidr against std's own parsing of the raw addresses.
+    let in_net = |ip: &str, a: u8, b: Option<u8>| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok_and(|x| x.octets()[0] == a && b.is_none_or(|b| x.octets()[1] == b))
+    };
+    let ips: Vec<&str> = l.events.iter().filter_map(|e| e.source_ip.as_deref()).collect();
+    let ten = ips.iter().filter(|ip| in_net(ip, 10, None)).count();
+    let first = ips.iter().find(|ip| in_net(ip, 10, None)).unwrap();
+    let second = first.split('.').nth(1).unwrap().parse::<u8>().unwrap();
+    let sixteen = ips.iter().filter(|ip| in_net(ip, 10, Some(second))).count();
+    assert!(ten > sixteen && sixteen > 0);
+    let q = format!(
+        "SELECT count(*) FILTER (WHERE ip_in_cidr(source_ip, '10.0.0.0/8')) AS ten, \
+         count(*) FILTER (WHERE ip_in_cidr(source_ip, '10.{second}.0.0/16')) AS sixteen, \
+         count(*) FILTER (WHERE ip_in_cidr(source_ip, 'not a network')) AS junk, \
+         robust_z(10, 4, 2) AS z, robust_z(3, 3, 0) AS flat FROM events"
+    );
+    let rows = json_rows(&sql(&["--format", "json", "-c", &q], ""));
+    assert_eq!(rows[0]["ten"].as_u64(), Some(ten as u64));
+    assert_eq!(rows[0]["sixteen"].as_u64(), Some(sixteen as u64));
+    assert_eq!(rows[0]["junk"].as_u64(), Some(0));
+    assert!((rows[0]["z"].as_f64().unwrap() - 6.0 / (2.0 * 1.4826)).abs() < 1e-12);
+    assert!(rows[0]["flat"].is_null());
+    // scope_allows is there too.
+    let rows = json_rows(&sql(&["--format", "json", "-c", "SELECT scope_allows(['gpt-4o*'], 'gpt-4o-mini') AS y"], ""));
+    assert_eq!(rows[0]["y"], true);
+}
+
+/// (credential, status, error code) → failures.
+type ErrorCount = ((String, Option<u64>, Option<String>), i64);
+
+#[test]
+fn top_errors_matches_the_logs() {
+    let l = lake();
+    let rows = json_rows(&sql(&["--format", "json", "-f", &analyst("top_errors")], ""));
+    let failed: Vec<Event> =
+        l.events.iter().filter(|e| e.status.is_some_and(|s| s >= 400) || e.error_code.is_some()).cloned().collect();
+    let counts = count_by(&failed, |e| (e.credential.clone(), e.status, e.error_code.clone()));
+    let mut want: Vec<ErrorCount> = counts.into_iter().collect();
+    // errors DESC, then credential, status, error code (nulls last), as the query orders.
+    want.sort_by(|(ka, a), (kb, b)| {
+        b.cmp(a).then(ka.0.cmp(&kb.0)).then(ka.1.cmp(&kb.1)).then(match (&ka.2, &kb.2) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (Some(x), Some(y)) => x.cmp(y),
+        })
+    });
+    want.truncate(20);
+    let got: Vec<ErrorCount> = rows
+        .iter()
+        .map(|r| {
+            let key = (
+                r["credential_id"].as_str().unwrap().to_string(),
+                r["status"].as_u64(),
+                r["error_code"].as_str().map(str::to_string),
+            );
+            (key, r["errors"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(got, want);
+    // The labelled retry storms (a revoked or guessed key hammered) top the list.
+    let labels = csv_rows(&l.data.join("labels.csv"));
+    let storms: BTreeSet<&str> =
+        labels.iter().filter(|x| x["kind"] == "retry_storm").map(|x| x["credential_id"].as_str()).collect();
+    let top: BTreeSet<&str> = rows[..storms.len()].iter().map(|r| r["credential_id"].as_str().unwrap()).collect();
+    assert!(!storms.is_empty());
+    assert_eq!(top, storms);
+}
+
+#[test]
+fn cost_doubled_matches_the_logs_and_finds_the_billing_spike() {
+    let l = lake();
+    let rows = json_rows(&sql(&["--format", "json", "-f", &analyst("cost_doubled")], ""));
+    let mut weekly: BTreeMap<(String, NaiveDate), f64> = BTreeMap::new();
+    for e in &l.events {
+        *weekly.entry((e.credential.clone(), monday(e.ts))).or_default() += e.cost.unwrap_or(0.0);
+    }
+    let want: BTreeSet<(String, NaiveDate)> = weekly
+        .iter()
+        .filter(|((c, w), cost)| {
+            weekly.get(&(c.clone(), *w - Duration::days(7))).is_some_and(|prev| *prev > 0.0 && **cost >= 2.0 * prev)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let got: BTreeSet<(String, NaiveDate)> = rows
+        .iter()
+        .map(|r| (r["credential_id"].as_str().unwrap().to_string(), time(&r["week"]).date_naive()))
+        .collect();
+    assert_eq!(got, want);
+    for r in &rows {
+        let key = (r["credential_id"].as_str().unwrap().to_string(), time(&r["week"]).date_naive());
+        assert!((r["cost"].as_f64().unwrap() - weekly[&key]).abs() < 1e-6);
+    }
+    // The billing spike labelled in the second week is among them.
+    let labels = csv_rows(&l.data.join("labels.csv"));
+    let spike = labels
+        .iter()
+        .find(|x| x["kind"] == "billing_spike" && x["start"].as_str() >= "2026-11-09")
+        .expect("the sample has a billing spike in its second week");
+    assert!(got.iter().any(|(c, _)| c == &spike["credential_id"]), "{got:?} lacks {spike:?}");
+}
+
+#[test]
+fn first_used_tools_matches_the_logs() {
+    let l = lake();
+    let rows = json_rows(&sql(&["--format", "json", "-f", &analyst("first_used_tools")], ""));
+    let week = monday(l.events.iter().map(|e| e.ts).max().unwrap());
+    let mut first_tool: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let mut first_seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for e in &l.events {
+        let f = first_seen.entry(e.credential.clone()).or_insert(e.ts);
+        *f = (*f).min(e.ts);
+        if let Some(t) = &e.tool {
+            let f = first_tool.entry((e.credential.clone(), t.clone())).or_insert(e.ts);
+            *f = (*f).min(e.ts);
+        }
+    }
+    let want: BTreeMap<(String, String), DateTime<Utc>> = first_tool
+        .into_iter()
+        .filter(|((c, _), t)| t.date_naive() >= week && first_seen[c].date_naive() < week)
+        .collect();
+    let got: BTreeMap<(String, String), DateTime<Utc>> = rows
+        .iter()
+        .map(|r| {
+            let key = (r["credential_id"].as_str().unwrap().to_string(), r["tool"].as_str().unwrap().to_string());
+            (key, time(&r["first_used"]))
+        })
+        .collect();
+    assert_eq!(got, want);
+    // Tool chaining into shell execution, labelled in the second week, is a first use.
+    let labels = csv_rows(&l.data.join("labels.csv"));
+    let chain = labels.iter().find(|x| x["kind"] == "tool_chaining" && x["start"].as_str() >= "2026-11-09").unwrap();
+    assert!(got.contains_key(&(chain["credential_id"].clone(), "shell.exec".to_string())), "{got:?}");
+}
+
+#[test]
+fn credential_timeline_is_the_hour_around_a_moment() {
+    let l = lake();
+    let labels = csv_rows(&l.data.join("labels.csv"));
+    let label = labels.iter().find(|x| x["kind"] == "out_of_scope").unwrap();
+    let (cred, at) = (label["credential_id"].as_str(), label["start"].as_str());
+    let args = ["--format", "json", "--param", &format!("credential={cred}"), "--param", &format!("at={at}")];
+    let rows = json_rows(&sql(&[&args[..], &["-f", &analyst("credential_timeline")]].concat(), ""));
+    let at = DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc);
+    let mut want: Vec<(DateTime<Utc>, String)> = l
+        .events
+        .iter()
+        .filter(|e| e.credential == cred && (e.ts - at).abs() <= Duration::minutes(30))
+        .map(|e| (e.ts, e.request_id.clone()))
+        .collect();
+    want.sort();
+    let got: Vec<(DateTime<Utc>, String)> =
+        rows.iter().map(|r| (time(&r["ts"]), r["request_id"].as_str().unwrap().to_string())).collect();
+    assert!(want.len() > 1);
+    assert_eq!(got, want);
+
+    // credential_activity: the same credential's whole day.
+    let day = at.date_naive().to_string();
+    let args = ["--format", "json", "--param", &format!("credential={cred}"), "--param", &format!("date={day}")];
+    let rows = json_rows(&sql(&[&args[..], &["-f", &analyst("credential_activity")]].concat(), ""));
+    let n = l.events.iter().filter(|e| e.credential == cred && e.ts.date_naive() == at.date_naive()).count();
+    assert_eq!(rows.len(), n);
+
+    // A parameter left out is named.
+    let out = sql(&["-f", &analyst("credential_timeline"), "--param", "credential=x"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("{at} has no value: pass --param at=VALUE"), "{}", stderr(&out));
+}
+
+#[test]
+fn errors_are_clean_and_memory_is_bounded() {
+    // A careless query past the memory limit fails with DataFusion's message, not by exhausting the machine:
+    // a join's build side (every column of every event) cannot spill.
+    let out = sql(
+        &[
+            "--memory-limit",
+            "256KiB",
+            "-c",
+            "SELECT a.*, b.ts AS other FROM events a JOIN events b ON a.session_id = b.session_id LIMIT 1",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = sql(&["--memory-limit", "lots", "-c", "SELECT 1"], "");
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = sql(&["-c", "SELEC 1"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("SQL error: ParserError"), "{}", stderr(&out));
+
+    // No writing the lake from SQL: it is written through ingest's commit protocol only.
+    let out = sql(&["-c", "INSERT INTO events SELECT * FROM events LIMIT 1"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("DML not supported"), "{}", stderr(&out));
+
+    let missing = lake().lake.with_file_name("no-such-lake");
+    let out = credtrail().args(["sql", "-c", "SELECT 1", "--lake"]).arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a credtrail lake"), "{}", stderr(&out));
+}
+
+fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    csv::Reader::from_path(path).unwrap().deserialize().map(|r| r.unwrap()).collect()
+}
+
+/// A `credtrail serve` process, stopped when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address() {
+    let out = credtrail().args(["serve", "--listen", "0.0.0.0:0", "--lake"]).arg(&lake().lake).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not a loopback address"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_round_trip() {
+    use arrow_flight::sql::CommandGetTables;
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+
+    let l = lake();
+    let inv = l.data.join("inventory.csv");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
+        .arg(&l.lake)
+        .arg("--inventory")
+        .arg(&inv)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let mut first = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let addr = first.split("grpc://").nth(1).and_then(|r| r.split_whitespace().next()).expect(&first).to_string();
+
+    let channel = tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+
+    async fn fetch(
+        client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+        info: arrow_flight::FlightInfo,
+    ) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        for ep in info.endpoint {
+            let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
+            out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+        }
+        out
+    }
+    fn pairs(batches: &[RecordBatch]) -> BTreeMap<String, i64> {
+        let mut m = BTreeMap::new();
+        for b in batches {
+            let c = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+            for i in 0..b.num_rows() {
+                m.insert(c.as_string::<i32>().value(i).to_string(), b.column(1).as_primitive::<Int64Type>().value(i));
+            }
+        }
+        m
+    }
+
+    let query = "SELECT credential_id, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
+    let want = count_by(&l.events, |e| e.credential.clone());
+    let info = client.execute(query.to_string(), None).await.unwrap();
+    let schema = info.clone().try_decode_schema().unwrap();
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8, "dictionaries travel as plain strings");
+    assert_eq!(pairs(&fetch(&mut client, info).await), want);
+
+    // Prepared statements, as JDBC and ADBC drivers use.
+    let mut prepared = client.prepare(query.to_string(), None).await.unwrap();
+    assert_eq!(prepared.dataset_schema().unwrap().field(1).name(), "n");
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(pairs(&fetch(&mut client, info).await), want);
+    prepared.close().await.unwrap();
+
+    // The catalogue: the lake's tables and the detector views.
+    let cmd = CommandGetTables {
+        catalog: None,
+        db_schema_filter_pattern: None,
+        table_name_filter_pattern: None,
+        table_types: vec![],
+        include_schema: false,
+    };
+    let info = client.get_tables(cmd).await.unwrap();
+    let mut tables = BTreeMap::new();
+    for b in fetch(&mut client, info).await {
+        let name = b.column_by_name("table_name").unwrap().as_string::<i32>().clone();
+        let kind = b.column_by_name("table_type").unwrap().as_string::<i32>().clone();
+        for i in 0..b.num_rows() {
+            tables.insert(name.value(i).to_string(), kind.value(i).to_string());
+        }
+    }
+    for t in ["events", "alerts", "credentials", "quarantine", "secret_exposures"] {
+        assert_eq!(tables.get(t).map(String::as_str), Some("TABLE"), "{tables:?}");
+    }
+    assert_eq!(tables.get("detector_out_of_scope").map(String::as_str), Some("VIEW"), "{tables:?}");
+
+    // A bad query is the client's error, with DataFusion's message; the server goes on.
+    let err = client.execute("SELECT nope FROM events".to_string(), None).await.unwrap_err();
+    assert!(err.to_string().contains("No field named nope"), "{err}");
+    let err = client.execute("CREATE VIEW x AS SELECT 1".to_string(), None).await.unwrap_err();
+    assert!(err.to_string().contains("DDL not supported"), "{err}");
+    let info = client.execute("SELECT count(*) AS n FROM alerts".to_string(), None).await.unwrap();
+    assert_eq!(fetch(&mut client, info).await.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    drop(server);
+}
