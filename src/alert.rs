@@ -165,8 +165,9 @@ const STANDALONE: &[&str] = &["governance"];
 /// within [`INCIDENT_GAP_MS`] of each other chain into one, named after its
 /// first alert so the id is as stable as the alerts'.
 pub fn assign_incidents(alerts: &mut [Alert]) {
-    let mut order: Vec<usize> =
-        (0..alerts.len()).filter(|&i| !STANDALONE.contains(&alerts[i].detector) && alerts[i].suppressed.is_none()).collect();
+    let mut order: Vec<usize> = (0..alerts.len())
+        .filter(|&i| !STANDALONE.contains(&alerts[i].detector) && alerts[i].suppressed.is_none())
+        .collect();
     order.sort_by(|&a, &b| {
         (&alerts[a].credential_id, alerts[a].window_start_ms, &alerts[a].alert_id).cmp(&(
             &alerts[b].credential_id,

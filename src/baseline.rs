@@ -347,11 +347,16 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     let ctx = sql::context(&opts.lake).await?;
 
     // Hourly series, zero-filled from each credential's first hour in the window.
-    let mut hourly: BTreeMap<String, (Option<String>, BTreeMap<i64, [f64; 4]>)> = BTreeMap::new();
+    // Per credential: its principal, and hour → [requests, tokens, cost, errors].
+    type Series = (Option<String>, BTreeMap<i64, [f64; 4]>);
+    let mut hourly: BTreeMap<String, Series> = BTreeMap::new();
     for b in query(&ctx, HOURLY_SQL, &from_s, &until_s).await? {
         let q = "baseline_hourly";
-        let (cred, principal, hour) =
-            (columns::strings(&b, q, "credential_id")?, columns::strings(&b, q, "principal")?, columns::times(&b, q, "hour")?);
+        let (cred, principal, hour) = (
+            columns::strings(&b, q, "credential_id")?,
+            columns::strings(&b, q, "principal")?,
+            columns::times(&b, q, "hour")?,
+        );
         let (req, tok, cost, err) = (
             columns::floats(&b, q, "requests")?,
             columns::floats(&b, q, "tokens")?,
@@ -585,7 +590,8 @@ fn scope_schema() -> SchemaRef {
 /// `<field>_<stat>` columns.
 fn to_batch<T: Serialize>(table: &'static str, schema: SchemaRef, rows: &[T]) -> Result<RecordBatch, BaselineError> {
     let err = |source| BaselineError::Arrow { table, source };
-    let flat: Vec<serde_json::Value> = rows.iter().map(|r| flatten(serde_json::to_value(r).expect("rows serialize"))).collect();
+    let flat: Vec<serde_json::Value> =
+        rows.iter().map(|r| flatten(serde_json::to_value(r).expect("rows serialize"))).collect();
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(err)?;
     decoder.serialize(&flat).map_err(err)?;
     Ok(decoder.flush().map_err(err)?.unwrap_or_else(|| RecordBatch::new_empty(schema)))
@@ -671,7 +677,8 @@ fn rows<T: serde::de::DeserializeOwned>(
     let bytes = w.into_inner();
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(|source| BaselineError::Read { table, source })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(line).map_err(|source| BaselineError::Read { table, source })?;
         out.push(serde_json::from_value(map(v)).map_err(|source| BaselineError::Read { table, source })?);
     }
     Ok(out)

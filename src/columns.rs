@@ -13,7 +13,13 @@ pub struct ShapeError {
     pub wanted: &'static str,
 }
 
-fn cast(b: &RecordBatch, query: &str, name: &str, to: &DataType, wanted: &'static str) -> Result<arrow::array::ArrayRef, ShapeError> {
+fn cast(
+    b: &RecordBatch,
+    query: &str,
+    name: &str,
+    to: &DataType,
+    wanted: &'static str,
+) -> Result<arrow::array::ArrayRef, ShapeError> {
     let shape = || ShapeError { query: query.into(), column: name.into(), wanted };
     let col = b.column_by_name(name).ok_or_else(shape)?;
     arrow::compute::cast(col, to).map_err(|_| shape())

@@ -91,7 +91,8 @@ pub fn load_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
         let mut l = rec.map_err(err)?;
         let line = out.len() as u64 + 2;
         let bad = |message: String| EvalError::BadLabel { path: path.to_path_buf(), line, message };
-        l.start_ms = crate::time::parse_ts(&l.start).ok_or_else(|| bad(format!("start {:?} is not a time", l.start)))?;
+        l.start_ms =
+            crate::time::parse_ts(&l.start).ok_or_else(|| bad(format!("start {:?} is not a time", l.start)))?;
         l.end_ms = crate::time::parse_ts(&l.end).ok_or_else(|| bad(format!("end {:?} is not a time", l.end)))?;
         out.push(l);
     }
@@ -107,7 +108,8 @@ pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
     let mut out = Vec::new();
     for b in &batches {
         let s = |c| columns::strings(b, "alerts", c);
-        let (id, det, finding, cred, expl) = (s("alert_id")?, s("detector")?, s("finding")?, s("credential_id")?, s("explanation")?);
+        let (id, det, finding, cred, expl) =
+            (s("alert_id")?, s("detector")?, s("finding")?, s("credential_id")?, s("explanation")?);
         let (start, end) = (columns::times(b, "alerts", "window_start")?, columns::times(b, "alerts", "window_end")?);
         for i in 0..b.num_rows() {
             out.push(ScoredAlert {
@@ -153,7 +155,8 @@ pub fn score(labels: &[Label], alerts: &[ScoredAlert]) -> EvalReport {
                     detected += 1;
                     ttd.push(((first - l.start_ms).max(0)) as f64 / 1000.0);
                 }
-                None => missed.push(format!("{} {} {} {}–{}: {}", l.id, l.kind, l.credential_id, l.start, l.end, l.description)),
+                None => missed
+                    .push(format!("{} {} {} {}–{}: {}", l.id, l.kind, l.credential_id, l.start, l.end, l.description)),
             }
         }
         let true_alerts = als.iter().filter(|a| ls.iter().any(|l| matches(a, l))).count();
@@ -195,7 +198,18 @@ impl EvalReport {
     pub fn format_table(&self) -> String {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-        t.set_header(["kind", "labels", "detected", "alerts", "true", "recall", "precision", "F1", "TTD median", "TTD max"]);
+        t.set_header([
+            "kind",
+            "labels",
+            "detected",
+            "alerts",
+            "true",
+            "recall",
+            "precision",
+            "F1",
+            "TTD median",
+            "TTD max",
+        ]);
         for k in &self.kinds {
             t.add_row([
                 k.kind.clone(),

@@ -522,7 +522,11 @@ fn do_detect(
     if let Some(s) = &opts.suppressions {
         let end = credtrail::time::parse_date_or_ts(&opts.to).unwrap_or(0) + 86_400_000;
         for r in s.expired(end) {
-            eprintln!("note: suppression {:?} expired on {}; it no longer applies", r.reason, r.expires.as_deref().unwrap_or("?"));
+            eprintln!(
+                "note: suppression {:?} expired on {}; it no longer applies",
+                r.reason,
+                r.expires.as_deref().unwrap_or("?")
+            );
         }
     }
     Ok(())

@@ -86,7 +86,8 @@ impl Suppressions {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Suppressions, SuppressError> {
-        let f: File = toml::from_str(text).map_err(|source| SuppressError::Parse { path: path.to_path_buf(), source })?;
+        let f: File =
+            toml::from_str(text).map_err(|source| SuppressError::Parse { path: path.to_path_buf(), source })?;
         let mut rules = f.suppress;
         for (i, r) in rules.iter_mut().enumerate() {
             let invalid = |message: String| SuppressError::Invalid { path: path.to_path_buf(), index: i + 1, message };

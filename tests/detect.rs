@@ -121,6 +121,25 @@ fn a_query_file_overrides_the_built_in_detector() {
     assert!(all.len() > only.len(), "{all:?}");
     assert!(!only.is_empty());
     assert!(only.iter().all(|a| a["finding"] == "expired_credential"));
+
+    // A query file that is no built-in is a detector of its own.
+    write(
+        &dir.join("upstream_errors.sql"),
+        "SELECT credential_id, principal, ts, request_id, source_ip, 'upstream_error' AS finding, \
+         CAST(status AS VARCHAR) AS value, NULL AS allowed FROM events \
+         WHERE date BETWEEN '{from}' AND '{to}' AND status >= 500",
+    );
+    let mine: Vec<serde_json::Value> = detect(&s, &["--queries", dir.to_str().unwrap()])
+        .into_iter()
+        .filter(|a| a["detector"] == "upstream_errors")
+        .collect();
+    let expected = sql_rows(
+        &s.lake,
+        "SELECT count(*) AS n FROM events WHERE status >= 500 AND date BETWEEN '2026-11-02' AND '2026-11-07'",
+    );
+    let n: u64 = mine.iter().map(|a| a["evidence_count"].as_u64().unwrap()).sum();
+    assert!(n > 0);
+    assert_eq!(n, expected[0]["n"].as_u64().unwrap());
 }
 
 #[test]
@@ -191,8 +210,11 @@ fn a_secret_found_at_ingest_becomes_a_critical_alert() {
     write(&log, &text);
     let lake = work.path().join("lake");
     ingest(&lake, &[&log], &[]);
-    let out =
-        credtrail().args(["detect", "--date", "2026-11-02", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    let out = credtrail()
+        .args(["detect", "--date", "2026-11-02", "--output", "jsonl", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
     let alerts: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
@@ -291,7 +313,10 @@ fn suppressions_silence_known_good_alerts_until_they_expire() {
     let spike = labels.iter().find(|l| l["kind"] == "billing_spike").unwrap();
     let before = detect(&s, &[]);
     let on = |alerts: &[serde_json::Value], l: &std::collections::HashMap<String, String>| {
-        alerts.iter().filter(|a| a["credential_id"] == l["credential_id"].as_str() && a["detector"] == l["kind"].as_str()).count()
+        alerts
+            .iter()
+            .filter(|a| a["credential_id"] == l["credential_id"].as_str() && a["detector"] == l["kind"].as_str())
+            .count()
     };
     assert!(on(&before, storm) >= 1 && on(&before, spike) >= 1);
     let rules = s.lake.parent().unwrap().join("suppress.toml");
@@ -339,7 +364,12 @@ fn alerts_explain_themselves_and_export_as_ocsf_findings() {
     assert_eq!((a["finding"].as_str(), a["severity"].as_str()), (Some("llmjacking"), Some("critical")), "{a}");
     assert!(a["explanation"].as_str().unwrap().contains("never used"), "{a}");
     assert!(a["observed"].as_str().unwrap().contains("first-seen"), "{a}");
-    assert!(!alerts.iter().any(|x| x["credential_id"] == a["credential_id"] && x["finding"].as_str().unwrap().starts_with("first_seen_")));
+    assert!(
+        !alerts
+            .iter()
+            .any(|x| x["credential_id"] == a["credential_id"]
+                && x["finding"].as_str().unwrap().starts_with("first_seen_"))
+    );
     // Evidence ids are real requests of that credential.
     let ids: BTreeSet<String> = events(&s.lake)
         .iter()
@@ -359,12 +389,19 @@ fn alerts_explain_themselves_and_export_as_ocsf_findings() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(findings.len(), alerts.len());
     for (f, a) in findings.iter().zip(&alerts) {
-        assert_eq!((f["class_uid"].as_u64(), f["type_uid"].as_u64(), f["category_uid"].as_u64()), (Some(2004), Some(200401), Some(2)));
+        assert_eq!(
+            (f["class_uid"].as_u64(), f["type_uid"].as_u64(), f["category_uid"].as_u64()),
+            (Some(2004), Some(200401), Some(2))
+        );
         assert_eq!(f["finding_info"]["uid"], a["alert_id"]);
         assert!((1..=5).contains(&f["severity_id"].as_u64().unwrap()));
         assert_eq!(f["actor"]["user"]["uid"], a["credential_id"]);
-        let related: Vec<&str> =
-            f["finding_info"]["related_events"].as_array().unwrap().iter().map(|e| e["uid"].as_str().unwrap()).collect();
+        let related: Vec<&str> = f["finding_info"]["related_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["uid"].as_str().unwrap())
+            .collect();
         let evidence: Vec<&str> = a["evidence"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
         assert_eq!(related, evidence);
     }

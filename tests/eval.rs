@@ -79,7 +79,13 @@ fn eval_fails_a_script_when_quality_is_below_the_bar() {
         &labels,
         "id,kind,credential_id,start,end,description\nL1,retry_storm,key_a,2026-11-02T00:00:00Z,2026-11-02T00:10:00Z,storm\n",
     );
-    let out = credtrail().args(["eval", "--min-recall", "0.95", "--lake"]).arg(&lake).arg("--labels").arg(&labels).output().unwrap();
+    let out = credtrail()
+        .args(["eval", "--min-recall", "0.95", "--lake"])
+        .arg(&lake)
+        .arg("--labels")
+        .arg(&labels)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("missed: L1 retry_storm key_a"), "{text}");

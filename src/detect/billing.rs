@@ -102,7 +102,8 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
         let (tokens, cost, requests) =
             (columns::floats(b, q, "tokens")?, columns::floats(b, q, "cost")?, columns::ints(b, q, "requests")?);
         let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
-        let (med_tokens, med_cost) = (columns::floats(b, q, "day_median_tokens")?, columns::floats(b, q, "day_median_cost")?);
+        let (med_tokens, med_cost) =
+            (columns::floats(b, q, "day_median_tokens")?, columns::floats(b, q, "day_median_cost")?);
         let new_models = columns::string_lists(b, q, "new_models")?;
         let new_networks = columns::string_lists(b, q, "new_networks")?;
         let ips = columns::string_lists(b, q, "source_ips")?;
@@ -166,13 +167,15 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     let first = run[0].0;
     let cred = first.cred.as_str();
     let base = cx.baseline.and_then(|b| b.credentials.get(cred)).filter(|b| !b.cold_start);
-    let (peak_h, peak) = run.iter().max_by(|a, b| a.1.ratio.total_cmp(&b.1.ratio)).map(|(h, v)| (*h, *v)).expect("a run");
+    let (peak_h, peak) =
+        run.iter().max_by(|a, b| a.1.ratio.total_cmp(&b.1.ratio)).map(|(h, v)| (*h, *v)).expect("a run");
     let set = |f: fn(&Hour) -> &Vec<String>| -> Vec<String> {
         let s: std::collections::BTreeSet<&String> = run.iter().flat_map(|(h, _)| f(h)).collect();
         s.into_iter().cloned().collect()
     };
     // What is "new" only means something against a learned scope.
-    let (new_models, new_networks) = if base.is_some() { (set(|h| &h.new_models), set(|h| &h.new_networks)) } else { (vec![], vec![]) };
+    let (new_models, new_networks) =
+        if base.is_some() { (set(|h| &h.new_models), set(|h| &h.new_networks)) } else { (vec![], vec![]) };
     // Addresses in a new network first: they are the news.
     let mut ips = set(|h| &h.ips);
     ips.sort_by_key(|ip| {
@@ -227,7 +230,11 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
             if llmjacking {
                 e.push_str(": the LLMjacking signature — revoke the key and check who holds it");
             }
-            (format!("{spent}; peak {} in one hour, robust z {:.0}", amount(peak.metric, peak.observed), peak.z), baseline, e)
+            (
+                format!("{spent}; peak {} in one hour, robust z {:.0}", amount(peak.metric, peak.observed), peak.z),
+                baseline,
+                e,
+            )
         }
         None => (
             spent.clone(),

@@ -141,10 +141,8 @@ struct StepView {
 fn view(markov: &Markov, learned: bool, from: &str, to: &str) -> StepView {
     let (p, support, seen) = (markov.probability(from, to), markov.support(from), markov.count(from, to));
     let new_tool = learned && !markov.knows_tool(to);
-    let improbable = !learned
-        || new_tool
-        || markov.is_rare(to)
-        || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY));
+    let improbable =
+        !learned || new_tool || markov.is_rare(to) || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY));
     StepView { from: from.to_string(), p, improbable, new_tool }
 }
 
@@ -157,7 +155,8 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
         .map(|(i, st)| view(markov, learned, if i == 0 { "^" } else { &s.steps[i - 1].tool }, &st.tool))
         .collect();
     // The first dangerous step that is also improbable; else the first new tool.
-    let chain = (0..s.steps.len()).find_map(|i| cats.chain_at(&s.steps, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
+    let chain = (0..s.steps.len())
+        .find_map(|i| cats.chain_at(&s.steps, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
     let (at, finding, severity, mitre, why) = match chain {
         Some((i, j, c)) => {
             let sensitive = (0..i).find(|&k| cats.sensitive(s.steps[k].resource.as_deref()));
@@ -192,12 +191,7 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
             .join(", ");
         format!(
             "{}: {} learned sessions; after {} it calls {usual}; P({} | {}) = {:.4}",
-            s.principal,
-            markov.sessions,
-            v.from,
-            s.steps[at].tool,
-            v.from,
-            v.p
+            s.principal, markov.sessions, v.from, s.steps[at].tool, v.from, v.p
         )
     } else {
         format!("{}: no learned sessions yet (cold start): judged by the dangerous-chain rules alone", s.principal)
@@ -208,7 +202,11 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
         s.cred,
         s.id,
         s.principal,
-        if learned { format!(" — a step with probability {:.4} under its learned behaviour", v.p) } else { String::new() }
+        if learned {
+            format!(" — a step with probability {:.4} under its learned behaviour", v.p)
+        } else {
+            String::new()
+        }
     );
     Some(Alert {
         alert_id: alert::alert_id("tool_chaining", &s.cred, &format!("{finding}:{}", s.id), s.steps[0].ts),
@@ -301,12 +299,15 @@ mod tests {
         let a = judge(&session(&[("github.get_file", None), ("shell.exec", None)]), &Markov::default(), &c).unwrap();
         assert_eq!(a.finding, "read_then_exec");
         assert!(a.baseline.contains("cold start"));
-        assert!(judge(&session(&[("jira.search", None), ("jira.add_comment", None)]), &Markov::default(), &c).is_none());
+        assert!(
+            judge(&session(&[("jira.search", None), ("jira.add_comment", None)]), &Markov::default(), &c).is_none()
+        );
     }
 
     #[test]
     fn an_unknown_tool_is_unusual() {
-        let a = judge(&session(&[("db.query", None), ("db.drop_table", None)]), &trained(), &ToolCategories::builtin()).unwrap();
+        let a = judge(&session(&[("db.query", None), ("db.drop_table", None)]), &trained(), &ToolCategories::builtin())
+            .unwrap();
         assert_eq!(a.finding, "unusual_tool");
     }
 }

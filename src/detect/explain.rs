@@ -119,8 +119,8 @@ pub(crate) fn grouped_alerts(
             baseline: e.baseline,
             evidence: rows.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect(),
             evidence_count: rows.len() as u64,
-            mitre_attack: Some(e.mitre),
-            owasp_nhi: Some(e.owasp),
+            mitre_attack: (!e.mitre.is_empty()).then_some(e.mitre),
+            owasp_nhi: (!e.owasp.is_empty()).then_some(e.owasp),
             subject: Some(group.clone()),
             incident_id: None,
             suppressed: None,
@@ -216,6 +216,22 @@ pub(crate) fn defense_evasion(g: &Group<'_>) -> Explained {
     }
 }
 
+/// A detector the user added as a query file: its rows say what they found.
+pub(crate) fn custom(g: &Group<'_>) -> Explained {
+    let n = g.rows.len();
+    let allowed = g.rows[0].allowed.clone().unwrap_or_else(|| "(not given)".into());
+    Explained {
+        severity: Severity::Medium,
+        observed: format!("{n} requests: {} {}", g.finding, g.group),
+        baseline: allowed.clone(),
+        explanation: format!(
+            "{} made {n} requests flagged {} ({}) from {}; compared with: {allowed}",
+            g.cred, g.finding, g.group, g.ips
+        ),
+        mitre: "",
+        owasp: "",
+    }
+}
 
 /// A value the credential had never used in its learned history: a new
 /// source network, model, tool, action or resource prefix.
@@ -223,7 +239,8 @@ pub(crate) fn first_seen(g: &Group<'_>) -> Explained {
     let n = g.rows.len();
     let what = g.finding.trim_start_matches(FIRST_SEEN_PREFIX).replace('_', " ");
     let known = g.rows[0].allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "nothing yet".into());
-    let known = if known.chars().count() > 160 { format!("{}…", known.chars().take(160).collect::<String>()) } else { known };
+    let known =
+        if known.chars().count() > 160 { format!("{}…", known.chars().take(160).collect::<String>()) } else { known };
     let (severity, mitre) = match what.as_str() {
         "network" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
         "action" | "tool" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),

@@ -11,7 +11,12 @@ use crate::inventory::{self, CheckOptions, FindingKind, Inventory, Usage};
 const DAY_MS: i64 = 86_400_000;
 pub const EXPIRING_WITHIN_DAYS: u32 = 14;
 
-pub(super) fn alerts(inv: &Inventory, usage: &HashMap<String, Usage>, days: &[String], max_age_days: u32) -> Vec<Alert> {
+pub(super) fn alerts(
+    inv: &Inventory,
+    usage: &HashMap<String, Usage>,
+    days: &[String],
+    max_age_days: u32,
+) -> Vec<Alert> {
     let day_ms = |d: &str| crate::time::parse_date_or_ts(d).unwrap_or(0);
     let (start, end) = (day_ms(&days[0]), day_ms(&days[days.len() - 1]) + DAY_MS - 1);
     let opts = CheckOptions { now_ms: end, max_age_days, expiring_within_days: EXPIRING_WITHIN_DAYS };

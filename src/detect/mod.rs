@@ -94,14 +94,18 @@ pub(crate) struct Context<'a> {
     pub categories: &'a ToolCategories,
 }
 
+/// Scores a query's rows (the query's name is for messages) into alerts.
+type ScoreFn = fn(&Context<'_>, &str, &[RecordBatch]) -> Result<Vec<Alert>, DetectError>;
+
 /// How a detector turns its query's rows into alerts.
+#[derive(Clone, Copy)]
 enum Scoring {
     /// Request-level rows (`credential_id, principal, ts, request_id,
     /// source_ip, finding, value, allowed`), grouped per credential, finding,
     /// value and day, each group explained by the function.
     Rows(fn(&explain::Group<'_>) -> explain::Explained),
     /// Aggregates scored in Rust against the baseline.
-    Scored(fn(&Context<'_>, &str, &[RecordBatch]) -> Result<Vec<Alert>, DetectError>),
+    Scored(ScoreFn),
 }
 
 /// A detector: its query, and how its rows become alerts.
@@ -204,6 +208,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     for d in DETECTORS.iter().filter(|d| d.needs_inventory && inventory.is_none()) {
         skipped.push((d.name.to_string(), "needs a credential inventory (--inventory)".to_string()));
     }
+    let plans = plan(opts.queries.as_deref())?;
     for day in &days {
         let until = previous_day(day)?;
         let have = baseline::versions(&opts.lake).contains(&until);
@@ -229,19 +234,16 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         baselines.push((day.clone(), base.as_ref().map(|b| b.until.clone())));
         let cx = Context { baseline: base.as_ref(), categories: &categories };
         let mut today = Vec::new();
-        for d in DETECTORS {
+        for d in &plans {
             if d.needs_inventory && inventory.is_none() {
                 continue;
             }
-            let text = query_text(d, opts.queries.as_deref())?
-                .replace("{from}", day)
-                .replace("{to}", day)
-                .replace("{baseline}", &until);
-            let run = |source| DetectError::Run { name: d.name.to_string(), source };
+            let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
+            let run = |source| DetectError::Run { name: d.name.clone(), source };
             let batches = ctx.sql(&text).await.map_err(run)?.collect().await.map_err(run)?;
             today.extend(match d.scoring {
-                Scoring::Rows(explain) => explain::grouped_alerts(d.family, d.name, explain, &batches)?,
-                Scoring::Scored(score) => score(&cx, d.name, &batches)?,
+                Scoring::Rows(explain) => explain::grouped_alerts(d.family, &d.name, explain, &batches)?,
+                Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
             });
         }
         alerts.extend(fold_first_seen(today));
@@ -291,14 +293,59 @@ fn fold_first_seen(alerts: Vec<Alert>) -> Vec<Alert> {
     rest
 }
 
-fn query_text(d: &Detector, dir: Option<&Path>) -> Result<String, DetectError> {
-    if let Some(dir) = dir {
-        let path = dir.join(format!("{}.sql", d.name));
-        if path.exists() {
-            return std::fs::read_to_string(&path).map_err(|source| DetectError::Query { path, source });
-        }
+/// A detector ready to run: its query text resolved.
+struct Plan {
+    name: String,
+    family: &'static str,
+    sql: String,
+    needs_inventory: bool,
+    scoring: Scoring,
+}
+
+/// The built-in detectors, each replaced by `DIR/<name>.sql` when present,
+/// plus every other `DIR/*.sql` as a detector of its own: it returns the
+/// request-level columns and its alerts carry its file name.
+fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
+    let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|source| DetectError::Query { path, source });
+    let mut plans = Vec::new();
+    for d in DETECTORS {
+        let own = dir.map(|dir| dir.join(format!("{}.sql", d.name))).filter(|p| p.exists());
+        plans.push(Plan {
+            name: d.name.to_string(),
+            family: d.family,
+            sql: match own {
+                Some(p) => read(p)?,
+                None => d.sql.to_string(),
+            },
+            needs_inventory: d.needs_inventory,
+            scoring: d.scoring,
+        });
     }
-    Ok(d.sql.to_string())
+    let Some(dir) = dir else { return Ok(plans) };
+    let entries = std::fs::read_dir(dir).map_err(|source| DetectError::Query { path: dir.to_path_buf(), source })?;
+    let mut extra: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .filter(|p| {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            !DETECTORS.iter().any(|d| d.name == stem) && !stem.starts_with("baseline_")
+        })
+        .collect();
+    extra.sort();
+    for p in extra {
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("custom").to_string();
+        // Alerts name their detector with a &'static str; a run has a handful of these.
+        let family: &'static str = Box::leak(name.clone().into_boxed_str());
+        plans.push(Plan {
+            name,
+            family,
+            sql: read(p)?,
+            needs_inventory: false,
+            scoring: Scoring::Rows(explain::custom),
+        });
+    }
+    Ok(plans)
 }
 
 /// The days in `[from, to]` that hold events.
@@ -349,7 +396,8 @@ pub fn render_report(r: &DetectReport) -> String {
     let active: Vec<Alert> = r.active().cloned().collect();
     let incidents = alert::incidents(&active);
     let mut governance: Vec<&Alert> = active.iter().filter(|a| a.detector == "governance").collect();
-    governance.sort_by(|a, b| (b.severity, &a.finding, &a.credential_id).cmp(&(a.severity, &b.finding, &b.credential_id)));
+    governance
+        .sort_by(|a, b| (b.severity, &a.finding, &a.credential_id).cmp(&(a.severity, &b.finding, &b.credential_id)));
     let suppressed = r.alerts.len() - active.len();
     let mut s = format!(
         "\ndetect {days}: {} alert(s) in {} incident(s), {} governance finding(s)",
@@ -365,11 +413,21 @@ pub fn render_report(r: &DetectReport) -> String {
         s.push_str("  no events in this range\n");
     }
     let cold: Vec<&str> = r.baselines.iter().filter(|(_, b)| b.is_none()).map(|(d, _)| d.as_str()).collect();
+    let list = |v: &[&str]| match v {
+        [] => String::new(),
+        [a] => a.to_string(),
+        [a, b] => format!("{a} and {b}"),
+        [a, .., z] => format!("{} days from {a} to {z}", v.len()),
+    };
     if !r.learned.is_empty() {
-        s.push_str(&format!("  learned baselines until {}\n", r.learned.join(", ")));
+        let learned: Vec<&str> = r.learned.iter().map(String::as_str).collect();
+        s.push_str(&format!("  learned baselines until each of {}\n", list(&learned)));
     }
     if !cold.is_empty() {
-        s.push_str(&format!("  no history before {}: judged in cold start (absolute floors only)\n", cold.join(", ")));
+        s.push_str(&format!(
+            "  {} had no history before it: judged in cold start (no baseline; floors and same-day comparison only)\n",
+            list(&cold)
+        ));
     }
     for (name, why) in &r.skipped {
         s.push_str(&format!("  skipped {name}: {why}\n"));

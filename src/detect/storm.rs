@@ -55,8 +55,11 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
         let principal = columns::strings(b, q, "principal")?;
         let minute = columns::times(b, q, "minute")?;
         let errors = columns::floats(b, q, "errors")?;
-        let (auth, throttled, server) =
-            (columns::floats(b, q, "auth_failures")?, columns::floats(b, q, "throttled")?, columns::floats(b, q, "server_errors")?);
+        let (auth, throttled, server) = (
+            columns::floats(b, q, "auth_failures")?,
+            columns::floats(b, q, "throttled")?,
+            columns::floats(b, q, "server_errors")?,
+        );
         let ips = columns::string_lists(b, q, "source_ips")?;
         let codes = columns::string_lists(b, q, "error_codes")?;
         let evidence = columns::string_lists(b, q, "evidence")?;
@@ -115,12 +118,16 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
     let first = *run.first()?;
     let cred = first.cred.as_str();
     let (lambda, least, learned) = expectation(cx, cred);
-    let fired: Vec<(&Minute, f64)> =
-        run.iter().map(|m| (*m, surprise(m.errors, lambda))).filter(|(m, s)| m.errors >= least && *s >= -MAX_TAIL.log10()).collect();
+    let fired: Vec<(&Minute, f64)> = run
+        .iter()
+        .map(|m| (*m, surprise(m.errors, lambda)))
+        .filter(|(m, s)| m.errors >= least && *s >= -MAX_TAIL.log10())
+        .collect();
     let (peak, peak_surprise) = fired.iter().max_by(|a, b| a.0.errors.total_cmp(&b.0.errors)).copied()?;
 
     let sum = |f: fn(&Minute) -> f64| run.iter().map(|m| f(m)).sum::<f64>();
-    let (total, auth, throttled, server) = (sum(|m| m.errors), sum(|m| m.auth), sum(|m| m.throttled), sum(|m| m.server));
+    let (total, auth, throttled, server) =
+        (sum(|m| m.errors), sum(|m| m.auth), sum(|m| m.throttled), sum(|m| m.server));
     let (finding, what, mitre, owasp) = if auth >= throttled && auth >= server {
         (
             "auth_failures",
@@ -129,9 +136,19 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
             None,
         )
     } else if throttled >= server {
-        ("throttling", "429 throttling: rate hammering (a runaway retry loop or abuse of the key)", "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood", None)
+        (
+            "throttling",
+            "429 throttling: rate hammering (a runaway retry loop or abuse of the key)",
+            "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood",
+            None,
+        )
     } else {
-        ("server_errors", "5xx failures amplified by retries", "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood", None)
+        (
+            "server_errors",
+            "5xx failures amplified by retries",
+            "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood",
+            None,
+        )
     };
     let set = |f: fn(&Minute) -> &Vec<String>| -> Vec<String> {
         let s: std::collections::BTreeSet<&String> = run.iter().flat_map(|m| f(m)).collect();
@@ -141,7 +158,9 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
     let minutes = ((run.last()?.minute - first.minute) / MINUTE_MS + 1) as usize;
     let p = if peak_surprise >= 300.0 { "< 1e-300".to_string() } else { format!("1e-{peak_surprise:.0}") };
     let baseline = if learned {
-        format!("usually {lambda:.2} failures per minute (Poisson); bursts up to {least:.0} per minute are normal for it")
+        format!(
+            "usually {lambda:.2} failures per minute (Poisson); bursts up to {least:.0} per minute are normal for it"
+        )
     } else {
         format!("no baseline yet (cold start): assumed {lambda:.1} failures per minute, at least {least:.0} to alert")
     };
