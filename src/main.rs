@@ -170,7 +170,7 @@ struct DetectArgs {
 
 #[derive(Args)]
 struct DetectCommon {
-    /// A directory of <detector>.sql files that replace the built-in queries.
+    /// A directory of <name>.sql files: built-in names replace those queries, other names run as detectors of their own.
     #[arg(long)]
     queries: Option<PathBuf>,
     /// A suppression file (TOML): known-good behaviour that should not alert.
@@ -185,6 +185,9 @@ struct DetectCommon {
     /// Credentials older than this many days are long-lived (governance).
     #[arg(long, default_value_t = 90)]
     max_age_days: u32,
+    /// Tool categories and dangerous chains (TOML like models/tool_categories.toml) instead of the built-in ones.
+    #[arg(long, value_name = "FILE")]
+    tool_categories: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -504,6 +507,7 @@ fn do_detect(
         baseline_days: c.baseline_days,
         suppressions,
         max_age_days: c.max_age_days,
+        tool_categories: c.tool_categories.clone(),
     };
     let report = tokio::runtime::Runtime::new()?.block_on(detect::detect(&opts))?;
     match c.output {

@@ -140,6 +140,22 @@ fn a_query_file_overrides_the_built_in_detector() {
     let n: u64 = mine.iter().map(|a| a["evidence_count"].as_u64().unwrap()).sum();
     assert!(n > 0);
     assert_eq!(n, expected[0]["n"].as_u64().unwrap());
+
+    // Tool categories without any dangerous chain: sessions are flagged only
+    // as unusual (a tool the agent never used), never as a chain.
+    let chains = |v: &[serde_json::Value]| -> Vec<String> {
+        v.iter()
+            .filter(|a| a["detector"] == "tool_chaining")
+            .map(|a| a["finding"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let builtin = chains(&detect(&s, &[]));
+    assert!(builtin.iter().any(|f| f != "unusual_tool"), "{builtin:?}");
+    let cats = dir.join("categories.toml");
+    write(&cats, "chains = []\n[categories]\nread = [\"*.get*\"]\n");
+    let plain = chains(&detect(&s, &["--tool-categories", cats.to_str().unwrap()]));
+    assert!(!plain.is_empty() && plain.len() <= builtin.len(), "{plain:?} vs {builtin:?}");
+    assert!(plain.iter().all(|f| f == "unusual_tool"), "{plain:?}");
 }
 
 #[test]

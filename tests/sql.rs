@@ -600,3 +600,27 @@ async fn flight_sql_round_trip() {
     assert_eq!(fetch(&mut client, info).await.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     drop(server);
 }
+
+#[test]
+fn the_real_shape_panther_records_answer_through_the_shell_and_views() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    ingest(&lake, &[&fixture("panther/cloudtrail.json.gz")], &[]);
+    // Alerts and baselines exist once detect has run over it.
+    let out = credtrail().args(["detect", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = "SELECT count(*) AS n FROM events;\n\
+                  SELECT count(*) AS n FROM quarantine;\n\
+                  SELECT count(*) AS n FROM detector_defense_evasion WHERE value LIKE 'bedrock:%Guardrail';\n\
+                  SELECT count(*) AS n FROM alerts WHERE credential_id = 'ASIAQWERQWERQWERQWER';\n";
+    let out = credtrail().args(["sql", "--format", "json", "--lake"]).arg(&lake).write_stdin(script).output().unwrap();
+    let counts: Vec<i64> = ok(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["n"].as_i64())
+        .collect();
+    // 223 ingested and 16 quarantined (the ingest rule), the two guardrail
+    // changes, and the alerts detect wrote for the key that made them.
+    assert_eq!(counts[..3], [223, 16, 2], "{counts:?}");
+    assert!(counts[3] >= 2, "{counts:?}");
+}

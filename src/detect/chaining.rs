@@ -53,8 +53,26 @@ impl ToolCategories {
         Self::parse(include_str!("../../models/tool_categories.toml")).expect("the built-in tool categories parse")
     }
 
+    /// A user's categories file, in the format of `models/tool_categories.toml`.
+    pub fn load(path: &std::path::Path) -> Result<ToolCategories, DetectError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| DetectError::Query { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|source| DetectError::Categories { path: path.to_path_buf(), source })
+    }
+
     pub fn parse(text: &str) -> Result<ToolCategories, toml::de::Error> {
         let f: CategoriesFile = toml::from_str(text)?;
+        // A chain naming a category that does not exist would silently never fire.
+        for c in &f.chains {
+            for cat in c.after.iter().chain(std::iter::once(&c.then)) {
+                if cat != "any" && !f.categories.contains_key(cat) {
+                    return Err(serde::de::Error::custom(format!(
+                        "chain {:?} names category {cat:?}, which [categories] does not define",
+                        c.name
+                    )));
+                }
+            }
+        }
         Ok(ToolCategories { categories: f.categories, chains: f.chains })
     }
 
@@ -264,6 +282,15 @@ mod tests {
         assert!(c.is("privilege", "github.add_collaborator") && c.is("secrets", "k8s.get_secrets"));
         assert!(!c.is("egress", "slack.post_message"));
         assert!(c.sensitive(Some("github://acme/helpdesk/.env")));
+    }
+
+    #[test]
+    fn a_chain_with_an_unknown_category_is_refused() {
+        let e = ToolCategories::parse(
+            "[categories]\nread = [\"*.get*\"]\n[[chains]]\nname = \"x\"\nafter = [\"read\"]\nthen = \"exfil\"\ntext = \"t\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"exfil\""), "{e}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum DetectError {
     EmptyRange(String, String),
     #[error("{path}: {source}")]
     Query { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Categories { path: PathBuf, source: toml::de::Error },
     #[error("query {name}: {source}")]
     Run { name: String, source: datafusion::error::DataFusionError },
 }
@@ -64,6 +66,8 @@ pub struct DetectOptions {
     pub suppressions: Option<Suppressions>,
     /// Credentials older than this are long-lived (governance).
     pub max_age_days: u32,
+    /// Tool categories and dangerous chains replacing the built-in ones.
+    pub tool_categories: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -200,7 +204,10 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     // make a whole-lake run walk fifty years.
     let days = event_days(&opts.lake, &opts.from, &opts.to).await?;
     let inventory = opts.inventory.as_deref().map(Inventory::load).transpose()?;
-    let categories = ToolCategories::builtin();
+    let categories = match &opts.tool_categories {
+        Some(path) => ToolCategories::load(path)?,
+        None => ToolCategories::builtin(),
+    };
     let mut alerts = Vec::new();
     let mut skipped = Vec::new();
     let mut learned = Vec::new();
