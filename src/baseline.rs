@@ -698,6 +698,30 @@ pub fn versions(root: &Path) -> Vec<String> {
     v
 }
 
+/// Whether version `until` predates events it should have learned from:
+/// logs that arrived late for a day of its history. Judged by file times, so
+/// a late ingest makes the next `detect` relearn instead of judging with a
+/// stale baseline.
+pub fn is_stale(root: &Path, until: &str) -> bool {
+    let newest = |dir: &Path| -> Option<std::time::SystemTime> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .max()
+    };
+    let Some(learned) = newest(&root.join(MODELS).join("credentials").join(format!("until={until}"))) else {
+        return true;
+    };
+    std::fs::read_dir(root.join(lake::EVENTS))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("date=")).is_some_and(|d| d <= until))
+        .any(|e| newest(&e.path()).is_some_and(|t| t > learned))
+}
+
 /// Loads version `until` through a session that has the model tables registered.
 pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Baseline, BaselineError> {
     let select = |t: &str| format!("SELECT * EXCEPT (until) FROM {t} WHERE until = '{until}'");

@@ -319,6 +319,18 @@ fn baseline_learns_each_credentials_history_and_is_queryable() {
     run();
     let again = sql_rows(&s.lake, "SELECT count(*) AS n FROM baseline_credentials WHERE until = '2026-11-04'");
     assert_eq!(again[0]["n"].as_u64().unwrap() as usize, counts.len());
+
+    // Logs that arrive late for a day of its history make detect relearn it.
+    let late = s.lake.parent().unwrap().join("late.jsonl");
+    write(&late, &(0..12).map(|i| gateway_line(i, "key_late", "") + "\n").collect::<String>());
+    ingest(&s.lake, &[&late], &[]);
+    let out = credtrail().args(["detect", "--date", "2026-11-05", "--lake"]).arg(&s.lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let relearned = sql_rows(
+        &s.lake,
+        "SELECT count(*) AS n FROM baseline_credentials WHERE until = '2026-11-04' AND credential_id = 'key_late'",
+    );
+    assert_eq!(relearned[0]["n"], 1);
 }
 
 #[test]

@@ -219,7 +219,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     for day in &days {
         let until = previous_day(day)?;
         let have = baseline::versions(&opts.lake).contains(&until);
-        if !have {
+        if !have || baseline::is_stale(&opts.lake, &until) {
             let o = BaselineOptions { lake: opts.lake.clone(), until: until.clone(), days: opts.baseline_days };
             match baseline::learn(&o).await {
                 Ok(_) => learned.push(until.clone()),
