@@ -137,23 +137,6 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
     RecordBatch::try_new(schema(), columns).expect("alert columns match their schema")
 }
 
-/// Alerts as a table for a terminal, most severe first.
-pub fn format_table(alerts: &[Alert]) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(160);
-    t.set_header(["severity", "detector", "credential", "window (UTC)", "what happened", "evidence"]);
-    for a in alerts {
-        let window = format!("{} → {}", short_time(a.window_start_ms), short_time(a.window_end_ms));
-        let evidence = match a.evidence.first() {
-            Some(first) if a.evidence_count > 1 => format!("{first} +{} more", a.evidence_count - 1),
-            Some(first) => first.clone(),
-            None => "-".into(),
-        };
-        t.add_row([a.severity.as_str(), a.detector, &a.credential_id, &window, &a.explanation, &evidence]);
-    }
-    t.to_string()
-}
-
 /// Window within which alerts of one credential join one incident.
 pub const INCIDENT_GAP_MS: i64 = 3_600_000;
 
@@ -369,7 +352,9 @@ mod tests {
         let b = to_batch(&[alert(), alert()]);
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.schema(), schema());
-        let t = format_table(&[alert()]);
+        let mut one = [alert()];
+        assign_incidents(&mut one);
+        let t = format_incidents(&incidents(&one));
         assert!(t.contains("r1 +2 more") && t.contains("1970-01-01 00:00"));
     }
 }

@@ -321,7 +321,7 @@ pub fn resource_prefix(resource: &str) -> Option<String> {
 }
 
 fn parse_day(s: &str) -> Result<NaiveDate, BaselineError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| BaselineError::BadDate(s.to_string()))
+    crate::time::parse_day(s).ok_or_else(|| BaselineError::BadDate(s.to_string()))
 }
 
 fn day_ms(d: NaiveDate) -> i64 {

@@ -50,7 +50,6 @@ pub struct Label {
 pub struct ScoredAlert {
     pub alert_id: String,
     pub detector: String,
-    pub finding: String,
     pub credential_id: String,
     pub start_ms: i64,
     pub end_ms: i64,
@@ -102,20 +101,18 @@ pub fn load_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
 /// The lake's unsuppressed alerts.
 pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
     let ctx = sql::context(lake).await?;
-    let q = "SELECT alert_id, detector, finding, credential_id, window_start, window_end, explanation \
+    let q = "SELECT alert_id, detector, credential_id, window_start, window_end, explanation \
              FROM alerts WHERE suppressed IS NULL";
     let batches = ctx.sql(q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?;
     let mut out = Vec::new();
     for b in &batches {
         let s = |c| columns::strings(b, "alerts", c);
-        let (id, det, finding, cred, expl) =
-            (s("alert_id")?, s("detector")?, s("finding")?, s("credential_id")?, s("explanation")?);
+        let (id, det, cred, expl) = (s("alert_id")?, s("detector")?, s("credential_id")?, s("explanation")?);
         let (start, end) = (columns::times(b, "alerts", "window_start")?, columns::times(b, "alerts", "window_end")?);
         for i in 0..b.num_rows() {
             out.push(ScoredAlert {
                 alert_id: id[i].clone().unwrap_or_default(),
                 detector: det[i].clone().unwrap_or_default(),
-                finding: finding[i].clone().unwrap_or_default(),
                 credential_id: cred[i].clone().unwrap_or_default(),
                 start_ms: start[i].unwrap_or(0),
                 end_ms: end[i].unwrap_or(0),
@@ -266,7 +263,6 @@ mod tests {
         ScoredAlert {
             alert_id: format!("{det}-{cred}-{start}"),
             detector: det.into(),
-            finding: String::new(),
             credential_id: cred.into(),
             start_ms: start,
             end_ms: end,

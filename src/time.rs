@@ -113,6 +113,11 @@ pub fn day_of(ms: i64) -> String {
     }
 }
 
+/// Parses a `YYYY-MM-DD` day (the lake's partition key).
+pub fn parse_day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
 /// Parses `YYYY-MM-DD` or RFC 3339 (for command-line and inventory dates).
 pub fn parse_date_or_ts(s: &str) -> Option<i64> {
     let s = s.trim();

@@ -5,14 +5,7 @@ mod common;
 use common::*;
 
 fn sample(out: &std::path::Path, seed: u64) {
-    let status = credtrail()
-        .args(["sample", "--days", "5", "--credentials", "24", "--rate-scale", "0.3", "--gzip", "--seed"])
-        .arg(seed.to_string())
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    generate_sample(out, seed, &["--days", "5", "--credentials", "24", "--rate-scale", "0.3", "--gzip"]);
 }
 
 fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {

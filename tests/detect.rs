@@ -15,14 +15,7 @@ struct Setup {
 fn setup(seed: u64) -> Setup {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("sample");
-    let out = credtrail()
-        .args(["sample", "--days", "6", "--credentials", "40", "--rate-scale", "0.3", "--seed"])
-        .arg(seed.to_string())
-        .arg("--out")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    generate_sample(&data, seed, &["--days", "6", "--credentials", "40", "--rate-scale", "0.3"]);
     let lake = work.path().join("lake");
     let (code, _) = ingest(&lake, &[&data.join("logs")], &[]);
     assert_eq!(code, 0);

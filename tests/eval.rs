@@ -8,14 +8,7 @@ use common::*;
 fn run_and_eval(seed: u64) -> serde_json::Value {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("sample");
-    let out = credtrail()
-        .args(["sample", "--days", "7", "--credentials", "100", "--rate-scale", "0.5", "--seed"])
-        .arg(seed.to_string())
-        .arg("--out")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    generate_sample(&data, seed, &["--days", "7", "--credentials", "100", "--rate-scale", "0.5"]);
     let lake = work.path().join("lake");
     let out = credtrail()
         .arg("run")

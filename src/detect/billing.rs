@@ -169,10 +169,7 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     let base = cx.baseline.and_then(|b| b.credentials.get(cred)).filter(|b| !b.cold_start);
     let (peak_h, peak) =
         run.iter().max_by(|a, b| a.1.ratio.total_cmp(&b.1.ratio)).map(|(h, v)| (*h, *v)).expect("a run");
-    let set = |f: fn(&Hour) -> &Vec<String>| -> Vec<String> {
-        let s: std::collections::BTreeSet<&String> = run.iter().flat_map(|(h, _)| f(h)).collect();
-        s.into_iter().cloned().collect()
-    };
+    let set = |f: fn(&Hour) -> &Vec<String>| super::union(run.iter().map(|(h, _)| f(h)));
     // What is "new" only means something against a learned scope.
     let (new_models, new_networks) =
         if base.is_some() { (set(|h| &h.new_models), set(|h| &h.new_networks)) } else { (vec![], vec![]) };
@@ -200,7 +197,8 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     let severity = match (base, llmjacking, signature.is_empty()) {
         (None, _, _) => Severity::Medium,
         (_, true, _) => Severity::Critical,
-        (_, false, false) => grade(score, (0.0, 0.0, 100.0)).max(Severity::High),
+        (_, false, false) if score >= 100.0 => Severity::Critical,
+        (_, false, false) => Severity::High,
         _ => grade(peak.ratio, (0.0, 20.0, 200.0)).max(Severity::Medium),
     };
     let spent = format!("{} tokens (${cost:.2}) in {requests} requests", human(tokens));

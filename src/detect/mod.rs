@@ -182,7 +182,14 @@ pub fn detector_queries() -> Vec<(&'static str, &'static str)> {
 }
 
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, DetectError> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| DetectError::BadDate(s.to_string()))
+    crate::time::parse_day(s).ok_or_else(|| DetectError::BadDate(s.to_string()))
+}
+
+/// The distinct values of string lists, sorted: the addresses, models or
+/// codes of the rows an alert covers.
+pub(crate) fn union<'a>(lists: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<String> {
+    let set: std::collections::BTreeSet<&String> = lists.into_iter().flatten().collect();
+    set.into_iter().cloned().collect()
 }
 
 fn day_list(from: &str, to: &str) -> Result<Vec<String>, DetectError> {
@@ -218,11 +225,14 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     let plans = plan(opts.queries.as_deref())?;
     for day in &days {
         let until = previous_day(day)?;
-        let have = baseline::versions(&opts.lake).contains(&until);
+        let mut have = baseline::versions(&opts.lake).contains(&until);
         if !have || baseline::is_stale(&opts.lake, &until) {
             let o = BaselineOptions { lake: opts.lake.clone(), until: until.clone(), days: opts.baseline_days };
             match baseline::learn(&o).await {
-                Ok(_) => learned.push(until.clone()),
+                Ok(_) => {
+                    learned.push(until.clone());
+                    have = true;
+                }
                 // The first day of a lake has no history: everything is in cold start.
                 Err(BaselineError::NoHistory(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -233,11 +243,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         if let Some(inv) = &inventory {
             sql::register_inventory(&ctx, inv)?;
         }
-        let base = if baseline::versions(&opts.lake).contains(&until) {
-            Some(baseline::load(&ctx, &opts.lake, &until).await?)
-        } else {
-            None
-        };
+        let base = if have { Some(baseline::load(&ctx, &opts.lake, &until).await?) } else { None };
         baselines.push((day.clone(), base.as_ref().map(|b| b.until.clone())));
         let cx = Context { baseline: base.as_ref(), categories: &categories };
         let mut today = Vec::new();

@@ -150,10 +150,7 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
             None,
         )
     };
-    let set = |f: fn(&Minute) -> &Vec<String>| -> Vec<String> {
-        let s: std::collections::BTreeSet<&String> = run.iter().flat_map(|m| f(m)).collect();
-        s.into_iter().cloned().collect()
-    };
+    let set = |f: fn(&Minute) -> &Vec<String>| super::union(run.iter().map(|m| f(m)));
     let (ips, codes) = (set(|m| &m.ips), set(|m| &m.codes));
     let minutes = ((run.last()?.minute - first.minute) / MINUTE_MS + 1) as usize;
     let p = if peak_surprise >= 300.0 { "< 1e-300".to_string() } else { format!("1e-{peak_surprise:.0}") };

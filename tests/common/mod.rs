@@ -20,6 +20,20 @@ pub fn credtrail() -> Command {
     c
 }
 
+/// Runs `credtrail sample --seed SEED --out OUT` with the given options.
+pub fn generate_sample(out: &Path, seed: u64, options: &[&str]) {
+    let run = credtrail()
+        .arg("sample")
+        .args(options)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("credtrail runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+}
+
 /// Runs `credtrail ingest ... --json` and returns (exit code, summary).
 pub fn ingest(lake: &Path, inputs: &[&Path], extra: &[&str]) -> (i32, serde_json::Value) {
     let mut cmd = credtrail();
