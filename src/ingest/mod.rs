@@ -312,13 +312,14 @@ impl FileCtx<'_> {
             return;
         };
         let value: Result<Option<Value>, Rejected> = match format {
-            Format::Gateway => Ok(None),
+            // Both built-in formats parse their own text (typed, borrowing).
+            Format::Gateway | Format::CloudTrail => Ok(None),
             _ => serde_json::from_str(text).map(Some).map_err(|e| Rejected(format!("not JSON: {e}"))),
         };
         let result: Result<Event<'_>, Rejected> = match (&value, format) {
             (Err(r), _) => Err(r.clone()),
             (Ok(_), Format::Gateway) => gateway::parse(text),
-            (Ok(Some(v)), Format::CloudTrail) => cloudtrail::map_record(v),
+            (Ok(_), Format::CloudTrail) => cloudtrail::map_text(text),
             (Ok(Some(v)), Format::Mapped(i)) => self.formats.mappings[i].map(v),
             (Ok(None), _) => Err(Rejected::new("record was not parsed")),
         };
