@@ -83,6 +83,9 @@ struct IngestCommon {
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// A Bedrock pricing table (TOML like models/bedrock_pricing.toml) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -480,6 +483,7 @@ fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSum
         mappings: c.mappings.clone(),
         format: c.format.clone(),
         progress: !c.no_progress && !c.json && std::io::stderr().is_terminal(),
+        pricing: c.pricing.clone(),
     };
     let summary = ingest::ingest(&opts)?;
     if c.json {

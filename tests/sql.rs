@@ -612,7 +612,7 @@ fn the_real_shape_panther_records_answer_through_the_shell_and_views() {
     let script = "SELECT count(*) AS n FROM events;\n\
                   SELECT count(*) AS n FROM quarantine;\n\
                   SELECT count(*) AS n FROM detector_defense_evasion WHERE value LIKE 'bedrock:%Guardrail';\n\
-                  SELECT count(*) AS n FROM alerts WHERE credential_id = 'ASIAQWERQWERQWERQWER';\n";
+                  SELECT count(*) AS n FROM alerts WHERE credential_id = 'arn:aws:iam::123123123123:role/aws-reserved/sso.amazonaws.com/us-west-2/DevAdmin';\n";
     let out = credtrail().args(["sql", "--format", "json", "--lake"]).arg(&lake).write_stdin(script).output().unwrap();
     let counts: Vec<i64> = ok(&out)
         .lines()

@@ -11,6 +11,7 @@ mod billing;
 mod chaining;
 mod explain;
 mod governance;
+mod recon;
 mod storm;
 
 use std::collections::BTreeMap;
@@ -167,6 +168,20 @@ const DETECTORS: &[Detector] = &[
         scoring: Scoring::Rows(explain::secret_exposure),
     },
     Detector {
+        name: "llmjacking_recon",
+        family: "tool_chaining",
+        sql: include_str!("../../queries/llmjacking_recon.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(recon::score),
+    },
+    Detector {
+        name: "session_key_reuse",
+        family: "session_key_reuse",
+        sql: include_str!("../../queries/session_key_reuse.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(recon::score_session_reuse),
+    },
+    Detector {
         name: "defense_evasion",
         family: "defense_evasion",
         sql: include_str!("../../queries/defense_evasion.sql"),
@@ -259,7 +274,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
                 Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
             });
         }
-        alerts.extend(fold_first_seen(today));
+        alerts.extend(recon::absorb_into_chains(fold_first_seen(today)));
     }
     if let Some(inv) = &inventory
         && !days.is_empty()
