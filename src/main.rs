@@ -146,11 +146,20 @@ struct SampleArgs {
     /// Multiply every credential's request rate.
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
-    /// Write the daily logs gzip-compressed.
+    /// Write the daily logs gzip-compressed (CloudTrail files always are).
     #[arg(long)]
     gzip: bool,
+    /// gateway: daily JSON-lines logs; cloudtrail: AWSLogs/… hourly CloudTrail delivery files, inventory keyed by access key.
+    #[arg(long, value_enum, default_value_t = SampleFormatArg::Gateway)]
+    format: SampleFormatArg,
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SampleFormatArg {
+    Gateway,
+    Cloudtrail,
 }
 
 #[derive(Args)]
@@ -361,6 +370,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 seed: a.seed,
                 gzip: a.gzip,
                 rate_scale: a.rate_scale,
+                format: match a.format {
+                    SampleFormatArg::Gateway => sample::SampleFormat::Gateway,
+                    SampleFormatArg::Cloudtrail => sample::SampleFormat::CloudTrail,
+                },
                 ..Default::default()
             };
             if let Some(start) = a.start {
@@ -369,8 +382,9 @@ fn run(command: Command) -> Result<ExitCode> {
             let s = sample::generate(&opts, &a.out)
                 .with_context(|| format!("generating a sample in {}", a.out.display()))?;
             println!(
-                "wrote {} events for {} credentials with {} labelled anomalies to {}\n  inventory: {}\n  labels:    {}",
+                "wrote {} events in {} file(s) for {} credentials with {} labelled anomalies to {}\n  inventory: {}\n  labels:    {}",
                 s.events,
+                s.files.len(),
                 s.credentials,
                 s.anomalies,
                 a.out.display(),
