@@ -346,6 +346,10 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
             inject(a, &creds[a.cred], day_start, &mut r, &mut lines);
             let span = lines[before..].iter().map(|l| l.ts_ms);
             a.start = span.clone().min().unwrap_or(day_start);
+            if cloud {
+                // CloudTrail times are whole seconds.
+                a.start -= a.start.rem_euclid(1000);
+            }
             a.end = span.max().unwrap_or(day_start);
         }
         lines.sort_by(|a, b| a.ts_ms.cmp(&b.ts_ms).then_with(|| a.request_id.cmp(&b.request_id)));

@@ -412,3 +412,70 @@ pub(super) fn write_inventory(w: &mut dyn Write, creds: &[Cred]) -> io::Result<(
     }
     csv.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Read;
+
+    use super::super::{SampleFormat, SampleOptions, generate};
+    use crate::ingest::cloudtrail::map_text;
+    use crate::inventory::Inventory;
+
+    /// Every generated record is CloudTrail the ingest maps; the credential
+    /// it maps to is in the inventory; and outside the labelled anomalies,
+    /// every call stays inside its inventory entry (action, tool, model,
+    /// resource, region, validity).
+    #[test]
+    fn records_map_to_inventory_credentials_and_normal_traffic_is_in_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SampleOptions {
+            days: 5,
+            credentials: 24,
+            seed: 9,
+            rate_scale: 0.2,
+            format: SampleFormat::CloudTrail,
+            ..Default::default()
+        };
+        let s = generate(&opts, dir.path()).unwrap();
+        let inv = Inventory::load(&s.inventory).unwrap();
+        let mut rdr = csv::Reader::from_path(&s.labels).unwrap();
+        let labels: Vec<HashMap<String, String>> = rdr.deserialize().map(|r| r.unwrap()).collect();
+        let in_label = |cred: &str, t: i64| {
+            labels.iter().any(|l| {
+                l["credential_id"] == cred
+                    && crate::time::parse_ts(&l["start"]).unwrap() <= t
+                    && t <= crate::time::parse_ts(&l["end"]).unwrap()
+            })
+        };
+        let mut n = 0u64;
+        let mut sessions = 0;
+        for f in &s.files {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()).read_to_string(&mut text).unwrap();
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for r in doc["Records"].as_array().unwrap() {
+                n += 1;
+                let raw = r.to_string();
+                let e = map_text(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+                let c = inv.get(&e.credential_id).unwrap_or_else(|| panic!("not in the inventory: {raw}"));
+                sessions += e.session_id.as_deref().is_some_and(|s| s.contains("/ASIA")) as usize;
+                if in_label(&e.credential_id, e.ts_ms) {
+                    continue;
+                }
+                assert!(!c.is_expired(e.ts_ms), "{raw}");
+                assert!(c.allows_action(e.action.unwrap()), "{raw}");
+                assert!(c.allows_tool(e.tool.as_deref().unwrap()), "{raw}");
+                assert!(e.model.as_deref().is_none_or(|m| c.allows_model(m)), "{raw}");
+                assert!(e.region.as_deref().is_none_or(|r| c.allows_region(r)), "{raw}");
+                if e.provider.as_deref() != Some("bedrock") {
+                    assert!(e.resource.as_deref().is_none_or(|r| c.allows_resource(r)), "{raw}");
+                }
+            }
+        }
+        assert_eq!(n, s.events);
+        assert!(sessions > 0, "roles work with temporary session keys");
+        let kinds: std::collections::BTreeSet<&str> = labels.iter().map(|l| l["kind"].as_str()).collect();
+        assert_eq!(kinds, ["billing_spike", "out_of_scope", "retry_storm", "tool_chaining"].into_iter().collect());
+    }
+}
