@@ -396,13 +396,19 @@ pub(super) fn write_inventory(w: &mut dyn Write, creds: &[Cred]) -> io::Result<(
             _ => ("inference", FAMILIES[BEDROCK].3.to_string(), "bedrock:InvokeModel".to_string(), String::new()),
         };
         let day = |ms: i64| crate::time::day_of(ms);
+        // A role has no key to rotate or expire: its sessions' keys live for hours.
+        let role = c.cloud.as_ref().is_some_and(|x| x.role_arn.is_some());
+        let (created, expires) = match role {
+            true => (String::new(), String::new()),
+            false => (day(c.created_at), c.expires_at.map(day).unwrap_or_default()),
+        };
         csv.write_record([
             c.id.as_str(),
             c.owner.as_deref().unwrap_or(""),
             c.principal.as_str(),
             c.kind,
-            &day(c.created_at),
-            &c.expires_at.map(day).unwrap_or_default(),
+            &created,
+            &expires,
             actions,
             &models,
             &tools,
