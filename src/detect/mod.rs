@@ -274,7 +274,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
                 Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
             });
         }
-        alerts.extend(recon::absorb_into_chains(fold_first_seen(today)));
+        alerts.extend(fold_first_seen(recon::absorb_into_chains(today)));
     }
     if let Some(inv) = &inventory
         && !days.is_empty()

@@ -166,7 +166,9 @@ pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resu
 
 /// Out-of-scope and first-seen alerts of a credential that fall inside its
 /// LLMjacking chain are steps of it: they join the chain's alert (named in
-/// what it observed) instead of standing alone.
+/// what it observed) instead of standing alone. Runs before first-seen
+/// values are folded into other alerts, so the chain's own first-ever calls
+/// stay with it.
 pub(super) fn absorb_into_chains(alerts: Vec<Alert>) -> Vec<Alert> {
     const SLACK_MS: i64 = 10 * 60_000;
     let (mut chains, rest): (Vec<Alert>, Vec<Alert>) =
@@ -187,8 +189,12 @@ pub(super) fn absorb_into_chains(alerts: Vec<Alert>) -> Vec<Alert> {
             .flatten();
         match host {
             Some(c) => {
-                let what = a.finding.replace('_', " ");
-                c.observed = format!("{}; {what} {}", c.observed, a.subject.as_deref().unwrap_or(""));
+                // A first-ever call the chain already lists needs no second mention.
+                let subject = a.subject.as_deref().unwrap_or("");
+                if subject.is_empty() || !c.explanation.contains(subject) {
+                    let what = a.finding.replace('_', " ").replace("first seen", "first-seen");
+                    c.observed = format!("{}; {what} {subject}", c.observed);
+                }
             }
             None => out.push(a),
         }
