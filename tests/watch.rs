@@ -212,12 +212,14 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
     std::fs::copy(&day, dir.path().join("gateway.log")).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics = format!("127.0.0.1:{port}");
+    let (hook_url, posted) = webhook_receiver();
     let inv = inventory.display().to_string();
     let w = Watch::start(
         dir.path(),
         &[
             "-f", "gateway.log", "--lake", "live", "--from-beginning", "--inventory", &inv,
             "--alerts", "alerts.jsonl", "--on-alert", "cat >> hook.jsonl", "--metrics", &metrics,
+            "--webhook", &hook_url,
         ],
     );
     let count = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
@@ -241,6 +243,9 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
     };
     assert_eq!(ids(&read("alerts.jsonl")), batch, "the alerts file");
     assert_eq!(ids(&read("hook.jsonl")), batch, "the --on-alert command");
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(ids(&posted), batch, "the webhook");
+    assert!(posted.iter().all(|p| p["text"].as_str().unwrap().starts_with("[credtrail ")), "chat tools show `text`");
     // The lake's alerts table holds the same alerts for analysts.
     let stored: BTreeSet<String> =
         common::rows_of(&lake.join("alerts")).iter().map(|r| r["alert_id"].as_str().unwrap().to_string()).collect();
@@ -272,6 +277,45 @@ fn reads_stdin_to_its_end() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0]["record"], 51);
     assert_eq!(q[0]["source_file"], "<stdin>");
+}
+
+/// A webhook endpoint on loopback: answers 200 to every POST and keeps the JSON bodies.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            // One or more requests per connection (keep-alive).
+            loop {
+                let mut length = None;
+                let mut line = String::new();
+                let mut any = false;
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    any = true;
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse::<usize>().ok();
+                    }
+                    line.clear();
+                }
+                if !any {
+                    break;
+                }
+                let mut body = vec![0u8; length.unwrap_or(0)];
+                reader.read_exact(&mut body).unwrap();
+                keep.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+            }
+        }
+    });
+    (url, bodies)
 }
 
 /// A plain HTTP/1.1 GET (the metrics endpoint is loopback-only, no TLS).

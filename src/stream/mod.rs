@@ -44,8 +44,9 @@ use tail::{Follower, Position, StartAt};
 pub const STREAM_DIR: &str = "_stream";
 /// Parsed updates queued between the reader and the loop (backpressure beyond).
 const QUEUE: usize = 64;
-/// Shortest time between two detection passes: new events are judged in
-/// groups under load, and within a second of arriving.
+/// Shortest time between two detection passes. Under load a pass also waits
+/// as long as the last one took, so detection never takes more than half the
+/// loop and reading keeps up; new events are judged in larger groups instead.
 const PASS_SPACING: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +220,7 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
     };
     let mut shutdown = Shutdown::new().map_err(io("installing signal handlers"))?;
     let mut tick = tokio::time::interval(opts.poll_interval.min(Duration::from_millis(100)));
-    let mut last_pass = Instant::now() - PASS_SPACING;
+    let mut last_pass = (Instant::now() - PASS_SPACING, Duration::ZERO);
     let mut last_progress = (Instant::now(), 0u64);
     let mut stdin_done = false;
     loop {
@@ -244,9 +245,10 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
             },
             _ = tick.tick() => {}
         }
-        if w.live.pending() && last_pass.elapsed() >= PASS_SPACING {
+        if w.live.pending() && last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1) {
+            let started = Instant::now();
             w.pass().await?;
-            last_pass = Instant::now();
+            last_pass = (Instant::now(), started.elapsed());
         }
         let due = w.pending.since.is_some_and(|t| t.elapsed() >= opts.flush_interval);
         if w.pending.rows >= opts.flush_events || due {
