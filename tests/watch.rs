@@ -181,17 +181,17 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
     let sample = dir.path().join("sample");
     generate_sample(&sample, 7, &["--days", "4", "--credentials", "30"]);
     let logs = sample.join("logs");
-    let history: Vec<PathBuf> = ["02", "03", "04"].iter().map(|d| logs.join(format!("gateway-2026-11-{d}.jsonl"))).collect();
-    let day = logs.join("gateway-2026-11-05.jsonl");
+    let history: Vec<PathBuf> = ["02", "03"].iter().map(|d| logs.join(format!("gateway-2026-11-{d}.jsonl"))).collect();
+    // Two days streamed: the second starts mid-stream, with a baseline learned from the first.
+    let replay: Vec<PathBuf> = ["04", "05"].iter().map(|d| logs.join(format!("gateway-2026-11-{d}.jsonl"))).collect();
     let inventory = sample.join("inventory.csv");
 
     // Batch: the whole week ingested, the last day detected.
     let batch_lake = dir.path().join("batch");
-    let mut all: Vec<&Path> = history.iter().map(PathBuf::as_path).collect();
-    all.push(&day);
+    let all: Vec<&Path> = history.iter().chain(&replay).map(PathBuf::as_path).collect();
     common::ingest(&batch_lake, &all, &[]);
     let out = credtrail()
-        .args(["detect", "--date", "2026-11-05", "-o", "jsonl", "--lake"])
+        .args(["detect", "--from", "2026-11-04", "--to", "2026-11-05", "-o", "jsonl", "--lake"])
         .arg(&batch_lake)
         .arg("--inventory")
         .arg(&inventory)
@@ -209,7 +209,8 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
     // Stream: the history ingested, the last day replayed through watch.
     let lake = dir.path().join("live");
     common::ingest(&lake, &history.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &[]);
-    std::fs::copy(&day, dir.path().join("gateway.log")).unwrap();
+    let text: String = replay.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    common::write(&dir.path().join("gateway.log"), &text);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics = format!("127.0.0.1:{port}");
     let (hook_url, posted) = webhook_receiver();
@@ -223,7 +224,7 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
         ],
     );
     let count = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
-    let lines = count(&day);
+    let lines = text.lines().count();
     let total = lines + history.iter().map(|p| count(p)).sum::<usize>();
     wait_for(&w, "every line committed", || request_ids(&lake).len() == total);
     wait_for(&w, "the alerts", || w.alerts().len() >= batch.len());

@@ -112,8 +112,24 @@ impl Live {
         }
     }
 
-    /// Adds new events (and the secrets found in their lines), opening days as needed.
-    pub async fn add(&mut self, events: &RecordBatch, exposures: &[ExposureRow]) -> Result<(), DetectError> {
+    /// Adds new events (and the secrets found in their lines), opening days
+    /// as needed. `committed` says they are in the lake already: a day opened
+    /// now is seeded with them, so they are not added twice.
+    pub async fn add(&mut self, updates: &[(RecordBatch, Vec<ExposureRow>)], committed: bool) -> Result<(), DetectError> {
+        let mut opened = HashSet::new();
+        for (events, exposures) in updates {
+            self.add_one(events, exposures, committed, &mut opened).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_one(
+        &mut self,
+        events: &RecordBatch,
+        exposures: &[ExposureRow],
+        committed: bool,
+        opened: &mut HashSet<String>,
+    ) -> Result<(), DetectError> {
         for (day, part) in day_parts(events) {
             let newest = self.days.keys().next_back().cloned();
             if !self.days.contains_key(&day) {
@@ -121,8 +137,9 @@ impl Live {
                     self.late_events += part.num_rows() as u64;
                     continue;
                 }
-                let opened = self.open_day(&day).await?;
-                self.days.insert(day.clone(), opened);
+                let seeded = self.open_day(&day).await?;
+                self.days.insert(day.clone(), seeded);
+                opened.insert(day.clone());
                 while self.days.len() > LIVE_DAYS {
                     let (old, _) = self.days.pop_first().expect("more than LIVE_DAYS days");
                     tracing::info!(day = %old, "no longer judging a day live; the batch job covers it");
@@ -131,6 +148,9 @@ impl Live {
                     self.late_events += part.num_rows() as u64;
                     continue;
                 }
+            }
+            if committed && opened.contains(&day) {
+                continue;
             }
             let d = self.days.get_mut(&day).expect("day was just opened");
             d.touched.extend(credentials(&part));
@@ -143,6 +163,9 @@ impl Live {
         let rows: Vec<&ExposureRow> = exposures.iter().filter(|e| e.ts_ms.is_some()).collect();
         for e in rows {
             let day = crate::time::day_of(e.ts_ms.expect("filtered"));
+            if committed && opened.contains(&day) {
+                continue;
+            }
             if let Some(d) = self.days.get_mut(&day) {
                 d.exposures.push(secrets::exposures_batch(std::slice::from_ref(e)));
                 d.touched.extend(e.credential_id.clone());

@@ -308,42 +308,42 @@ struct Watcher {
 
 impl Watcher {
     async fn take(&mut self, u: Update) -> Result<(), StreamError> {
+        // A new live day learns its baseline from the days before it and is
+        // seeded from the lake, so everything read so far (this update too)
+        // is committed first, with the positions after it.
+        let opens_day = u.parsed.iter().any(|p| p.events.num_rows() > 0 && !self.live.new_days(&p.events).is_empty());
+        let mut live = Vec::with_capacity(u.parsed.len());
         for p in u.parsed {
-            self.take_parsed(p).await?;
+            self.summary.lines += p.read;
+            self.summary.events += p.ingested;
+            self.summary.quarantined += p.quarantine.len() as u64;
+            self.summary.redacted += p.exposures.len() as u64;
+            self.metrics.lines.inc_by(p.read);
+            self.metrics.events.inc_by(p.ingested);
+            self.metrics.quarantined.inc_by(p.quarantine.len() as u64);
+            self.metrics.redacted.inc_by(p.exposures.len() as u64);
+            if p.events.num_rows() > 0 || !p.exposures.is_empty() {
+                live.push((p.events.clone(), p.exposures.clone()));
+            }
+            self.pending.rows += p.events.num_rows();
+            if p.events.num_rows() > 0 {
+                self.pending.events.push(p.events);
+            }
+            self.pending.quarantine.extend(p.quarantine);
+            self.pending.exposures.extend(p.exposures);
         }
         if let Some(p) = u.positions {
             self.positions = p;
         }
         self.pending.since.get_or_insert_with(Instant::now);
-        Ok(())
-    }
-
-    async fn take_parsed(&mut self, p: Parsed) -> Result<(), StreamError> {
-        self.summary.lines += p.read;
-        self.summary.events += p.ingested;
-        self.summary.quarantined += p.quarantine.len() as u64;
-        self.summary.redacted += p.exposures.len() as u64;
-        self.metrics.lines.inc_by(p.read);
-        self.metrics.events.inc_by(p.ingested);
-        self.metrics.quarantined.inc_by(p.quarantine.len() as u64);
-        self.metrics.redacted.inc_by(p.exposures.len() as u64);
-        if p.events.num_rows() > 0 {
-            // A new live day is seeded from the lake: commit first so the seed is whole.
-            if !self.live.new_days(&p.events).is_empty() && !self.pending.is_empty() {
-                self.flush().await?;
-            }
-            let late = self.live.late_events;
-            self.live.add(&p.events, &p.exposures).await?;
-            self.metrics.late_events.inc_by(self.live.late_events - late);
-            self.summary.late_events = self.live.late_events;
-            self.metrics.live_events.set(self.live.rows() as i64);
+        if opens_day {
+            self.flush().await?;
         }
-        self.pending.rows += p.events.num_rows();
-        if p.events.num_rows() > 0 {
-            self.pending.events.push(p.events);
-        }
-        self.pending.quarantine.extend(p.quarantine);
-        self.pending.exposures.extend(p.exposures);
+        let late = self.live.late_events;
+        self.live.add(&live, opens_day).await?;
+        self.metrics.late_events.inc_by(self.live.late_events - late);
+        self.summary.late_events = self.live.late_events;
+        self.metrics.live_events.set(self.live.rows() as i64);
         Ok(())
     }
 
