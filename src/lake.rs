@@ -199,6 +199,18 @@ impl Lake {
     }
 }
 
+impl Lake {
+    /// Drops the record of a finished commit that took no input files (a
+    /// watcher's micro-batch): its files are in place and nothing is left for
+    /// recovery to do with it, and a watcher commits thousands a day.
+    pub fn forget(&self, c: &Commit) -> Result<(), LakeError> {
+        if c.sources.is_empty() {
+            remove_if_present(&self.root.join(COMMITS).join(format!("{}.json", c.run_id)))?;
+        }
+        Ok(())
+    }
+}
+
 /// A run's unit of atomicity. Dropping it without [`Txn::commit`] leaves only
 /// staged files, which the next [`Lake::begin`] removes.
 pub struct Txn {

@@ -6,7 +6,8 @@
 //! [`lake`] commits Parquet files atomically into a hive-partitioned lake that
 //! [`sql`] exposes to DataFusion. [`baseline`] learns what is normal for each
 //! credential, [`detect`] scores days against it into [`alert`]s, and
-//! [`eval`] measures detection against labelled anomalies.
+//! [`eval`] measures detection against labelled anomalies. [`stream`] does
+//! the same live: it follows logs, alerts within a second and feeds the lake.
 
 pub mod alert;
 pub mod baseline;
@@ -22,5 +23,6 @@ pub mod schema;
 pub mod secrets;
 pub mod shell;
 pub mod sql;
+pub mod stream;
 pub mod suppress;
 pub mod time;

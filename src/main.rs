@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use credtrail::{alert, baseline, detect, eval, flight, ingest, inventory, sample, shell, sql, suppress};
+use credtrail::{alert, baseline, detect, eval, flight, ingest, inventory, sample, shell, sql, stream, suppress};
 
 /// Exit status when a run finished but quarantined records or failed files.
 const EXIT_QUARANTINED: u8 = 3;
@@ -51,6 +51,12 @@ enum Command {
     /// Tables: events, alerts, secret_exposures, quarantine, credentials (with
     /// --inventory) and the detector_<name> views; \dt in the shell lists them.
     Sql(SqlArgs),
+    /// Follow gateway logs live: alert within a second, commit events to the lake exactly once.
+    ///
+    /// Alerts are printed on stdout (one JSON object per line) and sent to the
+    /// sinks; progress goes to stderr. Runs until SIGINT/SIGTERM, then commits
+    /// what is pending; a restart resumes after the last committed line.
+    Watch(WatchArgs),
     /// Serve the same tables over Arrow Flight SQL (for BI tools and ADBC/JDBC clients) until Ctrl-C.
     ///
     /// Read-only and without authentication: listens on loopback unless --allow-remote.
@@ -210,6 +216,89 @@ enum AlertFormat {
 }
 
 #[derive(Args)]
+struct WatchArgs {
+    /// Files or glob patterns to follow (quote globs); `-` reads stdin.
+    #[arg(long = "follow", short = 'f', value_name = "PATH", required = true, num_args = 1..)]
+    follow: Vec<String>,
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// Names this watcher's checkpoint in the lake (two watchers of one lake need two names).
+    #[arg(long, default_value = "watch")]
+    name: String,
+    /// Read files already there at the first start from their beginning (default: only what is written from now on).
+    #[arg(long)]
+    from_beginning: bool,
+    /// The credential inventory (CSV or TOML): enables out-of-scope checks.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// A field-mapping TOML for another log source (repeatable).
+    #[arg(long = "mapping", value_name = "FILE")]
+    mappings: Vec<PathBuf>,
+    /// Read every line as this format instead of detecting it.
+    #[arg(long)]
+    format: Option<String>,
+    /// Commit to the lake once this many events are pending…
+    #[arg(long, default_value_t = 100_000)]
+    flush_events: usize,
+    /// …or once the oldest pending event is this old (e.g. 500ms, 10s, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    flush_interval: std::time::Duration,
+    /// How often files are checked for new lines.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    poll_interval: std::time::Duration,
+    /// Also append alerts to this file (JSON lines, or OCSF with -o ocsf).
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+    /// POST each alert as JSON (with a chat-friendly `text` field) to this URL (repeatable).
+    #[arg(long, value_name = "URL")]
+    webhook: Vec<String>,
+    /// Run this shell command for each alert, with its JSON on stdin and
+    /// CREDTRAIL_ALERT_ID, CREDTRAIL_CREDENTIAL_ID, CREDTRAIL_SEVERITY, CREDTRAIL_DETECTOR set.
+    #[arg(long, value_name = "COMMAND")]
+    on_alert: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// How often progress is logged on stderr.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    progress_every: std::time::Duration,
+    /// A directory of <name>.sql files replacing built-in detector queries.
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// A suppression file (TOML).
+    #[arg(long, value_name = "FILE")]
+    suppress: Option<PathBuf>,
+    /// Days of history a baseline covers when watch learns one.
+    #[arg(long, default_value_t = 28)]
+    baseline_days: u32,
+    /// Tool categories and dangerous chains (TOML) instead of the built-in ones.
+    #[arg(long, value_name = "FILE")]
+    tool_categories: Option<PathBuf>,
+    /// How alerts are printed: JSON lines or OCSF Detection Findings.
+    #[arg(short, long, value_enum, default_value_t = StreamFormat::Jsonl)]
+    output: StreamFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StreamFormat {
+    Jsonl,
+    Ocsf,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 5s, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[derive(Args)]
 struct BaselineArgs {
     #[arg(long, default_value = "lake")]
     lake: PathBuf,
@@ -311,7 +400,9 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // A watcher's progress is worth seeing by default; other commands keep stderr quiet.
+    let watching = matches!(cli.command, Command::Watch(_));
+    init_tracing(cli.verbose + u8::from(watching));
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -470,6 +561,45 @@ fn run(command: Command) -> Result<ExitCode> {
             };
             let mut sh = shell::Shell::open(opts)?;
             sh.run(shell::Input::choose(a.command, a.file), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch(a) => {
+            let suppressions = a.suppress.as_deref().map(suppress::Suppressions::load).transpose()?;
+            let output = match a.output {
+                StreamFormat::Jsonl => stream::sinks::AlertFormat::Jsonl,
+                StreamFormat::Ocsf => stream::sinks::AlertFormat::Ocsf,
+            };
+            let opts = stream::WatchOptions {
+                follow: a.follow,
+                lake: a.lake,
+                name: a.name,
+                from_beginning: a.from_beginning,
+                mappings: a.mappings,
+                format: a.format,
+                inventory: a.inventory,
+                queries: a.queries,
+                tool_categories: a.tool_categories,
+                suppressions,
+                baseline_days: a.baseline_days,
+                flush_events: a.flush_events.max(1),
+                flush_interval: a.flush_interval,
+                poll_interval: a.poll_interval,
+                output,
+                sinks: stream::sinks::SinkOptions { file: a.alerts, webhooks: a.webhook, command: a.on_alert },
+                metrics: a.metrics,
+                progress_every: a.progress_every,
+            };
+            let s = tokio::runtime::Runtime::new()?.block_on(stream::watch(opts))?;
+            eprintln!(
+                "watch stopped: {} lines, {} events, {} quarantined, {} secrets redacted, {} alerts, {} commits{}",
+                s.lines,
+                s.events,
+                s.quarantined,
+                s.redacted,
+                s.alerts,
+                s.flushes,
+                if s.late_events > 0 { format!(", {} events too late to judge live", s.late_events) } else { String::new() }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {

@@ -215,55 +215,93 @@ fn day_list(from: &str, to: &str) -> Result<Vec<String>, DetectError> {
     Ok(a.iter_days().take_while(|d| *d <= b).map(|d| d.format("%Y-%m-%d").to_string()).collect())
 }
 
-fn previous_day(day: &str) -> Result<String, DetectError> {
+pub(crate) fn previous_day(day: &str) -> Result<String, DetectError> {
     Ok((parse_day(day)? - chrono::Days::new(1)).format("%Y-%m-%d").to_string())
 }
 
-/// Runs every detector over the days and replaces those days' alerts in the lake.
-pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
-    day_list(&opts.from, &opts.to)?;
-    // Only days with events: a lake with one stray record from 1970 must not
-    // make a whole-lake run walk fifty years.
-    let days = event_days(&opts.lake, &opts.from, &opts.to).await?;
-    let inventory = opts.inventory.as_deref().map(Inventory::load).transpose()?;
-    let categories = match &opts.tool_categories {
-        Some(path) => ToolCategories::load(path)?,
-        None => ToolCategories::builtin(),
-    };
-    let mut alerts = Vec::new();
-    let mut skipped = Vec::new();
-    let mut learned = Vec::new();
-    let mut baselines = Vec::new();
-    for d in DETECTORS.iter().filter(|d| d.needs_inventory && inventory.is_none()) {
-        skipped.push((d.name.to_string(), "needs a credential inventory (--inventory)".to_string()));
+/// The detectors of a run, ready to judge days: their resolved queries, the
+/// inventory and tool categories. Batch `detect` and streaming `watch` judge
+/// a day through the same engine, so they raise the same alerts.
+pub struct Engine {
+    plans: Vec<Plan>,
+    inventory: Option<Inventory>,
+    categories: ToolCategories,
+}
+
+impl Engine {
+    pub fn new(
+        queries: Option<&Path>,
+        inventory: Option<&Path>,
+        tool_categories: Option<&Path>,
+    ) -> Result<Engine, DetectError> {
+        let inventory = inventory.map(Inventory::load).transpose()?;
+        let categories = match tool_categories {
+            Some(path) => ToolCategories::load(path)?,
+            None => ToolCategories::builtin(),
+        };
+        Ok(Engine { plans: plan(queries)?, inventory, categories })
     }
-    let plans = plan(opts.queries.as_deref())?;
-    for day in &days {
-        let until = previous_day(day)?;
-        let mut have = baseline::versions(&opts.lake).contains(&until);
-        if !have || baseline::is_stale(&opts.lake, &until) {
-            let o = BaselineOptions { lake: opts.lake.clone(), until: until.clone(), days: opts.baseline_days };
-            match baseline::learn(&o).await {
-                Ok(_) => {
-                    learned.push(until.clone());
-                    have = true;
-                }
-                // The first day of a lake has no history: everything is in cold start.
-                Err(BaselineError::NoHistory(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // A fresh session per day: the model tables just learned must be listed.
-        let ctx = sql::context(&opts.lake).await?;
-        if let Some(inv) = &inventory {
+
+    pub fn inventory(&self) -> Option<&Inventory> {
+        self.inventory.as_ref()
+    }
+
+    /// Detectors that cannot run, and why.
+    pub fn skipped(&self) -> Vec<(String, String)> {
+        let why = "needs a credential inventory (--inventory)".to_string();
+        self.plans
+            .iter()
+            .filter(|d| d.needs_inventory && self.inventory.is_none())
+            .map(|d| (d.name.clone(), why.clone()))
+            .collect()
+    }
+
+    /// A session over the lake with the inventory registered as `credentials`.
+    pub async fn session(&self, lake: &Path) -> Result<datafusion::prelude::SessionContext, DetectError> {
+        let ctx = sql::context(lake).await?;
+        if let Some(inv) = &self.inventory {
             sql::register_inventory(&ctx, inv)?;
         }
-        let base = if have { Some(baseline::load(&ctx, &opts.lake, &until).await?) } else { None };
-        baselines.push((day.clone(), base.as_ref().map(|b| b.until.clone())));
-        let cx = Context { baseline: base.as_ref(), categories: &categories };
+        Ok(ctx)
+    }
+
+    /// Makes sure the baseline judging `day` (version `day - 1`) exists and
+    /// is current, learning it when missing or stale. Returns the version, or
+    /// `None` when the lake has no history before the day (cold start), and
+    /// whether it was learned now.
+    pub async fn prepare_baseline(
+        &self,
+        lake: &Path,
+        day: &str,
+        baseline_days: u32,
+    ) -> Result<(Option<String>, bool), DetectError> {
+        let until = previous_day(day)?;
+        if baseline::versions(lake).contains(&until) && !baseline::is_stale(lake, &until) {
+            return Ok((Some(until), false));
+        }
+        let o = BaselineOptions { lake: lake.to_path_buf(), until: until.clone(), days: baseline_days };
+        match baseline::learn(&o).await {
+            Ok(_) => Ok((Some(until), true)),
+            // The first day of a lake has no history: everything is in cold start.
+            Err(BaselineError::NoHistory(_)) => Ok((None, false)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every detector's alerts for `day` in `ctx`, whose `events` may be the
+    /// lake's or any table of the same columns (the stream's live day),
+    /// judged against `base`. First-seen values are folded into the alerts they belong to.
+    pub async fn judge_day(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        day: &str,
+        base: Option<&Baseline>,
+    ) -> Result<Vec<Alert>, DetectError> {
+        let until = previous_day(day)?;
+        let cx = Context { baseline: base, categories: &self.categories };
         let mut today = Vec::new();
-        for d in &plans {
-            if d.needs_inventory && inventory.is_none() {
+        for d in &self.plans {
+            if d.needs_inventory && self.inventory.is_none() {
                 continue;
             }
             let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
@@ -274,9 +312,35 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
                 Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
             });
         }
-        alerts.extend(fold_first_seen(recon::absorb_into_chains(today)));
+        Ok(fold_first_seen(recon::absorb_into_chains(today)))
     }
-    if let Some(inv) = &inventory
+}
+
+/// Runs every detector over the days and replaces those days' alerts in the lake.
+pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
+    day_list(&opts.from, &opts.to)?;
+    // Only days with events: a lake with one stray record from 1970 must not
+    // make a whole-lake run walk fifty years.
+    let days = event_days(&opts.lake, &opts.from, &opts.to).await?;
+    let engine = Engine::new(opts.queries.as_deref(), opts.inventory.as_deref(), opts.tool_categories.as_deref())?;
+    let mut alerts = Vec::new();
+    let mut learned = Vec::new();
+    let mut baselines = Vec::new();
+    for day in &days {
+        let (version, fresh) = engine.prepare_baseline(&opts.lake, day, opts.baseline_days).await?;
+        if fresh {
+            learned.extend(version.clone());
+        }
+        // A fresh session per day: the model tables just learned must be listed.
+        let ctx = engine.session(&opts.lake).await?;
+        let base = match &version {
+            Some(until) => Some(baseline::load(&ctx, &opts.lake, until).await?),
+            None => None,
+        };
+        baselines.push((day.clone(), version));
+        alerts.extend(engine.judge_day(&ctx, day, base.as_ref()).await?);
+    }
+    if let Some(inv) = engine.inventory()
         && !days.is_empty()
     {
         let usage = sql::credential_usage(&opts.lake).await?;
@@ -290,6 +354,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         b.severity.cmp(&a.severity).then(a.window_start_ms.cmp(&b.window_start_ms)).then(a.alert_id.cmp(&b.alert_id))
     });
     write_alerts(&opts.lake, &opts.from, &opts.to, &days, &alerts)?;
+    let skipped = engine.skipped();
     Ok(DetectReport { alerts, from: opts.from.clone(), to: opts.to.clone(), days, skipped, learned, baselines })
 }
 
@@ -406,15 +471,23 @@ fn write_alerts(root: &Path, from: &str, to: &str, days: &[String], alerts: &[Al
         }
     }
     for day in &all {
-        let dir = format!("{}/date={day}", lake::ALERTS);
-        txn.replace(lake::committed_files(&lake, &dir, "parquet"));
-        if let Some(list) = by_day.get(day) {
-            let rel = txn.reserve(&dir, "parquet");
-            let batch = alert::to_batch(list);
-            lake::write_parquet_staged(&lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
-        }
+        stage_day_alerts(&txn, day, by_day.get(day).map_or(&[], Vec::as_slice))?;
     }
     txn.commit(Vec::new())?;
+    Ok(())
+}
+
+/// Stages `alerts` as the whole of `day`'s alerts: whatever the day holds
+/// now (from any run) is replaced when `txn` commits.
+pub(crate) fn stage_day_alerts(txn: &lake::Txn, day: &str, alerts: &[Alert]) -> Result<(), DetectError> {
+    let lake = txn.lake();
+    let dir = format!("{}/date={day}", lake::ALERTS);
+    txn.replace(lake::committed_files(lake, &dir, "parquet"));
+    if !alerts.is_empty() {
+        let rel = txn.reserve(&dir, "parquet");
+        let batch = alert::to_batch(alerts);
+        lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+    }
     Ok(())
 }
 

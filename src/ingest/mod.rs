@@ -431,16 +431,26 @@ impl<'t> Sink<'t> {
     }
 
     fn push(&self, mut out: Output) -> Result<(), IngestError> {
-        if !out.quarantine.is_empty() {
-            self.write_quarantine(&out.quarantine)?;
+        let events = if out.events.is_empty() { None } else { Some(out.events.finish()) };
+        self.push_parts(events.as_ref(), &out.quarantine, &mut out.exposures)
+    }
+
+    fn push_parts(
+        &self,
+        events: Option<&RecordBatch>,
+        quarantine: &[QuarantineEntry],
+        exposures: &mut Vec<ExposureRow>,
+    ) -> Result<(), IngestError> {
+        if !quarantine.is_empty() {
+            self.write_quarantine(quarantine)?;
         }
-        if !out.exposures.is_empty() {
-            self.exposures.lock().expect("sink lock").append(&mut out.exposures);
+        if !exposures.is_empty() {
+            self.exposures.lock().expect("sink lock").append(exposures);
         }
-        if out.events.is_empty() {
+        let Some(events) = events.filter(|b| b.num_rows() > 0) else {
             return Ok(());
-        }
-        for (day, part) in lake::split_by_day(&out.events.finish())? {
+        };
+        for (day, part) in lake::split_by_day(events)? {
             let full = {
                 let mut b = self.buffers.lock().expect("sink lock");
                 let rows = part.num_rows();
@@ -942,4 +952,101 @@ fn detect_in_lines(bytes: &[u8], formats: &Formats) -> Option<Format> {
         .take(1000)
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
         .find_map(|v| formats.detect(&v))
+}
+
+/// Ingest's per-line transform — redact, detect the format, parse, map or
+/// quarantine — for sources that arrive as lines over time (`watch`).
+pub struct LineParser {
+    formats: Formats,
+    forced: Option<Format>,
+}
+
+/// A followed file's format, once [`LineParser::detect`] has recognised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineFormat(Format);
+
+/// What a run of lines became.
+pub struct Parsed {
+    /// Events, in line order (empty when none).
+    pub events: RecordBatch,
+    pub quarantine: Vec<QuarantineEntry>,
+    pub exposures: Vec<ExposureRow>,
+    pub read: u64,
+    pub ingested: u64,
+}
+
+impl LineParser {
+    pub fn new(mappings: &[PathBuf], format: Option<&str>) -> Result<LineParser, IngestError> {
+        // The shipped Bedrock pricing (`watch` follows gateway logs, which state their cost).
+        let formats = Formats::load(mappings, None)?;
+        let forced = match format {
+            Some(name) => Some(
+                formats.by_name(name).ok_or_else(|| IngestError::UnknownFormat(name.to_string(), formats.names()))?,
+            ),
+            None => None,
+        };
+        Ok(LineParser { formats, forced })
+    }
+
+    /// The format of a file from its first complete lines (or the forced one).
+    pub fn detect(&self, lines: &[u8]) -> Option<LineFormat> {
+        self.forced.or_else(|| detect_in_lines(lines, &self.formats)).map(LineFormat)
+    }
+
+    pub fn format_name(&self, f: LineFormat) -> &str {
+        self.formats.name(f.0)
+    }
+
+    /// Parses complete lines (`first_line` is the 1-based number of the first).
+    /// `format` is `None` while a file's format is unknown: its lines are quarantined.
+    pub fn parse(&self, format: Option<LineFormat>, file: &str, run_id: &str, chunk: &source::Chunk) -> Parsed {
+        let ctx = FileCtx { formats: &self.formats, format: format.map(|f| f.0), file, run_id };
+        parsed(ctx.lines(chunk))
+    }
+
+    /// Quarantines a line too long to hold, from its head.
+    pub fn oversized(&self, format: Option<LineFormat>, file: &str, run_id: &str, line: u64, head: &[u8]) -> Parsed {
+        let ctx = FileCtx { formats: &self.formats, format: format.map(|f| f.0), file, run_id };
+        let mut out = Output::new();
+        out.read += 1;
+        let text = String::from_utf8_lossy(head);
+        let red = secrets::redact(&text);
+        let reason = format!("line longer than {} MiB", source::MAX_LINE_BYTES >> 20);
+        ctx.quarantine(&mut out, Some(line), reason, &red.text);
+        parsed(out)
+    }
+}
+
+fn parsed(mut out: Output) -> Parsed {
+    Parsed {
+        events: out.events.finish(),
+        quarantine: out.quarantine,
+        exposures: out.exposures,
+        read: out.read,
+        ingested: out.ingested,
+    }
+}
+
+/// Stages events, quarantined records and secret exposures into a run, the
+/// way ingest does: events split by day, sorted, written as Parquet.
+pub struct LakeWriter<'t>(Sink<'t>);
+
+impl<'t> LakeWriter<'t> {
+    pub fn new(txn: &'t Txn) -> Self {
+        LakeWriter(Sink::new(txn))
+    }
+
+    pub fn push(
+        &self,
+        events: &RecordBatch,
+        quarantine: &[QuarantineEntry],
+        exposures: &[ExposureRow],
+    ) -> Result<(), IngestError> {
+        self.0.push_parts(Some(events), quarantine, &mut exposures.to_vec())
+    }
+
+    /// Writes what is buffered; returns the days that received events.
+    pub fn finish(self) -> Result<Vec<String>, IngestError> {
+        self.0.finish()
+    }
 }

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Streaming benchmark for `credtrail watch`: sustained throughput and alert latency.
+
+Two measurements, each against a real `credtrail watch` process following a
+real file:
+
+  throughput  a file is appended at full speed with N gateway lines (a sample
+              day, repeated with fresh request ids); events/s is N over the
+              time until the watcher's metrics endpoint counts all N events
+              committed, i.e. parsed, judged live and written to the lake.
+              Pinned to one core with `taskset -c 0` when available.
+
+  latency     background traffic at a steady rate, and every --attack-every
+              seconds one use of an expired credential (an out-of-scope alert
+              that a single line completes). Latency is the time from that
+              line's write (after flush) to its alert on the watcher's stdout.
+
+Usage: benches/stream.py --bin target/release/credtrail [--events 1000000]
+Prints a table and, with --json FILE, writes the figures as JSON.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def metric(port, name):
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def peak_rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def prepare(bin_, work, credentials, seed):
+    """A sample with two days of history ingested; returns (lake, inventory, live-day lines)."""
+    sample = os.path.join(work, "sample")
+    run([bin_, "sample", "--days", "3", "--credentials", str(credentials), "--seed", str(seed), "--out", sample])
+    logs = sorted(os.path.join(sample, "logs", f) for f in os.listdir(os.path.join(sample, "logs")))
+    lake = os.path.join(work, "lake")
+    subprocess.run([bin_, "ingest", *logs[:-1], "--lake", lake, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    run([bin_, "baseline", "--lake", lake])
+    with open(logs[-1]) as f:
+        day = [json.loads(l) for l in f if l.strip()]
+    return lake, os.path.join(sample, "inventory.csv"), day
+
+
+def start_watch(bin_, work, lake, log, port, extra, pin, keep_stdout=False):
+    cmd = [bin_, "watch", "-f", log, "--lake", lake, "--from-beginning", "--metrics", f"127.0.0.1:{port}",
+           "--flush-interval", "1s", "--progress-every", "5s", *extra]
+    if pin and shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    err = open(os.path.join(work, "watch.err"), "w")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL, stderr=err, text=True,
+                         bufsize=1)
+    deadline = time.time() + 120
+    while metric(port, "credtrail_watch_files") is None:
+        if time.time() > deadline or p.poll() is not None:
+            sys.exit(f"watch did not start; see {work}/watch.err")
+        time.sleep(0.1)
+    return p
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=120)
+
+
+def throughput(bin_, work, lake, day, n, pin):
+    lake = lake + "-throughput"
+    shutil.copytree(lake[: -len("-throughput")], lake)
+    log = os.path.join(work, "throughput.log")
+    open(log, "w").close()
+    port = free_port()
+    p = start_watch(bin_, work, lake, log, port, ["--flush-events", "200000"], pin)
+    lines = []
+    for i in range(n):
+        e = dict(day[i % len(day)])
+        e["request_id"] = f"tp_{i:09d}"
+        lines.append(json.dumps(e, separators=(",", ":")))
+    data = ("\n".join(lines) + "\n").encode()
+    mb = len(data) / 1e6
+    started = time.perf_counter()
+    with open(log, "ab") as f:
+        for k in range(0, len(data), 1 << 20):
+            f.write(data[k : k + (1 << 20)])
+            f.flush()
+    written = time.perf_counter() - started
+    while (metric(port, "credtrail_watch_flushed_events_total") or 0) < n:
+        if p.poll() is not None:
+            sys.exit(f"watch exited; see {work}/watch.err")
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    # taskset execs the watcher, so the pid is the watcher's either way.
+    rss = peak_rss_kb(p.pid)
+    stop(p)
+    return {"events": n, "mb": round(mb, 1), "write_seconds": round(written, 2), "seconds": round(seconds, 2),
+            "events_per_sec": round(n / seconds), "peak_rss_mb": round(rss / 1024) if rss else None}
+
+
+def latency(bin_, work, lake, inventory, day, rate, seconds, attack_every):
+    inv = os.path.join(work, "inventory-bench.csv")
+    attacks = int(seconds / attack_every)
+    with open(inventory) as f:
+        header = f.readline()
+        body = f.read()
+    with open(inv, "w") as f:
+        f.write(header + body)
+        for i in range(attacks):
+            f.write(f"key_EXPIRED{i:05d},bench@example.com,app:bench,api_key,2025-01-01,2025-06-01,inference,gpt-*,,,\n")
+    log = os.path.join(work, "latency.log")
+    open(log, "w").close()
+    port = free_port()
+    p = start_watch(bin_, work, lake, log, port, ["--inventory", inv], pin=False, keep_stdout=True)
+    arrivals = {}
+
+    def read():
+        for line in p.stdout:
+            t = time.perf_counter()
+            a = json.loads(line)
+            for rid in a.get("evidence", []):
+                if rid.startswith("attack_"):
+                    arrivals.setdefault(rid, t)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    written = {}
+    f = open(log, "a")
+    started = time.perf_counter()
+    sent = 0
+    next_attack = started + attack_every
+    i = 0
+    while time.perf_counter() - started < seconds:
+        due = int((time.perf_counter() - started) * rate)
+        while sent < due:
+            e = dict(day[sent % len(day)])
+            e["request_id"] = f"bg_{sent:09d}"
+            f.write(json.dumps(e, separators=(",", ":")) + "\n")
+            sent += 1
+        now = time.perf_counter()
+        if now >= next_attack and i < attacks:
+            e = dict(day[sent % len(day)])
+            e.update(credential_id=f"key_EXPIRED{i:05d}", request_id=f"attack_{i:05d}", principal="app:bench",
+                     action="inference", model="gpt-4o", tool=None, resource=None, status=200, error_code=None)
+            f.write(json.dumps(e, separators=(",", ":")) + "\n")
+            f.flush()
+            written[f"attack_{i:05d}"] = time.perf_counter()
+            i += 1
+            next_attack += attack_every
+        f.flush()
+        time.sleep(0.005)
+    f.close()
+    time.sleep(3)
+    stop(p)
+    reader.join(timeout=5)
+    lat = sorted(arrivals[k] - written[k] for k in written if k in arrivals)
+    missed = len(written) - len(lat)
+    if not lat:
+        return {"attacks": len(written), "alerted": 0}
+    q = lambda p_: lat[min(len(lat) - 1, int(p_ * len(lat)))]
+    return {"attacks": len(written), "alerted": len(lat), "missed": missed, "background_events_per_sec": rate,
+            "p50_ms": round(q(0.50) * 1000), "p99_ms": round(q(0.99) * 1000), "max_ms": round(lat[-1] * 1000),
+            "mean_ms": round(statistics.mean(lat) * 1000)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="target/release/credtrail")
+    ap.add_argument("--events", type=int, default=1_000_000, help="lines for the throughput run")
+    ap.add_argument("--credentials", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--rate", type=int, default=2000, help="background events/s during the latency run")
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--attack-every", type=float, default=0.25)
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the throughput run to one core")
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = ap.parse_args()
+    bin_ = os.path.abspath(a.bin)
+    work = tempfile.mkdtemp(prefix="credtrail-stream-")
+    try:
+        lake, inventory, day = prepare(bin_, work, a.credentials, a.seed)
+        tp = throughput(bin_, work, lake, day, a.events, not a.no_pin)
+        lat = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every)
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"throughput: {tp['events']} events ({tp['mb']} MB) in {tp['seconds']} s = {tp['events_per_sec']} events/s"
+          f" on {'one core' if not a.no_pin else 'all cores'}, peak RSS {tp['peak_rss_mb']} MB")
+    print(f"latency: {lat.get('alerted')}/{lat['attacks']} attacks alerted at {a.rate} background events/s;"
+          f" p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"throughput": tp, "latency": lat}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+//! Incremental detection: the batch detectors, judged again over the live
+//! day each time new events arrive.
+//!
+//! Each day being watched keeps its events in memory (seeded from the lake,
+//! so a restart loses no context) with its baseline (version `day - 1`, the
+//! one batch `detect` uses). A pass runs the same engine as `detect` over the
+//! events of the credentials that received new ones, so a credential's alerts
+//! are always those the batch job would raise over the same events: parity by
+//! construction, not by a second implementation. Only the two newest days are
+//! kept; older events still reach the lake but are left to the batch job.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::compute::{cast, concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use crate::alert::{self, Alert};
+use crate::baseline::{self, Baseline};
+use crate::detect::{DetectError, Engine};
+use crate::schema::{col, event_schema};
+use crate::secrets::{self, ExposureRow};
+use crate::sql::SqlError;
+use crate::suppress::Suppressions;
+
+/// Days judged live: today and yesterday (for late events around midnight).
+const LIVE_DAYS: usize = 2;
+/// Batches of a day merged into one once there are more than this many.
+const MAX_BATCHES: usize = 16;
+
+/// One day being judged live.
+struct Day {
+    ctx: SessionContext,
+    baseline: Option<Baseline>,
+    events: Vec<RecordBatch>,
+    rows: usize,
+    exposures: Vec<RecordBatch>,
+    /// Credentials with events not yet judged.
+    touched: HashSet<String>,
+    /// The day's alerts by credential, as of the last pass.
+    alerts: BTreeMap<String, Vec<Alert>>,
+    /// Governance alerts the batch job stored for the day, kept when the day's alerts are rewritten.
+    governance: Vec<RecordBatch>,
+    /// Alerts changed since they were last written to the lake.
+    dirty: bool,
+}
+
+/// What a pass found.
+#[derive(Default)]
+pub struct PassResult {
+    /// Alerts not emitted before (unsuppressed), in time order.
+    pub new: Vec<Alert>,
+    pub judged_credentials: usize,
+}
+
+/// A live day's alerts to write to the lake.
+pub struct DayAlerts {
+    pub day: String,
+    pub alerts: Vec<Alert>,
+    pub governance: Vec<RecordBatch>,
+}
+
+pub struct Live {
+    lake: PathBuf,
+    engine: Engine,
+    suppressions: Option<Suppressions>,
+    baseline_days: u32,
+    days: BTreeMap<String, Day>,
+    emitted: HashSet<String>,
+    /// Events of days older than the live ones, left to the batch job.
+    pub late_events: u64,
+}
+
+impl Live {
+    pub fn new(
+        lake: PathBuf,
+        engine: Engine,
+        suppressions: Option<Suppressions>,
+        baseline_days: u32,
+        emitted: HashSet<String>,
+    ) -> Live {
+        Live { lake, engine, suppressions, baseline_days, days: BTreeMap::new(), emitted, late_events: 0 }
+    }
+
+    /// Events held in memory.
+    pub fn rows(&self) -> usize {
+        self.days.values().map(|d| d.rows).sum()
+    }
+
+    /// Days in `events` that would start a new live day. The caller flushes
+    /// its pending events first, so the day's seed from the lake is complete.
+    pub fn new_days(&self, events: &RecordBatch) -> Vec<String> {
+        let newest = self.days.keys().next_back().cloned();
+        let mut out: Vec<String> = day_parts(events)
+            .into_iter()
+            .map(|(d, _)| d)
+            .filter(|d| !self.days.contains_key(d) && self.is_live(d, newest.as_deref()))
+            .collect();
+        out.dedup();
+        out
+    }
+
+    fn is_live(&self, day: &str, newest: Option<&str>) -> bool {
+        match newest {
+            None => true,
+            Some(n) if day >= n => true,
+            Some(n) => crate::detect::previous_day(n).is_ok_and(|y| day >= y.as_str()),
+        }
+    }
+
+    /// Adds new events (and the secrets found in their lines), opening days
+    /// as needed. `committed` says they are in the lake already: a day opened
+    /// now is seeded with them, so they are not added twice.
+    pub async fn add(&mut self, updates: &[(RecordBatch, Vec<ExposureRow>)], committed: bool) -> Result<(), DetectError> {
+        let mut opened = HashSet::new();
+        for (events, exposures) in updates {
+            self.add_one(events, exposures, committed, &mut opened).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_one(
+        &mut self,
+        events: &RecordBatch,
+        exposures: &[ExposureRow],
+        committed: bool,
+        opened: &mut HashSet<String>,
+    ) -> Result<(), DetectError> {
+        for (day, part) in day_parts(events) {
+            let newest = self.days.keys().next_back().cloned();
+            if !self.days.contains_key(&day) {
+                if !self.is_live(&day, newest.as_deref()) {
+                    self.late_events += part.num_rows() as u64;
+                    continue;
+                }
+                let seeded = self.open_day(&day).await?;
+                self.days.insert(day.clone(), seeded);
+                opened.insert(day.clone());
+                while self.days.len() > LIVE_DAYS {
+                    let (old, _) = self.days.pop_first().expect("more than LIVE_DAYS days");
+                    tracing::info!(day = %old, "no longer judging a day live; the batch job covers it");
+                }
+                if !self.days.contains_key(&day) {
+                    self.late_events += part.num_rows() as u64;
+                    continue;
+                }
+            }
+            if committed && opened.contains(&day) {
+                continue;
+            }
+            let d = self.days.get_mut(&day).expect("day was just opened");
+            d.touched.extend(credentials(&part));
+            d.rows += part.num_rows();
+            d.events.push(part);
+            if d.events.len() > MAX_BATCHES {
+                compact(&mut d.events)?;
+            }
+        }
+        let rows: Vec<&ExposureRow> = exposures.iter().filter(|e| e.ts_ms.is_some()).collect();
+        for e in rows {
+            let day = crate::time::day_of(e.ts_ms.expect("filtered"));
+            if committed && opened.contains(&day) {
+                continue;
+            }
+            if let Some(d) = self.days.get_mut(&day) {
+                d.exposures.push(secrets::exposures_batch(std::slice::from_ref(e)));
+                d.touched.extend(e.credential_id.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeds a day from the lake and readies its baseline: learned on the
+    /// spot, like batch `detect`, when missing or stale.
+    async fn open_day(&self, day: &str) -> Result<Day, DetectError> {
+        let (version, learned) = self.engine.prepare_baseline(&self.lake, day, self.baseline_days).await?;
+        let ctx = self.engine.session(&self.lake).await?;
+        let baseline = match &version {
+            Some(until) => Some(baseline::load(&ctx, &self.lake, until).await?),
+            None => None,
+        };
+        let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
+        let q = format!("SELECT {} FROM events WHERE date = '{day}'", cols.join(", "));
+        let events = collect(&ctx, &q).await?;
+        let q = format!("SELECT * FROM secret_exposures WHERE ts IS NOT NULL AND CAST(ts AS DATE) = DATE '{day}'");
+        let exposures = collect(&ctx, &q).await?;
+        let q = format!("SELECT * EXCEPT (date) FROM alerts WHERE date = '{day}' AND detector = 'governance'");
+        let governance = collect(&ctx, &q).await?;
+        let rows = events.iter().map(RecordBatch::num_rows).sum();
+        // Everything already in the lake is judged on the first pass.
+        let touched = events.iter().flat_map(credentials).collect();
+        tracing::info!(
+            day, seeded = rows, baseline = version.as_deref().unwrap_or("none (cold start)"), learned,
+            "judging a new day live"
+        );
+        Ok(Day {
+            ctx,
+            baseline,
+            events,
+            rows,
+            exposures,
+            touched,
+            alerts: BTreeMap::new(),
+            governance,
+            dirty: false,
+        })
+    }
+
+    /// Whether a pass has anything to judge.
+    pub fn pending(&self) -> bool {
+        self.days.values().any(|d| !d.touched.is_empty())
+    }
+
+    /// Judges the credentials that received events since the last pass.
+    pub async fn pass(&mut self) -> Result<PassResult, DetectError> {
+        let mut result = PassResult::default();
+        for (day, d) in &mut self.days {
+            if d.touched.is_empty() {
+                continue;
+            }
+            let touched = std::mem::take(&mut d.touched);
+            result.judged_credentials += touched.len();
+            register(&d.ctx, "events", with_date(&select(&d.events, &touched)?, day)?)?;
+            register(&d.ctx, "secret_exposures", (secrets::exposures_schema(), d.exposures.clone()))?;
+            let found = self.engine.judge_day(&d.ctx, day, d.baseline.as_ref()).await?;
+            let mut by_cred: HashMap<String, Vec<Alert>> = HashMap::new();
+            for a in found.into_iter().filter(|a| touched.contains(&a.credential_id)) {
+                by_cred.entry(a.credential_id.clone()).or_default().push(a);
+            }
+            for c in &touched {
+                let now = by_cred.remove(c).unwrap_or_default();
+                let before = d.alerts.get(c).map_or(&[][..], Vec::as_slice);
+                if !same(&now, before) {
+                    d.dirty = true;
+                }
+                if now.is_empty() {
+                    d.alerts.remove(c);
+                } else {
+                    d.alerts.insert(c.clone(), now);
+                }
+            }
+        }
+        // Suppression and incidents over each whole day, as the batch job sees it.
+        for d in self.days.values_mut() {
+            let mut all: Vec<Alert> = d.alerts.values().flatten().cloned().collect();
+            if let Some(s) = &self.suppressions {
+                s.apply(&mut all);
+            }
+            alert::assign_incidents(&mut all);
+            for a in all {
+                if a.suppressed.is_none() && !self.emitted.contains(&a.alert_id) {
+                    self.emitted.insert(a.alert_id.clone());
+                    result.new.push(a.clone());
+                }
+                if let Some(list) = d.alerts.get_mut(&a.credential_id)
+                    && let Some(slot) = list.iter_mut().find(|x| x.alert_id == a.alert_id)
+                {
+                    *slot = a;
+                }
+            }
+        }
+        result.new.sort_by(|a, b| a.window_start_ms.cmp(&b.window_start_ms).then(a.alert_id.cmp(&b.alert_id)));
+        Ok(result)
+    }
+
+    /// The days whose alerts changed since they were last taken, marking them written.
+    pub fn take_dirty(&mut self) -> Vec<DayAlerts> {
+        let mut out = Vec::new();
+        for (day, d) in &mut self.days {
+            if d.dirty {
+                d.dirty = false;
+                out.push(DayAlerts {
+                    day: day.clone(),
+                    alerts: d.alerts.values().flatten().cloned().collect(),
+                    governance: d.governance.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Whether two passes found the same alerts (incidents and suppression are assigned later).
+fn same(a: &[Alert], b: &[Alert]) -> bool {
+    let bare = |x: &Alert| Alert { incident_id: None, suppressed: None, ..x.clone() };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bare(x) == bare(y))
+}
+
+async fn collect(ctx: &SessionContext, q: &str) -> Result<Vec<RecordBatch>, DetectError> {
+    Ok(ctx.sql(q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?)
+}
+
+fn register(ctx: &SessionContext, name: &str, (schema, batches): (SchemaRef, Vec<RecordBatch>)) -> Result<(), DetectError> {
+    let table = MemTable::try_new(schema, vec![batches]).map_err(SqlError::from)?;
+    ctx.deregister_table(name).map_err(SqlError::from)?;
+    ctx.register_table(name, Arc::new(table)).map_err(SqlError::from)?;
+    Ok(())
+}
+
+fn arrow_err(e: arrow::error::ArrowError) -> DetectError {
+    DetectError::Sql(SqlError::Format(e))
+}
+
+/// A batch's events split by UTC day.
+fn day_parts(events: &RecordBatch) -> Vec<(String, RecordBatch)> {
+    crate::lake::split_by_day(events).unwrap_or_default()
+}
+
+/// The distinct credentials of a batch.
+fn credentials(b: &RecordBatch) -> HashSet<String> {
+    let Some(c) = b.column_by_name(col::CREDENTIAL_ID) else { return HashSet::new() };
+    let Ok(c) = cast(c, &DataType::Utf8) else { return HashSet::new() };
+    c.as_string::<i32>().iter().flatten().map(str::to_string).collect()
+}
+
+/// The events of the `touched` credentials.
+fn select(events: &[RecordBatch], touched: &HashSet<String>) -> Result<Vec<RecordBatch>, DetectError> {
+    let mut out = Vec::new();
+    for b in events {
+        let c = b.column_by_name(col::CREDENTIAL_ID).expect("events have credential_id");
+        let mask: BooleanArray = match c.as_dictionary_opt::<Int32Type>() {
+            Some(dict) => {
+                let values = dict.values().as_string::<i32>();
+                let hit: Vec<bool> = values.iter().map(|v| v.is_some_and(|v| touched.contains(v))).collect();
+                dict.keys().iter().map(|k| Some(k.is_some_and(|k| hit[k as usize]))).collect()
+            }
+            None => {
+                let s = cast(c, &DataType::Utf8).map_err(arrow_err)?;
+                s.as_string::<i32>().iter().map(|v| Some(v.is_some_and(|v| touched.contains(v)))).collect()
+            }
+        };
+        let f = filter_record_batch(b, &mask).map_err(arrow_err)?;
+        if f.num_rows() > 0 {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// Events with the lake's `date` partition column, as the `events` table has it.
+fn with_date(events: &[RecordBatch], day: &str) -> Result<(SchemaRef, Vec<RecordBatch>), DetectError> {
+    let base = event_schema();
+    let mut fields: Vec<Arc<Field>> = base.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(col::DATE, DataType::Utf8, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut out = Vec::new();
+    for b in events {
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols.push(Arc::new(StringArray::from(vec![day; b.num_rows()])));
+        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err)?);
+    }
+    Ok((schema, out))
+}
+
+/// Merges a day's small batches so a pass scans a few large ones.
+fn compact(events: &mut Vec<RecordBatch>) -> Result<(), DetectError> {
+    const LARGE: usize = 64 * 1024;
+    let (large, small): (Vec<RecordBatch>, Vec<RecordBatch>) = events.drain(..).partition(|b| b.num_rows() >= LARGE);
+    events.extend(large);
+    if let Some(first) = small.first() {
+        events.push(concat_batches(&first.schema(), &small).map_err(arrow_err)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Event, EventBuilder, Lineage};
+
+    fn batch(rows: &[(&str, i64)]) -> RecordBatch {
+        let mut b = EventBuilder::new();
+        for (i, (c, ts)) in rows.iter().enumerate() {
+            let e = Event { ts_ms: *ts, credential_id: (*c).into(), ..Default::default() };
+            b.append(&e, Lineage { source: "gateway", source_file: "f" }, i as u64 + 1);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn selects_only_touched_credentials() {
+        let b = batch(&[("a", 1), ("b", 2), ("a", 3), ("c", 4)]);
+        let touched: HashSet<String> = ["a".to_string(), "c".to_string()].into();
+        let out = select(&[b], &touched).unwrap();
+        let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 3);
+        assert_eq!(credentials(&out[0]), touched);
+    }
+
+    #[test]
+    fn compaction_keeps_every_row() {
+        let mut v: Vec<RecordBatch> = (0..20).map(|i| batch(&[("a", i), ("b", i)])).collect();
+        compact(&mut v).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].num_rows(), 40);
+        let (schema, dated) = with_date(&v, "1970-01-01").unwrap();
+        assert_eq!(schema.field(schema.fields().len() - 1).name(), "date");
+        assert_eq!(dated[0].num_rows(), 40);
+    }
+}

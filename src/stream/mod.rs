@@ -1,0 +1,532 @@
+//! `credtrail watch`: follow gateway logs, alert while an attack is under
+//! way, and feed the lake exactly once.
+//!
+//! Source → transform → sinks, as in a log shipper:
+//!
+//! - a reader thread follows the files ([`tail`]) and parses complete lines
+//!   with ingest's own transform (redaction, format detection, quarantine);
+//! - the async loop hands new events to [`live`] detection, which judges the
+//!   credentials that moved with the batch detectors, and sends new alerts to
+//!   stdout and the [`sinks`];
+//! - events are committed to the lake in micro-batches, each one atomic with
+//!   the checkpoint of the read positions it covers, so after a crash (even
+//!   `kill -9`) a restart resumes exactly after the last committed line:
+//!   nothing lost, nothing twice.
+
+pub mod live;
+pub mod metrics;
+pub mod sinks;
+pub mod tail;
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::detect::{self, DetectError, Engine};
+use crate::ingest::source::Chunk;
+use crate::ingest::{IngestError, LakeWriter, LineFormat, LineParser, Parsed, QuarantineEntry};
+use crate::lake::{self, Lake, LakeError};
+use crate::secrets::ExposureRow;
+use crate::suppress::Suppressions;
+use live::{DayAlerts, Live};
+use metrics::Metrics;
+use sinks::{AlertFormat, SinkOptions};
+use tail::{Follower, Position, StartAt};
+
+/// Where a watcher keeps its state in the lake: `_stream/<name>/`.
+pub const STREAM_DIR: &str = "_stream";
+/// Parsed updates queued between the reader and the loop (backpressure beyond).
+const QUEUE: usize = 64;
+/// Shortest time between two detection passes. Under load a pass also waits
+/// as long as the last one took, so detection never takes more than half the
+/// loop and reading keeps up; new events are judged in larger groups instead.
+const PASS_SPACING: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{path}: checkpoint is not valid: {source}")]
+    Checkpoint { path: PathBuf, source: serde_json::Error },
+    #[error("nothing to follow: give files, globs or - (stdin)")]
+    NoInputs,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StreamError {
+    let what = what.into();
+    move |source| StreamError::Io { what, source }
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Files and glob patterns to follow; `-` reads stdin.
+    pub follow: Vec<String>,
+    pub lake: PathBuf,
+    /// Names the checkpoint, so two watchers can feed one lake.
+    pub name: String,
+    /// Read files already present at the first start from their beginning (default: their end).
+    pub from_beginning: bool,
+    pub mappings: Vec<PathBuf>,
+    pub format: Option<String>,
+    pub inventory: Option<PathBuf>,
+    pub queries: Option<PathBuf>,
+    pub tool_categories: Option<PathBuf>,
+    pub suppressions: Option<Suppressions>,
+    pub baseline_days: u32,
+    /// Commit a micro-batch once this many events are pending…
+    pub flush_events: usize,
+    /// …or once the oldest pending one is this old.
+    pub flush_interval: Duration,
+    /// How often files are checked for new lines.
+    pub poll_interval: Duration,
+    /// How alerts are printed on stdout (and written to the alerts file).
+    pub output: AlertFormat,
+    pub sinks: SinkOptions,
+    pub metrics: Option<SocketAddr>,
+    /// How often progress is logged.
+    pub progress_every: Duration,
+}
+
+/// What a watch did, reported when it stops.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WatchSummary {
+    pub lines: u64,
+    pub events: u64,
+    pub quarantined: u64,
+    pub redacted: u64,
+    pub alerts: u64,
+    pub flushes: u64,
+    pub late_events: u64,
+}
+
+/// A watcher's committed read positions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub name: String,
+    pub committed_at: String,
+    pub files: Vec<Position>,
+}
+
+impl Checkpoint {
+    fn dir(name: &str) -> String {
+        format!("{STREAM_DIR}/{name}")
+    }
+
+    /// The checkpoint of watcher `name`, if it committed one.
+    pub fn load(lake: &Lake, name: &str) -> Result<Option<Checkpoint>, StreamError> {
+        let Some(rel) = lake::committed_files(lake, &Self::dir(name), "json").pop() else {
+            return Ok(None);
+        };
+        let path = lake.path(&rel);
+        let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
+        serde_json::from_str(text.trim()).map(Some).map_err(|source| StreamError::Checkpoint { path, source })
+    }
+}
+
+/// What the reader hands the loop: the parse of one poll's new lines, and
+/// the read positions after them (none for stdin, which cannot resume).
+struct Update {
+    parsed: Vec<Parsed>,
+    positions: Option<Vec<Position>>,
+}
+
+/// Parsed lines waiting for the next commit.
+#[derive(Default)]
+struct Pending {
+    events: Vec<RecordBatch>,
+    quarantine: Vec<QuarantineEntry>,
+    exposures: Vec<ExposureRow>,
+    rows: usize,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.quarantine.is_empty() && self.exposures.is_empty()
+    }
+}
+
+/// Follows the inputs until SIGINT/SIGTERM (or the end of stdin when stdin
+/// is the only input), then commits what is pending and returns.
+pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
+    if opts.follow.is_empty() {
+        return Err(StreamError::NoInputs);
+    }
+    let lake = Lake::open(&opts.lake)?;
+    // Take the lock once now: repairs whatever a crashed run (or watcher) left.
+    drop(lake.begin()?);
+    let checkpoint = Checkpoint::load(&lake, &opts.name)?.unwrap_or_default();
+    let state_dir = lake.path(&Checkpoint::dir(&opts.name));
+    let delivery_log = state_dir.join("delivered.jsonl");
+    let delivered = sinks::delivered(&delivery_log).map_err(io(delivery_log.display().to_string()))?;
+    let engine = Engine::new(opts.queries.as_deref(), opts.inventory.as_deref(), opts.tool_categories.as_deref())?;
+    for (name, why) in engine.skipped() {
+        tracing::warn!(detector = %name, "skipped: {why}");
+    }
+    let parser = Arc::new(LineParser::new(&opts.mappings, opts.format.as_deref())?);
+    let metrics = Metrics::new();
+    if let Some(addr) = opts.metrics {
+        let bound = metrics::serve(addr, metrics.clone()).await.map_err(io(format!("--metrics {addr}")))?;
+        tracing::warn!("metrics on http://{bound}/metrics");
+    }
+    let (alert_tx, sink_task) =
+        sinks::spawn(opts.sinks.clone(), opts.output, delivery_log.clone()).map_err(io("opening alert sinks"))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::channel::<Update>(QUEUE);
+    let run_id = format!("watch-{}-{}", opts.name, chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let files: Vec<String> = opts.follow.iter().filter(|p| *p != "-").cloned().collect();
+    let mut readers = Vec::new();
+    if !files.is_empty() {
+        // Only the very first start skips what is there; after that, a file
+        // the checkpoint does not know appeared while the watcher was down.
+        let first_start = checkpoint.files.is_empty() && checkpoint.name.is_empty();
+        let start = if opts.from_beginning || !first_start { StartAt::Beginning } else { StartAt::End };
+        let follower = Follower::new(files, checkpoint.files.clone(), start);
+        let (tx, stop, parser, m, run_id) = (tx.clone(), stop.clone(), parser.clone(), metrics.clone(), run_id.clone());
+        let poll = opts.poll_interval;
+        readers.push(std::thread::spawn(move || read_files(follower, &parser, &tx, &stop, poll, &m, &run_id)));
+    }
+    if opts.follow.iter().any(|p| p == "-") {
+        let (tx, stop, parser, run_id) = (tx.clone(), stop.clone(), parser.clone(), run_id.clone());
+        // Not joined: a blocked read of stdin cannot be interrupted.
+        std::thread::spawn(move || read_stdin(&parser, &tx, &stop, &run_id));
+    }
+    drop(tx);
+
+    let mut w = Watcher {
+        lake,
+        name: opts.name.clone(),
+        positions: checkpoint.files,
+        pending: Pending::default(),
+        live: Live::new(opts.lake.clone(), engine, opts.suppressions.clone(), opts.baseline_days, delivered),
+        metrics: metrics.clone(),
+        summary: WatchSummary::default(),
+        output: opts.output,
+        alert_tx,
+    };
+    let mut shutdown = Shutdown::new().map_err(io("installing signal handlers"))?;
+    let mut tick = tokio::time::interval(opts.poll_interval.min(Duration::from_millis(100)));
+    let mut last_pass = (Instant::now() - PASS_SPACING, Duration::ZERO);
+    let mut last_progress = (Instant::now(), 0u64);
+    let mut stdin_done = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            u = rx.recv() => match u {
+                Some(u) => {
+                    w.take(u).await?;
+                    // Whatever else is queued joins this pass.
+                    while w.pending.rows < opts.flush_events {
+                        match rx.try_recv() {
+                            Ok(u) => w.take(u).await?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => {
+                    stdin_done = true;
+                    break;
+                }
+            },
+            _ = tick.tick() => {}
+        }
+        if w.live.pending() && last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1) {
+            let started = Instant::now();
+            w.pass().await?;
+            last_pass = (Instant::now(), started.elapsed());
+        }
+        let due = w.pending.since.is_some_and(|t| t.elapsed() >= opts.flush_interval);
+        if w.pending.rows >= opts.flush_events || due {
+            w.flush().await?;
+        }
+        if last_progress.0.elapsed() >= opts.progress_every {
+            let secs = last_progress.0.elapsed().as_secs_f64();
+            let rate = (w.summary.events - last_progress.1) as f64 / secs;
+            tracing::info!(
+                events_per_sec = rate.round(),
+                lag_bytes = metrics.lag_bytes.get(),
+                files = metrics.files.get(),
+                live_events = w.live.rows(),
+                events = w.summary.events,
+                alerts = w.summary.alerts,
+                "progress"
+            );
+            last_progress = (Instant::now(), w.summary.events);
+        }
+    }
+    // Stop reading, take what was already parsed, judge it and commit it.
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let _ = r.join();
+    }
+    while let Ok(u) = rx.try_recv() {
+        w.take(u).await?;
+    }
+    if w.live.pending() {
+        w.pass().await?;
+    }
+    w.flush().await?;
+    if stdin_done {
+        tracing::info!("input ended");
+    }
+    let summary = w.summary.clone();
+    drop(w);
+    if tokio::time::timeout(Duration::from_secs(30), sink_task).await.is_err() {
+        tracing::error!("alert sinks did not finish within 30 s; undelivered alerts are sent again on restart");
+    }
+    Ok(summary)
+}
+
+/// The loop's state.
+struct Watcher {
+    lake: Lake,
+    name: String,
+    /// Read positions after everything taken so far: the next checkpoint.
+    positions: Vec<Position>,
+    pending: Pending,
+    live: Live,
+    metrics: Metrics,
+    summary: WatchSummary,
+    output: AlertFormat,
+    alert_tx: mpsc::UnboundedSender<crate::alert::Alert>,
+}
+
+impl Watcher {
+    async fn take(&mut self, u: Update) -> Result<(), StreamError> {
+        // A new live day learns its baseline from the days before it and is
+        // seeded from the lake, so everything read so far (this update too)
+        // is committed first, with the positions after it.
+        let opens_day = u.parsed.iter().any(|p| p.events.num_rows() > 0 && !self.live.new_days(&p.events).is_empty());
+        let mut live = Vec::with_capacity(u.parsed.len());
+        for p in u.parsed {
+            self.summary.lines += p.read;
+            self.summary.events += p.ingested;
+            self.summary.quarantined += p.quarantine.len() as u64;
+            self.summary.redacted += p.exposures.len() as u64;
+            self.metrics.lines.inc_by(p.read);
+            self.metrics.events.inc_by(p.ingested);
+            self.metrics.quarantined.inc_by(p.quarantine.len() as u64);
+            self.metrics.redacted.inc_by(p.exposures.len() as u64);
+            if p.events.num_rows() > 0 || !p.exposures.is_empty() {
+                live.push((p.events.clone(), p.exposures.clone()));
+            }
+            self.pending.rows += p.events.num_rows();
+            if p.events.num_rows() > 0 {
+                self.pending.events.push(p.events);
+            }
+            self.pending.quarantine.extend(p.quarantine);
+            self.pending.exposures.extend(p.exposures);
+        }
+        if let Some(p) = u.positions {
+            self.positions = p;
+        }
+        self.pending.since.get_or_insert_with(Instant::now);
+        if opens_day {
+            self.flush().await?;
+        }
+        let late = self.live.late_events;
+        self.live.add(&live, opens_day).await?;
+        self.metrics.late_events.inc_by(self.live.late_events - late);
+        self.summary.late_events = self.live.late_events;
+        self.metrics.live_events.set(self.live.rows() as i64);
+        Ok(())
+    }
+
+    async fn pass(&mut self) -> Result<(), StreamError> {
+        let started = Instant::now();
+        let found = self.live.pass().await?;
+        self.metrics.pass_seconds.observe(started.elapsed().as_secs_f64());
+        if found.new.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        for a in found.new {
+            self.summary.alerts += 1;
+            let labels = vec![("detector".to_string(), a.detector.to_string()), ("severity".into(), a.severity.as_str().into())];
+            self.metrics.alerts.get_or_create(&labels).inc();
+            // A closed stdout (a pipe whose reader left) must not stop the watch.
+            let _ = writeln!(out, "{}", self.output.render(&a)).and_then(|_| out.flush());
+            let _ = self.alert_tx.send(a);
+        }
+        Ok(())
+    }
+
+    /// Commits pending events, quarantined lines, secrets found, the live
+    /// days' alerts and the read positions in one lake transaction.
+    async fn flush(&mut self) -> Result<(), StreamError> {
+        let alerts = self.live.take_dirty();
+        if self.pending.is_empty() && alerts.is_empty() {
+            self.pending.since = None;
+            return Ok(());
+        }
+        let started = Instant::now();
+        let pending = std::mem::take(&mut self.pending);
+        let rows = pending.rows as u64;
+        let checkpoint = Checkpoint {
+            name: self.name.clone(),
+            committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
+            files: self.positions.clone(),
+        };
+        let lake = self.lake.clone();
+        tokio::task::spawn_blocking(move || commit(&lake, pending, alerts, &checkpoint))
+            .await
+            .map_err(|e| StreamError::Io { what: "committing to the lake".into(), source: std::io::Error::other(e) })??;
+        self.summary.flushes += 1;
+        self.metrics.flushes.inc();
+        self.metrics.flushed_events.inc_by(rows);
+        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.last_flush_seconds.set(chrono::Utc::now().timestamp());
+        tracing::debug!(events = rows, seconds = started.elapsed().as_secs_f64(), "committed a micro-batch");
+        Ok(())
+    }
+}
+
+/// One lake transaction: a crash before it commits leaves nothing (the
+/// positions are not advanced either), after it everything.
+fn commit(lake: &Lake, p: Pending, alerts: Vec<DayAlerts>, checkpoint: &Checkpoint) -> Result<(), StreamError> {
+    let txn = lake.begin()?;
+    let w = LakeWriter::new(&txn);
+    for (i, events) in p.events.iter().enumerate() {
+        let (q, x): (&[QuarantineEntry], &[ExposureRow]) = if i == 0 { (&p.quarantine, &p.exposures) } else { (&[], &[]) };
+        w.push(events, q, x)?;
+    }
+    if p.events.is_empty() {
+        w.push(&RecordBatch::new_empty(crate::schema::event_schema()), &p.quarantine, &p.exposures)?;
+    }
+    w.finish()?;
+    for d in &alerts {
+        detect::stage_day_alerts(&txn, &d.day, &d.alerts)?;
+        if !d.governance.is_empty() {
+            let rel = txn.reserve(&format!("{}/date={}", lake::ALERTS, d.day), "parquet");
+            let schema = d.governance[0].schema();
+            lake::write_parquet_staged(lake, &rel, schema, &d.governance, lake::writer_properties(&[]))?;
+        }
+    }
+    let dir = Checkpoint::dir(&checkpoint.name);
+    txn.replace(lake::committed_files(lake, &dir, "json"));
+    let rel = txn.reserve(&dir, "json");
+    lake::write_jsonl_staged(lake, &rel, std::slice::from_ref(checkpoint))?;
+    let c = txn.commit(Vec::new())?;
+    // A watcher commits all day long; a finished commit with no sources has nothing left to recover.
+    lake.forget(&c)?;
+    Ok(())
+}
+
+/// The reader thread for files: poll, parse, hand on; sleep when idle.
+fn read_files(
+    mut follower: Follower,
+    parser: &LineParser,
+    tx: &mpsc::Sender<Update>,
+    stop: &AtomicBool,
+    poll: Duration,
+    metrics: &Metrics,
+    run_id: &str,
+) {
+    let mut formats: std::collections::HashMap<String, LineFormat> = Default::default();
+    while !stop.load(Ordering::Relaxed) {
+        let new = follower.poll();
+        metrics.files.set(follower.files() as i64);
+        metrics.lag_bytes.set(follower.lag_bytes() as i64);
+        if new.is_empty() {
+            std::thread::sleep(poll);
+            continue;
+        }
+        let mut parsed = Vec::with_capacity(new.len());
+        for lines in new {
+            let format = match formats.get(&lines.fingerprint) {
+                Some(f) => Some(*f),
+                None => {
+                    let f = parser.detect(&lines.chunk.bytes);
+                    if let Some(f) = f {
+                        tracing::info!(file = %lines.path, format = parser.format_name(f), "recognised");
+                        formats.insert(lines.fingerprint.clone(), f);
+                    }
+                    f
+                }
+            };
+            parsed.push(parser.parse(format, &lines.path, run_id, &lines.chunk));
+            for (line, head) in &lines.oversized {
+                parsed.push(parser.oversized(format, &lines.path, run_id, *line, head));
+            }
+        }
+        // One update per poll, so a commit never holds positions past the events it holds.
+        if tx.blocking_send(Update { parsed, positions: Some(follower.positions()) }).is_err() {
+            return;
+        }
+    }
+}
+
+/// The reader thread for stdin: whole lines as they arrive, until EOF.
+fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool, run_id: &str) {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut next_line = 1u64;
+    let mut format = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (bytes, eof) = match input.fill_buf() {
+            Ok([]) => (std::mem::take(&mut carry), true),
+            Ok(buf) => {
+                let n = buf.len();
+                carry.extend_from_slice(buf);
+                input.consume(n);
+                match memchr::memrchr(b'\n', &carry) {
+                    Some(end) => {
+                        let rest = carry.split_off(end + 1);
+                        (std::mem::replace(&mut carry, rest), false)
+                    }
+                    None => continue,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading stdin");
+                (std::mem::take(&mut carry), true)
+            }
+        };
+        if !bytes.is_empty() {
+            let chunk = Chunk { bytes, first_line: next_line };
+            next_line += memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
+            format = format.or_else(|| parser.detect(&chunk.bytes));
+            let parsed = parser.parse(format, "<stdin>", run_id, &chunk);
+            if tx.blocking_send(Update { parsed: vec![parsed], positions: None }).is_err() {
+                return;
+            }
+        }
+        if eof {
+            return;
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn new() -> std::io::Result<Shutdown> {
+        Ok(Shutdown { term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted: committing what is pending"),
+            _ = self.term.recv() => tracing::warn!("terminated: committing what is pending"),
+        }
+    }
+}

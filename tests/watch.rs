@@ -1,0 +1,331 @@
+//! `credtrail watch` as a real process: it follows real files while they are
+//! appended to, rotated and truncated, is killed with SIGKILL and restarted,
+//! and must leave every line in the lake exactly once — and raise, live, the
+//! alerts batch `detect` raises over the same day.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{credtrail, events, gateway_line, generate_sample, quarantine};
+use serde_json::Value;
+
+/// A running `credtrail watch`, its stdout collected line by line.
+struct Watch {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: PathBuf,
+}
+
+impl Watch {
+    fn start(dir: &Path, args: &[&str]) -> Watch {
+        let stderr = dir.join(format!("watch-{}.err", Instant::now().elapsed().as_nanos()));
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("credtrail"))
+            .current_dir(dir)
+            .arg("watch")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("credtrail watch starts");
+        let out = child.stdout.take().unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Watch { child, stdout, stderr }
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        self.stdout.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("stdout is JSON lines")).collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> Vec<Value> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "watch exited with {status}: {}", self.log());
+        // The stdout reader sees EOF once the process is gone.
+        std::thread::sleep(Duration::from_millis(100));
+        self.alerts()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Waits (up to a minute) for `cond`; panics with `what` and the watcher's log.
+fn wait_for(w: &Watch, what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for {what}\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn request_ids(lake: &Path) -> Vec<String> {
+    events(lake).iter().map(|e| e["request_id"].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut f = OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+fn lines(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| gateway_line(i, "key_watch", "")).collect()
+}
+
+#[test]
+fn follows_rotation_truncation_and_kill_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("app.log");
+    // Already there at the first start: skipped (the watch starts at the end).
+    append(&log, lines(0..5));
+    let args = ["-f", "logs/*.log", "--lake", "lake", "--flush-interval", "200ms", "--poll-interval", "20ms"];
+    let lake = dir.path().join("lake");
+    let w = Watch::start(dir.path(), &args);
+    let count = || request_ids(&lake).len();
+    wait_for(&w, "the watcher to follow the file", || w.log().contains("following"));
+
+    append(&log, lines(5..105));
+    wait_for(&w, "the first 100 lines", || count() == 100);
+
+    // Rotation by rename into a name the glob also matches; the writer
+    // finishes its old handle while a new file takes the old name.
+    std::fs::rename(&log, logs.join("app-1.log")).unwrap();
+    append(&log, lines(105..155));
+    append(&logs.join("app-1.log"), lines(155..165));
+    wait_for(&w, "lines of both the rotated and the new file", || count() == 160);
+
+    // Copy-truncate: the copy (same first line) is recognised and not read again.
+    std::fs::copy(&log, logs.join("app-copy.log")).unwrap();
+    OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    append(&log, lines(165..185));
+    wait_for(&w, "lines written after the truncation", || count() == 180);
+
+    // Half a line waits for its end; garbage and a huge line go to quarantine without stalling.
+    let half = gateway_line(185, "key_watch", "");
+    let (head, tail) = half.split_at(40);
+    OpenOptions::new().append(true).open(&log).unwrap().write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(count(), 180, "an incomplete line is not read");
+    let huge = format!("{{\"ts\":\"{}\"}}", "x".repeat(17 << 20));
+    append(&log, [tail.to_string(), "not json at all".to_string(), huge]);
+    append(&log, lines(186..190));
+    wait_for(&w, "the lines after the garbage", || count() == 185);
+    wait_for(&w, "quarantine records", || quarantine(&lake).len() == 2);
+
+    // SIGKILL in the middle of a stream of appends, then restart from the checkpoint.
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for k in 0..20 {
+                append(&log, lines(190 + k * 20..210 + k * 20));
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(250));
+    w.kill();
+    writer.join().unwrap();
+    let w = Watch::start(dir.path(), &args);
+    wait_for(&w, "every line after the restart", || count() == 585);
+    let stopped = w.stop();
+    assert!(stopped.is_empty(), "no alerts expected: {stopped:?}");
+
+    let ids = request_ids(&lake);
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "an event was committed twice");
+    let expected: HashSet<String> = (5..590).map(|i| format!("req_{i:06}")).collect();
+    let got: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(got, expected, "missing: {:?}", expected.difference(&got).take(5).collect::<Vec<_>>());
+
+    let q = quarantine(&lake);
+    let reasons: Vec<&str> = q.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.starts_with("not JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("longer than")), "{reasons:?}");
+    assert!(q.iter().all(|r| r["source_file"].as_str().unwrap().ends_with("app.log")));
+    // Micro-batch commits leave no commit records behind; no staged file survives.
+    let leftovers: Vec<PathBuf> =
+        common::walk(&lake).into_iter().filter(|p| p.extension().is_some_and(|e| e == "tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(std::fs::read_dir(lake.join("_ingest/commits")).unwrap().count() <= 1);
+}
+
+#[test]
+fn live_alerts_match_batch_detect_and_reach_every_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample");
+    generate_sample(&sample, 7, &["--days", "4", "--credentials", "30"]);
+    let logs = sample.join("logs");
+    let history: Vec<PathBuf> = ["02", "03"].iter().map(|d| logs.join(format!("gateway-2026-11-{d}.jsonl"))).collect();
+    // Two days streamed: the second starts mid-stream, with a baseline learned from the first.
+    let replay: Vec<PathBuf> = ["04", "05"].iter().map(|d| logs.join(format!("gateway-2026-11-{d}.jsonl"))).collect();
+    let inventory = sample.join("inventory.csv");
+
+    // Batch: the whole week ingested, the last day detected.
+    let batch_lake = dir.path().join("batch");
+    let all: Vec<&Path> = history.iter().chain(&replay).map(PathBuf::as_path).collect();
+    common::ingest(&batch_lake, &all, &[]);
+    let out = credtrail()
+        .args(["detect", "--from", "2026-11-04", "--to", "2026-11-05", "-o", "jsonl", "--lake"])
+        .arg(&batch_lake)
+        .arg("--inventory")
+        .arg(&inventory)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let batch: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["detector"] != "governance")
+        .map(|a| a["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(batch.len() >= 6, "the sample's last day holds its anomalies: {batch:?}");
+
+    // Stream: the history ingested, the last day replayed through watch.
+    let lake = dir.path().join("live");
+    common::ingest(&lake, &history.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &[]);
+    let text: String = replay.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    common::write(&dir.path().join("gateway.log"), &text);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
+    let (hook_url, posted) = webhook_receiver();
+    let inv = inventory.display().to_string();
+    let w = Watch::start(
+        dir.path(),
+        &[
+            "-f", "gateway.log", "--lake", "live", "--from-beginning", "--inventory", &inv,
+            "--alerts", "alerts.jsonl", "--on-alert", "cat >> hook.jsonl", "--metrics", &metrics,
+            "--webhook", &hook_url,
+        ],
+    );
+    let count = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+    let lines = text.lines().count();
+    let total = lines + history.iter().map(|p| count(p)).sum::<usize>();
+    wait_for(&w, "every line committed", || request_ids(&lake).len() == total);
+    wait_for(&w, "the alerts", || w.alerts().len() >= batch.len());
+    let scrape = http_get(&metrics, "/metrics");
+    assert!(scrape.contains(&format!("credtrail_watch_events_total {lines}")), "{scrape}");
+    assert!(scrape.contains("credtrail_watch_alerts_total{"), "{scrape}");
+    let streamed = w.stop();
+
+    let ids = |v: &[Value]| -> BTreeSet<String> { v.iter().map(|a| a["alert_id"].as_str().unwrap().to_string()).collect() };
+    assert_eq!(ids(&streamed), batch, "watch and detect disagree");
+    assert_eq!(streamed.len(), batch.len(), "an alert was emitted twice");
+    for a in &streamed {
+        assert!(a["evidence_count"].as_u64().unwrap() > 0 && !a["baseline"].as_str().unwrap().is_empty(), "{a}");
+    }
+    let read = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert_eq!(ids(&read("alerts.jsonl")), batch, "the alerts file");
+    assert_eq!(ids(&read("hook.jsonl")), batch, "the --on-alert command");
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(ids(&posted), batch, "the webhook");
+    assert!(posted.iter().all(|p| p["text"].as_str().unwrap().starts_with("[credtrail ")), "chat tools show `text`");
+    // The lake's alerts table holds the same alerts for analysts.
+    let stored: BTreeSet<String> =
+        common::rows_of(&lake.join("alerts")).iter().map(|r| r["alert_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stored, batch);
+
+    // A restart with nothing new re-emits nothing.
+    let w = Watch::start(dir.path(), &["-f", "gateway.log", "--lake", "live", "--inventory", &inv]);
+    wait_for(&w, "the restart", || w.log().contains("following"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(w.stop().is_empty());
+    assert_eq!(request_ids(&lake).len(), total);
+}
+
+#[test]
+fn reads_stdin_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = lines(0..50).join("\n") + "\n{broken\n";
+    let out = credtrail()
+        .current_dir(dir.path())
+        .args(["watch", "-f", "-", "--lake", "lake"])
+        .write_stdin(input)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lake = dir.path().join("lake");
+    assert_eq!(request_ids(&lake).len(), 50);
+    let q = quarantine(&lake);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["record"], 51);
+    assert_eq!(q[0]["source_file"], "<stdin>");
+}
+
+/// A webhook endpoint on loopback: answers 200 to every POST and keeps the JSON bodies.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            // One or more requests per connection (keep-alive).
+            loop {
+                let mut length = None;
+                let mut line = String::new();
+                let mut any = false;
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    any = true;
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse::<usize>().ok();
+                    }
+                    line.clear();
+                }
+                if !any {
+                    break;
+                }
+                let mut body = vec![0u8; length.unwrap_or(0)];
+                reader.read_exact(&mut body).unwrap();
+                keep.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+            }
+        }
+    });
+    (url, bodies)
+}
+
+/// A plain HTTP/1.1 GET (the metrics endpoint is loopback-only, no TLS).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
