@@ -5,20 +5,38 @@
 -- the LLMjacking signature. credtrail scores each candidate hour against the
 -- baseline (robust z and ratio to the credential's high quantile, with
 -- floors); this query only keeps hours worth scoring.
-WITH ev AS (
-  SELECT
-    CAST(credential_id AS VARCHAR) AS credential_id,
-    CAST(principal AS VARCHAR) AS principal,
-    ts,
-    date_trunc('hour', ts) AS hour,
-    request_id,
-    CAST(source_ip AS VARCHAR) AS source_ip,
-    ip_network(CAST(source_ip AS VARCHAR)) AS network,
-    CAST(model AS VARCHAR) AS model,
-    CASE WHEN status IS NULL OR status < 400 THEN coalesce(tokens_in, 0) + coalesce(tokens_out, 0) ELSE 0 END AS tokens,
-    CASE WHEN status IS NULL OR status < 400 THEN coalesce(cost_usd, 0) ELSE 0 END AS cost
+-- A Bedrock call that both CloudTrail (with the access key) and the
+-- model-invocation log (with the role and real token counts) recorded
+-- counts once: on the key, with the invocation log's tokens and cost
+-- (CloudTrail's own cost is an estimate from the pricing table).
+WITH invocation AS (
+  SELECT request_id, max(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)) AS tokens, max(cost_usd) AS cost
   FROM events
-  WHERE date BETWEEN '{from}' AND '{to}'
+  WHERE date BETWEEN '{from}' AND '{to}' AND CAST(source AS VARCHAR) = 'bedrock-invocation' AND request_id IS NOT NULL
+  GROUP BY 1
+),
+trail AS (
+  SELECT DISTINCT request_id
+  FROM events
+  WHERE date BETWEEN '{from}' AND '{to}' AND CAST(source AS VARCHAR) = 'cloudtrail' AND CAST(action AS VARCHAR) = 'inference'
+),
+ev AS (
+  SELECT
+    CAST(e.credential_id AS VARCHAR) AS credential_id,
+    CAST(e.principal AS VARCHAR) AS principal,
+    e.ts,
+    date_trunc('hour', e.ts) AS hour,
+    e.request_id,
+    CAST(e.source_ip AS VARCHAR) AS source_ip,
+    ip_network(CAST(e.source_ip AS VARCHAR)) AS network,
+    CAST(e.model AS VARCHAR) AS model,
+    CASE WHEN e.status IS NULL OR e.status < 400
+      THEN coalesce(i.tokens, coalesce(e.tokens_in, 0) + coalesce(e.tokens_out, 0)) ELSE 0 END AS tokens,
+    CASE WHEN e.status IS NULL OR e.status < 400 THEN coalesce(i.cost, e.cost_usd, 0) ELSE 0 END AS cost
+  FROM events e
+  LEFT JOIN invocation i ON i.request_id = e.request_id AND CAST(e.source AS VARCHAR) = 'cloudtrail'
+  LEFT JOIN trail t ON t.request_id = e.request_id AND CAST(e.source AS VARCHAR) = 'bedrock-invocation'
+  WHERE e.date BETWEEN '{from}' AND '{to}' AND t.request_id IS NULL
 ),
 hours AS (
   SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests

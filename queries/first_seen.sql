@@ -1,6 +1,6 @@
 -- first_seen: requests that use something the credential never used in its
 -- learned history (models/scope of baseline `{baseline}`): a new source
--- network, model, tool, action or resource prefix. Only credentials with
+-- network, model, tool, action, resource prefix or cloud region. Only credentials with
 -- enough history are judged (cold-start keys would flood this), and a value
 -- that is part of another alert (the new model of a billing spike, say)
 -- joins that alert instead of standing alone.
@@ -20,7 +20,8 @@ ev AS (
     CAST(e.model AS VARCHAR) AS model,
     CAST(e.tool AS VARCHAR) AS tool,
     CAST(e.action AS VARCHAR) AS action,
-    resource_prefix(e.resource) AS resource_prefix
+    resource_prefix(e.resource) AS resource_prefix,
+    CAST(e.region AS VARCHAR) AS region
   FROM events e
   JOIN judged j ON CAST(e.credential_id AS VARCHAR) = j.credential_id
   WHERE e.date BETWEEN '{from}' AND '{to}'
@@ -31,6 +32,7 @@ candidates AS (
   UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'tool', tool FROM ev
   UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'action', action FROM ev
   UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'resource_prefix', resource_prefix FROM ev
+  UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'region', region FROM ev
 ),
 known AS (
   SELECT credential_id, dimension, value

@@ -89,6 +89,9 @@ struct IngestCommon {
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// A Bedrock pricing table (TOML like models/bedrock_pricing.toml) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -149,11 +152,20 @@ struct SampleArgs {
     /// Multiply every credential's request rate.
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
-    /// Write the daily logs gzip-compressed.
+    /// Write the daily logs gzip-compressed (CloudTrail files always are).
     #[arg(long)]
     gzip: bool,
+    /// gateway: daily JSON-lines logs; cloudtrail: AWSLogs/… hourly CloudTrail delivery files, inventory keyed by access key.
+    #[arg(long, value_enum, default_value_t = SampleFormatArg::Gateway)]
+    format: SampleFormatArg,
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SampleFormatArg {
+    Gateway,
+    Cloudtrail,
 }
 
 #[derive(Args)]
@@ -225,6 +237,9 @@ struct WatchArgs {
     /// Read every line as this format instead of detecting it.
     #[arg(long)]
     format: Option<String>,
+    /// A Bedrock pricing table (TOML like models/bedrock_pricing.toml) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
     /// Commit to the lake once this many events are pending…
     #[arg(long, default_value_t = 100_000)]
     flush_events: usize,
@@ -449,6 +464,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 seed: a.seed,
                 gzip: a.gzip,
                 rate_scale: a.rate_scale,
+                format: match a.format {
+                    SampleFormatArg::Gateway => sample::SampleFormat::Gateway,
+                    SampleFormatArg::Cloudtrail => sample::SampleFormat::CloudTrail,
+                },
                 ..Default::default()
             };
             if let Some(start) = a.start {
@@ -457,8 +476,9 @@ fn run(command: Command) -> Result<ExitCode> {
             let s = sample::generate(&opts, &a.out)
                 .with_context(|| format!("generating a sample in {}", a.out.display()))?;
             println!(
-                "wrote {} events for {} credentials with {} labelled anomalies to {}\n  inventory: {}\n  labels:    {}",
+                "wrote {} events in {} file(s) for {} credentials with {} labelled anomalies to {}\n  inventory: {}\n  labels:    {}",
                 s.events,
+                s.files.len(),
                 s.credentials,
                 s.anomalies,
                 a.out.display(),
@@ -559,6 +579,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 from_beginning: a.from_beginning,
                 mappings: a.mappings,
                 format: a.format,
+                pricing: a.pricing,
                 inventory: a.inventory,
                 queries: a.queries,
                 tool_categories: a.tool_categories,
@@ -610,6 +631,7 @@ fn do_ingest(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<ingest::IngestSum
         mappings: c.mappings.clone(),
         format: c.format.clone(),
         progress: !c.no_progress && !c.json && std::io::stderr().is_terminal(),
+        pricing: c.pricing.clone(),
     };
     let summary = ingest::ingest(&opts)?;
     if c.json {

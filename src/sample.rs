@@ -19,6 +19,8 @@ use serde::Serialize;
 
 use crate::time::format_ms;
 
+pub mod cloudtrail;
+
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 const MINUTE: i64 = 60_000;
@@ -33,6 +35,20 @@ pub struct SampleOptions {
     pub gzip: bool,
     /// Multiplies every credential's request rate.
     pub rate_scale: f64,
+    /// Gateway JSON lines, or CloudTrail delivery files.
+    pub format: SampleFormat,
+}
+
+/// How the sample week is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// `logs/gateway-YYYY-MM-DD.jsonl[.gz]`: LLM apps, agents and services behind a gateway.
+    #[default]
+    Gateway,
+    /// `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/…json.gz`, hourly
+    /// `Records` files: Bedrock apps and S3 services on AWS keys and roles,
+    /// each LLMjacking spike preceded by its recon chain.
+    CloudTrail,
 }
 
 impl Default for SampleOptions {
@@ -44,6 +60,7 @@ impl Default for SampleOptions {
             start: NaiveDate::from_ymd_opt(2026, 11, 2).expect("valid date"),
             gzip: false,
             rate_scale: 1.0,
+            format: SampleFormat::Gateway,
         }
     }
 }
@@ -224,6 +241,9 @@ struct Cred {
     /// Traffic of this credential stops here (it expired, or was never used).
     active_until: i64,
     busy_day: Option<u32>,
+    /// CloudTrail sample: the region it works in, and whether it is a role
+    /// (its calls come with temporary session keys; `id` is the role ARN).
+    cloud: Option<cloudtrail::CloudCred>,
 }
 
 #[derive(Serialize, Clone)]
@@ -248,6 +268,9 @@ struct Line {
     cost_usd: Option<f64>,
     #[serde(skip)]
     ts_ms: i64,
+    /// CloudTrail sample: a region other than the credential's own.
+    #[serde(skip)]
+    region: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -298,7 +321,8 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
         let path = path.to_path_buf();
         move |source| SampleError::Io { path, source }
     };
-    let logs = out.join("logs");
+    let cloud = opts.format == SampleFormat::CloudTrail;
+    let logs = out.join(if cloud { "AWSLogs" } else { "logs" });
     std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
     let t0 = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
     let end = t0 + opts.days as i64 * DAY;
@@ -322,10 +346,18 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
             inject(a, &creds[a.cred], day_start, &mut r, &mut lines);
             let span = lines[before..].iter().map(|l| l.ts_ms);
             a.start = span.clone().min().unwrap_or(day_start);
+            if cloud {
+                // CloudTrail times are whole seconds.
+                a.start -= a.start.rem_euclid(1000);
+            }
             a.end = span.max().unwrap_or(day_start);
         }
         lines.sort_by(|a, b| a.ts_ms.cmp(&b.ts_ms).then_with(|| a.request_id.cmp(&b.request_id)));
         events += lines.len() as u64;
+        if cloud {
+            files.extend(cloudtrail::write_day(&logs, &lines, &creds, opts.seed)?);
+            continue;
+        }
         let date = crate::time::day_of(day_start);
         let name = if opts.gzip { format!("gateway-{date}.jsonl.gz") } else { format!("gateway-{date}.jsonl") };
         let path = logs.join(name);
@@ -345,7 +377,8 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
     }
 
     let inventory = out.join("inventory.csv");
-    write_atomic(&inventory, |w| write_inventory(w, &creds), false).map_err(io_err(&inventory))?;
+    let write_inv = |w: &mut dyn Write| if cloud { cloudtrail::write_inventory(w, &creds) } else { write_inventory(w, &creds) };
+    write_atomic(&inventory, write_inv, false).map_err(io_err(&inventory))?;
     let labels = out.join("labels.csv");
     write_atomic(&labels, |w| write_labels(w, &anomalies, &creds), false).map_err(io_err(&labels))?;
     Ok(SampleSummary {
@@ -385,7 +418,10 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
     let mut creds = Vec::with_capacity(n);
     for i in 0..n {
         let roll = rng.random_range(0..100);
-        let role = if roll < 40 {
+        let role = if opts.format == SampleFormat::CloudTrail {
+            // On AWS: Bedrock apps and S3 services (agents' tool calls are not AWS API calls).
+            if roll < 55 { Role::LlmApp { family: cloudtrail::BEDROCK } } else { Role::Service { team: roll as usize % TEAMS.len() } }
+        } else if roll < 40 {
             Role::LlmApp { family: rng.random_range(0..FAMILIES.len()) }
         } else if roll < 75 {
             Role::Agent { agent: rng.random_range(0..AGENTS.len()), family: rng.random_range(0..FAMILIES.len()) }
@@ -453,7 +489,11 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
             expires_at,
             active_until: end,
             busy_day: None,
+            cloud: None,
         });
+    }
+    if opts.format == SampleFormat::CloudTrail {
+        cloudtrail::rekey(&mut creds, opts.seed, rng);
     }
     // Governance: a few keys that expired before the sample and are not used.
     for c in creds.iter_mut().step_by(23) {
@@ -496,6 +536,7 @@ fn usual(c: &Cred, ts: i64, rng: &mut ChaCha8Rng) -> Line {
     let ip = c.ips.choose(rng).expect("at least one IP").clone();
     let provider = match c.role {
         Role::LlmApp { family } | Role::Agent { family, .. } => FAMILIES[family].0,
+        Role::Service { .. } if c.cloud.is_some() => "aws",
         Role::Service { .. } => "internal",
     };
     Line {
@@ -518,6 +559,7 @@ fn usual(c: &Cred, ts: i64, rng: &mut ChaCha8Rng) -> Line {
         tokens_out: None,
         cost_usd: None,
         ts_ms: ts,
+        region: None,
     }
 }
 
@@ -553,9 +595,11 @@ fn tool_call(c: &Cred, ts: i64, tool: &str, resource: &str, rng: &mut ChaCha8Rng
 
 fn maybe_error(c: &Cred, l: &mut Line, rng: &mut ChaCha8Rng) {
     if rng.random_bool(c.error_rate) {
-        let (status, code) =
-            [(400, "invalid_request"), (404, "not_found"), (500, "internal_error"), (503, "overloaded")]
-                [rng.random_range(0..4)];
+        let codes = match c.cloud {
+            Some(_) => cloudtrail::BACKGROUND_ERRORS,
+            None => &[(400, "invalid_request"), (404, "not_found"), (500, "internal_error"), (503, "overloaded")],
+        };
+        let (status, code) = codes[rng.random_range(0..4)];
         l.status = status;
         l.error_code = Some(code);
         l.tokens_out = l.tokens_out.map(|_| 0);
@@ -605,7 +649,11 @@ fn normal_day(c: &Cred, day: u32, day_start: i64, rng: &mut ChaCha8Rng, out: &mu
                     _ => inference(c, t + k * 4_000, 1.0, c.models.first().copied().unwrap_or("gpt-4o-mini"), rng),
                 };
                 l.status = 429;
-                l.error_code = Some("rate_limited");
+                l.error_code = Some(match (&c.cloud, c.role) {
+                    (Some(_), Role::Service { .. }) => "SlowDown",
+                    (Some(_), _) => "ThrottlingException",
+                    (None, _) => "rate_limited",
+                });
                 l.tokens_out = l.tokens_out.map(|_| 0);
                 out.push(l);
             }
@@ -621,6 +669,9 @@ fn poisson(mean: f64, rng: &mut ChaCha8Rng) -> u64 {
 }
 
 fn service_call(c: &Cred, team: &str, ts: i64, rng: &mut ChaCha8Rng) -> Line {
+    if c.cloud.is_some() {
+        return cloudtrail::service_call(c, team, ts, rng);
+    }
     let (tool, action, resource) = match rng.random_range(0..10) {
         0..=4 => ("s3:GetObject", "read", format!("s3://{team}-data/in/{:04}.parquet", rng.random_range(0..5000))),
         5..=6 => ("s3:PutObject", "write", format!("s3://{team}-data/out/{:04}.parquet", rng.random_range(0..5000))),
@@ -686,10 +737,18 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
     let usable = |c: &Cred| c.active_until > t0;
     let mut out = Vec::new();
     let mut next_id = 1;
-    let kinds = [Kind::BillingSpike, Kind::RetryStorm, Kind::ToolChaining, Kind::OutOfScope];
-    for kind in kinds {
+    let cloud = opts.format == SampleFormat::CloudTrail;
+    // On CloudTrail, tool chaining is the LLMjacking recon chain that comes before each spike.
+    let kinds: &[Kind] = if cloud {
+        &[Kind::BillingSpike, Kind::RetryStorm, Kind::OutOfScope]
+    } else {
+        &[Kind::BillingSpike, Kind::RetryStorm, Kind::ToolChaining, Kind::OutOfScope]
+    };
+    for &kind in kinds {
         let mut candidates: Vec<usize> = (0..creds.len())
             .filter(|&i| !used[i] && usable(&creds[i]))
+            // Roles stay clean: their sessions are what session-key checks look at.
+            .filter(|&i| !creds[i].cloud.as_ref().is_some_and(|c| c.role_arn.is_some()))
             .filter(|&i| match kind {
                 Kind::BillingSpike => matches!(creds[i].role, Role::LlmApp { .. }),
                 Kind::ToolChaining => matches!(creds[i].role, Role::Agent { .. }),
@@ -719,6 +778,20 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
             });
             next_id += 1;
             picked += 1;
+            if cloud && kind == Kind::BillingSpike {
+                out.push(Anomaly {
+                    id: format!("A{next_id:04}"),
+                    kind: Kind::ToolChaining,
+                    cred: i,
+                    day,
+                    at: at - cloudtrail::RECON_LEAD,
+                    variant,
+                    description: cloudtrail::describe(Kind::ToolChaining, variant, &creds[i]),
+                    start: 0,
+                    end: 0,
+                });
+                next_id += 1;
+            }
             if kind == Kind::OutOfScope && variant == 2 {
                 // Expired key still in use: it expires at the start of the day and
                 // its owner's own traffic stops there.
@@ -739,6 +812,9 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
 }
 
 fn describe(kind: Kind, variant: u32, c: &Cred) -> String {
+    if c.cloud.is_some() {
+        return cloudtrail::describe(kind, variant, c);
+    }
     match (kind, c.role) {
         (Kind::BillingSpike, _) => {
             "LLMjacking: a new model from a new address and user agent, tokens 10-100x the credential's usual".into()
@@ -762,6 +838,9 @@ fn describe(kind: Kind, variant: u32, c: &Cred) -> String {
 }
 
 fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut Vec<Line>) {
+    if c.cloud.is_some() {
+        return cloudtrail::inject(a, c, day_start, rng, out);
+    }
     let t = day_start + a.at;
     match a.kind {
         Kind::BillingSpike => {

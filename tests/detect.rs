@@ -199,11 +199,13 @@ fn guardrail_tampering_in_real_records_alerts_on_the_key_that_did_it() {
         .collect();
     for l in guardrail {
         let r = &records[l["index"].as_u64().unwrap() as usize];
-        let id = r["eventID"].as_str().unwrap().to_string();
+        // request_id is AWS's requestID (what Bedrock's invocation log shares), else the eventID.
+        let id = r.get("requestID").unwrap_or(&r["eventID"]).as_str().unwrap().to_string();
         assert_eq!(evidence.contains(&id), l["panther_expected"] == true, "{} ({})", l["test"], r["eventName"]);
     }
     let update = alerts.iter().find(|a| a["observed"].as_str().unwrap().contains("bedrock:UpdateGuardrail")).unwrap();
-    assert_eq!(update["credential_id"], "ASIAQWERQWERQWERQWER");
+    // The temporary key is baselined on its role; the key is the session.
+    assert_eq!(update["credential_id"], "arn:aws:iam::123123123123:role/aws-reserved/sso.amazonaws.com/us-west-2/DevAdmin");
     assert_eq!(update["severity"], "high");
     assert!(update["mitre_attack"].as_str().unwrap().starts_with("T1562"));
 }

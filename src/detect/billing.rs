@@ -201,7 +201,12 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
         (_, false, false) => Severity::High,
         _ => grade(peak.ratio, (0.0, 20.0, 200.0)).max(Severity::Medium),
     };
-    let spent = format!("{} tokens (${cost:.2}) in {requests} requests", human(tokens));
+    // CloudTrail logs no tokens: its Bedrock calls are priced per request from the pricing table.
+    let spent = if tokens == 0.0 && cost > 0.0 {
+        format!("an estimated ${cost:.2} (priced per request, the log has no token counts) in {requests} requests")
+    } else {
+        format!("{} tokens (${cost:.2}) in {requests} requests", human(tokens))
+    };
     let (observed, baseline, explanation) = match base {
         Some(b) => {
             let floor = if peak.metric == "cost" { COST.high_floor } else { TOKENS.high_floor };

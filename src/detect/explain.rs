@@ -245,6 +245,8 @@ pub(crate) fn first_seen(g: &Group<'_>) -> Explained {
         "network" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
         "action" | "tool" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
         "resource prefix" => (Severity::Medium, "T1213 Data from Information Repositories"),
+        // A key used from a region it never worked in: LLMjacking shops for regions with the models enabled.
+        "region" => (Severity::Medium, "T1535 Unused/Unsupported Cloud Regions"),
         _ => (Severity::Low, "T1078.004 Valid Accounts: Cloud Accounts"),
     };
     Explained {

@@ -11,6 +11,7 @@ mod billing;
 mod chaining;
 mod explain;
 mod governance;
+mod recon;
 mod storm;
 
 use std::collections::BTreeMap;
@@ -167,6 +168,20 @@ const DETECTORS: &[Detector] = &[
         scoring: Scoring::Rows(explain::secret_exposure),
     },
     Detector {
+        name: "llmjacking_recon",
+        family: "tool_chaining",
+        sql: include_str!("../../queries/llmjacking_recon.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(recon::score),
+    },
+    Detector {
+        name: "session_key_reuse",
+        family: "session_key_reuse",
+        sql: include_str!("../../queries/session_key_reuse.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(recon::score_session_reuse),
+    },
+    Detector {
         name: "defense_evasion",
         family: "defense_evasion",
         sql: include_str!("../../queries/defense_evasion.sql"),
@@ -297,7 +312,7 @@ impl Engine {
                 Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
             });
         }
-        Ok(fold_first_seen(today))
+        Ok(fold_first_seen(recon::absorb_into_chains(today)))
     }
 }
 

@@ -25,6 +25,47 @@ fn shown(v: &Value) -> String {
     crate::ingest::gateway::truncate(&s, 64).to_string()
 }
 
+/// The fields of a record that the mapping reads, however it was parsed.
+/// Strings are borrowed from the record's text where JSON allows it.
+#[derive(Default)]
+struct Fields<'a> {
+    event_name: Option<Cow<'a, str>>,
+    event_time: Option<Cow<'a, str>>,
+    event_source: Option<Cow<'a, str>>,
+    event_id: Option<Cow<'a, str>>,
+    aws_request_id: Option<Cow<'a, str>>,
+    read_only: Option<bool>,
+    error_code: Option<Cow<'a, str>>,
+    region: Option<Cow<'a, str>>,
+    source_ip: Option<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
+    recipient_account: Option<Cow<'a, str>>,
+    /// Whether `userIdentity` is an object at all.
+    has_identity: bool,
+    id_type: Option<Cow<'a, str>>,
+    id_arn: Option<Cow<'a, str>>,
+    id_access_key: Option<Cow<'a, str>>,
+    id_account: Option<Cow<'a, str>>,
+    id_invoked_by: Option<Cow<'a, str>>,
+    id_principal_id: Option<Cow<'a, str>>,
+    id_issuer_arn: Option<Cow<'a, str>>,
+    /// The first ARN under `resources`.
+    resource_arn: Option<Cow<'a, str>>,
+    params: Option<Params<'a>>,
+}
+
+/// What `requestParameters` (an object) says about the call.
+#[derive(Default)]
+struct Params<'a> {
+    bucket: Option<Cow<'a, str>>,
+    key: Option<Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
+    /// The first of [`RESOURCE_PARAMS`] present, else the first instance id.
+    named: Option<Cow<'a, str>>,
+    /// The object as compact JSON, capped.
+    detail: Cow<'a, str>,
+}
+
 /// Maps one record. The rule: a record with an `eventName` and a parseable
 /// `eventTime` is ingested, its missing optional fields as nulls; any other
 /// is rejected with the reason.
@@ -32,90 +73,456 @@ fn shown(v: &Value) -> String {
 /// `credential_id` is the access key id; without one it falls back to the
 /// identity ARN, then the invoking AWS service, the principal id, the
 /// account (`account:<id>`), and finally `anonymous` for records with no
-/// identity at all.
+/// identity at all. Temporary keys (`ASIA…`) change with every session, so
+/// for them the credential is the identity behind the session (an assumed
+/// role's role ARN, a user's ARN) and the key goes into `session_id`
+/// (`<role session name>/<key>`): baselines then follow the role, and one
+/// session key seen from a second address can still be told apart.
 pub fn map_record(v: &Value) -> Result<Event<'_>, Rejected> {
     if !v.is_object() {
         return Err(Rejected(format!("not a CloudTrail record: expected an object, got {}", shown(v))));
     }
-    let event_name = match v.get("eventName") {
-        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-        Some(other) => {
-            return Err(Rejected(format!("eventName {} is not a name", shown(other))));
-        }
+    match v.get("eventName") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        Some(other) => return Err(Rejected(format!("eventName {} is not a name", shown(other)))),
         None => return Err(Rejected::new("missing eventName")),
-    };
-    let ts_ms = match v.get("eventTime") {
-        Some(Value::String(s)) => parse_ts(s)
-            .ok_or_else(|| Rejected(format!("eventTime {} is not a timestamp", shown(&Value::from(s.as_str())))))?,
+    }
+    match v.get("eventTime") {
+        Some(Value::String(_)) => {}
         Some(Value::Null) | None => return Err(Rejected::new("missing eventTime")),
-        Some(other) => {
-            return Err(Rejected(format!("eventTime {} is not a timestamp", shown(other))));
+        Some(other) => return Err(Rejected(format!("eventTime {} is not a timestamp", shown(other)))),
+    }
+    fn b(s: Option<&str>) -> Option<Cow<'_, str>> {
+        s.map(Cow::Borrowed)
+    }
+    let ident = v.get("userIdentity").filter(|i| i.is_object());
+    let id = |path: &[&str]| b(ident.and_then(|i| str_at(i, path)));
+    let params = v.get("requestParameters").filter(|p| p.is_object()).map(|p| Params {
+        bucket: b(str_at(p, &["bucketName"])),
+        key: b(str_at(p, &["key"])),
+        model: b(str_at(p, &["modelId"]).or_else(|| str_at(p, &["modelIdentifier"]))),
+        named: b(RESOURCE_PARAMS.iter().find_map(|k| str_at(p, &[k])).or_else(|| {
+            let ids = p.get("instancesSet")?.get("items")?.as_array()?;
+            ids.iter().find_map(|i| str_at(i, &["instanceId"]))
+        })),
+        detail: Cow::Owned(capped(p.to_string())),
+    });
+    let resource_arn = v
+        .get("resources")
+        .and_then(Value::as_array)
+        .and_then(|rs| rs.iter().find_map(|r| str_at(r, &["ARN"]).or_else(|| str_at(r, &["arn"]))));
+    build(Fields {
+        event_name: b(str_at(v, &["eventName"])),
+        event_time: b(str_at(v, &["eventTime"])).or(Some(Cow::Borrowed(""))),
+        event_source: b(str_at(v, &["eventSource"])),
+        event_id: b(str_at(v, &["eventID"])),
+        aws_request_id: b(str_at(v, &["requestID"])),
+        read_only: v.get("readOnly").and_then(Value::as_bool),
+        error_code: b(str_at(v, &["errorCode"])),
+        region: b(str_at(v, &["awsRegion"])),
+        source_ip: b(str_at(v, &["sourceIPAddress"])),
+        user_agent: b(str_at(v, &["userAgent"])),
+        recipient_account: b(str_at(v, &["recipientAccountId"])),
+        has_identity: ident.is_some(),
+        id_type: id(&["type"]),
+        id_arn: id(&["arn"]),
+        id_access_key: id(&["accessKeyId"]),
+        id_account: id(&["accountId"]),
+        id_invoked_by: id(&["invokedBy"]),
+        id_principal_id: id(&["principalId"]),
+        id_issuer_arn: id(&["sessionContext", "sessionIssuer", "arn"]),
+        resource_arn: b(resource_arn),
+        params,
+    })
+}
+
+/// [`map_record`] straight from a record's text, without building a
+/// `serde_json::Value`: the fields are deserialised into borrowed structs.
+/// A record of unusual shape (a field of an unexpected type, say) takes the
+/// `Value` path, so both give the same event or the same reason.
+pub fn map_text(text: &str) -> Result<Event<'_>, Rejected> {
+    if let Some(fields) = typed::fields(text) {
+        return build(fields);
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| Rejected(format!("not JSON: {e}")))?;
+    map_record(&v).map(into_owned)
+}
+
+fn into_owned(e: Event<'_>) -> Event<'static> {
+    fn o(c: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+        c.map(|c| Cow::Owned(c.into_owned()))
+    }
+    Event {
+        ts_ms: e.ts_ms,
+        request_id: o(e.request_id),
+        credential_id: Cow::Owned(e.credential_id.into_owned()),
+        principal: o(e.principal),
+        session_id: o(e.session_id),
+        source_ip: o(e.source_ip),
+        user_agent: o(e.user_agent),
+        provider: o(e.provider),
+        model: o(e.model),
+        action: e.action,
+        tool: o(e.tool),
+        resource: o(e.resource),
+        status: e.status,
+        error_code: o(e.error_code),
+        latency_ms: e.latency_ms,
+        tokens_in: e.tokens_in,
+        tokens_out: e.tokens_out,
+        cost_usd: e.cost_usd,
+        region: o(e.region),
+        account_id: o(e.account_id),
+        detail: o(e.detail),
+    }
+}
+
+/// A part of a borrowed-or-owned string, borrowed when the string is.
+fn part<'a>(c: &Cow<'a, str>, f: impl Fn(&str) -> &str) -> Cow<'a, str> {
+    match c {
+        Cow::Borrowed(s) => Cow::Borrowed(f(s)),
+        Cow::Owned(s) => Cow::Owned(f(s).to_string()),
+    }
+}
+
+/// The mapping itself, shared by both parsers.
+fn build(f: Fields<'_>) -> Result<Event<'_>, Rejected> {
+    let Some(event_name) = f.event_name else { return Err(Rejected::new("missing eventName")) };
+    let time = f.event_time.unwrap_or_default();
+    let ts_ms = parse_ts(&time)
+        .ok_or_else(|| Rejected(format!("eventTime {} is not a timestamp", shown(&Value::from(&*time)))))?;
+    let account = f.recipient_account.or_else(|| f.id_account.clone());
+    let arn = f.id_arn;
+    let is_assumed =
+        f.id_type.as_deref() == Some("AssumedRole") || arn.as_deref().is_some_and(|a| a.contains(":assumed-role/"));
+    let principal = if is_assumed {
+        f.id_issuer_arn.or_else(|| arn.clone())
+    } else {
+        arn.clone().or_else(|| f.id_invoked_by.clone())
+    };
+    let session_name = if is_assumed { arn.as_ref().map(|a| part(a, |a| a.rsplit('/').next().unwrap_or(a))) } else { None };
+    let temporary = f.id_access_key.as_deref().is_some_and(|k| k.starts_with("ASIA"));
+    let (credential_id, session_id): (Cow<'_, str>, Option<Cow<'_, str>>) = match (&f.id_access_key, &principal) {
+        (Some(key), Some(p)) if temporary => {
+            let session = match &session_name {
+                Some(name) => Cow::Owned(format!("{name}/{key}")),
+                None => key.clone(),
+            };
+            (p.clone(), Some(session))
+        }
+        _ => {
+            let cred = match f.id_access_key.or(arn).or(f.id_invoked_by).or(f.id_principal_id) {
+                Some(s) => s,
+                None => match &account {
+                    Some(a) if f.has_identity => Cow::Owned(format!("account:{a}")),
+                    _ => Cow::Borrowed("anonymous"),
+                },
+            };
+            (cred, session_name)
         }
     };
-    let ident = v.get("userIdentity").filter(|i| i.is_object());
-    let id = |path: &[&str]| ident.and_then(|i| str_at(i, path));
-    let arn = id(&["arn"]);
-    let account = str_at(v, &["recipientAccountId"]).or_else(|| id(&["accountId"]));
-    let credential_id: Cow<'_, str> =
-        match id(&["accessKeyId"]).or(arn).or_else(|| id(&["invokedBy"])).or_else(|| id(&["principalId"])) {
-            Some(s) => Cow::Borrowed(s),
-            None => match account {
-                Some(a) if ident.is_some() => Cow::Owned(format!("account:{a}")),
-                _ => Cow::Borrowed("anonymous"),
-            },
-        };
-    let is_assumed = id(&["type"]) == Some("AssumedRole") || arn.is_some_and(|a| a.contains(":assumed-role/"));
-    let principal = if is_assumed {
-        id(&["sessionContext", "sessionIssuer", "arn"]).or(arn)
-    } else {
-        arn.or_else(|| id(&["invokedBy"]))
-    };
-    let session_id = if is_assumed { arn.and_then(|a| a.rsplit('/').next()) } else { None };
 
-    let event_source = str_at(v, &["eventSource"]);
-    let service = event_source.map(|s| s.strip_suffix(".amazonaws.com").unwrap_or(s));
-    let tool: Cow<'_, str> = match service {
+    let service = f.event_source.as_ref().map(|s| part(s, |s| s.strip_suffix(".amazonaws.com").unwrap_or(s)));
+    let tool: Cow<'_, str> = match &service {
         Some(svc) => Cow::Owned(format!("{svc}:{event_name}")),
-        None => Cow::Borrowed(event_name),
+        None => event_name.clone(),
     };
-    let bedrock = service.is_some_and(|s| s.starts_with("bedrock"));
-    let read_only = v.get("readOnly").and_then(Value::as_bool);
-    let action = classify(service.unwrap_or(""), event_name, read_only);
-    let params = v.get("requestParameters").filter(|p| p.is_object());
-    let model = params.and_then(|p| str_at(p, &["modelId"]).or_else(|| str_at(p, &["modelIdentifier"])));
-
-    let error_code = str_at(v, &["errorCode"]);
-    let status = Some(error_code.map_or(200, status_of_error));
+    let bedrock = service.as_deref().is_some_and(|s| s.starts_with("bedrock"));
+    let action = classify(service.as_deref().unwrap_or(""), &event_name, f.read_only);
+    let status = Some(f.error_code.as_deref().map_or(200, status_of_error));
+    let (model, resource, detail) = match f.params {
+        Some(p) => {
+            let resource = match (p.bucket, p.key) {
+                (Some(bucket), Some(key)) => Some(Cow::Owned(format!("s3://{bucket}/{key}"))),
+                (Some(bucket), None) => Some(Cow::Owned(format!("s3://{bucket}/"))),
+                (None, _) => f.resource_arn.or(p.named),
+            };
+            (p.model, resource, Some(p.detail))
+        }
+        None => (None, f.resource_arn, None),
+    };
 
     Ok(Event {
         ts_ms,
-        request_id: str_at(v, &["eventID"]).or_else(|| str_at(v, &["requestID"])).map(Cow::Borrowed),
+        // AWS's request id, which Bedrock's model-invocation log shares, so
+        // the two logs of one call join; CloudTrail's own event id otherwise.
+        request_id: f.aws_request_id.or(f.event_id),
         credential_id,
-        principal: principal.map(Cow::Borrowed),
-        session_id: session_id.map(Cow::Borrowed),
-        source_ip: str_at(v, &["sourceIPAddress"]).map(Cow::Borrowed),
-        user_agent: str_at(v, &["userAgent"]).map(Cow::Borrowed),
+        principal,
+        session_id,
+        source_ip: f.source_ip,
+        user_agent: f.user_agent,
         provider: Some(Cow::Borrowed(if bedrock { "bedrock" } else { "aws" })),
-        model: model.map(Cow::Borrowed),
+        model,
         action: Some(action),
         tool: Some(tool),
-        resource: resource(v, params),
+        resource,
         status,
-        error_code: error_code.map(Cow::Borrowed),
+        error_code: f.error_code,
         latency_ms: None,
         tokens_in: None,
         tokens_out: None,
         cost_usd: None,
-        region: str_at(v, &["awsRegion"]).map(Cow::Borrowed),
-        account_id: account.map(Cow::Borrowed),
-        detail: params.map(|p| Cow::Owned(capped_json(p))),
+        region: f.region,
+        account_id: account,
+        detail,
     })
+}
+
+/// Typed, borrowing deserialisation of the fields [`build`] reads.
+mod typed {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    use super::{Fields, Params, capped};
+
+    type S<'a> = Option<Cow<'a, str>>;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Record<'a> {
+        #[serde(borrow)]
+        event_name: S<'a>,
+        #[serde(borrow)]
+        event_time: Option<&'a RawValue>,
+        #[serde(borrow)]
+        event_source: S<'a>,
+        #[serde(borrow, rename = "eventID")]
+        event_id: S<'a>,
+        #[serde(borrow, rename = "requestID")]
+        request_id: S<'a>,
+        read_only: Option<bool>,
+        #[serde(borrow)]
+        error_code: S<'a>,
+        #[serde(borrow)]
+        aws_region: S<'a>,
+        #[serde(borrow, rename = "sourceIPAddress")]
+        source_ip: S<'a>,
+        #[serde(borrow)]
+        user_agent: S<'a>,
+        #[serde(borrow)]
+        recipient_account_id: S<'a>,
+        #[serde(borrow)]
+        user_identity: Option<Identity<'a>>,
+        #[serde(borrow)]
+        request_parameters: Option<&'a RawValue>,
+        #[serde(borrow)]
+        resources: Option<Vec<Resource<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Identity<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: S<'a>,
+        #[serde(borrow)]
+        arn: S<'a>,
+        #[serde(borrow)]
+        access_key_id: S<'a>,
+        #[serde(borrow)]
+        account_id: S<'a>,
+        #[serde(borrow)]
+        invoked_by: S<'a>,
+        #[serde(borrow)]
+        principal_id: S<'a>,
+        #[serde(borrow)]
+        session_context: Option<SessionContext<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SessionContext<'a> {
+        #[serde(borrow)]
+        session_issuer: Option<Issuer<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Issuer<'a> {
+        #[serde(borrow)]
+        arn: S<'a>,
+    }
+
+    #[derive(Deserialize)]
+    struct Resource<'a> {
+        #[serde(borrow, rename = "ARN")]
+        upper: S<'a>,
+        #[serde(borrow)]
+        arn: S<'a>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RequestParameters<'a> {
+        #[serde(borrow)]
+        bucket_name: S<'a>,
+        #[serde(borrow)]
+        key: S<'a>,
+        #[serde(borrow)]
+        model_id: S<'a>,
+        #[serde(borrow)]
+        model_identifier: S<'a>,
+        #[serde(borrow)]
+        role_arn: S<'a>,
+        #[serde(borrow)]
+        policy_arn: S<'a>,
+        #[serde(borrow)]
+        resource_arn: S<'a>,
+        #[serde(borrow)]
+        secret_id: S<'a>,
+        #[serde(borrow)]
+        guardrail_identifier: S<'a>,
+        #[serde(borrow)]
+        function_name: S<'a>,
+        #[serde(borrow)]
+        key_id: S<'a>,
+        #[serde(borrow)]
+        trail_name: S<'a>,
+        #[serde(borrow)]
+        name: S<'a>,
+        #[serde(borrow)]
+        role_name: S<'a>,
+        #[serde(borrow)]
+        user_name: S<'a>,
+        #[serde(borrow)]
+        group_name: S<'a>,
+        #[serde(borrow)]
+        policy_name: S<'a>,
+        #[serde(borrow)]
+        instance_id: S<'a>,
+        #[serde(borrow)]
+        log_group_name: S<'a>,
+        #[serde(borrow)]
+        table_name: S<'a>,
+        #[serde(borrow)]
+        queue_url: S<'a>,
+        #[serde(borrow)]
+        topic_arn: S<'a>,
+        #[serde(borrow)]
+        instances_set: Option<InstancesSet<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct InstancesSet<'a> {
+        #[serde(borrow)]
+        items: Option<Vec<Instance<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Instance<'a> {
+        #[serde(borrow)]
+        instance_id: S<'a>,
+    }
+
+    /// Empty strings count as absent, as in the `Value` path.
+    fn ne(s: S<'_>) -> S<'_> {
+        s.filter(|s| !s.is_empty())
+    }
+
+    /// The fields, or `None` when the record has a shape this fast path
+    /// does not take (the caller then uses the `Value` path).
+    pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
+        let r: Record<'_> = serde_json::from_str(text).ok()?;
+        // Rejections with their reasons are the Value path's job.
+        r.event_name.as_deref().filter(|n| !n.is_empty())?;
+        let time = r.event_time.map(RawValue::get).filter(|t| t.starts_with('"'))?;
+        let event_time: Cow<'_, str> = if time.contains('\\') {
+            Cow::Owned(serde_json::from_str::<String>(time).ok()?)
+        } else {
+            Cow::Borrowed(&time[1..time.len() - 1])
+        };
+        let params = match r.request_parameters.map(RawValue::get) {
+            Some(raw) if raw.starts_with('{') => {
+                let p: RequestParameters<'_> = serde_json::from_str(raw).ok()?;
+                let named = [
+                    p.role_arn,
+                    p.policy_arn,
+                    p.resource_arn,
+                    p.secret_id,
+                    p.guardrail_identifier,
+                    p.model_id.clone(),
+                    p.function_name,
+                    p.key_id,
+                    p.trail_name,
+                    p.name,
+                    p.role_name,
+                    p.user_name,
+                    p.group_name,
+                    p.policy_name,
+                    p.instance_id,
+                    p.log_group_name,
+                    p.table_name,
+                    p.queue_url,
+                    p.topic_arn,
+                ]
+                .into_iter()
+                .find_map(ne)
+                .or_else(|| p.instances_set?.items?.into_iter().find_map(|i| ne(i.instance_id)));
+                // Delivery files are compact; anything else is compacted like the Value path.
+                let detail = if raw.bytes().any(|b| matches!(b, b'\n' | b'\r' | b'\t')) || raw.contains("\": ") {
+                    Cow::Owned(capped(serde_json::from_str::<serde_json::Value>(raw).ok()?.to_string()))
+                } else if raw.len() > super::DETAIL_BYTES {
+                    Cow::Owned(capped(raw.to_string()))
+                } else {
+                    Cow::Borrowed(raw)
+                };
+                Some(Params {
+                    bucket: ne(p.bucket_name),
+                    key: ne(p.key),
+                    model: ne(p.model_id).or(ne(p.model_identifier)),
+                    named,
+                    detail,
+                })
+            }
+            _ => None,
+        };
+        let ident = r.user_identity;
+        let has_identity = ident.is_some();
+        let (kind, arn, key, account, invoked_by, principal_id, issuer) = match ident {
+            Some(i) => (
+                ne(i.kind),
+                ne(i.arn),
+                ne(i.access_key_id),
+                ne(i.account_id),
+                ne(i.invoked_by),
+                ne(i.principal_id),
+                ne(i.session_context.and_then(|c| c.session_issuer).and_then(|s| s.arn)),
+            ),
+            None => Default::default(),
+        };
+        let resource_arn =
+            r.resources.and_then(|rs| rs.into_iter().find_map(|x| ne(x.upper).or_else(|| ne(x.arn))));
+        Some(Fields {
+            event_name: ne(r.event_name),
+            event_time: Some(event_time),
+            event_source: ne(r.event_source),
+            event_id: ne(r.event_id),
+            aws_request_id: ne(r.request_id),
+            read_only: r.read_only,
+            error_code: ne(r.error_code),
+            region: ne(r.aws_region),
+            source_ip: ne(r.source_ip),
+            user_agent: ne(r.user_agent),
+            recipient_account: ne(r.recipient_account_id),
+            has_identity,
+            id_type: kind,
+            id_arn: arn,
+            id_access_key: key,
+            id_account: account,
+            id_invoked_by: invoked_by,
+            id_principal_id: principal_id,
+            id_issuer_arn: issuer,
+            resource_arn,
+            params,
+        })
+    }
 }
 
 const DETAIL_BYTES: usize = 8 << 10;
 
-fn capped_json(v: &Value) -> String {
-    let s = v.to_string();
+fn capped(s: String) -> String {
     if s.len() <= DETAIL_BYTES {
         return s;
     }
@@ -270,29 +677,6 @@ const RESOURCE_PARAMS: &[&str] = &[
     "topicArn",
 ];
 
-fn resource<'a>(v: &'a Value, params: Option<&'a Value>) -> Option<Cow<'a, str>> {
-    if let Some(p) = params
-        && let Some(bucket) = str_at(p, &["bucketName"])
-    {
-        return Some(match str_at(p, &["key"]) {
-            Some(key) => Cow::Owned(format!("s3://{bucket}/{key}")),
-            None => Cow::Owned(format!("s3://{bucket}/")),
-        });
-    }
-    let first_arn = v
-        .get("resources")
-        .and_then(Value::as_array)
-        .and_then(|rs| rs.iter().find_map(|r| str_at(r, &["ARN"]).or_else(|| str_at(r, &["arn"]))));
-    if let Some(arn) = first_arn {
-        return Some(Cow::Borrowed(arn));
-    }
-    let p = params?;
-    RESOURCE_PARAMS.iter().find_map(|k| str_at(p, &[k]).map(Cow::Borrowed)).or_else(|| {
-        let ids = p.get("instancesSet")?.get("items")?.as_array()?;
-        ids.iter().find_map(|i| str_at(i, &["instanceId"])).map(Cow::Borrowed)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,9 +745,47 @@ mod tests {
         v["userIdentity"] = json!({"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/agent-role/run-42",
             "accessKeyId": "ASIAEXAMPLE", "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/agent-role"}}});
         let e = map_record(&v).unwrap();
+        // A temporary key is baselined on its role, the key kept as the session.
         assert_eq!(e.principal.as_deref(), Some("arn:aws:iam::111122223333:role/agent-role"));
-        assert_eq!(e.session_id.as_deref(), Some("run-42"));
-        assert_eq!(e.credential_id, "ASIAEXAMPLE");
+        assert_eq!(e.credential_id, "arn:aws:iam::111122223333:role/agent-role");
+        assert_eq!(e.session_id.as_deref(), Some("run-42/ASIAEXAMPLE"));
+        // A long-lived key stays the credential; an IAM user's session key goes to its user.
+        v["userIdentity"]["accessKeyId"] = json!("AKIAEXAMPLE");
+        let e = map_record(&v).unwrap();
+        assert_eq!((e.credential_id.as_ref(), e.session_id.as_deref()), ("AKIAEXAMPLE", Some("run-42")));
+        v["userIdentity"] = json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/etl", "accessKeyId": "ASIASESSION"});
+        let e = map_record(&v).unwrap();
+        assert_eq!((e.credential_id.as_ref(), e.session_id.as_deref()), ("arn:aws:iam::111122223333:user/etl", Some("ASIASESSION")));
+    }
+
+    /// The typed fast path and the `Value` path agree on every real record,
+    /// compact or pretty-printed, and on the odd shapes that fall back.
+    #[test]
+    fn typed_path_matches_value_path() {
+        let (records, _) = fixture();
+        let mut odd = vec![
+            json!({"eventName": 5, "eventTime": "2024-03-01T10:00:00Z"}),
+            json!({"eventName": "X", "eventTime": 17}),
+            json!({"eventName": "", "eventTime": "2024-03-01T10:00:00Z"}),
+            json!({"eventName": "X", "eventTime": "2024-03-01T10:00:00Z", "userIdentity": "root"}),
+            json!({"eventName": "X", "eventTime": "2024-03-01T10:00:00Z", "requestParameters": {"name": {"a": 1}}}),
+            json!({"eventName": "GetObject", "eventTime": "2024-03-01T10:00:00Z", "readOnly": "true"}),
+        ];
+        odd.extend(records);
+        for r in &odd {
+            for text in [r.to_string(), serde_json::to_string_pretty(r).unwrap()] {
+                let (fast, slow) = (map_text(&text), map_record(r));
+                match (fast, slow) {
+                    (Ok(mut a), Ok(mut b)) => {
+                        let parse = |d: &Option<Cow<'_, str>>| d.as_deref().map(|d| serde_json::from_str::<Value>(d).unwrap());
+                        assert_eq!(parse(&a.detail), parse(&b.detail), "{text}");
+                        (a.detail, b.detail) = (None, None);
+                        assert_eq!(a, b, "{text}");
+                    }
+                    (a, b) => assert_eq!(a.err(), b.err(), "{text}"),
+                }
+            }
+        }
     }
 
     #[test]

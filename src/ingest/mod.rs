@@ -9,6 +9,7 @@
 pub mod cloudtrail;
 pub mod gateway;
 pub mod mapping;
+pub mod pricing;
 pub mod source;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -28,6 +29,7 @@ use crate::lake::{self, Lake, LakeError, SourceRecord, Txn};
 use crate::schema::{Event, EventBuilder, Lineage, Rejected, event_schema};
 use crate::secrets::{self, Exposure, ExposureRow};
 use mapping::{Mapping, MappingError};
+use pricing::{Pricing, PricingError};
 use source::{Chunks, Container};
 
 /// The raw text kept for a quarantined record, at most.
@@ -46,6 +48,8 @@ pub enum IngestError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
     #[error("{}: no such file or directory", .0.display())]
     MissingInput(PathBuf),
     #[error("unknown format {0:?}; known: {1}")]
@@ -65,6 +69,8 @@ pub struct IngestOptions {
     pub format: Option<String>,
     /// Draw a progress bar (only ever on a terminal).
     pub progress: bool,
+    /// A Bedrock pricing table replacing `models/bedrock_pricing.toml`.
+    pub pricing: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -202,14 +208,16 @@ struct Formats {
     /// The user's mappings first, then the built-in ones.
     mappings: Vec<Mapping>,
     user: usize,
+    /// Prices Bedrock inference the log leaves unpriced.
+    pricing: Pricing,
 }
 
 impl Formats {
-    fn load(user: &[PathBuf]) -> Result<Formats, MappingError> {
+    fn load(user: &[PathBuf], pricing: Option<&Path>) -> Result<Formats, IngestError> {
         let mut mappings = user.iter().map(|p| Mapping::from_file(p)).collect::<Result<Vec<_>, _>>()?;
         let user = mappings.len();
         mappings.extend(mapping::builtin());
-        Ok(Formats { mappings, user })
+        Ok(Formats { mappings, user, pricing: Pricing::load(pricing)? })
     }
 
     fn name(&self, f: Format) -> &str {
@@ -312,19 +320,21 @@ impl FileCtx<'_> {
             return;
         };
         let value: Result<Option<Value>, Rejected> = match format {
-            Format::Gateway => Ok(None),
+            // Both built-in formats parse their own text (typed, borrowing).
+            Format::Gateway | Format::CloudTrail => Ok(None),
             _ => serde_json::from_str(text).map(Some).map_err(|e| Rejected(format!("not JSON: {e}"))),
         };
         let result: Result<Event<'_>, Rejected> = match (&value, format) {
             (Err(r), _) => Err(r.clone()),
             (Ok(_), Format::Gateway) => gateway::parse(text),
-            (Ok(Some(v)), Format::CloudTrail) => cloudtrail::map_record(v),
+            (Ok(_), Format::CloudTrail) => cloudtrail::map_text(text),
             (Ok(Some(v)), Format::Mapped(i)) => self.formats.mappings[i].map(v),
             (Ok(None), _) => Err(Rejected::new("record was not parsed")),
         };
         self.record_exposures(&red.exposures, text, result.as_ref().ok(), record_no, out);
         match result {
-            Ok(e) => {
+            Ok(mut e) => {
+                self.formats.pricing.apply(&mut e);
                 let lineage = Lineage { source: self.formats.name(format), source_file: self.file };
                 out.events.append(&e, lineage, record_no);
                 out.ingested += 1;
@@ -634,7 +644,7 @@ impl<R: Read> Read for Counting<R> {
 /// Runs one ingest into the lake.
 pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
-    let formats = Formats::load(&opts.mappings)?;
+    let formats = Formats::load(&opts.mappings, opts.pricing.as_deref())?;
     let forced = match &opts.format {
         Some(name) => {
             Some(formats.by_name(name).ok_or_else(|| IngestError::UnknownFormat(name.clone(), formats.names()))?)
@@ -966,8 +976,8 @@ pub struct Parsed {
 }
 
 impl LineParser {
-    pub fn new(mappings: &[PathBuf], format: Option<&str>) -> Result<LineParser, IngestError> {
-        let formats = Formats::load(mappings)?;
+    pub fn new(mappings: &[PathBuf], format: Option<&str>, pricing: Option<&Path>) -> Result<LineParser, IngestError> {
+        let formats = Formats::load(mappings, pricing)?;
         let forced = match format {
             Some(name) => Some(
                 formats.by_name(name).ok_or_else(|| IngestError::UnknownFormat(name.to_string(), formats.names()))?,

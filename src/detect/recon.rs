@@ -1,0 +1,293 @@
+//! The cloud-audit path's intrusion chains.
+//!
+//! LLMjacking: a stolen AWS key is tried against Bedrock — first-ever
+//! control-plane calls (is invocation logging on, which models exist, can
+//! they be enabled), `InvokeModel` probes failing with
+//! `ValidationException`, sometimes the invocation log deleted, then
+//! inference from an address the key never used. The steps become one
+//! alert (of the tool-chaining family: it is a chain of calls) that lists
+//! them in order; out-of-scope and first-seen findings inside it are steps
+//! of the same chain and join it.
+//!
+//! Session-key reuse: a temporary key used from a second network.
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+
+use super::{Context, DetectError};
+use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use crate::columns;
+use crate::time::format_ms;
+
+/// The finding of an LLMjacking chain alert.
+pub(crate) const RECON_FINDING: &str = "llmjacking_recon";
+
+struct Step {
+    ts: i64,
+    request_id: Option<String>,
+    ip: Option<String>,
+    tool: String,
+    model: Option<String>,
+    kind: String,
+}
+
+fn hm(ms: i64) -> String {
+    format_ms(ms).get(11..16).unwrap_or("").to_string()
+}
+
+/// Runs of the same step (the same call, or inference from one address) as one line.
+fn describe(steps: &[&Step]) -> Vec<String> {
+    let mut lines: Vec<(String, usize, i64, i64)> = Vec::new();
+    for s in steps {
+        let what = match s.kind.as_str() {
+            "recon" => format!("first-ever {}", s.tool),
+            "probe" => format!(
+                "{} probe failed with ValidationException{}",
+                s.tool,
+                s.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
+            "evasion" => format!("defence evasion: {}", s.tool),
+            _ => format!(
+                "{} from {}, an address it never used{}",
+                s.tool,
+                s.ip.as_deref().unwrap_or("?"),
+                s.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
+        };
+        match lines.last_mut() {
+            Some(l) if l.0 == what => {
+                l.1 += 1;
+                l.3 = s.ts;
+            }
+            _ => lines.push((what, 1, s.ts, s.ts)),
+        }
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, (what, n, a, b))| match n {
+            1 => format!("{}) {} {what}", i + 1, hm(a)),
+            _ => format!("{}) {}–{} {what} ×{n}", i + 1, hm(a), hm(b)),
+        })
+        .collect()
+}
+
+pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    let mut by_cred: BTreeMap<String, (Option<String>, Vec<Step>)> = BTreeMap::new();
+    for b in batches {
+        let cred = columns::strings(b, q, "credential_id")?;
+        let principal = columns::strings(b, q, "principal")?;
+        let ts = columns::times(b, q, "ts")?;
+        let req = columns::strings(b, q, "request_id")?;
+        let ip = columns::strings(b, q, "source_ip")?;
+        let tool = columns::strings(b, q, "tool")?;
+        let model = columns::strings(b, q, "model")?;
+        let kind = columns::strings(b, q, "step")?;
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(t), Some(k)) = (&cred[i], ts[i], &kind[i]) else { continue };
+            let e = by_cred.entry(c.clone()).or_insert_with(|| (principal[i].clone(), Vec::new()));
+            e.1.push(Step {
+                ts: t,
+                request_id: req[i].clone(),
+                ip: ip[i].clone(),
+                tool: tool[i].clone().unwrap_or_default(),
+                model: model[i].clone(),
+                kind: k.clone(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (cred, (principal, mut steps)) in by_cred {
+        steps.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
+        let Some(first_recon) = steps.iter().position(|s| s.kind == "recon") else { continue };
+        // The chain starts at its first recon call; what came before is not part of it.
+        let chain: Vec<&Step> = steps[first_recon..].iter().collect();
+        let count = |k: &str| chain.iter().filter(|s| s.kind == k).count();
+        let recon_tools: std::collections::BTreeSet<&str> =
+            chain.iter().filter(|s| s.kind == "recon").map(|s| s.tool.as_str()).collect();
+        let (probes, evasion, abuse) = (count("probe"), count("evasion"), count("new_address_inference"));
+        // One stray console look is not a chain: two different recon calls, or one with what follows it.
+        if recon_tools.len() < 2 && probes + evasion + abuse == 0 {
+            continue;
+        }
+        let severity = if abuse > 0 || evasion > 0 { Severity::Critical } else { Severity::High };
+        let start = chain[0].ts;
+        let end = chain.last().map_or(start, |s| s.ts);
+        let listed = describe(&chain);
+        let shown: Vec<String> = if listed.len() > 12 {
+            let mut v = listed[..11].to_vec();
+            v.push(format!("… {} more step(s)", listed.len() - 11));
+            v
+        } else {
+            listed
+        };
+        let action = if evasion > 0 {
+            "revoke the key, restore Bedrock invocation logging and guardrails, and check the Bedrock bill"
+        } else if abuse > 0 {
+            "revoke the key and check the Bedrock bill and who holds the key"
+        } else {
+            "confirm who is exploring Bedrock with this key, or revoke it before it is used for inference"
+        };
+        let observed = format!(
+            "{} first-ever Bedrock control-plane call(s) ({}), {probes} failed InvokeModel probe(s), {evasion} defence-evasion call(s), {abuse} inference call(s) from new addresses",
+            recon_tools.len(),
+            recon_tools.iter().copied().collect::<Vec<_>>().join(", ")
+        );
+        let explanation = format!(
+            "{cred} went through the LLMjacking recon chain on Bedrock: {} — {action}",
+            shown.join("; ")
+        );
+        let evidence: Vec<String> = chain.iter().filter_map(|s| s.request_id.clone()).collect();
+        out.push(Alert {
+            alert_id: alert::alert_id("tool_chaining", &cred, RECON_FINDING, start),
+            detector: "tool_chaining",
+            finding: RECON_FINDING.to_string(),
+            severity,
+            score: (recon_tools.len() + probes.min(5) + 5 * evasion.min(1) + 5 * abuse.min(1)) as f64,
+            credential_id: cred,
+            principal,
+            window_start_ms: start,
+            window_end_ms: end,
+            explanation,
+            observed,
+            baseline: "the key had never called these Bedrock control-plane APIs nor used these addresses in its learned history".into(),
+            evidence_count: evidence.len() as u64,
+            evidence: evidence.into_iter().take(MAX_EVIDENCE).collect(),
+            mitre_attack: Some("T1496 Resource Hijacking"),
+            owasp_nhi: Some("NHI2:2025 Secret Leakage"),
+            subject: recon_tools.first().map(|s| s.to_string()),
+            incident_id: None,
+            suppressed: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Out-of-scope and first-seen alerts of a credential that fall inside its
+/// LLMjacking chain are steps of it: they join the chain's alert (named in
+/// what it observed) instead of standing alone. Runs before first-seen
+/// values are folded into other alerts, so the chain's own first-ever calls
+/// stay with it.
+pub(super) fn absorb_into_chains(alerts: Vec<Alert>) -> Vec<Alert> {
+    const SLACK_MS: i64 = 10 * 60_000;
+    let (mut chains, rest): (Vec<Alert>, Vec<Alert>) =
+        alerts.into_iter().partition(|a| a.finding == RECON_FINDING);
+    if chains.is_empty() {
+        return rest;
+    }
+    let mut out = Vec::new();
+    for a in rest {
+        let host = (a.detector == "out_of_scope")
+            .then(|| {
+                chains.iter_mut().find(|c| {
+                    c.credential_id == a.credential_id
+                        && a.window_start_ms >= c.window_start_ms - SLACK_MS
+                        && a.window_start_ms <= c.window_end_ms + SLACK_MS
+                })
+            })
+            .flatten();
+        match host {
+            Some(c) => {
+                // A first-ever call the chain already lists needs no second mention.
+                let subject = a.subject.as_deref().unwrap_or("");
+                if subject.is_empty() || !c.explanation.contains(subject) {
+                    let what = a.finding.replace('_', " ").replace("first seen", "first-seen");
+                    c.observed = format!("{}; {what} {subject}", c.observed);
+                }
+            }
+            None => out.push(a),
+        }
+    }
+    out.extend(chains);
+    out
+}
+
+/// Session keys used from a second network.
+pub(super) fn score_session_reuse(
+    _cx: &Context<'_>,
+    q: &str,
+    batches: &[RecordBatch],
+) -> Result<Vec<Alert>, DetectError> {
+    struct Use {
+        principal: Option<String>,
+        network: String,
+        first: i64,
+        last: i64,
+        requests: i64,
+        ips: Vec<String>,
+        evidence: Vec<String>,
+        /// First used on the day(s) detected (the look-back day was judged the day before).
+        in_range: bool,
+    }
+    let mut sessions: BTreeMap<(String, String), Vec<Use>> = BTreeMap::new();
+    for b in batches {
+        let cred = columns::strings(b, q, "credential_id")?;
+        let session = columns::strings(b, q, "session_id")?;
+        let network = columns::strings(b, q, "network")?;
+        let principal = columns::strings(b, q, "principal")?;
+        let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
+        let requests = columns::ints(b, q, "requests")?;
+        let ips = columns::string_lists(b, q, "source_ips")?;
+        let evidence = columns::string_lists(b, q, "evidence")?;
+        let in_range = columns::bools(b, q, "in_range")?;
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(s), Some(n), Some(f), Some(l)) = (&cred[i], &session[i], &network[i], first[i], last[i])
+            else {
+                continue;
+            };
+            sessions.entry((c.clone(), s.clone())).or_default().push(Use {
+                principal: principal[i].clone(),
+                network: n.clone(),
+                first: f,
+                last: l,
+                requests: requests[i].unwrap_or(0),
+                ips: ips[i].clone(),
+                evidence: evidence[i].clone(),
+                in_range: in_range[i].unwrap_or(false),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for ((cred, session), mut uses) in sessions {
+        uses.sort_by_key(|u| u.first);
+        let owner = &uses[0];
+        for u in uses.iter().skip(1).filter(|u| u.in_range) {
+            let key = session.rsplit('/').next().unwrap_or(&session);
+            let explanation = format!(
+                "session key {key} of {cred} (session {session}) was used from {} ({}) {} request(s) from {} after it \
+                 started on {} ({}) at {}: a temporary key belongs to the host that assumed the role — revoke the \
+                 role's active sessions and find where the key leaked",
+                u.network,
+                u.ips.join(", "),
+                u.requests,
+                format_ms(u.first),
+                owner.network,
+                owner.ips.join(", "),
+                format_ms(owner.first),
+            );
+            out.push(Alert {
+                alert_id: alert::alert_id("session_key_reuse", &cred, &session, u.first),
+                detector: "session_key_reuse",
+                finding: "session_key_from_second_network".into(),
+                severity: Severity::High,
+                score: u.requests as f64,
+                credential_id: cred.clone(),
+                principal: u.principal.clone(),
+                window_start_ms: u.first,
+                window_end_ms: u.last,
+                explanation,
+                observed: format!("{} request(s) with session key {key} from {}", u.requests, u.network),
+                baseline: format!("the session started from {} and was used only from there", owner.network),
+                evidence: u.evidence.iter().take(MAX_EVIDENCE).cloned().collect(),
+                evidence_count: u.requests.max(0) as u64,
+                mitre_attack: Some("T1550.001 Use Alternate Authentication Material: Application Access Token"),
+                owasp_nhi: Some("NHI2:2025 Secret Leakage"),
+                subject: Some(key.to_string()),
+                incident_id: None,
+                suppressed: None,
+            });
+        }
+    }
+    Ok(out)
+}

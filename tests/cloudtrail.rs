@@ -1,0 +1,289 @@
+//! The cloud-audit path end to end through the real binary: CloudTrail
+//! delivery files and Bedrock model-invocation logs → lake → detection.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn run_lake(inputs: &Path, inventory: Option<&Path>, lake: &Path) -> std::process::Output {
+    let mut cmd = credtrail();
+    cmd.arg("run").arg(inputs).args(["--no-progress", "--output", "jsonl", "--lake"]).arg(lake);
+    if let Some(inv) = inventory {
+        cmd.arg("--inventory").arg(inv);
+    }
+    cmd.output().unwrap()
+}
+
+fn alerts_of(out: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn sql_json(lake: &Path, statement: &str) -> Vec<Value> {
+    let out = credtrail().args(["sql", "--format", "json", "--lake"]).arg(lake).args(["-c", statement]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// One generated CloudTrail week through sample → run → eval, checking
+/// the layout and each LLMjacking story on the way; returns the eval report.
+fn cloudtrail_week(seed: u64) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("sample");
+    generate_sample(&data, seed, &["--format", "cloudtrail", "--days", "5", "--credentials", "30", "--rate-scale", "0.4"]);
+    // Delivery files where AWS puts them: AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/…json.gz.
+    let files: Vec<String> = walk(&data.join("AWSLogs")).iter().map(|p| p.display().to_string()).collect();
+    assert!(files.len() > 24, "{} files", files.len());
+    let shape = regex::Regex::new(
+        r"AWSLogs/\d{12}/CloudTrail/[a-z]+-[a-z]+-\d/2026/11/\d\d/\d{12}_CloudTrail_[a-z]+-[a-z]+-\d_202611\d\dT\d\d00Z_[0-9A-F]{16}\.json\.gz$",
+    )
+    .unwrap();
+    assert!(files.iter().all(|f| shape.is_match(f)), "{:?}", files.iter().find(|f| !shape.is_match(f)));
+    // The inventory is keyed by access key (or role ARN), with IAM ARNs and regions.
+    let inv = std::fs::read_to_string(data.join("inventory.csv")).unwrap();
+    assert!(inv.lines().skip(1).all(|l| l.starts_with("AKIA") || l.starts_with("arn:aws:iam::")), "{inv}");
+    assert!(inv.contains(",bedrock:InvokeModel,") && inv.contains(",arn:aws:iam::"), "{inv}");
+
+    let lake = work.path().join("lake");
+    let out = run_lake(&data.join("AWSLogs"), Some(&data.join("inventory.csv")), &lake);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = alerts_of(&out);
+
+    let labels = std::fs::read_to_string(data.join("labels.csv")).unwrap();
+    let spikes: Vec<&str> =
+        labels.lines().filter(|l| l.contains(",billing_spike,")).map(|l| l.split(',').nth(2).unwrap()).collect();
+    assert!(!spikes.is_empty());
+    for key in spikes {
+        // Each spike's key: the recon chain, with its steps in order, and the
+        // spike itself, in one incident.
+        let of_key: Vec<&Value> = alerts.iter().filter(|a| a["credential_id"] == key).collect();
+        let find = |f: &dyn Fn(&Value) -> bool| *of_key.iter().find(|a| f(a)).unwrap_or_else(|| panic!("{key}: {of_key:?}"));
+        let chain = find(&|a| a["finding"] == "llmjacking_recon");
+        let spike = find(&|a| a["detector"] == "billing_spike");
+        assert_eq!(chain["incident_id"], spike["incident_id"], "{key}");
+        assert_eq!(chain["severity"], "critical");
+        let text = chain["explanation"].as_str().unwrap();
+        let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s} missing: {text}"));
+        assert!(at("1) ") < at("first-ever bedrock:GetModelInvocationLoggingConfiguration"));
+        assert!(at("GetModelInvocationLoggingConfiguration") < at("ListFoundationModels"));
+        assert!(at("PutFoundationModelEntitlement") < at("probe failed with ValidationException"));
+        assert!(at("probe failed with ValidationException") < at("an address it never used"));
+        assert!(spike["explanation"].as_str().unwrap().contains("an estimated $"), "{spike}");
+        // Its out-of-scope recon calls are steps of the chain, not alerts of their own.
+        assert!(!of_key.iter().any(|a| a["detector"] == "out_of_scope"), "{of_key:?}");
+    }
+
+    let out = credtrail()
+        .args(["eval", "--json", "--lake"])
+        .arg(&lake)
+        .arg("--labels")
+        .arg(data.join("labels.csv"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Seeds the detectors were not tuned on (11 was used while building them),
+/// one week each, side by side.
+#[test]
+fn generated_cloudtrail_weeks_meet_the_quality_bar_and_tell_the_llmjacking_story() {
+    let reports: Vec<Value> = std::thread::scope(|s| {
+        let runs: Vec<_> = [201, 202].into_iter().map(|seed| s.spawn(move || cloudtrail_week(seed))).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut totals: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    for r in &reports {
+        for k in r["kinds"].as_array().unwrap() {
+            let t = totals.entry(k["kind"].as_str().unwrap().to_string()).or_default();
+            for (i, f) in ["labels", "detected", "alerts", "true_alerts"].iter().enumerate() {
+                t[i] += k[f].as_u64().unwrap() as usize;
+            }
+        }
+    }
+    // Billing spikes, retry storms, out-of-scope access, and the recon chains (tool chaining).
+    for kind in ["billing_spike", "retry_storm", "out_of_scope", "tool_chaining"] {
+        let [labels, detected, alerts, true_alerts] = totals[kind];
+        assert!(labels >= 4, "{kind}: {labels} labels");
+        let recall = detected as f64 / labels as f64;
+        let precision = true_alerts as f64 / alerts.max(1) as f64;
+        assert!(recall >= 0.95, "{kind}: recall {recall} ({detected}/{labels})");
+        assert!(precision >= 0.90, "{kind}: precision {precision} ({true_alerts}/{alerts})");
+    }
+}
+
+fn record(time: &str, key: &str, name: &str, extra: Value) -> Value {
+    let mut r = json!({
+        "eventVersion": "1.09",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/app", "accountId": "111122223333", "accessKeyId": key},
+        "eventTime": time, "eventSource": "bedrock.amazonaws.com", "eventName": name, "awsRegion": "us-east-1",
+        "sourceIPAddress": "10.1.2.3", "userAgent": "Boto3/1.34", "recipientAccountId": "111122223333",
+        "requestParameters": {"modelId": "anthropic.claude-3-opus-20240229-v1:0"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    r
+}
+
+fn delivery_file(path: &Path, records: Vec<Value>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    gzip(path, &json!({ "Records": records }).to_string());
+}
+
+/// Real token counts from the invocation log replace CloudTrail's estimate,
+/// joined on the request id, and the call counts once, on the access key.
+#[test]
+fn invocation_log_tokens_price_cloudtrail_calls_once_with_a_user_pricing_table() {
+    let work = tempfile::tempdir().unwrap();
+    let trail = work.path().join("trail/111122223333_CloudTrail_us-east-1_20261102T1000Z_A.json.gz");
+    delivery_file(
+        &trail,
+        vec![
+            record("2026-11-02T10:00:00Z", "AKIAJOINED", "InvokeModel", json!({"requestID": "req-1", "eventID": "e1"})),
+            record("2026-11-02T10:05:00Z", "AKIAJOINED", "InvokeModel", json!({"requestID": "req-2", "eventID": "e2"})),
+            // No twin in the invocation log: the per-request estimate stays.
+            record("2026-11-02T10:10:00Z", "AKIAJOINED", "InvokeModel", json!({"requestID": "req-3", "eventID": "e3"})),
+        ],
+    );
+    let invocation = work.path().join("invocation.jsonl");
+    let inv_line = |id: &str, tin: u64, tout: u64| {
+        json!({"schemaType": "ModelInvocationLog", "timestamp": "2026-11-02T10:00:01Z", "accountId": "111122223333",
+            "identity": {"arn": "arn:aws:iam::111122223333:user/app"}, "region": "us-east-1", "requestId": id,
+            "operation": "InvokeModel", "modelId": "anthropic.claude-3-opus-20240229-v1:0",
+            "input": {"inputTokenCount": tin}, "output": {"outputTokenCount": tout}})
+        .to_string()
+    };
+    write(&invocation, &format!("{}\n{}\n", inv_line("req-1", 1000, 100), inv_line("req-2", 3000, 0)));
+    let pricing = work.path().join("pricing.toml");
+    write(
+        &pricing,
+        "[default]\ninput_per_1k = 0.01\noutput_per_1k = 0.1\ntypical_input_tokens = 500\ntypical_output_tokens = 50\n",
+    );
+    let lake = work.path().join("lake");
+    let (code, summary) = ingest(&lake, &[&trail, &invocation], &["--pricing", pricing.to_str().unwrap()]);
+    assert_eq!(code, 0, "{summary}");
+    // The user's table priced both logs: estimate 500×0.01/1k + 50×0.1/1k; tokens 1000 and 100.
+    let costs: BTreeMap<String, f64> = events(&lake)
+        .iter()
+        .map(|e| (format!("{}:{}", e["source"].as_str().unwrap(), e["request_id"].as_str().unwrap()), e["cost_usd"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(costs["cloudtrail:req-1"], 0.01);
+    assert_eq!(costs["bedrock-invocation:req-1"], 0.02);
+    assert_eq!(costs["bedrock-invocation:req-2"], 0.03);
+
+    let out = credtrail()
+        .args(["sql", "--format", "json", "--param", "from=2026-11-02", "--param", "to=2026-11-02", "--lake"])
+        .arg(&lake)
+        .arg("-f")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/baseline_hourly.sql"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hours: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    // One row: the access key's hour. The invocation-log twins are not a second spender.
+    assert_eq!(hours.len(), 1, "{hours:?}");
+    assert_eq!(hours[0]["credential_id"], "AKIAJOINED");
+    assert_eq!(hours[0]["requests"], 3);
+    assert_eq!(hours[0]["tokens"], 1100 + 3000);
+    assert!((hours[0]["cost"].as_f64().unwrap() - (0.02 + 0.03 + 0.01)).abs() < 1e-9, "{hours:?}");
+}
+
+fn role_record(time: &str, key: &str, session: &str, ip: &str) -> Value {
+    json!({
+        "eventVersion": "1.09", "eventTime": time, "eventSource": "s3.amazonaws.com", "eventName": "GetObject",
+        "awsRegion": "us-east-1", "sourceIPAddress": ip, "userAgent": "aws-sdk-java/2", "recipientAccountId": "111122223333",
+        "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::111122223333:assumed-role/etl/{session}"),
+            "accountId": "111122223333", "accessKeyId": key,
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::111122223333:role/etl"}}},
+        "requestParameters": {"bucketName": "etl-data", "key": "in/1.parquet"},
+        "requestID": format!("{key}-{time}-{ip}"),
+    })
+}
+
+/// Temporary keys are baselined on their role; one session key seen from a
+/// second network is a finding of its own, a key used from one host is not.
+#[test]
+fn a_session_key_from_a_second_network_is_a_finding_and_sessions_share_the_role() {
+    let work = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    for m in 0..20 {
+        let t = format!("2026-11-02T09:{m:02}:00Z");
+        records.push(role_record(&t, "ASIAONEHOST0000001", "run-1", "10.8.0.5"));
+        records.push(role_record(&t, "ASIASTOLEN00000002", "run-2", "10.8.0.6"));
+    }
+    for m in 0..5 {
+        records.push(role_record(&format!("2026-11-02T11:{m:02}:00Z"), "ASIASTOLEN00000002", "run-2", "203.0.113.77"));
+    }
+    let trail = work.path().join("trail/etl.json.gz");
+    delivery_file(&trail, records);
+    let lake = work.path().join("lake");
+    let out = run_lake(&trail, None, &lake);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = alerts_of(&out);
+    let reuse: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "session_key_reuse").collect();
+    assert_eq!(reuse.len(), 1, "{alerts:?}");
+    let a = reuse[0];
+    assert_eq!(a["credential_id"], "arn:aws:iam::111122223333:role/etl");
+    assert_eq!(a["subject"], "ASIASTOLEN00000002");
+    assert_eq!(a["evidence_count"], 5);
+    let text = a["explanation"].as_str().unwrap();
+    assert!(text.contains("203.0.113.0/24") && text.contains("10.8.0.0/24"), "{text}");
+    // Both sessions are one credential, the role, each key its own session.
+    let sessions = sql_json(&lake, "SELECT DISTINCT CAST(credential_id AS VARCHAR) AS c, session_id FROM events ORDER BY 2");
+    let got: BTreeSet<(String, String)> = sessions
+        .iter()
+        .map(|r| (r["c"].as_str().unwrap().to_string(), r["session_id"].as_str().unwrap().to_string()))
+        .collect();
+    let role = "arn:aws:iam::111122223333:role/etl".to_string();
+    assert_eq!(
+        got,
+        [(role.clone(), "run-1/ASIAONEHOST0000001".into()), (role, "run-2/ASIASTOLEN00000002".into())].into_iter().collect()
+    );
+}
+
+/// The real-shape records: the panther CloudTrail and Bedrock invocation
+/// logs ingest together, the guardrail deletion is defence evasion on the
+/// role, and the invocation log's tokens are priced.
+#[test]
+fn panther_cloudtrail_and_bedrock_records_through_the_binary() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let (code, summary) =
+        ingest(&lake, &[&fixture("panther/cloudtrail.json.gz"), &fixture("panther/bedrock-invocation.jsonl.gz")], &[]);
+    assert_eq!(code, 3, "some panther records are meant to be quarantined: {summary}");
+    assert_eq!(summary["read"], 239 + 8);
+    assert_eq!(summary["ingested"].as_u64().unwrap() + summary["quarantined"].as_u64().unwrap(), 239 + 8);
+    let rows = events(&lake);
+    // Every temporary key is a session of a principal, never a credential of its own.
+    for e in rows.iter().filter(|e| e["source"] == "cloudtrail") {
+        let cred = e["credential_id"].as_str().unwrap();
+        assert!(!cred.starts_with("ASIA"), "{e:?}");
+        if let Some(s) = e.get("session_id").and_then(Value::as_str)
+            && s.contains("ASIA")
+        {
+            assert_eq!(e.get("principal").and_then(Value::as_str), Some(cred), "{e:?}");
+        }
+    }
+    // Successful Bedrock invocations with token counts are priced from them.
+    let priced: Vec<_> = rows
+        .iter()
+        .filter(|e| e["source"] == "bedrock-invocation" && e.get("cost_usd").is_some_and(|c| !c.is_null()))
+        .collect();
+    assert!(!priced.is_empty());
+    // The day of the guardrail changes (the lake spans 53 days of unrelated tests).
+    let out =
+        credtrail().args(["detect", "--date", "2025-01-21", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = alerts_of(&out);
+    let evasion: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "defense_evasion").collect();
+    assert!(
+        evasion.iter().any(|a| a["observed"].as_str().unwrap().contains("bedrock:DeleteGuardrail")
+            && a["credential_id"].as_str().unwrap().contains(":role/")),
+        "{evasion:?}"
+    );
+}
