@@ -237,6 +237,9 @@ struct WatchArgs {
     /// Read every line as this format instead of detecting it.
     #[arg(long)]
     format: Option<String>,
+    /// A Bedrock pricing table (TOML like models/bedrock_pricing.toml) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
     /// Commit to the lake once this many events are pending…
     #[arg(long, default_value_t = 100_000)]
     flush_events: usize,
@@ -576,6 +579,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 from_beginning: a.from_beginning,
                 mappings: a.mappings,
                 format: a.format,
+                pricing: a.pricing,
                 inventory: a.inventory,
                 queries: a.queries,
                 tool_categories: a.tool_categories,

@@ -72,6 +72,14 @@ impl Watch {
     }
 }
 
+/// A failed test must not leave a watcher running.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits (up to a minute) for `cond`; panics with `what` and the watcher's log.
 fn wait_for(w: &Watch, what: &str, mut cond: impl FnMut() -> bool) {
     let started = Instant::now();

@@ -976,9 +976,8 @@ pub struct Parsed {
 }
 
 impl LineParser {
-    pub fn new(mappings: &[PathBuf], format: Option<&str>) -> Result<LineParser, IngestError> {
-        // The shipped Bedrock pricing (`watch` follows gateway logs, which state their cost).
-        let formats = Formats::load(mappings, None)?;
+    pub fn new(mappings: &[PathBuf], format: Option<&str>, pricing: Option<&Path>) -> Result<LineParser, IngestError> {
+        let formats = Formats::load(mappings, pricing)?;
         let forced = match format {
             Some(name) => Some(
                 formats.by_name(name).ok_or_else(|| IngestError::UnknownFormat(name.to_string(), formats.names()))?,

@@ -81,6 +81,8 @@ pub struct WatchOptions {
     pub from_beginning: bool,
     pub mappings: Vec<PathBuf>,
     pub format: Option<String>,
+    /// A Bedrock pricing table replacing the shipped one.
+    pub pricing: Option<PathBuf>,
     pub inventory: Option<PathBuf>,
     pub queries: Option<PathBuf>,
     pub tool_categories: Option<PathBuf>,
@@ -176,7 +178,7 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
     for (name, why) in engine.skipped() {
         tracing::warn!(detector = %name, "skipped: {why}");
     }
-    let parser = Arc::new(LineParser::new(&opts.mappings, opts.format.as_deref())?);
+    let parser = Arc::new(LineParser::new(&opts.mappings, opts.format.as_deref(), opts.pricing.as_deref())?);
     let metrics = Metrics::new();
     if let Some(addr) = opts.metrics {
         let bound = metrics::serve(addr, metrics.clone()).await.map_err(io(format!("--metrics {addr}")))?;
