@@ -11,7 +11,7 @@
 #   bash benches/compare.sh            # from a fresh clone; needs cargo, python3 and pip
 #
 # Knobs (environment): CREDENTIALS, RATE_SCALE, DAYS, SEED (the data set:
-# the defaults give 4.64 million events, 2 GB, over 7 days), REPEAT (runs of each
+# the defaults give 4.64 million events, 2.0 GB, over 7 days), REPEAT (runs of each
 # measurement, the fastest is kept; default 1), PROFILE (cargo profile,
 # default release), BENCH_DIR (scratch space, default target/bench; the
 # generated logs are kept there and reused), RESULTS (where the table goes).
