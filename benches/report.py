@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Turns benches/compare.sh's measurements into one table (printed, and
+written to RESULTS.md with the machine's description).
+
+    python3 benches/report.py MEASUREMENTS.tsv RESULTS.md "data set line" "machine lines"
+"""
+import sys
+
+tsv, out, dataset, machine = sys.argv[1:5]
+runs, facts = {}, {}
+for line in open(tsv):
+    f = line.rstrip("\n").split("\t")
+    if len(f) == 3:
+        runs[f[0]] = (float(f[1]), int(f[2]) / 1024)  # seconds, MiB
+    elif len(f) == 2 and f[1]:
+        facts[f[0]] = float(f[1])
+
+events, mb = facts["events"], facts["bytes"] / 1e6
+
+
+def secs(name):
+    return runs[name][0] if name in runs else None
+
+
+def rss(*names):
+    vals = [runs[n][1] for n in names if n in runs]
+    return max(vals) if vals else None
+
+
+def total(*names):
+    vals = [secs(n) for n in names]
+    return None if None in vals else sum(vals)
+
+
+rows = []  # (figure, credtrail, duckdb, ratio, target)
+
+
+def row(figure, ours, theirs, fmt, target="", higher_is_better=False):
+    def show(v):
+        return "—" if v is None else fmt.format(v)
+
+    ratio = ""
+    if ours is not None and theirs:
+        r = ours / theirs
+        ratio = f"{r:.2f}×"
+        if target:
+            ok = r >= float(target.strip("≥≤× ")) if higher_is_better else r <= float(target.strip("≥≤× "))
+            ratio += " ✅" if ok else " ❌"
+    rows.append((figure, show(ours), show(theirs), ratio, target))
+
+
+ct_i, dk_i, dk_p = secs("credtrail_ingest"), secs("duckdb_ingest"), secs("duckdb_ingest_plain")
+eps = lambda s: None if s is None else events / s
+row("ingest: events/s", eps(ct_i), eps(dk_i), "{:,.0f}", "≥ 1.5×", True)
+row("ingest: MB/s of JSON", mb / ct_i if ct_i else None, mb / dk_i if dk_i else None, "{:,.1f}")
+row("ingest: seconds", ct_i, dk_i, "{:.2f}")
+row("ingest: peak RSS, MiB", rss("credtrail_ingest"), rss("duckdb_ingest"), "{:,.0f}")
+row(
+    "ingest: Parquet written, MB",
+    facts.get("credtrail_parquet_bytes", 0) / 1e6,
+    facts.get("duckdb_parquet_bytes", 0) / 1e6,
+    "{:,.1f}",
+)
+row("ingest, DuckDB plain `COPY` (no sort/partitions): events/s", eps(ct_i), eps(dk_p), "{:,.0f}", "", True)
+row("ingest, DuckDB plain: peak RSS, MiB", rss("credtrail_ingest"), rss("duckdb_ingest_plain"), "{:,.0f}")
+row("baseline: seconds", secs("credtrail_baseline"), secs("duckdb_baseline"), "{:.2f}")
+row("detect (last day): seconds", secs("credtrail_detect"), secs("duckdb_detect"), "{:.2f}")
+row(
+    "baseline + detect: seconds",
+    total("credtrail_baseline", "credtrail_detect"),
+    total("duckdb_baseline", "duckdb_detect"),
+    "{:.2f}",
+    "≤ 0.8×",
+)
+row(
+    "baseline + detect: peak RSS, MiB",
+    rss("credtrail_baseline", "credtrail_detect"),
+    rss("duckdb_baseline", "duckdb_detect"),
+    "{:,.0f}",
+)
+for key, label in [("watch_events_per_sec", "streaming: events/s"), ("watch_p50_ms", "streaming: alert latency p50, ms"),
+                   ("watch_p99_ms", "streaming: alert latency p99, ms")]:
+    rows.append((label, f"{facts[key]:,.0f}" if key in facts else "not measured (no `credtrail watch` yet)", "—", "", ""))
+row("floor: `cat` of the input, seconds (MB/s)", secs("cat"), None, "{:.2f}")
+rows[-1] = (rows[-1][0], f"{secs('cat'):.2f} ({mb / secs('cat'):,.0f} MB/s)", "—", "", "")
+row("floor: full scan of the lake, seconds", secs("credtrail_scan"), secs("duckdb_scan"), "{:.2f}")
+row("floor: full scan: peak RSS, MiB", rss("credtrail_scan"), rss("duckdb_scan"), "{:,.0f}")
+
+head = ("figure", "credtrail", "DuckDB", "credtrail ÷ DuckDB", "target")
+table = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "--:", "--:", "--:", "---"]) + "|"]
+table += ["| " + " | ".join(r) + " |" for r in rows]
+limit_ok = all((rss(n) or 0) < 1024 for n in ("credtrail_ingest", "credtrail_baseline", "credtrail_detect"))
+summary = (
+    f"{events:,.0f} events, {mb:,.0f} MB of JSON lines. Peak RSS of credtrail ingest, baseline and detect "
+    f"under 1 GiB: {'✅ yes' if limit_ok else '❌ no'}."
+)
+text = "\n".join(table)
+print(text)
+print(summary)
+
+with open(out, "w") as f:
+    f.write(
+        f"""# credtrail vs DuckDB
+
+Written by `bash benches/compare.sh` (see the README's *Benchmarks*); do not
+edit by hand. Every figure comes from one run of the script, both tools on
+the same files, the same machine and the same warm page cache. Seconds are
+wall-clock; peak RSS is the largest resident set of the process (DuckDB
+runs inside Python, which adds ~40 MiB). DuckDB's side is the SQL in
+`benches/duckdb/`: ingest writes the same layout (typed columns, a directory
+per day, sorted by credential and time, zstd); detection is the baseline and
+the detectors' queries, with the scoring credtrail does in Rust written as
+SQL, over credtrail's lake.
+
+{dataset}
+
+{text}
+
+{summary}
+
+## Machine
+
+{machine}
+"""
+    )
