@@ -3,7 +3,7 @@
 #   1. ingest: JSON lines -> zstd Parquet (events/s, MB/s, peak RSS, output size)
 #   2. detection: `credtrail baseline` + `detect` of the last day vs the same
 #      work as DuckDB SQL (benches/duckdb/*.sql) over the same Parquet lake
-#   3. streaming: `credtrail watch` (skipped until the command exists)
+#   3. streaming: `credtrail watch` (benches/stream.py): events/s on one core, alert latency p50/p99
 #   4. floors: `cat > /dev/null` of the input, and a full scan of the lake
 # Prints one table and writes it, with the machine's description, to
 # benches/RESULTS.md.
@@ -128,14 +128,21 @@ measure duckdb_detect python3 benches/duckdb_run.py benches/duckdb/detect.sql \
 extra credtrail_alerts "$(grep -o '^detect [^:]*: [0-9]* alert' "$OUT/credtrail_detect.out" | grep -o '[0-9]* alert' | cut -d' ' -f1)"
 
 say "3. streaming"
-# ---- streaming: `credtrail watch` (to be filled in with the command) ----
+# ---- streaming: `credtrail watch` ----
 # Sustained events/s on a file appended at full speed, and alert latency
-# p50/p99 from line written to alert emitted. Record them with
-#   extra watch_events_per_sec N; extra watch_p50_ms N; extra watch_p99_ms N
+# p50/p99 from line written to alert emitted.
 if "$BIN" watch --help > /dev/null 2>&1; then
-    echo "  credtrail watch exists, but this section is not written yet: skipped" >&2
+    # benches/stream.py runs the real watcher: throughput on a file appended at
+    # full speed (pinned to one core), then alert latency under steady traffic.
+    python3 benches/stream.py --bin "$BIN" --events "${STREAM_EVENTS:-1000000}" --json "$OUT/stream.json" \
+        | tee "$OUT/stream.txt" >&2
+    field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]][sys.argv[3]])' "$OUT/stream.json" "$1" "$2"; }
+    extra watch_events_per_sec "$(field throughput events_per_sec)"
+    extra watch_peak_rss_mb "$(field throughput peak_rss_mb)"
+    extra watch_p50_ms "$(field latency p50_ms)"
+    extra watch_p99_ms "$(field latency p99_ms)"
 else
-    echo "  skipped: this credtrail has no \`watch\` command yet" >&2
+    echo "  skipped: this credtrail has no \`watch\` command" >&2
 fi
 # ---- end of streaming ----
 
