@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # credtrail against DuckDB on the same files, in one run, on this machine:
 #   1. ingest: JSON lines -> zstd Parquet (events/s, MB/s, peak RSS, output size)
+#   1b. ingest of CloudTrail delivery files, credtrail vs DuckDB read_json + unnest(Records)
 #   2. detection: `credtrail baseline` + `detect` of the last day vs the same
 #      work as DuckDB SQL (benches/duckdb/*.sql) over the same Parquet lake
 #   3. streaming: `credtrail watch` (benches/stream.py): events/s on one core, alert latency p50/p99
@@ -105,6 +106,26 @@ extra duckdb_parquet_bytes "$(du -sb "$DUCK_LAKE/events" | cut -f1)"
 measure duckdb_ingest_plain python3 benches/duckdb_run.py benches/duckdb/ingest_plain.sql input="$LOGS" out="$DUCK_LAKE"
 extra duckdb_plain_parquet_bytes "$(du -sb "$DUCK_LAKE" | cut -f1)"
 rm -rf "$DUCK_LAKE"
+
+say "1b. ingest: CloudTrail delivery files (gzip Records) -> zstd Parquet"
+CT_CREDENTIALS=${CT_CREDENTIALS:-300}
+CT=$WORK/cloudtrail-d$DAYS-c$CT_CREDENTIALS-s$SEED
+if [ ! -d "$CT/AWSLogs" ]; then
+    rm -rf "$CT"
+    "$BIN" sample --format cloudtrail --days "$DAYS" --credentials "$CT_CREDENTIALS" --seed "$SEED" --out "$CT" >&2
+fi
+CT_LAKE=$WORK/cloudtrail-lake
+CT_DUCK=$WORK/cloudtrail-duckdb.parquet
+before() {
+    case $1 in
+    credtrail_ct_ingest) rm -rf "$CT_LAKE" ;;
+    duckdb_ct_ingest) rm -f "$CT_DUCK" ;;
+    esac
+}
+measure credtrail_ct_ingest "$BIN" ingest "$CT/AWSLogs" --lake "$CT_LAKE" --json --no-progress
+extra ct_events "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ingested"])' "$OUT/credtrail_ct_ingest.out")"
+measure duckdb_ct_ingest python3 benches/duckdb_run.py benches/duckdb/cloudtrail_ingest.sql input="$CT/AWSLogs" out="$CT_DUCK"
+rm -rf "$CT_LAKE" "$CT_DUCK"
 
 say "2. detection: baseline until $PREV, then detect $LAST (history: up to 28 days)"
 FROM=$(date -u -d "$PREV - 27 days" +%F)
