@@ -51,7 +51,7 @@ enum Command {
     /// Tables: events, alerts, secret_exposures, quarantine, credentials (with
     /// --inventory) and the detector_<name> views; \dt in the shell lists them.
     Sql(SqlArgs),
-    /// Follow gateway logs live: alert within a second, commit events to the lake exactly once.
+    /// Follow gateway logs live: alert as events arrive, commit events to the lake exactly once.
     ///
     /// Alerts are printed on stdout (one JSON object per line) and sent to the
     /// sinks; progress goes to stderr. Runs until SIGINT/SIGTERM, then commits
