@@ -403,13 +403,10 @@ impl Watcher {
 fn commit(lake: &Lake, p: Pending, alerts: Vec<DayAlerts>, checkpoint: &Checkpoint) -> Result<(), StreamError> {
     let txn = lake.begin()?;
     let w = LakeWriter::new(&txn);
-    for (i, events) in p.events.iter().enumerate() {
-        let (q, x): (&[QuarantineEntry], &[ExposureRow]) = if i == 0 { (&p.quarantine, &p.exposures) } else { (&[], &[]) };
-        w.push(events, q, x)?;
+    for events in &p.events {
+        w.push(events, &[], &[])?;
     }
-    if p.events.is_empty() {
-        w.push(&RecordBatch::new_empty(crate::schema::event_schema()), &p.quarantine, &p.exposures)?;
-    }
+    w.push(&RecordBatch::new_empty(crate::schema::event_schema()), &p.quarantine, &p.exposures)?;
     w.finish()?;
     for d in &alerts {
         detect::stage_day_alerts(&txn, &d.day, &d.alerts)?;
