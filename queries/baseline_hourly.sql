@@ -9,13 +9,13 @@
 WITH invocation AS (
   SELECT request_id, max(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)) AS tokens, max(cost_usd) AS cost
   FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND CAST(source AS VARCHAR) = 'bedrock-invocation' AND request_id IS NOT NULL
+  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'bedrock-invocation' AND request_id IS NOT NULL
   GROUP BY 1
 ),
 trail AS (
   SELECT DISTINCT request_id
   FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND CAST(source AS VARCHAR) = 'cloudtrail' AND CAST(action AS VARCHAR) = 'inference'
+  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'cloudtrail' AND action = 'inference'
 )
 SELECT
   CAST(e.credential_id AS VARCHAR) AS credential_id,
@@ -27,7 +27,7 @@ SELECT
   sum(CASE WHEN e.status IS NULL OR e.status < 400 THEN coalesce(i.cost, e.cost_usd, 0) ELSE 0 END) AS cost,
   sum(CASE WHEN e.status IN (401, 403, 429) OR e.status >= 500 THEN 1 ELSE 0 END) AS errors
 FROM events e
-LEFT JOIN invocation i ON i.request_id = e.request_id AND CAST(e.source AS VARCHAR) = 'cloudtrail'
-LEFT JOIN trail t ON t.request_id = e.request_id AND CAST(e.source AS VARCHAR) = 'bedrock-invocation'
+LEFT JOIN invocation i ON i.request_id = e.request_id AND e.source = 'cloudtrail'
+LEFT JOIN trail t ON t.request_id = e.request_id AND e.source = 'bedrock-invocation'
 WHERE e.date BETWEEN '{from}' AND '{to}' AND t.request_id IS NULL
 GROUP BY 1, 3

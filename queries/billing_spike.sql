@@ -12,30 +12,30 @@
 WITH invocation AS (
   SELECT request_id, max(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)) AS tokens, max(cost_usd) AS cost
   FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND CAST(source AS VARCHAR) = 'bedrock-invocation' AND request_id IS NOT NULL
+  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'bedrock-invocation' AND request_id IS NOT NULL
   GROUP BY 1
 ),
 trail AS (
   SELECT DISTINCT request_id
   FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND CAST(source AS VARCHAR) = 'cloudtrail' AND CAST(action AS VARCHAR) = 'inference'
+  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'cloudtrail' AND action = 'inference'
 ),
 ev AS (
+  -- The lake's own (dictionary) columns: cast only in the few candidate hours.
   SELECT
-    CAST(e.credential_id AS VARCHAR) AS credential_id,
-    CAST(e.principal AS VARCHAR) AS principal,
+    e.credential_id,
+    e.principal,
     e.ts,
     date_trunc('hour', e.ts) AS hour,
     e.request_id,
-    CAST(e.source_ip AS VARCHAR) AS source_ip,
-    ip_network(CAST(e.source_ip AS VARCHAR)) AS network,
-    CAST(e.model AS VARCHAR) AS model,
+    e.source_ip,
+    e.model,
     CASE WHEN e.status IS NULL OR e.status < 400
       THEN coalesce(i.tokens, coalesce(e.tokens_in, 0) + coalesce(e.tokens_out, 0)) ELSE 0 END AS tokens,
     CASE WHEN e.status IS NULL OR e.status < 400 THEN coalesce(i.cost, e.cost_usd, 0) ELSE 0 END AS cost
   FROM events e
-  LEFT JOIN invocation i ON i.request_id = e.request_id AND CAST(e.source AS VARCHAR) = 'cloudtrail'
-  LEFT JOIN trail t ON t.request_id = e.request_id AND CAST(e.source AS VARCHAR) = 'bedrock-invocation'
+  LEFT JOIN invocation i ON i.request_id = e.request_id AND e.source = 'cloudtrail'
+  LEFT JOIN trail t ON t.request_id = e.request_id AND e.source = 'bedrock-invocation'
   WHERE e.date BETWEEN '{from}' AND '{to}' AND t.request_id IS NULL
 ),
 hours AS (
@@ -56,7 +56,7 @@ candidates AS (
   SELECT h.*, t.day_median_tokens, t.day_median_cost
   FROM hours h
   JOIN today t ON t.credential_id = h.credential_id
-  LEFT JOIN base b ON b.credential_id = h.credential_id
+  LEFT JOIN base b ON b.credential_id = CAST(h.credential_id AS VARCHAR)
   WHERE (h.tokens > 0 OR h.cost > 0)
     AND (
       -- Judged against its own history: well above its usual busiest hours.
@@ -72,8 +72,8 @@ known AS (
   SELECT credential_id, dimension, value FROM baseline_scope WHERE until = '{baseline}'
 )
 SELECT
-  c.credential_id,
-  max(ev.principal) AS principal,
+  CAST(c.credential_id AS VARCHAR) AS credential_id,
+  max(CAST(ev.principal AS VARCHAR)) AS principal,
   c.hour,
   c.tokens,
   c.cost,
@@ -82,14 +82,16 @@ SELECT
   c.day_median_cost,
   min(ev.ts) AS first_ts,
   max(ev.ts) AS last_ts,
-  array_agg(DISTINCT CASE WHEN km.value IS NULL THEN ev.model END) AS new_models,
-  array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN ev.network END) AS new_networks,
-  array_agg(DISTINCT ev.model) AS models,
-  array_agg(DISTINCT ev.source_ip) AS source_ips,
-  array_agg(ev.request_id ORDER BY ev.tokens DESC) AS evidence
+  array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(ev.model AS VARCHAR) END) AS new_models,
+  array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN ip_network(ev.source_ip) END) AS new_networks,
+  array_agg(DISTINCT CAST(ev.model AS VARCHAR)) AS models,
+  array_agg(DISTINCT CAST(ev.source_ip AS VARCHAR)) AS source_ips,
+  array_agg(ev.request_id ORDER BY ev.tokens DESC, ev.request_id) AS evidence
 FROM candidates c
 JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
-LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = ev.credential_id AND km.value = ev.model
-LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = ev.credential_id AND kn.value = ev.network
+LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(ev.credential_id AS VARCHAR)
+  AND km.value = CAST(ev.model AS VARCHAR)
+LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(ev.credential_id AS VARCHAR)
+  AND kn.value = ip_network(ev.source_ip)
 GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
-ORDER BY c.credential_id, c.hour
+ORDER BY 1, c.hour

@@ -13,7 +13,7 @@ SELECT
 FROM events
 WHERE date BETWEEN '{from}' AND '{to}'
   AND (status IS NULL OR status < 400)
-  AND CAST(tool AS VARCHAR) IN (
+  AND tool IN (
     'bedrock:DeleteModelInvocationLoggingConfiguration',
     'bedrock:UpdateGuardrail',
     'bedrock:DeleteGuardrail',

@@ -4,40 +4,40 @@
 -- enough history are judged (cold-start keys would flood this), and a value
 -- that is part of another alert (the new model of a billing spike, say)
 -- joins that alert instead of standing alone.
+-- New values are rare: the day's distinct values are compared with the
+-- baseline first, and only the requests of credentials with a new value are
+-- read again for the evidence.
 WITH judged AS (
   SELECT credential_id
   FROM baseline_credentials
   WHERE until = '{baseline}' AND NOT cold_start AND requests >= 100
 ),
 ev AS (
-  SELECT
-    CAST(e.credential_id AS VARCHAR) AS credential_id,
-    CAST(e.principal AS VARCHAR) AS principal,
-    e.ts,
-    e.request_id,
-    CAST(e.source_ip AS VARCHAR) AS source_ip,
-    ip_network(CAST(e.source_ip AS VARCHAR)) AS network,
-    CAST(e.model AS VARCHAR) AS model,
-    CAST(e.tool AS VARCHAR) AS tool,
-    CAST(e.action AS VARCHAR) AS action,
-    resource_prefix(e.resource) AS resource_prefix,
-    CAST(e.region AS VARCHAR) AS region
+  SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.model, e.tool, e.action, e.resource, e.region
   FROM events e
   JOIN judged j ON CAST(e.credential_id AS VARCHAR) = j.credential_id
   WHERE e.date BETWEEN '{from}' AND '{to}'
 ),
-candidates AS (
-  SELECT credential_id, principal, ts, request_id, source_ip, 'network' AS dimension, network AS value FROM ev
-  UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'model', model FROM ev
-  UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'tool', tool FROM ev
-  UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'action', action FROM ev
-  UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'resource_prefix', resource_prefix FROM ev
-  UNION ALL SELECT credential_id, principal, ts, request_id, source_ip, 'region', region FROM ev
+used AS (
+  SELECT credential_id, 'network' AS dimension, ip_network(source_ip) AS value
+    FROM (SELECT DISTINCT credential_id, source_ip FROM ev)
+  UNION ALL SELECT credential_id, 'model', CAST(model AS VARCHAR) FROM (SELECT DISTINCT credential_id, model FROM ev)
+  UNION ALL SELECT credential_id, 'tool', CAST(tool AS VARCHAR) FROM (SELECT DISTINCT credential_id, tool FROM ev)
+  UNION ALL SELECT credential_id, 'action', CAST(action AS VARCHAR) FROM (SELECT DISTINCT credential_id, action FROM ev)
+  UNION ALL SELECT credential_id, 'resource_prefix', resource_prefix(resource)
+    FROM (SELECT DISTINCT credential_id, resource FROM ev)
+  UNION ALL SELECT credential_id, 'region', CAST(region AS VARCHAR) FROM (SELECT DISTINCT credential_id, region FROM ev)
 ),
 known AS (
   SELECT credential_id, dimension, value
   FROM baseline_scope
   WHERE until = '{baseline}'
+),
+new AS (
+  SELECT DISTINCT CAST(u.credential_id AS VARCHAR) AS credential_id, u.dimension, u.value
+  FROM used u
+  LEFT JOIN known k ON k.credential_id = CAST(u.credential_id AS VARCHAR) AND k.dimension = u.dimension AND k.value = u.value
+  WHERE u.value IS NOT NULL AND k.value IS NULL
 ),
 known_list AS (
   SELECT credential_id, dimension, string_agg(value, ', ' ORDER BY requests DESC) AS vals
@@ -46,16 +46,23 @@ known_list AS (
   GROUP BY 1, 2
 )
 SELECT
-  c.credential_id,
-  c.principal,
-  c.ts,
-  c.request_id,
-  c.source_ip,
-  'first_seen_' || c.dimension AS finding,
-  c.value,
+  n.credential_id,
+  CAST(e.principal AS VARCHAR) AS principal,
+  e.ts,
+  e.request_id,
+  CAST(e.source_ip AS VARCHAR) AS source_ip,
+  'first_seen_' || n.dimension AS finding,
+  n.value,
   l.vals AS allowed
-FROM candidates c
-LEFT JOIN known k ON k.credential_id = c.credential_id AND k.dimension = c.dimension AND k.value = c.value
-LEFT JOIN known_list l ON l.credential_id = c.credential_id AND l.dimension = c.dimension
-WHERE c.value IS NOT NULL AND k.value IS NULL
-ORDER BY c.credential_id, finding, c.ts
+FROM new n
+JOIN ev e ON CAST(e.credential_id AS VARCHAR) = n.credential_id
+LEFT JOIN known_list l ON l.credential_id = n.credential_id AND l.dimension = n.dimension
+WHERE n.value = CASE n.dimension
+  WHEN 'network' THEN ip_network(e.source_ip)
+  WHEN 'model' THEN CAST(e.model AS VARCHAR)
+  WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
+  WHEN 'action' THEN CAST(e.action AS VARCHAR)
+  WHEN 'resource_prefix' THEN resource_prefix(e.resource)
+  WHEN 'region' THEN CAST(e.region AS VARCHAR)
+END
+ORDER BY n.credential_id, finding, e.ts

@@ -16,7 +16,7 @@ ev AS (
     ts,
     request_id,
     CAST(source_ip AS VARCHAR) AS source_ip,
-    ip_network(CAST(source_ip AS VARCHAR)) AS network,
+    ip_network(source_ip) AS network,
     CAST(tool AS VARCHAR) AS tool,
     CAST(action AS VARCHAR) AS action,
     CAST(model AS VARCHAR) AS model,

@@ -14,10 +14,10 @@ WITH ev AS (
     ts,
     request_id,
     CAST(source_ip AS VARCHAR) AS source_ip,
-    ip_network(CAST(source_ip AS VARCHAR)) AS network
+    ip_network(source_ip) AS network
   FROM events
   WHERE date BETWEEN '{baseline}' AND '{to}'
-    AND CAST(source AS VARCHAR) = 'cloudtrail'
+    AND source = 'cloudtrail'
     AND session_id LIKE '%ASIA%'
 ),
 per_network AS (

@@ -16,7 +16,9 @@ use datafusion::datasource::listing::ListingOptions;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::inventory::{Inventory, InventoryErrors, Usage};
@@ -345,14 +347,59 @@ pub fn scope_allows_udf() -> ScalarUDF {
 
 /// A one-argument text function from a Rust `fn(&str) -> Option<String>`;
 /// null in, null out.
+/// A string → string function of the lake's values (`ip_network`,
+/// `resource_prefix`). The lake's strings are dictionary-encoded, so a
+/// dictionary argument is mapped once per distinct value, not once per row:
+/// these run over every event of every detection pass.
 fn text_udf(name: &str, f: fn(&str) -> Option<String>) -> ScalarUDF {
-    let fun = Arc::new(move |args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(args)?;
-        let values = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-        let out: arrow::array::StringArray = values.as_string::<i32>().iter().map(|v| v.and_then(f)).collect();
-        Ok(ColumnarValue::Array(Arc::new(out)))
-    });
-    create_udf(name, vec![DataType::Utf8], DataType::Utf8, Volatility::Immutable, fun)
+    ScalarUDF::new_from_impl(TextUdf { name: name.to_string(), f, signature: Signature::any(1, Volatility::Immutable) })
+}
+
+#[derive(Debug)]
+struct TextUdf {
+    name: String,
+    f: fn(&str) -> Option<String>,
+    signature: Signature,
+}
+
+// A function is known by its name: each name is registered once.
+impl PartialEq for TextUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for TextUdf {}
+impl std::hash::Hash for TextUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for TextUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let map = |a: &dyn Array| -> datafusion::error::Result<arrow::array::StringArray> {
+            let values = arrow::compute::cast(a, &DataType::Utf8)?;
+            Ok(values.as_string::<i32>().iter().map(|v| v.and_then(self.f)).collect())
+        };
+        let out = match arrays[0].as_any_dictionary_opt() {
+            Some(dict) => {
+                let mapped = map(dict.values().as_ref())?;
+                arrow::compute::take(&mapped, dict.keys(), None)?
+            }
+            None => Arc::new(map(arrays[0].as_ref())?),
+        };
+        Ok(ColumnarValue::Array(out))
+    }
 }
 
 fn quarantine_schema() -> arrow::datatypes::SchemaRef {
@@ -438,6 +485,32 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("2 parsecs").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    /// The dictionary fast path of `ip_network` gives what the per-row path
+    /// gives, nulls and unparseable values included.
+    #[tokio::test]
+    async fn text_udf_maps_dictionaries_like_strings() {
+        use arrow::array::{DictionaryArray, StringArray};
+        use arrow::datatypes::{Field, Int32Type, Schema};
+        let ips = [Some("10.1.2.3"), None, Some("10.1.2.99"), Some("junk"), Some("2001:db8:1:2::7"), Some("10.1.2.3")];
+        let dict: DictionaryArray<Int32Type> = ips.iter().copied().collect();
+        let plain: StringArray = ips.iter().copied().collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", dict.data_type().clone(), true),
+            Field::new("p", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(dict), Arc::new(plain)]).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_udf(text_udf("ip_network", crate::baseline::network_of));
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        let out = ctx.sql("SELECT ip_network(d) AS a, ip_network(p) AS b FROM t").await.unwrap().collect().await.unwrap();
+        let (a, b) = (out[0].column(0).as_string::<i32>(), out[0].column(1).as_string::<i32>());
+        let want: Vec<Option<String>> = ips.iter().map(|v| v.and_then(crate::baseline::network_of)).collect();
+        assert_eq!(a.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+        assert_eq!(b.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+        assert_eq!(want[0].as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(want[3], None);
     }
 
     #[test]

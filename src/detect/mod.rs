@@ -306,7 +306,9 @@ impl Engine {
             }
             let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
             let run = |source| DetectError::Run { name: d.name.clone(), source };
+            let started = std::time::Instant::now();
             let batches = ctx.sql(&text).await.map_err(run)?.collect().await.map_err(run)?;
+            tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "ran a detector");
             today.extend(match d.scoring {
                 Scoring::Rows(explain) => explain::grouped_alerts(d.family, &d.name, explain, &batches)?,
                 Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
