@@ -44,9 +44,10 @@ use tail::{Follower, Position, StartAt};
 pub const STREAM_DIR: &str = "_stream";
 /// Parsed updates queued between the reader and the loop (backpressure beyond).
 const QUEUE: usize = 64;
-/// Shortest time between two detection passes. Under load a pass also waits
-/// as long as the last one took, so detection never takes more than half the
-/// loop and reading keeps up; new events are judged in larger groups instead.
+/// Shortest time between two detection passes while the reader is behind.
+/// Then a pass also waits as long as the last one took, so detection never
+/// takes more than half the loop and reading catches up; new events are
+/// judged in larger groups instead.
 const PASS_SPACING: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +248,11 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
             },
             _ = tick.tick() => {}
         }
-        if w.live.pending() && last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1) {
+        // Caught up with the files, a pass runs at once, so a line waits for
+        // at most the pass under way and its own; behind them, passes are
+        // spaced by their own length so reading catches up.
+        let caught_up = rx.is_empty() && metrics.lag_bytes.get() == 0;
+        if w.live.pending() && (caught_up || last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1)) {
             let started = Instant::now();
             w.pass().await?;
             last_pass = (Instant::now(), started.elapsed());
