@@ -44,9 +44,40 @@ static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
     ]
 });
 
-/// Every pattern at once: one pass over a clean record decides it is clean.
+/// Every pattern at once, for records the pre-check lets through.
 static ANY: LazyLock<regex::RegexSet> =
     LazyLock::new(|| regex::RegexSet::new(DETECTORS.iter().map(|d| d.re.as_str())).expect("secret patterns compile"));
+
+/// What every prefixed pattern above starts with (case-sensitive there). The
+/// regex set's own prefilter cannot be this narrow: its case-insensitive
+/// `key` and `token` context occur in every gateway line (`credential_id:
+/// key_…`, `tokens_in`).
+static PREFIXES: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-----BEGIN |sk-|gh[pousr]_|github_pat_|xox|eyJ").expect("secret prefixes compile"));
+
+/// Whether `text` could hold a secret: one of the prefixes, or a run of 40
+/// base64 characters (what the unprefixed AWS secret key and session token
+/// patterns need). False means no pattern can match, which is nearly every
+/// record, so most records are cleared without running the full set.
+fn may_hold_secret(text: &str) -> bool {
+    const RUN: usize = 40;
+    if PREFIXES.is_match(text) {
+        return true;
+    }
+    // Test the last byte of each 40-byte window first: one byte outside the
+    // alphabet rules out every run through it, so typical text is skipped
+    // many bytes at a time.
+    let b = text.as_bytes();
+    let in_run = |c: &u8| c.is_ascii_alphanumeric() || *c == b'/' || *c == b'+';
+    let mut i = 0;
+    while i + RUN <= b.len() {
+        match b[i..i + RUN].iter().rposition(|c| !in_run(c)) {
+            None => return true,
+            Some(p) => i += p + 1,
+        }
+    }
+    false
+}
 
 /// One secret found (and removed) in a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,7 +114,7 @@ pub const MARKER: &str = "[REDACTED:";
 pub fn redact(text: &str) -> Redacted<'_> {
     let mut current: Cow<'_, str> = Cow::Borrowed(text);
     let mut exposures = Vec::new();
-    if !ANY.is_match(text) {
+    if !may_hold_secret(text) || !ANY.is_match(text) {
         return Redacted { text: current, exposures };
     }
     for det in DETECTORS.iter() {
@@ -230,6 +261,7 @@ pub fn exposures_batch(rows: &[ExposureRow]) -> arrow::array::RecordBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn kinds(text: &str) -> Vec<&'static str> {
         redact(text).exposures.iter().map(|e| e.kind).collect()
@@ -267,6 +299,39 @@ mod tests {
             let fields = exposure_fields(&r.exposures, Some(&v));
             proptest::prop_assert!(fields.contains(&Some(target)), "{:?}", fields);
         }
+    }
+
+    proptest::proptest! {
+        /// The pre-check never clears text a pattern would match: texts made
+        /// of secret-like pieces (prefixes, key names, base64 runs of
+        /// every length around 40 and 100) are cleared only when no
+        /// pattern matches them.
+        #[test]
+        fn precheck_never_hides_a_secret(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "sk-", "sk-ant-", "ghp_", "github_pat_", "xoxb-", "eyJ", ".", "-----BEGIN RSA PRIVATE KEY-----",
+                        "-----END RSA PRIVATE KEY-----", "aws_secret_access_key", "SecretKey", "session_token",
+                        "\"", ":", "=", " ", "\n", "key_", "tokens_in",
+                    ]).prop_map(str::to_string),
+                    "[A-Za-z0-9/+=_-]{1,120}",
+                ],
+                1..12,
+            ),
+        ) {
+            let text = pieces.concat();
+            if ANY.is_match(&text) {
+                proptest::prop_assert!(may_hold_secret(&text), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn precheck_clears_ordinary_gateway_lines() {
+        let line = r#"{"ts":"2026-11-08T10:00:00.000Z","request_id":"req_b7cd3deee753e252","credential_id":"key_3H979W82UVL8","tokens_in":812,"tokens_out":96,"resource":"s3://finance-reports/q3.csv","user_agent":"agent-sdk/1.4 (python 3.11)"}"#;
+        assert!(!may_hold_secret(line));
+        assert!(may_hold_secret(&line.replace("q3.csv", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")));
     }
 
     #[test]
