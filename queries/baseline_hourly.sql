@@ -20,7 +20,8 @@ trail AS (
 SELECT
   CAST(e.credential_id AS VARCHAR) AS credential_id,
   max(CAST(e.principal AS VARCHAR)) AS principal,
-  date_trunc('hour', e.ts) AS hour,
+  -- date_bin is arithmetic on UTC milliseconds: same buckets as date_trunc, several times faster.
+  arrow_cast(date_bin(INTERVAL '1 hour', e.ts), 'Timestamp(ms, "UTC")') AS hour,
   count(*) AS requests,
   sum(CASE WHEN e.status IS NULL OR e.status < 400
     THEN coalesce(i.tokens, coalesce(e.tokens_in, 0) + coalesce(e.tokens_out, 0)) ELSE 0 END) AS tokens,

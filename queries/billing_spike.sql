@@ -26,7 +26,8 @@ ev AS (
     e.credential_id,
     e.principal,
     e.ts,
-    date_trunc('hour', e.ts) AS hour,
+    -- date_bin is arithmetic on UTC milliseconds: same buckets as date_trunc, several times faster.
+    arrow_cast(date_bin(INTERVAL '1 hour', e.ts), 'Timestamp(ms, "UTC")') AS hour,
     e.request_id,
     e.source_ip,
     e.model,

@@ -7,7 +7,8 @@
 SELECT
   CAST(credential_id AS VARCHAR) AS credential_id,
   max(CAST(principal AS VARCHAR)) AS principal,
-  date_trunc('minute', ts) AS minute,
+  -- date_bin is arithmetic on UTC milliseconds: same buckets as date_trunc, several times faster.
+  arrow_cast(date_bin(INTERVAL '1 minute', ts), 'Timestamp(ms, "UTC")') AS minute,
   count(*) AS errors,
   sum(CASE WHEN status IN (401, 403) THEN 1 ELSE 0 END) AS auth_failures,
   sum(CASE WHEN status = 429 THEN 1 ELSE 0 END) AS throttled,
