@@ -183,6 +183,15 @@ impl Live {
             Some(until) => Some(baseline::load(&ctx, &self.lake, until).await?),
             None => None,
         };
+        // The day's baseline does not change while it is live: hold it in
+        // memory rather than read the models' files again in every pass.
+        if let Some(until) = &version {
+            for (_, name) in baseline::TABLES {
+                let schema = ctx.table_provider(*name).await.map_err(SqlError::from)?.schema();
+                let rows = collect(&ctx, &format!("SELECT * FROM {name} WHERE until = '{until}'")).await?;
+                register(&ctx, name, (schema, rows))?;
+            }
+        }
         let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
         let q = format!("SELECT {} FROM events WHERE date = '{day}'", cols.join(", "));
         let events = collect(&ctx, &q).await?;
