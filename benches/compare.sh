@@ -12,7 +12,7 @@
 #   bash benches/compare.sh            # from a fresh clone; needs cargo, python3 and pip
 #
 # Knobs (environment): CREDENTIALS, RATE_SCALE, DAYS, SEED (the data set:
-# the defaults give 4.64 million events, 2.0 GB, over 7 days), REPEAT (runs of each
+# the defaults give about 5 million events, 2.2 GB, over 7 days), REPEAT (runs of each
 # measurement, the fastest is kept; default 1), PROFILE (cargo profile,
 # default release), BENCH_DIR (scratch space, default target/bench; the
 # generated logs are kept there and reused), RESULTS (where the table goes).
@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PROFILE=${PROFILE:-release}
 CREDENTIALS=${CREDENTIALS:-1000}
-RATE_SCALE=${RATE_SCALE:-3.3}
+RATE_SCALE=${RATE_SCALE:-3.6}
 DAYS=${DAYS:-7}
 SEED=${SEED:-1}
 REPEAT=${REPEAT:-1}
@@ -107,6 +107,14 @@ measure duckdb_ingest_plain python3 benches/duckdb_run.py benches/duckdb/ingest_
 extra duckdb_plain_parquet_bytes "$(du -sb "$DUCK_LAKE" | cut -f1)"
 rm -rf "$DUCK_LAKE"
 
+say "1c. memory against input size: credtrail ingest of the first two days alone"
+SMALL_LAKE=$WORK/lake-2-days
+SMALL_LOGS=$(ls "$LOGS"/*.jsonl | head -2)
+extra events_2_days "$(cat $SMALL_LOGS | wc -l)"
+before() { rm -rf "$SMALL_LAKE"; }
+measure credtrail_ingest_2_days "$BIN" ingest $SMALL_LOGS --lake "$SMALL_LAKE"
+rm -rf "$SMALL_LAKE"
+
 say "1b. ingest: CloudTrail delivery files (gzip Records) -> zstd Parquet"
 CT_CREDENTIALS=${CT_CREDENTIALS:-300}
 CT=$WORK/cloudtrail-d$DAYS-c$CT_CREDENTIALS-s$SEED
@@ -136,6 +144,9 @@ before() {
     duckdb_baseline) rm -rf "$DUCK_MODELS" && mkdir -p "$DUCK_MODELS" ;;
     esac
 }
+# Memory against input size: a baseline over two days of history first
+# (the full one below replaces it).
+measure credtrail_baseline_2_days "$BIN" baseline --lake "$LAKE" --until "$PREV" --days 2
 measure credtrail_baseline "$BIN" baseline --lake "$LAKE" --until "$PREV" --days 28
 measure credtrail_detect "$BIN" detect --lake "$LAKE" --date "$LAST" --inventory "$DATA/inventory.csv"
 if grep -q "learned baselines" "$OUT/credtrail_detect.out"; then
@@ -155,13 +166,17 @@ say "3. streaming"
 if "$BIN" watch --help > /dev/null 2>&1; then
     # benches/stream.py runs the real watcher: throughput on a file appended at
     # full speed (pinned to one core), then alert latency under steady traffic.
-    python3 benches/stream.py --bin "$BIN" --events "${STREAM_EVENTS:-1000000}" --json "$OUT/stream.json" \
+    python3 benches/stream.py --bin "$BIN" --events "${STREAM_EVENTS:-1000000}" --prefill "${STREAM_PREFILL:-300000}" \
+        --json "$OUT/stream.json" \
         | tee "$OUT/stream.txt" >&2
     field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]][sys.argv[3]])' "$OUT/stream.json" "$1" "$2"; }
     extra watch_events_per_sec "$(field throughput events_per_sec)"
     extra watch_peak_rss_mb "$(field throughput peak_rss_mb)"
     extra watch_p50_ms "$(field latency p50_ms)"
     extra watch_p99_ms "$(field latency p99_ms)"
+    extra watch_prefill "$(field latency_prefilled live_events_at_start)"
+    extra watch_prefilled_p50_ms "$(field latency_prefilled p50_ms)"
+    extra watch_prefilled_p99_ms "$(field latency_prefilled p99_ms)"
 else
     echo "  skipped: this credtrail has no \`watch\` command" >&2
 fi

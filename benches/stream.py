@@ -134,7 +134,7 @@ def throughput(bin_, work, lake, day, n, pin):
             "events_per_sec": round(n / seconds), "peak_rss_mb": round(rss / 1024) if rss else None}
 
 
-def latency(bin_, work, lake, inventory, day, rate, seconds, attack_every):
+def latency(bin_, work, lake, inventory, day, rate, seconds, attack_every, prefill=0):
     inv = os.path.join(work, "inventory-bench.csv")
     attacks = int(seconds / attack_every)
     with open(inventory) as f:
@@ -144,7 +144,10 @@ def latency(bin_, work, lake, inventory, day, rate, seconds, attack_every):
         f.write(header + body)
         for i in range(attacks):
             f.write(f"key_EXPIRED{i:05d},bench@example.com,app:bench,api_key,2025-01-01,2025-06-01,inference,gpt-*,,,\n")
-    log = os.path.join(work, "latency.log")
+    lake_copy = f"{lake}-latency-{prefill}"
+    shutil.copytree(lake, lake_copy)
+    lake = lake_copy
+    log = os.path.join(work, f"latency-{prefill}.log")
     open(log, "w").close()
     port = free_port()
     p = start_watch(bin_, work, lake, log, port, ["--inventory", inv], pin=False, keep_stdout=True)
@@ -162,12 +165,23 @@ def latency(bin_, work, lake, inventory, day, rate, seconds, attack_every):
     reader.start()
     written = {}
     f = open(log, "a")
+    if prefill:
+        # The live day already holds `prefill` events (as hours into a busy
+        # day would): every pass judges them again for the credentials that move.
+        for k in range(prefill):
+            e = dict(day[k % len(day)])
+            e["request_id"] = f"pf_{k:09d}"
+            f.write(json.dumps(e, separators=(",", ":")) + "\n")
+        f.flush()
+        while (metric(port, "credtrail_watch_flushed_events_total") or 0) < prefill:
+            time.sleep(0.1)
+        time.sleep(3)
     started = time.perf_counter()
-    sent = 0
+    sent = prefill
     next_attack = started + attack_every
     i = 0
     while time.perf_counter() - started < seconds:
-        due = int((time.perf_counter() - started) * rate)
+        due = prefill + int((time.perf_counter() - started) * rate)
         while sent < due:
             e = dict(day[sent % len(day)])
             e["request_id"] = f"bg_{sent:09d}"
@@ -196,6 +210,7 @@ def latency(bin_, work, lake, inventory, day, rate, seconds, attack_every):
         return {"attacks": len(written), "alerted": 0}
     q = lambda p_: lat[min(len(lat) - 1, int(p_ * len(lat)))]
     return {"attacks": len(written), "alerted": len(lat), "missed": missed, "background_events_per_sec": rate,
+            "live_events_at_start": prefill,
             "p50_ms": round(q(0.50) * 1000), "p99_ms": round(q(0.99) * 1000), "max_ms": round(lat[-1] * 1000),
             "mean_ms": round(statistics.mean(lat) * 1000),
             "passes": passes[0], "mean_pass_ms": round(1000 * passes[1] / passes[0]) if passes[0] else None,
@@ -213,6 +228,8 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="background events/s during the latency run")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--attack-every", type=float, default=0.25)
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="also measure latency with this many events already in the live day")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the throughput run to one core")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -223,6 +240,7 @@ def main():
         lake, inventory, day = prepare(bin_, work, a.credentials, a.seed)
         tp = throughput(bin_, work, lake, day, a.events, not a.no_pin)
         lat = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every)
+        full = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every, a.prefill) if a.prefill else None
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -230,9 +248,12 @@ def main():
           f" on {'one core' if not a.no_pin else 'all cores'}, peak RSS {tp['peak_rss_mb']} MB")
     print(f"latency: {lat.get('alerted')}/{lat['attacks']} attacks alerted at {a.rate} background events/s;"
           f" p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms")
+    if full:
+        print(f"latency with {a.prefill} events already in the live day: {full.get('alerted')}/{full['attacks']} attacks"
+              f" alerted; p50 {full.get('p50_ms')} ms, p99 {full.get('p99_ms')} ms, max {full.get('max_ms')} ms")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"throughput": tp, "latency": lat}, f, indent=2)
+            json.dump({"throughput": tp, "latency": lat, "latency_prefilled": full}, f, indent=2)
 
 
 if __name__ == "__main__":
