@@ -345,12 +345,11 @@ pub fn scope_allows_udf() -> ScalarUDF {
     create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
 }
 
-/// A one-argument text function from a Rust `fn(&str) -> Option<String>`;
-/// null in, null out.
-/// A string → string function of the lake's values (`ip_network`,
-/// `resource_prefix`). The lake's strings are dictionary-encoded, so a
-/// dictionary argument is mapped once per distinct value, not once per row:
-/// these run over every event of every detection pass.
+/// A one-argument text function from a Rust `fn(&str) -> Option<String>`
+/// (`ip_network`, `resource_prefix`); null in, null out. The lake's strings
+/// are dictionary-encoded, so a dictionary argument is mapped once per
+/// distinct value, not once per row: these run over every event of every
+/// detection pass.
 fn text_udf(name: &str, f: fn(&str) -> Option<String>) -> ScalarUDF {
     ScalarUDF::new_from_impl(TextUdf { name: name.to_string(), f, signature: Signature::any(1, Volatility::Immutable) })
 }
