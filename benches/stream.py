@@ -68,16 +68,24 @@ def peak_rss_kb(pid):
     return None
 
 
-def prepare(bin_, work, credentials, seed):
+def prepare(bin_, work, credentials, seed, lines):
     """A sample with two days of history ingested; returns (lake, inventory, live-day lines)."""
     sample = os.path.join(work, "sample")
-    run([bin_, "sample", "--days", "3", "--credentials", str(credentials), "--seed", str(seed), "--out", sample])
+    # A live day long enough for the latency runs, so no line is replayed: a
+    # replayed day doubles every credential's volume and raises alerts of its
+    # own. (A sample day has about 300 lines per credential at rate x1.)
+    scale = max(1.0, round(1.2 * lines / (300 * credentials), 1))
+    run([bin_, "sample", "--days", "3", "--credentials", str(credentials), "--rate-scale", str(scale), "--seed", str(seed),
+         "--out", sample])
     logs = sorted(os.path.join(sample, "logs", f) for f in os.listdir(os.path.join(sample, "logs")))
     lake = os.path.join(work, "lake")
     subprocess.run([bin_, "ingest", *logs[:-1], "--lake", lake, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
     run([bin_, "baseline", "--lake", lake])
     with open(logs[-1]) as f:
         day = [json.loads(l) for l in f if l.strip()]
+    if len(day) < lines:
+        print(f"warning: the live day has {len(day)} lines, fewer than the {lines} the latency runs write; "
+              "lines are replayed", file=sys.stderr)
     return lake, os.path.join(sample, "inventory.csv"), day
 
 
@@ -237,7 +245,7 @@ def main():
     bin_ = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="credtrail-stream-")
     try:
-        lake, inventory, day = prepare(bin_, work, a.credentials, a.seed)
+        lake, inventory, day = prepare(bin_, work, a.credentials, a.seed, a.prefill + int(a.rate * a.seconds) + 1000)
         tp = throughput(bin_, work, lake, day, a.events, not a.no_pin)
         lat = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every)
         full = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every, a.prefill) if a.prefill else None

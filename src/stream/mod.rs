@@ -49,6 +49,8 @@ const QUEUE: usize = 64;
 /// takes more than half the loop and reading catches up; new events are
 /// judged in larger groups instead.
 const PASS_SPACING: Duration = Duration::from_millis(100);
+/// How soon an alert should follow the line that completes it.
+const LATENCY_GOAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -248,11 +250,13 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
             },
             _ = tick.tick() => {}
         }
-        // Caught up with the files, a pass runs at once, so a line waits for
-        // at most the pass under way and its own; behind them, passes are
-        // spaced by their own length so reading catches up.
+        // Caught up with the files and with passes short enough for the
+        // one-second goal, a pass runs at once: a line waits for at most the
+        // pass under way and its own. Otherwise passes are spaced by their
+        // own length, so detection never starves reading.
         let caught_up = rx.is_empty() && metrics.lag_bytes.get() == 0;
-        if w.live.pending() && (caught_up || last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1)) {
+        let quick = last_pass.1 <= LATENCY_GOAL / 2;
+        if w.live.pending() && ((caught_up && quick) || last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1)) {
             let started = Instant::now();
             w.pass().await?;
             last_pass = (Instant::now(), started.elapsed());
