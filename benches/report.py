@@ -67,10 +67,10 @@ row("ingest, DuckDB plain: peak RSS, MiB", rss("credtrail_ingest"), rss("duckdb_
 small = facts.get("events_2_days")
 if small and "credtrail_ingest_2_days" in runs:
     rows.append((f"ingest peak RSS, MiB: {small:,.0f} events (2 days) → {events:,.0f} (all)",
-                 f"{rss('credtrail_ingest_2_days'):,.0f} → {rss('credtrail_ingest'):,.0f}", "—", "", "flat"))
+                 f"{rss('credtrail_ingest_2_days'):,.0f} → {rss('credtrail_ingest'):,.0f}", "—", "", "not to grow with the input"))
 if "credtrail_baseline_2_days" in runs:
     rows.append(("baseline peak RSS, MiB: 2 days of history → all", f"{rss('credtrail_baseline_2_days'):,.0f} → "
-                 f"{rss('credtrail_baseline'):,.0f}", "—", "", "flat"))
+                 f"{rss('credtrail_baseline'):,.0f}", "—", "", "not to grow with the input"))
 ct_events = facts.get("ct_events")
 ct_eps = lambda s: None if s is None or not ct_events else ct_events / s
 row("CloudTrail ingest: events/s", ct_eps(secs("credtrail_ct_ingest")), ct_eps(secs("duckdb_ct_ingest")), "{:,.0f}",
