@@ -390,12 +390,14 @@ impl ScalarUDFImpl for TextUdf {
             let values = arrow::compute::cast(a, &DataType::Utf8)?;
             Ok(values.as_string::<i32>().iter().map(|v| v.and_then(self.f)).collect())
         };
+        // A filtered or joined batch keeps its whole dictionary: map per row
+        // when the dictionary is the larger side.
         let out = match arrays[0].as_any_dictionary_opt() {
-            Some(dict) => {
+            Some(dict) if dict.values().len() <= dict.keys().len() => {
                 let mapped = map(dict.values().as_ref())?;
                 arrow::compute::take(&mapped, dict.keys(), None)?
             }
-            None => Arc::new(map(arrays[0].as_ref())?),
+            _ => Arc::new(map(arrays[0].as_ref())?),
         };
         Ok(ColumnarValue::Array(out))
     }
@@ -502,12 +504,18 @@ mod tests {
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(dict), Arc::new(plain)]).unwrap();
         let ctx = SessionContext::new();
         ctx.register_udf(text_udf("ip_network", crate::baseline::network_of));
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
-        let out = ctx.sql("SELECT ip_network(d) AS a, ip_network(p) AS b FROM t").await.unwrap().collect().await.unwrap();
-        let (a, b) = (out[0].column(0).as_string::<i32>(), out[0].column(1).as_string::<i32>());
         let want: Vec<Option<String>> = ips.iter().map(|v| v.and_then(crate::baseline::network_of)).collect();
-        assert_eq!(a.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
-        assert_eq!(b.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+        // Whole, the dictionary is mapped per value; sliced to two rows it
+        // keeps all five values and is mapped per row.
+        for (rows, want) in [(6, &want[..]), (2, &want[..2])] {
+            let table = MemTable::try_new(schema.clone(), vec![vec![batch.slice(0, rows)]]).unwrap();
+            ctx.deregister_table("t").unwrap();
+            ctx.register_table("t", Arc::new(table)).unwrap();
+            let out = ctx.sql("SELECT ip_network(d) AS a, ip_network(p) AS b FROM t").await.unwrap().collect().await.unwrap();
+            let (a, b) = (out[0].column(0).as_string::<i32>(), out[0].column(1).as_string::<i32>());
+            assert_eq!(a.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+            assert_eq!(b.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+        }
         assert_eq!(want[0].as_deref(), Some("10.1.2.0/24"));
         assert_eq!(want[3], None);
     }
