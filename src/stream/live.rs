@@ -179,12 +179,9 @@ impl Live {
     async fn open_day(&self, day: &str) -> Result<Day, DetectError> {
         let (version, learned) = self.engine.prepare_baseline(&self.lake, day, self.baseline_days).await?;
         let ctx = self.engine.session(&self.lake).await?;
-        let baseline = match &version {
-            Some(until) => Some(baseline::load(&ctx, &self.lake, until).await?),
-            None => None,
-        };
         // The day's baseline does not change while it is live: hold it in
-        // memory rather than read the models' files again in every pass.
+        // memory rather than read the models' files again in every pass
+        // (the scoring baseline below is loaded from these copies too).
         if let Some(until) = &version {
             for (_, name) in baseline::TABLES {
                 let schema = ctx.table_provider(*name).await.map_err(SqlError::from)?.schema();
@@ -192,6 +189,10 @@ impl Live {
                 register(&ctx, name, (schema, rows))?;
             }
         }
+        let baseline = match &version {
+            Some(until) => Some(baseline::load(&ctx, &self.lake, until).await?),
+            None => None,
+        };
         let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
         let q = format!("SELECT {} FROM events WHERE date = '{day}'", cols.join(", "));
         let events = collect(&ctx, &q).await?;
