@@ -101,7 +101,7 @@ fn arrow(c: &mut Criterion) {
             },
             |(_dir, lake)| {
                 let props = lake::writer_properties(&[credtrail::schema::col::REQUEST_ID]);
-                lake::write_parquet_staged(&lake, "events/x.parquet", schema.clone(), &[sorted.clone()], props).unwrap()
+                lake::write_parquet_staged(&lake, "events/x.parquet", schema.clone(), std::slice::from_ref(&sorted), props).unwrap()
             },
             BatchSize::PerIteration,
         )

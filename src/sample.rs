@@ -748,7 +748,7 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
         let mut candidates: Vec<usize> = (0..creds.len())
             .filter(|&i| !used[i] && usable(&creds[i]))
             // Roles stay clean: their sessions are what session-key checks look at.
-            .filter(|&i| !creds[i].cloud.as_ref().is_some_and(|c| c.role_arn.is_some()))
+            .filter(|&i| creds[i].cloud.as_ref().is_none_or(|c| c.role_arn.is_none()))
             .filter(|&i| match kind {
                 Kind::BillingSpike => matches!(creds[i].role, Role::LlmApp { .. }),
                 Kind::ToolChaining => matches!(creds[i].role, Role::Agent { .. }),

@@ -139,7 +139,7 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
     let empty = Markov::default();
     let mut out = Vec::new();
     for s in sessions.values_mut() {
-        s.steps.sort_by_key(|x| x.ts);
+        s.steps.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
         let markov = cx.baseline.and_then(|b| b.markov.get(&s.principal)).unwrap_or(&empty);
         if let Some(a) = judge(s, markov, cx.categories) {
             out.push(a);

@@ -94,7 +94,7 @@ pub(crate) fn grouped_alerts(
     }
     let mut out = Vec::new();
     for ((cred, finding, group, _day), mut rows) in groups {
-        rows.sort_by_key(|x| x.ts);
+        rows.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
         let ips: BTreeSet<&str> = rows.iter().filter_map(|x| x.source_ip.as_deref()).collect();
         let ips = if ips.is_empty() {
             "an unknown address".to_string()

@@ -122,7 +122,41 @@ struct Detector {
     sql: &'static str,
     needs_inventory: bool,
     scoring: Scoring,
+    live: LiveMode,
 }
+
+/// How `watch` judges a detector as events arrive, so that a pass costs in
+/// proportion to the new events rather than to the live day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveMode {
+    /// Each row of the query comes from one event (given the fixed baseline
+    /// and inventory): the query runs over the new events only, and a
+    /// credential's rows are kept and scored together.
+    PerEvent,
+    /// The query needs a credential's whole day, but returns no row for it
+    /// unless its windowed state passes the gate.
+    Gated(Gate),
+    /// The whole day of every credential that moved, each pass: queries
+    /// whose shape credtrail does not know (custom or replaced ones).
+    Day,
+}
+
+/// What windowed per-credential state must show before a gated query can
+/// return a row for the credential. Gates may open too often, never too
+/// rarely: they only spare the query credentials it would return nothing for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// A minute with at least [`STORM_MIN_FAILURES`] failed requests: no
+    /// storm fires without one.
+    Storm,
+    /// An hour whose spend may pass the credential's billing threshold.
+    Spend,
+    /// A CloudTrail call with a temporary (ASIA…) session key.
+    SessionKey,
+}
+
+/// The least failures in a minute that can fire a retry storm (scoring's floor).
+pub const STORM_MIN_FAILURES: u32 = storm::MIN_BURST as u32;
 
 const DETECTORS: &[Detector] = &[
     Detector {
@@ -131,6 +165,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/billing_spike.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(billing::score),
+        live: LiveMode::Gated(Gate::Spend),
     },
     Detector {
         name: "retry_storm",
@@ -138,6 +173,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/retry_storm.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(storm::score),
+        live: LiveMode::Gated(Gate::Storm),
     },
     Detector {
         name: "tool_chaining",
@@ -145,6 +181,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/tool_chaining.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(chaining::score),
+        live: LiveMode::PerEvent,
     },
     Detector {
         name: "out_of_scope",
@@ -152,6 +189,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/out_of_scope.sql"),
         needs_inventory: true,
         scoring: Scoring::Rows(explain::out_of_scope),
+        live: LiveMode::PerEvent,
     },
     Detector {
         name: "first_seen",
@@ -159,6 +197,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/first_seen.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::first_seen),
+        live: LiveMode::PerEvent,
     },
     Detector {
         name: "secret_exposure",
@@ -166,6 +205,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/secret_exposure.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::secret_exposure),
+        live: LiveMode::PerEvent,
     },
     Detector {
         name: "llmjacking_recon",
@@ -173,6 +213,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/llmjacking_recon.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(recon::score),
+        live: LiveMode::PerEvent,
     },
     Detector {
         name: "session_key_reuse",
@@ -180,6 +221,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/session_key_reuse.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(recon::score_session_reuse),
+        live: LiveMode::Gated(Gate::SessionKey),
     },
     Detector {
         name: "defense_evasion",
@@ -187,6 +229,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/defense_evasion.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::defense_evasion),
+        live: LiveMode::PerEvent,
     },
 ];
 
@@ -289,33 +332,69 @@ impl Engine {
     }
 
     /// Every detector's alerts for `day` in `ctx`, whose `events` may be the
-    /// lake's or any table of the same columns (the stream's live day),
-    /// judged against `base`. First-seen values are folded into the alerts they belong to.
+    /// lake's or any table of the same columns, judged against `base`.
     pub async fn judge_day(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         day: &str,
         base: Option<&Baseline>,
     ) -> Result<Vec<Alert>, DetectError> {
-        let until = previous_day(day)?;
-        let cx = Context { baseline: base, categories: &self.categories };
         let mut today = Vec::new();
-        for d in &self.plans {
-            if d.needs_inventory && self.inventory.is_none() {
-                continue;
-            }
-            let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
-            let run = |source| DetectError::Run { name: d.name.clone(), source };
-            let started = std::time::Instant::now();
-            let batches = ctx.sql(&text).await.map_err(run)?.collect().await.map_err(run)?;
-            tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "ran a detector");
-            today.extend(match d.scoring {
-                Scoring::Rows(explain) => explain::grouped_alerts(d.family, &d.name, explain, &batches)?,
-                Scoring::Scored(score) => score(&cx, &d.name, &batches)?,
-            });
+        for d in self.detectors() {
+            let rows = self.rows(d, ctx, day).await?;
+            today.extend(self.score(d, base, &rows)?);
         }
-        Ok(fold_first_seen(recon::absorb_into_chains(today)))
+        Ok(finish(today))
     }
+
+    /// The detectors that can run (those needing an inventory only with one),
+    /// with how `watch` judges each.
+    pub fn detectors(&self) -> impl Iterator<Item = (usize, LiveMode)> + '_ {
+        self.plans
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.needs_inventory || self.inventory.is_some())
+            .map(|(i, d)| (i, d.live))
+    }
+
+    /// The rows of detector `d` (from [`Engine::detectors`]) for `day` in `ctx`.
+    pub async fn rows(
+        &self,
+        (d, _): (usize, LiveMode),
+        ctx: &datafusion::prelude::SessionContext,
+        day: &str,
+    ) -> Result<Vec<RecordBatch>, DetectError> {
+        let d = &self.plans[d];
+        let until = previous_day(day)?;
+        let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
+        let run = |source| DetectError::Run { name: d.name.clone(), source };
+        let started = std::time::Instant::now();
+        let batches = ctx.sql(&text).await.map_err(run)?.collect().await.map_err(run)?;
+        tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "ran a detector");
+        Ok(batches)
+    }
+
+    /// Detector `d`'s alerts from its rows, judged against `base`. Scoring
+    /// sorts what it needs, so rows may come in any order.
+    pub fn score(
+        &self,
+        (d, _): (usize, LiveMode),
+        base: Option<&Baseline>,
+        rows: &[RecordBatch],
+    ) -> Result<Vec<Alert>, DetectError> {
+        let d = &self.plans[d];
+        let cx = Context { baseline: base, categories: &self.categories };
+        match d.scoring {
+            Scoring::Rows(explain) => explain::grouped_alerts(d.family, &d.name, explain, rows),
+            Scoring::Scored(score) => score(&cx, &d.name, rows),
+        }
+    }
+}
+
+/// The alerts of one or more credentials' detectors, put together: chains
+/// absorb their recon steps, and first-seen values join the alerts they belong to.
+pub fn finish(alerts: Vec<Alert>) -> Vec<Alert> {
+    fold_first_seen(recon::absorb_into_chains(alerts))
 }
 
 /// Runs every detector over the days and replaces those days' alerts in the lake.
@@ -395,6 +474,7 @@ struct Plan {
     sql: String,
     needs_inventory: bool,
     scoring: Scoring,
+    live: LiveMode,
 }
 
 /// The built-in detectors, each replaced by `DIR/<name>.sql` when present,
@@ -405,6 +485,8 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
     let mut plans = Vec::new();
     for d in DETECTORS {
         let own = dir.map(|dir| dir.join(format!("{}.sql", d.name))).filter(|p| p.exists());
+        // A replaced query may not keep the shape the live mode relies on.
+        let live = if own.is_some() { LiveMode::Day } else { d.live };
         plans.push(Plan {
             name: d.name.to_string(),
             family: d.family,
@@ -414,6 +496,7 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
             },
             needs_inventory: d.needs_inventory,
             scoring: d.scoring,
+            live,
         });
     }
     let Some(dir) = dir else { return Ok(plans) };
@@ -438,6 +521,7 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
             sql: read(p)?,
             needs_inventory: false,
             scoring: Scoring::Rows(explain::custom),
+            live: LiveMode::Day,
         });
     }
     Ok(plans)

@@ -13,7 +13,7 @@ use crate::columns;
 
 const MINUTE_MS: i64 = 60_000;
 /// Fewer failures than this in a minute is never a storm.
-const MIN_BURST: f64 = 20.0;
+pub(super) const MIN_BURST: f64 = 20.0;
 /// A minute fires when its count is less likely than this under the baseline.
 const MAX_TAIL: f64 = 1e-6;
 /// Errors per minute assumed for credentials without a usable baseline, and

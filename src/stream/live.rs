@@ -1,27 +1,37 @@
-//! Incremental detection: the batch detectors, judged again over the live
-//! day each time new events arrive.
+//! Incremental detection: the batch detectors' own queries and scoring, fed
+//! so that a pass costs in proportion to what is new, not to the live day.
 //!
 //! Each day being watched keeps its events in memory (seeded from the lake,
 //! so a restart loses no context) with its baseline (version `day - 1`, the
-//! one batch `detect` uses). A pass runs the same engine as `detect` over the
-//! events of the credentials that received new ones, so a credential's alerts
-//! are always those the batch job would raise over the same events: parity by
-//! construction, not by a second implementation. Only the two newest days are
-//! kept; older events still reach the lake but are left to the batch job.
+//! one batch `detect` uses). A pass judges the credentials that received
+//! events, each detector as its [`LiveMode`] allows:
+//!
+//! - per-event queries run over the new events only; each credential's rows
+//!   are kept, and all of them are scored together, as the batch job does;
+//! - gated queries (minute and hour windows, session keys) run over the day of
+//!   the credentials whose windowed state ([`windows`](super::windows)) shows
+//!   they may have a row;
+//! - anything else runs over the day of every credential that moved.
+//!
+//! So a credential's alerts are those the batch job would raise over the same
+//! events: the same queries and scoring, not a second implementation. Only
+//! the two newest days are kept; older events still reach the lake but are
+//! left to the batch job.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
-use arrow::compute::{cast, concat_batches, filter_record_batch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
+use super::windows::Windows;
 use crate::alert::{self, Alert};
 use crate::baseline::{self, Baseline};
-use crate::detect::{DetectError, Engine};
+use crate::detect::{self, DetectError, Engine, LiveMode};
 use crate::schema::{col, event_schema};
 use crate::secrets::{self, ExposureRow};
 use crate::sql::SqlError;
@@ -32,15 +42,24 @@ const LIVE_DAYS: usize = 2;
 /// Batches of a day merged into one once there are more than this many.
 const MAX_BATCHES: usize = 16;
 
+/// Rows kept per credential, by per-event detector (its index in the engine).
+type Kept = HashMap<usize, HashMap<String, Vec<RecordBatch>>>;
+
 /// One day being judged live.
 struct Day {
     ctx: SessionContext,
     baseline: Option<Baseline>,
+    /// The day's events, with the lake's `date` column.
     events: Vec<RecordBatch>,
     rows: usize,
     exposures: Vec<RecordBatch>,
+    /// Events and secrets not yet judged.
+    fresh: Vec<RecordBatch>,
+    fresh_exposures: Vec<RecordBatch>,
     /// Credentials with events not yet judged.
     touched: HashSet<String>,
+    windows: Windows,
+    kept: Kept,
     /// The day's alerts by credential, as of the last pass.
     alerts: BTreeMap<String, Vec<Alert>>,
     /// Governance alerts the batch job stored for the day, kept when the day's alerts are rewritten.
@@ -153,12 +172,8 @@ impl Live {
                 continue;
             }
             let d = self.days.get_mut(&day).expect("day was just opened");
-            d.touched.extend(credentials(&part));
-            d.rows += part.num_rows();
-            d.events.push(part);
-            if d.events.len() > MAX_BATCHES {
-                compact(&mut d.events)?;
-            }
+            let part = dated(&part, &day)?;
+            d.take(part)?;
         }
         let rows: Vec<&ExposureRow> = exposures.iter().filter(|e| e.ts_ms.is_some()).collect();
         for e in rows {
@@ -167,7 +182,9 @@ impl Live {
                 continue;
             }
             if let Some(d) = self.days.get_mut(&day) {
-                d.exposures.push(secrets::exposures_batch(std::slice::from_ref(e)));
+                let b = secrets::exposures_batch(std::slice::from_ref(e));
+                d.exposures.push(b.clone());
+                d.fresh_exposures.push(b);
                 d.touched.extend(e.credential_id.clone());
             }
         }
@@ -200,24 +217,30 @@ impl Live {
         let exposures = collect(&ctx, &q).await?;
         let q = format!("SELECT * EXCEPT (date) FROM alerts WHERE date = '{day}' AND detector = 'governance'");
         let governance = collect(&ctx, &q).await?;
-        let rows = events.iter().map(RecordBatch::num_rows).sum();
-        // Everything already in the lake is judged on the first pass.
-        let touched = events.iter().flat_map(credentials).collect();
-        tracing::info!(
-            day, seeded = rows, baseline = version.as_deref().unwrap_or("none (cold start)"), learned,
-            "judging a new day live"
-        );
-        Ok(Day {
+        let mut d = Day {
             ctx,
             baseline,
-            events,
-            rows,
-            exposures,
-            touched,
+            events: Vec::new(),
+            rows: 0,
+            exposures: exposures.clone(),
+            // Everything already in the lake is judged on the first pass.
+            fresh: Vec::new(),
+            fresh_exposures: exposures,
+            touched: HashSet::new(),
+            windows: Windows::default(),
+            kept: HashMap::new(),
             alerts: BTreeMap::new(),
             governance,
             dirty: false,
-        })
+        };
+        for b in events {
+            d.take(dated(&b, day)?)?;
+        }
+        tracing::info!(
+            day, seeded = d.rows, baseline = version.as_deref().unwrap_or("none (cold start)"), learned,
+            "judging a new day live"
+        );
+        Ok(d)
     }
 
     /// Whether a pass has anything to judge.
@@ -232,13 +255,16 @@ impl Live {
             if d.touched.is_empty() {
                 continue;
             }
-            let touched = std::mem::take(&mut d.touched);
+            let mut touched = std::mem::take(&mut d.touched);
+            // Bedrock-plane records of one credential change another's billing.
+            let bedrock = d.windows.bedrock();
+            if touched.iter().any(|c| bedrock.contains(c.as_str())) {
+                touched.extend(bedrock.iter().map(|c| c.to_string()));
+            }
             result.judged_credentials += touched.len();
-            register(&d.ctx, "events", with_date(&select(&d.events, &touched)?, day)?)?;
-            register(&d.ctx, "secret_exposures", (secrets::exposures_schema(), d.exposures.clone()))?;
-            let found = self.engine.judge_day(&d.ctx, day, d.baseline.as_ref()).await?;
+            let found = d.judge(&self.engine, day, &touched).await?;
             let mut by_cred: HashMap<String, Vec<Alert>> = HashMap::new();
-            for a in found.into_iter().filter(|a| touched.contains(&a.credential_id)) {
+            for a in found {
                 by_cred.entry(a.credential_id.clone()).or_default().push(a);
             }
             for c in &touched {
@@ -294,6 +320,101 @@ impl Live {
     }
 }
 
+impl Day {
+    /// Takes in new events (with their `date` column).
+    fn take(&mut self, events: RecordBatch) -> Result<(), DetectError> {
+        self.windows.observe(&events, self.baseline.as_ref());
+        self.touched.extend(credentials(&events));
+        self.rows += events.num_rows();
+        self.events.push(events.clone());
+        self.fresh.push(events);
+        if self.events.len() > MAX_BATCHES {
+            compact(&mut self.events)?;
+        }
+        Ok(())
+    }
+
+    /// Every alert of the `touched` credentials over the day so far.
+    async fn judge(&mut self, engine: &Engine, day: &str, touched: &HashSet<String>) -> Result<Vec<Alert>, DetectError> {
+        let base = self.baseline.as_ref();
+        let detectors: Vec<(usize, LiveMode)> = engine.detectors().collect();
+        let mut found = Vec::new();
+
+        // Per-event queries read only what is new; the rows are kept.
+        let fresh = std::mem::take(&mut self.fresh);
+        let fresh_exposures = std::mem::take(&mut self.fresh_exposures);
+        if detectors.iter().any(|(_, m)| *m == LiveMode::PerEvent) {
+            register(&self.ctx, "events", (dated_schema(), fresh))?;
+            register(&self.ctx, "secret_exposures", (secrets::exposures_schema(), fresh_exposures))?;
+            for &d in detectors.iter().filter(|(_, m)| *m == LiveMode::PerEvent) {
+                let rows = engine.rows(d, &self.ctx, day).await?;
+                keep(self.kept.entry(d.0).or_default(), &rows)?;
+            }
+        }
+        for &d in detectors.iter().filter(|(_, m)| *m == LiveMode::PerEvent) {
+            let Some(kept) = self.kept.get(&d.0) else { continue };
+            let rows: Vec<RecordBatch> = touched.iter().filter_map(|c| kept.get(c)).flatten().cloned().collect();
+            found.extend(engine.score(d, base, &rows)?);
+        }
+
+        // The others read the day of the credentials they may alert on.
+        let wanted: Vec<((usize, LiveMode), HashSet<&str>)> = detectors
+            .iter()
+            .filter(|(_, m)| *m != LiveMode::PerEvent)
+            .map(|&d| {
+                let creds = touched.iter().map(String::as_str).filter(|c| match d.1 {
+                    LiveMode::Gated(gate) => self.windows.open(c, gate),
+                    _ => true,
+                });
+                (d, creds.collect())
+            })
+            .filter(|(_, creds): &(_, HashSet<&str>)| !creds.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(detect::finish(found));
+        }
+        let mut selected: HashSet<&str> = wanted.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+        let bedrock = self.windows.bedrock();
+        if selected.iter().any(|c| bedrock.contains(c)) {
+            selected.extend(bedrock);
+        }
+        let events = select(&self.events, &selected)?;
+        let rows: usize = events.iter().map(RecordBatch::num_rows).sum();
+        tracing::debug!(day, credentials = selected.len(), events = rows, "reading the day of credentials that may alert");
+        register(&self.ctx, "events", (dated_schema(), events))?;
+        register(&self.ctx, "secret_exposures", (secrets::exposures_schema(), self.exposures.clone()))?;
+        for (d, creds) in &wanted {
+            let rows = engine.rows(*d, &self.ctx, day).await?;
+            let alerts = engine.score(*d, base, &rows)?;
+            found.extend(alerts.into_iter().filter(|a| creds.contains(a.credential_id.as_str())));
+        }
+        Ok(detect::finish(found))
+    }
+}
+
+/// Adds a per-event query's rows to each credential's.
+fn keep(kept: &mut HashMap<String, Vec<RecordBatch>>, rows: &[RecordBatch]) -> Result<(), DetectError> {
+    for b in rows.iter().filter(|b| b.num_rows() > 0) {
+        let creds = crate::columns::strings(b, "a per-event detector", col::CREDENTIAL_ID)?;
+        let mut by_cred: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, v) in creds.iter().enumerate() {
+            if let Some(v) = v {
+                by_cred.entry(v.as_str()).or_default().push(i as u32);
+            }
+        }
+        for (cred, idx) in by_cred {
+            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
+            let list = kept.entry(cred.to_string()).or_default();
+            list.push(part);
+            if list.len() > MAX_BATCHES {
+                let merged = concat_batches(&list[0].schema(), list.iter()).map_err(arrow_err)?;
+                *list = vec![merged];
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether two passes found the same alerts (incidents and suppression are assigned later).
 fn same(a: &[Alert], b: &[Alert]) -> bool {
     let bare = |x: &Alert| Alert { incident_id: None, suppressed: None, ..x.clone() };
@@ -328,7 +449,7 @@ fn credentials(b: &RecordBatch) -> HashSet<String> {
 }
 
 /// The events of the `touched` credentials.
-fn select(events: &[RecordBatch], touched: &HashSet<String>) -> Result<Vec<RecordBatch>, DetectError> {
+fn select(events: &[RecordBatch], touched: &HashSet<&str>) -> Result<Vec<RecordBatch>, DetectError> {
     let mut out = Vec::new();
     for b in events {
         let c = b.column_by_name(col::CREDENTIAL_ID).expect("events have credential_id");
@@ -351,19 +472,23 @@ fn select(events: &[RecordBatch], touched: &HashSet<String>) -> Result<Vec<Recor
     Ok(out)
 }
 
-/// Events with the lake's `date` partition column, as the `events` table has it.
-fn with_date(events: &[RecordBatch], day: &str) -> Result<(SchemaRef, Vec<RecordBatch>), DetectError> {
-    let base = event_schema();
-    let mut fields: Vec<Arc<Field>> = base.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(col::DATE, DataType::Utf8, false)));
-    let schema = Arc::new(Schema::new(fields));
-    let mut out = Vec::new();
-    for b in events {
-        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        cols.push(Arc::new(StringArray::from(vec![day; b.num_rows()])));
-        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err)?);
-    }
-    Ok((schema, out))
+/// The `events` table's schema: the event columns and the lake's `date` partition column.
+fn dated_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut fields: Vec<Arc<Field>> = event_schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new(col::DATE, DataType::Utf8, false)));
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+/// Events of `day` with its `date` column, as the `events` table has them.
+fn dated(events: &RecordBatch, day: &str) -> Result<RecordBatch, DetectError> {
+    let mut cols: Vec<ArrayRef> = events.columns().to_vec();
+    cols.push(Arc::new(StringArray::from(vec![day; events.num_rows()])));
+    RecordBatch::try_new(dated_schema(), cols).map_err(arrow_err)
 }
 
 /// Merges a day's small batches so a pass scans a few large ones.
@@ -394,11 +519,11 @@ mod tests {
     #[test]
     fn selects_only_touched_credentials() {
         let b = batch(&[("a", 1), ("b", 2), ("a", 3), ("c", 4)]);
-        let touched: HashSet<String> = ["a".to_string(), "c".to_string()].into();
+        let touched: HashSet<&str> = ["a", "c"].into();
         let out = select(&[b], &touched).unwrap();
         let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 3);
-        assert_eq!(credentials(&out[0]), touched);
+        assert_eq!(credentials(&out[0]), ["a".to_string(), "c".to_string()].into());
     }
 
     #[test]
@@ -407,8 +532,8 @@ mod tests {
         compact(&mut v).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].num_rows(), 40);
-        let (schema, dated) = with_date(&v, "1970-01-01").unwrap();
-        assert_eq!(schema.field(schema.fields().len() - 1).name(), "date");
-        assert_eq!(dated[0].num_rows(), 40);
+        let d = dated(&v[0], "1970-01-01").unwrap();
+        assert_eq!(d.schema().field(d.num_columns() - 1).name(), "date");
+        assert_eq!(d.num_rows(), 40);
     }
 }

@@ -17,6 +17,7 @@ pub mod live;
 pub mod metrics;
 pub mod sinks;
 pub mod tail;
+pub mod windows;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;

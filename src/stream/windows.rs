@@ -1,0 +1,250 @@
+//! Windowed per-credential state of a live day: failures per minute, spend
+//! per hour, and which kinds of record a credential has sent. It opens the
+//! gates of the gated detectors ([`Gate`]), so that their queries read the
+//! day of the few credentials that may have an alert, not of all that moved.
+//!
+//! A gate must never stay shut when the query would return a row: the state
+//! over-counts where it cannot know (spend before de-duplication, sums with
+//! slack for rounding) and opens for good once passed.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+
+use crate::baseline::Baseline;
+use crate::detect::{Gate, STORM_MIN_FAILURES};
+use crate::schema::col;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+/// `billing_spike.sql`'s floors for a credential without usable history.
+const COLD_TOKENS: f64 = 1_000_000.0;
+const COLD_COST: f64 = 20.0;
+/// `billing_spike.sql`'s factor over the baseline's busiest hours.
+const SPEND_FACTOR: f64 = 2.0;
+
+#[derive(Default)]
+struct CredState {
+    /// Minute → failed requests, until a storm is possible.
+    failures: HashMap<i64, u32>,
+    /// Hour → tokens and cost of successful requests, until a spike is possible.
+    spend: HashMap<i64, (f64, f64)>,
+    storm: bool,
+    spend_open: bool,
+    session_key: bool,
+    /// Bedrock-plane records: a key's CloudTrail call and its role's
+    /// invocation log count once between them, so the billing of either
+    /// depends on the other and neither can be bounded alone.
+    bedrock: bool,
+}
+
+/// The state of one live day, judged against its baseline.
+#[derive(Default)]
+pub struct Windows {
+    creds: HashMap<String, CredState>,
+}
+
+impl Windows {
+    /// Takes in events of the day (any columns missing count as null).
+    pub fn observe(&mut self, events: &RecordBatch, base: Option<&Baseline>) {
+        let strings = |name: &str| {
+            events.column_by_name(name).and_then(|c| cast(c, &DataType::Utf8).ok()).map(|a| a.as_string::<i32>().clone())
+        };
+        let ints = |name: &str| {
+            events.column_by_name(name).and_then(|c| cast(c, &DataType::Int64).ok()).map(|a| a.as_primitive::<Int64Type>().clone())
+        };
+        let (Some(cred), Some(ts)) = (strings(col::CREDENTIAL_ID), ints(col::TS)) else { return };
+        let (source, action, session) = (strings(col::SOURCE), strings(col::ACTION), strings(col::SESSION_ID));
+        let (status, tokens_in, tokens_out) = (ints(col::STATUS), ints(col::TOKENS_IN), ints(col::TOKENS_OUT));
+        let cost = events
+            .column_by_name(col::COST_USD)
+            .and_then(|c| cast(c, &DataType::Float64).ok())
+            .map(|a| a.as_primitive::<Float64Type>().clone());
+        for i in 0..events.num_rows() {
+            if !cred.is_valid(i) || !ts.is_valid(i) {
+                continue;
+            }
+            let c = cred.value(i);
+            let s = match self.creds.get_mut(c) {
+                Some(s) => s,
+                None => self.creds.entry(c.to_string()).or_default(),
+            };
+            let t = ts.value(i);
+            let source = get(&source, i);
+            if source == Some("cloudtrail") && get(&session, i).is_some_and(|k| k.contains("ASIA")) {
+                s.session_key = true;
+            }
+            if source == Some("bedrock-invocation") || (source == Some("cloudtrail") && get(&action, i) == Some("inference")) {
+                s.bedrock = true;
+                s.spend_open = true;
+                s.spend.clear();
+            }
+            match num(&status, i) {
+                Some(st) if (matches!(st, 401 | 403 | 429) || st >= 500) && !s.storm => {
+                    let n = s.failures.entry(t.div_euclid(MINUTE_MS)).or_default();
+                    *n += 1;
+                    if *n >= STORM_MIN_FAILURES {
+                        s.storm = true;
+                        s.failures = HashMap::new();
+                    }
+                }
+                Some(st) if st >= 400 => {}
+                _ if !s.spend_open => {
+                    let tokens = (num(&tokens_in, i).unwrap_or(0) + num(&tokens_out, i).unwrap_or(0)) as f64;
+                    let cost = cost.as_ref().filter(|a| a.is_valid(i)).map_or(0.0, |a| a.value(i));
+                    let h = s.spend.entry(t.div_euclid(HOUR_MS)).or_default();
+                    h.0 += tokens;
+                    h.1 += cost;
+                    if may_spike(c, *h, base) {
+                        s.spend_open = true;
+                        s.spend = HashMap::new();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a gated query may return rows for the credential.
+    pub fn open(&self, credential: &str, gate: Gate) -> bool {
+        self.creds.get(credential).is_some_and(|s| match gate {
+            Gate::Storm => s.storm,
+            Gate::Spend => s.spend_open,
+            Gate::SessionKey => s.session_key,
+        })
+    }
+
+    /// The credentials with Bedrock-plane records, whose billing is judged together.
+    pub fn bedrock(&self) -> HashSet<&str> {
+        self.creds.iter().filter(|(_, s)| s.bedrock).map(|(c, _)| c.as_str()).collect()
+    }
+}
+
+fn get(a: &Option<StringArray>, i: usize) -> Option<&str> {
+    a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
+}
+
+fn num(a: &Option<Int64Array>, i: usize) -> Option<i64> {
+    a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
+}
+
+/// Whether an hour's (over-counted) spend may pass `billing_spike.sql`'s
+/// candidate test: well above the credential's usual busiest hours, or above
+/// the absolute floors without usable history. (Its other cold-start test,
+/// against today's median hour, only narrows the floors' candidates.)
+fn may_spike(credential: &str, (tokens, cost): (f64, f64), base: Option<&Baseline>) -> bool {
+    if tokens <= 0.0 && cost <= 0.0 {
+        return false;
+    }
+    // Slack for sums taken in another order than the query's.
+    let above = |x: f64, t: f64| x > t - t.abs() * 1e-9;
+    match base.and_then(|b| b.credentials.get(credential)).filter(|b| !b.cold_start) {
+        Some(b) => {
+            above(tokens, SPEND_FACTOR * b.tokens_per_hour.p99) || above(cost, SPEND_FACTOR * b.cost_per_hour.p99)
+        }
+        None => above(tokens, COLD_TOKENS) || above(cost, COLD_COST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::{CredentialBaseline, Stats};
+    use crate::schema::{Event, EventBuilder, Lineage};
+
+    /// Events of one source: (credential, ts, status, tokens).
+    fn batch(source: &str, rows: &[(&str, i64, Option<u16>, i64)]) -> RecordBatch {
+        let mut b = EventBuilder::new();
+        for (i, (c, ts, status, tokens)) in rows.iter().enumerate() {
+            let e = Event {
+                ts_ms: *ts,
+                credential_id: (*c).into(),
+                status: *status,
+                tokens_in: Some(*tokens),
+                ..Default::default()
+            };
+            b.append(&e, Lineage { source, source_file: "f" }, i as u64 + 1);
+        }
+        b.finish()
+    }
+
+    fn baseline(credential: &str, tokens_p99: f64) -> Baseline {
+        let c = CredentialBaseline {
+            model_version: 1,
+            credential_id: credential.into(),
+            principal: None,
+            history_from: "2026-11-01".into(),
+            history_to: "2026-11-02".into(),
+            days_seen: 2,
+            hours: 48,
+            requests: 400,
+            cold_start: false,
+            requests_per_hour: Stats::default(),
+            tokens_per_hour: Stats { p99: tokens_p99, ..Stats::default() },
+            cost_per_hour: Stats::default(),
+            errors_per_hour: Stats::default(),
+            error_rate: 0.0,
+            error_minute_max: 0.0,
+            error_minute_p99: 0.0,
+        };
+        Baseline { credentials: [(credential.to_string(), c)].into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_storm_needs_its_failures_in_one_minute() {
+        let mut w = Windows::default();
+        // One failure short in each of two minutes, and client errors that are no storm.
+        let mut rows: Vec<(&str, i64, Option<u16>, i64)> = Vec::new();
+        for i in 0..i64::from(STORM_MIN_FAILURES - 1) {
+            rows.push(("k", i * 1000, Some(429), 0));
+            rows.push(("k", MINUTE_MS + i * 1000, Some(503), 0));
+            rows.push(("k", 2 * MINUTE_MS + i * 1000, Some(404), 0));
+        }
+        rows.push(("k", 2 * MINUTE_MS + 5000, Some(400), 0));
+        w.observe(&batch("gateway", &rows), None);
+        assert!(!w.open("k", Gate::Storm));
+        w.observe(&batch("gateway", &[("k", 59_999, Some(401), 0)]), None);
+        assert!(w.open("k", Gate::Storm));
+        assert!(!w.open("other", Gate::Storm));
+    }
+
+    #[test]
+    fn spend_opens_above_twice_the_busiest_hours_or_the_cold_floors() {
+        let base = baseline("k", 1000.0);
+        let mut w = Windows::default();
+        // 1,999 tokens of successful requests, and a failed one's tokens that do not count.
+        w.observe(&batch("gateway", &[("k", 0, Some(200), 1999), ("k", 10, Some(500), 5000)]), Some(&base));
+        assert!(!w.open("k", Gate::Spend));
+        // The next hour does not add to this one.
+        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 1999)]), Some(&base));
+        assert!(!w.open("k", Gate::Spend));
+        w.observe(&batch("gateway", &[("k", 20, None, 2)]), Some(&base));
+        assert!(w.open("k", Gate::Spend));
+
+        // A key whose usual hours spend nothing: an hour spending nothing is no candidate either.
+        let base = baseline("idle", 0.0);
+        let mut w = Windows::default();
+        w.observe(&batch("gateway", &[("idle", 0, Some(200), 0)]), Some(&base));
+        assert!(!w.open("idle", Gate::Spend));
+        w.observe(&batch("gateway", &[("idle", 0, Some(200), 1)]), Some(&base));
+        assert!(w.open("idle", Gate::Spend));
+
+        // Without history: the absolute floor.
+        let mut w = Windows::default();
+        w.observe(&batch("gateway", &[("new", 0, None, 999_999)]), None);
+        assert!(!w.open("new", Gate::Spend));
+        w.observe(&batch("gateway", &[("new", 1, None, 1)]), None);
+        assert!(w.open("new", Gate::Spend));
+    }
+
+    #[test]
+    fn bedrock_records_are_always_judged() {
+        let mut w = Windows::default();
+        w.observe(&batch("bedrock-invocation", &[("role", 0, None, 1)]), None);
+        w.observe(&batch("gateway", &[("key", 0, None, 1)]), None);
+        assert!(w.open("role", Gate::Spend));
+        assert_eq!(w.bedrock(), ["role"].into());
+    }
+}
