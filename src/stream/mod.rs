@@ -6,7 +6,8 @@
 //! - a reader thread follows the files ([`tail`]) and parses complete lines
 //!   with ingest's own transform (redaction, format detection, quarantine);
 //! - the async loop hands new events to [`live`] detection, which judges the
-//!   credentials that moved with the batch detectors, and sends new alerts to
+//!   credentials that moved with the batch detectors (per event, or once
+//!   their [`windows`] state shows they may alert), and sends new alerts to
 //!   stdout and the [`sinks`];
 //! - events are committed to the lake in micro-batches, each one atomic with
 //!   the checkpoint of the read positions it covers, so after a crash (even
