@@ -72,6 +72,20 @@ fn judge(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64)>) -> Optio
     (ratio >= MIN_RATIO && z >= MIN_Z).then_some(Verdict { metric: m.name, observed: x, typical, high, ratio, z })
 }
 
+/// The least tokens and the least cost (of successful requests) in one hour
+/// that can fire for a credential with this baseline: an hour below both
+/// never does. (The ratio is over a "busiest hour" of at least the p99 and
+/// the floor; without history, the absolute floor.)
+pub fn least_spend(base: Option<&CredentialBaseline>) -> (f64, f64) {
+    match base.filter(|b| !b.cold_start) {
+        Some(b) => (
+            MIN_RATIO * b.tokens_per_hour.p99.max(TOKENS.high_floor),
+            MIN_RATIO * b.cost_per_hour.p99.max(COST.high_floor),
+        ),
+        None => (TOKENS.cold_floor, COST.cold_floor),
+    }
+}
+
 fn verdict(h: &Hour, base: Option<&CredentialBaseline>, slot: Option<&ProfileSlot>) -> Option<Verdict> {
     let Some(b) = base.filter(|b| !b.cold_start) else {
         // Cold start: an absolute floor, and far above its other hours today.
@@ -309,5 +323,68 @@ mod tests {
         let s = stats(2_000.0, 10_000.0);
         assert!(judge(&TOKENS, 60_000.0, &s, None).is_some());
         assert!(judge(&TOKENS, 60_000.0, &s, Some((20_000.0, 30_000.0))).is_none());
+    }
+
+    fn credential(cold_start: bool, tokens: Stats, cost: Stats) -> CredentialBaseline {
+        CredentialBaseline {
+            model_version: 1,
+            credential_id: "k".into(),
+            principal: None,
+            history_from: "2026-11-01".into(),
+            history_to: "2026-11-07".into(),
+            days_seen: 7,
+            hours: 168,
+            requests: 1000,
+            cold_start,
+            requests_per_hour: Stats::default(),
+            tokens_per_hour: tokens,
+            cost_per_hour: cost,
+            errors_per_hour: Stats::default(),
+            error_rate: 0.0,
+            error_minute_max: 0.0,
+            error_minute_p99: 0.0,
+        }
+    }
+
+    proptest::proptest! {
+        /// `watch` reads a credential's day for billing only once an hour
+        /// reaches `least_spend`: no hour below it may fire.
+        #[test]
+        fn no_hour_below_the_least_spend_fires(
+            tokens in 0.0..2e7f64,
+            cost in 0.0..200.0f64,
+            (p99_tokens, p99_cost) in (0.0..1e6f64, 0.0..50.0f64),
+            median in 0.0..1.0f64,
+            slot_high in proptest::option::of(0.0..1e6f64),
+            cold_start: bool,
+            known: bool,
+            day_median in 0.0..1e6f64,
+        ) {
+            let b = credential(cold_start, stats(median * p99_tokens, p99_tokens), stats(median * p99_cost, p99_cost));
+            let h = Hour {
+                cred: "k".into(), principal: None, hour: 0, tokens, cost, requests: 1,
+                day_median: (day_median, day_median / 1e4), first: 0, last: 0,
+                new_models: vec![], new_networks: vec![], ips: vec![], evidence: vec![],
+            };
+            let slot = slot_high.map(|high| ProfileSlot {
+                credential_id: "k".into(), slot_kind: "hour_of_day".into(), slot: 0, observations: 10,
+                tokens_median: high * median, tokens_high: high, cost_median: high * median / 1e4, cost_high: high / 1e4,
+                requests_median: 1.0,
+            });
+            let base = known.then_some(&b);
+            if verdict(&h, base, slot.as_ref()).is_some() {
+                let (least_tokens, least_cost) = least_spend(base);
+                proptest::prop_assert!(tokens >= least_tokens || cost >= least_cost);
+            }
+        }
+    }
+
+    #[test]
+    fn the_least_spend_is_the_scorings_own_bar() {
+        let b = credential(false, stats(2_000.0, 10_000.0), stats(0.0, 0.0));
+        assert_eq!(least_spend(Some(&b)), (40_000.0, 1.0), "4× the p99 or the floor");
+        assert!(judge(&TOKENS, 39_999.0, &b.tokens_per_hour, None).is_none());
+        assert!(judge(&TOKENS, 60_000.0, &b.tokens_per_hour, None).is_some());
+        assert_eq!(least_spend(None), (COLD_TOKENS, COLD_COST));
     }
 }

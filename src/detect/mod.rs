@@ -146,17 +146,16 @@ pub enum LiveMode {
 /// rarely: they only spare the query credentials it would return nothing for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gate {
-    /// A minute with at least [`STORM_MIN_FAILURES`] failed requests: no
-    /// storm fires without one.
+    /// A minute with as many failures as a storm needs ([`least_burst`]).
     Storm,
-    /// An hour whose spend may pass the credential's billing threshold.
+    /// An hour whose spend may fire a billing spike ([`least_spend`]).
     Spend,
     /// A CloudTrail call with a temporary (ASIA…) session key.
     SessionKey,
 }
 
-/// The least failures in a minute that can fire a retry storm (scoring's floor).
-pub const STORM_MIN_FAILURES: u32 = storm::MIN_BURST as u32;
+pub use billing::least_spend;
+pub use storm::least_burst;
 
 const DETECTORS: &[Detector] = &[
     Detector {

@@ -9,11 +9,12 @@ use statrs::distribution::{DiscreteCDF, Poisson};
 
 use super::{Context, DetectError, grade};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use crate::baseline::CredentialBaseline;
 use crate::columns;
 
 const MINUTE_MS: i64 = 60_000;
 /// Fewer failures than this in a minute is never a storm.
-pub(super) const MIN_BURST: f64 = 20.0;
+const MIN_BURST: f64 = 20.0;
 /// A minute fires when its count is less likely than this under the baseline.
 const MAX_TAIL: f64 = 1e-6;
 /// Errors per minute assumed for credentials without a usable baseline, and
@@ -107,9 +108,20 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
 /// The baseline a credential's minutes are judged by: (errors per minute,
 /// least count that can fire, whether it was learned).
 fn expectation(cx: &Context<'_>, cred: &str) -> (f64, f64, bool) {
-    match cx.baseline.and_then(|b| b.credentials.get(cred)).filter(|b| !b.cold_start) {
-        Some(b) => ((b.errors_per_hour.mean / 60.0).max(MIN_RATE), MIN_BURST.max(2.0 * b.error_minute_p99), true),
-        None => (COLD_RATE, MIN_BURST, false),
+    let base = cx.baseline.and_then(|b| b.credentials.get(cred));
+    let least = least_burst(base);
+    match base.filter(|b| !b.cold_start) {
+        Some(b) => ((b.errors_per_hour.mean / 60.0).max(MIN_RATE), least, true),
+        None => (COLD_RATE, least, false),
+    }
+}
+
+/// The fewest failures in one minute that can fire a storm for a credential
+/// with this baseline: no storm alert without such a minute.
+pub fn least_burst(base: Option<&CredentialBaseline>) -> f64 {
+    match base.filter(|b| !b.cold_start) {
+        Some(b) => MIN_BURST.max(2.0 * b.error_minute_p99),
+        None => MIN_BURST,
     }
 }
 

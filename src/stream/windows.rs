@@ -3,9 +3,11 @@
 //! gates of the gated detectors ([`Gate`]), so that their queries read the
 //! day of the few credentials that may have an alert, not of all that moved.
 //!
-//! A gate must never stay shut when the query would return a row: the state
-//! over-counts where it cannot know (spend before de-duplication, sums with
-//! slack for rounding) and opens for good once passed.
+//! The thresholds are the scoring's own ([`least_burst`], [`least_spend`]):
+//! below them a credential's rows could not fire. A gate must never stay shut
+//! when an alert would fire: the state over-counts where it cannot know
+//! (spend before de-duplication, sums with slack for rounding) and a gate
+//! stays open once passed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,19 +16,16 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use crate::baseline::Baseline;
-use crate::detect::{Gate, STORM_MIN_FAILURES};
+use crate::detect::{Gate, least_burst, least_spend};
 use crate::schema::col;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
-/// `billing_spike.sql`'s floors for a credential without usable history.
-const COLD_TOKENS: f64 = 1_000_000.0;
-const COLD_COST: f64 = 20.0;
-/// `billing_spike.sql`'s factor over the baseline's busiest hours.
-const SPEND_FACTOR: f64 = 2.0;
 
-#[derive(Default)]
 struct CredState {
+    /// Failures in a minute, and tokens or cost in an hour, that can fire.
+    least_burst: f64,
+    least_spend: (f64, f64),
     /// Minute → failed requests, until a storm is possible.
     failures: HashMap<i64, u32>,
     /// Hour → tokens and cost of successful requests, until a spike is possible.
@@ -38,6 +37,22 @@ struct CredState {
     /// invocation log count once between them, so the billing of either
     /// depends on the other and neither can be bounded alone.
     bedrock: bool,
+}
+
+impl CredState {
+    fn new(credential: &str, base: Option<&Baseline>) -> CredState {
+        let b = base.and_then(|b| b.credentials.get(credential));
+        CredState {
+            least_burst: least_burst(b),
+            least_spend: least_spend(b),
+            failures: HashMap::new(),
+            spend: HashMap::new(),
+            storm: false,
+            spend_open: false,
+            session_key: false,
+            bedrock: false,
+        }
+    }
 }
 
 /// The state of one live day, judged against its baseline.
@@ -69,7 +84,7 @@ impl Windows {
             let c = cred.value(i);
             let s = match self.creds.get_mut(c) {
                 Some(s) => s,
-                None => self.creds.entry(c.to_string()).or_default(),
+                None => self.creds.entry(c.to_string()).or_insert_with(|| CredState::new(c, base)),
             };
             let t = ts.value(i);
             let source = get(&source, i);
@@ -85,7 +100,7 @@ impl Windows {
                 Some(st) if (matches!(st, 401 | 403 | 429) || st >= 500) && !s.storm => {
                     let n = s.failures.entry(t.div_euclid(MINUTE_MS)).or_default();
                     *n += 1;
-                    if *n >= STORM_MIN_FAILURES {
+                    if f64::from(*n) >= s.least_burst {
                         s.storm = true;
                         s.failures = HashMap::new();
                     }
@@ -97,7 +112,9 @@ impl Windows {
                     let h = s.spend.entry(t.div_euclid(HOUR_MS)).or_default();
                     h.0 += tokens;
                     h.1 += cost;
-                    if may_spike(c, *h, base) {
+                    // Slack for sums taken in another order than the query's.
+                    let reach = |x: f64, least: f64| x >= least * (1.0 - 1e-9);
+                    if reach(h.0, s.least_spend.0) || reach(h.1, s.least_spend.1) {
                         s.spend_open = true;
                         s.spend = HashMap::new();
                     }
@@ -128,24 +145,6 @@ fn get(a: &Option<StringArray>, i: usize) -> Option<&str> {
 
 fn num(a: &Option<Int64Array>, i: usize) -> Option<i64> {
     a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
-}
-
-/// Whether an hour's (over-counted) spend may pass `billing_spike.sql`'s
-/// candidate test: well above the credential's usual busiest hours, or above
-/// the absolute floors without usable history. (Its other cold-start test,
-/// against today's median hour, only narrows the floors' candidates.)
-fn may_spike(credential: &str, (tokens, cost): (f64, f64), base: Option<&Baseline>) -> bool {
-    if tokens <= 0.0 && cost <= 0.0 {
-        return false;
-    }
-    // Slack for sums taken in another order than the query's.
-    let above = |x: f64, t: f64| x > t - t.abs() * 1e-9;
-    match base.and_then(|b| b.credentials.get(credential)).filter(|b| !b.cold_start) {
-        Some(b) => {
-            above(tokens, SPEND_FACTOR * b.tokens_per_hour.p99) || above(cost, SPEND_FACTOR * b.cost_per_hour.p99)
-        }
-        None => above(tokens, COLD_TOKENS) || above(cost, COLD_COST),
-    }
 }
 
 #[cfg(test)]
@@ -195,9 +194,10 @@ mod tests {
     #[test]
     fn a_storm_needs_its_failures_in_one_minute() {
         let mut w = Windows::default();
-        // One failure short in each of two minutes, and client errors that are no storm.
+        // Without history a storm needs 20 failures in a minute: 19 in each
+        // of two minutes, and client errors that are no storm, open nothing.
         let mut rows: Vec<(&str, i64, Option<u16>, i64)> = Vec::new();
-        for i in 0..i64::from(STORM_MIN_FAILURES - 1) {
+        for i in 0..19 {
             rows.push(("k", i * 1000, Some(429), 0));
             rows.push(("k", MINUTE_MS + i * 1000, Some(503), 0));
             rows.push(("k", 2 * MINUTE_MS + i * 1000, Some(404), 0));
@@ -211,25 +211,18 @@ mod tests {
     }
 
     #[test]
-    fn spend_opens_above_twice_the_busiest_hours_or_the_cold_floors() {
+    fn spend_opens_at_the_least_spend_that_can_fire() {
+        // Busiest hours of 1,000 tokens: an hour fires from 4 × the 5,000-token floor.
         let base = baseline("k", 1000.0);
         let mut w = Windows::default();
-        // 1,999 tokens of successful requests, and a failed one's tokens that do not count.
-        w.observe(&batch("gateway", &[("k", 0, Some(200), 1999), ("k", 10, Some(500), 5000)]), Some(&base));
+        // 19,999 tokens of successful requests, and a failed one's tokens that do not count.
+        w.observe(&batch("gateway", &[("k", 0, Some(200), 19_999), ("k", 10, Some(500), 50_000)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         // The next hour does not add to this one.
-        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 1999)]), Some(&base));
+        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 19_999)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
-        w.observe(&batch("gateway", &[("k", 20, None, 2)]), Some(&base));
+        w.observe(&batch("gateway", &[("k", 20, None, 1)]), Some(&base));
         assert!(w.open("k", Gate::Spend));
-
-        // A key whose usual hours spend nothing: an hour spending nothing is no candidate either.
-        let base = baseline("idle", 0.0);
-        let mut w = Windows::default();
-        w.observe(&batch("gateway", &[("idle", 0, Some(200), 0)]), Some(&base));
-        assert!(!w.open("idle", Gate::Spend));
-        w.observe(&batch("gateway", &[("idle", 0, Some(200), 1)]), Some(&base));
-        assert!(w.open("idle", Gate::Spend));
 
         // Without history: the absolute floor.
         let mut w = Windows::default();
