@@ -42,8 +42,13 @@ const LIVE_DAYS: usize = 2;
 /// Batches of a day merged into one once there are more than this many.
 const MAX_BATCHES: usize = 16;
 
-/// Rows kept per credential, by per-event detector (its index in the engine).
-type Kept = HashMap<usize, HashMap<String, Vec<RecordBatch>>>;
+/// What a per-event detector keeps for one credential: its rows so far, and
+/// their alerts as of the last scoring (`None` once new rows arrive).
+#[derive(Default)]
+struct Kept {
+    rows: Vec<RecordBatch>,
+    alerts: Option<Vec<Alert>>,
+}
 
 /// One day being judged live.
 struct Day {
@@ -59,7 +64,8 @@ struct Day {
     /// Credentials with events not yet judged.
     touched: HashSet<String>,
     windows: Windows,
-    kept: Kept,
+    /// Per per-event detector (by its index in the engine), per credential.
+    kept: HashMap<usize, HashMap<String, Kept>>,
     /// The day's alerts by credential, as of the last pass.
     alerts: BTreeMap<String, Vec<Alert>>,
     /// Governance alerts the batch job stored for the day, kept when the day's alerts are rewritten.
@@ -351,11 +357,19 @@ impl Day {
                 keep(self.kept.entry(d.0).or_default(), &rows)?;
             }
         }
+        // A credential's rows are scored again only when it has new ones.
+        let started = std::time::Instant::now();
         for &d in detectors.iter().filter(|(_, m)| *m == LiveMode::PerEvent) {
-            let Some(kept) = self.kept.get(&d.0) else { continue };
-            let rows: Vec<RecordBatch> = touched.iter().filter_map(|c| kept.get(c)).flatten().cloned().collect();
-            found.extend(engine.score(d, base, &rows)?);
+            let Some(kept) = self.kept.get_mut(&d.0) else { continue };
+            for c in touched {
+                let Some(k) = kept.get_mut(c) else { continue };
+                if k.alerts.is_none() {
+                    k.alerts = Some(engine.score(d, base, &k.rows)?);
+                }
+                found.extend(k.alerts.iter().flatten().cloned());
+            }
         }
+        tracing::debug!(day, ms = started.elapsed().as_millis() as u64, "scored the per-event rows");
 
         // The others read the day of the credentials they may alert on.
         let wanted: Vec<((usize, LiveMode), HashSet<&str>)> = detectors
@@ -393,7 +407,7 @@ impl Day {
 }
 
 /// Adds a per-event query's rows to each credential's.
-fn keep(kept: &mut HashMap<String, Vec<RecordBatch>>, rows: &[RecordBatch]) -> Result<(), DetectError> {
+fn keep(kept: &mut HashMap<String, Kept>, rows: &[RecordBatch]) -> Result<(), DetectError> {
     for b in rows.iter().filter(|b| b.num_rows() > 0) {
         let creds = crate::columns::strings(b, "a per-event detector", col::CREDENTIAL_ID)?;
         let mut by_cred: HashMap<&str, Vec<u32>> = HashMap::new();
@@ -404,11 +418,12 @@ fn keep(kept: &mut HashMap<String, Vec<RecordBatch>>, rows: &[RecordBatch]) -> R
         }
         for (cred, idx) in by_cred {
             let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
-            let list = kept.entry(cred.to_string()).or_default();
-            list.push(part);
-            if list.len() > MAX_BATCHES {
-                let merged = concat_batches(&list[0].schema(), list.iter()).map_err(arrow_err)?;
-                *list = vec![merged];
+            let k = kept.entry(cred.to_string()).or_default();
+            k.rows.push(part);
+            k.alerts = None;
+            if k.rows.len() > MAX_BATCHES {
+                let merged = concat_batches(&k.rows[0].schema(), k.rows.iter()).map_err(arrow_err)?;
+                k.rows = vec![merged];
             }
         }
     }
