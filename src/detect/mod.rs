@@ -133,17 +133,17 @@ pub enum LiveMode {
     /// and inventory): the query runs over the new events only, and a
     /// credential's rows are kept and scored together.
     PerEvent,
-    /// The query needs a credential's whole day, but returns no row for it
-    /// unless its windowed state passes the gate.
+    /// The query needs a credential's whole day, but its rows cannot fire
+    /// for the credential unless its windowed state passes the gate.
     Gated(Gate),
     /// The whole day of every credential that moved, each pass: queries
     /// whose shape credtrail does not know (custom or replaced ones).
     Day,
 }
 
-/// What windowed per-credential state must show before a gated query can
-/// return a row for the credential. Gates may open too often, never too
-/// rarely: they only spare the query credentials it would return nothing for.
+/// What windowed per-credential state must show before a gated detector can
+/// alert on the credential. Gates may open too often, never too rarely: they
+/// only spare the query credentials it would raise nothing for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gate {
     /// A minute with as many failures as a storm needs ([`least_burst`]).

@@ -14,9 +14,13 @@
 //! - anything else runs over the day of every credential that moved.
 //!
 //! So a credential's alerts are those the batch job would raise over the same
-//! events: the same queries and scoring, not a second implementation. Only
-//! the two newest days are kept; older events still reach the lake but are
-//! left to the batch job.
+//! events: the same queries and scoring, not a second implementation.
+//!
+//! Memory follows what may alert, not the day: once events are committed to
+//! the lake, a day keeps in memory only the events of credentials whose gate
+//! is open; a credential whose gate opens later has its day read back from
+//! the lake. Only the two newest days are judged; older events still reach
+//! the lake but are left to the batch job.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -54,9 +58,13 @@ struct Kept {
 struct Day {
     ctx: SessionContext,
     baseline: Option<Baseline>,
-    /// The day's events, with the lake's `date` column.
+    /// Events of the day with the lake's `date` column: every credential's
+    /// since the last commit, and the whole day of those in `whole`.
     events: Vec<RecordBatch>,
     rows: usize,
+    /// Credentials whose whole day is in `events`; `None`: every credential
+    /// (until the first commit).
+    whole: Option<HashSet<String>>,
     exposures: Vec<RecordBatch>,
     /// Events and secrets not yet judged.
     fresh: Vec<RecordBatch>,
@@ -228,6 +236,7 @@ impl Live {
             baseline,
             events: Vec::new(),
             rows: 0,
+            whole: None,
             exposures: exposures.clone(),
             // Everything already in the lake is judged on the first pass.
             fresh: Vec::new(),
@@ -268,7 +277,7 @@ impl Live {
                 touched.extend(bedrock.iter().map(|c| c.to_string()));
             }
             result.judged_credentials += touched.len();
-            let found = d.judge(&self.engine, day, &touched).await?;
+            let found = d.judge(&self.engine, &self.lake, day, &touched).await?;
             let mut by_cred: HashMap<String, Vec<Alert>> = HashMap::new();
             for a in found {
                 by_cred.entry(a.credential_id.clone()).or_default().push(a);
@@ -309,6 +318,16 @@ impl Live {
         Ok(result)
     }
 
+    /// Says that every event added so far is committed to the lake, so the
+    /// days may let go of those no gated query needs.
+    pub fn committed(&mut self) -> Result<(), DetectError> {
+        let every_day = self.engine.detectors().any(|(_, m)| m == LiveMode::Day);
+        for d in self.days.values_mut() {
+            d.committed(every_day)?;
+        }
+        Ok(())
+    }
+
     /// The days whose alerts changed since they were last taken, marking them written.
     pub fn take_dirty(&mut self) -> Vec<DayAlerts> {
         let mut out = Vec::new();
@@ -340,8 +359,32 @@ impl Day {
         Ok(())
     }
 
+    /// Everything taken so far is in the lake: keep only what gated queries
+    /// may read again (all of it while a detector reads every credential's day).
+    fn committed(&mut self, reads_every_day: bool) -> Result<(), DetectError> {
+        if reads_every_day {
+            return Ok(());
+        }
+        let keep: HashSet<String> = match self.whole.take() {
+            Some(whole) => whole,
+            None => self.windows.open_credentials(),
+        };
+        let held = select(&self.events, &keep.iter().map(String::as_str).collect())?;
+        self.rows = held.iter().map(RecordBatch::num_rows).sum();
+        self.events = held;
+        compact(&mut self.events)?;
+        self.whole = Some(keep);
+        Ok(())
+    }
+
     /// Every alert of the `touched` credentials over the day so far.
-    async fn judge(&mut self, engine: &Engine, day: &str, touched: &HashSet<String>) -> Result<Vec<Alert>, DetectError> {
+    async fn judge(
+        &mut self,
+        engine: &Engine,
+        lake: &std::path::Path,
+        day: &str,
+        touched: &HashSet<String>,
+    ) -> Result<Vec<Alert>, DetectError> {
         let base = self.baseline.as_ref();
         let detectors: Vec<(usize, LiveMode)> = engine.detectors().collect();
         let mut found = Vec::new();
@@ -392,6 +435,20 @@ impl Day {
         if selected.iter().any(|c| bedrock.contains(c)) {
             selected.extend(bedrock);
         }
+        if let Some(whole) = &mut self.whole {
+            // Their committed events are in the lake; those since are here.
+            let missing: Vec<&str> = selected.iter().copied().filter(|c| !whole.contains(*c)).collect();
+            if !missing.is_empty() {
+                let held = select(&self.events, &missing.iter().copied().collect())?;
+                let read = read_back(lake, engine, day, &missing, &held).await?;
+                tracing::debug!(day, credentials = missing.len(), events = read.len(), "read a day back from the lake");
+                whole.extend(missing.iter().map(|c| c.to_string()));
+                for b in read {
+                    self.rows += b.num_rows();
+                    self.events.push(dated(&b, day)?);
+                }
+            }
+        }
         let events = select(&self.events, &selected)?;
         let rows: usize = events.iter().map(RecordBatch::num_rows).sum();
         tracing::debug!(day, credentials = selected.len(), events = rows, "reading the day of credentials that may alert");
@@ -404,6 +461,47 @@ impl Day {
         }
         Ok(detect::finish(found))
     }
+}
+
+/// An event's source file and line, time and request: what tells two apart.
+type LineKey = (String, i64, i64, Option<String>);
+
+/// The day's committed events of some credentials, from the lake, less
+/// those `held` already (known by their source line, time and request).
+async fn read_back(
+    lake: &std::path::Path,
+    engine: &Engine,
+    day: &str,
+    credentials: &[&str],
+    held: &[RecordBatch],
+) -> Result<Vec<RecordBatch>, DetectError> {
+    let ctx = engine.session(lake).await?;
+    let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
+    let list: Vec<String> = credentials.iter().map(|c| format!("'{}'", c.replace('\'', "''"))).collect();
+    let q = format!(
+        "SELECT {} FROM events WHERE date = '{day}' AND CAST(credential_id AS VARCHAR) IN ({})",
+        cols.join(", "),
+        list.join(", ")
+    );
+    // A rotated file's lines repeat its name and numbers: the time and request tell them apart.
+    let lines = |b: &RecordBatch| -> Result<Vec<Option<LineKey>>, DetectError> {
+        let file = crate::columns::strings(b, "events", col::SOURCE_FILE)?;
+        let record = crate::columns::ints(b, "events", col::SOURCE_RECORD)?;
+        let ts = crate::columns::times(b, "events", col::TS)?;
+        let request = crate::columns::strings(b, "events", col::REQUEST_ID)?;
+        let keys = file.into_iter().zip(record).zip(ts).zip(request);
+        Ok(keys.map(|(((f, r), t), q)| Some((f?, r?, t?, q))).collect())
+    };
+    let mut known = HashSet::new();
+    for b in held {
+        known.extend(lines(b)?.into_iter().flatten());
+    }
+    let mut out = Vec::new();
+    for b in collect(&ctx, &q).await? {
+        let mask: BooleanArray = lines(&b)?.into_iter().map(|l| Some(l.is_none_or(|l| !known.contains(&l)))).collect();
+        out.push(filter_record_batch(&b, &mask).map_err(arrow_err)?);
+    }
+    Ok(out)
 }
 
 /// Adds a per-event query's rows to each credential's.

@@ -354,6 +354,10 @@ impl Watcher {
         }
         let late = self.live.late_events;
         self.live.add(&live, opens_day).await?;
+        if opens_day {
+            // This update was committed before it was added.
+            self.live.committed()?;
+        }
         self.metrics.late_events.inc_by(self.live.late_events - late);
         self.summary.late_events = self.live.late_events;
         self.metrics.live_events.set(self.live.rows() as i64);
@@ -399,6 +403,8 @@ impl Watcher {
         tokio::task::spawn_blocking(move || commit(&lake, pending, alerts, &checkpoint))
             .await
             .map_err(|e| StreamError::Io { what: "committing to the lake".into(), source: std::io::Error::other(e) })??;
+        self.live.committed()?;
+        self.metrics.live_events.set(self.live.rows() as i64);
         self.summary.flushes += 1;
         self.metrics.flushes.inc();
         self.metrics.flushed_events.inc_by(rows);

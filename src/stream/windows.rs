@@ -133,6 +133,11 @@ impl Windows {
         })
     }
 
+    /// The credentials with any gate open.
+    pub fn open_credentials(&self) -> HashSet<String> {
+        self.creds.iter().filter(|(_, s)| s.storm || s.spend_open || s.session_key).map(|(c, _)| c.clone()).collect()
+    }
+
     /// The credentials with Bedrock-plane records, whose billing is judged together.
     pub fn bedrock(&self) -> HashSet<&str> {
         self.creds.iter().filter(|(_, s)| s.bedrock).map(|(c, _)| c.as_str()).collect()
