@@ -100,6 +100,24 @@ fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
     }
 }
 
+/// Batch `detect`'s alerts (governance aside) over `inputs` ingested into a fresh lake.
+fn batch_alerts(lake: &Path, inputs: &[&Path], from: &str, to: &str, inventory: &Path) -> Vec<Value> {
+    common::ingest(lake, inputs, &[]);
+    let out = credtrail()
+        .args(["detect", "--from", from, "--to", to, "-o", "jsonl", "--lake"])
+        .arg(lake)
+        .arg("--inventory")
+        .arg(inventory)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["detector"] != "governance")
+        .collect()
+}
+
 fn lines(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| gateway_line(i, "key_watch", "")).collect()
 }
@@ -195,21 +213,9 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
     let inventory = sample.join("inventory.csv");
 
     // Batch: the whole week ingested, the last day detected.
-    let batch_lake = dir.path().join("batch");
     let all: Vec<&Path> = history.iter().chain(&replay).map(PathBuf::as_path).collect();
-    common::ingest(&batch_lake, &all, &[]);
-    let out = credtrail()
-        .args(["detect", "--from", "2026-11-04", "--to", "2026-11-05", "-o", "jsonl", "--lake"])
-        .arg(&batch_lake)
-        .arg("--inventory")
-        .arg(&inventory)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let batch: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|a| a["detector"] != "governance")
+    let batch: BTreeSet<String> = batch_alerts(&dir.path().join("batch"), &all, "2026-11-04", "2026-11-05", &inventory)
+        .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_string())
         .collect();
     assert!(batch.len() >= 6, "the sample's last day holds its anomalies: {batch:?}");
@@ -356,22 +362,8 @@ async fn incremental_passes_end_with_the_batch_alerts() {
     let (history, today) = ([log("02"), log("03"), log("04")], log("05"));
     let inventory = sample.join("inventory.csv");
 
-    let batch_lake = dir.path().join("batch");
     let all: Vec<&Path> = history.iter().map(PathBuf::as_path).chain([today.as_path()]).collect();
-    common::ingest(&batch_lake, &all, &[]);
-    let out = credtrail()
-        .args(["detect", "--from", "2026-11-05", "--to", "2026-11-05", "-o", "jsonl", "--lake"])
-        .arg(&batch_lake)
-        .arg("--inventory")
-        .arg(&inventory)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let batch: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|a| a["detector"] != "governance")
-        .collect();
+    let batch = batch_alerts(&dir.path().join("batch"), &all, "2026-11-05", "2026-11-05", &inventory);
     let families: BTreeSet<&str> = batch.iter().map(|a| a["detector"].as_str().unwrap()).collect();
     for f in ["billing_spike", "retry_storm", "tool_chaining", "out_of_scope"] {
         assert!(families.contains(f), "the sample's last day has a {f} alert: {families:?}");

@@ -224,8 +224,7 @@ impl Live {
             Some(until) => Some(baseline::load(&ctx, &self.lake, until).await?),
             None => None,
         };
-        let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
-        let q = format!("SELECT {} FROM events WHERE date = '{day}'", cols.join(", "));
+        let q = format!("SELECT {} FROM events WHERE date = '{day}'", event_columns());
         let events = collect(&ctx, &q).await?;
         let q = format!("SELECT * FROM secret_exposures WHERE ts IS NOT NULL AND CAST(ts AS DATE) = DATE '{day}'");
         let exposures = collect(&ctx, &q).await?;
@@ -463,6 +462,12 @@ impl Day {
     }
 }
 
+/// The event columns, quoted, for a `SELECT` from the lake without its `date` column.
+fn event_columns() -> String {
+    let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
+    cols.join(", ")
+}
+
 /// An event's source file and line, time and request: what tells two apart.
 type LineKey = (String, i64, i64, Option<String>);
 
@@ -476,11 +481,10 @@ async fn read_back(
     held: &[RecordBatch],
 ) -> Result<Vec<RecordBatch>, DetectError> {
     let ctx = engine.session(lake).await?;
-    let cols: Vec<String> = event_schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
     let list: Vec<String> = credentials.iter().map(|c| format!("'{}'", c.replace('\'', "''"))).collect();
     let q = format!(
         "SELECT {} FROM events WHERE date = '{day}' AND CAST(credential_id AS VARCHAR) IN ({})",
-        cols.join(", "),
+        event_columns(),
         list.join(", ")
     );
     // A rotated file's lines repeat its name and numbers: the time and request tell them apart.
