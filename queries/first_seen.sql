@@ -39,10 +39,14 @@ new AS (
   LEFT JOIN known k ON k.credential_id = CAST(u.credential_id AS VARCHAR) AND k.dimension = u.dimension AND k.value = u.value
   WHERE u.value IS NOT NULL AND k.value IS NULL
 ),
+-- What the credential used before, listed only for dimensions with a new
+-- value: listing every credential's would cost more than the rest of a
+-- live pass.
 known_list AS (
-  SELECT credential_id, dimension, string_agg(value, ', ' ORDER BY requests DESC) AS vals
-  FROM baseline_scope
-  WHERE until = '{baseline}'
+  SELECT k.credential_id, k.dimension, string_agg(k.value, ', ' ORDER BY k.requests DESC) AS vals
+  FROM baseline_scope k
+  WHERE k.until = '{baseline}'
+    AND EXISTS (SELECT 1 FROM new n WHERE n.credential_id = k.credential_id AND n.dimension = k.dimension)
   GROUP BY 1, 2
 )
 SELECT

@@ -16,8 +16,10 @@ mod storm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use datafusion::physical_plan::{ExecutionPlan, collect, execution_plan::reset_plan_states};
 
 use crate::alert::{self, Alert, Severity};
 use crate::baseline::{self, Baseline, BaselineError, BaselineOptions};
@@ -130,15 +132,35 @@ struct Detector {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LiveMode {
     /// Each row of the query comes from one event (given the fixed baseline
-    /// and inventory): the query runs over the new events only, and a
-    /// credential's rows are kept and scored together.
-    PerEvent,
+    /// and inventory): the query runs over the new events only, its rows are
+    /// kept, and those of one [`Unit`] are scored together.
+    PerEvent(Unit),
     /// The query needs a credential's whole day, but its rows cannot fire
     /// for the credential unless its windowed state passes the gate.
     Gated(Gate),
     /// The whole day of every credential that moved, each pass: queries
     /// whose shape credtrail does not know (custom or replaced ones).
     Day,
+}
+
+/// What a per-event detector's rows are scored together by. Units score
+/// independently, so `watch` scores again only those with new rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// All of a credential's rows.
+    Credential,
+    /// The rows of one agent session (the query's `session_id` column).
+    Session,
+}
+
+impl Unit {
+    /// The row column that tells units of one credential apart, if any.
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            Unit::Credential => None,
+            Unit::Session => Some("session_id"),
+        }
+    }
 }
 
 /// What windowed per-credential state must show before a gated detector can
@@ -180,7 +202,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/tool_chaining.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(chaining::score),
-        live: LiveMode::PerEvent,
+        live: LiveMode::PerEvent(Unit::Session),
     },
     Detector {
         name: "out_of_scope",
@@ -188,7 +210,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/out_of_scope.sql"),
         needs_inventory: true,
         scoring: Scoring::Rows(explain::out_of_scope),
-        live: LiveMode::PerEvent,
+        live: LiveMode::PerEvent(Unit::Credential),
     },
     Detector {
         name: "first_seen",
@@ -196,7 +218,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/first_seen.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::first_seen),
-        live: LiveMode::PerEvent,
+        live: LiveMode::PerEvent(Unit::Credential),
     },
     Detector {
         name: "secret_exposure",
@@ -204,7 +226,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/secret_exposure.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::secret_exposure),
-        live: LiveMode::PerEvent,
+        live: LiveMode::PerEvent(Unit::Credential),
     },
     Detector {
         name: "llmjacking_recon",
@@ -212,7 +234,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/llmjacking_recon.sql"),
         needs_inventory: false,
         scoring: Scoring::Scored(recon::score),
-        live: LiveMode::PerEvent,
+        live: LiveMode::PerEvent(Unit::Credential),
     },
     Detector {
         name: "session_key_reuse",
@@ -228,7 +250,7 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/defense_evasion.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::defense_evasion),
-        live: LiveMode::PerEvent,
+        live: LiveMode::PerEvent(Unit::Credential),
     },
 ];
 
@@ -359,17 +381,53 @@ impl Engine {
     /// The rows of detector `d` (from [`Engine::detectors`]) for `day` in `ctx`.
     pub async fn rows(
         &self,
-        (d, _): (usize, LiveMode),
+        d: (usize, LiveMode),
         ctx: &datafusion::prelude::SessionContext,
         day: &str,
     ) -> Result<Vec<RecordBatch>, DetectError> {
+        let plan = self.plan(d, ctx, day).await?;
+        self.execute(d, &plan, ctx, day).await
+    }
+
+    /// Detector `d`'s physical plan for `day` in `ctx`. Planning costs more
+    /// than running a query over a few new events, so `watch` plans once per
+    /// day and runs the plan again while the tables under it change.
+    pub async fn plan(
+        &self,
+        (d, _): (usize, LiveMode),
+        ctx: &datafusion::prelude::SessionContext,
+        day: &str,
+    ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
         let d = &self.plans[d];
         let until = previous_day(day)?;
         let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
         let run = |source| DetectError::Run { name: d.name.clone(), source };
         let started = std::time::Instant::now();
-        let batches = ctx.sql(&text).await.map_err(run)?.collect().await.map_err(run)?;
+        let plan = ctx.sql(&text).await.map_err(run)?.create_physical_plan().await.map_err(run)?;
+        tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "planned a detector");
+        Ok(plan)
+    }
+
+    /// Runs a plan from [`Engine::plan`], from a clean state each time.
+    pub async fn execute(
+        &self,
+        (d, _): (usize, LiveMode),
+        plan: &Arc<dyn ExecutionPlan>,
+        ctx: &datafusion::prelude::SessionContext,
+        day: &str,
+    ) -> Result<Vec<RecordBatch>, DetectError> {
+        let d = &self.plans[d];
+        let run = |source| DetectError::Run { name: d.name.clone(), source };
+        let started = std::time::Instant::now();
+        // Joins and sorts keep what they built in the plan: a rerun starts from fresh ones.
+        let plan = reset_plan_states(Arc::clone(plan)).map_err(run)?;
+        let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.map_err(run)?;
         tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "ran a detector");
+        tracing::trace!(
+            detector = %d.name,
+            plan = %datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true),
+            "the run's plan"
+        );
         Ok(batches)
     }
 

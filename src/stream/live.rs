@@ -29,13 +29,18 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::MemTable;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 
 use super::windows::Windows;
 use crate::alert::{self, Alert};
 use crate::baseline::{self, Baseline};
-use crate::detect::{self, DetectError, Engine, LiveMode};
+use crate::detect::{self, DetectError, Engine, LiveMode, Unit};
 use crate::schema::{col, event_schema};
 use crate::secrets::{self, ExposureRow};
 use crate::sql::SqlError;
@@ -47,11 +52,41 @@ const LIVE_DAYS: usize = 2;
 const MAX_BATCHES: usize = 16;
 
 /// What a per-event detector keeps for one credential: its rows so far, and
-/// their alerts as of the last scoring (`None` once new rows arrive).
+/// the alerts of each scoring [`Unit`] (the credential, or one session) as
+/// of its last scoring.
 #[derive(Default)]
 struct Kept {
     rows: Vec<RecordBatch>,
-    alerts: Option<Vec<Alert>>,
+    /// By unit, in order: a pass finds them in the same order as the last.
+    alerts: BTreeMap<String, Vec<Alert>>,
+    /// Units with rows not scored yet.
+    moved: HashSet<String>,
+}
+
+impl Kept {
+    /// The credential's alerts, scoring again only the units that moved.
+    fn alerts(
+        &mut self,
+        unit: Unit,
+        score: impl Fn(&[RecordBatch]) -> Result<Vec<Alert>, DetectError>,
+    ) -> Result<impl Iterator<Item = &Alert>, DetectError> {
+        if !self.moved.is_empty() {
+            let moved = std::mem::take(&mut self.moved);
+            let parts = match unit.column() {
+                None => HashMap::from([(String::new(), self.rows.clone())]),
+                Some(column) => units(&self.rows, column, &moved)?,
+            };
+            for (key, rows) in parts {
+                let alerts = score(&rows)?;
+                if alerts.is_empty() {
+                    self.alerts.remove(&key);
+                } else {
+                    self.alerts.insert(key, alerts);
+                }
+            }
+        }
+        Ok(self.alerts.values().flatten())
+    }
 }
 
 /// One day being judged live.
@@ -69,6 +104,12 @@ struct Day {
     /// Events and secrets not yet judged.
     fresh: Vec<RecordBatch>,
     fresh_exposures: Vec<RecordBatch>,
+    /// The `events` and `secret_exposures` tables the day's plans read: the
+    /// new events for per-event detectors, then the selected days.
+    events_table: Arc<Swappable>,
+    exposures_table: Arc<Swappable>,
+    /// Each detector's plan, made on its first run and run again in each pass.
+    plans: HashMap<usize, Arc<dyn ExecutionPlan>>,
     /// Credentials with events not yet judged.
     touched: HashSet<String>,
     windows: Windows,
@@ -148,7 +189,11 @@ impl Live {
     /// Adds new events (and the secrets found in their lines), opening days
     /// as needed. `committed` says they are in the lake already: a day opened
     /// now is seeded with them, so they are not added twice.
-    pub async fn add(&mut self, updates: &[(RecordBatch, Vec<ExposureRow>)], committed: bool) -> Result<(), DetectError> {
+    pub async fn add(
+        &mut self,
+        updates: &[(RecordBatch, Vec<ExposureRow>)],
+        committed: bool,
+    ) -> Result<(), DetectError> {
         let mut opened = HashSet::new();
         for (events, exposures) in updates {
             self.add_one(events, exposures, committed, &mut opened).await?;
@@ -230,6 +275,12 @@ impl Live {
         let exposures = collect(&ctx, &q).await?;
         let q = format!("SELECT * EXCEPT (date) FROM alerts WHERE date = '{day}' AND detector = 'governance'");
         let governance = collect(&ctx, &q).await?;
+        // From here on, the day's plans read what the live day puts in these.
+        let events_table = Swappable::register(&ctx, "events", dated_schema())?;
+        let exposures_table = Swappable::register(&ctx, "secret_exposures", secrets::exposures_schema())?;
+        // A plan is run many times: a join's filter pushed into a scan would
+        // outlive the run that set it.
+        collect(&ctx, "SET datafusion.optimizer.enable_dynamic_filter_pushdown = false").await?;
         let mut d = Day {
             ctx,
             baseline,
@@ -240,6 +291,9 @@ impl Live {
             // Everything already in the lake is judged on the first pass.
             fresh: Vec::new(),
             fresh_exposures: exposures,
+            events_table,
+            exposures_table,
+            plans: HashMap::new(),
             touched: HashSet::new(),
             windows: Windows::default(),
             kept: HashMap::new(),
@@ -251,7 +305,10 @@ impl Live {
             d.take(dated(&b, day)?)?;
         }
         tracing::info!(
-            day, seeded = d.rows, baseline = version.as_deref().unwrap_or("none (cold start)"), learned,
+            day,
+            seeded = d.rows,
+            baseline = version.as_deref().unwrap_or("none (cold start)"),
+            learned,
             "judging a new day live"
         );
         Ok(d)
@@ -391,32 +448,31 @@ impl Day {
         // Per-event queries read only what is new; the rows are kept.
         let fresh = std::mem::take(&mut self.fresh);
         let fresh_exposures = std::mem::take(&mut self.fresh_exposures);
-        if detectors.iter().any(|(_, m)| *m == LiveMode::PerEvent) {
-            register(&self.ctx, "events", (dated_schema(), fresh))?;
-            register(&self.ctx, "secret_exposures", (secrets::exposures_schema(), fresh_exposures))?;
-            for &d in detectors.iter().filter(|(_, m)| *m == LiveMode::PerEvent) {
-                let rows = engine.rows(d, &self.ctx, day).await?;
-                keep(self.kept.entry(d.0).or_default(), &rows)?;
+        if detectors.iter().any(|(_, m)| matches!(m, LiveMode::PerEvent(_))) {
+            self.events_table.set(fresh);
+            self.exposures_table.set(fresh_exposures);
+            for &d in &detectors {
+                let LiveMode::PerEvent(unit) = d.1 else { continue };
+                let rows = run(&mut self.plans, &self.ctx, engine, d, day).await?;
+                keep(self.kept.entry(d.0).or_default(), unit, &rows)?;
             }
         }
-        // A credential's rows are scored again only when it has new ones.
-        let started = std::time::Instant::now();
-        for &d in detectors.iter().filter(|(_, m)| *m == LiveMode::PerEvent) {
-            let Some(kept) = self.kept.get_mut(&d.0) else { continue };
+        // Only the units (credentials, sessions) with new rows are scored again.
+        for &(i, mode) in &detectors {
+            let LiveMode::PerEvent(unit) = mode else { continue };
+            let Some(kept) = self.kept.get_mut(&i) else { continue };
+            let started = std::time::Instant::now();
             for c in touched {
                 let Some(k) = kept.get_mut(c) else { continue };
-                if k.alerts.is_none() {
-                    k.alerts = Some(engine.score(d, base, &k.rows)?);
-                }
-                found.extend(k.alerts.iter().flatten().cloned());
+                found.extend(k.alerts(unit, |rows| engine.score((i, mode), base, rows))?.cloned());
             }
+            tracing::debug!(day, detector = i, ms = started.elapsed().as_millis() as u64, "scored the per-event rows");
         }
-        tracing::debug!(day, ms = started.elapsed().as_millis() as u64, "scored the per-event rows");
 
         // The others read the day of the credentials they may alert on.
         let wanted: Vec<((usize, LiveMode), HashSet<&str>)> = detectors
             .iter()
-            .filter(|(_, m)| *m != LiveMode::PerEvent)
+            .filter(|(_, m)| !matches!(m, LiveMode::PerEvent(_)))
             .map(|&d| {
                 let creds = touched.iter().map(String::as_str).filter(|c| match d.1 {
                     LiveMode::Gated(gate) => self.windows.open(c, gate),
@@ -450,15 +506,75 @@ impl Day {
         }
         let events = select(&self.events, &selected)?;
         let rows: usize = events.iter().map(RecordBatch::num_rows).sum();
-        tracing::debug!(day, credentials = selected.len(), events = rows, "reading the day of credentials that may alert");
-        register(&self.ctx, "events", (dated_schema(), events))?;
-        register(&self.ctx, "secret_exposures", (secrets::exposures_schema(), self.exposures.clone()))?;
+        tracing::debug!(
+            day,
+            credentials = selected.len(),
+            events = rows,
+            "reading the day of credentials that may alert"
+        );
+        self.events_table.set(events);
+        self.exposures_table.set(self.exposures.clone());
         for (d, creds) in &wanted {
-            let rows = engine.rows(*d, &self.ctx, day).await?;
+            let rows = run(&mut self.plans, &self.ctx, engine, *d, day).await?;
             let alerts = engine.score(*d, base, &rows)?;
             found.extend(alerts.into_iter().filter(|a| creds.contains(a.credential_id.as_str())));
         }
         Ok(detect::finish(found))
+    }
+}
+
+/// Detector `d`'s rows over what the day's tables hold now, with its plan
+/// made on the first run and kept in `plans`.
+async fn run(
+    plans: &mut HashMap<usize, Arc<dyn ExecutionPlan>>,
+    ctx: &SessionContext,
+    engine: &Engine,
+    d: (usize, LiveMode),
+    day: &str,
+) -> Result<Vec<RecordBatch>, DetectError> {
+    let plan = match plans.get(&d.0) {
+        Some(plan) => Arc::clone(plan),
+        None => {
+            let plan = engine.plan(d, ctx, day).await?;
+            plans.insert(d.0, Arc::clone(&plan));
+            plan
+        }
+    };
+    engine.execute(d, &plan, ctx, day).await
+}
+
+/// A table whose rows are swapped between runs of the plans that read it:
+/// a plan reads what it holds when the plan runs, not when it was made.
+#[derive(Debug)]
+struct Swappable {
+    schema: SchemaRef,
+    batches: std::sync::RwLock<Vec<RecordBatch>>,
+}
+
+impl Swappable {
+    fn register(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<Arc<Swappable>, DetectError> {
+        let table = Arc::new(Swappable { schema: Arc::clone(&schema), batches: Default::default() });
+        let provider = StreamingTable::try_new(schema, vec![Arc::clone(&table) as Arc<dyn PartitionStream>])
+            .map_err(SqlError::from)?;
+        ctx.deregister_table(name).map_err(SqlError::from)?;
+        ctx.register_table(name, Arc::new(provider)).map_err(SqlError::from)?;
+        Ok(table)
+    }
+
+    fn set(&self, batches: Vec<RecordBatch>) {
+        *self.batches.write().expect("no panic while swapping") = batches;
+    }
+}
+
+impl PartitionStream for Swappable {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self.batches.read().expect("no panic while swapping").clone();
+        let stream = futures::stream::iter(batches.into_iter().map(Ok));
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
     }
 }
 
@@ -508,10 +624,14 @@ async fn read_back(
     Ok(out)
 }
 
-/// Adds a per-event query's rows to each credential's.
-fn keep(kept: &mut HashMap<String, Kept>, rows: &[RecordBatch]) -> Result<(), DetectError> {
+/// Adds a per-event query's rows to each credential's, marking their units moved.
+fn keep(kept: &mut HashMap<String, Kept>, unit: Unit, rows: &[RecordBatch]) -> Result<(), DetectError> {
     for b in rows.iter().filter(|b| b.num_rows() > 0) {
         let creds = crate::columns::strings(b, "a per-event detector", col::CREDENTIAL_ID)?;
+        let keys = match unit.column() {
+            Some(column) => crate::columns::strings(b, "a per-event detector", column)?,
+            None => vec![None; b.num_rows()],
+        };
         let mut by_cred: HashMap<&str, Vec<u32>> = HashMap::new();
         for (i, v) in creds.iter().enumerate() {
             if let Some(v) = v {
@@ -519,10 +639,10 @@ fn keep(kept: &mut HashMap<String, Kept>, rows: &[RecordBatch]) -> Result<(), De
             }
         }
         for (cred, idx) in by_cred {
-            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
             let k = kept.entry(cred.to_string()).or_default();
+            k.moved.extend(idx.iter().map(|&i| keys[i as usize].clone().unwrap_or_default()));
+            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
             k.rows.push(part);
-            k.alerts = None;
             if k.rows.len() > MAX_BATCHES {
                 let merged = concat_batches(&k.rows[0].schema(), k.rows.iter()).map_err(arrow_err)?;
                 k.rows = vec![merged];
@@ -530,6 +650,30 @@ fn keep(kept: &mut HashMap<String, Kept>, rows: &[RecordBatch]) -> Result<(), De
         }
     }
     Ok(())
+}
+
+/// The rows of each of the `wanted` units, by the unit's `column` (null counts as "").
+fn units(
+    rows: &[RecordBatch],
+    column: &str,
+    wanted: &HashSet<String>,
+) -> Result<HashMap<String, Vec<RecordBatch>>, DetectError> {
+    let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
+    for b in rows {
+        let keys = crate::columns::strings(b, "a per-event detector", column)?;
+        let mut by_unit: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let k = k.as_deref().unwrap_or("");
+            if wanted.contains(k) {
+                by_unit.entry(k).or_default().push(i as u32);
+            }
+        }
+        for (k, idx) in by_unit {
+            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
+            out.entry(k.to_string()).or_default().push(part);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether two passes found the same alerts (incidents and suppression are assigned later).
@@ -542,7 +686,11 @@ async fn collect(ctx: &SessionContext, q: &str) -> Result<Vec<RecordBatch>, Dete
     Ok(ctx.sql(q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?)
 }
 
-fn register(ctx: &SessionContext, name: &str, (schema, batches): (SchemaRef, Vec<RecordBatch>)) -> Result<(), DetectError> {
+fn register(
+    ctx: &SessionContext,
+    name: &str,
+    (schema, batches): (SchemaRef, Vec<RecordBatch>),
+) -> Result<(), DetectError> {
     let table = MemTable::try_new(schema, vec![batches]).map_err(SqlError::from)?;
     ctx.deregister_table(name).map_err(SqlError::from)?;
     ctx.register_table(name, Arc::new(table)).map_err(SqlError::from)?;
@@ -641,6 +789,27 @@ mod tests {
         let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 3);
         assert_eq!(credentials(&out[0]), ["a".to_string(), "c".to_string()].into());
+    }
+
+    #[tokio::test]
+    async fn a_kept_plan_reads_what_the_table_holds_when_it_runs() {
+        let ctx = SessionContext::new();
+        let table = Swappable::register(&ctx, "events", event_schema()).unwrap();
+        // A self-join: its build side must be rebuilt on each run, not kept from the first.
+        let q = "SELECT a.credential_id AS c, count(*) AS n FROM events a JOIN events b \
+                 ON a.credential_id = b.credential_id GROUP BY 1 ORDER BY 1";
+        let plan = ctx.sql(q).await.unwrap().create_physical_plan().await.unwrap();
+        let run = async |rows: &[(&str, i64)]| {
+            table.set(vec![batch(rows)]);
+            let plan = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&plan)).unwrap();
+            let out = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+            let out = concat_batches(&out[0].schema(), &out).unwrap();
+            let c = crate::columns::strings(&out, "t", "c").unwrap();
+            let n = crate::columns::ints(&out, "t", "n").unwrap();
+            c.into_iter().zip(n).map(|(c, n)| (c.unwrap(), n.unwrap())).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&[("a", 1), ("a", 2), ("b", 3)]).await, [("a".to_string(), 4), ("b".to_string(), 1)]);
+        assert_eq!(run(&[("b", 1), ("c", 2)]).await, [("b".to_string(), 1), ("c".to_string(), 1)]);
     }
 
     #[test]
