@@ -43,7 +43,7 @@ new AS (
 -- value: listing every credential's would cost more than the rest of a
 -- live pass.
 known_list AS (
-  SELECT k.credential_id, k.dimension, string_agg(k.value, ', ' ORDER BY k.requests DESC) AS vals
+  SELECT k.credential_id, k.dimension, string_agg(k.value, ', ' ORDER BY k.requests DESC, k.value) AS vals
   FROM baseline_scope k
   WHERE k.until = '{baseline}'
     AND EXISTS (SELECT 1 FROM new n WHERE n.credential_id = k.credential_id AND n.dimension = k.dimension)

@@ -15,7 +15,7 @@ SELECT
   sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS server_errors,
   array_agg(DISTINCT CAST(source_ip AS VARCHAR)) AS source_ips,
   array_agg(DISTINCT coalesce(CAST(error_code AS VARCHAR), CAST(status AS VARCHAR))) AS error_codes,
-  array_agg(request_id ORDER BY ts) AS evidence,
+  array_agg(request_id ORDER BY ts, request_id) AS evidence,
   min(ts) AS first_ts,
   max(ts) AS last_ts
 FROM events

@@ -24,7 +24,7 @@ per_network AS (
   SELECT credential_id, session_id, network, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS requests,
     max(principal) AS principal,
     array_agg(DISTINCT source_ip) AS source_ips,
-    array_agg(request_id ORDER BY ts) AS evidence
+    array_agg(request_id ORDER BY ts, request_id) AS evidence
   FROM ev
   WHERE network IS NOT NULL
   GROUP BY 1, 2, 3
