@@ -104,12 +104,9 @@ struct Day {
     /// Events and secrets not yet judged.
     fresh: Vec<RecordBatch>,
     fresh_exposures: Vec<RecordBatch>,
-    /// The `events` and `secret_exposures` tables the day's plans read: the
-    /// new events for per-event detectors, then the selected days.
-    events_table: Arc<Swappable>,
-    exposures_table: Arc<Swappable>,
-    /// Each detector's plan, made on its first run and run again in each pass.
-    plans: HashMap<usize, Arc<dyn ExecutionPlan>>,
+    /// What the day's detectors read: the new events for per-event
+    /// detectors, then the selected days.
+    tables: Tables,
     /// Credentials with events not yet judged.
     touched: HashSet<String>,
     windows: Windows,
@@ -275,12 +272,8 @@ impl Live {
         let exposures = collect(&ctx, &q).await?;
         let q = format!("SELECT * EXCEPT (date) FROM alerts WHERE date = '{day}' AND detector = 'governance'");
         let governance = collect(&ctx, &q).await?;
-        // From here on, the day's plans read what the live day puts in these.
-        let events_table = Swappable::register(&ctx, "events", dated_schema())?;
-        let exposures_table = Swappable::register(&ctx, "secret_exposures", secrets::exposures_schema())?;
-        // A plan is run many times: a join's filter pushed into a scan would
-        // outlive the run that set it.
-        collect(&ctx, "SET datafusion.optimizer.enable_dynamic_filter_pushdown = false").await?;
+        // From here on, the day's detectors read what the live day stages.
+        let tables = Tables::new(&ctx)?;
         let mut d = Day {
             ctx,
             baseline,
@@ -291,9 +284,7 @@ impl Live {
             // Everything already in the lake is judged on the first pass.
             fresh: Vec::new(),
             fresh_exposures: exposures,
-            events_table,
-            exposures_table,
-            plans: HashMap::new(),
+            tables,
             touched: HashSet::new(),
             windows: Windows::default(),
             kept: HashMap::new(),
@@ -326,12 +317,9 @@ impl Live {
             if d.touched.is_empty() {
                 continue;
             }
-            let mut touched = std::mem::take(&mut d.touched);
-            // Bedrock-plane records of one credential change another's billing.
-            let bedrock = d.windows.bedrock();
-            if touched.iter().any(|c| bedrock.contains(c.as_str())) {
-                touched.extend(bedrock.iter().map(|c| c.to_string()));
-            }
+            let touched = std::mem::take(&mut d.touched);
+            let touched: HashSet<String> =
+                d.windows.with_bedrock(touched.iter().map(String::as_str).collect()).into_iter().map(str::to_string).collect();
             result.judged_credentials += touched.len();
             let found = d.judge(&self.engine, &self.lake, day, &touched).await?;
             let mut by_cred: HashMap<String, Vec<Alert>> = HashMap::new();
@@ -449,11 +437,10 @@ impl Day {
         let fresh = std::mem::take(&mut self.fresh);
         let fresh_exposures = std::mem::take(&mut self.fresh_exposures);
         if detectors.iter().any(|(_, m)| matches!(m, LiveMode::PerEvent(_))) {
-            self.events_table.set(fresh);
-            self.exposures_table.set(fresh_exposures);
+            self.tables.stage(&self.ctx, fresh, fresh_exposures)?;
             for &d in &detectors {
                 let LiveMode::PerEvent(unit) = d.1 else { continue };
-                let rows = run(&mut self.plans, &self.ctx, engine, d, day).await?;
+                let rows = self.tables.run(&self.ctx, engine, d, day).await?;
                 keep(self.kept.entry(d.0).or_default(), unit, &rows)?;
             }
         }
@@ -485,11 +472,7 @@ impl Day {
         if wanted.is_empty() {
             return Ok(detect::finish(found));
         }
-        let mut selected: HashSet<&str> = wanted.iter().flat_map(|(_, c)| c.iter().copied()).collect();
-        let bedrock = self.windows.bedrock();
-        if selected.iter().any(|c| bedrock.contains(c)) {
-            selected.extend(bedrock);
-        }
+        let selected = self.windows.with_bedrock(wanted.iter().flat_map(|(_, c)| c.iter().copied()).collect());
         if let Some(whole) = &mut self.whole {
             // Their committed events are in the lake; those since are here.
             let missing: Vec<&str> = selected.iter().copied().filter(|c| !whole.contains(*c)).collect();
@@ -512,10 +495,9 @@ impl Day {
             events = rows,
             "reading the day of credentials that may alert"
         );
-        self.events_table.set(events);
-        self.exposures_table.set(self.exposures.clone());
+        self.tables.stage(&self.ctx, events, self.exposures.clone())?;
         for (d, creds) in &wanted {
-            let rows = run(&mut self.plans, &self.ctx, engine, *d, day).await?;
+            let rows = self.tables.run(&self.ctx, engine, *d, day).await?;
             let alerts = engine.score(*d, base, &rows)?;
             found.extend(alerts.into_iter().filter(|a| creds.contains(a.credential_id.as_str())));
         }
@@ -523,47 +505,104 @@ impl Day {
     }
 }
 
-/// Detector `d`'s rows over what the day's tables hold now, with its plan
-/// made on the first run and kept in `plans`.
-async fn run(
-    plans: &mut HashMap<usize, Arc<dyn ExecutionPlan>>,
-    ctx: &SessionContext,
-    engine: &Engine,
-    d: (usize, LiveMode),
-    day: &str,
-) -> Result<Vec<RecordBatch>, DetectError> {
-    let plan = match plans.get(&d.0) {
-        Some(plan) => Arc::clone(plan),
-        None => {
-            let plan = engine.plan(d, ctx, day).await?;
-            plans.insert(d.0, Arc::clone(&plan));
-            plan
-        }
-    };
-    engine.execute(d, &plan, ctx, day).await
+/// Rows from which a stage's detectors are planned for its data instead of
+/// run from their kept plans. Kept plans are made without statistics, which
+/// costs nothing on a second's events; on many rows, the planner's choice of
+/// join sides matters more than the time planning takes.
+const REPLAN_ROWS: usize = 64 * 1024;
+
+/// The `events` and `secret_exposures` tables of a live day's detectors.
+struct Tables {
+    events: LiveTable,
+    exposures: LiveTable,
+    /// Whether the staged rows are read by the kept plans.
+    kept: bool,
+    /// Each detector's plan over the swappable tables, made on its first run.
+    plans: HashMap<usize, Arc<dyn ExecutionPlan>>,
 }
 
-/// A table whose rows are swapped between runs of the plans that read it:
-/// a plan reads what it holds when the plan runs, not when it was made.
+impl Tables {
+    fn new(ctx: &SessionContext) -> Result<Tables, DetectError> {
+        // A plan is run many times: a join's filter pushed into a scan would
+        // outlive the run that set it.
+        let options = ctx.state_ref();
+        options.write().config_mut().options_mut().set("datafusion.optimizer.enable_dynamic_filter_pushdown", "false")
+            .map_err(SqlError::from)?;
+        Ok(Tables {
+            events: LiveTable::new(ctx, "events", dated_schema())?,
+            exposures: LiveTable::new(ctx, "secret_exposures", secrets::exposures_schema())?,
+            kept: true,
+            plans: HashMap::new(),
+        })
+    }
+
+    /// Puts rows under the detectors run next.
+    fn stage(&mut self, ctx: &SessionContext, events: Vec<RecordBatch>, exposures: Vec<RecordBatch>) -> Result<(), DetectError> {
+        self.kept = events.iter().map(RecordBatch::num_rows).sum::<usize>() < REPLAN_ROWS;
+        self.events.set(ctx, events, self.kept)?;
+        self.exposures.set(ctx, exposures, self.kept)
+    }
+
+    /// Detector `d`'s rows over the staged rows.
+    async fn run(&mut self, ctx: &SessionContext, engine: &Engine, d: (usize, LiveMode), day: &str) -> Result<Vec<RecordBatch>, DetectError> {
+        if !self.kept {
+            return engine.rows(d, ctx, day).await;
+        }
+        let plan = match self.plans.get(&d.0) {
+            Some(plan) => Arc::clone(plan),
+            None => {
+                let plan = engine.plan(d, ctx, day).await?;
+                self.plans.insert(d.0, Arc::clone(&plan));
+                plan
+            }
+        };
+        engine.execute(d, &plan, ctx, day).await
+    }
+}
+
+/// One table of a live day: swappable rows for kept plans, or a plain
+/// in-memory table (with statistics) for plans made for its rows.
+struct LiveTable {
+    name: &'static str,
+    rows: Arc<Swappable>,
+    swappable: Arc<StreamingTable>,
+    /// Whether `swappable` is the table registered under `name`.
+    registered: bool,
+}
+
+impl LiveTable {
+    fn new(ctx: &SessionContext, name: &'static str, schema: SchemaRef) -> Result<LiveTable, DetectError> {
+        let rows = Arc::new(Swappable { schema: Arc::clone(&schema), batches: Default::default() });
+        let swappable = StreamingTable::try_new(schema, vec![Arc::clone(&rows) as Arc<dyn PartitionStream>])
+            .map_err(SqlError::from)?;
+        let mut t = LiveTable { name, rows, swappable: Arc::new(swappable), registered: false };
+        t.set(ctx, Vec::new(), true)?;
+        Ok(t)
+    }
+
+    fn set(&mut self, ctx: &SessionContext, batches: Vec<RecordBatch>, swappable: bool) -> Result<(), DetectError> {
+        if swappable {
+            if !self.registered {
+                ctx.deregister_table(self.name).map_err(SqlError::from)?;
+                ctx.register_table(self.name, self.swappable.clone()).map_err(SqlError::from)?;
+                self.registered = true;
+            }
+            *self.rows.batches.write().expect("no panic while swapping") = batches;
+        } else {
+            *self.rows.batches.write().expect("no panic while swapping") = Vec::new();
+            register(ctx, self.name, (Arc::clone(&self.rows.schema), batches))?;
+            self.registered = false;
+        }
+        Ok(())
+    }
+}
+
+/// Rows swapped between runs of the plans that read them: a plan reads what
+/// is here when it runs, not what was here when it was made.
 #[derive(Debug)]
 struct Swappable {
     schema: SchemaRef,
     batches: std::sync::RwLock<Vec<RecordBatch>>,
-}
-
-impl Swappable {
-    fn register(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<Arc<Swappable>, DetectError> {
-        let table = Arc::new(Swappable { schema: Arc::clone(&schema), batches: Default::default() });
-        let provider = StreamingTable::try_new(schema, vec![Arc::clone(&table) as Arc<dyn PartitionStream>])
-            .map_err(SqlError::from)?;
-        ctx.deregister_table(name).map_err(SqlError::from)?;
-        ctx.register_table(name, Arc::new(provider)).map_err(SqlError::from)?;
-        Ok(table)
-    }
-
-    fn set(&self, batches: Vec<RecordBatch>) {
-        *self.batches.write().expect("no panic while swapping") = batches;
-    }
 }
 
 impl PartitionStream for Swappable {
@@ -794,22 +833,27 @@ mod tests {
     #[tokio::test]
     async fn a_kept_plan_reads_what_the_table_holds_when_it_runs() {
         let ctx = SessionContext::new();
-        let table = Swappable::register(&ctx, "events", event_schema()).unwrap();
+        let mut table = LiveTable::new(&ctx, "events", event_schema()).unwrap();
         // A self-join: its build side must be rebuilt on each run, not kept from the first.
         let q = "SELECT a.credential_id AS c, count(*) AS n FROM events a JOIN events b \
                  ON a.credential_id = b.credential_id GROUP BY 1 ORDER BY 1";
         let plan = ctx.sql(q).await.unwrap().create_physical_plan().await.unwrap();
-        let run = async |rows: &[(&str, i64)]| {
-            table.set(vec![batch(rows)]);
-            let plan = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&plan)).unwrap();
-            let out = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+        let counts = |out: Vec<RecordBatch>| {
             let out = concat_batches(&out[0].schema(), &out).unwrap();
             let c = crate::columns::strings(&out, "t", "c").unwrap();
             let n = crate::columns::ints(&out, "t", "n").unwrap();
             c.into_iter().zip(n).map(|(c, n)| (c.unwrap(), n.unwrap())).collect::<Vec<_>>()
         };
-        assert_eq!(run(&[("a", 1), ("a", 2), ("b", 3)]).await, [("a".to_string(), 4), ("b".to_string(), 1)]);
-        assert_eq!(run(&[("b", 1), ("c", 2)]).await, [("b".to_string(), 1), ("c".to_string(), 1)]);
+        for rows in [&[("a", 1), ("a", 2), ("b", 3)][..], &[("b", 1), ("c", 2)]] {
+            table.set(&ctx, vec![batch(rows)], true).unwrap();
+            let run = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&plan)).unwrap();
+            let kept = counts(datafusion::physical_plan::collect(run, ctx.task_ctx()).await.unwrap());
+            // The same rows as a plain table, planned for them.
+            table.set(&ctx, vec![batch(rows)], false).unwrap();
+            let planned = counts(ctx.sql(q).await.unwrap().collect().await.unwrap());
+            assert_eq!(kept, planned);
+            assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), if rows.len() == 3 { 5 } else { 2 });
+        }
     }
 
     #[test]

@@ -138,9 +138,15 @@ impl Windows {
         self.creds.iter().filter(|(_, s)| s.storm || s.spend_open || s.session_key).map(|(c, _)| c.clone()).collect()
     }
 
-    /// The credentials with Bedrock-plane records, whose billing is judged together.
-    pub fn bedrock(&self) -> HashSet<&str> {
-        self.creds.iter().filter(|(_, s)| s.bedrock).map(|(c, _)| c.as_str()).collect()
+    /// `creds`, and every credential with Bedrock-plane records if any of
+    /// them has some: a key's CloudTrail call and its role's invocation log
+    /// are one request, so their billing is judged together.
+    pub fn with_bedrock<'a>(&'a self, mut creds: HashSet<&'a str>) -> HashSet<&'a str> {
+        let bedrock = self.creds.iter().filter(|(_, s)| s.bedrock).map(|(c, _)| c.as_str());
+        if creds.iter().any(|c| self.creds.get(*c).is_some_and(|s| s.bedrock)) {
+            creds.extend(bedrock);
+        }
+        creds
     }
 }
 
@@ -243,6 +249,8 @@ mod tests {
         w.observe(&batch("bedrock-invocation", &[("role", 0, None, 1)]), None);
         w.observe(&batch("gateway", &[("key", 0, None, 1)]), None);
         assert!(w.open("role", Gate::Spend));
-        assert_eq!(w.bedrock(), ["role"].into());
+        assert_eq!(w.with_bedrock(["key"].into()), ["key"].into(), "no Bedrock record: only itself");
+        assert_eq!(w.with_bedrock(["role", "key"].into()), ["role", "key"].into());
+        assert_eq!(w.with_bedrock(HashSet::new()), HashSet::new());
     }
 }
