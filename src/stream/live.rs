@@ -318,8 +318,12 @@ impl Live {
                 continue;
             }
             let touched = std::mem::take(&mut d.touched);
-            let touched: HashSet<String> =
-                d.windows.with_bedrock(touched.iter().map(String::as_str).collect()).into_iter().map(str::to_string).collect();
+            let touched: HashSet<String> = d
+                .windows
+                .with_bedrock(touched.iter().map(String::as_str).collect())
+                .into_iter()
+                .map(str::to_string)
+                .collect();
             result.judged_credentials += touched.len();
             let found = d.judge(&self.engine, &self.lake, day, &touched).await?;
             let mut by_cred: HashMap<String, Vec<Alert>> = HashMap::new();
@@ -526,7 +530,11 @@ impl Tables {
         // A plan is run many times: a join's filter pushed into a scan would
         // outlive the run that set it.
         let options = ctx.state_ref();
-        options.write().config_mut().options_mut().set("datafusion.optimizer.enable_dynamic_filter_pushdown", "false")
+        options
+            .write()
+            .config_mut()
+            .options_mut()
+            .set("datafusion.optimizer.enable_dynamic_filter_pushdown", "false")
             .map_err(SqlError::from)?;
         Ok(Tables {
             events: LiveTable::new(ctx, "events", dated_schema())?,
@@ -537,14 +545,25 @@ impl Tables {
     }
 
     /// Puts rows under the detectors run next.
-    fn stage(&mut self, ctx: &SessionContext, events: Vec<RecordBatch>, exposures: Vec<RecordBatch>) -> Result<(), DetectError> {
+    fn stage(
+        &mut self,
+        ctx: &SessionContext,
+        events: Vec<RecordBatch>,
+        exposures: Vec<RecordBatch>,
+    ) -> Result<(), DetectError> {
         self.kept = events.iter().map(RecordBatch::num_rows).sum::<usize>() < REPLAN_ROWS;
         self.events.set(ctx, events, self.kept)?;
         self.exposures.set(ctx, exposures, self.kept)
     }
 
     /// Detector `d`'s rows over the staged rows.
-    async fn run(&mut self, ctx: &SessionContext, engine: &Engine, d: (usize, LiveMode), day: &str) -> Result<Vec<RecordBatch>, DetectError> {
+    async fn run(
+        &mut self,
+        ctx: &SessionContext,
+        engine: &Engine,
+        d: (usize, LiveMode),
+        day: &str,
+    ) -> Result<Vec<RecordBatch>, DetectError> {
         if !self.kept {
             return engine.rows(d, ctx, day).await;
         }
