@@ -685,21 +685,12 @@ async fn read_back(
 /// Adds a per-event query's rows to each credential's, marking their units moved.
 fn keep(kept: &mut HashMap<String, Kept>, unit: Unit, rows: &[RecordBatch]) -> Result<(), DetectError> {
     for b in rows.iter().filter(|b| b.num_rows() > 0) {
-        let creds = crate::columns::strings(b, "a per-event detector", col::CREDENTIAL_ID)?;
-        let keys = match unit.column() {
-            Some(column) => crate::columns::strings(b, "a per-event detector", column)?,
-            None => vec![None; b.num_rows()],
-        };
-        let mut by_cred: HashMap<&str, Vec<u32>> = HashMap::new();
-        for (i, v) in creds.iter().enumerate() {
-            if let Some(v) = v {
-                by_cred.entry(v.as_str()).or_default().push(i as u32);
+        for (cred, part) in split(b, col::CREDENTIAL_ID, |c| c.is_some())? {
+            let k = kept.entry(cred).or_default();
+            match unit.column() {
+                Some(column) => k.moved.extend(text(&part, column)?.iter().map(|v| v.unwrap_or("").to_string())),
+                None => _ = k.moved.insert(String::new()),
             }
-        }
-        for (cred, idx) in by_cred {
-            let k = kept.entry(cred.to_string()).or_default();
-            k.moved.extend(idx.iter().map(|&i| keys[i as usize].clone().unwrap_or_default()));
-            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
             k.rows.push(part);
             if k.rows.len() > MAX_BATCHES {
                 let merged = concat_batches(&k.rows[0].schema(), k.rows.iter()).map_err(arrow_err)?;
@@ -718,20 +709,39 @@ fn units(
 ) -> Result<HashMap<String, Vec<RecordBatch>>, DetectError> {
     let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
     for b in rows {
-        let keys = crate::columns::strings(b, "a per-event detector", column)?;
-        let mut by_unit: HashMap<&str, Vec<u32>> = HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            let k = k.as_deref().unwrap_or("");
-            if wanted.contains(k) {
-                by_unit.entry(k).or_default().push(i as u32);
-            }
-        }
-        for (k, idx) in by_unit {
-            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?;
-            out.entry(k.to_string()).or_default().push(part);
+        for (k, part) in split(b, column, |k| wanted.contains(k.unwrap_or("")))? {
+            out.entry(k).or_default().push(part);
         }
     }
     Ok(out)
+}
+
+/// A batch's rows split by the text of `column` (null as ""), for the values `take` accepts.
+fn split(
+    b: &RecordBatch,
+    column: &str,
+    take: impl Fn(Option<&str>) -> bool,
+) -> Result<Vec<(String, RecordBatch)>, DetectError> {
+    let keys = text(b, column)?;
+    let mut by_key: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        if take(k) {
+            by_key.entry(k.unwrap_or("")).or_default().push(i as u32);
+        }
+    }
+    let mut out = Vec::with_capacity(by_key.len());
+    for (k, idx) in by_key {
+        out.push((k.to_string(), take_record_batch(b, &UInt32Array::from(idx)).map_err(arrow_err)?));
+    }
+    Ok(out)
+}
+
+/// A column as text, without a string per row.
+fn text(b: &RecordBatch, column: &str) -> Result<StringArray, DetectError> {
+    let shape =
+        || crate::columns::ShapeError { query: "a per-event detector".into(), column: column.into(), wanted: "text" };
+    let c = b.column_by_name(column).ok_or_else(shape)?;
+    Ok(cast(c, &DataType::Utf8).map_err(|_| shape())?.as_string::<i32>().clone())
 }
 
 /// Whether two passes found the same alerts (incidents and suppression are assigned later).
