@@ -398,7 +398,8 @@ async fn incremental_cloudtrail_passes_end_with_the_batch_alerts() {
         &["--format", "cloudtrail", "--days", "4", "--credentials", "30", "--rate-scale", "0.4"],
     );
     let inventory = sample.join("inventory.csv");
-    let files: Vec<PathBuf> = walk(&sample.join("AWSLogs"));
+    let mut files = common::walk(&sample.join("AWSLogs"));
+    files.sort();
     let (today, history): (Vec<&PathBuf>, Vec<&PathBuf>) =
         files.iter().partition(|p| p.to_string_lossy().contains("/2026/11/05/"));
     assert!(!today.is_empty() && !history.is_empty(), "the sample spans 2026-11-02..05");
@@ -421,16 +422,6 @@ async fn incremental_cloudtrail_passes_end_with_the_batch_alerts() {
     // one Bedrock key may spike, all of them are judged (and held) together.
     let families = ["billing_spike", "retry_storm", "tool_chaining", "out_of_scope", "defense_evasion"];
     replay_matches(&dir.path().join("live"), &history, &lines, &inventory, &batch, &families).await;
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out.sort();
-    out
 }
 
 /// Ingests `history` into `lake`, feeds `lines` (one day) to the live engine
