@@ -138,7 +138,7 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
 }
 
 /// Window within which alerts of one credential join one incident.
-pub const INCIDENT_GAP_MS: i64 = 3_600_000;
+pub const INCIDENT_GAP_MS: i64 = crate::time::HOUR_MS;
 
 /// Detectors whose alerts are about the credential as a whole, not a moment:
 /// they stand alone instead of joining incidents.

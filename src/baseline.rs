@@ -16,32 +16,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use chrono::{Datelike, NaiveDate, Timelike};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use statrs::statistics::{Data, Median, OrderStatistics};
 
 use crate::columns::{self, ShapeError};
+use crate::engine::catalog::{self, BASELINE_CREDENTIALS};
+use crate::engine::{self, EngineError};
 use crate::lake::{self, Lake, LakeError};
-use crate::sql::{self, SqlError};
+use crate::time::{DAY_MS, HOUR_MS};
 
 /// Bumped when the meaning or layout of the model tables changes.
 pub const MODEL_VERSION: u32 = 1;
-pub const MODELS: &str = "models";
-/// The model tables, as `(table directory, SQL table name)`.
-pub const TABLES: &[(&str, &str)] = &[
-    ("credentials", "baseline_credentials"),
-    ("profile", "baseline_profile"),
-    ("scope", "baseline_scope"),
-    ("transitions", "baseline_transitions"),
-];
-
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 /// Below these a credential is in cold start: its statistics say too little.
 pub const MIN_DAYS: u32 = 2;
 pub const MIN_REQUESTS: u64 = 10;
@@ -56,7 +46,7 @@ const TRANSITIONS_SQL: &str = include_str!("../queries/baseline_transitions.sql"
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     #[error(transparent)]
-    Sql(#[from] SqlError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error(transparent)]
@@ -284,42 +274,6 @@ pub struct BaselineSummary {
     pub files: Vec<String>,
 }
 
-/// The network of an address: `/24` for IPv4, `/64` for IPv6. Keys move
-/// between hosts of one subnet all the time; a new subnet is news.
-pub fn network_of(ip: &str) -> Option<String> {
-    match ip.trim().parse::<std::net::IpAddr>().ok()? {
-        std::net::IpAddr::V4(v4) => {
-            let o = v4.octets();
-            Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
-        }
-        std::net::IpAddr::V6(v6) => {
-            let s = v6.segments();
-            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
-        }
-    }
-}
-
-/// The prefix of a resource that scope is learned at: its directory, cut
-/// to the scheme and authority plus one path segment (`s3://bucket/dir/`,
-/// `github://org/repo/`, `k8s://cluster/`), so new files in a known place
-/// are not news but a new bucket, repository or directory is.
-pub fn resource_prefix(resource: &str) -> Option<String> {
-    let r = resource.trim();
-    if r.is_empty() {
-        return None;
-    }
-    let (head, rest) = match r.find("://") {
-        Some(i) => r.split_at(i + 3),
-        None => ("", r),
-    };
-    let mut parts: Vec<&str> = rest.split('/').collect();
-    // The last segment is a leaf (file, object, pod) unless the path ends in `/`.
-    parts.pop();
-    let dirs: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).take(2).collect();
-    Some(if dirs.is_empty() { head.to_string() } else { format!("{head}{}/", dirs.join("/")) })
-        .filter(|p| !p.is_empty())
-}
-
 fn parse_day(s: &str) -> Result<NaiveDate, BaselineError> {
     crate::time::parse_day(s).ok_or_else(|| BaselineError::BadDate(s.to_string()))
 }
@@ -330,8 +284,7 @@ fn day_ms(d: NaiveDate) -> i64 {
 
 async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result<Vec<RecordBatch>, BaselineError> {
     let text = text.replace("{from}", from).replace("{to}", to);
-    let df = ctx.sql(&text).await.map_err(SqlError::from)?;
-    Ok(df.collect().await.map_err(SqlError::from)?)
+    Ok(engine::collect(ctx, &text).await?)
 }
 
 /// Learns a baseline from `[until - days + 1, until]` and saves it as
@@ -344,7 +297,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     let from = until - chrono::Days::new(opts.days as u64 - 1);
     let (from_s, until_s) = (from.format("%Y-%m-%d").to_string(), opts.until.clone());
     let window_end = day_ms(until) + DAY_MS;
-    let ctx = sql::context(&opts.lake).await?;
+    let ctx = engine::context(&opts.lake).await?;
 
     // Hourly series, zero-filled from each credential's first hour in the window.
     // Per credential: its principal, and hour → [requests, tokens, cost, errors].
@@ -448,17 +401,20 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     let principals = transitions.iter().map(|t| &t.principal).collect::<std::collections::BTreeSet<_>>().len();
 
     let scope = scope_table(&scope_batches)?;
-    let tables: [(&'static str, RecordBatch); 4] = [
-        ("credentials", to_batch("credentials", credentials_schema(), &creds)?),
-        ("profile", to_batch("profile", profile_schema(), &profile)?),
-        ("scope", scope),
-        ("transitions", to_batch("transitions", transitions_schema(), &transitions)?),
+    let tables = [
+        (BASELINE_CREDENTIALS, to_batch("credentials", (BASELINE_CREDENTIALS.schema)(), &creds)?),
+        (catalog::BASELINE_PROFILE, to_batch("profile", (catalog::BASELINE_PROFILE.schema)(), &profile)?),
+        (catalog::BASELINE_SCOPE, scope),
+        (
+            catalog::BASELINE_TRANSITIONS,
+            to_batch("transitions", (catalog::BASELINE_TRANSITIONS.schema)(), &transitions)?,
+        ),
     ];
     let lake = Lake::open(&opts.lake)?;
     let txn = lake.begin()?;
     let mut files = Vec::new();
     for (table, batch) in tables {
-        let dir = format!("{MODELS}/{table}/until={until_s}");
+        let dir = format!("{}/{}={until_s}", table.dir, catalog::UNTIL);
         txn.replace(lake::committed_files(&lake, &dir, "parquet"));
         let rel = txn.reserve(&dir, "parquet");
         lake::write_parquet_staged(&lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
@@ -508,82 +464,6 @@ fn seasonality(cred: &str, span: &[i64], tok: &[f64], cost: &[f64], req: &[f64])
         }
     }
     out
-}
-
-/// The file schema of a model table (without its `until` partition column).
-pub fn table_schema(dir: &str) -> SchemaRef {
-    match dir {
-        "credentials" => credentials_schema(),
-        "profile" => profile_schema(),
-        "scope" => scope_schema(),
-        "transitions" => transitions_schema(),
-        other => unreachable!("no model table {other}"),
-    }
-}
-
-fn stats_fields(prefix: &str) -> Vec<Field> {
-    ["median", "mad", "p95", "p99", "max", "mean"]
-        .iter()
-        .map(|s| Field::new(format!("{prefix}_{s}"), DataType::Float64, false))
-        .collect()
-}
-
-fn credentials_schema() -> SchemaRef {
-    let mut f = vec![
-        Field::new("model_version", DataType::UInt32, false),
-        Field::new("credential_id", DataType::Utf8, false),
-        Field::new("principal", DataType::Utf8, true),
-        Field::new("history_from", DataType::Utf8, false),
-        Field::new("history_to", DataType::Utf8, false),
-        Field::new("days_seen", DataType::UInt32, false),
-        Field::new("hours", DataType::UInt32, false),
-        Field::new("requests", DataType::UInt64, false),
-        Field::new("cold_start", DataType::Boolean, false),
-    ];
-    for m in ["requests_per_hour", "tokens_per_hour", "cost_per_hour", "errors_per_hour"] {
-        f.extend(stats_fields(m));
-    }
-    f.extend([
-        Field::new("error_rate", DataType::Float64, false),
-        Field::new("error_minute_max", DataType::Float64, false),
-        Field::new("error_minute_p99", DataType::Float64, false),
-    ]);
-    Arc::new(Schema::new(f))
-}
-
-fn profile_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("credential_id", DataType::Utf8, false),
-        Field::new("slot_kind", DataType::Utf8, false),
-        Field::new("slot", DataType::UInt32, false),
-        Field::new("observations", DataType::UInt32, false),
-        Field::new("tokens_median", DataType::Float64, false),
-        Field::new("tokens_high", DataType::Float64, false),
-        Field::new("cost_median", DataType::Float64, false),
-        Field::new("cost_high", DataType::Float64, false),
-        Field::new("requests_median", DataType::Float64, false),
-    ]))
-}
-
-fn transitions_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("principal", DataType::Utf8, false),
-        Field::new("from_tool", DataType::Utf8, false),
-        Field::new("to_tool", DataType::Utf8, false),
-        Field::new("count", DataType::UInt64, false),
-    ]))
-}
-
-fn scope_schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("credential_id", DataType::Utf8, false),
-        Field::new("dimension", DataType::Utf8, false),
-        Field::new("value", DataType::Utf8, false),
-        Field::new("first_seen", ts.clone(), false),
-        Field::new("last_seen", ts, false),
-        Field::new("requests", DataType::Int64, false),
-    ]))
 }
 
 /// Rows of a serde struct as a batch of `schema`: nested [`Stats`] become
@@ -637,7 +517,7 @@ fn unflatten(v: serde_json::Value) -> serde_json::Value {
 }
 
 fn scope_table(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
-    let schema = scope_schema();
+    let schema = (catalog::BASELINE_SCOPE.schema)();
     let err = |source| BaselineError::Arrow { table: "scope", source };
     let mut cast = Vec::new();
     for b in batches {
@@ -686,7 +566,7 @@ fn rows<T: serde::de::DeserializeOwned>(
 
 /// The versions (`until` days) saved in the lake, oldest first.
 pub fn versions(root: &Path) -> Vec<String> {
-    let dir = root.join(MODELS).join("credentials");
+    let dir = root.join(BASELINE_CREDENTIALS.dir);
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -711,7 +591,7 @@ pub fn is_stale(root: &Path, until: &str) -> bool {
             .filter_map(|e| e.metadata().ok()?.modified().ok())
             .max()
     };
-    let Some(learned) = newest(&root.join(MODELS).join("credentials").join(format!("until={until}"))) else {
+    let Some(learned) = newest(&root.join(BASELINE_CREDENTIALS.dir).join(format!("until={until}"))) else {
         return true;
     };
     std::fs::read_dir(root.join(lake::EVENTS))
@@ -725,19 +605,18 @@ pub fn is_stale(root: &Path, until: &str) -> bool {
 /// Loads version `until` through a session that has the model tables registered.
 pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Baseline, BaselineError> {
     let select = |t: &str| format!("SELECT * EXCEPT (until) FROM {t} WHERE until = '{until}'");
-    let get = async |t: &str| -> Result<Vec<RecordBatch>, BaselineError> {
-        Ok(ctx.sql(&select(t)).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?)
-    };
-    let creds: Vec<CredentialBaseline> = rows("credentials", &get("baseline_credentials").await?, unflatten)?;
+    let get =
+        async |t: &str| -> Result<Vec<RecordBatch>, BaselineError> { Ok(engine::collect(ctx, &select(t)).await?) };
+    let creds: Vec<CredentialBaseline> = rows("credentials", &get(BASELINE_CREDENTIALS.name).await?, unflatten)?;
     if let Some(c) = creds.iter().find(|c| c.model_version != MODEL_VERSION) {
         return Err(BaselineError::Version {
-            path: root.join(MODELS).join("credentials"),
+            path: root.join(BASELINE_CREDENTIALS.dir),
             until: until.into(),
             found: c.model_version,
         });
     }
-    let slots: Vec<ProfileSlot> = rows("profile", &get("baseline_profile").await?, |v| v)?;
-    let transitions: Vec<Transition> = rows("transitions", &get("baseline_transitions").await?, |v| v)?;
+    let slots: Vec<ProfileSlot> = rows("profile", &get(catalog::BASELINE_PROFILE.name).await?, |v| v)?;
+    let transitions: Vec<Transition> = rows("transitions", &get(catalog::BASELINE_TRANSITIONS.name).await?, |v| v)?;
     let mut b = Baseline { until: until.to_string(), ..Default::default() };
     for s in slots {
         b.profile.entry(s.credential_id.clone()).or_default().insert((s.slot_kind == "hour_of_week", s.slot), s);
@@ -761,23 +640,6 @@ mod tests {
         assert_eq!(s.max, 100.0);
         assert!(s.p95 > 4.0);
         assert_eq!(Stats::of(&[]), Stats::default());
-    }
-
-    #[test]
-    fn networks_and_prefixes() {
-        assert_eq!(network_of("10.1.2.3").as_deref(), Some("10.1.2.0/24"));
-        assert_eq!(network_of("2001:db8:1:2:3::9").as_deref(), Some("2001:db8:1:2::/64"));
-        assert_eq!(network_of("not an ip"), None);
-        assert_eq!(resource_prefix("s3://team-data/in/0001.parquet").as_deref(), Some("s3://team-data/in/"));
-        assert_eq!(resource_prefix("s3://team-data/in/").as_deref(), Some("s3://team-data/in/"));
-        assert_eq!(resource_prefix("s3://finance/2026/q/x.csv").as_deref(), Some("s3://finance/2026/"));
-        assert_eq!(resource_prefix("github://acme/payments/README.md").as_deref(), Some("github://acme/payments/"));
-        assert_eq!(resource_prefix("github://acme/payments").as_deref(), Some("github://acme/"));
-        assert_eq!(resource_prefix("k8s://prod/pod-7f9c").as_deref(), Some("k8s://prod/"));
-        assert_eq!(resource_prefix("jira://SUP").as_deref(), Some("jira://"));
-        assert_eq!(resource_prefix("plain-name"), None);
-        assert_eq!(resource_prefix("arn:aws:s3:::bucket/key/x").as_deref(), Some("arn:aws:s3:::bucket/key/"));
-        assert_eq!(resource_prefix(" "), None);
     }
 
     #[test]
@@ -817,7 +679,7 @@ mod tests {
             error_minute_max: 3.0,
             error_minute_p99: 2.5,
         };
-        let batch = to_batch("credentials", credentials_schema(), std::slice::from_ref(&c)).unwrap();
+        let batch = to_batch("credentials", (BASELINE_CREDENTIALS.schema)(), std::slice::from_ref(&c)).unwrap();
         let back: Vec<CredentialBaseline> = rows("credentials", &[batch], unflatten).unwrap();
         assert_eq!(back, vec![c]);
     }

@@ -13,7 +13,7 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::{Deserialize, Serialize};
 
 use crate::columns::{self, ShapeError};
-use crate::sql::{self, SqlError};
+use crate::engine::{self, EngineError};
 
 /// The kinds labels carry, each scored against the detector of the same name.
 pub const KINDS: &[&str] = &["billing_spike", "retry_storm", "tool_chaining", "out_of_scope"];
@@ -22,7 +22,7 @@ const SLACK_MS: i64 = 5 * 60_000;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
-    Sql(#[from] SqlError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Shape(#[from] ShapeError),
     #[error("{}: {source}", path.display())]
@@ -100,10 +100,10 @@ pub fn load_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
 
 /// The lake's unsuppressed alerts.
 pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
-    let ctx = sql::context(lake).await?;
+    let ctx = engine::context(lake).await?;
     let q = "SELECT alert_id, detector, credential_id, window_start, window_end, explanation \
              FROM alerts WHERE suppressed IS NULL";
-    let batches = ctx.sql(q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?;
+    let batches = engine::collect(&ctx, q).await?;
     let mut out = Vec::new();
     for b in &batches {
         let s = |c| columns::strings(b, "alerts", c);

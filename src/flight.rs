@@ -34,12 +34,12 @@ use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::sql::{self, SessionOptions, SqlError};
+use crate::analyst::{self, AnalystError, SessionOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Sql(#[from] SqlError),
+    Analyst(#[from] AnalystError),
     #[error("{0:?} is not a host:port address")]
     BadAddress(String),
     #[error(
@@ -81,7 +81,7 @@ pub fn listen_address(listen: &str, allow_remote: bool) -> Result<SocketAddr, Se
 /// for port 0 learns the port).
 pub async fn serve(opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let addr = listen_address(&opts.listen, opts.allow_remote)?;
-    let (ctx, notes) = sql::analyst_context(&opts.lake, &opts.session).await?;
+    let (ctx, notes) = analyst::analyst_context(&opts.lake, &opts.session).await?;
     for n in notes {
         tracing::info!("{n}");
     }
@@ -222,8 +222,8 @@ impl LakeFlightSql {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn tables(&self) -> Result<Vec<sql::TableInfo>, Status> {
-        sql::list_tables(&self.ctx).await.map_err(|e| Status::internal(e.to_string()))
+    async fn tables(&self) -> Result<Vec<analyst::TableInfo>, Status> {
+        analyst::list_tables(&self.ctx).await.map_err(|e| Status::internal(e.to_string()))
     }
 }
 

@@ -1,20 +1,27 @@
 //! The credential inventory: who owns each credential, what it may do, and
-//! when it expires — the declared scope that detectors compare use against.
+//! when it expires — the declared scope that detectors compare use against —
+//! and, from the lake, how each credential was used.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{
+    Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::udf::scope_allows;
+use crate::engine::{self, EngineError};
 use crate::schema::Action;
-use crate::time::{format_ms, parse_date_or_ts};
+use crate::time::{DAY_MS, format_ms, parse_date_or_ts};
 
-const DAY_MS: i64 = 86_400_000;
+/// The SQL name of the inventory's table.
+pub const TABLE: &str = "credentials";
 
 /// One problem in an inventory file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,21 +65,6 @@ pub struct Credential {
     pub allowed_regions: Vec<String>,
     /// Where it was declared (CSV line or TOML entry), for messages.
     pub line: u64,
-}
-
-/// Whether a scope allows `value`. Patterns are exact values or prefixes:
-/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`).
-/// An empty list does not restrict. The SQL function `scope_allows` is this.
-pub fn scope_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
-    patterns.is_empty()
-        || patterns.iter().any(|p| {
-            let p = p.as_ref();
-            match p.strip_suffix('*') {
-                Some(prefix) => value.starts_with(prefix),
-                None if p.ends_with('/') => value.starts_with(p),
-                None => value == p,
-            }
-        })
 }
 
 impl Credential {
@@ -405,6 +397,11 @@ impl Inventory {
         ];
         RecordBatch::try_new(Self::schema(), columns).expect("inventory columns match their schema")
     }
+
+    /// Registers the inventory in a session as the [`TABLE`] `credentials`.
+    pub fn register(&self, ctx: &SessionContext) -> Result<(), EngineError> {
+        engine::replace_table(ctx, TABLE, Self::schema(), vec![self.to_record_batch()])
+    }
 }
 
 /// How a credential was used, as the lake saw it.
@@ -413,6 +410,34 @@ pub struct Usage {
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub events: u64,
+}
+
+/// First and last use and event count of every credential in the lake.
+pub async fn credential_usage(root: &Path) -> Result<HashMap<String, Usage>, EngineError> {
+    let ctx = engine::context(root).await?;
+    let sql = "SELECT credential_id AS id, min(ts) AS first_seen, max(ts) AS last_seen, \
+               count(*) AS events FROM events GROUP BY 1";
+    let batches = engine::collect(&ctx, sql).await?;
+    let mut out = HashMap::new();
+    for b in &batches {
+        // Cast rather than assume: DataFusion may hand back dictionary or view arrays.
+        let utf8 = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
+        let id = utf8(0)?;
+        let id = id.as_string::<i32>();
+        let first = b.column(1).as_primitive::<TimestampMillisecondType>();
+        let last = b.column(2).as_primitive::<TimestampMillisecondType>();
+        let n = b.column(3).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            if id.is_null(i) {
+                continue;
+            }
+            out.insert(
+                id.value(i).to_string(),
+                Usage { first_seen_ms: first.value(i), last_seen_ms: last.value(i), events: n.value(i) as u64 },
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone)]

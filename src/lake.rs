@@ -34,6 +34,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::col;
+use crate::time::DAY_MS;
 
 pub const EVENTS: &str = "events";
 pub const ALERTS: &str = "alerts";
@@ -410,8 +411,7 @@ pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, L
     if ts.is_empty() {
         return Ok(Vec::new());
     }
-    const DAY: i64 = 86_400_000;
-    let day_no = |i: usize| ts.value(i).div_euclid(DAY);
+    let day_no = |i: usize| ts.value(i).div_euclid(DAY_MS);
     let first = day_no(0);
     if (0..ts.len()).all(|i| day_no(i) == first) {
         return Ok(vec![(crate::time::day_of(ts.value(0)), batch.clone())]);
@@ -425,7 +425,7 @@ pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, L
         let indices = arrow::array::UInt32Array::from(idx);
         let part = take_record_batch(batch, &indices)
             .map_err(|source| LakeError::Arrow { what: "partitioning events by day".into(), source })?;
-        out.push((crate::time::day_of(day * DAY), part));
+        out.push((crate::time::day_of(day * DAY_MS), part));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn splits_across_midnight() {
-        let day = 86_400_000;
+        let day = DAY_MS;
         let b = batch(&[("a", day - 1), ("a", day), ("b", day + 5), ("c", 3)]);
         let parts = split_by_day(&b).unwrap();
         assert_eq!(

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use credtrail::{alert, baseline, detect, eval, flight, ingest, inventory, sample, shell, sql, stream, suppress};
+use credtrail::{
+    alert, analyst, baseline, detect, engine, eval, flight, ingest, inventory, sample, shell, stream, suppress,
+};
 
 /// Exit status when a run finished but quarantined records or failed files.
 const EXIT_QUARANTINED: u8 = 3;
@@ -364,13 +366,13 @@ struct SessionArgs {
     #[arg(long)]
     inventory: Option<PathBuf>,
     /// Memory DataFusion may use; a query needing more spills or fails with "Resources exhausted".
-    #[arg(long, default_value = "2GiB", value_parser = sql::parse_size)]
+    #[arg(long, default_value = "2GiB", value_parser = engine::parse_size)]
     memory_limit: usize,
 }
 
 impl SessionArgs {
-    fn options(&self) -> sql::SessionOptions {
-        sql::SessionOptions { memory_limit: Some(self.memory_limit), inventory: self.inventory.clone() }
+    fn options(&self) -> analyst::SessionOptions {
+        analyst::SessionOptions { memory_limit: Some(self.memory_limit), inventory: self.inventory.clone() }
     }
 }
 
@@ -676,7 +678,7 @@ fn do_detect(
         AlertFormat::Table => print!("{}", detect::render_report(&report)),
     }
     if let Some(s) = &opts.suppressions {
-        let end = credtrail::time::parse_date_or_ts(&opts.to).unwrap_or(0) + 86_400_000;
+        let end = credtrail::time::parse_date_or_ts(&opts.to).unwrap_or(0) + credtrail::time::DAY_MS;
         for r in s.expired(end) {
             eprintln!(
                 "note: suppression {:?} expired on {}; it no longer applies",
@@ -705,7 +707,7 @@ fn check_inventory(
     let usage = match lake {
         Some(l) => {
             let rt = tokio::runtime::Runtime::new()?;
-            Some(rt.block_on(sql::credential_usage(l))?)
+            Some(rt.block_on(inventory::credential_usage(l))?)
         }
         None => None,
     };

@@ -17,12 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Poisson};
 use serde::Serialize;
 
-use crate::time::format_ms;
+use crate::time::{DAY_MS, HOUR_MS, format_ms};
 
 pub mod cloudtrail;
 
-const HOUR: i64 = 3_600_000;
-const DAY: i64 = 24 * HOUR;
 const MINUTE: i64 = 60_000;
 
 #[derive(Debug, Clone)]
@@ -325,7 +323,7 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
     let logs = out.join(if cloud { "AWSLogs" } else { "logs" });
     std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
     let t0 = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
-    let end = t0 + opts.days as i64 * DAY;
+    let end = t0 + opts.days as i64 * DAY_MS;
 
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut creds = population(opts, t0, end, &mut rng);
@@ -334,7 +332,7 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
     let mut files = Vec::new();
     let mut events = 0u64;
     for day in 0..opts.days {
-        let day_start = t0 + day as i64 * DAY;
+        let day_start = t0 + day as i64 * DAY_MS;
         let mut lines = Vec::new();
         for (ci, c) in creds.iter().enumerate() {
             let mut r = ChaCha8Rng::seed_from_u64(opts.seed ^ ((ci as u64) << 20) ^ ((day as u64) << 48) ^ 0x9e37_79b9);
@@ -464,8 +462,8 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
         };
         // Most keys are rotated within policy; some are long-lived.
         let age_days = if rng.random_bool(0.85) { rng.random_range(1..85) } else { rng.random_range(120..400) };
-        let created_at = t0 - age_days * DAY;
-        let expires_at = if rng.random_bool(0.8) { Some(end + rng.random_range(30..365) * DAY) } else { None };
+        let created_at = t0 - age_days * DAY_MS;
+        let expires_at = if rng.random_bool(0.8) { Some(end + rng.random_range(30..365) * DAY_MS) } else { None };
         creds.push(Cred {
             id: key_id(rng),
             owner: (!rng.random_bool(0.05)).then(|| {
@@ -497,9 +495,9 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
     }
     // Governance: a few keys that expired before the sample and are not used.
     for c in creds.iter_mut().step_by(23) {
-        let expiry = t0 - rng.random_range(1..60) * DAY;
+        let expiry = t0 - rng.random_range(1..60) * DAY_MS;
         c.expires_at = Some(expiry);
-        c.created_at = c.created_at.min(expiry - rng.random_range(30..365) * DAY);
+        c.created_at = c.created_at.min(expiry - rng.random_range(30..365) * DAY_MS);
         c.active_until = t0;
     }
     creds
@@ -610,8 +608,8 @@ fn normal_day(c: &Cred, day: u32, day_start: i64, rng: &mut ChaCha8Rng, out: &mu
     let weekday = chrono::DateTime::from_timestamp_millis(day_start).map_or(0, |d| d.weekday().num_days_from_monday());
     let busy = if c.busy_day == Some(day) { 2.5 } else { 1.0 };
     for hour in 0..24u32 {
-        let h0 = day_start + hour as i64 * HOUR;
-        if h0 + HOUR > c.active_until {
+        let h0 = day_start + hour as i64 * HOUR_MS;
+        if h0 + HOUR_MS > c.active_until {
             break;
         }
         let mean = c.rate * hour_factor(c.rhythm, hour, weekday) * busy;
@@ -620,13 +618,13 @@ fn normal_day(c: &Cred, day: u32, day_start: i64, rng: &mut ChaCha8Rng, out: &mu
                 // Sessions of ~8 events each.
                 let sessions = poisson(mean / 8.0, rng);
                 for _ in 0..sessions {
-                    let start = h0 + rng.random_range(0..HOUR - 10 * MINUTE);
+                    let start = h0 + rng.random_range(0..HOUR_MS - 10 * MINUTE);
                     session(c, &AGENTS[agent], start, None, rng, out);
                 }
             }
             _ => {
                 for _ in 0..poisson(mean, rng) {
-                    let ts = h0 + rng.random_range(0..HOUR);
+                    let ts = h0 + rng.random_range(0..HOUR_MS);
                     let mut l = match c.role {
                         Role::LlmApp { .. } => {
                             let m = *c.models.choose(rng).expect("an LLM app has models");
@@ -642,7 +640,7 @@ fn normal_day(c: &Cred, day: u32, day_start: i64, rng: &mut ChaCha8Rng, out: &mu
         }
         // Hard negative: a busy key now and then gets a short burst of 429s.
         if c.rate >= 40.0 && hour_factor(c.rhythm, hour, weekday) >= 1.0 && rng.random_bool(0.04) {
-            let t = h0 + rng.random_range(0..HOUR - MINUTE);
+            let t = h0 + rng.random_range(0..HOUR_MS - MINUTE);
             for k in 0..rng.random_range(3..=8) {
                 let mut l = match c.role {
                     Role::Service { team } => service_call(c, TEAMS[team], t + k * 4_000, rng),
@@ -761,7 +759,7 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
             used[i] = true;
             let day = rng.random_range(first_day..opts.days);
             // Inside working hours so the anomaly is not explained by a quiet night.
-            let at = rng.random_range(9 * HOUR..16 * HOUR);
+            let at = rng.random_range(9 * HOUR_MS..16 * HOUR_MS);
             // Out-of-scope starts with the expired-key variant so small samples have it.
             let variant = if kind == Kind::OutOfScope { (picked as u32 + 2) % 3 } else { picked as u32 % 3 };
             let description = describe(kind, variant, &creds[i]);
@@ -795,9 +793,9 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
             if kind == Kind::OutOfScope && variant == 2 {
                 // Expired key still in use: it expires at the start of the day and
                 // its owner's own traffic stops there.
-                let expiry = t0 + day as i64 * DAY;
+                let expiry = t0 + day as i64 * DAY_MS;
                 creds[i].expires_at = Some(expiry);
-                creds[i].created_at = creds[i].created_at.min(expiry - 30 * DAY);
+                creds[i].created_at = creds[i].created_at.min(expiry - 30 * DAY_MS);
                 creds[i].active_until = expiry;
             }
         }
@@ -855,7 +853,7 @@ fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut
             // Per hour: well above the key's usual rate, each request far larger.
             let per_hour = (c.rate * 3.0).max(40.0) as i64;
             for k in 0..hours * per_hour {
-                let ts = t + k * (HOUR / per_hour) + rng.random_range(0..HOUR / per_hour);
+                let ts = t + k * (HOUR_MS / per_hour) + rng.random_range(0..HOUR_MS / per_hour);
                 let mut l = inference(c, ts, rng.random_range(10.0..40.0), model, rng);
                 l.source_ip = ip.clone();
                 l.user_agent = "python-requests/2.31".into();
@@ -1127,7 +1125,7 @@ mod tests {
             assert!(new.len() * 2 > inside.len(), "{lab:?}: most of the window comes from a new address");
             let tokens =
                 |v: &[&serde_json::Value]| v.iter().map(|l| l["tokens_in"].as_i64().unwrap_or(0)).sum::<i64>() as f64;
-            let spike_hours = ((ms(inside.last().unwrap()) - ms(inside[0])) as f64 / HOUR as f64).max(1.0);
+            let spike_hours = ((ms(inside.last().unwrap()) - ms(inside[0])) as f64 / HOUR_MS as f64).max(1.0);
             let usual_hours = (5 * 24) as f64;
             assert!(tokens(&inside) / spike_hours > 10.0 * tokens(&outside) / usual_hours, "{lab:?}");
         }

@@ -19,14 +19,14 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 
-use crate::sql::{self, SessionOptions, SqlError};
+use crate::analyst::{self, AnalystError, SessionOptions};
 
 /// What went wrong. Each message is complete in itself (no source chain to
 /// append), so `error: {e}` says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
     #[error("{0}")]
-    Sql(SqlError),
+    Analyst(AnalystError),
     /// A statement's error: DataFusion's own message, which says what is wrong.
     #[error("{}", .0.strip_backtrace())]
     Query(DataFusionError),
@@ -67,7 +67,7 @@ macro_rules! from_error {
 }
 
 from_error!(
-    SqlError => Sql,
+    AnalystError => Analyst,
     DataFusionError => Query,
     std::io::Error => Write,
     arrow::error::ArrowError => Arrow,
@@ -319,7 +319,7 @@ impl Shell {
             _ => {}
         }
         let rt = tokio::runtime::Runtime::new()?;
-        let (ctx, notes) = rt.block_on(sql::analyst_context(&opts.lake, &opts.session))?;
+        let (ctx, notes) = rt.block_on(analyst::analyst_context(&opts.lake, &opts.session))?;
         Ok(Shell {
             rt,
             ctx,
@@ -576,8 +576,8 @@ impl Shell {
         Ok(Next::Go)
     }
 
-    fn tables(&self) -> Result<Vec<sql::TableInfo>, ShellError> {
-        Ok(self.rt.block_on(sql::list_tables(&self.ctx))?)
+    fn tables(&self) -> Result<Vec<analyst::TableInfo>, ShellError> {
+        Ok(self.rt.block_on(analyst::list_tables(&self.ctx)).map_err(AnalystError::from)?)
     }
 
     /// `\dt` (names and kinds) or `\d` (with every column).

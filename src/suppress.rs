@@ -102,7 +102,7 @@ impl Suppressions {
             if let Some(e) = &r.expires {
                 // A bare date lasts to the end of that day.
                 let ms = match chrono::NaiveDate::parse_from_str(e, "%Y-%m-%d") {
-                    Ok(d) => d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis() + 86_400_000),
+                    Ok(d) => d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis() + crate::time::DAY_MS),
                     Err(_) => crate::time::parse_ts(e),
                 };
                 r.expires_ms = Some(ms.ok_or_else(|| invalid(format!("`expires` {e:?} is not a date or time")))?);

@@ -11,8 +11,9 @@ use super::{Context, DetectError, grade};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
 use crate::baseline::{CredentialBaseline, ProfileSlot, Stats};
 use crate::columns;
+use crate::engine::udf::network_of;
+use crate::time::HOUR_MS;
 
-const HOUR_MS: i64 = 3_600_000;
 /// An hour must be this many times the credential's busiest normal hours…
 const MIN_RATIO: f64 = 4.0;
 /// …and this many robust standard deviations above its typical hour.
@@ -190,7 +191,7 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     // Addresses in a new network first: they are the news.
     let mut ips = set(|h| &h.ips);
     ips.sort_by_key(|ip| {
-        let net = crate::baseline::network_of(ip).unwrap_or_default();
+        let net = network_of(ip).unwrap_or_default();
         (!new_networks.contains(&net), ip.clone())
     });
     let tokens: f64 = run.iter().map(|(h, _)| h.tokens).sum();

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use crate::alert::{self, Alert, Severity};
 use crate::inventory::{self, CheckOptions, FindingKind, Inventory, Usage};
+use crate::time::DAY_MS;
 
-const DAY_MS: i64 = 86_400_000;
 pub const EXPIRING_WITHIN_DAYS: u32 = 14;
 
 pub(super) fn alerts(

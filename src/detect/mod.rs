@@ -24,9 +24,9 @@ use datafusion::physical_plan::{ExecutionPlan, collect, execution_plan::reset_pl
 use crate::alert::{self, Alert, Severity};
 use crate::baseline::{self, Baseline, BaselineError, BaselineOptions};
 use crate::columns::{self, ShapeError};
-use crate::inventory::{Inventory, InventoryErrors};
+use crate::engine::{self, EngineError};
+use crate::inventory::{self, Inventory, InventoryErrors};
 use crate::lake::{self, Lake, LakeError};
-use crate::sql::{self, SqlError};
 use crate::suppress::Suppressions;
 
 pub use chaining::ToolCategories;
@@ -34,7 +34,7 @@ pub use chaining::ToolCategories;
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
     #[error(transparent)]
-    Sql(#[from] SqlError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error(transparent)]
@@ -322,9 +322,9 @@ impl Engine {
 
     /// A session over the lake with the inventory registered as `credentials`.
     pub async fn session(&self, lake: &Path) -> Result<datafusion::prelude::SessionContext, DetectError> {
-        let ctx = sql::context(lake).await?;
+        let ctx = engine::context(lake).await?;
         if let Some(inv) = &self.inventory {
-            sql::register_inventory(&ctx, inv)?;
+            inv.register(&ctx)?;
         }
         Ok(ctx)
     }
@@ -481,7 +481,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     if let Some(inv) = engine.inventory()
         && !days.is_empty()
     {
-        let usage = sql::credential_usage(&opts.lake).await?;
+        let usage = inventory::credential_usage(&opts.lake).await?;
         alerts.extend(governance::alerts(inv, &usage, &days, opts.max_age_days));
     }
     if let Some(s) = &opts.suppressions {
@@ -586,10 +586,10 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
 
 /// The days in `[from, to]` that hold events.
 async fn event_days(root: &Path, from: &str, to: &str) -> Result<Vec<String>, DetectError> {
-    let ctx = sql::context(root).await?;
+    let ctx = engine::context(root).await?;
     let q = format!("SELECT DISTINCT date FROM events WHERE date BETWEEN '{from}' AND '{to}' ORDER BY date");
     let mut out = Vec::new();
-    for b in ctx.sql(&q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)? {
+    for b in engine::collect(&ctx, &q).await? {
         out.extend(columns::strings(&b, "days", "date")?.into_iter().flatten());
     }
     Ok(out)
@@ -714,14 +714,8 @@ pub(crate) fn grade(score: f64, cuts: (f64, f64, f64)) -> Severity {
 
 /// The first and last day that hold events, for detecting a whole lake.
 pub async fn lake_days(root: &Path) -> Result<Option<(String, String)>, DetectError> {
-    let ctx = sql::context(root).await?;
-    let b = ctx
-        .sql("SELECT min(date) AS a, max(date) AS b FROM events")
-        .await
-        .map_err(SqlError::from)?
-        .collect()
-        .await
-        .map_err(SqlError::from)?;
+    let ctx = engine::context(root).await?;
+    let b = engine::collect(&ctx, "SELECT min(date) AS a, max(date) AS b FROM events").await?;
     let Some(b) = b.first() else { return Ok(None) };
     let a = columns::strings(b, "days", "a")?;
     let z = columns::strings(b, "days", "b")?;

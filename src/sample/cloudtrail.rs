@@ -11,8 +11,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::{Anomaly, Cred, FAMILIES, HOUR, Kind, Line, MINUTE, Role, SampleError, TEAMS, inference, usual, write_atomic};
-use crate::time::format_ms;
+use super::{Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, TEAMS, inference, usual, write_atomic};
+use crate::time::{HOUR_MS, format_ms};
 
 /// The Bedrock family in `FAMILIES`.
 pub(super) const BEDROCK: usize = 2;
@@ -174,7 +174,7 @@ pub(super) fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng
             let hours = rng.random_range(1..=3);
             let per_hour = (c.rate * 3.0).max(40.0) as i64;
             for k in 0..hours * per_hour {
-                let ts = t + k * (HOUR / per_hour) + rng.random_range(0..HOUR / per_hour);
+                let ts = t + k * (HOUR_MS / per_hour) + rng.random_range(0..HOUR_MS / per_hour);
                 let mut l = inference(c, ts, rng.random_range(10.0..40.0), premium, rng);
                 l.source_ip = attacker_ip(a.cred);
                 l.user_agent = ATTACKER_UA.into();
@@ -257,7 +257,7 @@ fn uuid(s: &str, salt: u64) -> String {
 
 /// A role's session: a new temporary key every four hours of work.
 fn session(role: &str, ts: i64) -> (String, String) {
-    let block = ts / (4 * HOUR);
+    let block = ts / (4 * HOUR_MS);
     let name = format!("botocore-session-{}", block * 4 * 3600);
     let h = hex_of(&format!("{role}/{block}"), 7).to_uppercase();
     const B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -292,7 +292,7 @@ fn record(l: &Line, c: &Cred) -> Value {
                 "accessKeyId": key,
                 "sessionContext": {
                     "sessionIssuer": {"type": "Role", "principalId": role_id, "arn": arn, "accountId": acct, "userName": role},
-                    "attributes": {"creationDate": format_ms(l.ts_ms / (4 * HOUR) * 4 * HOUR), "mfaAuthenticated": "false"},
+                    "attributes": {"creationDate": format_ms(l.ts_ms / (4 * HOUR_MS) * 4 * HOUR_MS), "mfaAuthenticated": "false"},
                 },
             })
         }
@@ -350,7 +350,7 @@ pub(super) fn write_day(root: &Path, lines: &[Line], creds: &[Cred], seed: u64) 
         let c = by_id[l.credential_id.as_str()];
         let cloud = c.cloud.as_ref().expect("a CloudTrail sample credential");
         let region = l.region.unwrap_or(cloud.region);
-        files.entry((cloud.account.clone(), region, l.ts_ms / HOUR * HOUR)).or_default().push(record(l, c));
+        files.entry((cloud.account.clone(), region, l.ts_ms / HOUR_MS * HOUR_MS)).or_default().push(record(l, c));
     }
     let mut out = Vec::new();
     for ((acct, region, hour), records) in files {

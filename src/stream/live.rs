@@ -30,7 +30,6 @@ use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UI
 use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
-use datafusion::datasource::MemTable;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -41,9 +40,9 @@ use super::windows::Windows;
 use crate::alert::{self, Alert};
 use crate::baseline::{self, Baseline};
 use crate::detect::{self, DetectError, Engine, LiveMode, Unit};
+use crate::engine::{self, EngineError, catalog};
 use crate::schema::{col, event_schema};
 use crate::secrets::{self, ExposureRow};
-use crate::sql::SqlError;
 use crate::suppress::Suppressions;
 
 /// Days judged live: today and yesterday (for late events around midnight).
@@ -256,10 +255,11 @@ impl Live {
         // memory rather than read the models' files again in every pass
         // (the scoring baseline below is loaded from these copies too).
         if let Some(until) = &version {
-            for (_, name) in baseline::TABLES {
-                let schema = ctx.table_provider(*name).await.map_err(SqlError::from)?.schema();
-                let rows = collect(&ctx, &format!("SELECT * FROM {name} WHERE until = '{until}'")).await?;
-                register(&ctx, name, (schema, rows))?;
+            for table in catalog::models() {
+                let name = table.name;
+                let schema = ctx.table_provider(name).await.map_err(EngineError::from)?.schema();
+                let rows = engine::collect(&ctx, &format!("SELECT * FROM {name} WHERE until = '{until}'")).await?;
+                engine::replace_table(&ctx, name, schema, rows)?;
             }
         }
         let baseline = match &version {
@@ -267,11 +267,11 @@ impl Live {
             None => None,
         };
         let q = format!("SELECT {} FROM events WHERE date = '{day}'", event_columns());
-        let events = collect(&ctx, &q).await?;
+        let events = engine::collect(&ctx, &q).await?;
         let q = format!("SELECT * FROM secret_exposures WHERE ts IS NOT NULL AND CAST(ts AS DATE) = DATE '{day}'");
-        let exposures = collect(&ctx, &q).await?;
+        let exposures = engine::collect(&ctx, &q).await?;
         let q = format!("SELECT * EXCEPT (date) FROM alerts WHERE date = '{day}' AND detector = 'governance'");
-        let governance = collect(&ctx, &q).await?;
+        let governance = engine::collect(&ctx, &q).await?;
         // From here on, the day's detectors read what the live day stages.
         let tables = Tables::new(&ctx)?;
         let mut d = Day {
@@ -535,10 +535,10 @@ impl Tables {
             .config_mut()
             .options_mut()
             .set("datafusion.optimizer.enable_dynamic_filter_pushdown", "false")
-            .map_err(SqlError::from)?;
+            .map_err(EngineError::from)?;
         Ok(Tables {
-            events: LiveTable::new(ctx, "events", dated_schema())?,
-            exposures: LiveTable::new(ctx, "secret_exposures", secrets::exposures_schema())?,
+            events: LiveTable::new(ctx, catalog::EVENTS.name, dated_schema())?,
+            exposures: LiveTable::new(ctx, catalog::SECRET_EXPOSURES.name, (catalog::SECRET_EXPOSURES.schema)())?,
             kept: true,
             plans: HashMap::new(),
         })
@@ -593,7 +593,7 @@ impl LiveTable {
     fn new(ctx: &SessionContext, name: &'static str, schema: SchemaRef) -> Result<LiveTable, DetectError> {
         let rows = Arc::new(Swappable { schema: Arc::clone(&schema), batches: Default::default() });
         let swappable = StreamingTable::try_new(schema, vec![Arc::clone(&rows) as Arc<dyn PartitionStream>])
-            .map_err(SqlError::from)?;
+            .map_err(EngineError::from)?;
         let mut t = LiveTable { name, rows, swappable: Arc::new(swappable), registered: false };
         t.set(ctx, Vec::new(), true)?;
         Ok(t)
@@ -602,14 +602,14 @@ impl LiveTable {
     fn set(&mut self, ctx: &SessionContext, batches: Vec<RecordBatch>, swappable: bool) -> Result<(), DetectError> {
         if swappable {
             if !self.registered {
-                ctx.deregister_table(self.name).map_err(SqlError::from)?;
-                ctx.register_table(self.name, self.swappable.clone()).map_err(SqlError::from)?;
+                ctx.deregister_table(self.name).map_err(EngineError::from)?;
+                ctx.register_table(self.name, self.swappable.clone()).map_err(EngineError::from)?;
                 self.registered = true;
             }
             *self.rows.batches.write().expect("no panic while swapping") = batches;
         } else {
             *self.rows.batches.write().expect("no panic while swapping") = Vec::new();
-            register(ctx, self.name, (Arc::clone(&self.rows.schema), batches))?;
+            engine::replace_table(ctx, self.name, Arc::clone(&self.rows.schema), batches)?;
             self.registered = false;
         }
         Ok(())
@@ -675,7 +675,7 @@ async fn read_back(
         known.extend(lines(b)?.into_iter().flatten());
     }
     let mut out = Vec::new();
-    for b in collect(&ctx, &q).await? {
+    for b in engine::collect(&ctx, &q).await? {
         let mask: BooleanArray = lines(&b)?.into_iter().map(|l| Some(l.is_none_or(|l| !known.contains(&l)))).collect();
         out.push(filter_record_batch(&b, &mask).map_err(arrow_err)?);
     }
@@ -750,23 +750,8 @@ fn same(a: &[Alert], b: &[Alert]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bare(x) == bare(y))
 }
 
-async fn collect(ctx: &SessionContext, q: &str) -> Result<Vec<RecordBatch>, DetectError> {
-    Ok(ctx.sql(q).await.map_err(SqlError::from)?.collect().await.map_err(SqlError::from)?)
-}
-
-fn register(
-    ctx: &SessionContext,
-    name: &str,
-    (schema, batches): (SchemaRef, Vec<RecordBatch>),
-) -> Result<(), DetectError> {
-    let table = MemTable::try_new(schema, vec![batches]).map_err(SqlError::from)?;
-    ctx.deregister_table(name).map_err(SqlError::from)?;
-    ctx.register_table(name, Arc::new(table)).map_err(SqlError::from)?;
-    Ok(())
-}
-
 fn arrow_err(e: arrow::error::ArrowError) -> DetectError {
-    DetectError::Sql(SqlError::Format(e))
+    DetectError::Engine(EngineError::Format(e))
 }
 
 /// A batch's events split by UTC day.

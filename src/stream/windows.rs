@@ -18,9 +18,9 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use crate::baseline::Baseline;
 use crate::detect::{Gate, least_burst, least_spend};
 use crate::schema::col;
+use crate::time::HOUR_MS;
 
 const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
 
 struct CredState {
     /// Failures in a minute, and tokens or cost in an hour, that can fire.

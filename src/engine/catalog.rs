@@ -1,0 +1,191 @@
+//! The lake's tables as SQL sees them: one list of name, directory,
+//! partitioning, file format and schema. Sessions register every table from
+//! it, and the baseline writes its model tables where it says.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::SessionContext;
+
+use super::EngineError;
+use crate::lake::{self, Lake};
+use crate::schema::{col, event_schema};
+
+/// How a table's files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Parquet,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// One table of the lake.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// The SQL name.
+    pub name: &'static str,
+    /// The directory under the lake's root.
+    pub dir: &'static str,
+    /// The hive partition column (`date=…`, `until=…`), read as text, if any.
+    pub partition: Option<&'static str>,
+    pub kind: FileKind,
+    /// The files' schema, without the partition column.
+    pub schema: fn() -> SchemaRef,
+}
+
+/// The partition column of the model tables: the last day a baseline learned from.
+pub const UNTIL: &str = "until";
+
+pub const EVENTS: Table = Table {
+    name: "events",
+    dir: lake::EVENTS,
+    // Date filters prune whole directories.
+    partition: Some(col::DATE),
+    kind: FileKind::Parquet,
+    schema: event_schema,
+};
+pub const SECRET_EXPOSURES: Table = Table {
+    name: "secret_exposures",
+    dir: lake::SECRET_EXPOSURES,
+    partition: None,
+    kind: FileKind::Parquet,
+    schema: crate::secrets::exposures_schema,
+};
+pub const ALERTS: Table = Table {
+    name: "alerts",
+    dir: lake::ALERTS,
+    partition: Some(col::DATE),
+    kind: FileKind::Parquet,
+    schema: crate::alert::schema,
+};
+pub const BASELINE_CREDENTIALS: Table = model("baseline_credentials", "models/credentials", credentials_schema);
+pub const BASELINE_PROFILE: Table = model("baseline_profile", "models/profile", profile_schema);
+pub const BASELINE_SCOPE: Table = model("baseline_scope", "models/scope", scope_schema);
+pub const BASELINE_TRANSITIONS: Table = model("baseline_transitions", "models/transitions", transitions_schema);
+pub const QUARANTINE: Table = Table {
+    name: "quarantine",
+    dir: lake::QUARANTINE,
+    partition: None,
+    kind: FileKind::Jsonl,
+    schema: quarantine_schema,
+};
+
+/// Every table, in the order sessions register them.
+pub const TABLES: &[Table] = &[
+    EVENTS,
+    SECRET_EXPOSURES,
+    ALERTS,
+    BASELINE_CREDENTIALS,
+    BASELINE_PROFILE,
+    BASELINE_SCOPE,
+    BASELINE_TRANSITIONS,
+    QUARANTINE,
+];
+
+/// A baseline model table: one `until=` directory per learned version.
+const fn model(name: &'static str, dir: &'static str, schema: fn() -> SchemaRef) -> Table {
+    Table { name, dir, partition: Some(UNTIL), kind: FileKind::Parquet, schema }
+}
+
+/// The baseline's model tables.
+pub fn models() -> impl Iterator<Item = &'static Table> {
+    TABLES.iter().filter(|t| t.partition == Some(UNTIL))
+}
+
+impl Table {
+    /// Registers the table's directory in `lake` as a listing table.
+    pub async fn register(&self, ctx: &SessionContext, lake: &Lake) -> Result<(), EngineError> {
+        let (format, ext): (Arc<dyn FileFormat>, &str) = match self.kind {
+            FileKind::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+            FileKind::Jsonl => (Arc::new(JsonFormat::default()), ".jsonl"),
+        };
+        let mut options = ListingOptions::new(format).with_file_extension(ext);
+        if let Some(p) = self.partition {
+            options = options.with_table_partition_cols(vec![(p.to_string(), DataType::Utf8)]);
+        }
+        let url = format!("{}/", lake.path(self.dir).display());
+        ctx.register_listing_table(self.name, url, options, Some((self.schema)()), None).await?;
+        Ok(())
+    }
+}
+
+fn stats_fields(prefix: &str) -> Vec<Field> {
+    ["median", "mad", "p95", "p99", "max", "mean"]
+        .iter()
+        .map(|s| Field::new(format!("{prefix}_{s}"), DataType::Float64, false))
+        .collect()
+}
+
+fn credentials_schema() -> SchemaRef {
+    let mut f = vec![
+        Field::new("model_version", DataType::UInt32, false),
+        Field::new("credential_id", DataType::Utf8, false),
+        Field::new("principal", DataType::Utf8, true),
+        Field::new("history_from", DataType::Utf8, false),
+        Field::new("history_to", DataType::Utf8, false),
+        Field::new("days_seen", DataType::UInt32, false),
+        Field::new("hours", DataType::UInt32, false),
+        Field::new("requests", DataType::UInt64, false),
+        Field::new("cold_start", DataType::Boolean, false),
+    ];
+    for m in ["requests_per_hour", "tokens_per_hour", "cost_per_hour", "errors_per_hour"] {
+        f.extend(stats_fields(m));
+    }
+    f.extend([
+        Field::new("error_rate", DataType::Float64, false),
+        Field::new("error_minute_max", DataType::Float64, false),
+        Field::new("error_minute_p99", DataType::Float64, false),
+    ]);
+    Arc::new(Schema::new(f))
+}
+
+fn profile_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("credential_id", DataType::Utf8, false),
+        Field::new("slot_kind", DataType::Utf8, false),
+        Field::new("slot", DataType::UInt32, false),
+        Field::new("observations", DataType::UInt32, false),
+        Field::new("tokens_median", DataType::Float64, false),
+        Field::new("tokens_high", DataType::Float64, false),
+        Field::new("cost_median", DataType::Float64, false),
+        Field::new("cost_high", DataType::Float64, false),
+        Field::new("requests_median", DataType::Float64, false),
+    ]))
+}
+
+fn transitions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("principal", DataType::Utf8, false),
+        Field::new("from_tool", DataType::Utf8, false),
+        Field::new("to_tool", DataType::Utf8, false),
+        Field::new("count", DataType::UInt64, false),
+    ]))
+}
+
+fn scope_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("credential_id", DataType::Utf8, false),
+        Field::new("dimension", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+        Field::new("first_seen", ts.clone(), false),
+        Field::new("last_seen", ts, false),
+        Field::new("requests", DataType::Int64, false),
+    ]))
+}
+
+fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, true),
+        Field::new("source_file", DataType::Utf8, true),
+        Field::new("record", DataType::Int64, true),
+        Field::new("format", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new("raw_truncated", DataType::Boolean, true),
+    ]))
+}

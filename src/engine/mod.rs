@@ -1,0 +1,124 @@
+//! The query engine: DataFusion sessions over the lake, for every layer
+//! above it (baseline, detect, stream, analyst).
+//!
+//! - this module: the session ([`context`], with an optional memory bound),
+//!   the one error type [`EngineError`], and [`collect`] / [`replace_table`]
+//!   for running a statement and swapping in-memory tables;
+//! - [`catalog`]: the lake's tables (name, directory, partitioning, schema),
+//!   which every session registers;
+//! - [`udf`]: the SQL functions every session has, with the Rust functions
+//!   behind them.
+
+pub mod catalog;
+pub mod udf;
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::lake::{Lake, LakeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error("formatting results: {0}")]
+    Format(#[from] arrow::error::ArrowError),
+}
+
+/// A session with every table of the [`catalog`] registered and every
+/// function of [`udf`]: `scope_allows(patterns, value)`,
+/// `robust_z(x, median, mad)`, `ip_in_cidr(ip, cidr)`, `ip_network(ip)` and
+/// `resource_prefix(resource)`.
+pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
+    context_with(root, None).await
+}
+
+/// [`context`] with DataFusion's memory bounded to `memory_limit` bytes.
+pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<SessionContext, EngineError> {
+    let lake = Lake::existing(root)?;
+    let config = SessionConfig::new().with_information_schema(true);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        // Fair to spilling operators (sorts, aggregates); tracking names the top consumers in the error.
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(3).expect("3 > 0"));
+        runtime = runtime.with_memory_pool(Arc::new(pool));
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    udf::register_all(&ctx);
+    for table in catalog::TABLES {
+        table.register(&ctx, &lake).await?;
+    }
+    Ok(ctx)
+}
+
+/// Runs one statement to its batches.
+pub async fn collect(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>, EngineError> {
+    Ok(ctx.sql(statement).await?.collect().await?)
+}
+
+/// Registers `batches` as the in-memory table `name`, replacing any table of that name.
+pub fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(), EngineError> {
+    let table = MemTable::try_new(schema, vec![batches])?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+/// Parses a size such as `2GiB`, `512MB`, `1.5G` or `1048576` into bytes
+/// (K/M/G/T are binary multiples with or without `iB`; `KB`/`MB`/… are decimal).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a size (e.g. 2GiB, 512MiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0_f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB)")),
+    };
+    let bytes = n * mult;
+    if !(bytes >= 1.0 && bytes < usize::MAX as f64) {
+        return Err(format!("{text:?} is not a usable size"));
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

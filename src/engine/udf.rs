@@ -1,0 +1,352 @@
+//! Every SQL function the sessions register, with the Rust functions they
+//! apply (callers outside SQL use those directly): `robust_z`, `ip_in_cidr`,
+//! `scope_allows`, `ip_network` ([`network_of`]) and `resource_prefix`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, Float64Array};
+use arrow::datatypes::{DataType, Float64Type};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+use datafusion::prelude::SessionContext;
+
+/// Registers every function of this module.
+pub fn register_all(ctx: &SessionContext) {
+    ctx.register_udf(scope_allows_udf());
+    ctx.register_udf(text_udf("ip_network", network_of));
+    ctx.register_udf(text_udf("resource_prefix", resource_prefix));
+    ctx.register_udf(robust_z_udf());
+    ctx.register_udf(ip_in_cidr_udf());
+}
+
+/// Whether a scope allows `value`. Patterns are exact values or prefixes:
+/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`).
+/// An empty list does not restrict. The SQL function `scope_allows` is this.
+pub fn scope_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
+    patterns.is_empty()
+        || patterns.iter().any(|p| {
+            let p = p.as_ref();
+            match p.strip_suffix('*') {
+                Some(prefix) => value.starts_with(prefix),
+                None if p.ends_with('/') => value.starts_with(p),
+                None => value == p,
+            }
+        })
+}
+
+/// The network of an address: `/24` for IPv4, `/64` for IPv6. Keys move
+/// between hosts of one subnet all the time; a new subnet is news.
+pub fn network_of(ip: &str) -> Option<String> {
+    match ip.trim().parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
+/// The prefix of a resource that scope is learned at: its directory, cut
+/// to the scheme and authority plus one path segment (`s3://bucket/dir/`,
+/// `github://org/repo/`, `k8s://cluster/`), so new files in a known place
+/// are not news but a new bucket, repository or directory is.
+pub fn resource_prefix(resource: &str) -> Option<String> {
+    let r = resource.trim();
+    if r.is_empty() {
+        return None;
+    }
+    let (head, rest) = match r.find("://") {
+        Some(i) => r.split_at(i + 3),
+        None => ("", r),
+    };
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    // The last segment is a leaf (file, object, pod) unless the path ends in `/`.
+    parts.pop();
+    let dirs: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).take(2).collect();
+    Some(if dirs.is_empty() { head.to_string() } else { format!("{head}{}/", dirs.join("/")) })
+        .filter(|p| !p.is_empty())
+}
+
+/// `(x - median) / (1.4826 * mad)`: how many robust standard deviations `x`
+/// lies from the median; `None` when the MAD is zero (no spread to compare with).
+pub fn robust_z(x: f64, median: f64, mad: f64) -> Option<f64> {
+    (mad != 0.0).then(|| (x - median) / (1.4826 * mad))
+}
+
+/// `robust_z(x, median, mad) -> double`, null when any input is null or mad is 0.
+pub fn robust_z_udf() -> ScalarUDF {
+    let fun = Arc::new(|args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let f = |i: usize| arrow::compute::cast(&arrays[i], &DataType::Float64);
+        let (x, m, d) = (f(0)?, f(1)?, f(2)?);
+        let (x, m, d) =
+            (x.as_primitive::<Float64Type>(), m.as_primitive::<Float64Type>(), d.as_primitive::<Float64Type>());
+        let out: Float64Array = (0..x.len())
+            .map(|i| {
+                if x.is_null(i) || m.is_null(i) || d.is_null(i) {
+                    return None;
+                }
+                robust_z(x.value(i), m.value(i), d.value(i))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf(
+        "robust_z",
+        vec![DataType::Float64, DataType::Float64, DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        fun,
+    )
+}
+
+/// Whether `ip` lies in `cidr` (`10.0.0.0/8`, `2001:db8::/32`, or a bare
+/// address); false when either does not parse. An IPv4 address and an
+/// IPv4-mapped IPv6 one are the same address.
+pub fn ip_in_cidr(ip: &str, cidr: &str) -> bool {
+    let Ok(ip) = ip.trim().parse::<IpAddr>() else { return false };
+    let (net, len) = match cidr.trim().split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (cidr.trim(), None),
+    };
+    let Ok(net) = net.parse::<IpAddr>() else { return false };
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let len = match len.map(str::parse::<u32>) {
+        None => max,
+        Some(Ok(l)) if l <= max => l,
+        Some(_) => return false,
+    };
+    let mask = |bits: u32, width: u32| if bits == 0 { 0u128 } else { u128::MAX << (width - bits) };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let m = mask(len, 32) as u32;
+            u32::from(a) & m == u32::from(n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let m = mask(len, 128);
+            u128::from(a) & m == u128::from(n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a.to_ipv4_mapped().is_some_and(|a| ip_in_cidr(&a.to_string(), cidr)),
+        (IpAddr::V4(a), IpAddr::V6(n)) => {
+            let m = mask(len, 128);
+            u128::from(a.to_ipv6_mapped()) & m == u128::from(n) & m
+        }
+    }
+}
+
+/// `ip_in_cidr(ip, cidr) -> bool`: null when either is null, false when either does not parse.
+pub fn ip_in_cidr_udf() -> ScalarUDF {
+    let fun = Arc::new(|args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let ips = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+        let cidrs = arrow::compute::cast(&arrays[1], &DataType::Utf8)?;
+        let (ips, cidrs) = (ips.as_string::<i32>(), cidrs.as_string::<i32>());
+        let out: BooleanArray = (0..ips.len())
+            .map(|i| (!ips.is_null(i) && !cidrs.is_null(i)).then(|| ip_in_cidr(ips.value(i), cidrs.value(i))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf("ip_in_cidr", vec![DataType::Utf8, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
+}
+
+/// `scope_allows(patterns list<string>, value string) -> bool`: whether an
+/// inventory scope allows a value (see [`scope_allows`]).
+/// Null when the value is null.
+pub fn scope_allows_udf() -> ScalarUDF {
+    let list = DataType::List(Arc::new(arrow::datatypes::Field::new("item", DataType::Utf8, true)));
+    let fun = Arc::new(|args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let patterns = arrays[0].as_list::<i32>();
+        let values = arrow::compute::cast(&arrays[1], &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        let out: BooleanArray = (0..values.len())
+            .map(|i| {
+                if values.is_null(i) {
+                    return None;
+                }
+                let allowed = if patterns.is_null(i) {
+                    true
+                } else {
+                    let p = patterns.value(i);
+                    let p = p.as_string::<i32>();
+                    let list: Vec<&str> = p.iter().flatten().collect();
+                    scope_allows(&list, values.value(i))
+                };
+                Some(allowed)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
+}
+
+/// A one-argument text function from a Rust `fn(&str) -> Option<String>`
+/// (`ip_network`, `resource_prefix`); null in, null out. The lake's strings
+/// are dictionary-encoded, so a dictionary argument is mapped once per
+/// distinct value, not once per row: these run over every event of every
+/// detection pass.
+fn text_udf(name: &str, f: fn(&str) -> Option<String>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(TextUdf { name: name.to_string(), f, signature: Signature::any(1, Volatility::Immutable) })
+}
+
+#[derive(Debug)]
+struct TextUdf {
+    name: String,
+    f: fn(&str) -> Option<String>,
+    signature: Signature,
+}
+
+// A function is known by its name: each name is registered once.
+impl PartialEq for TextUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for TextUdf {}
+impl std::hash::Hash for TextUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for TextUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let map = |a: &dyn Array| -> datafusion::error::Result<arrow::array::StringArray> {
+            let values = arrow::compute::cast(a, &DataType::Utf8)?;
+            Ok(values.as_string::<i32>().iter().map(|v| v.and_then(self.f)).collect())
+        };
+        // A filtered or joined batch keeps its whole dictionary: map per row
+        // when the dictionary is the larger side.
+        let out = match arrays[0].as_any_dictionary_opt() {
+            Some(dict) if dict.values().len() <= dict.keys().len() => {
+                let mapped = map(dict.values().as_ref())?;
+                arrow::compute::take(&mapped, dict.keys(), None)?
+            }
+            _ => Arc::new(map(arrays[0].as_ref())?),
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::RecordBatch;
+    use datafusion::datasource::MemTable;
+
+    use super::*;
+
+    #[test]
+    fn networks_and_prefixes() {
+        assert_eq!(network_of("10.1.2.3").as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(network_of("2001:db8:1:2:3::9").as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(network_of("not an ip"), None);
+        assert_eq!(resource_prefix("s3://team-data/in/0001.parquet").as_deref(), Some("s3://team-data/in/"));
+        assert_eq!(resource_prefix("s3://team-data/in/").as_deref(), Some("s3://team-data/in/"));
+        assert_eq!(resource_prefix("s3://finance/2026/q/x.csv").as_deref(), Some("s3://finance/2026/"));
+        assert_eq!(resource_prefix("github://acme/payments/README.md").as_deref(), Some("github://acme/payments/"));
+        assert_eq!(resource_prefix("github://acme/payments").as_deref(), Some("github://acme/"));
+        assert_eq!(resource_prefix("k8s://prod/pod-7f9c").as_deref(), Some("k8s://prod/"));
+        assert_eq!(resource_prefix("jira://SUP").as_deref(), Some("jira://"));
+        assert_eq!(resource_prefix("plain-name"), None);
+        assert_eq!(resource_prefix("arn:aws:s3:::bucket/key/x").as_deref(), Some("arn:aws:s3:::bucket/key/"));
+        assert_eq!(resource_prefix(" "), None);
+    }
+
+    /// The dictionary fast path of `ip_network` gives what the per-row path
+    /// gives, nulls and unparseable values included.
+    #[tokio::test]
+    async fn text_udf_maps_dictionaries_like_strings() {
+        use arrow::array::{DictionaryArray, StringArray};
+        use arrow::datatypes::{Field, Int32Type, Schema};
+        let ips = [Some("10.1.2.3"), None, Some("10.1.2.99"), Some("junk"), Some("2001:db8:1:2::7"), Some("10.1.2.3")];
+        let dict: DictionaryArray<Int32Type> = ips.iter().copied().collect();
+        let plain: StringArray = ips.iter().copied().collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", dict.data_type().clone(), true),
+            Field::new("p", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(dict), Arc::new(plain)]).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_udf(text_udf("ip_network", network_of));
+        let want: Vec<Option<String>> = ips.iter().map(|v| v.and_then(network_of)).collect();
+        // Whole, the dictionary is mapped per value; sliced to two rows it
+        // keeps all five values and is mapped per row.
+        for (rows, want) in [(6, &want[..]), (2, &want[..2])] {
+            let table = MemTable::try_new(schema.clone(), vec![vec![batch.slice(0, rows)]]).unwrap();
+            ctx.deregister_table("t").unwrap();
+            ctx.register_table("t", Arc::new(table)).unwrap();
+            let out =
+                ctx.sql("SELECT ip_network(d) AS a, ip_network(p) AS b FROM t").await.unwrap().collect().await.unwrap();
+            let (a, b) = (out[0].column(0).as_string::<i32>(), out[0].column(1).as_string::<i32>());
+            assert_eq!(a.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+            assert_eq!(b.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(), want);
+        }
+        assert_eq!(want[0].as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(want[3], None);
+    }
+
+    #[test]
+    fn robust_z_is_mad_scaled() {
+        assert_eq!(robust_z(10.0, 4.0, 2.0), Some(6.0 / (1.4826 * 2.0)));
+        assert_eq!(robust_z(4.0, 4.0, 0.0), None);
+    }
+
+    #[test]
+    fn cidr_membership() {
+        assert!(ip_in_cidr("10.1.2.3", "10.0.0.0/8"));
+        assert!(!ip_in_cidr("11.1.2.3", "10.0.0.0/8"));
+        assert!(ip_in_cidr("192.168.1.77", "192.168.1.64/26"));
+        assert!(!ip_in_cidr("192.168.1.128", "192.168.1.64/26"));
+        assert!(ip_in_cidr("203.0.113.9", "203.0.113.9"));
+        assert!(ip_in_cidr("8.8.8.8", "0.0.0.0/0"));
+        assert!(ip_in_cidr("2001:db8::1", "2001:db8::/32"));
+        assert!(!ip_in_cidr("2001:db9::1", "2001:db8::/32"));
+        assert!(ip_in_cidr("::ffff:10.0.0.1", "10.0.0.0/8"));
+        assert!(ip_in_cidr("10.0.0.1", "::ffff:10.0.0.0/104"));
+        for (ip, cidr) in [("nonsense", "10.0.0.0/8"), ("10.0.0.1", "10.0.0.0/33"), ("10.0.0.1", "ten/8"), ("", "")] {
+            assert!(!ip_in_cidr(ip, cidr), "{ip} in {cidr}");
+        }
+    }
+
+    async fn one_row(sql: &str) -> RecordBatch {
+        let ctx = SessionContext::new();
+        ctx.register_udf(robust_z_udf());
+        ctx.register_udf(ip_in_cidr_udf());
+        let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{sql}");
+        b.into_iter().find(|b| b.num_rows() == 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn udfs_in_sql() {
+        let b = one_row(
+            "SELECT robust_z(10, 4, 2) AS z, robust_z(1, 1, 0) AS flat, robust_z(NULL, 1, 1) AS none, \
+             ip_in_cidr('10.9.8.7', '10.0.0.0/8') AS inside, ip_in_cidr(arrow_cast('fe80::1', \
+             'Dictionary(Int32, Utf8)'), '10.0.0.0/8') AS dict_outside, ip_in_cidr('x', 'y') AS junk, \
+             ip_in_cidr(NULL, '10.0.0.0/8') AS null_ip",
+        )
+        .await;
+        let f = |name: &str| b.column_by_name(name).unwrap().clone();
+        let z = f("z");
+        assert!((z.as_primitive::<Float64Type>().value(0) - 6.0 / 2.9652).abs() < 1e-12);
+        assert!(f("flat").is_null(0) && f("none").is_null(0) && f("null_ip").is_null(0));
+        assert!(f("inside").as_boolean().value(0));
+        assert!(!f("dict_outside").as_boolean().value(0));
+        assert!(!f("junk").as_boolean().value(0));
+    }
+}
