@@ -28,6 +28,7 @@ pub mod flight;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;
+pub mod pattern;
 pub mod sample;
 pub mod schema;
 pub mod secrets;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alert::Alert;
-use crate::ingest::cloudtrail::name_matches;
+use crate::pattern::name_matches;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuppressError {

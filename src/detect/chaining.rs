@@ -18,7 +18,7 @@ use super::{Context, DetectError};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
 use crate::baseline::Markov;
 use crate::columns;
-use crate::ingest::cloudtrail::name_matches;
+use crate::pattern::name_matches;
 
 /// Sessions a principal needs before its model is trusted.
 const MIN_SESSIONS: u64 = 20;

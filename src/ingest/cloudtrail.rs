@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::pattern::name_matches;
 use crate::schema::{Action, Event, Rejected};
 use crate::time::parse_ts;
 
@@ -529,26 +530,6 @@ fn capped(s: String) -> String {
     format!("{}…", crate::ingest::gateway::truncate(&s, DETAIL_BYTES))
 }
 
-/// A glob where `*` matches any run of characters (`Put*Policy`, `*Denied*`).
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 /// (service or `*`, event-name pattern, action): first match wins.
 const ACTION_RULES: &[(&str, &str, Action)] = &[
     // Inference.
@@ -821,22 +802,6 @@ mod tests {
         assert_eq!(e.model.as_deref(), Some("anthropic.claude-3-haiku-20240307-v1:0"));
         v["eventName"] = json!("DeleteModelInvocationLoggingConfiguration");
         assert_eq!(map_record(&v).unwrap().action, Some(Action::Admin));
-    }
-
-    #[test]
-    fn globs() {
-        for (p, n, m) in [
-            ("Put*Policy", "PutBucketPolicy", true),
-            ("Put*Policy", "PutPolicyX", false),
-            ("*Denied*", "AccessDeniedException", true),
-            ("Get*", "GetObject", true),
-            ("*", "", true),
-            ("a*b*c", "abc", true),
-            ("a*b*c", "acb", false),
-            ("exact", "exactly", false),
-        ] {
-            assert_eq!(name_matches(p, n), m, "{p} {n}");
-        }
     }
 
     #[test]

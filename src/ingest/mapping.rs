@@ -33,7 +33,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::ingest::cloudtrail::name_matches;
+use crate::pattern::name_matches;
 use crate::schema::{Action, Event, Rejected};
 use crate::time::{self, TimeFormat};
 

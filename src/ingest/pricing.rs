@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::ingest::cloudtrail::name_matches;
+use crate::pattern::name_matches;
 use crate::schema::{Action, Event};
 
 const BUILTIN: &str = include_str!("../../models/bedrock_pricing.toml");

@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 
 use crate::detect::{self, DetectError, Engine};
 use crate::ingest::source::Chunk;
-use crate::ingest::{IngestError, LakeWriter, LineFormat, LineParser, Parsed, QuarantineEntry};
-use crate::lake::{self, Lake, LakeError};
+use crate::ingest::{IngestError, LineFormat, LineParser, Parsed};
+use crate::lake::{self, Lake, LakeError, LakeWriter, QuarantineEntry};
 use crate::secrets::ExposureRow;
 use crate::suppress::Suppressions;
 use live::{DayAlerts, Live};
@@ -119,12 +119,28 @@ pub struct WatchSummary {
     pub late_events: u64,
 }
 
-/// A watcher's committed read positions.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The format version of the checkpoints this build writes.
+pub const CHECKPOINT_VERSION: u32 = 2;
+
+/// A watcher's committed read positions, `_stream/<name>/part-<run>-<n>.json`.
+///
+/// `version` is [`CHECKPOINT_VERSION`] when written; checkpoints from before
+/// it existed read as 1. Bump it when older builds could misread one (a
+/// field removed, renamed or changing meaning); a new field with a serde
+/// default needs no bump. A reader refuses a version newer than it knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
+    #[serde(default = "lake::version_1")]
+    pub version: u32,
     pub name: String,
     pub committed_at: String,
     pub files: Vec<Position>,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint { version: CHECKPOINT_VERSION, name: String::new(), committed_at: String::new(), files: Vec::new() }
+    }
 }
 
 impl Checkpoint {
@@ -139,7 +155,10 @@ impl Checkpoint {
         };
         let path = lake.path(&rel);
         let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
-        serde_json::from_str(text.trim()).map(Some).map_err(|source| StreamError::Checkpoint { path, source })
+        let c: Checkpoint = serde_json::from_str(text.trim())
+            .map_err(|source| StreamError::Checkpoint { path: path.clone(), source })?;
+        lake::check_version(&path, c.version, CHECKPOINT_VERSION)?;
+        Ok(Some(c))
     }
 }
 
@@ -395,6 +414,7 @@ impl Watcher {
         let pending = std::mem::take(&mut self.pending);
         let rows = pending.rows as u64;
         let checkpoint = Checkpoint {
+            version: CHECKPOINT_VERSION,
             name: self.name.clone(),
             committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
             files: self.positions.clone(),
@@ -544,5 +564,28 @@ impl Shutdown {
             _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted: committing what is pending"),
             _ = self.term.recv() => tracing::warn!("terminated: committing what is pending"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_before_versions_load_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let state = lake.path(&Checkpoint::dir("w"));
+        std::fs::create_dir_all(&state).unwrap();
+        let old = r#"{"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{"fingerprint":"ab","path":"a.log","offset":10,"line":2}]}"#;
+        std::fs::write(state.join("part-a-00001.json"), format!("{old}\n")).unwrap();
+        let c = Checkpoint::load(&lake, "w").unwrap().unwrap();
+        assert_eq!((c.version, c.files.len(), c.files[0].offset), (1, 1, 10));
+
+        let future = old.replacen('{', &format!("{{\"version\":{},", CHECKPOINT_VERSION + 1), 1);
+        let path = state.join("part-b-00001.json");
+        std::fs::write(&path, future).unwrap();
+        let err = Checkpoint::load(&lake, "w").unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("upgrade credtrail"), "{err}");
     }
 }

@@ -1,14 +1,19 @@
 //! The Parquet lake on disk, and the one commit protocol every writer uses.
+//! This module holds the layout, commits and recovery; [`write`] holds the
+//! writers that stage a run's files.
 //!
 //! Layout under the lake root:
 //!
 //! ```text
-//! events/date=YYYY-MM-DD/part-<run>-<n>.parquet   canonical events, sorted by credential, ts
-//! alerts/date=YYYY-MM-DD/part-<run>-<n>.parquet   detector alerts (a rerun replaces a day's)
-//! secret_exposures/part-<run>.parquet             secrets found (and redacted) at ingest
-//! quarantine/<run>.jsonl                          records that could not be ingested
-//! _ingest/commits/<run>.json                      one commit record per run
-//! _ingest/lock                                    held while a run writes
+//! events/date=YYYY-MM-DD/part-<run>-<n>.parquet      canonical events, sorted by credential, ts
+//! alerts/date=YYYY-MM-DD/part-<run>-<n>.parquet      detector alerts (a rerun replaces a day's)
+//! secret_exposures/part-<run>-<n>.parquet            secrets found (and redacted) at ingest
+//! quarantine/part-<run>-<n>.jsonl                    records that could not be ingested
+//! models/<table>/until=YYYY-MM-DD/part-<run>-<n>.parquet   baselines (see crate::baseline)
+//! _stream/<name>/part-<run>-<n>.json                 a watcher's checkpoint (see crate::stream)
+//! _stream/<name>/delivered.jsonl                     alerts a watcher's sinks delivered
+//! _ingest/commits/<run>.json                         one commit record per run
+//! _ingest/lock                                       held while a run writes
 //! ```
 //!
 //! A run stages every file as `<final>.tmp`, fsyncs it, then writes its commit
@@ -16,25 +21,22 @@
 //! place. On open, staged files named by a commit are rolled forward and any
 //! others are deleted, so a crash at any moment leaves either the whole run or
 //! none of it, and never a half-written Parquet file under a final name.
+//! A watcher forgets its commit records once done (they take no input files).
 
-use std::collections::HashMap;
+pub mod write;
+
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
-use arrow::row::{RowConverter, SortField};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::col;
-use crate::time::DAY_MS;
+pub use write::{
+    LakeWriter, QuarantineEntry, events_partition, sort_events, split_by_day, write_jsonl_staged, write_parquet_staged,
+    writer_properties,
+};
 
 pub const EVENTS: &str = "events";
 pub const ALERTS: &str = "alerts";
@@ -54,9 +56,23 @@ pub enum LakeError {
     Arrow { what: String, source: arrow::error::ArrowError },
     #[error("{path}: commit record is not valid: {source}")]
     BadCommit { path: PathBuf, source: serde_json::Error },
+    #[error(
+        "{path}: written by a newer credtrail (format version {found}, this one reads up to {known}); upgrade credtrail"
+    )]
+    NewerVersion { path: PathBuf, found: u32, known: u32 },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
+/// The version of a versioned lake record written before records carried one.
+pub fn version_1() -> u32 {
+    1
+}
+
+/// Refuses a record a newer credtrail wrote in a format this one does not know.
+pub fn check_version(path: &Path, found: u32, known: u32) -> Result<(), LakeError> {
+    if found > known { Err(LakeError::NewerVersion { path: path.to_path_buf(), found, known }) } else { Ok(()) }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
     move |source| LakeError::Io { path: path.to_path_buf(), source }
 }
 
@@ -77,8 +93,19 @@ pub struct SourceRecord {
     pub lines: Option<u64>,
 }
 
+/// The format version of the commit records this build writes.
+pub const COMMIT_VERSION: u32 = 2;
+
+/// The record of one committed run, `_ingest/commits/<run>.json`.
+///
+/// `version` is [`COMMIT_VERSION`] when written; records from before it
+/// existed read as 1. Bump it when older builds could misread a record (a
+/// field removed, renamed or changing meaning); a new field with a serde
+/// default needs no bump. A reader refuses a version newer than it knows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Commit {
+    #[serde(default = "version_1")]
+    pub version: u32,
     pub run_id: String,
     pub committed_at: String,
     /// Lake-relative paths of the files this run added.
@@ -146,6 +173,7 @@ impl Lake {
                 let text = fs::read_to_string(&p).map_err(io_err(&p))?;
                 let c: Commit =
                     serde_json::from_str(&text).map_err(|source| LakeError::BadCommit { path: p.clone(), source })?;
+                check_version(&p, c.version, COMMIT_VERSION)?;
                 out.push(c);
             }
         }
@@ -259,6 +287,7 @@ impl Txn {
             .filter(|rel| root.join(format!("{rel}.{STAGED}")).exists())
             .collect();
         let commit = Commit {
+            version: COMMIT_VERSION,
             run_id: self.run_id.clone(),
             committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
             files,
@@ -325,151 +354,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     // Best effort: makes renames durable on filesystems that need it.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
 }
 
-/// Writer settings for every Parquet file of the lake: zstd, statistics on
-/// every page so credential and time filters skip most of a file, and a bloom
-/// filter for the request-id lookups that evidence links make.
-pub fn writer_properties(bloom_columns: &[&str]) -> WriterProperties {
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .set_created_by(format!("credtrail {}", env!("CARGO_PKG_VERSION")));
-    for c in bloom_columns {
-        b = b.set_column_bloom_filter_enabled((*c).into(), true);
-    }
-    b.build()
-}
-
-/// Writes `batches` as one staged Parquet file at the reserved `rel`.
-pub fn write_parquet_staged(
-    lake: &Lake,
-    rel: &str,
-    schema: SchemaRef,
-    batches: &[RecordBatch],
-    props: WriterProperties,
-) -> Result<u64, LakeError> {
-    let path = staged_path(lake, rel);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-    let file = File::create(&path).map_err(io_err(&path))?;
-    let pq = |source| LakeError::Parquet { path: path.clone(), source };
-    let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(pq)?;
-    let mut rows = 0;
-    for b in batches {
-        rows += b.num_rows() as u64;
-        w.write(b).map_err(pq)?;
-    }
-    let buf = w.into_inner().map_err(pq)?;
-    let file = buf.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(io_err(&path))?;
-    Ok(rows)
-}
-
-/// Writes JSON lines as one staged file at the reserved `rel`.
-pub fn write_jsonl_staged<T: Serialize>(lake: &Lake, rel: &str, rows: &[T]) -> Result<(), LakeError> {
-    let path = staged_path(lake, rel);
-    let file = File::create(&path).map_err(io_err(&path))?;
-    let mut w = BufWriter::new(file);
-    for r in rows {
-        serde_json::to_writer(&mut w, r).map_err(|e| LakeError::Io { path: path.clone(), source: e.into() })?;
-        w.write_all(b"\n").map_err(io_err(&path))?;
-    }
-    let file = w.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(io_err(&path))
-}
-
-/// Concatenates event batches and sorts them by (credential_id, ts), the
-/// order that makes per-credential scans read contiguous row groups.
-pub fn sort_events(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, LakeError> {
-    let arrow = |what: &str| {
-        let what = what.to_string();
-        move |source| LakeError::Arrow { what, source }
-    };
-    let all = concat_batches(schema, batches).map_err(arrow("concatenating event batches"))?;
-    let keys =
-        [col::CREDENTIAL_ID, col::TS].map(|c| all.column_by_name(c).expect("event batch has sort columns").clone());
-    let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())
-        .map_err(arrow("sorting events"))?;
-    let rows = conv.convert_columns(&keys).map_err(arrow("sorting events"))?;
-    let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
-    idx.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
-    let indices = arrow::array::UInt32Array::from(idx);
-    take_record_batch(&all, &indices).map_err(arrow("sorting events"))
-}
-
-/// Splits a batch of events by UTC day of `ts`, the lake's partition key.
-pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, LakeError> {
-    let ts = batch.column_by_name(col::TS).expect("event batch has ts").as_primitive::<TimestampMillisecondType>();
-    if ts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let day_no = |i: usize| ts.value(i).div_euclid(DAY_MS);
-    let first = day_no(0);
-    if (0..ts.len()).all(|i| day_no(i) == first) {
-        return Ok(vec![(crate::time::day_of(ts.value(0)), batch.clone())]);
-    }
-    let mut groups: HashMap<i64, Vec<u32>> = HashMap::new();
-    for i in 0..ts.len() {
-        groups.entry(day_no(i)).or_default().push(i as u32);
-    }
-    let mut out: Vec<(String, RecordBatch)> = Vec::with_capacity(groups.len());
-    for (day, idx) in groups {
-        let indices = arrow::array::UInt32Array::from(idx);
-        let part = take_record_batch(batch, &indices)
-            .map_err(|source| LakeError::Arrow { what: "partitioning events by day".into(), source })?;
-        out.push((crate::time::day_of(day * DAY_MS), part));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// The hive partition directory of a day.
-pub fn events_partition(day: &str) -> String {
-    format!("{EVENTS}/{}={day}", col::DATE)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::write::tests::batch;
     use super::*;
-    use crate::schema::{Event, EventBuilder, Lineage, event_schema};
-
-    fn batch(ids: &[(&str, i64)]) -> RecordBatch {
-        let mut b = EventBuilder::new();
-        for (i, (id, ts)) in ids.iter().enumerate() {
-            let e = Event { ts_ms: *ts, credential_id: (*id).into(), ..Default::default() };
-            b.append(&e, Lineage { source: "gateway", source_file: "f" }, i as u64 + 1);
-        }
-        b.finish()
-    }
-
-    #[test]
-    fn sorts_by_credential_then_time() {
-        let s = event_schema();
-        let b1 = batch(&[("b", 5), ("a", 9)]);
-        let b2 = batch(&[("a", 1), ("b", 2)]);
-        let sorted = sort_events(&s, &[b1, b2]).unwrap();
-        let ts = sorted.column_by_name(col::TS).unwrap().as_primitive::<TimestampMillisecondType>();
-        assert_eq!(ts.values().to_vec(), vec![1, 9, 2, 5]);
-    }
-
-    #[test]
-    fn splits_across_midnight() {
-        let day = DAY_MS;
-        let b = batch(&[("a", day - 1), ("a", day), ("b", day + 5), ("c", 3)]);
-        let parts = split_by_day(&b).unwrap();
-        assert_eq!(
-            parts.iter().map(|(d, b)| (d.as_str(), b.num_rows())).collect::<Vec<_>>(),
-            vec![("1970-01-01", 2), ("1970-01-02", 2)]
-        );
-    }
+    use crate::schema::event_schema;
 
     #[test]
     fn uncommitted_run_leaves_nothing_and_committed_run_is_completed() {
@@ -501,5 +397,23 @@ mod tests {
         fs::rename(lake.path(&rel2), staged_path(&lake, &rel2)).unwrap();
         drop(lake.begin().unwrap());
         assert!(lake.path(&rel2).exists());
+    }
+
+    #[test]
+    fn commit_records_before_versions_load_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let written = lake.begin().unwrap().commit(vec![]).unwrap();
+        assert_eq!(written.version, COMMIT_VERSION);
+        let old = r#"{"run_id":"20250101T000000Z-000000000-1","committed_at":"2025-01-01T00:00:00Z","files":[],"sources":[]}"#;
+        fs::write(lake.path(COMMITS).join("20250101T000000Z-000000000-1.json"), old).unwrap();
+        let commits = lake.commits().unwrap();
+        assert_eq!(commits.iter().map(|c| c.version).collect::<Vec<_>>(), vec![1, COMMIT_VERSION]);
+
+        let future = old.replacen('{', &format!("{{\"version\":{},", COMMIT_VERSION + 1), 1);
+        let path = lake.path(COMMITS).join("20990101T000000Z-000000000-1.json");
+        fs::write(&path, future).unwrap();
+        let err = lake.commits().unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("upgrade credtrail"), "{err}");
     }
 }

@@ -1,0 +1,155 @@
+//! Planning a run: the input files (directories walked for logs), their
+//! fingerprints, and for each whether to skip it (already in the lake),
+//! resume it (it grew since) or ingest it whole.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::IngestError;
+use crate::lake::{Commit, SourceRecord};
+
+/// File extensions picked up when walking a directory.
+const LOG_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "log", "gz", "txt"];
+
+/// An input file found on disk.
+pub(super) struct Input {
+    pub(super) path: PathBuf,
+    pub(super) display: String,
+    pub(super) size: u64,
+    pub(super) mtime_ns: i128,
+}
+
+/// The files under `inputs`, never descending into the lake itself (so
+/// `ingest . --lake lake` does not ingest its own quarantine).
+pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<Vec<Input>, IngestError> {
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    let lake = lake.canonicalize().ok();
+    for root in inputs {
+        if !root.exists() {
+            return Err(IngestError::MissingInput(root.clone()));
+        }
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| lake.is_none() || e.path().canonicalize().ok() != lake);
+        for entry in walker {
+            let entry = entry.map_err(|e| IngestError::Io {
+                path: e.path().unwrap_or(root).to_path_buf(),
+                source: e.into_io_error().unwrap_or_else(|| io::Error::other("filesystem loop")),
+            })?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let p = entry.path();
+            let explicit = entry.depth() == 0;
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !explicit && (name.starts_with('.') || !LOG_EXTENSIONS.contains(&ext)) {
+                continue;
+            }
+            let canonical = p.canonicalize().map_err(|source| IngestError::Io { path: p.to_path_buf(), source })?;
+            if !seen.insert(canonical.clone()) {
+                continue;
+            }
+            let meta = entry.metadata().map_err(|e| IngestError::Io {
+                path: p.to_path_buf(),
+                source: e.into_io_error().unwrap_or_else(|| io::Error::other("metadata")),
+            })?;
+            let mtime_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i128);
+            files.push(Input {
+                display: canonical.to_string_lossy().into_owned(),
+                path: canonical,
+                size: meta.len(),
+                mtime_ns,
+            });
+        }
+    }
+    Ok(files)
+}
+
+/// xxh3-128 of a file's bytes, and of its first `prefix` bytes when asked
+/// (to recognise a file that grew since it was ingested), in one read.
+fn fingerprint(path: &Path, prefix: Option<u64>) -> io::Result<(String, Option<String>)> {
+    let mut f = File::open(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let mut prefix_print = None;
+    loop {
+        let want = match prefix {
+            Some(p) if prefix_print.is_none() => (p - done).min(buf.len() as u64) as usize,
+            _ => buf.len(),
+        };
+        if want == 0 {
+            prefix_print = Some(hex128(h.digest128()));
+            continue;
+        }
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok((hex128(h.digest128()), prefix_print))
+}
+
+fn hex128(v: u128) -> String {
+    format!("{v:032x}")
+}
+
+/// Where to pick up a JSON-lines file that grew since an earlier run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Resume {
+    pub(super) lines: u64,
+}
+
+/// What to do with one input.
+pub(super) enum Plan {
+    Skip,
+    Fail(String),
+    /// Ingest, with the file's fingerprint, after the lines already taken if resuming.
+    Ingest(String, Option<Resume>),
+}
+
+/// Decides each input against what the lake's commits record. Skips what an
+/// earlier run took: same path, size and mtime without reading it, otherwise
+/// the same bytes under any name. A file whose beginning is exactly what an
+/// earlier run took resumes after it.
+pub(super) fn plan(inputs: Vec<Input>, commits: &[Commit]) -> Vec<(Input, Plan)> {
+    let sources = commits.iter().flat_map(|c| &c.sources);
+    let known_paths: HashSet<(&str, u64, i128)> =
+        sources.clone().map(|s| (s.path.as_str(), s.size, s.mtime_ns)).collect();
+    let known_prints: HashSet<&str> = sources.clone().map(|s| s.fingerprint.as_str()).collect();
+    // Later commits overwrite earlier ones: the newest record of a path wins.
+    let latest: HashMap<&str, &SourceRecord> = sources.map(|s| (s.path.as_str(), s)).collect();
+
+    inputs
+        .into_par_iter()
+        .map(|i| {
+            if known_paths.contains(&(i.display.as_str(), i.size, i.mtime_ns)) {
+                return (i, Plan::Skip);
+            }
+            let prev = latest.get(i.display.as_str()).filter(|p| p.lines.is_some() && p.size < i.size);
+            let plan = match fingerprint(&i.path, prev.map(|p| p.size)) {
+                Err(e) => Plan::Fail(format!("cannot read: {e}")),
+                Ok((fp, _)) if known_prints.contains(fp.as_str()) => Plan::Skip,
+                Ok((fp, Some(prefix))) if prev.is_some_and(|p| p.fingerprint == prefix) => {
+                    Plan::Ingest(fp, prev.and_then(|p| p.lines).map(|lines| Resume { lines }))
+                }
+                Ok((fp, _)) => Plan::Ingest(fp, None),
+            };
+            (i, plan)
+        })
+        .collect()
+}

@@ -1,0 +1,311 @@
+//! Writing the lake's files inside a run ([`Txn`]): events buffered by day
+//! and written as sorted Parquet into their `events/date=…` partition,
+//! quarantined records as JSON lines, secrets found as one Parquet file.
+//! Every file is staged under its reserved name and appears only when the
+//! run commits (see the module above).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::sync::Mutex;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::row::{RowConverter, SortField};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{EVENTS, Lake, LakeError, QUARANTINE, SECRET_EXPOSURES, Txn, io_err, staged_path};
+use crate::schema::{col, event_schema};
+use crate::secrets::{self, ExposureRow};
+use crate::time::DAY_MS;
+
+/// Rows of one day buffered before they are written as one sorted file.
+const FILE_ROWS: usize = 512 * 1024;
+/// Rows buffered across all days before the largest buffer is written early,
+/// which bounds memory whatever the size and spread of the input.
+const BUFFER_ROWS: usize = 1 << 20;
+
+/// A record the lake could not take, kept with where it came from and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineEntry {
+    pub run_id: String,
+    pub source_file: String,
+    /// Line number (1-based) or index in a `Records` array (0-based); none
+    /// when the whole file could not be read.
+    pub record: Option<u64>,
+    pub format: Option<String>,
+    pub reason: String,
+    /// The record's text with secrets redacted, cut at 64 KiB.
+    pub raw: String,
+    pub raw_truncated: bool,
+}
+
+/// Stages events, quarantined records and secret exposures into a run:
+/// events split by day, sorted, written as Parquet. Safe to share between
+/// the threads that produce them.
+pub struct LakeWriter<'t> {
+    txn: &'t Txn,
+    buffers: Mutex<Buffers>,
+    quarantine: Mutex<Option<(String, BufWriter<File>)>>,
+    exposures: Mutex<Vec<ExposureRow>>,
+    days: Mutex<BTreeSet<String>>,
+}
+
+#[derive(Default)]
+struct Buffers {
+    by_day: HashMap<String, (Vec<RecordBatch>, usize)>,
+    total: usize,
+}
+
+impl<'t> LakeWriter<'t> {
+    pub fn new(txn: &'t Txn) -> Self {
+        LakeWriter {
+            txn,
+            buffers: Mutex::default(),
+            quarantine: Mutex::new(None),
+            exposures: Mutex::default(),
+            days: Mutex::default(),
+        }
+    }
+
+    /// Adds events (any number of days, possibly none), quarantined records
+    /// and secret exposures; a day's events are written once enough are buffered.
+    pub fn push(
+        &self,
+        events: &RecordBatch,
+        quarantine: &[QuarantineEntry],
+        exposures: &[ExposureRow],
+    ) -> Result<(), LakeError> {
+        if !quarantine.is_empty() {
+            self.write_quarantine(quarantine)?;
+        }
+        if !exposures.is_empty() {
+            self.exposures.lock().expect("writer lock").extend_from_slice(exposures);
+        }
+        if events.num_rows() == 0 {
+            return Ok(());
+        }
+        for (day, part) in split_by_day(events)? {
+            let full = {
+                let mut b = self.buffers.lock().expect("writer lock");
+                let rows = part.num_rows();
+                let entry = b.by_day.entry(day.clone()).or_default();
+                entry.0.push(part);
+                entry.1 += rows;
+                b.total += rows;
+                if b.by_day[&day].1 >= FILE_ROWS {
+                    take_day(&mut b, &day)
+                } else if b.total >= BUFFER_ROWS {
+                    let largest = b.by_day.iter().max_by_key(|(_, v)| v.1).map(|(k, _)| k.clone());
+                    largest.and_then(|d| take_day(&mut b, &d))
+                } else {
+                    None
+                }
+            };
+            if let Some((day, batches)) = full {
+                self.write_day(&day, &batches)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_day(&self, day: &str, batches: &[RecordBatch]) -> Result<(), LakeError> {
+        let schema = event_schema();
+        let sorted = sort_events(&schema, batches)?;
+        let rel = self.txn.reserve(&events_partition(day), "parquet");
+        let props = writer_properties(&[col::REQUEST_ID]);
+        write_parquet_staged(self.txn.lake(), &rel, schema, &[sorted], props)?;
+        self.days.lock().expect("writer lock").insert(day.to_string());
+        Ok(())
+    }
+
+    /// Appends records to the run's one quarantine file.
+    pub fn write_quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), LakeError> {
+        let mut q = self.quarantine.lock().expect("writer lock");
+        if q.is_none() {
+            let rel = self.txn.reserve(QUARANTINE, "jsonl");
+            let path = staged_path(self.txn.lake(), &rel);
+            let f = File::create(&path).map_err(io_err(&path))?;
+            *q = Some((rel, BufWriter::new(f)));
+        }
+        let (rel, w) = q.as_mut().expect("quarantine writer was just opened");
+        let path = staged_path(self.txn.lake(), rel);
+        for e in entries {
+            serde_json::to_writer(&mut *w, e).map_err(|e| LakeError::Io { path: path.clone(), source: e.into() })?;
+            w.write_all(b"\n").map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is still buffered; returns the days that received events.
+    pub fn finish(self) -> Result<Vec<String>, LakeError> {
+        let rest: Vec<(String, Vec<RecordBatch>)> =
+            self.buffers.into_inner().expect("writer lock").by_day.into_iter().map(|(d, (b, _))| (d, b)).collect();
+        let me = LakeWriter { buffers: Mutex::default(), ..self };
+        rest.par_iter().try_for_each(|(day, batches)| me.write_day(day, batches))?;
+        if let Some((rel, w)) = me.quarantine.into_inner().expect("writer lock") {
+            let path = staged_path(me.txn.lake(), &rel);
+            let f = w.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
+            f.sync_all().map_err(io_err(&path))?;
+        }
+        let exposures = me.exposures.into_inner().expect("writer lock");
+        if !exposures.is_empty() {
+            let rel = me.txn.reserve(SECRET_EXPOSURES, "parquet");
+            let batch = secrets::exposures_batch(&exposures);
+            write_parquet_staged(me.txn.lake(), &rel, batch.schema(), &[batch], writer_properties(&[]))?;
+        }
+        Ok(me.days.into_inner().expect("writer lock").into_iter().collect())
+    }
+}
+
+fn take_day(b: &mut Buffers, day: &str) -> Option<(String, Vec<RecordBatch>)> {
+    let (batches, rows) = b.by_day.remove(day)?;
+    b.total -= rows;
+    Some((day.to_string(), batches))
+}
+
+/// Writer settings for every Parquet file of the lake: zstd, statistics on
+/// every page so credential and time filters skip most of a file, and a bloom
+/// filter for the request-id lookups that evidence links make.
+pub fn writer_properties(bloom_columns: &[&str]) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_created_by(format!("credtrail {}", env!("CARGO_PKG_VERSION")));
+    for c in bloom_columns {
+        b = b.set_column_bloom_filter_enabled((*c).into(), true);
+    }
+    b.build()
+}
+
+/// Writes `batches` as one staged Parquet file at the reserved `rel`.
+pub fn write_parquet_staged(
+    lake: &Lake,
+    rel: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> Result<u64, LakeError> {
+    let path = staged_path(lake, rel);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let file = File::create(&path).map_err(io_err(&path))?;
+    let pq = |source| LakeError::Parquet { path: path.clone(), source };
+    let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(pq)?;
+    let mut rows = 0;
+    for b in batches {
+        rows += b.num_rows() as u64;
+        w.write(b).map_err(pq)?;
+    }
+    let buf = w.into_inner().map_err(pq)?;
+    let file = buf.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(io_err(&path))?;
+    Ok(rows)
+}
+
+/// Writes JSON lines as one staged file at the reserved `rel`.
+pub fn write_jsonl_staged<T: Serialize>(lake: &Lake, rel: &str, rows: &[T]) -> Result<(), LakeError> {
+    let path = staged_path(lake, rel);
+    let file = File::create(&path).map_err(io_err(&path))?;
+    let mut w = BufWriter::new(file);
+    for r in rows {
+        serde_json::to_writer(&mut w, r).map_err(|e| LakeError::Io { path: path.clone(), source: e.into() })?;
+        w.write_all(b"\n").map_err(io_err(&path))?;
+    }
+    let file = w.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(io_err(&path))
+}
+
+/// Concatenates event batches and sorts them by (credential_id, ts), the
+/// order that makes per-credential scans read contiguous row groups.
+pub fn sort_events(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, LakeError> {
+    let arrow = |what: &str| {
+        let what = what.to_string();
+        move |source| LakeError::Arrow { what, source }
+    };
+    let all = concat_batches(schema, batches).map_err(arrow("concatenating event batches"))?;
+    let keys =
+        [col::CREDENTIAL_ID, col::TS].map(|c| all.column_by_name(c).expect("event batch has sort columns").clone());
+    let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())
+        .map_err(arrow("sorting events"))?;
+    let rows = conv.convert_columns(&keys).map_err(arrow("sorting events"))?;
+    let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
+    idx.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    let indices = arrow::array::UInt32Array::from(idx);
+    take_record_batch(&all, &indices).map_err(arrow("sorting events"))
+}
+
+/// Splits a batch of events by UTC day of `ts`, the lake's partition key.
+pub fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, LakeError> {
+    let ts = batch.column_by_name(col::TS).expect("event batch has ts").as_primitive::<TimestampMillisecondType>();
+    if ts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let day_no = |i: usize| ts.value(i).div_euclid(DAY_MS);
+    let first = day_no(0);
+    if (0..ts.len()).all(|i| day_no(i) == first) {
+        return Ok(vec![(crate::time::day_of(ts.value(0)), batch.clone())]);
+    }
+    let mut groups: HashMap<i64, Vec<u32>> = HashMap::new();
+    for i in 0..ts.len() {
+        groups.entry(day_no(i)).or_default().push(i as u32);
+    }
+    let mut out: Vec<(String, RecordBatch)> = Vec::with_capacity(groups.len());
+    for (day, idx) in groups {
+        let indices = arrow::array::UInt32Array::from(idx);
+        let part = take_record_batch(batch, &indices)
+            .map_err(|source| LakeError::Arrow { what: "partitioning events by day".into(), source })?;
+        out.push((crate::time::day_of(day * DAY_MS), part));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The hive partition directory of a day.
+pub fn events_partition(day: &str) -> String {
+    format!("{EVENTS}/{}={day}", col::DATE)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::schema::{Event, EventBuilder, Lineage};
+
+    /// Events of (credential, ts) pairs.
+    pub(crate) fn batch(ids: &[(&str, i64)]) -> RecordBatch {
+        let mut b = EventBuilder::new();
+        for (i, (id, ts)) in ids.iter().enumerate() {
+            let e = Event { ts_ms: *ts, credential_id: (*id).into(), ..Default::default() };
+            b.append(&e, Lineage { source: "gateway", source_file: "f" }, i as u64 + 1);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn sorts_by_credential_then_time() {
+        let s = event_schema();
+        let b1 = batch(&[("b", 5), ("a", 9)]);
+        let b2 = batch(&[("a", 1), ("b", 2)]);
+        let sorted = sort_events(&s, &[b1, b2]).unwrap();
+        let ts = sorted.column_by_name(col::TS).unwrap().as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.values().to_vec(), vec![1, 9, 2, 5]);
+    }
+
+    #[test]
+    fn splits_across_midnight() {
+        let day = DAY_MS;
+        let b = batch(&[("a", day - 1), ("a", day), ("b", day + 5), ("c", 3)]);
+        let parts = split_by_day(&b).unwrap();
+        assert_eq!(
+            parts.iter().map(|(d, b)| (d.as_str(), b.num_rows())).collect::<Vec<_>>(),
+            vec![("1970-01-01", 2), ("1970-01-02", 2)]
+        );
+    }
+}
