@@ -8,6 +8,7 @@
 //! credential, [`detect`] scores days against it into [`alert`]s, and
 //! [`eval`] measures detection against labelled anomalies. [`stream`] does
 //! the same live: it follows logs, alerts within a second and feeds the lake.
+//! [`report`] renders what people read of all of it.
 
 pub mod alert;
 pub mod baseline;
@@ -18,6 +19,7 @@ pub mod flight;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;
+pub mod report;
 pub mod sample;
 pub mod schema;
 pub mod secrets;
