@@ -8,10 +8,7 @@ use arrow::array::{
     UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
-
-use crate::time::format_ms;
 
 /// Evidence request ids kept per alert; the count says how many there were.
 pub const MAX_EVIDENCE: usize = 50;
@@ -210,35 +207,6 @@ pub fn incidents(alerts: &[Alert]) -> Vec<Incident<'_>> {
     out
 }
 
-/// Incidents as a table a person can act on: one row per incident, its
-/// alerts' explanations in time order.
-pub fn format_incidents(incidents: &[Incident<'_>]) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(160);
-    t.set_header(["severity", "credential", "window (UTC)", "what happened", "evidence"]);
-    for inc in incidents {
-        let first = inc.alerts[0];
-        let who = match &first.principal {
-            Some(p) => format!("{}\n{p}", first.credential_id),
-            None => first.credential_id.clone(),
-        };
-        let window = format!("{} → {}", short_time(inc.start()), short_time(inc.end()));
-        let what: Vec<String> = inc.alerts.iter().map(|a| format!("[{}] {}", a.detector, a.explanation)).collect();
-        let evidence = inc
-            .alerts
-            .iter()
-            .map(|a| match a.evidence.first() {
-                Some(first) if a.evidence_count > 1 => format!("{first} +{} more", a.evidence_count - 1),
-                Some(first) => first.clone(),
-                None => "-".into(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        t.add_row([inc.severity().as_str(), &who, &window, &what.join("\n"), &evidence]);
-    }
-    t.to_string()
-}
-
 /// An alert as an OCSF 1.3 Detection Finding (class 2004), for SIEMs.
 pub fn to_ocsf(a: &Alert) -> serde_json::Value {
     let severity_id = match a.severity {
@@ -306,17 +274,11 @@ pub fn to_ocsf(a: &Alert) -> serde_json::Value {
     })
 }
 
-fn short_time(ms: i64) -> String {
-    let s = format_ms(ms);
-    // 2026-11-06T12:18:17.285Z → 2026-11-06 12:18
-    s.get(..16).map_or(s.clone(), |p| p.replace('T', " "))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn alert() -> Alert {
+    pub(crate) fn alert() -> Alert {
         Alert {
             alert_id: alert_id("out_of_scope", "k", "expired_credential", 5),
             detector: "out_of_scope",
@@ -348,13 +310,9 @@ mod tests {
     }
 
     #[test]
-    fn batch_and_table() {
+    fn batch() {
         let b = to_batch(&[alert(), alert()]);
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.schema(), schema());
-        let mut one = [alert()];
-        assign_incidents(&mut one);
-        let t = format_incidents(&incidents(&one));
-        assert!(t.contains("r1 +2 more") && t.contains("1970-01-01 00:00"));
     }
 }

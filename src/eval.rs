@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::{Deserialize, Serialize};
 
 use crate::columns::{self, ShapeError};
@@ -183,59 +182,7 @@ pub fn score(labels: &[Label], alerts: &[ScoredAlert]) -> EvalReport {
     EvalReport { kinds, unlabelled, missed, false_alerts }
 }
 
-fn duration(s: Option<f64>) -> String {
-    match s {
-        None => "-".into(),
-        Some(s) if s < 120.0 => format!("{s:.0} s"),
-        Some(s) => format!("{:.1} min", s / 60.0),
-    }
-}
-
 impl EvalReport {
-    pub fn format_table(&self) -> String {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-        t.set_header([
-            "kind",
-            "labels",
-            "detected",
-            "alerts",
-            "true",
-            "recall",
-            "precision",
-            "F1",
-            "TTD median",
-            "TTD max",
-        ]);
-        for k in &self.kinds {
-            t.add_row([
-                k.kind.clone(),
-                k.labels.to_string(),
-                k.detected.to_string(),
-                k.alerts.to_string(),
-                k.true_alerts.to_string(),
-                format!("{:.3}", k.recall),
-                format!("{:.3}", k.precision),
-                format!("{:.3}", k.f1),
-                duration(k.time_to_detect_median_s),
-                duration(k.time_to_detect_max_s),
-            ]);
-        }
-        let mut s = t.to_string();
-        if !self.unlabelled.is_empty() {
-            let list: Vec<String> = self.unlabelled.iter().map(|(d, n)| format!("{d} {n}")).collect();
-            s.push_str(&format!("\nalerts of detectors without labels: {}", list.join(", ")));
-        }
-        for m in &self.missed {
-            s.push_str(&format!("\nmissed: {m}"));
-        }
-        for (id, det, cred, expl) in &self.false_alerts {
-            s.push_str(&format!("\nfalse alert: {id} [{det}] {cred}: {expl}"));
-        }
-        s.push('\n');
-        s
-    }
-
     /// Kinds below the given recall or precision.
     pub fn below(&self, recall: f64, precision: f64) -> Vec<&KindScore> {
         self.kinds.iter().filter(|k| k.recall < recall || k.precision < precision).collect()

@@ -76,10 +76,14 @@ pub fn listen_address(listen: &str, allow_remote: bool) -> Result<SocketAddr, Se
     Ok(addr)
 }
 
-/// Serves until Ctrl-C (or SIGTERM). `ready` is told the bound address once
+/// Serves until `shutdown` resolves. `ready` is told the bound address once
 /// the server accepts connections (the CLI prints it, so a caller that asked
 /// for port 0 learns the port).
-pub async fn serve(opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+pub async fn serve(
+    opts: &ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let addr = listen_address(&opts.listen, opts.allow_remote)?;
     let (ctx, notes) = analyst::analyst_context(&opts.lake, &opts.session).await?;
     for n in notes {
@@ -91,31 +95,9 @@ pub async fn serve(opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Resul
     ready(bound);
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown())
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())
-}
-
-async fn shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// The Flight SQL service over one analyst session.

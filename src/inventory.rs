@@ -11,7 +11,6 @@ use arrow::array::{
     Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
@@ -572,17 +571,6 @@ pub fn check(inv: &Inventory, usage: Option<&HashMap<String, Usage>>, opts: &Che
     out
 }
 
-/// Findings as a table for a terminal.
-pub fn format_findings_table(findings: &[Finding]) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(160);
-    t.set_header(["finding", "credential", "owner", "detail"]);
-    for f in findings {
-        t.add_row([f.kind.as_str(), &f.credential_id, f.owner.as_deref().unwrap_or("-"), &f.detail]);
-    }
-    t.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,7 +727,5 @@ created_at = "2026-02-01T10:00:00Z"
         let kinds: Vec<FindingKind> = check(&inv, None, &opts).into_iter().map(|f| f.kind).collect();
         assert!(!kinds.contains(&FindingKind::NeverUsed) && !kinds.contains(&FindingKind::Unknown));
         assert!(kinds.contains(&FindingKind::Expired));
-        let table = format_findings_table(&check(&inv, Some(&usage), &opts));
-        assert!(table.contains("expired_but_used") && table.contains("shadow"));
     }
 }

@@ -16,6 +16,7 @@
 //! `lake → engine → baseline → detect → {stream, analyst} → {shell, flight, cli}`,
 //! with small leaf modules (`time`, `schema`, `columns`, `secrets`, `alert`,
 //! `suppress`, `inventory`) used from above them.
+//! [`report`] renders what people read of all of it.
 
 pub mod alert;
 pub mod analyst;
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod lake;
 pub mod pattern;
+pub mod report;
 pub mod sample;
 pub mod schema;
 pub mod secrets;

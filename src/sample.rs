@@ -38,7 +38,7 @@ pub struct SampleOptions {
 }
 
 /// How the sample week is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SampleFormat {
     /// `logs/gateway-YYYY-MM-DD.jsonl[.gz]`: LLM apps, agents and services behind a gateway.
     #[default]
@@ -46,6 +46,7 @@ pub enum SampleFormat {
     /// `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/…json.gz`, hourly
     /// `Records` files: Bedrock apps and S3 services on AWS keys and roles,
     /// each LLMjacking spike preceded by its recon chain.
+    #[value(name = "cloudtrail")]
     CloudTrail,
 }
 

@@ -74,11 +74,12 @@ from_error!(
     rustyline::error::ReadlineError => Readline,
 );
 
-/// How results are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How results are written: the `--format` value and the printer of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned table (the default on a terminal).
     Table,
+    /// Comma-separated values with a header line (the default in a pipe).
     Csv,
     /// One JSON object per row, every column present (null when null).
     Json,

@@ -143,3 +143,71 @@ fn sample_is_deterministic_per_seed() {
         assert_eq!(std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap(), "{name}");
     }
 }
+
+#[test]
+fn absurd_or_zero_durations_are_usage_errors_not_panics() {
+    let work = tempfile::tempdir().unwrap();
+    for (flag, value, why) in [
+        ("--flush-interval", "99999999999999999999s", "invalid value"),
+        ("--flush-interval", "25h", "at most 24h"),
+        ("--poll-interval", "0s", "at least 1ms"),
+        ("--progress-every", "0", "at least 1ms"),
+    ] {
+        let out = credtrail()
+            .current_dir(work.path())
+            .args(["watch", "-f", "none.log", flag, value])
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains(why), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn watch_stops_promptly_on_sigterm_despite_a_long_poll_interval() {
+    use std::time::{Duration, Instant};
+    let work = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..40).map(|i| gateway_line(i, "key_term", "")).collect();
+    write(&work.path().join("app.log"), &(lines.join("\n") + "\n"));
+    let lake = work.path().join("lake");
+    let stderr = work.path().join("watch.err");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("credtrail"))
+        .current_dir(work.path())
+        .args(["watch", "-f", "app.log", "--from-beginning", "--lake", "lake"])
+        .args(["--poll-interval", "30s", "--flush-interval", "100ms"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let started = Instant::now();
+    while !lake.join("events").exists() || events(&lake).len() < lines.len() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the first commit never came:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The reader is now waiting out its 30 s poll; SIGTERM must not wait with it.
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("watch still running 10 s after SIGTERM:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(sent.elapsed() < Duration::from_secs(5), "took {:?} to stop", sent.elapsed());
+    assert_eq!(status.code(), Some(0), "{}", log());
+    assert_eq!(events(&lake).len(), lines.len(), "every event once");
+    assert!(log().contains(&format!("watch stopped: {} lines, {} events", lines.len(), lines.len())), "{}", log());
+}

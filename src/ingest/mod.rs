@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::lake::{self, Lake, LakeError, SourceRecord};
+use crate::lake::{Lake, LakeError, SourceRecord};
 pub use crate::lake::{LakeWriter, QuarantineEntry};
 use crate::secrets;
 use mapping::MappingError;
@@ -158,48 +158,6 @@ impl IngestSummary {
     /// Whether anything needs a person's attention (drives the exit status).
     pub fn has_problems(&self) -> bool {
         self.quarantined > 0 || self.failed_files > 0
-    }
-
-    pub fn render_text(&self) -> String {
-        let mut s = format!(
-            "ingested {} of {} records from {} file(s) ({} already ingested, {} failed) into {}\n\
-             quarantined {}, secrets redacted {}, {} in {:.2}s ({:.0} events/s)\n",
-            self.ingested,
-            self.read,
-            self.files,
-            self.skipped_files,
-            self.failed_files,
-            self.lake,
-            self.quarantined,
-            self.redacted,
-            human_bytes(self.bytes),
-            self.seconds,
-            self.events_per_sec,
-        );
-        for f in self.per_file.iter().filter(|f| matches!(f.status, FileStatus::Partial | FileStatus::Failed)) {
-            s.push_str(&format!("  {}: {}: {}\n", f.status.as_str(), f.path, f.error.as_deref().unwrap_or("")));
-        }
-        if self.quarantined > 0 {
-            s.push_str(&format!("  quarantined records: {}/{}/\n", self.lake, lake::QUARANTINE));
-        }
-        if self.redacted > 0 {
-            s.push_str(&format!(
-                "  credential secrets were found in the logs and redacted: see {}/{}/\n",
-                self.lake,
-                lake::SECRET_EXPOSURES
-            ));
-        }
-        s
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    let n = n as f64;
-    match n {
-        n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
-        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
-        n => format!("{n} B"),
     }
 }
 

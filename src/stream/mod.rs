@@ -185,9 +185,9 @@ impl Pending {
     }
 }
 
-/// Follows the inputs until SIGINT/SIGTERM (or the end of stdin when stdin
+/// Follows the inputs until `shutdown` resolves (or stdin ends when stdin
 /// is the only input), then commits what is pending and returns.
-pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
+pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Result<WatchSummary, StreamError> {
     if opts.follow.is_empty() {
         return Err(StreamError::NoInputs);
     }
@@ -244,7 +244,7 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
         output: opts.output,
         alert_tx,
     };
-    let mut shutdown = Shutdown::new().map_err(io("installing signal handlers"))?;
+    tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(opts.poll_interval.min(Duration::from_millis(100)));
     let mut last_pass = (Instant::now() - PASS_SPACING, Duration::ZERO);
     let mut last_progress = (Instant::now(), 0u64);
@@ -252,7 +252,10 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.recv() => break,
+            _ = &mut shutdown => {
+                tracing::warn!("stopping: committing what is pending");
+                break;
+            }
             u = rx.recv() => match u {
                 Some(u) => {
                     w.take(u).await?;
@@ -304,6 +307,8 @@ pub async fn watch(opts: WatchOptions) -> Result<WatchSummary, StreamError> {
     // Stop reading, take what was already parsed, judge it and commit it.
     stop.store(true, Ordering::Relaxed);
     for r in readers {
+        // Wakes a reader waiting out a long --poll-interval.
+        r.thread().unpark();
         let _ = r.join();
     }
     while let Ok(u) = rx.try_recv() {
@@ -479,7 +484,8 @@ fn read_files(
         metrics.files.set(follower.files() as i64);
         metrics.lag_bytes.set(follower.lag_bytes() as i64);
         if new.is_empty() {
-            std::thread::sleep(poll);
+            // Parked, not asleep: stopping unparks it at once.
+            std::thread::park_timeout(poll);
             continue;
         }
         let mut parsed = Vec::with_capacity(new.len());
@@ -548,25 +554,6 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
         }
     }
 }
-
-/// SIGINT or SIGTERM.
-struct Shutdown {
-    term: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn new() -> std::io::Result<Shutdown> {
-        Ok(Shutdown { term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())? })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted: committing what is pending"),
-            _ = self.term.recv() => tracing::warn!("terminated: committing what is pending"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,9 +24,11 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The rendering of alerts on stdout and in the alerts file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AlertFormat {
+    /// One alert per line as JSON.
     Jsonl,
+    /// One OCSF Detection Finding (class 2004) per line.
     Ocsf,
 }
 

@@ -1,0 +1,93 @@
+//! `credtrail detect`, and the detect step `run` shares.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use credtrail::{detect, report::AlertOutput, time};
+
+use super::{DetectorArgs, LakeArg};
+
+#[derive(Args)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    date: Option<String>,
+    /// The first day of a range (YYYY-MM-DD), with --to.
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// The last day of a range (YYYY-MM-DD, included), with --from.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    /// The credential inventory (CSV or TOML): enables out-of-scope and governance detection.
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    #[command(flatten)]
+    detect: DetectCommon,
+}
+
+/// How batch detection runs and prints: shared with `run`.
+#[derive(Args)]
+pub struct DetectCommon {
+    #[command(flatten)]
+    detectors: DetectorArgs,
+    /// How to print alerts.
+    #[arg(short, long, value_enum, default_value_t = AlertOutput::Table)]
+    output: AlertOutput,
+    /// Credentials older than this many days are long-lived (governance).
+    #[arg(long, default_value_t = 90)]
+    max_age_days: u32,
+}
+
+pub async fn run(a: DetectArgs) -> Result<ExitCode> {
+    let lake = &a.lake.lake;
+    let (from, to) = match (a.date, a.from, a.to) {
+        (Some(d), _, _) => (d.clone(), d),
+        (None, Some(f), Some(t)) => (f, t),
+        _ => match detect::lake_days(lake).await? {
+            Some(range) => range,
+            None => anyhow::bail!("{}: the lake has no events to detect on", lake.display()),
+        },
+    };
+    detect_and_print(lake, from, to, a.inventory, &a.detect).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Detects over `from..=to`, prints the alerts, and notes expired suppressions on stderr.
+pub async fn detect_and_print(
+    lake: &Path,
+    from: String,
+    to: String,
+    inventory: Option<PathBuf>,
+    c: &DetectCommon,
+) -> Result<()> {
+    let d = &c.detectors;
+    let opts = detect::DetectOptions {
+        lake: lake.to_path_buf(),
+        from,
+        to,
+        inventory,
+        queries: d.queries.clone(),
+        baseline_days: d.baseline_days,
+        suppressions: d.suppressions()?,
+        max_age_days: c.max_age_days,
+        tool_categories: d.tool_categories.clone(),
+    };
+    let report = detect::detect(&opts).await?;
+    print!("{}", c.output.render(&report));
+    if let Some(s) = &opts.suppressions {
+        let end = time::parse_date_or_ts(&opts.to).unwrap_or(0) + time::DAY_MS;
+        for r in s.expired(end) {
+            eprintln!(
+                "note: suppression {:?} expired on {}; it no longer applies",
+                r.reason,
+                r.expires.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
