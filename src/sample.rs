@@ -376,8 +376,8 @@ pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, Sampl
     }
 
     let inventory = out.join("inventory.csv");
-    let write_inv = |w: &mut dyn Write| if cloud { cloudtrail::write_inventory(w, &creds) } else { write_inventory(w, &creds) };
-    write_atomic(&inventory, write_inv, false).map_err(io_err(&inventory))?;
+    let scope = if cloud { cloudtrail::scope } else { gateway_scope };
+    write_atomic(&inventory, |w| write_inventory(w, &creds, scope), false).map_err(io_err(&inventory))?;
     let labels = out.join("labels.csv");
     write_atomic(&labels, |w| write_labels(w, &anomalies, &creds), false).map_err(io_err(&labels))?;
     Ok(SampleSummary {
@@ -918,7 +918,20 @@ fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut
     }
 }
 
-fn write_inventory(w: &mut dyn Write, creds: &[Cred]) -> io::Result<()> {
+/// What one inventory row declares besides who the credential is; each
+/// format says it its own way (gateway scopes, or the cloud's).
+struct Scope {
+    actions: String,
+    models: String,
+    tools: String,
+    resources: String,
+    regions: String,
+    /// False for a role: it has no key to rotate or expire.
+    dated: bool,
+}
+
+/// The inventory CSV of either format: `scope` gives each row's scope.
+fn write_inventory(w: &mut dyn Write, creds: &[Cred], scope: fn(&Cred) -> Scope) -> io::Result<()> {
     let mut csv = csv::Writer::from_writer(w);
     csv.write_record([
         "credential_id",
@@ -934,39 +947,49 @@ fn write_inventory(w: &mut dyn Write, creds: &[Cred]) -> io::Result<()> {
         "allowed_regions",
     ])?;
     for c in creds {
-        let (actions, models, tools, resources) = match c.role {
-            Role::LlmApp { family } => {
-                ("inference".to_string(), FAMILIES[family].3.to_string(), String::new(), String::new())
-            }
-            Role::Agent { agent, family } => (
-                "inference;tool_call;read;write".to_string(),
-                FAMILIES[family].3.to_string(),
-                AGENTS[agent].allowed_tools.join(";"),
-                AGENTS[agent].allowed_resources.join(";"),
-            ),
-            Role::Service { team } => (
-                "read;write".to_string(),
-                String::new(),
-                "s3:*;db.query".to_string(),
-                format!("s3://{0}-data/;db://{0}/", TEAMS[team]),
-            ),
-        };
+        let s = scope(c);
         let day = |ms: i64| crate::time::day_of(ms);
+        let (created, expires) = match s.dated {
+            true => (day(c.created_at), c.expires_at.map(day).unwrap_or_default()),
+            false => (String::new(), String::new()),
+        };
         csv.write_record([
             c.id.as_str(),
             c.owner.as_deref().unwrap_or(""),
             c.principal.as_str(),
             c.kind,
-            &day(c.created_at),
-            &c.expires_at.map(day).unwrap_or_default(),
-            &actions,
-            &models,
-            &tools,
-            &resources,
-            "",
+            &created,
+            &expires,
+            &s.actions,
+            &s.models,
+            &s.tools,
+            &s.resources,
+            &s.regions,
         ])?;
     }
     csv.flush()
+}
+
+/// A gateway credential's scope: actions, model family, tools, resources.
+fn gateway_scope(c: &Cred) -> Scope {
+    let (actions, models, tools, resources) = match c.role {
+        Role::LlmApp { family } => {
+            ("inference".to_string(), FAMILIES[family].3.to_string(), String::new(), String::new())
+        }
+        Role::Agent { agent, family } => (
+            "inference;tool_call;read;write".to_string(),
+            FAMILIES[family].3.to_string(),
+            AGENTS[agent].allowed_tools.join(";"),
+            AGENTS[agent].allowed_resources.join(";"),
+        ),
+        Role::Service { team } => (
+            "read;write".to_string(),
+            String::new(),
+            "s3:*;db.query".to_string(),
+            format!("s3://{0}-data/;db://{0}/", TEAMS[team]),
+        ),
+    };
+    Scope { actions, models, tools, resources, regions: String::new(), dated: true }
 }
 
 fn write_labels(w: &mut dyn Write, anomalies: &[Anomaly], creds: &[Cred]) -> io::Result<()> {

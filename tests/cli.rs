@@ -1,6 +1,6 @@
 //! The other commands through the real binary: sample → ingest → inventory.
 
-mod common;
+use crate::common;
 
 use common::*;
 

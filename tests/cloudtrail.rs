@@ -1,7 +1,7 @@
 //! The cloud-audit path end to end through the real binary: CloudTrail
 //! delivery files and Bedrock model-invocation logs → lake → detection.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

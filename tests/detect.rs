@@ -1,6 +1,6 @@
 //! Batch detection through the real binary, scored against the sample's labels.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Detection quality on generated data with seeds the detectors were not
 //! tuned on (1–5 were used while building them): the targets of the design.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,6 +1,6 @@
 //! End-to-end ingest through the real binary: real files in, real Parquet out.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -3,7 +3,7 @@
 //! limit and the Flight SQL server. Expected results are computed here from
 //! the sample's raw gateway logs, not from the lake.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;

@@ -3,7 +3,7 @@
 //! and must leave every line in the lake exactly once — and raise, live, the
 //! alerts batch `detect` raises over the same day.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::OpenOptions;

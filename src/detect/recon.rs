@@ -291,3 +291,111 @@ pub(super) fn score_session_reuse(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
+
+    use super::*;
+    use crate::detect::ToolCategories;
+
+    const T0: i64 = 1_793_869_200_000; // 2026-11-05 09:00 UTC
+    const MIN: i64 = 60_000;
+
+    /// Rows of the recon query: (credential, minute after T0, ip, tool, model, step).
+    fn batch(rows: &[(&str, i64, &str, &str, Option<&str>, &str)]) -> RecordBatch {
+        let text = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
+            Arc::new((0..rows.len()).map(f).collect::<StringArray>())
+        };
+        let ts: TimestampMillisecondArray = rows.iter().map(|r| Some(T0 + r.1 * MIN)).collect();
+        RecordBatch::try_from_iter([
+            ("credential_id", text(&|i| Some(rows[i].0.to_string()))),
+            ("principal", text(&|i| Some(format!("arn:aws:iam::1:user/{}", rows[i].0)))),
+            ("ts", Arc::new(ts.with_timezone("UTC")) as ArrayRef),
+            ("request_id", text(&|i| Some(format!("r{i}")))),
+            ("source_ip", text(&|i| Some(rows[i].2.to_string()))),
+            ("tool", text(&|i| Some(rows[i].3.to_string()))),
+            ("model", text(&|i| rows[i].4.map(str::to_string))),
+            ("step", text(&|i| Some(rows[i].5.to_string()))),
+        ])
+        .unwrap()
+    }
+
+    fn score_rows(rows: &[(&str, i64, &str, &str, Option<&str>, &str)]) -> Vec<Alert> {
+        let categories = ToolCategories::builtin();
+        let cx = Context { baseline: None, categories: &categories };
+        score(&cx, "recon", &[batch(rows)]).unwrap()
+    }
+
+    #[test]
+    fn a_whole_chain_is_one_critical_alert_listing_its_steps_in_order() {
+        let ip = "10.0.0.1";
+        let new = "198.51.100.7";
+        // Given out of order: the chain is sorted by time.
+        let alerts = score_rows(&[
+            ("k", 30, new, "bedrock:InvokeModel", Some("claude-3-opus"), "new_address_inference"),
+            ("k", 0, ip, "bedrock:GetModelInvocationLoggingConfiguration", None, "recon"),
+            ("k", 2, ip, "bedrock:ListFoundationModels", None, "recon"),
+            ("k", 10, ip, "bedrock:InvokeModel", Some("claude-3-opus"), "probe"),
+            ("k", 11, ip, "bedrock:InvokeModel", Some("claude-3-opus"), "probe"),
+            ("k", 31, new, "bedrock:InvokeModel", Some("claude-3-opus"), "new_address_inference"),
+        ]);
+        assert_eq!(alerts.len(), 1);
+        let a = &alerts[0];
+        assert_eq!((a.detector, a.finding.as_str(), a.severity), ("tool_chaining", RECON_FINDING, Severity::Critical));
+        // Two recon tools + two probes + the abuse bonus.
+        assert_eq!(a.score, (2 + 2 + 5) as f64);
+        assert_eq!((a.window_start_ms, a.window_end_ms), (T0, T0 + 31 * MIN));
+        assert_eq!(a.evidence_count, 6);
+        assert_eq!(a.subject.as_deref(), Some("bedrock:GetModelInvocationLoggingConfiguration"));
+        // Repeated steps fold into one numbered line with a count.
+        let e = &a.explanation;
+        assert!(e.contains("1) 09:00 first-ever bedrock:GetModelInvocationLoggingConfiguration"), "{e}");
+        assert!(e.contains("3) 09:10–09:11 bedrock:InvokeModel probe failed with ValidationException"), "{e}");
+        assert!(e.contains("×2"), "{e}");
+        assert!(e.contains(&format!("4) 09:30–09:31 bedrock:InvokeModel from {new}")), "{e}");
+        assert!(a.observed.starts_with("2 first-ever Bedrock control-plane call(s)"), "{}", a.observed);
+        assert!(a.observed.contains("2 failed InvokeModel probe(s)"), "{}", a.observed);
+    }
+
+    #[test]
+    fn recon_alone_is_high_and_one_stray_look_is_nothing() {
+        let ip = "10.0.0.1";
+        let alerts = score_rows(&[
+            // Only one recon call: no chain.
+            ("stray", 0, ip, "bedrock:ListFoundationModels", None, "recon"),
+            // A probe before any recon is not part of a chain: still no chain.
+            ("early", 0, ip, "bedrock:InvokeModel", None, "probe"),
+            ("early", 5, ip, "bedrock:ListFoundationModels", None, "recon"),
+            // Two different recon calls are a chain without abuse: high.
+            ("curious", 0, ip, "bedrock:ListFoundationModels", None, "recon"),
+            ("curious", 1, ip, "bedrock:GetFoundationModelAvailability", None, "recon"),
+        ]);
+        let found: Vec<(&str, Severity)> = alerts.iter().map(|a| (a.credential_id.as_str(), a.severity)).collect();
+        assert_eq!(found, [("curious", Severity::High)]);
+        assert_eq!(alerts[0].score, 2.0);
+        assert!(alerts[0].explanation.contains("before it is used for inference"), "{}", alerts[0].explanation);
+    }
+
+    #[test]
+    fn out_of_scope_alerts_inside_a_chain_join_it() {
+        let chain = score_rows(&[
+            ("k", 0, "10.0.0.1", "bedrock:ListFoundationModels", None, "recon"),
+            ("k", 5, "10.0.0.1", "bedrock:InvokeModel", None, "probe"),
+        ])
+        .remove(0);
+        let mut inside = chain.clone();
+        (inside.detector, inside.finding, inside.subject) = ("out_of_scope", "region".into(), Some("eu-west-3".into()));
+        let mut later = inside.clone();
+        later.window_start_ms += 3 * 60 * MIN;
+        let mut other_key = inside.clone();
+        other_key.credential_id = "other".into();
+        let out = absorb_into_chains(vec![inside, later.clone(), other_key, chain]);
+        assert_eq!(out.len(), 3, "only the alert inside the chain's window joined it");
+        let host = out.iter().find(|a| a.finding == RECON_FINDING).unwrap();
+        assert!(host.observed.ends_with("; region eu-west-3"), "{}", host.observed);
+        assert!(out.iter().any(|a| a.window_start_ms == later.window_start_ms && a.detector == "out_of_scope"));
+    }
+}

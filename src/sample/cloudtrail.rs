@@ -4,14 +4,16 @@
 //! key (or role ARN) and every LLMjacking spike preceded by its recon chain.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::{Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, TEAMS, inference, usual, write_atomic};
+use super::{
+    Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, Scope, TEAMS, inference, usual, write_atomic,
+};
 use crate::time::{HOUR_MS, format_ms};
 
 /// The Bedrock family in `FAMILIES`.
@@ -372,51 +374,25 @@ pub(super) fn write_day(root: &Path, lines: &[Line], creds: &[Cred], seed: u64) 
 
 /// The inventory keyed the cloud's way: access key id (or role ARN), IAM
 /// ARN, CloudTrail tool names, S3 prefixes and the allowed region.
-pub(super) fn write_inventory(w: &mut dyn Write, creds: &[Cred]) -> io::Result<()> {
-    let mut csv = csv::Writer::from_writer(w);
-    csv.write_record([
-        "credential_id",
-        "owner",
-        "principal",
-        "kind",
-        "created_at",
-        "expires_at",
-        "allowed_actions",
-        "allowed_models",
-        "allowed_tools",
-        "allowed_resources",
-        "allowed_regions",
-    ])?;
-    for c in creds {
-        let region = c.cloud.as_ref().map_or("", |x| x.region);
-        let (actions, models, tools, resources) = match c.role {
-            Role::Service { team } => {
-                ("read;write", String::new(), "s3:GetObject;s3:PutObject;s3:ListObjectsV2".to_string(), format!("s3://{}-data/", TEAMS[team]))
-            }
-            _ => ("inference", FAMILIES[BEDROCK].3.to_string(), "bedrock:InvokeModel".to_string(), String::new()),
-        };
-        let day = |ms: i64| crate::time::day_of(ms);
+pub(super) fn scope(c: &Cred) -> Scope {
+    let (actions, models, tools, resources) = match c.role {
+        Role::Service { team } => (
+            "read;write",
+            String::new(),
+            "s3:GetObject;s3:PutObject;s3:ListObjectsV2".to_string(),
+            format!("s3://{}-data/", TEAMS[team]),
+        ),
+        _ => ("inference", FAMILIES[BEDROCK].3.to_string(), "bedrock:InvokeModel".to_string(), String::new()),
+    };
+    Scope {
+        actions: actions.to_string(),
+        models,
+        tools,
+        resources,
+        regions: c.cloud.as_ref().map_or("", |x| x.region).to_string(),
         // A role has no key to rotate or expire: its sessions' keys live for hours.
-        let role = c.cloud.as_ref().is_some_and(|x| x.role_arn.is_some());
-        let (created, expires) = match role {
-            true => (String::new(), String::new()),
-            false => (day(c.created_at), c.expires_at.map(day).unwrap_or_default()),
-        };
-        csv.write_record([
-            c.id.as_str(),
-            c.owner.as_deref().unwrap_or(""),
-            c.principal.as_str(),
-            c.kind,
-            &created,
-            &expires,
-            actions,
-            &models,
-            &tools,
-            &resources,
-            region,
-        ])?;
+        dated: !c.cloud.as_ref().is_some_and(|x| x.role_arn.is_some()),
     }
-    csv.flush()
 }
 
 #[cfg(test)]
