@@ -33,7 +33,7 @@ pub(super) fn alerts(
             let c = inv.get(&f.credential_id);
             Alert {
                 alert_id: alert::alert_id("governance", &f.credential_id, f.kind.as_str(), start),
-                detector: "governance",
+                detector: "governance".into(),
                 finding: f.kind.as_str().to_string(),
                 severity,
                 score: 1.0,
@@ -51,7 +51,7 @@ pub(super) fn alerts(
                 evidence: Vec::new(),
                 evidence_count: 0,
                 mitre_attack: None,
-                owasp_nhi: owasp,
+                owasp_nhi: owasp.map(str::to_string),
                 subject: f.owner.clone(),
                 incident_id: None,
                 suppressed: None,
@@ -115,7 +115,7 @@ mod tests {
             "use after expiry is left to the out-of-scope detector; a fine key gives nothing"
         );
         let old = alerts.iter().find(|a| a.finding == "long_lived").unwrap();
-        assert_eq!(old.owasp_nhi, Some("NHI7:2025 Long-Lived Secrets"));
+        assert_eq!(old.owasp_nhi, Some("NHI7:2025 Long-Lived Secrets".to_string()));
         assert!(old.baseline.contains("90 days"), "{}", old.baseline);
         assert_eq!(old.principal.as_deref(), Some("app:old"));
         assert!(alerts.iter().find(|a| a.finding == "unknown").unwrap().owasp_nhi.is_none());
