@@ -287,7 +287,7 @@ pub struct BaselineSummary {
 /// The network of an address: `/24` for IPv4, `/64` for IPv6. Keys move
 /// between hosts of one subnet all the time; a new subnet is news.
 pub fn network_of(ip: &str) -> Option<String> {
-    match ip.trim().parse::<std::net::IpAddr>().ok()? {
+    match crate::net::parse_ip(ip)? {
         std::net::IpAddr::V4(v4) => {
             let o = v4.octets();
             Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
@@ -768,6 +768,9 @@ mod tests {
         assert_eq!(network_of("10.1.2.3").as_deref(), Some("10.1.2.0/24"));
         assert_eq!(network_of("2001:db8:1:2:3::9").as_deref(), Some("2001:db8:1:2::/64"));
         assert_eq!(network_of("not an ip"), None);
+        // Padded octets are the same address, so the same network.
+        assert_eq!(network_of("035.249.253.232"), network_of("35.249.253.232"));
+        assert_eq!(network_of("035.249.253.232").as_deref(), Some("35.249.253.0/24"));
         assert_eq!(resource_prefix("s3://team-data/in/0001.parquet").as_deref(), Some("s3://team-data/in/"));
         assert_eq!(resource_prefix("s3://team-data/in/").as_deref(), Some("s3://team-data/in/"));
         assert_eq!(resource_prefix("s3://finance/2026/q/x.csv").as_deref(), Some("s3://finance/2026/"));

@@ -18,6 +18,7 @@ pub mod flight;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;
+pub mod net;
 pub mod sample;
 pub mod schema;
 pub mod secrets;

@@ -269,12 +269,12 @@ pub fn robust_z_udf() -> ScalarUDF {
 /// address); false when either does not parse. An IPv4 address and an
 /// IPv4-mapped IPv6 one are the same address.
 pub fn ip_in_cidr(ip: &str, cidr: &str) -> bool {
-    let Ok(ip) = ip.trim().parse::<IpAddr>() else { return false };
+    let Some(ip) = crate::net::parse_ip(ip) else { return false };
     let (net, len) = match cidr.trim().split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (cidr.trim(), None),
     };
-    let Ok(net) = net.parse::<IpAddr>() else { return false };
+    let Some(net) = crate::net::parse_ip(net) else { return false };
     let max = if net.is_ipv4() { 32 } else { 128 };
     let len = match len.map(str::parse::<u32>) {
         None => max,
@@ -538,6 +538,7 @@ mod tests {
         assert!(!ip_in_cidr("2001:db9::1", "2001:db8::/32"));
         assert!(ip_in_cidr("::ffff:10.0.0.1", "10.0.0.0/8"));
         assert!(ip_in_cidr("10.0.0.1", "::ffff:10.0.0.0/104"));
+        assert!(ip_in_cidr("035.249.253.232", "35.249.253.0/24") && ip_in_cidr("35.249.253.232", "035.249.253.0/24"));
         for (ip, cidr) in [("nonsense", "10.0.0.0/8"), ("10.0.0.1", "10.0.0.0/33"), ("10.0.0.1", "ten/8"), ("", "")] {
             assert!(!ip_in_cidr(ip, cidr), "{ip} in {cidr}");
         }
