@@ -287,3 +287,56 @@ fn panther_cloudtrail_and_bedrock_records_through_the_binary() {
         "{evasion:?}"
     );
 }
+
+/// Values real logs hold and the checks must survive: zero-padded octets
+/// are the address they spell (so a session key moving to one is seen), an
+/// invented region is just a region, and a record without an address has a
+/// null one that no detector trips on.
+#[test]
+fn padded_addresses_fake_regions_and_missing_addresses() {
+    let work = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    for m in 0..10 {
+        records.push(role_record(&format!("2026-11-02T09:{m:02}:00Z"), "ASIAPADDED00000001", "run-1", "10.8.0.5"));
+    }
+    for m in 0..3 {
+        let mut r = role_record(&format!("2026-11-02T11:{m:02}:00Z"), "ASIAPADDED00000001", "run-1", "035.249.253.232");
+        r["awsRegion"] = json!("megov-northeast-1r");
+        records.push(r);
+    }
+    for (m, ip) in [(0, Value::Null), (1, json!(""))] {
+        let mut r = role_record(&format!("2026-11-02T12:{m:02}:00Z"), "ASIAPADDED00000001", "run-1", "-");
+        r["sourceIPAddress"] = ip;
+        records.push(r);
+    }
+    let mut r = role_record("2026-11-02T12:05:00Z", "ASIAPADDED00000001", "run-1", "-");
+    r.as_object_mut().unwrap().remove("sourceIPAddress");
+    records.push(r);
+    let trail = work.path().join("trail/odd.json.gz");
+    delivery_file(&trail, records);
+    let lake = work.path().join("lake");
+    let out = run_lake(&trail, None, &lake);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let addresses = sql_json(
+        &lake,
+        "SELECT source_ip, ip_network(source_ip) AS net, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY 3 DESC, 1 NULLS LAST",
+    );
+    let got: Vec<(Value, Value, u64)> =
+        addresses.iter().map(|r| (r["source_ip"].clone(), r["net"].clone(), r["n"].as_u64().unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("10.8.0.5"), json!("10.8.0.0/24"), 10),
+            (json!("35.249.253.232"), json!("35.249.253.0/24"), 3),
+            (Value::Null, Value::Null, 3),
+        ]
+    );
+    let regions = sql_json(&lake, "SELECT DISTINCT region FROM events WHERE region LIKE 'megov%'");
+    assert_eq!(regions.len(), 1, "{regions:?}");
+    // The padded address is a second network of the session key.
+    let alerts = alerts_of(&out);
+    let reuse: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "session_key_reuse").collect();
+    assert_eq!(reuse.len(), 1, "{alerts:?}");
+    assert!(reuse[0]["explanation"].as_str().unwrap().contains("35.249.253.0/24"), "{}", reuse[0]);
+}

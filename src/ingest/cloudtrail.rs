@@ -250,7 +250,10 @@ fn build(f: Fields<'_>) -> Result<Event<'_>, Rejected> {
         credential_id,
         principal,
         session_id,
-        source_ip: f.source_ip,
+        // Stored unpadded, so every reader (grouping, `=`, networks) sees one
+        // address however the log wrote it; anything else is kept as written
+        // (a service's name, `AWS Internal`).
+        source_ip: f.source_ip.map(|ip| crate::net::unpadded(&ip).map_or(ip, Cow::Owned)),
         user_agent: f.user_agent,
         provider: Some(Cow::Borrowed(if bedrock { "bedrock" } else { "aws" })),
         model,
@@ -860,6 +863,33 @@ mod tests {
         assert_eq!(map_record(&v).unwrap().credential_id, "arn:aws:iam::111122223333:root");
         v["userIdentity"] = json!({"type": "Unknown", "accountId": "111122223333"});
         assert_eq!(map_record(&v).unwrap().credential_id, "account:111122223333");
+    }
+
+    /// Odd values real logs hold: padded octets are stored as the address,
+    /// a missing or empty address is null, a service's name and an unknown
+    /// region are kept as written; both parsers agree.
+    #[test]
+    fn source_addresses_and_regions_as_logs_write_them() {
+        for (ip, stored) in [
+            (json!("035.249.253.232"), Some("35.249.253.232")),
+            (json!("198.51.100.7"), Some("198.51.100.7")),
+            (json!("ec2.amazonaws.com"), Some("ec2.amazonaws.com")),
+            (json!("2001:db8::1"), Some("2001:db8::1")),
+            (json!(""), None),
+            (Value::Null, None),
+        ] {
+            let mut v = base();
+            v["sourceIPAddress"] = ip.clone();
+            v["awsRegion"] = json!("megov-northeast-1r");
+            let text = v.to_string();
+            for e in [map_record(&v).unwrap(), map_text(&text).unwrap()] {
+                assert_eq!(e.source_ip.as_deref(), stored, "{ip}");
+                assert_eq!(e.region.as_deref(), Some("megov-northeast-1r"));
+            }
+        }
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("sourceIPAddress");
+        assert_eq!(map_text(&v.to_string()).unwrap().source_ip, None);
     }
 
     #[test]
