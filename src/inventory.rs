@@ -60,19 +60,42 @@ pub struct Credential {
     pub line: u64,
 }
 
-/// Whether a scope allows `value`. Patterns are exact values or prefixes:
-/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`).
-/// An empty list does not restrict. The SQL function `scope_allows` is this.
+/// Whether a scope allows `value`. A pattern is an exact value, a prefix
+/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`), or
+/// `=value`, pinned exactly whatever it ends in. An empty list does not
+/// restrict. The SQL function `scope_allows` is this; resources are matched
+/// through [`resource_pattern`] (see [`resource_allows`]).
 pub fn scope_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
-    patterns.is_empty()
-        || patterns.iter().any(|p| {
-            let p = p.as_ref();
-            match p.strip_suffix('*') {
-                Some(prefix) => value.starts_with(prefix),
-                None if p.ends_with('/') => value.starts_with(p),
-                None => value == p,
-            }
-        })
+    patterns.is_empty() || patterns.iter().any(|p| pattern_matches(p.as_ref(), value))
+}
+
+fn pattern_matches(p: &str, value: &str) -> bool {
+    if let Some(exact) = p.strip_prefix(PIN) {
+        return value == exact;
+    }
+    match p.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None if p.ends_with('/') => value.starts_with(p),
+        None => value == p,
+    }
+}
+
+/// Marks a pattern as one exact value (`=mailto:team@acme.com`).
+pub const PIN: char = '=';
+
+/// An `allowed_resources` pattern as [`scope_allows`] reads it. Resources
+/// are declared as prefixes (`mailto:` allows `mailto:team@acme.com`,
+/// `slack://#data` allows `slack://#data-eng`), as people write them; `=`
+/// pins one exact resource. Models, tools, actions and regions stay exact
+/// unless they end in `*`: a model name that is a prefix of another is a
+/// different model.
+pub fn resource_pattern(p: &str) -> String {
+    if p.starts_with(PIN) || p.ends_with('*') { p.to_string() } else { format!("{p}*") }
+}
+
+/// Whether `allowed_resources` patterns allow a resource (prefixes, `=` pins).
+pub fn resource_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| pattern_matches(&resource_pattern(p.as_ref()), value))
 }
 
 impl Credential {
@@ -97,7 +120,7 @@ impl Credential {
     }
 
     pub fn allows_resource(&self, r: &str) -> bool {
-        scope_allows(&self.allowed_resources, r)
+        resource_allows(&self.allowed_resources, r)
     }
 
     pub fn allows_region(&self, r: &str) -> bool {
@@ -369,6 +392,8 @@ impl Inventory {
             Field::new("allowed_tools", list(), false),
             Field::new("allowed_resources", list(), false),
             Field::new("allowed_regions", list(), false),
+            // `allowed_resources` as `scope_allows` reads them (prefixes made explicit).
+            Field::new("resource_scope", list(), false),
         ]))
     }
 
@@ -402,6 +427,7 @@ impl Inventory {
             lists(&|x| x.allowed_tools.clone()),
             lists(&|x| x.allowed_resources.clone()),
             lists(&|x| x.allowed_regions.clone()),
+            lists(&|x| x.allowed_resources.iter().map(|p| resource_pattern(p)).collect()),
         ];
         RecordBatch::try_new(Self::schema(), columns).expect("inventory columns match their schema")
     }
@@ -433,10 +459,13 @@ pub enum FindingKind {
     LongLived,
     ExpiringSoon,
     NeverUsed,
+    /// Out-of-scope use that is the credential's standing behaviour (as
+    /// `detect` found it): the inventory or the caller is wrong.
+    InventoryMismatch,
 }
 
 impl FindingKind {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             FindingKind::ExpiredButUsed => "expired_but_used",
             FindingKind::Unknown => "unknown",
@@ -445,6 +474,7 @@ impl FindingKind {
             FindingKind::LongLived => "long_lived",
             FindingKind::ExpiringSoon => "expiring_soon",
             FindingKind::NeverUsed => "never_used",
+            FindingKind::InventoryMismatch => "inventory_mismatch",
         }
     }
 }
@@ -652,7 +682,13 @@ created_at = "2026-02-01T10:00:00Z"
             allowed_actions: vec![Action::Read],
             allowed_models: vec!["gpt-4o*".into(), "claude-haiku-4".into()],
             allowed_tools: vec![],
-            allowed_resources: vec!["s3://team/".into(), "github://acme/*".into(), "db://exact".into()],
+            allowed_resources: vec![
+                "s3://team/".into(),
+                "github://acme/*".into(),
+                "=db://exact".into(),
+                "mailto:".into(),
+                "slack://#data".into(),
+            ],
             allowed_regions: vec![],
             line: 1,
         };
@@ -661,9 +697,19 @@ created_at = "2026-02-01T10:00:00Z"
         assert!(!c.allows_model("claude-haiku-4-5") && !c.allows_model("gpt-4"));
         assert!(c.allows_tool("anything"), "an empty list does not restrict");
         assert!(c.allows_resource("s3://team/a/b.csv") && c.allows_resource("github://acme/x"));
-        assert!(
-            !c.allows_resource("s3://teamx/a") && c.allows_resource("db://exact") && !c.allows_resource("db://exactly")
-        );
+        assert!(!c.allows_resource("s3://teamx/a"));
+        // Resources are prefixes as written; `=` pins one exact value.
+        assert!(c.allows_resource("mailto:team@acme.com") && c.allows_resource("slack://#data-eng"));
+        assert!(c.allows_resource("db://exact") && !c.allows_resource("db://exactly"));
+        assert!(!c.allows_resource("slack://#random") && !c.allows_resource("mail:x"));
+        // A pin is exact even where the plain pattern would be a prefix.
+        assert!(scope_allows(&["=s3://b/"], "s3://b/") && !scope_allows(&["=s3://b/"], "s3://b/k"));
+        assert!(resource_allows(&["=gpt*"], "gpt*") && !resource_allows(&["=gpt*"], "gpt-4"));
+        // The table's `resource_scope` column is what the SQL function matches resources with.
+        let sql_patterns: Vec<String> = c.allowed_resources.iter().map(|p| resource_pattern(p)).collect();
+        for v in ["mailto:a@b", "db://exactly", "db://exact", "s3://team/x", "s3://teamx/a", "slack://#dat"] {
+            assert_eq!(scope_allows(&sql_patterns, v), c.allows_resource(v), "{v}");
+        }
     }
 
     #[test]

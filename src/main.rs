@@ -114,7 +114,8 @@ enum InventoryCmd {
     Check {
         /// The inventory file (CSV or TOML).
         inventory: PathBuf,
-        /// A lake to compare usage against (enables never-used, unknown and expired-but-used).
+        /// A lake to compare usage against (enables never-used, unknown, expired-but-used, and the
+        /// inventory mismatches detect found there).
         #[arg(long)]
         lake: Option<PathBuf>,
         #[command(flatten)]
@@ -711,5 +712,13 @@ fn check_inventory(
     };
     let opts =
         inventory::CheckOptions { now_ms, max_age_days: a.max_age_days, expiring_within_days: a.expiring_within_days };
-    Ok(inventory::check(&inv, usage.as_ref(), &opts))
+    let mut findings = inventory::check(&inv, usage.as_ref(), &opts);
+    if let Some(l) = lake {
+        let rt = tokio::runtime::Runtime::new()?;
+        for mut f in rt.block_on(detect::inventory_mismatches(l))? {
+            f.owner = inv.get(&f.credential_id).and_then(|c| c.owner.clone());
+            findings.push(f);
+        }
+    }
+    Ok(findings)
 }

@@ -30,6 +30,7 @@ use crate::sql::{self, SqlError};
 use crate::suppress::Suppressions;
 
 pub use chaining::ToolCategories;
+pub use governance::inventory_mismatches;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -209,7 +210,7 @@ const DETECTORS: &[Detector] = &[
         family: "out_of_scope",
         sql: include_str!("../../queries/out_of_scope.sql"),
         needs_inventory: true,
-        scoring: Scoring::Rows(explain::out_of_scope),
+        scoring: Scoring::Scored(governance::out_of_scope),
         live: LiveMode::PerEvent(Unit::Credential),
     },
     Detector {
@@ -441,10 +442,14 @@ impl Engine {
     ) -> Result<Vec<Alert>, DetectError> {
         let d = &self.plans[d];
         let cx = Context { baseline: base, categories: &self.categories };
-        match d.scoring {
+        let mut alerts = match d.scoring {
             Scoring::Rows(explain) => explain::grouped_alerts(d.family, &d.name, explain, rows),
             Scoring::Scored(score) => score(&cx, &d.name, rows),
+        }?;
+        if let Some(inv) = &self.inventory {
+            explain::allowed_first_models(inv, &mut alerts);
         }
+        Ok(alerts)
     }
 }
 
@@ -478,6 +483,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         baselines.push((day.clone(), version));
         alerts.extend(engine.judge_day(&ctx, day, base.as_ref()).await?);
     }
+    let mut alerts = governance::merge_repeats(alerts);
     if let Some(inv) = engine.inventory()
         && !days.is_empty()
     {
@@ -506,8 +512,10 @@ fn fold_first_seen(alerts: Vec<Alert>) -> Vec<Alert> {
         alerts.into_iter().partition(|a| a.finding.starts_with(explain::FIRST_SEEN_PREFIX));
     let mut out = Vec::new();
     for f in seen {
+        // Not into a standing mismatch: a new value is news, not part of it.
         let host = rest.iter_mut().find(|a| {
-            a.credential_id == f.credential_id
+            a.detector != "governance"
+                && a.credential_id == f.credential_id
                 && f.window_start_ms <= a.window_end_ms + SLACK_MS
                 && a.window_start_ms <= f.window_end_ms + SLACK_MS
         });
