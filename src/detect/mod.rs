@@ -9,6 +9,7 @@
 
 mod billing;
 mod chaining;
+mod cloud;
 mod explain;
 mod governance;
 mod recon;
@@ -250,6 +251,14 @@ const DETECTORS: &[Detector] = &[
         sql: include_str!("../../queries/defense_evasion.sql"),
         needs_inventory: false,
         scoring: Scoring::Rows(explain::defense_evasion),
+        live: LiveMode::PerEvent(Unit::Credential),
+    },
+    Detector {
+        name: "cloud_api_risk",
+        family: "cloud_api_risk",
+        sql: include_str!("../../queries/cloud_api_risk.sql"),
+        needs_inventory: false,
+        scoring: Scoring::Scored(cloud::score),
         live: LiveMode::PerEvent(Unit::Credential),
     },
 ];
