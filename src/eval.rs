@@ -13,6 +13,8 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::{Deserialize, Serialize};
 
 use crate::columns::{self, ShapeError};
+
+pub mod techniques;
 use crate::sql::{self, SqlError};
 
 /// The kinds labels carry, each scored against the detector of the same name.

@@ -320,7 +320,8 @@ struct BaselineArgs {
 struct EvalArgs {
     #[arg(long, default_value = "lake")]
     lake: PathBuf,
-    /// Labelled anomalies (CSV: id, kind, credential_id, start, end, description).
+    /// Labelled anomalies (CSV: id, kind, credential_id, start, end, description), or labelled
+    /// attack records (`.jsonl`: technique, request_id, event_id, event) for technique recall.
     #[arg(long)]
     labels: PathBuf,
     /// Print the scores as JSON.
@@ -528,6 +529,21 @@ fn run(command: Command) -> Result<ExitCode> {
                 },
             };
             do_detect(&a.lake, from, to, a.inventory, &a.detect)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(a) if eval::techniques::is_technique_labels(&a.labels) => {
+            let labels = eval::techniques::load(&a.labels)?;
+            let alerts = tokio::runtime::Runtime::new()?.block_on(eval::techniques::lake_alerts(&a.lake))?;
+            let report = eval::techniques::score(&labels, &alerts);
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.format_table());
+            }
+            if report.recall < a.min_recall.unwrap_or(0.0) {
+                eprintln!("technique recall {:.3} is below the required recall", report.recall);
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(a) => {
