@@ -75,6 +75,11 @@ pub enum Scorer {
     Chaining,
     Recon,
     SessionReuse,
+    /// Out-of-scope rows: new use alerts (worded as `rows = "out_of_scope"`),
+    /// standing use becomes one governance finding per credential.
+    OutOfScope,
+    /// Cloud control-plane calls judged against the API risk tiers (`models/api_risk.toml`).
+    Cloud,
     /// Request-level rows grouped into alerts, each group worded by the explainer.
     Rows(Explainer),
 }
