@@ -38,6 +38,11 @@ ev AS (
     resource, status, detail
   FROM events
   WHERE date BETWEEN '{from}' AND '{to}' AND source = 'cloudtrail' AND tool IS NOT NULL
+    -- A call an AWS service made on the credential's behalf (CloudFormation
+    -- creating a stack's roles, SQS its service-linked role) names the service
+    -- as its source, not an address: it is AWS at work, judged through the
+    -- credential's own call that started it.
+    AND NOT coalesce(CAST(source_ip AS VARCHAR) LIKE '%.amazonaws.com' OR CAST(source_ip AS VARCHAR) = 'AWS Internal', false)
 )
 SELECT
   e.credential_id, e.principal, e.session_id, e.ts, e.request_id, e.source_ip, e.tool, e.resource, e.status,

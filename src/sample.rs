@@ -677,7 +677,11 @@ fn service_call(c: &Cred, team: &str, ts: i64, rng: &mut ChaCha8Rng) -> Line {
         7 => ("s3:ListBucket", "read", format!("s3://{team}-data/in/")),
         _ => ("db.query", "read", format!("db://{team}/warehouse")),
     };
-    let mut l = usual(c, ts, rng);
+    call(usual(c, ts, rng), action, tool, resource)
+}
+
+/// A line made a call of `tool` on `resource`, as most non-inference lines are.
+fn call(mut l: Line, action: &'static str, tool: &str, resource: String) -> Line {
     l.action = action;
     l.tool = Some(tool.to_string());
     l.resource = Some(resource);
@@ -897,19 +901,13 @@ fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut
                     }
                     (2, _) => inference(c, ts, 1.0, c.models[0], rng),
                     (0, Role::Service { .. }) => {
-                        let mut l = usual(c, ts, rng);
-                        l.action = "read";
-                        l.tool = Some("s3:GetObject".into());
-                        l.resource = Some(format!("s3://finance-reports/2026/q{}-ledger.csv", rng.random_range(1..5)));
-                        l
+                        let ledger = |q| format!("s3://finance-reports/2026/q{q}-ledger.csv");
+                        call(usual(c, ts, rng), "read", "s3:GetObject", ledger(rng.random_range(1..5)))
                     }
                     (0, Role::LlmApp { .. }) => tool_call(c, ts, "shell.exec", "", rng),
                     _ => {
-                        let mut l = usual(c, ts, rng);
-                        l.action = "admin";
-                        l.tool = Some("iam.create_user".into());
-                        l.resource = Some(format!("iam://acme/users/svc-{}", rng.random_range(100..999)));
-                        l
+                        let user = |n| format!("iam://acme/users/svc-{n}");
+                        call(usual(c, ts, rng), "admin", "iam.create_user", user(rng.random_range(100..999)))
                     }
                 };
                 out.push(l);

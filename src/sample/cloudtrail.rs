@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::{
-    Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, Scope, TEAMS, inference, usual, write_atomic,
+    Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, Scope, TEAMS, call, inference, usual, write_atomic,
 };
 use crate::time::{HOUR_MS, format_ms};
 
@@ -90,11 +90,7 @@ pub(super) fn service_call(c: &Cred, team: &str, ts: i64, rng: &mut ChaCha8Rng) 
         6..=8 => ("s3:PutObject", "write", format!("s3://{team}-data/out/{:04}.parquet", rng.random_range(0..5000))),
         _ => ("s3:ListObjectsV2", "read", format!("s3://{team}-data/")),
     };
-    let mut l = usual(c, ts, rng);
-    l.action = action;
-    l.tool = Some(tool.to_string());
-    l.resource = Some(resource);
-    l
+    call(usual(c, ts, rng), action, tool, resource)
 }
 
 fn attacker_ip(cred: usize) -> String {
@@ -218,11 +214,8 @@ pub(super) fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng
                     (2, Role::Service { team }) => super::service_call(c, TEAMS[team], ts, rng),
                     (2, _) => inference(c, ts, 1.0, c.models[0], rng),
                     (0, Role::Service { .. }) => {
-                        let mut l = usual(c, ts, rng);
-                        l.action = "read";
-                        l.tool = Some("s3:GetObject".into());
-                        l.resource = Some(format!("s3://finance-reports/2026/q{}-ledger.csv", rng.random_range(1..5)));
-                        l
+                        let ledger = |q| format!("s3://finance-reports/2026/q{q}-ledger.csv");
+                        call(usual(c, ts, rng), "read", "s3:GetObject", ledger(rng.random_range(1..5)))
                     }
                     (0, _) => {
                         let mut l = inference(c, ts, 1.0, c.models[0], rng);
@@ -234,11 +227,7 @@ pub(super) fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng
                         l
                     }
                     _ => {
-                        let mut l = usual(c, ts, rng);
-                        l.action = "admin";
-                        l.tool = Some("iam:CreateUser".into());
-                        l.resource = Some(format!("svc-{}", rng.random_range(100..999)));
-                        l
+                        call(usual(c, ts, rng), "admin", "iam:CreateUser", format!("svc-{}", rng.random_range(100..999)))
                     }
                 };
                 out.push(l);
