@@ -9,6 +9,16 @@
 -- model-invocation log (with the role and real token counts) recorded
 -- counts once: on the key, with the invocation log's tokens and cost
 -- (CloudTrail's own cost is an estimate from the pricing table).
+---
+--- family = "billing_spike"
+--- inputs = ["events", "baseline_credentials", "baseline_scope"]
+--- live = { gated = "spend" }
+--- scoring = "billing"
+--- severity = "high"
+--- mitre = "T1496.004 Resource Hijacking: Cloud Service Hijacking"
+--- # Only when the spend came from a new network: a stranger spending on the key.
+--- owasp = "NHI2:2025 Secret Leakage"
+---
 WITH invocation AS (
   SELECT request_id, max(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)) AS tokens, max(cost_usd) AS cost
   FROM events

@@ -1,6 +1,15 @@
 -- defense_evasion: AI-plane defence evasion that follows a stolen key —
 -- deleting Bedrock model-invocation logging, updating or deleting a
 -- guardrail — and the classic cloud equivalents. Successful calls only.
+---
+--- family = "defense_evasion"
+--- inputs = ["events"]
+--- live = { per_event = "credential" }
+--- scoring = { rows = "defense_evasion" }
+--- severity = "high"
+--- mitre = "T1562.008 Impair Defenses: Disable or Modify Cloud Logs"
+--- owasp = "NHI5:2025 Overprivileged NHI"
+---
 SELECT
   credential_id,
   principal,

@@ -7,6 +7,33 @@
 -- New values are rare: the day's distinct values are compared with the
 -- baseline first, and only the requests of credentials with a new value are
 -- read again for the evidence.
+---
+--- family = "out_of_scope"
+--- inputs = ["events", "baseline_credentials", "baseline_scope"]
+--- live = { per_event = "credential" }
+--- scoring = { rows = "first_seen" }
+--- severity = "low"
+--- mitre = "T1078.004 Valid Accounts: Cloud Accounts"
+--- owasp = "NHI5:2025 Overprivileged NHI"
+---
+--- [findings.first_seen_network]
+--- severity = "medium"
+---
+--- [findings.first_seen_action]
+--- severity = "medium"
+---
+--- [findings.first_seen_tool]
+--- severity = "medium"
+---
+--- [findings.first_seen_resource_prefix]
+--- severity = "medium"
+--- mitre = "T1213 Data from Information Repositories"
+---
+--- # LLMjacking shops for regions with the models enabled.
+--- [findings.first_seen_region]
+--- severity = "medium"
+--- mitre = "T1535 Unused/Unsupported Cloud Regions"
+---
 WITH judged AS (
   SELECT credential_id
   FROM baseline_credentials

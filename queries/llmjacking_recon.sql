@@ -6,6 +6,15 @@
 -- from a network the credential never used. "First-ever" and "never used"
 -- are against the learned scope of baseline `{baseline}`; without one
 -- (cold start) every value is new, and the chain still needs its recon calls.
+---
+--- family = "tool_chaining"
+--- inputs = ["events", "baseline_scope"]
+--- live = { per_event = "credential" }
+--- scoring = "recon"
+--- severity = "high"
+--- mitre = "T1496 Resource Hijacking"
+--- owasp = "NHI2:2025 Secret Leakage"
+---
 WITH known AS (
   SELECT credential_id, dimension, value FROM baseline_scope WHERE until = '{baseline}'
 ),

@@ -2,6 +2,37 @@
 -- declares (its expiry, allowed actions, models, tools, resources, regions).
 -- One row per violating request; credtrail groups them into alerts per
 -- credential, finding and value. `{from}` and `{to}` are the days detected.
+---
+--- family = "out_of_scope"
+--- inputs = ["events", "credentials"]
+--- live = { per_event = "credential" }
+--- scoring = { rows = "out_of_scope" }
+--- severity = "medium"
+--- mitre = "T1078.004 Valid Accounts: Cloud Accounts"
+--- owasp = "NHI5:2025 Overprivileged NHI"
+---
+--- [findings.expired_credential]
+--- severity = "high"
+--- owasp = "NHI1:2025 Improper Offboarding"
+---
+--- [findings.not_yet_valid]
+--- severity = "high"
+--- owasp = "NHI4:2025 Insecure Authentication"
+---
+--- [findings.action_outside_scope]
+--- mitre = "T1098 Account Manipulation"
+---
+--- # An admin action outside scope is worse than any other action.
+--- [findings."action_outside_scope/admin"]
+--- severity = "high"
+---
+--- [findings.resource_outside_scope]
+--- severity = "high"
+--- mitre = "T1213 Data from Information Repositories"
+---
+--- [findings."resource_outside_scope/s3"]
+--- mitre = "T1530 Data from Cloud Storage"
+---
 SELECT * FROM (
   SELECT
     e.credential_id,

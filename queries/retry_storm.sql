@@ -4,6 +4,17 @@
 -- minute's count is under the credential's baseline error rate (a Poisson
 -- tail) and joins neighbouring minutes into one storm. Minutes with fewer
 -- than 5 failures are never a storm and are left out here.
+---
+--- family = "retry_storm"
+--- inputs = ["events"]
+--- live = { gated = "storm" }
+--- scoring = "storm"
+--- severity = "medium"
+--- mitre = "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood"
+---
+--- [findings.auth_failures]
+--- mitre = "T1110 Brute Force"
+---
 SELECT
   CAST(credential_id AS VARCHAR) AS credential_id,
   max(CAST(principal AS VARCHAR)) AS principal,

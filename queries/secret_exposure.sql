@@ -1,5 +1,14 @@
 -- secret_exposure: credential secrets that ingest found (and redacted) in
 -- logged requests. One row per occurrence; grouped per credential and secret.
+---
+--- family = "secret_exposure"
+--- inputs = ["secret_exposures"]
+--- live = { per_event = "credential" }
+--- scoring = { rows = "secret_exposure" }
+--- severity = "critical"
+--- mitre = "T1552.001 Unsecured Credentials: Credentials In Files"
+--- owasp = "NHI2:2025 Secret Leakage"
+---
 SELECT
   credential_id,
   CAST(NULL AS VARCHAR) AS principal,

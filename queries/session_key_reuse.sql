@@ -6,6 +6,15 @@
 -- yesterday is compared with where it started. One row per session and
 -- network, with when the network first and last used the key, and whether
 -- that was on the day(s) detected (`in_range`).
+---
+--- family = "session_key_reuse"
+--- inputs = ["events"]
+--- live = { gated = "session_key" }
+--- scoring = "session_reuse"
+--- severity = "high"
+--- mitre = "T1550.001 Use Alternate Authentication Material: Application Access Token"
+--- owasp = "NHI2:2025 Secret Leakage"
+---
 WITH ev AS (
   SELECT
     CAST(credential_id AS VARCHAR) AS credential_id,

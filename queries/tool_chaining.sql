@@ -4,6 +4,24 @@
 -- `{baseline}`) and matches known-dangerous chains (data read → external
 -- send, read → shell, privilege change mid-session; see
 -- models/tool_categories.toml).
+---
+--- family = "tool_chaining"
+--- inputs = ["events"]
+--- live = { per_event = "session" }
+--- scoring = "chaining"
+--- severity = "medium"
+--- mitre = "T1078.004 Valid Accounts: Cloud Accounts"
+--- owasp = "NHI5:2025 Overprivileged NHI"
+---
+--- [findings.read_then_exec]
+--- mitre = "T1059 Command and Scripting Interpreter"
+---
+--- [findings.exfiltration]
+--- mitre = "T1567 Exfiltration Over Web Service"
+---
+--- [findings.privilege_change]
+--- mitre = "T1098 Account Manipulation"
+---
 SELECT
   CAST(credential_id AS VARCHAR) AS credential_id,
   coalesce(CAST(principal AS VARCHAR), CAST(credential_id AS VARCHAR)) AS principal,

@@ -13,7 +13,7 @@ use serde::Serialize;
 /// Evidence request ids kept per alert; the count says how many there were.
 pub const MAX_EVIDENCE: usize = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Low,
@@ -39,7 +39,7 @@ pub struct Alert {
     /// finding and window), so reruns and the streaming mode agree.
     pub alert_id: String,
     /// The detector family: `out_of_scope`, `retry_storm`, …
-    pub detector: &'static str,
+    pub detector: String,
     /// What exactly was found, e.g. `expired_credential`.
     pub finding: String,
     pub severity: Severity,
@@ -55,8 +55,8 @@ pub struct Alert {
     /// Request ids of the evidence, at most [`MAX_EVIDENCE`].
     pub evidence: Vec<String>,
     pub evidence_count: u64,
-    pub mitre_attack: Option<&'static str>,
-    pub owasp_nhi: Option<&'static str>,
+    pub mitre_attack: Option<String>,
+    pub owasp_nhi: Option<String>,
     /// What the finding is about (a resource prefix, model, tool, network…):
     /// what suppression rules match `resource` against.
     pub subject: Option<String>,
@@ -112,7 +112,7 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
     }
     let columns: Vec<ArrayRef> = vec![
         strs(&|a| Some(&a.alert_id)),
-        strs(&|a| Some(a.detector)),
+        strs(&|a| Some(&a.detector)),
         strs(&|a| Some(&a.finding)),
         strs(&|a| Some(a.severity.as_str())),
         Arc::new(alerts.iter().map(|a| a.score).collect::<Float64Array>()),
@@ -125,8 +125,8 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
         strs(&|a| Some(&a.baseline)),
         Arc::new(evidence.finish()),
         Arc::new(alerts.iter().map(|a| a.evidence_count).collect::<UInt64Array>()),
-        strs(&|a| a.mitre_attack),
-        strs(&|a| a.owasp_nhi),
+        strs(&|a| a.mitre_attack.as_deref()),
+        strs(&|a| a.owasp_nhi.as_deref()),
         strs(&|a| a.subject.as_deref()),
         strs(&|a| a.incident_id.as_deref()),
         strs(&|a| a.suppressed.as_deref()),
@@ -146,7 +146,7 @@ const STANDALONE: &[&str] = &["governance"];
 /// first alert so the id is as stable as the alerts'.
 pub fn assign_incidents(alerts: &mut [Alert]) {
     let mut order: Vec<usize> = (0..alerts.len())
-        .filter(|&i| !STANDALONE.contains(&alerts[i].detector) && alerts[i].suppressed.is_none())
+        .filter(|&i| !STANDALONE.contains(&alerts[i].detector.as_str()) && alerts[i].suppressed.is_none())
         .collect();
     order.sort_by(|&a, &b| {
         (&alerts[a].credential_id, alerts[a].window_start_ms, &alerts[a].alert_id).cmp(&(
@@ -216,12 +216,13 @@ pub fn to_ocsf(a: &Alert) -> serde_json::Value {
         Severity::Critical => 5,
     };
     // Statistical detectors compare with a learned baseline; the rest are rules.
-    let (analytic_type_id, analytic_type) = match a.detector {
+    let (analytic_type_id, analytic_type) = match a.detector.as_str() {
         "billing_spike" | "retry_storm" | "tool_chaining" => (3, "Statistical"),
         _ => (1, "Rule"),
     };
     let attacks: Vec<serde_json::Value> = a
         .mitre_attack
+        .as_deref()
         .map(|m| {
             let (uid, name) = m.split_once(' ').unwrap_or((m, m));
             serde_json::json!({ "technique": { "uid": uid, "name": name } })
@@ -281,7 +282,7 @@ pub(crate) mod tests {
     pub(crate) fn alert() -> Alert {
         Alert {
             alert_id: alert_id("out_of_scope", "k", "expired_credential", 5),
-            detector: "out_of_scope",
+            detector: "out_of_scope".into(),
             finding: "expired_credential".into(),
             severity: Severity::High,
             score: 1.0,
@@ -294,7 +295,7 @@ pub(crate) mod tests {
             baseline: "expired".into(),
             evidence: vec!["r1".into(), "r2".into()],
             evidence_count: 3,
-            mitre_attack: Some("T1078.004"),
+            mitre_attack: Some("T1078.004".into()),
             owasp_nhi: None,
             subject: None,
             incident_id: None,

@@ -64,7 +64,7 @@ impl Rule {
             Some(p) => v.is_some_and(|v| name_matches(p, v)),
         };
         glob(&self.credential, Some(&a.credential_id))
-            && glob(&self.detector, Some(a.detector))
+            && glob(&self.detector, Some(&a.detector))
             && glob(&self.finding, Some(&a.finding))
             && glob(&self.resource, a.subject.as_deref())
             && self.expires_ms.is_none_or(|e| a.window_start_ms < e)
@@ -137,7 +137,7 @@ mod tests {
     fn alert(cred: &str, detector: &'static str, start: i64) -> Alert {
         Alert {
             alert_id: "a".into(),
-            detector,
+            detector: detector.into(),
             finding: "throttling".into(),
             severity: Severity::Medium,
             score: 1.0,

@@ -272,10 +272,12 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     };
     let evidence: Vec<String> = run.iter().flat_map(|(h, _)| h.evidence.iter().cloned()).take(MAX_EVIDENCE).collect();
     let window_start = run.iter().map(|(h, _)| h.first).min().unwrap_or(first.hour);
+    let finding = if llmjacking { "llmjacking" } else { "spend_spike" };
+    let mapped = cx.rule.mapped(finding, None);
     Alert {
-        alert_id: alert::alert_id("billing_spike", cred, "spend", first.hour),
-        detector: "billing_spike",
-        finding: if llmjacking { "llmjacking".into() } else { "spend_spike".into() },
+        alert_id: alert::alert_id(&cx.rule.family, cred, "spend", first.hour),
+        detector: cx.rule.family.clone(),
+        finding: finding.into(),
         severity,
         score,
         credential_id: cred.to_string(),
@@ -287,9 +289,9 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
         baseline,
         evidence,
         evidence_count: requests.max(0) as u64,
-        mitre_attack: Some("T1496.004 Resource Hijacking: Cloud Service Hijacking"),
+        mitre_attack: mapped.mitre(),
         // A stranger spending on the key means the secret leaked.
-        owasp_nhi: (!new_networks.is_empty()).then_some("NHI2:2025 Secret Leakage"),
+        owasp_nhi: mapped.owasp().filter(|_| !new_networks.is_empty()),
         subject: Some(new_models.first().cloned().unwrap_or_else(|| peak.metric.to_string())),
         incident_id: None,
         suppressed: None,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use serde::Deserialize;
 
-use super::{Context, DetectError};
+use super::{Context, DetectError, Rule};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
 use crate::baseline::Markov;
 use crate::columns;
@@ -141,7 +141,7 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
     for s in sessions.values_mut() {
         s.steps.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
         let markov = cx.baseline.and_then(|b| b.markov.get(&s.principal)).unwrap_or(&empty);
-        if let Some(a) = judge(s, markov, cx.categories) {
+        if let Some(a) = judge(s, markov, cx.categories, cx.rule) {
             out.push(a);
         }
     }
@@ -164,7 +164,7 @@ fn view(markov: &Markov, learned: bool, from: &str, to: &str) -> StepView {
     StepView { from: from.to_string(), p, improbable, new_tool }
 }
 
-fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
+fn judge(s: &Session, markov: &Markov, cats: &ToolCategories, rule: &Rule) -> Option<Alert> {
     let learned = markov.sessions >= MIN_SESSIONS;
     let views: Vec<StepView> = s
         .steps
@@ -175,30 +175,25 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
     // The first dangerous step that is also improbable; else the first new tool.
     let chain = (0..s.steps.len())
         .find_map(|i| cats.chain_at(&s.steps, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
-    let (at, finding, severity, mitre, why) = match chain {
+    let (at, finding, severity, why) = match chain {
         Some((i, j, c)) => {
             let sensitive = (0..i).find(|&k| cats.sensitive(s.steps[k].resource.as_deref()));
             let mut why = format!("{} ({} → {})", c.text, s.steps[j].tool, s.steps[i].tool);
             if let Some(k) = sensitive {
                 why.push_str(&format!(" after reading {}", s.steps[k].resource.as_deref().unwrap_or("")));
             }
-            let mitre = match c.name.as_str() {
-                "read_then_exec" => "T1059 Command and Scripting Interpreter",
-                "exfiltration" => "T1567 Exfiltration Over Web Service",
-                "privilege_change" => "T1098 Account Manipulation",
-                _ => "T1078.004 Valid Accounts: Cloud Accounts",
-            };
             // A dangerous step right after a sensitive read is the attack itself.
             let severity = if sensitive.is_some() && learned { Severity::Critical } else { Severity::High };
-            (i, c.name.clone(), severity, mitre, why)
+            (i, c.name.clone(), severity, why)
         }
         None => {
             let i = views.iter().position(|v| v.new_tool)?;
             let why = format!("a tool the principal never used ({})", s.steps[i].tool);
-            (i, "unusual_tool".to_string(), Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts", why)
+            (i, "unusual_tool".to_string(), Severity::Medium, why)
         }
     };
     let v = &views[at];
+    let mapped = rule.mapped(&finding, None);
     let path = s.steps.iter().map(|x| x.tool.as_str()).collect::<Vec<_>>().join(" → ");
     let model = if learned {
         let usual = markov
@@ -227,8 +222,8 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
         }
     );
     Some(Alert {
-        alert_id: alert::alert_id("tool_chaining", &s.cred, &format!("{finding}:{}", s.id), s.steps[0].ts),
-        detector: "tool_chaining",
+        alert_id: alert::alert_id(&rule.family, &s.cred, &format!("{finding}:{}", s.id), s.steps[0].ts),
+        detector: rule.family.clone(),
         finding,
         severity,
         score: -v.p.max(1e-300).log10(),
@@ -241,8 +236,8 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
         baseline: model,
         evidence: s.steps.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect(),
         evidence_count: s.steps.len() as u64,
-        mitre_attack: Some(mitre),
-        owasp_nhi: Some("NHI5:2025 Overprivileged NHI"),
+        mitre_attack: mapped.mitre(),
+        owasp_nhi: mapped.owasp(),
         subject: Some(s.steps[at].tool.clone()),
         incident_id: None,
         suppressed: None,
@@ -252,6 +247,10 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories) -> Option<Alert> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rule() -> &'static Rule {
+        crate::detect::builtin_rule("tool_chaining")
+    }
 
     fn step(tool: &str, resource: Option<&str>) -> Step {
         Step { ts: 0, request_id: None, ip: None, tool: tool.into(), resource: resource.map(Into::into) }
@@ -296,8 +295,9 @@ mod tests {
     #[test]
     fn a_learned_workflow_does_not_alert_but_a_new_exfiltration_does() {
         let (m, c) = (trained(), ToolCategories::builtin());
-        assert!(judge(&session(&[("db.query", None), ("slack.post_message", None)]), &m, &c).is_none());
-        let a = judge(&session(&[("db.query", Some("db://x/customers_pii")), ("email.send", None)]), &m, &c).unwrap();
+        assert!(judge(&session(&[("db.query", None), ("slack.post_message", None)]), &m, &c, rule()).is_none());
+        let a = judge(&session(&[("db.query", Some("db://x/customers_pii")), ("email.send", None)]), &m, &c, rule())
+            .unwrap();
         assert_eq!(a.finding, "exfiltration");
         assert_eq!(a.severity, Severity::Critical, "a sensitive read before the send");
         assert!(a.explanation.contains("db.query → email.send"), "{}", a.explanation);
@@ -308,7 +308,10 @@ mod tests {
         let mut m = trained();
         m.add("db.query", "email.send", 100);
         m.add("email.send", "$", 100);
-        assert!(judge(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin()).is_none());
+        assert!(
+            judge(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin(), rule())
+                .is_none()
+        );
     }
 
     #[test]
@@ -316,25 +319,33 @@ mod tests {
         let mut m = trained();
         m.add("db.query", "email.send", 1);
         m.add("email.send", "$", 1);
-        let a = judge(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin()).unwrap();
+        let a = judge(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin(), rule())
+            .unwrap();
         assert_eq!(a.finding, "exfiltration");
     }
 
     #[test]
     fn cold_start_principals_are_judged_by_the_rules() {
         let c = ToolCategories::builtin();
-        let a = judge(&session(&[("github.get_file", None), ("shell.exec", None)]), &Markov::default(), &c).unwrap();
+        let a = judge(&session(&[("github.get_file", None), ("shell.exec", None)]), &Markov::default(), &c, rule())
+            .unwrap();
         assert_eq!(a.finding, "read_then_exec");
         assert!(a.baseline.contains("cold start"));
         assert!(
-            judge(&session(&[("jira.search", None), ("jira.add_comment", None)]), &Markov::default(), &c).is_none()
+            judge(&session(&[("jira.search", None), ("jira.add_comment", None)]), &Markov::default(), &c, rule())
+                .is_none()
         );
     }
 
     #[test]
     fn an_unknown_tool_is_unusual() {
-        let a = judge(&session(&[("db.query", None), ("db.drop_table", None)]), &trained(), &ToolCategories::builtin())
-            .unwrap();
+        let a = judge(
+            &session(&[("db.query", None), ("db.drop_table", None)]),
+            &trained(),
+            &ToolCategories::builtin(),
+            rule(),
+        )
+        .unwrap();
         assert_eq!(a.finding, "unusual_tool");
     }
 }

@@ -1,12 +1,13 @@
 //! Request-level detector rows grouped into alerts, and how each such
-//! detector words what it found.
+//! detector words what it found; severities and mappings come from its rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::RecordBatch;
 
 use super::DetectError;
-use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
+use super::rule::{Explainer, Mapped, Rule};
+use crate::alert::{self, Alert, MAX_EVIDENCE};
 use crate::columns;
 use crate::time::{format_ms, parse_date_or_ts};
 
@@ -29,6 +30,8 @@ pub(crate) struct Row {
 
 /// Rows that make one alert: a credential, a finding, a group of values, a day.
 pub(crate) struct Group<'a> {
+    /// The detector's rule: what each finding maps to.
+    pub rule: &'a Rule,
     pub cred: &'a str,
     pub finding: &'a str,
     pub group: &'a str,
@@ -38,13 +41,26 @@ pub(crate) struct Group<'a> {
 }
 
 /// How a detector words and rates one group.
-pub(crate) struct Explained {
-    pub severity: Severity,
+pub(crate) struct Explained<'a> {
+    /// Severity and mappings, from the rule.
+    pub mapped: Mapped<'a>,
     pub observed: String,
     pub baseline: String,
     pub explanation: String,
-    pub mitre: &'static str,
-    pub owasp: &'static str,
+}
+
+/// Words one group of rows.
+pub(crate) type Explain = for<'a> fn(&Group<'a>) -> Explained<'a>;
+
+/// The explainer a rule names.
+pub(crate) fn explainer(e: Explainer) -> Explain {
+    match e {
+        Explainer::OutOfScope => out_of_scope,
+        Explainer::FirstSeen => first_seen,
+        Explainer::SecretExposure => secret_exposure,
+        Explainer::DefenseEvasion => defense_evasion,
+        Explainer::Custom => custom,
+    }
 }
 
 /// Where an alert groups rows: a resource by its parent "directory",
@@ -62,9 +78,9 @@ fn group_key(finding: &str, value: &str) -> String {
 /// credential, finding, value group and day, and let the detector explain
 /// each group.
 pub(crate) fn grouped_alerts(
-    family: &'static str,
+    rule: &Rule,
     query: &str,
-    explain: fn(&Group<'_>) -> Explained,
+    explain: Explain,
     batches: &[RecordBatch],
 ) -> Result<Vec<Alert>, DetectError> {
     let q = query;
@@ -101,14 +117,14 @@ pub(crate) fn grouped_alerts(
         } else {
             ips.into_iter().take(3).collect::<Vec<_>>().join(", ")
         };
-        let g = Group { cred: &cred, finding: &finding, group: &group, rows: &rows, ips };
+        let g = Group { rule, cred: &cred, finding: &finding, group: &group, rows: &rows, ips };
         let e = explain(&g);
         let (first, last) = (&rows[0], &rows[rows.len() - 1]);
         out.push(Alert {
-            alert_id: alert::alert_id(family, &cred, &format!("{finding}:{group}"), first.ts),
-            detector: family,
+            alert_id: alert::alert_id(&rule.family, &cred, &format!("{finding}:{group}"), first.ts),
+            detector: rule.family.clone(),
             finding: finding.clone(),
-            severity: e.severity,
+            severity: e.mapped.severity,
             score: 1.0,
             principal: first.principal.clone(),
             credential_id: cred.clone(),
@@ -119,8 +135,8 @@ pub(crate) fn grouped_alerts(
             baseline: e.baseline,
             evidence: rows.iter().filter_map(|x| x.request_id.clone()).take(MAX_EVIDENCE).collect(),
             evidence_count: rows.len() as u64,
-            mitre_attack: (!e.mitre.is_empty()).then_some(e.mitre),
-            owasp_nhi: (!e.owasp.is_empty()).then_some(e.owasp),
+            mitre_attack: e.mapped.mitre(),
+            owasp_nhi: e.mapped.owasp(),
             subject: Some(group.clone()),
             incident_id: None,
             suppressed: None,
@@ -129,61 +145,53 @@ pub(crate) fn grouped_alerts(
     Ok(out)
 }
 
-pub(crate) fn out_of_scope(g: &Group<'_>) -> Explained {
+pub(crate) fn out_of_scope<'a>(g: &Group<'a>) -> Explained<'a> {
     let (cred, n, ips, first) = (g.cred, g.rows.len(), &g.ips, &g.rows[0]);
     let allowed = first.allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "(none listed)".into());
     let declared = parse_date_or_ts(&first.value).map(format_ms).unwrap_or_else(|| first.value.clone());
     match g.finding {
         "expired_credential" => Explained {
-            severity: Severity::High,
+            mapped: g.rule.mapped(g.finding, None),
             observed: format!("{n} requests after expiry"),
             baseline: format!("inventory: expires {declared}"),
             explanation: format!(
                 "{cred} was used {n} times after it expired ({declared}), from {ips}: revoke it and find who holds it"
             ),
-            mitre: "T1078.004 Valid Accounts: Cloud Accounts",
-            owasp: "NHI1:2025 Improper Offboarding",
         },
         "not_yet_valid" => Explained {
-            severity: Severity::High,
+            mapped: g.rule.mapped(g.finding, None),
             observed: format!("{n} requests before the credential was issued"),
             baseline: format!("inventory: created {declared}"),
             explanation: format!("{cred} was used {n} times before it was issued ({declared}), from {ips}"),
-            mitre: "T1078.004 Valid Accounts: Cloud Accounts",
-            owasp: "NHI4:2025 Insecure Authentication",
         },
         finding => {
             let what = finding.trim_end_matches("_outside_scope");
             let shown = if what == "resource" { format!("{}…", g.group) } else { g.group.to_string() };
+            // Variants the rule may rate apart: an admin action, a storage bucket.
+            let variant = match what {
+                "action" if first.value == "admin" => Some("admin"),
+                "resource" if g.group.starts_with("s3://") => Some("s3"),
+                _ => None,
+            };
             Explained {
-                severity: match (what, first.value.as_str()) {
-                    ("action", "admin") | ("resource", _) => Severity::High,
-                    _ => Severity::Medium,
-                },
+                mapped: g.rule.mapped(finding, variant),
                 observed: format!("{n} requests with {what} {shown}"),
                 baseline: format!("inventory allows {what}s: {allowed}"),
                 explanation: format!(
                     "{cred} made {n} requests with {what} {shown}, outside its declared scope ({allowed}), from {ips}"
                 ),
-                mitre: match what {
-                    "resource" if g.group.starts_with("s3://") => "T1530 Data from Cloud Storage",
-                    "resource" => "T1213 Data from Information Repositories",
-                    "action" => "T1098 Account Manipulation",
-                    _ => "T1078.004 Valid Accounts: Cloud Accounts",
-                },
-                owasp: "NHI5:2025 Overprivileged NHI",
             }
         }
     }
 }
 
-pub(crate) fn secret_exposure(g: &Group<'_>) -> Explained {
+pub(crate) fn secret_exposure<'a>(g: &Group<'a>) -> Explained<'a> {
     let n = g.rows.len();
     let (kind, fingerprint) = g.group.split_once(':').unwrap_or((g.group, "?"));
     let fields: BTreeSet<&str> = g.rows.iter().filter_map(|r| r.allowed.as_deref()).collect();
     let fields = fields.into_iter().collect::<Vec<_>>().join(", ");
     Explained {
-        severity: Severity::Critical,
+        mapped: g.rule.mapped(g.finding, None),
         observed: format!("{n} logged requests carried a {kind} (fingerprint {fingerprint}) in {fields}"),
         baseline: "a secret never belongs in a log".into(),
         explanation: format!(
@@ -191,18 +199,16 @@ pub(crate) fn secret_exposure(g: &Group<'_>) -> Explained {
              these logs holds it; rotate it and fix the caller that logs it (credtrail stored it redacted)",
             g.cred
         ),
-        mitre: "T1552.001 Unsecured Credentials: Credentials In Files",
-        owasp: "NHI2:2025 Secret Leakage",
     }
 }
 
-pub(crate) fn defense_evasion(g: &Group<'_>) -> Explained {
+pub(crate) fn defense_evasion<'a>(g: &Group<'a>) -> Explained<'a> {
     let n = g.rows.len();
     let target = g.rows.iter().find_map(|r| r.allowed.clone()).map(|t| format!(" on {t}")).unwrap_or_default();
     let what =
         if g.group.starts_with("bedrock:") { "disabling AI logging or guardrails" } else { "disabling audit logging" };
     Explained {
-        severity: Severity::High,
+        mapped: g.rule.mapped(g.finding, None),
         observed: format!("{n} × {}{target}", g.group),
         baseline: "AI guardrails and model-invocation logging are changed by change management, not by workload keys"
             .into(),
@@ -211,54 +217,40 @@ pub(crate) fn defense_evasion(g: &Group<'_>) -> Explained {
              or revoke the key",
             g.cred, g.group, g.ips
         ),
-        mitre: "T1562.008 Impair Defenses: Disable or Modify Cloud Logs",
-        owasp: "NHI5:2025 Overprivileged NHI",
     }
 }
 
 /// A detector the user added as a query file: its rows say what they found.
-pub(crate) fn custom(g: &Group<'_>) -> Explained {
+pub(crate) fn custom<'a>(g: &Group<'a>) -> Explained<'a> {
     let n = g.rows.len();
     let allowed = g.rows[0].allowed.clone().unwrap_or_else(|| "(not given)".into());
     Explained {
-        severity: Severity::Medium,
+        mapped: g.rule.mapped(g.finding, None),
         observed: format!("{n} requests: {} {}", g.finding, g.group),
         baseline: allowed.clone(),
         explanation: format!(
             "{} made {n} requests flagged {} ({}) from {}; compared with: {allowed}",
             g.cred, g.finding, g.group, g.ips
         ),
-        mitre: "",
-        owasp: "",
     }
 }
 
 /// A value the credential had never used in its learned history: a new
 /// source network, model, tool, action or resource prefix.
-pub(crate) fn first_seen(g: &Group<'_>) -> Explained {
+pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
     let n = g.rows.len();
     let what = g.finding.trim_start_matches(FIRST_SEEN_PREFIX).replace('_', " ");
     let known = g.rows[0].allowed.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "nothing yet".into());
     let known =
         if known.chars().count() > 160 { format!("{}…", known.chars().take(160).collect::<String>()) } else { known };
-    let (severity, mitre) = match what.as_str() {
-        "network" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
-        "action" | "tool" => (Severity::Medium, "T1078.004 Valid Accounts: Cloud Accounts"),
-        "resource prefix" => (Severity::Medium, "T1213 Data from Information Repositories"),
-        // A key used from a region it never worked in: LLMjacking shops for regions with the models enabled.
-        "region" => (Severity::Medium, "T1535 Unused/Unsupported Cloud Regions"),
-        _ => (Severity::Low, "T1078.004 Valid Accounts: Cloud Accounts"),
-    };
     Explained {
-        severity,
+        mapped: g.rule.mapped(g.finding, None),
         observed: format!("{n} requests with a first-seen {what}: {}", g.group),
         baseline: format!("learned {what}s: {known}"),
         explanation: format!(
             "{} used {what} {} for the first time ({n} requests from {}), never seen in its history (known: {known})",
             g.cred, g.group, g.ips
         ),
-        mitre,
-        owasp: "NHI5:2025 Overprivileged NHI",
     }
 }
 

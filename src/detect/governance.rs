@@ -33,7 +33,7 @@ pub(super) fn alerts(
             let c = inv.get(&f.credential_id);
             Alert {
                 alert_id: alert::alert_id("governance", &f.credential_id, f.kind.as_str(), start),
-                detector: "governance",
+                detector: "governance".into(),
                 finding: f.kind.as_str().to_string(),
                 severity,
                 score: 1.0,
@@ -51,7 +51,7 @@ pub(super) fn alerts(
                 evidence: Vec::new(),
                 evidence_count: 0,
                 mitre_attack: None,
-                owasp_nhi: owasp,
+                owasp_nhi: owasp.map(str::to_string),
                 subject: f.owner.clone(),
                 incident_id: None,
                 suppressed: None,

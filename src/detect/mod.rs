@@ -3,6 +3,13 @@
 //! Rust turns its rows into explainable alerts — by grouping request-level
 //! rows, or by scoring aggregates against the credential's baseline.
 //!
+//! A query file holds its detector's whole rule: a TOML header in its leading
+//! comment (`rule.rs`, `queries/README.md`) names the family, the tables it
+//! reads, how `watch` runs it, which scorer (`billing.rs`, `storm.rs`,
+//! `chaining.rs`, `recon.rs`, or `explain.rs` for request-level rows) turns
+//! its rows into alerts, and each finding's severity, ATT&CK technique and
+//! OWASP NHI risk.
+//!
 //! Day D is judged against the baseline learned from the days before it
 //! (version `until = D-1`), learned on the spot when missing, so a batch over
 //! a week and seven nightly runs give the same alerts.
@@ -12,11 +19,12 @@ mod chaining;
 mod explain;
 mod governance;
 mod recon;
+mod rule;
 mod storm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
 use datafusion::physical_plan::{ExecutionPlan, collect, execution_plan::reset_plan_states};
@@ -30,6 +38,7 @@ use crate::lake::{self, Lake, LakeError};
 use crate::suppress::Suppressions;
 
 pub use chaining::ToolCategories;
+pub use rule::{Rule, RuleError, Scorer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -51,6 +60,8 @@ pub enum DetectError {
     Query { path: PathBuf, source: std::io::Error },
     #[error("{}: {source}", path.display())]
     Categories { path: PathBuf, source: toml::de::Error },
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     #[error("query {name}: {source}")]
     Run { name: String, source: datafusion::error::DataFusionError },
 }
@@ -99,37 +110,14 @@ impl DetectReport {
 pub(crate) struct Context<'a> {
     pub baseline: Option<&'a Baseline>,
     pub categories: &'a ToolCategories,
-}
-
-/// Scores a query's rows (the query's name is for messages) into alerts.
-type ScoreFn = fn(&Context<'_>, &str, &[RecordBatch]) -> Result<Vec<Alert>, DetectError>;
-
-/// How a detector turns its query's rows into alerts.
-#[derive(Clone, Copy)]
-enum Scoring {
-    /// Request-level rows (`credential_id, principal, ts, request_id,
-    /// source_ip, finding, value, allowed`), grouped per credential, finding,
-    /// value and day, each group explained by the function.
-    Rows(fn(&explain::Group<'_>) -> explain::Explained),
-    /// Aggregates scored in Rust against the baseline.
-    Scored(ScoreFn),
-}
-
-/// A detector: its query, and how its rows become alerts.
-struct Detector {
-    /// The query's file name in `queries/`, without `.sql`.
-    name: &'static str,
-    /// The detector family its alerts carry (several queries may share one).
-    family: &'static str,
-    sql: &'static str,
-    needs_inventory: bool,
-    scoring: Scoring,
-    live: LiveMode,
+    /// Its rule: the family its alerts carry, and what each finding maps to.
+    pub rule: &'a Rule,
 }
 
 /// How `watch` judges a detector as events arrive, so that a pass costs in
 /// proportion to the new events rather than to the live day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LiveMode {
     /// Each row of the query comes from one event (given the fixed baseline
     /// and inventory): the query runs over the new events only, its rows are
@@ -145,7 +133,8 @@ pub enum LiveMode {
 
 /// What a per-event detector's rows are scored together by. Units score
 /// independently, so `watch` scores again only those with new rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// All of a credential's rows.
     Credential,
@@ -166,7 +155,8 @@ impl Unit {
 /// What windowed per-credential state must show before a gated detector can
 /// alert on the credential. Gates may open too often, never too rarely: they
 /// only spare the query credentials it would raise nothing for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Gate {
     /// A minute with as many failures as a storm needs ([`least_burst`]).
     Storm,
@@ -179,85 +169,52 @@ pub enum Gate {
 pub use billing::least_spend;
 pub use storm::least_burst;
 
-const DETECTORS: &[Detector] = &[
-    Detector {
-        name: "billing_spike",
-        family: "billing_spike",
-        sql: include_str!("../../queries/billing_spike.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Scored(billing::score),
-        live: LiveMode::Gated(Gate::Spend),
-    },
-    Detector {
-        name: "retry_storm",
-        family: "retry_storm",
-        sql: include_str!("../../queries/retry_storm.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Scored(storm::score),
-        live: LiveMode::Gated(Gate::Storm),
-    },
-    Detector {
-        name: "tool_chaining",
-        family: "tool_chaining",
-        sql: include_str!("../../queries/tool_chaining.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Scored(chaining::score),
-        live: LiveMode::PerEvent(Unit::Session),
-    },
-    Detector {
-        name: "out_of_scope",
-        family: "out_of_scope",
-        sql: include_str!("../../queries/out_of_scope.sql"),
-        needs_inventory: true,
-        scoring: Scoring::Rows(explain::out_of_scope),
-        live: LiveMode::PerEvent(Unit::Credential),
-    },
-    Detector {
-        name: "first_seen",
-        family: "out_of_scope",
-        sql: include_str!("../../queries/first_seen.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Rows(explain::first_seen),
-        live: LiveMode::PerEvent(Unit::Credential),
-    },
-    Detector {
-        name: "secret_exposure",
-        family: "secret_exposure",
-        sql: include_str!("../../queries/secret_exposure.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Rows(explain::secret_exposure),
-        live: LiveMode::PerEvent(Unit::Credential),
-    },
-    Detector {
-        name: "llmjacking_recon",
-        family: "tool_chaining",
-        sql: include_str!("../../queries/llmjacking_recon.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Scored(recon::score),
-        live: LiveMode::PerEvent(Unit::Credential),
-    },
-    Detector {
-        name: "session_key_reuse",
-        family: "session_key_reuse",
-        sql: include_str!("../../queries/session_key_reuse.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Scored(recon::score_session_reuse),
-        live: LiveMode::Gated(Gate::SessionKey),
-    },
-    Detector {
-        name: "defense_evasion",
-        family: "defense_evasion",
-        sql: include_str!("../../queries/defense_evasion.sql"),
-        needs_inventory: false,
-        scoring: Scoring::Rows(explain::defense_evasion),
-        live: LiveMode::PerEvent(Unit::Credential),
-    },
+/// The built-in detectors: each query file's name and text, whose header holds its rule.
+const BUILTIN: &[(&str, &str)] = &[
+    ("billing_spike", include_str!("../../queries/billing_spike.sql")),
+    ("retry_storm", include_str!("../../queries/retry_storm.sql")),
+    ("tool_chaining", include_str!("../../queries/tool_chaining.sql")),
+    ("out_of_scope", include_str!("../../queries/out_of_scope.sql")),
+    ("first_seen", include_str!("../../queries/first_seen.sql")),
+    ("secret_exposure", include_str!("../../queries/secret_exposure.sql")),
+    ("llmjacking_recon", include_str!("../../queries/llmjacking_recon.sql")),
+    ("session_key_reuse", include_str!("../../queries/session_key_reuse.sql")),
+    ("defense_evasion", include_str!("../../queries/defense_evasion.sql")),
 ];
+
+/// A built-in detector: its query and the rule its header declares.
+struct Builtin {
+    name: &'static str,
+    sql: &'static str,
+    rule: Rule,
+}
+
+/// The built-in detectors, their headers parsed once.
+fn builtins() -> &'static [Builtin] {
+    static PARSED: OnceLock<Vec<Builtin>> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        BUILTIN
+            .iter()
+            .map(|&(name, sql)| {
+                let file = format!("queries/{name}.sql");
+                // Compiled in and checked by a test: a broken header is a build mistake.
+                let rule = Rule::parse(&file, sql).unwrap_or_else(|e| panic!("{e}"));
+                Builtin { name, sql, rule: rule.unwrap_or_else(|| panic!("{file} has no rule header")) }
+            })
+            .collect()
+    })
+}
+
+/// The rule of the built-in detector `name`.
+#[cfg(test)]
+pub(crate) fn builtin_rule(name: &str) -> &'static Rule {
+    &builtins().iter().find(|d| d.name == name).expect("a built-in detector").rule
+}
 
 /// Every built-in detector's name and query (with its `{from}`/`{to}` day
 /// and `{baseline}` version placeholders), for the SQL shell's views.
 pub fn detector_queries() -> Vec<(&'static str, &'static str)> {
-    DETECTORS.iter().map(|d| (d.name, d.sql)).collect()
+    builtins().iter().map(|d| (d.name, d.sql)).collect()
 }
 
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, DetectError> {
@@ -315,7 +272,7 @@ impl Engine {
         let why = "needs a credential inventory (--inventory)".to_string();
         self.plans
             .iter()
-            .filter(|d| d.needs_inventory && self.inventory.is_none())
+            .filter(|d| d.rule.needs_inventory() && self.inventory.is_none())
             .map(|d| (d.name.clone(), why.clone()))
             .collect()
     }
@@ -374,8 +331,8 @@ impl Engine {
         self.plans
             .iter()
             .enumerate()
-            .filter(|(_, d)| !d.needs_inventory || self.inventory.is_some())
-            .map(|(i, d)| (i, d.live))
+            .filter(|(_, d)| !d.rule.needs_inventory() || self.inventory.is_some())
+            .map(|(i, d)| (i, d.rule.live))
     }
 
     /// The rows of detector `d` (from [`Engine::detectors`]) for `day` in `ctx`.
@@ -440,10 +397,15 @@ impl Engine {
         rows: &[RecordBatch],
     ) -> Result<Vec<Alert>, DetectError> {
         let d = &self.plans[d];
-        let cx = Context { baseline: base, categories: &self.categories };
-        match d.scoring {
-            Scoring::Rows(explain) => explain::grouped_alerts(d.family, &d.name, explain, rows),
-            Scoring::Scored(score) => score(&cx, &d.name, rows),
+        let cx = Context { baseline: base, categories: &self.categories, rule: &d.rule };
+        let q = &d.name;
+        match d.rule.scoring {
+            Scorer::Rows(e) => explain::grouped_alerts(&d.rule, q, explain::explainer(e), rows),
+            Scorer::Billing => billing::score(&cx, q, rows),
+            Scorer::Storm => storm::score(&cx, q, rows),
+            Scorer::Chaining => chaining::score(&cx, q, rows),
+            Scorer::Recon => recon::score(&cx, q, rows),
+            Scorer::SessionReuse => recon::score_session_reuse(&cx, q, rows),
         }
     }
 }
@@ -524,37 +486,36 @@ fn fold_first_seen(alerts: Vec<Alert>) -> Vec<Alert> {
     rest
 }
 
-/// A detector ready to run: its query text resolved.
+/// A detector ready to run: its query text and rule resolved.
 struct Plan {
     name: String,
-    family: &'static str,
     sql: String,
-    needs_inventory: bool,
-    scoring: Scoring,
-    live: LiveMode,
+    rule: Rule,
 }
 
 /// The built-in detectors, each replaced by `DIR/<name>.sql` when present,
-/// plus every other `DIR/*.sql` as a detector of its own: it returns the
-/// request-level columns and its alerts carry its file name.
+/// plus every other `DIR/*.sql` as a detector of its own. A file's header
+/// gives its rule; a replacement without one keeps the built-in rule but is
+/// judged a whole day at a time (its rows may not keep the shape the live
+/// mode relies on), and another file without one returns the request-level
+/// columns and its alerts carry its file name.
 fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
-    let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|source| DetectError::Query { path, source });
+    let read = |path: &Path| {
+        let sql = std::fs::read_to_string(path).map_err(|source| DetectError::Query { path: path.into(), source })?;
+        let rule = Rule::parse(&path.display().to_string(), &sql)?;
+        Ok::<_, DetectError>((sql, rule))
+    };
     let mut plans = Vec::new();
-    for d in DETECTORS {
+    for d in builtins() {
         let own = dir.map(|dir| dir.join(format!("{}.sql", d.name))).filter(|p| p.exists());
-        // A replaced query may not keep the shape the live mode relies on.
-        let live = if own.is_some() { LiveMode::Day } else { d.live };
-        plans.push(Plan {
-            name: d.name.to_string(),
-            family: d.family,
-            sql: match own {
-                Some(p) => read(p)?,
-                None => d.sql.to_string(),
-            },
-            needs_inventory: d.needs_inventory,
-            scoring: d.scoring,
-            live,
-        });
+        let (sql, rule) = match own {
+            Some(p) => {
+                let (sql, rule) = read(&p)?;
+                (sql, rule.unwrap_or_else(|| Rule { live: LiveMode::Day, ..d.rule.clone() }))
+            }
+            None => (d.sql.to_string(), d.rule.clone()),
+        };
+        plans.push(Plan { name: d.name.to_string(), sql, rule });
     }
     let Some(dir) = dir else { return Ok(plans) };
     let entries = std::fs::read_dir(dir).map_err(|source| DetectError::Query { path: dir.to_path_buf(), source })?;
@@ -564,22 +525,15 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .filter(|p| {
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            !DETECTORS.iter().any(|d| d.name == stem) && !stem.starts_with("baseline_")
+            !builtins().iter().any(|d| d.name == stem) && !stem.starts_with("baseline_")
         })
         .collect();
     extra.sort();
     for p in extra {
         let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("custom").to_string();
-        // Alerts name their detector with a &'static str; a run has a handful of these.
-        let family: &'static str = Box::leak(name.clone().into_boxed_str());
-        plans.push(Plan {
-            name,
-            family,
-            sql: read(p)?,
-            needs_inventory: false,
-            scoring: Scoring::Rows(explain::custom),
-            live: LiveMode::Day,
-        });
+        let (sql, rule) = read(&p)?;
+        let rule = rule.unwrap_or_else(|| Rule::plain(&name));
+        plans.push(Plan { name, sql, rule });
     }
     Ok(plans)
 }
@@ -670,6 +624,62 @@ mod tests {
         assert!(matches!(day_list("2026-12-02", "2026-11-30"), Err(DetectError::EmptyRange(..))));
         assert!(matches!(day_list("yesterday", "2026-11-30"), Err(DetectError::BadDate(_))));
         assert_eq!(previous_day("2026-12-01").unwrap(), "2026-11-30");
+    }
+
+    #[test]
+    fn built_in_rules_parse() {
+        for d in builtins() {
+            assert_eq!(d.rule.needs_inventory(), d.name == "out_of_scope", "{}", d.name);
+        }
+        assert_eq!(builtin_rule("llmjacking_recon").family, "tool_chaining");
+        assert_eq!(builtin_rule("tool_chaining").live, LiveMode::PerEvent(Unit::Session));
+        assert_eq!(builtin_rule("session_key_reuse").live, LiveMode::Gated(Gate::SessionKey));
+    }
+
+    /// A request-level row batch, as a custom query returns it.
+    fn request_rows(cred: &str, finding: &str, ts: i64) -> RecordBatch {
+        use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
+        let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let ts = Arc::new(TimestampMillisecondArray::from(vec![ts]).with_timezone("UTC")) as ArrayRef;
+        RecordBatch::try_from_iter([
+            ("credential_id", s(cred)),
+            ("principal", s("svc")),
+            ("ts", ts),
+            ("request_id", s("r1")),
+            ("source_ip", s("10.0.0.1")),
+            ("finding", s(finding)),
+            ("value", s("v")),
+            ("allowed", s("w")),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn custom_queries_carry_their_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = "-- mine: prose\n--- family = \"my_family\"\n--- severity = \"high\"\n--- mitre = \"T1 X\"\n\
+                   --- [findings.odd]\n--- severity = \"critical\"\nSELECT 1";
+        std::fs::write(dir.path().join("mine.sql"), sql).unwrap();
+        std::fs::write(dir.path().join("plain.sql"), "-- no header\nSELECT 1").unwrap();
+        let engine = Engine::new(Some(dir.path()), None, None).unwrap();
+        let score = |name: &str, finding: &str| {
+            let i = engine.plans.iter().position(|p| p.name == name).unwrap();
+            let rows = request_rows("k", finding, 1_700_000_000_000);
+            engine.score((i, engine.plans[i].rule.live), None, &[rows]).unwrap().remove(0)
+        };
+        let a = score("mine", "x");
+        assert_eq!(
+            (a.detector.as_str(), a.severity, a.mitre_attack.as_deref()),
+            ("my_family", Severity::High, Some("T1 X"))
+        );
+        assert_eq!(a.alert_id, alert::alert_id("my_family", "k", "x:v", 1_700_000_000_000));
+        assert_eq!(score("mine", "odd").severity, Severity::Critical);
+        let a = score("plain", "x");
+        assert_eq!((a.detector.as_str(), a.severity, a.mitre_attack), ("plain", Severity::Medium, None));
+
+        std::fs::write(dir.path().join("bad.sql"), "--- family = \"b\"\n--- colour = \"red\"\nSELECT 1").unwrap();
+        let e = Engine::new(Some(dir.path()), None, None).err().unwrap().to_string();
+        assert!(e.contains("bad.sql") && e.contains("colour"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::time::format_ms;
 /// The finding of an LLMjacking chain alert.
 pub(crate) const RECON_FINDING: &str = "llmjacking_recon";
 
+/// The finding of a session key used from a second network.
+const REUSE_FINDING: &str = "session_key_from_second_network";
+
 struct Step {
     ts: i64,
     request_id: Option<String>,
@@ -73,7 +76,7 @@ fn describe(steps: &[&Step]) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut by_cred: BTreeMap<String, (Option<String>, Vec<Step>)> = BTreeMap::new();
     for b in batches {
         let cred = columns::strings(b, q, "credential_id")?;
@@ -97,6 +100,7 @@ pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resu
             });
         }
     }
+    let mapped = cx.rule.mapped(RECON_FINDING, None);
     let mut out = Vec::new();
     for (cred, (principal, mut steps)) in by_cred {
         steps.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
@@ -134,14 +138,12 @@ pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resu
             recon_tools.len(),
             recon_tools.iter().copied().collect::<Vec<_>>().join(", ")
         );
-        let explanation = format!(
-            "{cred} went through the LLMjacking recon chain on Bedrock: {} — {action}",
-            shown.join("; ")
-        );
+        let explanation =
+            format!("{cred} went through the LLMjacking recon chain on Bedrock: {} — {action}", shown.join("; "));
         let evidence: Vec<String> = chain.iter().filter_map(|s| s.request_id.clone()).collect();
         out.push(Alert {
-            alert_id: alert::alert_id("tool_chaining", &cred, RECON_FINDING, start),
-            detector: "tool_chaining",
+            alert_id: alert::alert_id(&cx.rule.family, &cred, RECON_FINDING, start),
+            detector: cx.rule.family.clone(),
             finding: RECON_FINDING.to_string(),
             severity,
             score: (recon_tools.len() + probes.min(5) + 5 * evasion.min(1) + 5 * abuse.min(1)) as f64,
@@ -154,8 +156,8 @@ pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resu
             baseline: "the key had never called these Bedrock control-plane APIs nor used these addresses in its learned history".into(),
             evidence_count: evidence.len() as u64,
             evidence: evidence.into_iter().take(MAX_EVIDENCE).collect(),
-            mitre_attack: Some("T1496 Resource Hijacking"),
-            owasp_nhi: Some("NHI2:2025 Secret Leakage"),
+            mitre_attack: mapped.mitre(),
+            owasp_nhi: mapped.owasp(),
             subject: recon_tools.first().map(|s| s.to_string()),
             incident_id: None,
             suppressed: None,
@@ -171,8 +173,7 @@ pub(super) fn score(_cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resu
 /// stay with it.
 pub(super) fn absorb_into_chains(alerts: Vec<Alert>) -> Vec<Alert> {
     const SLACK_MS: i64 = 10 * 60_000;
-    let (mut chains, rest): (Vec<Alert>, Vec<Alert>) =
-        alerts.into_iter().partition(|a| a.finding == RECON_FINDING);
+    let (mut chains, rest): (Vec<Alert>, Vec<Alert>) = alerts.into_iter().partition(|a| a.finding == RECON_FINDING);
     if chains.is_empty() {
         return rest;
     }
@@ -205,7 +206,7 @@ pub(super) fn absorb_into_chains(alerts: Vec<Alert>) -> Vec<Alert> {
 
 /// Session keys used from a second network.
 pub(super) fn score_session_reuse(
-    _cx: &Context<'_>,
+    cx: &Context<'_>,
     q: &str,
     batches: &[RecordBatch],
 ) -> Result<Vec<Alert>, DetectError> {
@@ -248,6 +249,7 @@ pub(super) fn score_session_reuse(
             });
         }
     }
+    let mapped = cx.rule.mapped(REUSE_FINDING, None);
     let mut out = Vec::new();
     for ((cred, session), mut uses) in sessions {
         uses.sort_by_key(|u| u.first);
@@ -267,10 +269,10 @@ pub(super) fn score_session_reuse(
                 format_ms(owner.first),
             );
             out.push(Alert {
-                alert_id: alert::alert_id("session_key_reuse", &cred, &session, u.first),
-                detector: "session_key_reuse",
-                finding: "session_key_from_second_network".into(),
-                severity: Severity::High,
+                alert_id: alert::alert_id(&cx.rule.family, &cred, &session, u.first),
+                detector: cx.rule.family.clone(),
+                finding: REUSE_FINDING.into(),
+                severity: mapped.severity,
                 score: u.requests as f64,
                 credential_id: cred.clone(),
                 principal: u.principal.clone(),
@@ -281,8 +283,8 @@ pub(super) fn score_session_reuse(
                 baseline: format!("the session started from {} and was used only from there", owner.network),
                 evidence: u.evidence.iter().take(MAX_EVIDENCE).cloned().collect(),
                 evidence_count: u.requests.max(0) as u64,
-                mitre_attack: Some("T1550.001 Use Alternate Authentication Material: Application Access Token"),
-                owasp_nhi: Some("NHI2:2025 Secret Leakage"),
+                mitre_attack: mapped.mitre(),
+                owasp_nhi: mapped.owasp(),
                 subject: Some(key.to_string()),
                 incident_id: None,
                 suppressed: None,

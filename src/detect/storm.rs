@@ -140,28 +140,17 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
     let sum = |f: fn(&Minute) -> f64| run.iter().map(|m| f(m)).sum::<f64>();
     let (total, auth, throttled, server) =
         (sum(|m| m.errors), sum(|m| m.auth), sum(|m| m.throttled), sum(|m| m.server));
-    let (finding, what, mitre, owasp) = if auth >= throttled && auth >= server {
+    let (finding, what) = if auth >= throttled && auth >= server {
         (
             "auth_failures",
             "401/403 failures: key guessing, or an invalid, revoked or under-privileged key being hammered",
-            "T1110 Brute Force",
-            None,
         )
     } else if throttled >= server {
-        (
-            "throttling",
-            "429 throttling: rate hammering (a runaway retry loop or abuse of the key)",
-            "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood",
-            None,
-        )
+        ("throttling", "429 throttling: rate hammering (a runaway retry loop or abuse of the key)")
     } else {
-        (
-            "server_errors",
-            "5xx failures amplified by retries",
-            "T1499.003 Endpoint Denial of Service: Application Exhaustion Flood",
-            None,
-        )
+        ("server_errors", "5xx failures amplified by retries")
     };
+    let mapped = cx.rule.mapped(finding, None);
     let set = |f: fn(&Minute) -> &Vec<String>| super::union(run.iter().map(|m| f(m)));
     let (ips, codes) = (set(|m| &m.ips), set(|m| &m.codes));
     let minutes = ((run.last()?.minute - first.minute) / MINUTE_MS + 1) as usize;
@@ -185,8 +174,8 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
         _ => grade(peak.errors, (0.0, 100.0, 2000.0)).max(Severity::Medium),
     };
     Some(Alert {
-        alert_id: alert::alert_id("retry_storm", cred, finding, first.minute),
-        detector: "retry_storm",
+        alert_id: alert::alert_id(&cx.rule.family, cred, finding, first.minute),
+        detector: cx.rule.family.clone(),
         finding: finding.to_string(),
         severity,
         score: peak_surprise,
@@ -202,8 +191,8 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
         baseline,
         evidence: run.iter().flat_map(|m| m.evidence.iter().cloned()).take(MAX_EVIDENCE).collect(),
         evidence_count: total as u64,
-        mitre_attack: Some(mitre),
-        owasp_nhi: owasp,
+        mitre_attack: mapped.mitre(),
+        owasp_nhi: mapped.owasp(),
         subject: codes.first().cloned(),
         incident_id: None,
         suppressed: None,

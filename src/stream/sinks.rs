@@ -168,7 +168,7 @@ async fn run_command(cmd: &str, a: &Alert) -> Result<(), String> {
         .env("CREDTRAIL_ALERT_ID", &a.alert_id)
         .env("CREDTRAIL_CREDENTIAL_ID", &a.credential_id)
         .env("CREDTRAIL_SEVERITY", a.severity.as_str())
-        .env("CREDTRAIL_DETECTOR", a.detector)
+        .env("CREDTRAIL_DETECTOR", &a.detector)
         .env("CREDTRAIL_FINDING", &a.finding)
         .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -1,0 +1,205 @@
+//! A detector's rule: its query file holds the whole of it. The leading
+//! comment block of `queries/<detector>.sql` carries, besides the prose, a
+//! TOML header on lines starting `---` (see `queries/README.md`): the
+//! detector family, the tables it reads, how `watch` runs it, which Rust
+//! scorer turns its rows into alerts, and the default severity with the
+//! MITRE ATT&CK technique and OWASP NHI risk of each finding.
+//!
+//! The built-in rules are parsed once from the compiled-in files; a query in
+//! `--queries DIR` is parsed from its own file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::LiveMode;
+use crate::alert::Severity;
+
+/// A rule header that does not parse, or holds a key credtrail does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: rule header: {source}")]
+pub struct RuleError {
+    pub file: String,
+    pub source: toml::de::Error,
+}
+
+/// What a detector is, as its query file's header declares it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The family its alerts carry (several queries may share one).
+    pub family: String,
+    /// The tables the query reads; `credentials` needs the inventory.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// How `watch` judges it as events arrive.
+    #[serde(default = "day")]
+    pub live: LiveMode,
+    /// Which scorer turns its rows into alerts.
+    #[serde(default = "custom")]
+    pub scoring: Scorer,
+    /// What every finding maps to unless `findings` says otherwise.
+    pub severity: Option<Severity>,
+    pub mitre: Option<String>,
+    pub owasp: Option<String>,
+    /// Per finding (`[findings.<finding>]`), or per variant of one a scorer
+    /// tells apart (`[findings."<finding>/<variant>"]`).
+    #[serde(default)]
+    pub findings: BTreeMap<String, Mapping>,
+}
+
+fn day() -> LiveMode {
+    LiveMode::Day
+}
+
+fn custom() -> Scorer {
+    Scorer::Rows(Explainer::Custom)
+}
+
+/// Severity (a scorer that grades computes its own), ATT&CK technique and
+/// OWASP NHI risk; each unset field falls back to the broader entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    pub severity: Option<Severity>,
+    pub mitre: Option<String>,
+    pub owasp: Option<String>,
+}
+
+/// The Rust scorer a rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scorer {
+    Billing,
+    Storm,
+    Chaining,
+    Recon,
+    SessionReuse,
+    /// Request-level rows grouped into alerts, each group worded by the explainer.
+    Rows(Explainer),
+}
+
+/// How a request-level detector words a group of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Explainer {
+    OutOfScope,
+    FirstSeen,
+    SecretExposure,
+    DefenseEvasion,
+    /// The rows say what they found (a query the user added).
+    Custom,
+}
+
+/// A finding's resolved mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapped<'a> {
+    pub severity: Severity,
+    pub mitre: Option<&'a str>,
+    pub owasp: Option<&'a str>,
+}
+
+impl Mapped<'_> {
+    pub fn mitre(&self) -> Option<String> {
+        self.mitre.map(str::to_string)
+    }
+
+    pub fn owasp(&self) -> Option<String> {
+        self.owasp.map(str::to_string)
+    }
+}
+
+impl Rule {
+    /// The rule in `text`'s header, `None` when it has none. `file` names
+    /// the file in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Option<Rule>, RuleError> {
+        let Some(header) = header(text) else { return Ok(None) };
+        toml::from_str(&header).map(Some).map_err(|source| RuleError { file: file.to_string(), source })
+    }
+
+    /// A rule with the defaults of a query without a header: its family is its name.
+    pub fn plain(name: &str) -> Rule {
+        Rule {
+            family: name.to_string(),
+            inputs: Vec::new(),
+            live: LiveMode::Day,
+            scoring: custom(),
+            severity: None,
+            mitre: None,
+            owasp: None,
+            findings: BTreeMap::new(),
+        }
+    }
+
+    pub fn needs_inventory(&self) -> bool {
+        self.inputs.iter().any(|t| t == "credentials")
+    }
+
+    /// What `finding` maps to: its `variant` entry first, then the
+    /// finding's, then the rule's; severity medium when none says.
+    pub fn mapped(&self, finding: &str, variant: Option<&str>) -> Mapped<'_> {
+        let variant = variant.and_then(|v| self.findings.get(&format!("{finding}/{v}")));
+        let levels = [variant, self.findings.get(finding)];
+        let levels = levels.iter().flatten();
+        Mapped {
+            severity: levels.clone().find_map(|m| m.severity).or(self.severity).unwrap_or(Severity::Medium),
+            mitre: levels.clone().find_map(|m| m.mitre.as_deref()).or(self.mitre.as_deref()),
+            owasp: levels.clone().find_map(|m| m.owasp.as_deref()).or(self.owasp.as_deref()),
+        }
+    }
+}
+
+/// The TOML of a query's header: the `---` lines of its leading comment
+/// block, without the marker. `None` when there are none.
+fn header(text: &str) -> Option<String> {
+    let mut toml = Vec::new();
+    for line in text.lines().map(str::trim_end).take_while(|l| l.starts_with("--")) {
+        if line == "---" {
+            toml.push("");
+        } else if let Some(rest) = line.strip_prefix("--- ") {
+            toml.push(rest);
+        }
+    }
+    (!toml.is_empty()).then(|| toml.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Gate;
+
+    #[test]
+    fn a_header_is_read_from_the_leading_comment() {
+        let text = "-- mine: prose\n---\n--- family = \"mine\"\n--- live = { gated = \"storm\" }\n--- \
+                    severity = \"high\"\n--- [findings.x]\n--- mitre = \"T1\"\n-- more prose\nSELECT 1\n--- family = 1";
+        let r = Rule::parse("mine.sql", text).unwrap().unwrap();
+        assert_eq!(r.family, "mine");
+        assert_eq!(r.live, LiveMode::Gated(Gate::Storm));
+        assert_eq!(r.scoring, Scorer::Rows(Explainer::Custom));
+        assert_eq!(r.mapped("x", None), Mapped { severity: Severity::High, mitre: Some("T1"), owasp: None });
+        assert_eq!(r.mapped("y", Some("v")).mitre, None);
+        assert!(!r.needs_inventory());
+        assert!(Rule::parse("plain.sql", "-- prose only\nSELECT 1").unwrap().is_none());
+    }
+
+    #[test]
+    fn variants_fall_back_to_their_finding_then_the_rule() {
+        let text = "--- family = \"f\"\n--- owasp = \"O\"\n--- [findings.a]\n--- severity = \"low\"\n--- mitre = \
+                    \"A\"\n--- [findings.\"a/v\"]\n--- mitre = \"AV\"";
+        let r = Rule::parse("f.sql", text).unwrap().unwrap();
+        assert_eq!(r.mapped("a", Some("v")), Mapped { severity: Severity::Low, mitre: Some("AV"), owasp: Some("O") });
+        assert_eq!(r.mapped("a", Some("w")).mitre, Some("A"));
+        assert_eq!(r.mapped("b", None).severity, Severity::Medium);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_file() {
+        for text in ["--- family = \"f\"\n--- colour = \"red\"", "--- family = \"f\"\n--- [findings.a]\n--- sev = 1"] {
+            let e = Rule::parse("dir/odd.sql", text).unwrap_err().to_string();
+            assert!(e.starts_with("dir/odd.sql: rule header"), "{e}");
+            assert!(e.contains("colour") || e.contains("sev"), "{e}");
+        }
+        let e = Rule::parse("x.sql", "--- family = \"f\"\n--- scoring = { rows = \"nope\" }").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}
