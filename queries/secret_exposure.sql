@@ -1,5 +1,9 @@
 -- secret_exposure: credential secrets that ingest found (and redacted) in
 -- logged requests. One row per occurrence; grouped per credential and secret.
+-- AWS's own records are not in the table (ingest redacts them quietly): the
+-- session tokens CloudTrail logs in the response of the call that issued
+-- them, without their secret key, and anything a call by an AWS service held
+-- (see `aws_own_secret` in src/ingest/cloudtrail.rs).
 ---
 --- family = "secret_exposure"
 --- inputs = ["secret_exposures"]

@@ -29,6 +29,7 @@ pub mod flight;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;
+pub mod net;
 pub mod pattern;
 pub mod report;
 pub mod sample;

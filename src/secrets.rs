@@ -14,6 +14,10 @@ use regex::Regex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// The kind of an AWS session token: half a credential, useless without the
+/// secret access key it was issued with (see `ingest::cloudtrail::aws_own_secret`).
+pub const AWS_SESSION_TOKEN: &str = "aws_session_token";
+
 /// A kind of secret, with the pattern that finds it.
 struct Detector {
     kind: &'static str,
@@ -40,7 +44,17 @@ static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
             "aws_secret_access_key",
             r#"(?i)(?:secret_?access_?key|aws_?secret(?:_?key)?|secret_?key)["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
         ),
-        d("aws_session_token", r#"(?i)(?:session_?token|security_?token)["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{100,})"#),
+        // Or right after its access key id, as a key pair is written down
+        // (`AKIA…:secret`, a credentials CSV row, a JSON pair).
+        d(
+            "aws_secret_access_key",
+            r#"\b(?:AKIA|ASIA)[A-Z0-9]{16}["']?\s*[:=,]\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+        ),
+        // `X-Amz-Security-Token`, as in a presigned URL, counts too.
+        d(
+            AWS_SESSION_TOKEN,
+            r#"(?i)(?:session[_-]?token|security[_-]?token)["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{100,})"#,
+        ),
     ]
 });
 
@@ -374,6 +388,29 @@ mod tests {
         assert!(kinds(&format!(r#"{{"etag":"{secret}"}}"#)).is_empty());
         // In a command line too.
         assert_eq!(kinds(&format!("export AWS_SECRET_ACCESS_KEY={secret}")), vec!["aws_secret_access_key"]);
+        // Or after its key id, however the pair is written.
+        for pair in [format!("AKIAIOSFODNN7EXAMPLE:{secret}"), format!(r#"["AKIAIOSFODNN7EXAMPLE", "{secret}"]"#)] {
+            let r = redact(&pair);
+            assert_eq!(r.exposures.iter().map(|e| e.kind).collect::<Vec<_>>(), vec!["aws_secret_access_key"], "{pair}");
+            assert!(r.text.contains("AKIAIOSFODNN7EXAMPLE") && !r.text.contains(secret), "{pair}");
+        }
+        // A key id alone, or beside a shorter or longer run, is not a pair.
+        assert!(kinds(&format!("AKIAIOSFODNN7EXAMPLE:{secret}A")).is_empty());
+        assert!(kinds(r#"{"accessKeyId":"AKIAIOSFODNN7EXAMPLE","x":"y"}"#).is_empty());
+    }
+
+    #[test]
+    fn session_token_under_any_of_its_names() {
+        let token = format!("IQoJb3JpZ2luX2VjE{}", "Ab1+/".repeat(30));
+        for text in [
+            format!(r#"{{"credentials":{{"sessionToken":"{token}"}}}}"#),
+            format!("https://b.s3.amazonaws.com/k?X-Amz-Security-Token={token}&X-Amz-Date=1"),
+            format!("AWS_SESSION_TOKEN={token}"),
+        ] {
+            let r = redact(&text);
+            assert_eq!(r.exposures.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![AWS_SESSION_TOKEN], "{text}");
+            assert!(!r.text.contains(&token[..40]), "{text}");
+        }
     }
 
     #[test]

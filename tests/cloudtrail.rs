@@ -287,3 +287,186 @@ fn panther_cloudtrail_and_bedrock_records_through_the_binary() {
         "{evasion:?}"
     );
 }
+
+/// A CloudTrail record of `user` (an access key) calling `name` at minute `m`.
+fn call(m: u32, key: &str, service: &str, name: &str, extra: Value) -> Value {
+    let mut r = json!({
+        "eventVersion": "1.09", "eventTime": format!("2026-11-03T10:{m:02}:00Z"), "eventSource": format!("{service}.amazonaws.com"),
+        "eventName": name, "awsRegion": "us-east-1", "sourceIPAddress": "198.51.100.20", "userAgent": "aws-cli/2.15",
+        "recipientAccountId": "111122223333", "requestID": format!("req-{m}"), "eventID": format!("ev-{m}"),
+        "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/{key}"), "accountId": "111122223333", "accessKeyId": key},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    r
+}
+
+/// A session token as STS writes it: long, base64, unusable without its secret key.
+fn session_token(seed: char) -> String {
+    format!("IQoJb3JpZ2luX2VjE{}", format!("{seed}b9+/Zq").repeat(60))
+}
+
+/// AWS's own records of credentials it issued (to a user or to a service)
+/// are redacted without an alert; a secret that really leaked — a secret
+/// key, an `sk-` key, a token sent in a request or a user agent — is still
+/// a critical alert on the key that sent it.
+#[test]
+fn credentials_aws_issued_are_redacted_quietly_and_real_leaks_stay_critical() {
+    let work = tempfile::tempdir().unwrap();
+    let issued = |m, key: &str, name: &str, token: &str| {
+        call(
+            m,
+            key,
+            "sts",
+            name,
+            json!({
+                "requestParameters": {"roleArn": "arn:aws:iam::111122223333:role/worker", "roleSessionName": "s"},
+                "responseElements": {"credentials": {"accessKeyId": "ASIAISSUED0000000001", "sessionToken": token,
+                    "expiration": "Nov 3, 2026, 11:00:00 AM"}},
+            }),
+        )
+    };
+    let (a, b, c, d) = (session_token('a'), session_token('b'), session_token('c'), session_token('d'));
+    let mut by_service = issued(1, "-", "AssumeRole", &b);
+    by_service["userIdentity"] = json!({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"});
+    by_service["sourceIPAddress"] = json!("ec2.amazonaws.com");
+    // Cut off (no time): quarantined with its raw text, which must hold no token either.
+    let mut cut = issued(2, "AKIAISSUER0000000001", "AssumeRoleWithWebIdentity", &c);
+    cut.as_object_mut().unwrap().remove("eventTime");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let records = vec![
+        issued(0, "AKIAISSUER0000000001", "AssumeRole", &a),
+        by_service,
+        cut,
+        issued(3, "AKIAISSUER0000000001", "GetSessionToken", &d),
+        call(
+            4,
+            "AKIALEAKSECRETFIELD1",
+            "lambda",
+            "UpdateFunctionConfiguration",
+            json!({
+            "requestParameters": {"functionName": "f", "environment": {"variables": {"secretAccessKey": secret}}}}),
+        ),
+        call(
+            5,
+            "AKIALEAKKEYPAIR00001",
+            "ssm",
+            "PutParameter",
+            json!({
+            "requestParameters": {"name": "p", "value": format!("AKIAIOSFODNN7EXAMPLE:{secret}")}}),
+        ),
+        call(
+            6,
+            "AKIALEAKOPENAIKEY001",
+            "secretsmanager",
+            "CreateSecret",
+            json!({
+            "requestParameters": {"name": "n", "description": "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"}}),
+        ),
+        call(
+            7,
+            "AKIALEAKTOKENPARAM01",
+            "sts",
+            "GetCallerIdentity",
+            json!({
+            "requestParameters": {"sessionToken": a.clone()}}),
+        ),
+        call(
+            8,
+            "AKIALEAKTOKENAGENT01",
+            "s3",
+            "GetObject",
+            json!({
+            "userAgent": format!("curl/8.4 X-Amz-Security-Token={d}"), "requestParameters": {"bucketName": "b", "key": "k"}}),
+        ),
+    ];
+    let trail = work.path().join("trail/mixed.json.gz");
+    delivery_file(&trail, records);
+    let lake = work.path().join("lake");
+    let out = run_lake(&trail, None, &lake);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // No token or key reached the lake, in any file (quarantine included).
+    let quarantined =
+        std::fs::read_to_string(walk(&lake.join("quarantine")).pop().expect("a quarantine file")).unwrap();
+    assert!(quarantined.contains("[REDACTED:aws_session_token:"), "{quarantined}");
+    for file in walk(&lake) {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for s in [&a[..60], &b[..60], &c[..60], &d[..60], secret, "abcdefghijklmnopqrstuvwxyz0123456789"] {
+            assert!(!text.contains(s), "{} holds {s}", file.display());
+        }
+    }
+    // Only the leaks are exposures, each a critical alert on the key that sent it.
+    let alerts = alerts_of(&out);
+    let exposed: BTreeMap<&str, &str> = alerts
+        .iter()
+        .filter(|a| a["detector"] == "secret_exposure")
+        .map(|a| (a["credential_id"].as_str().unwrap(), a["severity"].as_str().unwrap()))
+        .collect();
+    let leaks = [
+        "AKIALEAKKEYPAIR00001",
+        "AKIALEAKOPENAIKEY001",
+        "AKIALEAKSECRETFIELD1",
+        "AKIALEAKTOKENAGENT01",
+        "AKIALEAKTOKENPARAM01",
+    ];
+    assert_eq!(exposed, leaks.iter().map(|k| (*k, "critical")).collect::<BTreeMap<_, _>>(), "{alerts:?}");
+    let rows = sql_json(&lake, "SELECT credential_id, field, kind FROM secret_exposures ORDER BY credential_id");
+    assert_eq!(rows.len(), leaks.len(), "{rows:?}");
+    assert!(rows.iter().all(|r| !r["field"].as_str().unwrap().starts_with("responseElements")), "{rows:?}");
+}
+
+/// Values real logs hold and the checks must survive: zero-padded octets
+/// are the address they spell (so a session key moving to one is seen), an
+/// invented region is just a region, and a record without an address has a
+/// null one that no detector trips on.
+#[test]
+fn padded_addresses_fake_regions_and_missing_addresses() {
+    let work = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    for m in 0..10 {
+        records.push(role_record(&format!("2026-11-02T09:{m:02}:00Z"), "ASIAPADDED00000001", "run-1", "10.8.0.5"));
+    }
+    for m in 0..3 {
+        let mut r = role_record(&format!("2026-11-02T11:{m:02}:00Z"), "ASIAPADDED00000001", "run-1", "035.249.253.232");
+        r["awsRegion"] = json!("megov-northeast-1r");
+        records.push(r);
+    }
+    for (m, ip) in [(0, Value::Null), (1, json!(""))] {
+        let mut r = role_record(&format!("2026-11-02T12:{m:02}:00Z"), "ASIAPADDED00000001", "run-1", "-");
+        r["sourceIPAddress"] = ip;
+        records.push(r);
+    }
+    let mut r = role_record("2026-11-02T12:05:00Z", "ASIAPADDED00000001", "run-1", "-");
+    r.as_object_mut().unwrap().remove("sourceIPAddress");
+    records.push(r);
+    let trail = work.path().join("trail/odd.json.gz");
+    delivery_file(&trail, records);
+    let lake = work.path().join("lake");
+    let out = run_lake(&trail, None, &lake);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let addresses = sql_json(
+        &lake,
+        "SELECT source_ip, ip_network(source_ip) AS net, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY 3 DESC, 1 NULLS LAST",
+    );
+    let got: Vec<(Value, Value, u64)> =
+        addresses.iter().map(|r| (r["source_ip"].clone(), r["net"].clone(), r["n"].as_u64().unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("10.8.0.5"), json!("10.8.0.0/24"), 10),
+            (json!("35.249.253.232"), json!("35.249.253.0/24"), 3),
+            (Value::Null, Value::Null, 3),
+        ]
+    );
+    let regions = sql_json(&lake, "SELECT DISTINCT region FROM events WHERE region LIKE 'megov%'");
+    assert_eq!(regions.len(), 1, "{regions:?}");
+    // The padded address is a second network of the session key.
+    let alerts = alerts_of(&out);
+    let reuse: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "session_key_reuse").collect();
+    assert_eq!(reuse.len(), 1, "{alerts:?}");
+    assert!(reuse[0]["explanation"].as_str().unwrap().contains("35.249.253.0/24"), "{}", reuse[0]);
+}

@@ -39,7 +39,7 @@ pub fn scope_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
 /// The network of an address: `/24` for IPv4, `/64` for IPv6. Keys move
 /// between hosts of one subnet all the time; a new subnet is news.
 pub fn network_of(ip: &str) -> Option<String> {
-    match ip.trim().parse::<std::net::IpAddr>().ok()? {
+    match crate::net::parse_ip(ip)? {
         std::net::IpAddr::V4(v4) => {
             let o = v4.octets();
             Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
@@ -109,12 +109,12 @@ pub fn robust_z_udf() -> ScalarUDF {
 /// address); false when either does not parse. An IPv4 address and an
 /// IPv4-mapped IPv6 one are the same address.
 pub fn ip_in_cidr(ip: &str, cidr: &str) -> bool {
-    let Ok(ip) = ip.trim().parse::<IpAddr>() else { return false };
+    let Some(ip) = crate::net::parse_ip(ip) else { return false };
     let (net, len) = match cidr.trim().split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (cidr.trim(), None),
     };
-    let Ok(net) = net.parse::<IpAddr>() else { return false };
+    let Some(net) = crate::net::parse_ip(net) else { return false };
     let max = if net.is_ipv4() { 32 } else { 128 };
     let len = match len.map(str::parse::<u32>) {
         None => max,
@@ -255,6 +255,9 @@ mod tests {
         assert_eq!(network_of("10.1.2.3").as_deref(), Some("10.1.2.0/24"));
         assert_eq!(network_of("2001:db8:1:2:3::9").as_deref(), Some("2001:db8:1:2::/64"));
         assert_eq!(network_of("not an ip"), None);
+        // Padded octets are the same address, so the same network.
+        assert_eq!(network_of("035.249.253.232"), network_of("35.249.253.232"));
+        assert_eq!(network_of("035.249.253.232").as_deref(), Some("35.249.253.0/24"));
         assert_eq!(resource_prefix("s3://team-data/in/0001.parquet").as_deref(), Some("s3://team-data/in/"));
         assert_eq!(resource_prefix("s3://team-data/in/").as_deref(), Some("s3://team-data/in/"));
         assert_eq!(resource_prefix("s3://finance/2026/q/x.csv").as_deref(), Some("s3://finance/2026/"));
@@ -318,6 +321,7 @@ mod tests {
         assert!(!ip_in_cidr("2001:db9::1", "2001:db8::/32"));
         assert!(ip_in_cidr("::ffff:10.0.0.1", "10.0.0.0/8"));
         assert!(ip_in_cidr("10.0.0.1", "::ffff:10.0.0.0/104"));
+        assert!(ip_in_cidr("035.249.253.232", "35.249.253.0/24") && ip_in_cidr("35.249.253.232", "035.249.253.0/24"));
         for (ip, cidr) in [("nonsense", "10.0.0.0/8"), ("10.0.0.1", "10.0.0.0/33"), ("10.0.0.1", "ten/8"), ("", "")] {
             assert!(!ip_in_cidr(ip, cidr), "{ip} in {cidr}");
         }

@@ -251,7 +251,10 @@ fn build(f: Fields<'_>) -> Result<Event<'_>, Rejected> {
         credential_id,
         principal,
         session_id,
-        source_ip: f.source_ip,
+        // Stored unpadded, so every reader (grouping, `=`, networks) sees one
+        // address however the log wrote it; anything else is kept as written
+        // (a service's name, `AWS Internal`).
+        source_ip: f.source_ip.map(|ip| crate::net::unpadded(&ip).map_or(ip, Cow::Owned)),
         user_agent: f.user_agent,
         provider: Some(Cow::Borrowed(if bedrock { "bedrock" } else { "aws" })),
         model,
@@ -519,6 +522,39 @@ mod typed {
             params,
         })
     }
+}
+
+/// Whether a secret found in a CloudTrail record is AWS's own record rather
+/// than a leak: ingest still redacts it but names no suspect for it. `field`
+/// is the JSON path of the value that held it, `kind` the secret's kind.
+///
+/// - A session token under `responseElements`. CloudTrail logs what a call
+///   that issues temporary credentials returned (AssumeRole and its SAML and
+///   web-identity forms, GetSessionToken, GetFederationToken, Cognito's
+///   GetCredentialsForIdentity, …): the access key id and session token, but
+///   never the secret access key, and a session token cannot sign a request
+///   without it. The rule is where the token sits, not which call made it:
+///   a response that carries a session token is an issuance, whatever its
+///   name. A secret key, or any other kind, in a response is still a leak,
+///   and so is a token in the request or the user agent.
+/// - Any secret in a call made by an AWS service (`userIdentity.type`
+///   `AWSService`, or `invokedBy` a `*.amazonaws.com` service): both are set
+///   by AWS, and a service holds no key anyone could leak. Names the caller
+///   chooses (a role session name inside the ARN or principal id) are not
+///   trusted for this, or a session named `x.amazonaws.com` would hide a leak.
+///
+/// No note is kept either: such records come with every role assumption of
+/// ordinary traffic, and a note per record would be volume without signal.
+pub fn aws_own_secret(record: &Value, field: Option<&str>, kind: &str) -> bool {
+    let issued = kind == crate::secrets::AWS_SESSION_TOKEN && field.is_some_and(|f| f.starts_with("responseElements."));
+    let id = |k: &str| record.get("userIdentity").and_then(|i| i.get(k)).and_then(Value::as_str);
+    issued || id("type") == Some("AWSService") || id("invokedBy").is_some_and(is_service)
+}
+
+/// Whether `name` is an AWS service principal (`ec2.amazonaws.com`).
+fn is_service(name: &str) -> bool {
+    let host = name.strip_suffix(".amazonaws.com").or_else(|| name.strip_suffix(".amazonaws.com.cn"));
+    host.is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
 }
 
 const DETAIL_BYTES: usize = 8 << 10;
@@ -825,6 +861,69 @@ mod tests {
         assert_eq!(map_record(&v).unwrap().credential_id, "arn:aws:iam::111122223333:root");
         v["userIdentity"] = json!({"type": "Unknown", "accountId": "111122223333"});
         assert_eq!(map_record(&v).unwrap().credential_id, "account:111122223333");
+    }
+
+    /// Where a secret sits and who called decide whether it is AWS's own
+    /// record; a leak anywhere else keeps its suspect.
+    #[test]
+    fn aws_own_secrets_are_issued_tokens_and_service_calls() {
+        use crate::secrets::AWS_SESSION_TOKEN as TOKEN;
+        let v = base();
+        let issued = Some("responseElements.credentials.sessionToken");
+        assert!(aws_own_secret(&v, issued, TOKEN));
+        // The same token sent in a request, or a secret key or bearer token in a response, is a leak.
+        assert!(!aws_own_secret(&v, Some("requestParameters.sessionToken"), TOKEN));
+        assert!(!aws_own_secret(&v, Some("userAgent"), TOKEN));
+        assert!(!aws_own_secret(&v, Some("responseElements.credentials.secretAccessKey"), "aws_secret_access_key"));
+        assert!(!aws_own_secret(&v, Some("responseElements.token"), "jwt"));
+        assert!(!aws_own_secret(&v, None, TOKEN));
+        // A call by an AWS service, whatever it carried.
+        for ident in [
+            json!({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}),
+            json!({"type": "AWSService"}),
+            json!({"type": "AssumedRole", "arn": "arn:aws:sts::1:assumed-role/r/s", "invokedBy": "cloudformation.amazonaws.com"}),
+        ] {
+            let mut v = base();
+            v["userIdentity"] = ident;
+            assert!(aws_own_secret(&v, Some("requestParameters.x"), "openai_api_key"), "{v}");
+        }
+        // Names the caller picks do not make it a service.
+        for ident in [
+            json!({"type": "AssumedRole", "arn": "arn:aws:sts::1:assumed-role/r/ec2.amazonaws.com", "principalId": "AROA1:ec2.amazonaws.com"}),
+            json!({"type": "IAMUser", "invokedBy": "AWS Internal"}),
+            json!({"type": "IAMUser", "invokedBy": ".amazonaws.com"}),
+        ] {
+            let mut v = base();
+            v["userIdentity"] = ident;
+            assert!(!aws_own_secret(&v, Some("requestParameters.x"), "openai_api_key"), "{v}");
+        }
+    }
+
+    /// Odd values real logs hold: padded octets are stored as the address,
+    /// a missing or empty address is null, a service's name and an unknown
+    /// region are kept as written; both parsers agree.
+    #[test]
+    fn source_addresses_and_regions_as_logs_write_them() {
+        for (ip, stored) in [
+            (json!("035.249.253.232"), Some("35.249.253.232")),
+            (json!("198.51.100.7"), Some("198.51.100.7")),
+            (json!("ec2.amazonaws.com"), Some("ec2.amazonaws.com")),
+            (json!("2001:db8::1"), Some("2001:db8::1")),
+            (json!(""), None),
+            (Value::Null, None),
+        ] {
+            let mut v = base();
+            v["sourceIPAddress"] = ip.clone();
+            v["awsRegion"] = json!("megov-northeast-1r");
+            let text = v.to_string();
+            for e in [map_record(&v).unwrap(), map_text(&text).unwrap()] {
+                assert_eq!(e.source_ip.as_deref(), stored, "{ip}");
+                assert_eq!(e.region.as_deref(), Some("megov-northeast-1r"));
+            }
+        }
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("sourceIPAddress");
+        assert_eq!(map_text(&v.to_string()).unwrap().source_ip, None);
     }
 
     #[test]
