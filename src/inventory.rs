@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, 
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::udf::scope_allows;
+use crate::engine::udf::{PIN, pattern_matches, scope_allows};
 use crate::engine::{self, EngineError};
 use crate::schema::Action;
 use crate::time::{DAY_MS, format_ms, parse_date_or_ts};
@@ -66,6 +66,21 @@ pub struct Credential {
     pub line: u64,
 }
 
+/// An `allowed_resources` pattern as [`scope_allows`] reads it. Resources
+/// are declared as prefixes (`mailto:` allows `mailto:team@acme.com`,
+/// `slack://#data` allows `slack://#data-eng`), as people write them; `=`
+/// pins one exact resource. Models, tools, actions and regions stay exact
+/// unless they end in `*`: a model name that is a prefix of another is a
+/// different model.
+pub fn resource_pattern(p: &str) -> String {
+    if p.starts_with(PIN) || p.ends_with('*') { p.to_string() } else { format!("{p}*") }
+}
+
+/// Whether `allowed_resources` patterns allow a resource (prefixes, `=` pins).
+pub fn resource_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| pattern_matches(&resource_pattern(p.as_ref()), value))
+}
+
 impl Credential {
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.expires_at.is_some_and(|e| e <= now_ms)
@@ -88,7 +103,7 @@ impl Credential {
     }
 
     pub fn allows_resource(&self, r: &str) -> bool {
-        scope_allows(&self.allowed_resources, r)
+        resource_allows(&self.allowed_resources, r)
     }
 
     pub fn allows_region(&self, r: &str) -> bool {
@@ -360,6 +375,8 @@ impl Inventory {
             Field::new("allowed_tools", list(), false),
             Field::new("allowed_resources", list(), false),
             Field::new("allowed_regions", list(), false),
+            // `allowed_resources` as `scope_allows` reads them (prefixes made explicit).
+            Field::new("resource_scope", list(), false),
         ]))
     }
 
@@ -393,6 +410,7 @@ impl Inventory {
             lists(&|x| x.allowed_tools.clone()),
             lists(&|x| x.allowed_resources.clone()),
             lists(&|x| x.allowed_regions.clone()),
+            lists(&|x| x.allowed_resources.iter().map(|p| resource_pattern(p)).collect()),
         ];
         RecordBatch::try_new(Self::schema(), columns).expect("inventory columns match their schema")
     }
@@ -457,10 +475,13 @@ pub enum FindingKind {
     LongLived,
     ExpiringSoon,
     NeverUsed,
+    /// Out-of-scope use that is the credential's standing behaviour (as
+    /// `detect` found it): the inventory or the caller is wrong.
+    InventoryMismatch,
 }
 
 impl FindingKind {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             FindingKind::ExpiredButUsed => "expired_but_used",
             FindingKind::Unknown => "unknown",
@@ -469,6 +490,7 @@ impl FindingKind {
             FindingKind::LongLived => "long_lived",
             FindingKind::ExpiringSoon => "expiring_soon",
             FindingKind::NeverUsed => "never_used",
+            FindingKind::InventoryMismatch => "inventory_mismatch",
         }
     }
 }
@@ -665,7 +687,13 @@ created_at = "2026-02-01T10:00:00Z"
             allowed_actions: vec![Action::Read],
             allowed_models: vec!["gpt-4o*".into(), "claude-haiku-4".into()],
             allowed_tools: vec![],
-            allowed_resources: vec!["s3://team/".into(), "github://acme/*".into(), "db://exact".into()],
+            allowed_resources: vec![
+                "s3://team/".into(),
+                "github://acme/*".into(),
+                "=db://exact".into(),
+                "mailto:".into(),
+                "slack://#data".into(),
+            ],
             allowed_regions: vec![],
             line: 1,
         };
@@ -674,9 +702,19 @@ created_at = "2026-02-01T10:00:00Z"
         assert!(!c.allows_model("claude-haiku-4-5") && !c.allows_model("gpt-4"));
         assert!(c.allows_tool("anything"), "an empty list does not restrict");
         assert!(c.allows_resource("s3://team/a/b.csv") && c.allows_resource("github://acme/x"));
-        assert!(
-            !c.allows_resource("s3://teamx/a") && c.allows_resource("db://exact") && !c.allows_resource("db://exactly")
-        );
+        assert!(!c.allows_resource("s3://teamx/a"));
+        // Resources are prefixes as written; `=` pins one exact value.
+        assert!(c.allows_resource("mailto:team@acme.com") && c.allows_resource("slack://#data-eng"));
+        assert!(c.allows_resource("db://exact") && !c.allows_resource("db://exactly"));
+        assert!(!c.allows_resource("slack://#random") && !c.allows_resource("mail:x"));
+        // A pin is exact even where the plain pattern would be a prefix.
+        assert!(scope_allows(&["=s3://b/"], "s3://b/") && !scope_allows(&["=s3://b/"], "s3://b/k"));
+        assert!(resource_allows(&["=gpt*"], "gpt*") && !resource_allows(&["=gpt*"], "gpt-4"));
+        // The table's `resource_scope` column is what the SQL function matches resources with.
+        let sql_patterns: Vec<String> = c.allowed_resources.iter().map(|p| resource_pattern(p)).collect();
+        for v in ["mailto:a@b", "db://exactly", "db://exact", "s3://team/x", "s3://teamx/a", "slack://#dat"] {
+            assert_eq!(scope_allows(&sql_patterns, v), c.allows_resource(v), "{v}");
+        }
     }
 
     #[test]

@@ -205,7 +205,10 @@ fn guardrail_tampering_in_real_records_alerts_on_the_key_that_did_it() {
     }
     let update = alerts.iter().find(|a| a["observed"].as_str().unwrap().contains("bedrock:UpdateGuardrail")).unwrap();
     // The temporary key is baselined on its role; the key is the session.
-    assert_eq!(update["credential_id"], "arn:aws:iam::123123123123:role/aws-reserved/sso.amazonaws.com/us-west-2/DevAdmin");
+    assert_eq!(
+        update["credential_id"],
+        "arn:aws:iam::123123123123:role/aws-reserved/sso.amazonaws.com/us-west-2/DevAdmin"
+    );
     assert_eq!(update["severity"], "high");
     assert!(update["mitre_attack"].as_str().unwrap().starts_with("T1562"));
 }
@@ -428,4 +431,158 @@ fn alerts_explain_themselves_and_export_as_ocsf_findings() {
         let evidence: Vec<&str> = a["evidence"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
         assert_eq!(related, evidence);
     }
+}
+
+/// A gateway line on `day` (1-based in November 2026) at `hour:minute`.
+fn scope_line(day: u32, hour: u32, minute: u32, key: &str, action: &str, model: &str, tool: &str, res: &str) -> String {
+    let opt = |v: &str| if v.is_empty() { "null".to_string() } else { format!("{v:?}") };
+    format!(
+        r#"{{"ts":"2026-11-{day:02}T{hour:02}:{minute:02}:00.000Z","request_id":"r-{key}-{day}-{hour}-{minute}","credential_id":"{key}","principal":"agent:{key}","session_id":"s-{key}-{day}","source_ip":"198.51.100.7","user_agent":"bot/1.0","provider":"openai","model":{},"action":"{action}","tool":{},"resource":{},"status":200,"error_code":null,"latency_ms":300,"tokens_in":100,"tokens_out":50,"cost_usd":0.001}}"#,
+        opt(model),
+        opt(tool),
+        opt(res)
+    )
+}
+
+/// Scope as the user wrote it: resources are prefixes (`=` pins one), a
+/// model invocation is judged by action and model only, standing
+/// out-of-scope use is one governance finding rather than a daily high
+/// alert, and a first-seen model the inventory allows does not alert.
+#[test]
+fn scope_is_read_as_written_and_standing_mismatches_are_governance() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, ct, lake) = (work.path().join("gw"), work.path().join("ct"), work.path().join("lake"));
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            let l = |key, action, model, tool, res| scope_line(day, hour, 5, key, action, model, tool, res);
+            // Standing use of a bucket the inventory does not list, next to an allowed one.
+            let legacy = format!("s3://legacy/exports/part-{hour}.csv");
+            lines.push(scope_line(day, hour, 5, "key_std", "read", "", "s3.get", &legacy));
+            lines.push(scope_line(day, hour, 7, "key_std", "read", "", "s3.get", "s3://team/ok.csv"));
+            lines.push(l("key_mail", "tool_call", "", "mail.send", "mailto:team@acme.com"));
+            lines.push(l("key_pin", "tool_call", "", "mail.send", "mailto:ops@acme.com"));
+            // A model rollout on the last day: allowed explicitly, or by an empty list.
+            let model = if day == 8 { "gpt-4.1" } else { "gpt-4o" };
+            for m in [5, 20] {
+                lines.push(scope_line(day, hour, m, "key_roll", "inference", model, "", ""));
+                lines.push(scope_line(day, hour, m, "key_free", "inference", model, "", ""));
+            }
+        }
+    }
+    // New out-of-scope values on the last day.
+    lines.push(scope_line(8, 21, 0, "key_std", "read", "", "s3.get", "s3://payroll/2026/salaries.csv"));
+    lines.push(scope_line(8, 21, 0, "key_pin", "tool_call", "", "mail.send", "mailto:ops@acme.com.attacker.io"));
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    // Bedrock through CloudTrail: an allowed model, and one that is not.
+    let invoke = |i: u32, key: &str, model: &str| {
+        serde_json::json!({
+            "eventVersion": "1.09", "eventID": format!("ev-{key}-{i}"), "requestID": format!("rq-{key}-{i}"),
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/app", "accountId": "111122223333", "accessKeyId": key},
+            "eventTime": format!("2026-11-08T10:{i:02}:00Z"), "eventSource": "bedrock.amazonaws.com", "eventName": "InvokeModel",
+            "awsRegion": "us-east-1", "sourceIPAddress": "10.1.2.3", "userAgent": "Boto3/1.34", "recipientAccountId": "111122223333",
+            "requestParameters": {"modelId": model},
+            "resources": [{"ARN": format!("arn:aws:bedrock:us-east-1::foundation-model/{model}")}],
+        })
+    };
+    let haiku = "anthropic.claude-3-haiku-20240307-v1:0";
+    let records: Vec<_> = (0..5)
+        .map(|i| invoke(i, "AKIAEXAMPLEINFER01", haiku))
+        .chain((0..5).map(|i| invoke(i, "AKIAEXAMPLEINFER02", "meta.llama3-70b-instruct-v1:0")))
+        .collect();
+    std::fs::create_dir_all(&ct).unwrap();
+    gzip(
+        &ct.join("111122223333_CloudTrail_us-east-1_20261108T1000Z_x.json.gz"),
+        &serde_json::json!({ "Records": records }).to_string(),
+    );
+    for dir in [&gw, &ct] {
+        assert_eq!(ingest(&lake, &[dir.as_path()], &[]).0, 0);
+    }
+    let inv = work.path().join("inventory.csv");
+    let bedrock = "inference,anthropic.claude-3-haiku*,s3:GetObject,s3://team/,";
+    write(
+        &inv,
+        &format!(
+            "credential_id,owner,principal,kind,created_at,expires_at,allowed_actions,allowed_models,allowed_tools,allowed_resources,allowed_regions\n\
+             key_std,o@x,,api_key,,,read,,s3.*,s3://team/,\n\
+             key_mail,o@x,,api_key,,,tool_call,,mail.*,mailto:,\n\
+             key_pin,o@x,,api_key,,,tool_call,,mail.*,=mailto:ops@acme.com,\n\
+             key_roll,o@x,,api_key,,,inference,gpt-4o;gpt-4.1,,,\n\
+             key_free,o@x,,api_key,,,inference,,,,\n\
+             AKIAEXAMPLEINFER01,o@x,,aws_access_key,,,{bedrock}\n\
+             AKIAEXAMPLEINFER02,o@x,,aws_access_key,,,{bedrock}\n"
+        ),
+    );
+    let detect = |range: &[&str]| -> Vec<serde_json::Value> {
+        let out = credtrail()
+            .arg("detect")
+            .args(range)
+            .args(["--output", "jsonl", "--lake"])
+            .arg(&lake)
+            .arg("--inventory")
+            .arg(&inv)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let alerts = detect(&["--date", "2026-11-08"]);
+    let of = |key: &str, finding: &str| -> Vec<&serde_json::Value> {
+        alerts.iter().filter(|a| a["credential_id"] == key && a["finding"] == finding).collect()
+    };
+    let text = |a: &serde_json::Value| a.to_string();
+    // A prefix allows the longer value; a pin does not.
+    assert!(alerts.iter().all(|a| a["credential_id"] != "key_mail"), "{alerts:#?}");
+    let pinned = of("key_pin", "resource_outside_scope");
+    assert_eq!(pinned.len(), 1, "{alerts:#?}");
+    assert!(text(pinned[0]).contains("attacker.io"));
+    // Inference is judged by action and model, not by tools or resources.
+    assert!(alerts.iter().all(|a| a["credential_id"] != "AKIAEXAMPLEINFER01"), "{alerts:#?}");
+    let llama = of("AKIAEXAMPLEINFER02", "model_outside_scope");
+    assert_eq!(llama.len(), 1, "{alerts:#?}");
+    assert_ne!(llama[0]["severity"], "low");
+    assert!(
+        of("AKIAEXAMPLEINFER02", "tool_outside_scope").is_empty()
+            && of("AKIAEXAMPLEINFER02", "resource_outside_scope").is_empty()
+    );
+    // Standing use is one governance finding; a new value still alerts high.
+    let mismatch = of("key_std", "inventory_mismatch");
+    assert_eq!(mismatch.len(), 1, "{alerts:#?}");
+    assert_eq!((&mismatch[0]["detector"], &mismatch[0]["severity"]), (&"governance".into(), &"low".into()));
+    assert!(
+        text(mismatch[0]).contains("s3://legacy/exports/")
+            && text(mismatch[0]).contains("fix the inventory or the caller")
+    );
+    assert_eq!(mismatch[0]["evidence_count"], 12);
+    let new = of("key_std", "resource_outside_scope");
+    assert_eq!(new.len(), 1, "{alerts:#?}");
+    assert_eq!(new[0]["severity"], "high");
+    assert!(text(new[0]).contains("s3://payroll/") && !text(new[0]).contains("legacy"));
+    // A first-seen model the inventory lists is on record, suppressed; one it does not list alerts.
+    assert!(of("key_roll", "first_seen_model").is_empty(), "{alerts:#?}");
+    assert_eq!(of("key_free", "first_seen_model").len(), 1, "{alerts:#?}");
+    let kept = sql_rows(
+        &lake,
+        "SELECT suppressed FROM alerts WHERE credential_id = 'key_roll' AND finding = 'first_seen_model'",
+    );
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0]["suppressed"].as_str().unwrap().contains("gpt-4.1"));
+
+    // Over several days the mismatch is still one finding, with every day's requests.
+    let week = detect(&["--from", "2026-11-04", "--to", "2026-11-08"]);
+    let std: Vec<_> = week.iter().filter(|a| a["credential_id"] == "key_std").collect();
+    let mismatches: Vec<_> = std.iter().filter(|a| a["finding"] == "inventory_mismatch").collect();
+    assert_eq!(mismatches.len(), 1, "{std:#?}");
+    assert_eq!(mismatches[0]["evidence_count"], 5 * 12);
+    assert_eq!(mismatches[0]["alert_id"], mismatch[0]["alert_id"], "the same finding every day");
+    assert!(std.iter().all(|a| a["detector"] == "governance" || !a.to_string().contains("legacy")), "{std:#?}");
+
+    // `inventory check --lake` reports it too.
+    let out = credtrail().args(["inventory", "check", "--json", "--lake"]).arg(&lake).arg(&inv).output().unwrap();
+    let findings = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<serde_json::Value> = findings.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let std: Vec<_> = found.iter().filter(|f| f["kind"] == "inventory_mismatch").collect();
+    assert_eq!(std.len(), 1, "{findings}");
+    assert_eq!(std[0]["credential_id"], "key_std");
+    assert!(std[0]["detail"].as_str().unwrap().contains("s3://legacy/exports/"), "{findings}");
 }

@@ -14,7 +14,8 @@ pub enum InventoryCmd {
     Check {
         /// The inventory file (CSV or TOML).
         inventory: PathBuf,
-        /// A lake to compare usage against (enables never-used, unknown and expired-but-used).
+        /// A lake to compare usage against (enables never-used, unknown, expired-but-used, and the
+        /// inventory mismatches detect found there).
         #[arg(long)]
         lake: Option<PathBuf>,
         #[command(flatten)]
@@ -65,5 +66,12 @@ async fn check_inventory(path: &Path, lake: Option<&Path>, a: &CheckArgs) -> Res
     };
     let opts =
         inventory::CheckOptions { now_ms, max_age_days: a.max_age_days, expiring_within_days: a.expiring_within_days };
-    Ok(inventory::check(&inv, usage.as_ref(), &opts))
+    let mut findings = inventory::check(&inv, usage.as_ref(), &opts);
+    if let Some(l) = lake {
+        for mut f in credtrail::detect::inventory_mismatches(l).await? {
+            f.owner = inv.get(&f.credential_id).and_then(|c| c.owner.clone());
+            findings.push(f);
+        }
+    }
+    Ok(findings)
 }

@@ -254,6 +254,19 @@ pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
     }
 }
 
+/// A first-seen model that the credential's inventory explicitly allows is a
+/// rollout, not misuse: it stays on record, suppressed, and still joins an
+/// alert it is part of (a spend spike on it) when folded.
+pub(crate) fn allowed_first_models(inv: &crate::inventory::Inventory, alerts: &mut [Alert]) {
+    let model = format!("{FIRST_SEEN_PREFIX}model");
+    for a in alerts.iter_mut().filter(|a| a.finding == model && a.suppressed.is_none()) {
+        let Some(m) = a.subject.as_deref() else { continue };
+        if inv.get(&a.credential_id).is_some_and(|c| !c.allowed_models.is_empty() && c.allows_model(m)) {
+            a.suppressed = Some(format!("the inventory allows model {m}"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,28 @@
 //! say about credentials as a whole (ownerless, long-lived, unused, unknown
 //! to the inventory). Judged as of the end of the last day detected, so a
 //! rerun over the same days gives the same alerts.
+//!
+//! Out-of-scope use that was the credential's standing behaviour through its
+//! baseline is an inventory mismatch, not an attack: [`out_of_scope`] turns
+//! it into one governance finding per credential and kind of finding, with
+//! the same id every day, and [`merge_repeats`] keeps one per run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use arrow::array::RecordBatch;
+use arrow::compute::{filter_record_batch, is_not_null, is_null};
+
+use super::rule::Explainer;
+use super::{Context, DetectError, explain};
 use crate::alert::{self, Alert, Severity};
+use crate::columns;
 use crate::inventory::{self, CheckOptions, FindingKind, Inventory, Usage};
-use crate::time::DAY_MS;
+use crate::time::{DAY_MS, format_ms};
+
+/// The governance finding of standing out-of-scope use.
+pub const INVENTORY_MISMATCH: &str = FindingKind::InventoryMismatch.as_str();
+/// The out-of-scope query's column telling standing use (see its header).
+const STANDING: &str = "standing_since";
 
 pub const EXPIRING_WITHIN_DAYS: u32 = 14;
 
@@ -58,6 +74,184 @@ pub(super) fn alerts(
             }
         })
         .collect()
+}
+
+/// The out-of-scope query's rows as alerts: new out-of-scope use alerts as
+/// usual; standing use (rows with `standing_since`) becomes one inventory
+/// mismatch per credential and finding. A replaced query without the
+/// column alerts on every row.
+pub(super) fn out_of_scope(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    let mut fresh = Vec::new();
+    let mut standing = Vec::new();
+    for b in batches {
+        let Some(col) = b.column_by_name(STANDING) else {
+            fresh.push(b.clone());
+            continue;
+        };
+        let run = |e| DetectError::Run { name: q.to_string(), source: e };
+        let split = |mask: arrow::error::Result<_>| {
+            mask.and_then(|m| filter_record_batch(b, &m)).map_err(|e| run(datafusion::error::DataFusionError::from(e)))
+        };
+        fresh.push(split(is_null(col))?);
+        standing.push(split(is_not_null(col))?);
+    }
+    let mut out = explain::grouped_alerts(cx.rule, q, explain::explainer(Explainer::OutOfScope), &fresh)?;
+    out.extend(mismatches(q, &standing)?);
+    Ok(out)
+}
+
+/// What one credential's standing out-of-scope use of one kind adds up to.
+#[derive(Default)]
+struct Mismatch {
+    principal: Option<String>,
+    allowed: Option<String>,
+    values: BTreeSet<String>,
+    since: i64,
+    first: i64,
+    last: i64,
+    requests: u64,
+    evidence: Vec<String>,
+}
+
+fn mismatches(q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+    let mut by: BTreeMap<(String, String), Mismatch> = BTreeMap::new();
+    for b in batches {
+        let cred = columns::strings(b, q, "credential_id")?;
+        let finding = columns::strings(b, q, "finding")?;
+        let value = columns::strings(b, q, "value")?;
+        let allowed = columns::strings(b, q, "allowed")?;
+        let principal = columns::strings(b, q, "principal")?;
+        let req = columns::strings(b, q, "request_id")?;
+        let ts = columns::times(b, q, "ts")?;
+        let since = columns::times(b, q, STANDING)?;
+        for i in 0..b.num_rows() {
+            let (Some(c), Some(f), Some(t), Some(s)) = (&cred[i], &finding[i], ts[i], since[i]) else { continue };
+            let m = by.entry((c.clone(), f.clone())).or_insert_with(|| Mismatch {
+                since: s,
+                first: t,
+                last: t,
+                ..Default::default()
+            });
+            m.principal = m.principal.take().or_else(|| principal[i].clone());
+            m.allowed = m.allowed.take().or_else(|| allowed[i].clone());
+            m.values.extend(value[i].clone());
+            (m.since, m.first, m.last) = (m.since.min(s), m.first.min(t), m.last.max(t));
+            m.requests += 1;
+            if let Some(r) = &req[i]
+                && m.evidence.len() < alert::MAX_EVIDENCE
+            {
+                m.evidence.push(r.clone());
+            }
+        }
+    }
+    Ok(by
+        .into_iter()
+        .map(|((cred, finding), m)| {
+            let mut a = Alert {
+                // The same id every day: one finding, restated, not a new one.
+                alert_id: alert::alert_id("governance", &cred, &format!("{INVENTORY_MISMATCH}:{finding}"), 0),
+                detector: "governance".into(),
+                finding: INVENTORY_MISMATCH.to_string(),
+                severity: Severity::Low,
+                score: 1.0,
+                credential_id: cred,
+                principal: m.principal,
+                window_start_ms: m.first,
+                window_end_ms: m.last,
+                explanation: String::new(),
+                observed: String::new(),
+                // The first day of a run has the earliest standing date: merges keep it.
+                baseline: format!(
+                    "{finding} (the inventory allows {}), its standing use since {}",
+                    m.allowed.filter(|a| !a.is_empty()).unwrap_or_else(|| "(none listed)".into()),
+                    format_ms(m.since)
+                ),
+                evidence: m.evidence,
+                evidence_count: m.requests,
+                mitre_attack: None,
+                owasp_nhi: Some("NHI5:2025 Overprivileged NHI".into()),
+                subject: Some(m.values.into_iter().collect::<Vec<_>>().join(", ")),
+                incident_id: None,
+                suppressed: None,
+            };
+            word_mismatch(&mut a);
+            a
+        })
+        .collect())
+}
+
+/// The mismatch's sentences, from its fields (again after [`merge_repeats`]).
+fn word_mismatch(a: &mut Alert) {
+    let values = a.subject.as_deref().unwrap_or_default();
+    a.observed = format!("{} requests using {values}, last {}", a.evidence_count, format_ms(a.window_end_ms));
+    a.explanation = format!("{}: {values}: {}: fix the inventory or the caller", a.credential_id, a.baseline);
+}
+
+/// One alert per id across the days of a run: a standing mismatch restated
+/// each day becomes one finding over the days, with their requests counted
+/// together.
+pub(super) fn merge_repeats(alerts: Vec<Alert>) -> Vec<Alert> {
+    let mut out: Vec<Alert> = Vec::with_capacity(alerts.len());
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for a in alerts {
+        if a.finding != INVENTORY_MISMATCH {
+            out.push(a);
+            continue;
+        }
+        match at.get(&a.alert_id) {
+            Some(&i) => {
+                let m = &mut out[i];
+                m.window_start_ms = m.window_start_ms.min(a.window_start_ms);
+                m.window_end_ms = m.window_end_ms.max(a.window_end_ms);
+                m.evidence_count += a.evidence_count;
+                let room = alert::MAX_EVIDENCE.saturating_sub(m.evidence.len());
+                m.evidence.extend(a.evidence.into_iter().take(room));
+                let values: BTreeSet<String> = [m.subject.take(), a.subject]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| s.split(", ").map(str::to_string).collect::<Vec<_>>())
+                    .collect();
+                m.subject = Some(values.into_iter().collect::<Vec<_>>().join(", "));
+                word_mismatch(m);
+            }
+            None => {
+                at.insert(a.alert_id.clone(), out.len());
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// The inventory mismatches `detect` recorded in the lake, one per
+/// credential and finding (the latest statement of each), for
+/// `inventory check --lake`.
+pub async fn inventory_mismatches(lake: &std::path::Path) -> Result<Vec<inventory::Finding>, DetectError> {
+    let ctx = crate::engine::context(lake).await?;
+    let q = format!(
+        "SELECT credential_id, explanation FROM ( \
+           SELECT credential_id, explanation, row_number() OVER (PARTITION BY alert_id ORDER BY window_end DESC) AS n \
+           FROM alerts WHERE detector = 'governance' AND finding = '{INVENTORY_MISMATCH}' AND suppressed IS NULL) \
+         WHERE n = 1 ORDER BY credential_id, explanation"
+    );
+    let run = |source| DetectError::Run { name: "inventory_mismatches".into(), source };
+    let batches = ctx.sql(&q).await.map_err(run)?.collect().await.map_err(run)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let cred = columns::strings(b, &q, "credential_id")?;
+        let text = columns::strings(b, &q, "explanation")?;
+        for (c, t) in cred.into_iter().zip(text) {
+            let (Some(c), Some(t)) = (c, t) else { continue };
+            let detail = t.strip_prefix(&format!("{c}: ")).unwrap_or(&t).to_string();
+            out.push(inventory::Finding {
+                kind: FindingKind::InventoryMismatch,
+                credential_id: c,
+                owner: None,
+                detail,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use crate::suppress::Suppressions;
 
 pub use chaining::ToolCategories;
 pub use rule::{Rule, RuleError, Scorer};
+pub use governance::inventory_mismatches;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -399,14 +400,19 @@ impl Engine {
         let d = &self.plans[d];
         let cx = Context { baseline: base, categories: &self.categories, rule: &d.rule };
         let q = &d.name;
-        match d.rule.scoring {
+        let mut alerts = match d.rule.scoring {
             Scorer::Rows(e) => explain::grouped_alerts(&d.rule, q, explain::explainer(e), rows),
             Scorer::Billing => billing::score(&cx, q, rows),
             Scorer::Storm => storm::score(&cx, q, rows),
             Scorer::Chaining => chaining::score(&cx, q, rows),
             Scorer::Recon => recon::score(&cx, q, rows),
             Scorer::SessionReuse => recon::score_session_reuse(&cx, q, rows),
+            Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
+        }?;
+        if let Some(inv) = &self.inventory {
+            explain::allowed_first_models(inv, &mut alerts);
         }
+        Ok(alerts)
     }
 }
 
@@ -440,6 +446,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         baselines.push((day.clone(), version));
         alerts.extend(engine.judge_day(&ctx, day, base.as_ref()).await?);
     }
+    let mut alerts = governance::merge_repeats(alerts);
     if let Some(inv) = engine.inventory()
         && !days.is_empty()
     {
@@ -468,8 +475,10 @@ fn fold_first_seen(alerts: Vec<Alert>) -> Vec<Alert> {
         alerts.into_iter().partition(|a| a.finding.starts_with(explain::FIRST_SEEN_PREFIX));
     let mut out = Vec::new();
     for f in seen {
+        // Not into a standing mismatch: a new value is news, not part of it.
         let host = rest.iter_mut().find(|a| {
-            a.credential_id == f.credential_id
+            a.detector != "governance"
+                && a.credential_id == f.credential_id
                 && f.window_start_ms <= a.window_end_ms + SLACK_MS
                 && a.window_start_ms <= f.window_end_ms + SLACK_MS
         });

@@ -75,6 +75,9 @@ pub enum Scorer {
     Chaining,
     Recon,
     SessionReuse,
+    /// Out-of-scope rows: new use alerts (worded as `rows = "out_of_scope"`),
+    /// standing use becomes one governance finding per credential.
+    OutOfScope,
     /// Request-level rows grouped into alerts, each group worded by the explainer.
     Rows(Explainer),
 }

@@ -21,19 +21,28 @@ pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(ip_in_cidr_udf());
 }
 
-/// Whether a scope allows `value`. Patterns are exact values or prefixes:
-/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`).
-/// An empty list does not restrict. The SQL function `scope_allows` is this.
+/// Whether a scope allows `value`. A pattern is an exact value, a prefix
+/// ending in `*` (`gpt-4o*`, `github.*`) or in `/` (`s3://bucket/prefix/`), or
+/// `=value`, pinned exactly whatever it ends in. An empty list does not
+/// restrict. The SQL function `scope_allows` is this; inventory resources are
+/// matched through `inventory::resource_pattern` (prefixes made explicit).
 pub fn scope_allows<S: AsRef<str>>(patterns: &[S], value: &str) -> bool {
-    patterns.is_empty()
-        || patterns.iter().any(|p| {
-            let p = p.as_ref();
-            match p.strip_suffix('*') {
-                Some(prefix) => value.starts_with(prefix),
-                None if p.ends_with('/') => value.starts_with(p),
-                None => value == p,
-            }
-        })
+    patterns.is_empty() || patterns.iter().any(|p| pattern_matches(p.as_ref(), value))
+}
+
+/// Marks a pattern as one exact value (`=mailto:team@acme.com`).
+pub const PIN: char = '=';
+
+/// Whether one scope pattern allows `value` (see [`scope_allows`]).
+pub fn pattern_matches(p: &str, value: &str) -> bool {
+    if let Some(exact) = p.strip_prefix(PIN) {
+        return value == exact;
+    }
+    match p.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None if p.ends_with('/') => value.starts_with(p),
+        None => value == p,
+    }
 }
 
 /// The network of an address: `/24` for IPv4, `/64` for IPv6. Keys move
