@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::columns::{self, ShapeError};
 use crate::engine::{self, EngineError};
 
+pub mod techniques;
+
 /// The kinds labels carry, each scored against the detector of the same name.
 pub const KINDS: &[&str] = &["billing_spike", "retry_storm", "tool_chaining", "out_of_scope"];
 const SLACK_MS: i64 = 5 * 60_000;

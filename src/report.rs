@@ -16,6 +16,7 @@ use crate::alert::{self, Alert, Incident};
 use crate::baseline::BaselineSummary;
 use crate::detect::DetectReport;
 use crate::eval::EvalReport;
+use crate::eval::techniques::TechniqueReport;
 use crate::ingest::{FileStatus, IngestSummary};
 use crate::inventory::Finding;
 use crate::lake;
@@ -162,6 +163,28 @@ pub fn findings_table(findings: &[Finding]) -> String {
     }
     t.to_string()
 }
+/// Technique recall on labelled attack records (`eval` with JSON-lines labels).
+pub fn technique_table(r: &TechniqueReport) -> String {
+    let mut t = table(&["technique", "events", "alerts", "ATT&CK"], None);
+    for k in &r.techniques {
+        let ids: Vec<&str> = k.mitre.iter().filter_map(|m| m.split(' ').next()).collect();
+        t.add_row([k.technique.clone(), k.events.to_string(), k.alerts.len().to_string(), ids.join(", ")]);
+    }
+    let mut s = t.to_string();
+    s.push_str(&format!("\ntechnique recall: {:.3} ({} of {})", r.recall, r.detected, r.techniques.len()));
+    let by: Vec<String> = r.unlabelled_by_severity.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    s.push_str(&format!(
+        "\nalerts holding no labelled event: {}{}",
+        r.unlabelled.len(),
+        if by.is_empty() { String::new() } else { format!(" ({})", by.join(", ")) }
+    ));
+    for (id, det, sev, expl) in &r.unlabelled {
+        s.push_str(&format!("\nunlabelled alert: {id} [{det}, {sev}] {expl}"));
+    }
+    s.push('\n');
+    s
+}
+
 
 /// Evaluation scores per kind, then what was missed and what was wrong.
 pub fn eval_table(r: &EvalReport) -> String {

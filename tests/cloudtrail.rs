@@ -469,4 +469,79 @@ fn padded_addresses_fake_regions_and_missing_addresses() {
     let reuse: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "session_key_reuse").collect();
     assert_eq!(reuse.len(), 1, "{alerts:?}");
     assert!(reuse[0]["explanation"].as_str().unwrap().contains("35.249.253.0/24"), "{}", reuse[0]);
+
+/// Real attack records (Stratus Red Team detonations, tests/fixtures/stratus/): each technique,
+/// met in cold start, raises a cloud_api_risk alert with its ATT&CK id whose evidence holds
+/// one of the technique's own requests.
+#[test]
+fn stratus_techniques_are_flagged_with_their_attack_ids() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let dir = fixture("stratus");
+    let files: Vec<_> = walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    let inputs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    let (code, summary) = ingest(&lake, &inputs, &["--format", "cloudtrail"]);
+    assert_eq!(code, 0, "{summary}");
+    let out = credtrail().args(["detect", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = alerts_of(&out);
+    let expected = [
+        ("aws.persistence.iam-create-admin-user", "T1136.003"),
+        ("aws.persistence.iam-create-admin-user", "T1098.001"),
+        ("aws.exfiltration.ec2-share-ebs-snapshot", "T1537"),
+        ("aws.defense-evasion.cloudtrail-event-selectors", "T1562.008"),
+        ("aws.credential-access.secretsmanager-retrieve-secrets", "T1555.006"),
+    ];
+    for (technique, attack) in expected {
+        let text = std::fs::read_to_string(dir.join(format!("{technique}.json"))).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let ids: BTreeSet<&str> =
+            doc["Records"].as_array().unwrap().iter().filter_map(|r| r["requestID"].as_str()).collect();
+        let hit = alerts.iter().any(|a| {
+            a["detector"] == "cloud_api_risk"
+                && a["mitre_attack"].as_str().is_some_and(|m| m.starts_with(attack))
+                && a["evidence"].as_array().unwrap().iter().any(|r| ids.contains(r.as_str().unwrap()))
+        });
+        assert!(hit, "{technique} not flagged as {attack}: {alerts:#?}");
+    }
+}
+
+/// A principal that creates access keys every day learns it: its routine call raises nothing,
+/// while another user's first such call (with history of its own) alerts against it.
+#[test]
+fn a_routine_high_risk_api_does_not_alert() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let record = |day: u32, user: &str, key: &str, event: &str, n: u32| {
+        json!({
+            "eventVersion": "1.09", "eventTime": format!("2026-03-{day:02}T10:{n:02}:00Z"),
+            "eventSource": "iam.amazonaws.com", "eventName": event, "awsRegion": "us-east-1",
+            "sourceIPAddress": "198.51.100.20", "userAgent": "aws-sdk-go-v2/1.30",
+            "requestID": format!("req-{user}-{day}-{n}"), "eventID": format!("ev-{user}-{day}-{n}"),
+            "recipientAccountId": "111122223333", "readOnly": false,
+            "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/{user}"),
+                             "accessKeyId": key, "accountId": "111122223333"},
+            "requestParameters": {"userName": format!("svc-{n}")}
+        })
+    };
+    let mut records = Vec::new();
+    for day in 1..=6 {
+        for n in 0..3 {
+            records.push(record(day, "rotator", "AKIAROTATOR000000001", "CreateAccessKey", n));
+            records.push(record(day, "reporter", "AKIAREPORTER00000001", "ListUsers", n));
+        }
+    }
+    records.push(record(6, "reporter", "AKIAREPORTER00000001", "CreateAccessKey", 30));
+    let file = work.path().join("trail.json");
+    write(&file, &json!({ "Records": records }).to_string());
+    let (code, summary) = ingest(&lake, &[&file], &[]);
+    assert_eq!(code, 0, "{summary}");
+    let out =
+        credtrail().args(["detect", "--date", "2026-03-06", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let risky: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "cloud_api_risk").collect();
+    let creds: Vec<&str> = risky.iter().map(|a| a["credential_id"].as_str().unwrap()).collect();
+    assert_eq!(creds, ["AKIAREPORTER00000001"], "{risky:#?}");
+    assert!(risky[0]["mitre_attack"].as_str().unwrap().starts_with("T1098.001"));
+    assert!(risky[0]["baseline"].as_str().unwrap().contains("never called"), "{risky:#?}");
 }

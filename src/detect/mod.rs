@@ -16,6 +16,7 @@
 
 mod billing;
 mod chaining;
+mod cloud;
 mod explain;
 mod governance;
 mod recon;
@@ -181,6 +182,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("llmjacking_recon", include_str!("../../queries/llmjacking_recon.sql")),
     ("session_key_reuse", include_str!("../../queries/session_key_reuse.sql")),
     ("defense_evasion", include_str!("../../queries/defense_evasion.sql")),
+    ("cloud_api_risk", include_str!("../../queries/cloud_api_risk.sql")),
 ];
 
 /// A built-in detector: its query and the rule its header declares.
@@ -408,6 +410,7 @@ impl Engine {
             Scorer::Recon => recon::score(&cx, q, rows),
             Scorer::SessionReuse => recon::score_session_reuse(&cx, q, rows),
             Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
+            Scorer::Cloud => cloud::score(&cx, q, rows),
         }?;
         if let Some(inv) = &self.inventory {
             explain::allowed_first_models(inv, &mut alerts);

@@ -78,6 +78,8 @@ pub enum Scorer {
     /// Out-of-scope rows: new use alerts (worded as `rows = "out_of_scope"`),
     /// standing use becomes one governance finding per credential.
     OutOfScope,
+    /// Cloud control-plane calls judged against the API risk tiers (`models/api_risk.toml`).
+    Cloud,
     /// Request-level rows grouped into alerts, each group worded by the explainer.
     Rows(Explainer),
 }
