@@ -309,7 +309,7 @@ mod tests {
             "use after expiry is left to the out-of-scope detector; a fine key gives nothing"
         );
         let old = alerts.iter().find(|a| a.finding == "long_lived").unwrap();
-        assert_eq!(old.owasp_nhi, Some("NHI7:2025 Long-Lived Secrets"));
+        assert_eq!(old.owasp_nhi, Some("NHI7:2025 Long-Lived Secrets".to_string()));
         assert!(old.baseline.contains("90 days"), "{}", old.baseline);
         assert_eq!(old.principal.as_deref(), Some("app:old"));
         assert!(alerts.iter().find(|a| a.finding == "unknown").unwrap().owasp_nhi.is_none());

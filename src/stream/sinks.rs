@@ -208,7 +208,7 @@ mod tests {
     fn alert(id: &str) -> Alert {
         Alert {
             alert_id: id.into(),
-            detector: "retry_storm",
+            detector: "retry_storm".into(),
             finding: "auth_failures".into(),
             severity: Severity::High,
             score: 2.0,
@@ -221,7 +221,7 @@ mod tests {
             baseline: "0.05 failures a minute".into(),
             evidence: vec!["r1".into(), "r2".into()],
             evidence_count: 303,
-            mitre_attack: Some("T1110 Brute Force"),
+            mitre_attack: Some("T1110 Brute Force".into()),
             owasp_nhi: None,
             subject: Some("401".into()),
             incident_id: None,
