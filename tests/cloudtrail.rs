@@ -469,6 +469,7 @@ fn padded_addresses_fake_regions_and_missing_addresses() {
     let reuse: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "session_key_reuse").collect();
     assert_eq!(reuse.len(), 1, "{alerts:?}");
     assert!(reuse[0]["explanation"].as_str().unwrap().contains("35.249.253.0/24"), "{}", reuse[0]);
+}
 
 /// Real attack records (Stratus Red Team detonations, tests/fixtures/stratus/): each technique,
 /// met in cold start, raises a cloud_api_risk alert with its ATT&CK id whose evidence holds

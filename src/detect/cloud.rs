@@ -25,9 +25,9 @@ use serde::Deserialize;
 
 use super::{Context, DetectError};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
-use crate::baseline::network_of;
+use crate::engine::udf::network_of;
 use crate::columns;
-use crate::ingest::cloudtrail::name_matches;
+use crate::pattern::name_matches;
 
 const FAMILY: &str = "cloud_api_risk";
 /// A burst: this many different resources (or calls naming none) of one
