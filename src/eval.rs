@@ -4,7 +4,8 @@
 //! An alert matches a label when it is on the same credential and its window
 //! overlaps the label's (with a little slack). Recall counts labels with a
 //! matching alert of their kind; precision counts alerts of a kind that match
-//! a label of that kind. Suppressed alerts are left out.
+//! a label of that kind. Suppressed alerts are left out; a fleet finding counts
+//! through its members, for the credentials it lists.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,12 +100,17 @@ pub fn load_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
     Ok(out)
 }
 
-/// The lake's unsuppressed alerts.
+/// The lake's unsuppressed alerts. A fleet finding counts through its
+/// members, one per credential it lists, instead of as itself.
 pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
     let ctx = engine::context(lake).await?;
-    let q = "SELECT alert_id, detector, credential_id, window_start, window_end, explanation \
-             FROM alerts WHERE suppressed IS NULL";
-    let batches = engine::collect(&ctx, q).await?;
+    let q = format!(
+        "SELECT alert_id, detector, credential_id, window_start, window_end, explanation FROM alerts \
+         WHERE (suppressed IS NULL AND credential_id <> '{}') OR starts_with(suppressed, '{}')",
+        crate::detect::FLEET,
+        crate::detect::FLEET_MEMBER
+    );
+    let batches = engine::collect(&ctx, &q).await?;
     let mut out = Vec::new();
     for b in &batches {
         let s = |c| columns::strings(b, "alerts", c);

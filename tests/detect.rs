@@ -513,19 +513,7 @@ fn scope_is_read_as_written_and_standing_mismatches_are_governance() {
              AKIAEXAMPLEINFER02,o@x,,aws_access_key,,,{bedrock}\n"
         ),
     );
-    let detect = |range: &[&str]| -> Vec<serde_json::Value> {
-        let out = credtrail()
-            .arg("detect")
-            .args(range)
-            .args(["--output", "jsonl", "--lake"])
-            .arg(&lake)
-            .arg("--inventory")
-            .arg(&inv)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    };
+    let detect = |range: &[&str]| detect_range(&lake, &inv, range);
     let alerts = detect(&["--date", "2026-11-08"]);
     let of = |key: &str, finding: &str| -> Vec<&serde_json::Value> {
         alerts.iter().filter(|a| a["credential_id"] == key && a["finding"] == finding).collect()
@@ -585,4 +573,80 @@ fn scope_is_read_as_written_and_standing_mismatches_are_governance() {
     assert_eq!(std.len(), 1, "{findings}");
     assert_eq!(std[0]["credential_id"], "key_std");
     assert!(std[0]["detail"].as_str().unwrap().contains("s3://legacy/exports/"), "{findings}");
+}
+
+/// `detect --output jsonl` over `range` of a lake, with an inventory.
+fn detect_range(lake: &std::path::Path, inv: &std::path::Path, range: &[&str]) -> Vec<serde_json::Value> {
+    let out = credtrail()
+        .arg("detect")
+        .args(range)
+        .args(["--output", "jsonl", "--lake"])
+        .arg(lake)
+        .arg("--inventory")
+        .arg(inv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A model rolled out to a whole team at once is one fleet finding listing
+/// its credentials; the members stay in the lake, marked, and two
+/// credentials trying another model are each their own alert.
+#[test]
+fn a_change_across_the_fleet_is_one_finding() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake) = (work.path().join("gw"), work.path().join("lake"));
+    let team: Vec<String> = (0..6).map(|i| format!("key_team{i}")).collect();
+    let pair = ["key_pair0", "key_pair1"];
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for key in team.iter().map(String::as_str).chain(pair) {
+                let model = match (day, key.starts_with("key_team")) {
+                    (8, true) => "gpt-4.1",
+                    (8, false) => "o3",
+                    _ => "gpt-4o",
+                };
+                for m in [5, 20] {
+                    lines.push(scope_line(day, hour, m, key, "inference", model, "", ""));
+                }
+            }
+        }
+    }
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let inv = work.path().join("inventory.csv");
+    let rows: String =
+        team.iter().map(String::as_str).chain(pair).map(|k| format!("{k},o@x,,api_key,,,inference,,,,\n")).collect();
+    write(
+        &inv,
+        &format!(
+            "credential_id,owner,principal,kind,created_at,expires_at,allowed_actions,allowed_models,allowed_tools,allowed_resources,allowed_regions\n{rows}"
+        ),
+    );
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let new_model = |a: &&serde_json::Value| a["finding"].as_str().unwrap().ends_with("first_seen_model");
+    let shown: Vec<&serde_json::Value> =
+        alerts.iter().filter(|a| a["suppressed"].is_null()).filter(new_model).collect();
+    let fleet: Vec<_> = shown.iter().filter(|a| a["finding"] == "fleet_first_seen_model").collect();
+    assert_eq!(fleet.len(), 1, "{shown:#?}");
+    let f = fleet[0];
+    assert_eq!((&f["credential_id"], &f["subject"]), (&"fleet".into(), &"gpt-4.1".into()));
+    let observed = f["observed"].as_str().unwrap();
+    assert!(
+        observed.starts_with("6 credentials: ") && team.iter().all(|k| observed.contains(k.as_str())),
+        "{observed}"
+    );
+    let alone: BTreeSet<&str> =
+        shown.iter().filter(|a| a["subject"] == "o3").map(|a| a["credential_id"].as_str().unwrap()).collect();
+    assert_eq!(alone, pair.into_iter().collect(), "{shown:#?}");
+
+    let members = sql_rows(
+        &lake,
+        "SELECT credential_id, suppressed FROM alerts WHERE finding = 'first_seen_model' AND subject = 'gpt-4.1'",
+    );
+    assert_eq!(members.len(), 6, "{members:#?}");
+    let reason = format!("part of fleet finding {}", f["alert_id"].as_str().unwrap());
+    assert!(members.iter().all(|m| m["suppressed"] == reason.as_str()), "{members:#?}");
 }

@@ -18,6 +18,7 @@ mod billing;
 mod chaining;
 mod cloud;
 mod explain;
+mod fleet;
 mod governance;
 mod recon;
 mod rule;
@@ -39,6 +40,7 @@ use crate::lake::{self, Lake, LakeError};
 use crate::suppress::Suppressions;
 
 pub use chaining::ToolCategories;
+pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet};
 pub use rule::{Rule, RuleError, Scorer};
 pub use governance::inventory_mismatches;
 
@@ -459,6 +461,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     if let Some(s) = &opts.suppressions {
         s.apply(&mut alerts);
     }
+    let mut alerts = fleet::fold(alerts);
     alert::assign_incidents(&mut alerts);
     alerts.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then(a.window_start_ms.cmp(&b.window_start_ms)).then(a.alert_id.cmp(&b.alert_id))

@@ -349,7 +349,18 @@ impl Live {
             if let Some(s) = &self.suppressions {
                 s.apply(&mut all);
             }
+            let mut all = detect::fold_fleet(all);
             alert::assign_incidents(&mut all);
+            // Fleet alerts are the day's, not a credential's: kept under their own key, made anew each pass.
+            let fleet: Vec<Alert> = all.iter().filter(|a| a.credential_id == detect::FLEET).cloned().collect();
+            if d.alerts.get(detect::FLEET).map_or(&[][..], Vec::as_slice) != fleet.as_slice() {
+                d.dirty = true;
+            }
+            if fleet.is_empty() {
+                d.alerts.remove(detect::FLEET);
+            } else {
+                d.alerts.insert(detect::FLEET.to_string(), fleet);
+            }
             for a in all {
                 if a.suppressed.is_none() && !self.emitted.contains(&a.alert_id) {
                     self.emitted.insert(a.alert_id.clone());
