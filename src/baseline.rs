@@ -194,6 +194,13 @@ impl Markov {
         }
     }
 
+    /// Adds another principal's counts: a peer group's or the fleet's model.
+    pub fn merge(&mut self, other: &Markov) {
+        for ((from, to), n) in &other.counts {
+            self.add(from, to, *n);
+        }
+    }
+
     pub fn count(&self, from: &str, to: &str) -> u64 {
         self.counts.get(&(from.to_string(), to.to_string())).copied().unwrap_or(0)
     }
@@ -657,6 +664,20 @@ mod tests {
         assert!(m.is_rare("shell.exec") && !m.is_rare("b"));
         m.add("a", "shell.exec", 1);
         assert!(m.knows_tool("shell.exec") && m.is_rare("shell.exec"), "one call is still rare");
+    }
+
+    #[test]
+    fn merged_models_sum_their_counts() {
+        let (mut a, mut b) = (Markov::default(), Markov::default());
+        a.add("^", "x", 3);
+        a.add("x", "y", 2);
+        b.add("^", "x", 4);
+        b.add("x", "z", 5);
+        let mut m = Markov::default();
+        m.merge(&a);
+        m.merge(&b);
+        assert_eq!((m.sessions, m.count("x", "y"), m.count("x", "z"), m.support("x")), (7, 2, 5, 7));
+        assert!(m.knows_tool("y") && m.knows_tool("z"));
     }
 
     #[test]

@@ -650,3 +650,49 @@ fn a_change_across_the_fleet_is_one_finding() {
     let reason = format!("part of fleet finding {}", f["alert_id"].as_str().unwrap());
     assert!(members.iter().all(|m| m["suppressed"] == reason.as_str()), "{members:#?}");
 }
+
+/// A key with no history of its own is judged against its peers (same
+/// role, no inventory): their everyday read → send does not alert, a step
+/// none of them makes does, and the alert says it compared against peers.
+#[test]
+fn thin_history_agents_are_judged_against_their_peers() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake) = (work.path().join("gw"), work.path().join("lake"));
+    let mut lines = Vec::new();
+    let session = |day: u32, key: &str, steps: &[(&str, &str)]| -> Vec<String> {
+        let step = |(i, (tool, res)): (usize, &(&str, &str))| {
+            scope_line(day, 9 + i as u32 / 60, i as u32 % 60, key, "tool_call", "", tool, res)
+        };
+        steps.iter().enumerate().map(step).collect()
+    };
+    let everyday = [("web.search", ""), ("email.send", "mailto:customer@example.com")];
+    for day in 1..=7 {
+        for key in ["support-1", "support-2", "support-3"] {
+            lines.extend(session(day, key, &everyday));
+        }
+    }
+    // Day 8: two new keys of the same role; one does the team's work, one reads a database and mails it out.
+    lines.extend(session(8, "support-4", &everyday));
+    lines.extend(session(
+        8,
+        "support-5",
+        &[("db.query", "db://crm/customers"), ("email.send", "mailto:x@example.net")],
+    ));
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let out = credtrail()
+        .args(["detect", "--date", "2026-11-08", "--output", "jsonl", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let chains: Vec<_> = alerts.iter().filter(|a| a["detector"] == "tool_chaining").collect();
+    assert!(chains.iter().all(|a| a["credential_id"] != "support-4"), "{chains:#?}");
+    let exfil: Vec<_> = chains.iter().filter(|a| a["credential_id"] == "support-5").collect();
+    assert_eq!(exfil.len(), 1, "{chains:#?}");
+    assert_eq!(exfil[0]["finding"], "exfiltration");
+    let baseline = exfil[0]["baseline"].as_str().unwrap();
+    assert!(baseline.starts_with("peers: 3 principals of role agent:support"), "{baseline}");
+}

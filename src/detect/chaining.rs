@@ -5,9 +5,26 @@
 //! A chain rule alone would flag every workflow that legitimately reads and
 //! then posts; the learned model alone cannot say why a step is dangerous.
 //! So a dangerous chain alerts when its dangerous step is also improbable
-//! under the principal's Markov model (or the principal has no model yet),
-//! and an improbable session without a known chain alerts when it reaches a
-//! tool the principal never used.
+//! under the principal's Markov model, and an improbable session without a
+//! known chain alerts when it reaches a tool the principal never used.
+//!
+//! A principal with thin history (fewer than [`MIN_SESSIONS`] learned
+//! sessions) is judged against a wider level, the first with enough history:
+//!
+//! 1. its **peers**: the other principals of its peer group. With an
+//!    inventory, the group is the credential's kind and owner (keys doing one
+//!    team's job); otherwise it is the principal's role, its name without a
+//!    trailing instance number (`agent:support-7` → `agent:support`).
+//! 2. the **fleet**: every other principal.
+//!
+//! At these levels a step is improbable as under the own model, and also
+//! when fewer than [`MIN_PEERS`] of the level's principals ever made that
+//! transition: everyday work of the group stays quiet, a step no peer makes
+//! (or only one, perhaps an earlier attack) alerts. Only then, with neither
+//! level learned, is a session judged by the dangerous-chain rules alone.
+//! The alert's `baseline` says which level it was compared against. A new
+//! tool alone (`unusual_tool`) and a critical severity stay own-model
+//! findings: peers do not know what the principal itself never does.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +33,9 @@ use serde::Deserialize;
 
 use super::{Context, DetectError, Rule};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
-use crate::baseline::Markov;
+use crate::baseline::{Baseline, Markov};
 use crate::columns;
+use crate::inventory::Inventory;
 use crate::pattern::name_matches;
 
 /// Sessions a principal needs before its model is trusted.
@@ -26,6 +44,9 @@ const MIN_SESSIONS: u64 = 20;
 const MIN_SUPPORT: u64 = 20;
 /// A seen transition rarer than this is improbable too.
 const MAX_PROBABILITY: f64 = 0.01;
+/// Principals of a peer group or the fleet that must have made a transition
+/// for it to be usual there; also the principals a level needs at all.
+const MIN_PEERS: usize = 2;
 
 #[derive(Debug, Deserialize)]
 struct Chain {
@@ -137,15 +158,105 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
         }
     }
     let empty = Markov::default();
+    let groups = cx.baseline.map(|b| Groups::of(b, cx.inventory));
+    // Peer and fleet models are merged once per group, not per session.
+    let mut wider: BTreeMap<(String, String), Option<Reference<'_>>> = BTreeMap::new();
     let mut out = Vec::new();
     for s in sessions.values_mut() {
         s.steps.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
         let markov = cx.baseline.and_then(|b| b.markov.get(&s.principal)).unwrap_or(&empty);
-        if let Some(a) = judge(s, markov, cx.categories, cx.rule) {
+        let own = Reference::own(markov);
+        let r = match (&groups, cx.baseline) {
+            (Some(g), Some(b)) if !own.learned => {
+                let group = group(cx.inventory, &s.cred, &s.principal);
+                let key = (group.clone(), s.principal.clone());
+                wider.entry(key).or_insert_with(|| Reference::wider(b, g, &group, &s.principal)).as_ref()
+            }
+            _ => None,
+        };
+        if let Some(a) = judge(s, r.unwrap_or(&own), cx.categories, cx.rule) {
             out.push(a);
         }
     }
     Ok(out)
+}
+
+/// Peer groups of the baseline's principals (see the module doc).
+struct Groups<'b> {
+    members: BTreeMap<String, Vec<&'b str>>,
+}
+
+impl<'b> Groups<'b> {
+    fn of(b: &'b Baseline, inventory: Option<&Inventory>) -> Groups<'b> {
+        let mut group_of: BTreeMap<&'b str, String> = BTreeMap::new();
+        let mut creds: Vec<_> = b.credentials.values().collect();
+        creds.sort_by(|x, y| x.credential_id.cmp(&y.credential_id));
+        for c in creds {
+            let p = c.principal.as_deref().unwrap_or(&c.credential_id);
+            if let Some((principal, _)) = b.markov.get_key_value(p) {
+                group_of.entry(principal).or_insert_with(|| group(inventory, &c.credential_id, p));
+            }
+        }
+        let mut members: BTreeMap<String, Vec<&'b str>> = BTreeMap::new();
+        for p in b.markov.keys() {
+            let g = group_of.remove(p.as_str()).unwrap_or_else(|| group(None, p, p));
+            members.entry(g).or_default().push(p);
+        }
+        members.values_mut().for_each(|v| v.sort_unstable());
+        Groups { members }
+    }
+}
+
+/// A credential's peer group: its inventory kind and owner, else its principal's role.
+fn group(inventory: Option<&Inventory>, cred: &str, principal: &str) -> String {
+    match inventory.and_then(|i| i.get(cred)).and_then(|c| Some((c.kind.as_deref()?, c.owner.as_deref()?))) {
+        Some((kind, owner)) => format!("kind {kind} owned by {owner}"),
+        None => format!("role {}", role(principal)),
+    }
+}
+
+/// A principal's name without its instance number: `agent:support-7` → `agent:support`.
+fn role(principal: &str) -> String {
+    let r = principal.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches(['-', '_', '.', '#']);
+    if r.is_empty() || r.ends_with(':') { principal } else { r }.to_string()
+}
+
+/// The model a session is judged against, and at which level.
+struct Reference<'m> {
+    markov: std::borrow::Cow<'m, Markov>,
+    /// The principals' own models behind a peer or fleet level (empty for the own level).
+    members: Vec<&'m Markov>,
+    learned: bool,
+    /// Empty for the own level; else `peers: …` or `fleet: …`.
+    level: String,
+}
+
+impl<'m> Reference<'m> {
+    fn own(markov: &'m Markov) -> Reference<'m> {
+        let learned = markov.sessions >= MIN_SESSIONS;
+        Reference { markov: std::borrow::Cow::Borrowed(markov), members: Vec::new(), learned, level: String::new() }
+    }
+
+    /// The peer level if it has enough history, else the fleet, else none.
+    fn wider(b: &'m Baseline, g: &Groups<'_>, group: &str, principal: &str) -> Option<Reference<'m>> {
+        let others = |names: &mut dyn Iterator<Item = &str>| -> Vec<&'m Markov> {
+            names.filter(|n| *n != principal).filter_map(|n| b.markov.get(n)).collect()
+        };
+        let peers = others(&mut g.members.get(group).into_iter().flatten().copied());
+        let fleet = others(&mut b.markov.keys().map(String::as_str));
+        let peers_label = format!("peers: {} principals of {group}", peers.len());
+        let fleet_label = format!("fleet: {} principals", fleet.len());
+        [(peers, peers_label), (fleet, fleet_label)].into_iter().find_map(|(members, level)| {
+            let mut markov = Markov::default();
+            members.iter().for_each(|m| markov.merge(m));
+            let learned = members.len() >= MIN_PEERS && markov.sessions >= MIN_SESSIONS;
+            learned.then(|| Reference { markov: std::borrow::Cow::Owned(markov), members, learned, level })
+        })
+    }
+
+    fn is_own(&self) -> bool {
+        self.level.is_empty()
+    }
 }
 
 /// How unusual one step is for the principal.
@@ -156,21 +267,26 @@ struct StepView {
     new_tool: bool,
 }
 
-fn view(markov: &Markov, learned: bool, from: &str, to: &str) -> StepView {
+fn view(r: &Reference<'_>, from: &str, to: &str) -> StepView {
+    let (markov, learned) = (&r.markov, r.learned);
     let (p, support, seen) = (markov.probability(from, to), markov.support(from), markov.count(from, to));
-    let new_tool = learned && !markov.knows_tool(to);
-    let improbable =
-        !learned || new_tool || markov.is_rare(to) || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY));
+    let new_tool = learned && r.is_own() && !markov.knows_tool(to);
+    let uncommon = !r.is_own() && r.members.iter().filter(|m| m.count(from, to) > 0).count() < MIN_PEERS;
+    let improbable = !learned
+        || new_tool
+        || uncommon
+        || markov.is_rare(to)
+        || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY));
     StepView { from: from.to_string(), p, improbable, new_tool }
 }
 
-fn judge(s: &Session, markov: &Markov, cats: &ToolCategories, rule: &Rule) -> Option<Alert> {
-    let learned = markov.sessions >= MIN_SESSIONS;
+fn judge(s: &Session, r: &Reference<'_>, cats: &ToolCategories, rule: &Rule) -> Option<Alert> {
+    let (markov, learned) = (&r.markov, r.learned);
     let views: Vec<StepView> = s
         .steps
         .iter()
         .enumerate()
-        .map(|(i, st)| view(markov, learned, if i == 0 { "^" } else { &s.steps[i - 1].tool }, &st.tool))
+        .map(|(i, st)| view(r, if i == 0 { "^" } else { &s.steps[i - 1].tool }, &st.tool))
         .collect();
     // The first dangerous step that is also improbable; else the first new tool.
     let chain = (0..s.steps.len())
@@ -183,7 +299,8 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories, rule: &Rule) -> Op
                 why.push_str(&format!(" after reading {}", s.steps[k].resource.as_deref().unwrap_or("")));
             }
             // A dangerous step right after a sensitive read is the attack itself.
-            let severity = if sensitive.is_some() && learned { Severity::Critical } else { Severity::High };
+            let severity =
+                if sensitive.is_some() && learned && r.is_own() { Severity::Critical } else { Severity::High };
             (i, c.name.clone(), severity, why)
         }
         None => {
@@ -202,9 +319,16 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories, rule: &Rule) -> Op
             .map(|(t, share)| format!("{t} {:.0}%", share * 100.0))
             .collect::<Vec<_>>()
             .join(", ");
+        let (who, it) = if r.is_own() { (s.principal.clone(), "it calls") } else { (r.level.clone(), "they call") };
+        let doers = if r.is_own() {
+            String::new()
+        } else {
+            let n = r.members.iter().filter(|m| m.count(&v.from, &s.steps[at].tool) > 0).count();
+            format!("; {n} of them made this step")
+        };
         format!(
-            "{}: {} learned sessions; after {} it calls {usual}; P({} | {}) = {:.4}",
-            s.principal, markov.sessions, v.from, s.steps[at].tool, v.from, v.p
+            "{who}: {} learned sessions; after {} {it} {usual}; P({} | {}) = {:.4}{doers}",
+            markov.sessions, v.from, s.steps[at].tool, v.from, v.p
         )
     } else {
         format!("{}: no learned sessions yet (cold start): judged by the dangerous-chain rules alone", s.principal)
@@ -216,7 +340,12 @@ fn judge(s: &Session, markov: &Markov, cats: &ToolCategories, rule: &Rule) -> Op
         s.id,
         s.principal,
         if learned {
-            format!(" — a step with probability {:.4} under its learned behaviour", v.p)
+            let whose = match r.level.split(':').next() {
+                Some("peers") => "its peers'",
+                Some("fleet") => "the fleet's",
+                _ => "its",
+            };
+            format!(" — a step with probability {:.4} under {whose} learned behaviour", v.p)
         } else {
             String::new()
         }
@@ -265,6 +394,10 @@ mod tests {
         }
     }
 
+    fn judge_own(s: &Session, m: &Markov, c: &ToolCategories, rule: &Rule) -> Option<Alert> {
+        judge(s, &Reference::own(m), c, rule)
+    }
+
     fn trained() -> Markov {
         let mut m = Markov::default();
         m.add("^", "db.query", 100);
@@ -295,9 +428,10 @@ mod tests {
     #[test]
     fn a_learned_workflow_does_not_alert_but_a_new_exfiltration_does() {
         let (m, c) = (trained(), ToolCategories::builtin());
-        assert!(judge(&session(&[("db.query", None), ("slack.post_message", None)]), &m, &c, rule()).is_none());
-        let a = judge(&session(&[("db.query", Some("db://x/customers_pii")), ("email.send", None)]), &m, &c, rule())
-            .unwrap();
+        assert!(judge_own(&session(&[("db.query", None), ("slack.post_message", None)]), &m, &c, rule()).is_none());
+        let a =
+            judge_own(&session(&[("db.query", Some("db://x/customers_pii")), ("email.send", None)]), &m, &c, rule())
+                .unwrap();
         assert_eq!(a.finding, "exfiltration");
         assert_eq!(a.severity, Severity::Critical, "a sensitive read before the send");
         assert!(a.explanation.contains("db.query → email.send"), "{}", a.explanation);
@@ -309,7 +443,7 @@ mod tests {
         m.add("db.query", "email.send", 100);
         m.add("email.send", "$", 100);
         assert!(
-            judge(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin(), rule())
+            judge_own(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin(), rule())
                 .is_none()
         );
     }
@@ -319,27 +453,28 @@ mod tests {
         let mut m = trained();
         m.add("db.query", "email.send", 1);
         m.add("email.send", "$", 1);
-        let a = judge(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin(), rule())
-            .unwrap();
+        let a =
+            judge_own(&session(&[("db.query", None), ("email.send", None)]), &m, &ToolCategories::builtin(), rule())
+                .unwrap();
         assert_eq!(a.finding, "exfiltration");
     }
 
     #[test]
     fn cold_start_principals_are_judged_by_the_rules() {
         let c = ToolCategories::builtin();
-        let a = judge(&session(&[("github.get_file", None), ("shell.exec", None)]), &Markov::default(), &c, rule())
+        let a = judge_own(&session(&[("github.get_file", None), ("shell.exec", None)]), &Markov::default(), &c, rule())
             .unwrap();
         assert_eq!(a.finding, "read_then_exec");
         assert!(a.baseline.contains("cold start"));
         assert!(
-            judge(&session(&[("jira.search", None), ("jira.add_comment", None)]), &Markov::default(), &c, rule())
+            judge_own(&session(&[("jira.search", None), ("jira.add_comment", None)]), &Markov::default(), &c, rule())
                 .is_none()
         );
     }
 
     #[test]
     fn an_unknown_tool_is_unusual() {
-        let a = judge(
+        let a = judge_own(
             &session(&[("db.query", None), ("db.drop_table", None)]),
             &trained(),
             &ToolCategories::builtin(),
@@ -347,5 +482,129 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.finding, "unusual_tool");
+    }
+    /// A principal's model: `n` sessions of `tools`.
+    fn sessions_of(tools: &[&str], n: u64) -> Markov {
+        let mut m = Markov::default();
+        let path: Vec<&str> = std::iter::once("^").chain(tools.iter().copied()).chain(std::iter::once("$")).collect();
+        path.windows(2).for_each(|w| m.add(w[0], w[1], n));
+        m
+    }
+
+    /// Judged as `score` does: the own model, else the peers, else the fleet.
+    fn judge_in(b: &Baseline, inv: Option<&Inventory>, s: &Session) -> Option<Alert> {
+        let empty = Markov::default();
+        let own = Reference::own(b.markov.get(&s.principal).unwrap_or(&empty));
+        let wider = Reference::wider(b, &Groups::of(b, inv), &group(inv, &s.cred, &s.principal), &s.principal);
+        judge(s, wider.as_ref().filter(|_| !own.learned).unwrap_or(&own), &ToolCategories::builtin(), rule())
+    }
+
+    fn thin_support_team() -> Baseline {
+        let mut b = Baseline::default();
+        for (p, n) in [("agent:support-1", 8), ("agent:support-2", 9), ("agent:support-3", 7), ("agent:support-9", 2)] {
+            b.markov.insert(p.into(), sessions_of(&["web.search", "email.send"], n));
+        }
+        b.markov.insert("svc:etl".into(), sessions_of(&["db.query", "s3.put_object"], 50));
+        b
+    }
+
+    fn thin_session(tools: &[(&str, Option<&str>)]) -> Session {
+        Session { principal: "agent:support-9".into(), ..session(tools) }
+    }
+
+    #[test]
+    fn a_thin_principal_doing_its_peers_everyday_work_does_not_alert() {
+        let b = thin_support_team();
+        let s = thin_session(&[("web.search", None), ("email.send", None)]);
+        let a = judge_own(&s, &b.markov["agent:support-9"], &ToolCategories::builtin(), rule());
+        assert_eq!(a.map(|a| a.finding).as_deref(), Some("exfiltration"), "by the rules alone it alerts");
+        assert!(judge_in(&b, None, &s).is_none(), "its peers all do it");
+    }
+
+    #[test]
+    fn a_step_no_peer_makes_alerts_and_names_the_peer_level() {
+        let b = thin_support_team();
+        let a = judge_in(&b, None, &thin_session(&[("db.query", None), ("email.send", None)])).unwrap();
+        assert_eq!(a.finding, "exfiltration");
+        assert!(a.baseline.starts_with("peers: 3 principals of role agent:support"), "{}", a.baseline);
+        assert!(a.baseline.contains("0 of them made this step"), "{}", a.baseline);
+    }
+
+    #[test]
+    fn a_step_one_peer_made_once_is_not_yet_common() {
+        let mut b = thin_support_team();
+        b.markov.get_mut("agent:support-1").unwrap().add("db.query", "email.send", 1);
+        let a = judge_in(&b, None, &thin_session(&[("db.query", None), ("email.send", None)])).unwrap();
+        assert!(a.baseline.contains("1 of them made this step"), "{}", a.baseline);
+    }
+
+    #[test]
+    fn without_peers_the_fleet_is_the_level_and_without_either_the_rules() {
+        let mut b = thin_support_team();
+        b.markov.retain(|p, _| p != "agent:support-2" && p != "agent:support-3");
+        let s = thin_session(&[("web.search", None), ("email.send", None)]);
+        let a = judge_in(&b, None, &s).unwrap();
+        assert!(a.baseline.starts_with("fleet: 2 principals"), "one peer is not a group: {}", a.baseline);
+        b.markov.retain(|p, _| p == "agent:support-9");
+        assert!(judge_in(&b, None, &s).unwrap().baseline.contains("cold start"));
+    }
+
+    #[test]
+    fn with_an_inventory_peers_share_kind_and_owner() {
+        use crate::baseline::{CredentialBaseline, MODEL_VERSION};
+        let mut b = thin_support_team();
+        // Renamed principals: only the inventory says they do one job.
+        for (i, p) in ["agent:support-1", "agent:support-2", "agent:support-3", "agent:support-9"].iter().enumerate() {
+            let m = b.markov.remove(*p).unwrap();
+            let (cred, principal) = (format!("k{i}"), format!("agent:x{i}y"));
+            b.markov.insert(principal.clone(), m);
+            let c = CredentialBaseline {
+                model_version: MODEL_VERSION,
+                credential_id: cred.clone(),
+                principal: Some(principal),
+                history_from: String::new(),
+                history_to: String::new(),
+                days_seen: 1,
+                hours: 1,
+                requests: 1,
+                cold_start: true,
+                requests_per_hour: Default::default(),
+                tokens_per_hour: Default::default(),
+                cost_per_hour: Default::default(),
+                errors_per_hour: Default::default(),
+                error_rate: 0.0,
+                error_minute_max: 0.0,
+                error_minute_p99: 0.0,
+            };
+            b.credentials.insert(cred, c);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.csv");
+        let rows: String = (0..4).map(|i| format!("k{i},support@example.com,agent:x{i}y,agent_token\n")).collect();
+        std::fs::write(&path, format!("credential_id,owner,principal,kind\n{rows}")).unwrap();
+        let inv = Inventory::load(&path).unwrap();
+        let s = Session { cred: "k3".into(), principal: "agent:x3y".into(), ..session(&[]) };
+        let everyday = Session { steps: thin_session(&[("web.search", None), ("email.send", None)]).steps, ..s };
+        assert!(judge_in(&b, Some(&inv), &everyday).is_none());
+        let s = Session {
+            cred: "k3".into(),
+            principal: "agent:x3y".into(),
+            ..session(&[("db.query", None), ("email.send", None)])
+        };
+        let a = judge_in(&b, Some(&inv), &s).unwrap();
+        assert!(
+            a.baseline.starts_with("peers: 3 principals of kind agent_token owned by support@example.com"),
+            "{}",
+            a.baseline
+        );
+        assert!(judge_in(&b, None, &s).unwrap().baseline.starts_with("fleet:"), "no inventory, no shared role");
+    }
+
+    #[test]
+    fn roles_drop_instance_numbers_only() {
+        assert_eq!(role("agent:support-7"), "agent:support");
+        assert_eq!(role("app:summariser_12"), "app:summariser");
+        assert_eq!(role("svc:etl"), "svc:etl");
+        assert_eq!(role("agent:42"), "agent:42");
     }
 }

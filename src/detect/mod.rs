@@ -114,6 +114,8 @@ impl DetectReport {
 pub(crate) struct Context<'a> {
     pub baseline: Option<&'a Baseline>,
     pub categories: &'a ToolCategories,
+    /// The credential inventory, if any: peer groups are its kind and owner.
+    pub inventory: Option<&'a Inventory>,
     /// Its rule: the family its alerts carry, and what each finding maps to.
     pub rule: &'a Rule,
 }
@@ -402,7 +404,8 @@ impl Engine {
         rows: &[RecordBatch],
     ) -> Result<Vec<Alert>, DetectError> {
         let d = &self.plans[d];
-        let cx = Context { baseline: base, categories: &self.categories, rule: &d.rule };
+        let cx =
+            Context { baseline: base, categories: &self.categories, inventory: self.inventory.as_ref(), rule: &d.rule };
         let q = &d.name;
         let mut alerts = match d.rule.scoring {
             Scorer::Rows(e) => explain::grouped_alerts(&d.rule, q, explain::explainer(e), rows),

@@ -327,7 +327,12 @@ mod tests {
 
     fn score_rows(rows: &[(&str, i64, &str, &str, Option<&str>, &str)]) -> Vec<Alert> {
         let categories = ToolCategories::builtin();
-        let cx = Context { baseline: None, categories: &categories, rule: crate::detect::builtin_rule("llmjacking_recon") };
+        let cx = Context {
+            baseline: None,
+            categories: &categories,
+            inventory: None,
+            rule: crate::detect::builtin_rule("llmjacking_recon"),
+        };
         score(&cx, "recon", &[batch(rows)]).unwrap()
     }
 
