@@ -162,3 +162,53 @@ macro_rules! row {
 }
 pub(crate) use row;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, DictionaryArray, Int32Array, ListBuilder, StringBuilder, TimestampMillisecondArray};
+    use arrow::datatypes::Int32Type;
+    use std::sync::Arc;
+
+    row! {
+        struct Seen {
+            who: text,
+            at: time,
+            n: int,
+            ids: texts,
+            renamed: text = "who",
+        }
+    }
+
+    fn batch(with_n: bool) -> RecordBatch {
+        let who: DictionaryArray<Int32Type> = vec![Some("a"), None].into_iter().collect();
+        let at = TimestampMillisecondArray::from(vec![Some(5), None]).with_timezone("UTC");
+        let mut ids = ListBuilder::new(StringBuilder::new());
+        ids.append_value([Some("r1"), Some("r2")]);
+        ids.append_null();
+        let mut cols: Vec<(&str, ArrayRef)> =
+            vec![("who", Arc::new(who)), ("at", Arc::new(at)), ("ids", Arc::new(ids.finish()))];
+        if with_n {
+            cols.push(("n", Arc::new(Int32Array::from(vec![Some(7), None]))));
+        }
+        RecordBatch::try_from_iter(cols).unwrap()
+    }
+
+    #[test]
+    fn rows_decode_dictionary_text_times_ints_and_lists_with_nulls() {
+        let rows = rows::<Seen>(&[batch(true), batch(true)], "q").unwrap();
+        assert_eq!(rows.len(), 4);
+        let (a, b) = (&rows[2], &rows[3]);
+        assert_eq!(
+            (a.who.as_deref(), a.at, a.n, a.ids.clone()),
+            (Some("a"), Some(5), Some(7), vec!["r1".into(), "r2".into()])
+        );
+        assert_eq!(a.renamed, a.who);
+        assert_eq!((b.who.as_deref(), b.at, b.n, b.ids.len()), (None, None, None, 0));
+    }
+
+    #[test]
+    fn a_missing_column_names_the_query_and_column() {
+        let e = rows::<Seen>(&[batch(false)], "spend").err().unwrap();
+        assert_eq!((e.query.as_str(), e.column.as_str(), e.wanted), ("spend", "n", "an integer"));
+    }
+}
