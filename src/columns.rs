@@ -1,5 +1,10 @@
 //! Reading a query's result columns by name, whatever physical type
 //! DataFusion chose (dictionary, view or plain strings; any integer width).
+//!
+//! Scorers declare their query's row once with [`row!`] and read typed rows
+//! with [`rows`]; each column is converted once per batch by the per-kind
+//! readers below (`text`, `time`, `float`, `int`, `bool`, `texts`), so a bad
+//! column is reported as a [`ShapeError`] naming the query and the column.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
@@ -25,33 +30,38 @@ fn cast(
     arrow::compute::cast(col, to).map_err(|_| shape())
 }
 
+/// Kind `text`.
 pub fn strings(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<String>>, ShapeError> {
     let a = cast(b, query, name, &DataType::Utf8, "text")?;
     Ok(a.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect())
 }
 
+/// Kind `time`: milliseconds since the epoch.
 pub fn times(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<i64>>, ShapeError> {
     let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let a = cast(b, query, name, &ms, "a timestamp")?;
     Ok(a.as_primitive::<TimestampMillisecondType>().iter().collect())
 }
 
+/// Kind `float`.
 pub fn floats(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<f64>>, ShapeError> {
     let a = cast(b, query, name, &DataType::Float64, "a number")?;
     Ok(a.as_primitive::<Float64Type>().iter().collect())
 }
 
+/// Kind `int`.
 pub fn ints(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<i64>>, ShapeError> {
     let a = cast(b, query, name, &DataType::Int64, "an integer")?;
     Ok(a.as_primitive::<Int64Type>().iter().collect())
 }
 
+/// Kind `bool`.
 pub fn bools(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<bool>>, ShapeError> {
     let a = cast(b, query, name, &DataType::Boolean, "a boolean")?;
     Ok(a.as_boolean().iter().collect())
 }
 
-/// A list-of-strings column (e.g. `array_agg(request_id)`); null lists are empty.
+/// Kind `texts`: a list-of-strings column (e.g. `array_agg(request_id)`); null lists are empty.
 pub fn string_lists(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Vec<String>>, ShapeError> {
     let shape = || ShapeError { query: query.into(), column: name.into(), wanted: "a list of text" };
     let col = b.column_by_name(name).ok_or_else(shape)?;
@@ -71,4 +81,134 @@ pub fn string_lists(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Vec<
             v.as_string::<i32>().iter().flatten().map(str::to_string).collect()
         })
         .collect())
+}
+
+/// A query row decoded from named columns; implemented by [`row!`].
+pub trait FromRow: Sized {
+    /// Every row of one batch, in order.
+    fn read(b: &RecordBatch, query: &str) -> Result<Vec<Self>, ShapeError>;
+}
+
+/// Every row of a query result, in batch order.
+pub fn rows<T: FromRow>(batches: &[RecordBatch], query: &str) -> Result<Vec<T>, ShapeError> {
+    let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for b in batches {
+        out.extend(T::read(b, query)?);
+    }
+    Ok(out)
+}
+
+/// The Rust type a column kind decodes to (nulls kept as `None`; null lists empty).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __column_type {
+    (text) => { Option<String> };
+    (time) => { Option<i64> };
+    (float) => { Option<f64> };
+    (int) => { Option<i64> };
+    (bool) => { Option<bool> };
+    (texts) => { Vec<String> };
+}
+
+/// The reader of a column kind.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __column_reader {
+    (text) => {
+        $crate::columns::strings
+    };
+    (time) => {
+        $crate::columns::times
+    };
+    (float) => {
+        $crate::columns::floats
+    };
+    (int) => {
+        $crate::columns::ints
+    };
+    (bool) => {
+        $crate::columns::bools
+    };
+    (texts) => {
+        $crate::columns::string_lists
+    };
+}
+
+/// Declares a query's row: `field: kind` reads column `field`, and
+/// `field: kind = NAME` reads column `NAME` (an expression giving a `&str`).
+/// The struct gets a [`FromRow`] impl, read with [`rows`].
+macro_rules! row {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($field:ident : $kind:ident $(= $col:expr)?),* $(,)? }) => {
+        $(#[$m])*
+        $vis struct $name {
+            $($vis $field: $crate::__column_type!($kind),)*
+        }
+        impl $crate::columns::FromRow for $name {
+            fn read(
+                b: &arrow::array::RecordBatch,
+                query: &str,
+            ) -> Result<Vec<Self>, $crate::columns::ShapeError> {
+                $(
+                    #[allow(unused_variables)]
+                    let col = stringify!($field);
+                    $(let col = $col;)?
+                    let mut $field = $crate::__column_reader!($kind)(b, query, col)?.into_iter();
+                )*
+                // Every column has num_rows values, so `next` never runs dry.
+                Ok((0..b.num_rows()).map(|_| Self { $($field: $field.next().unwrap_or_default(),)* }).collect())
+            }
+        }
+    };
+}
+pub(crate) use row;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, DictionaryArray, Int32Array, ListBuilder, StringBuilder, TimestampMillisecondArray};
+    use arrow::datatypes::Int32Type;
+    use std::sync::Arc;
+
+    row! {
+        struct Seen {
+            who: text,
+            at: time,
+            n: int,
+            ids: texts,
+            renamed: text = "who",
+        }
+    }
+
+    fn batch(with_n: bool) -> RecordBatch {
+        let who: DictionaryArray<Int32Type> = vec![Some("a"), None].into_iter().collect();
+        let at = TimestampMillisecondArray::from(vec![Some(5), None]).with_timezone("UTC");
+        let mut ids = ListBuilder::new(StringBuilder::new());
+        ids.append_value([Some("r1"), Some("r2")]);
+        ids.append_null();
+        let mut cols: Vec<(&str, ArrayRef)> =
+            vec![("who", Arc::new(who)), ("at", Arc::new(at)), ("ids", Arc::new(ids.finish()))];
+        if with_n {
+            cols.push(("n", Arc::new(Int32Array::from(vec![Some(7), None]))));
+        }
+        RecordBatch::try_from_iter(cols).unwrap()
+    }
+
+    #[test]
+    fn rows_decode_dictionary_text_times_ints_and_lists_with_nulls() {
+        let rows = rows::<Seen>(&[batch(true), batch(true)], "q").unwrap();
+        assert_eq!(rows.len(), 4);
+        let (a, b) = (&rows[2], &rows[3]);
+        assert_eq!(
+            (a.who.as_deref(), a.at, a.n, a.ids.clone()),
+            (Some("a"), Some(5), Some(7), vec!["r1".into(), "r2".into()])
+        );
+        assert_eq!(a.renamed, a.who);
+        assert_eq!((b.who.as_deref(), b.at, b.n, b.ids.len()), (None, None, None, 0));
+    }
+
+    #[test]
+    fn a_missing_column_names_the_query_and_column() {
+        let e = rows::<Seen>(&[batch(false)], "spend").err().unwrap();
+        assert_eq!((e.query.as_str(), e.column.as_str(), e.wanted), ("spend", "n", "an integer"));
+    }
 }

@@ -112,20 +112,25 @@ pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
     );
     let batches = engine::collect(&ctx, &q).await?;
     let mut out = Vec::new();
-    for b in &batches {
-        let s = |c| columns::strings(b, "alerts", c);
-        let (id, det, cred, expl) = (s("alert_id")?, s("detector")?, s("credential_id")?, s("explanation")?);
-        let (start, end) = (columns::times(b, "alerts", "window_start")?, columns::times(b, "alerts", "window_end")?);
-        for i in 0..b.num_rows() {
-            out.push(ScoredAlert {
-                alert_id: id[i].clone().unwrap_or_default(),
-                detector: det[i].clone().unwrap_or_default(),
-                credential_id: cred[i].clone().unwrap_or_default(),
-                start_ms: start[i].unwrap_or(0),
-                end_ms: end[i].unwrap_or(0),
-                explanation: expl[i].clone().unwrap_or_default(),
-            });
+    columns::row! {
+        struct AlertRow {
+            alert_id: text,
+            detector: text,
+            credential_id: text,
+            explanation: text,
+            window_start: time,
+            window_end: time,
         }
+    }
+    for r in columns::rows::<AlertRow>(&batches, "alerts")? {
+        out.push(ScoredAlert {
+            alert_id: r.alert_id.unwrap_or_default(),
+            detector: r.detector.unwrap_or_default(),
+            credential_id: r.credential_id.unwrap_or_default(),
+            start_ms: r.window_start.unwrap_or(0),
+            end_ms: r.window_end.unwrap_or(0),
+            explanation: r.explanation.unwrap_or_default(),
+        });
     }
     out.sort_by(|a, b| (a.start_ms, &a.alert_id).cmp(&(b.start_ms, &b.alert_id)));
     Ok(out)

@@ -108,39 +108,45 @@ fn verdict(h: &Hour, base: Option<&CredentialBaseline>, slot: Option<&ProfileSlo
         .or_else(|| judge(&COST, h.cost, &b.cost_per_hour, slot.map(|s| (s.cost_median, s.cost_high))))
 }
 
+columns::row! {
+    /// One row of the hourly spend query.
+    struct HourRow {
+        credential_id: text,
+        principal: text,
+        hour: time,
+        tokens: float,
+        cost: float,
+        requests: int,
+        first_ts: time,
+        last_ts: time,
+        day_median_tokens: float,
+        day_median_cost: float,
+        new_models: texts,
+        new_networks: texts,
+        source_ips: texts,
+        evidence: texts,
+    }
+}
+
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut hours = Vec::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let hour = columns::times(b, q, "hour")?;
-        let (tokens, cost, requests) =
-            (columns::floats(b, q, "tokens")?, columns::floats(b, q, "cost")?, columns::ints(b, q, "requests")?);
-        let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
-        let (med_tokens, med_cost) =
-            (columns::floats(b, q, "day_median_tokens")?, columns::floats(b, q, "day_median_cost")?);
-        let new_models = columns::string_lists(b, q, "new_models")?;
-        let new_networks = columns::string_lists(b, q, "new_networks")?;
-        let ips = columns::string_lists(b, q, "source_ips")?;
-        let evidence = columns::string_lists(b, q, "evidence")?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(h)) = (&cred[i], hour[i]) else { continue };
-            hours.push(Hour {
-                cred: c.clone(),
-                principal: principal[i].clone(),
-                hour: h,
-                tokens: tokens[i].unwrap_or(0.0),
-                cost: cost[i].unwrap_or(0.0),
-                requests: requests[i].unwrap_or(0),
-                day_median: (med_tokens[i].unwrap_or(0.0), med_cost[i].unwrap_or(0.0)),
-                first: first[i].unwrap_or(h),
-                last: last[i].unwrap_or(h),
-                new_models: new_models[i].clone(),
-                new_networks: new_networks[i].clone(),
-                ips: ips[i].clone(),
-                evidence: evidence[i].clone(),
-            });
-        }
+    for r in columns::rows::<HourRow>(batches, q)? {
+        let (Some(cred), Some(h)) = (r.credential_id, r.hour) else { continue };
+        hours.push(Hour {
+            cred,
+            principal: r.principal,
+            hour: h,
+            tokens: r.tokens.unwrap_or(0.0),
+            cost: r.cost.unwrap_or(0.0),
+            requests: r.requests.unwrap_or(0),
+            day_median: (r.day_median_tokens.unwrap_or(0.0), r.day_median_cost.unwrap_or(0.0)),
+            first: r.first_ts.unwrap_or(h),
+            last: r.last_ts.unwrap_or(h),
+            new_models: r.new_models,
+            new_networks: r.new_networks,
+            ips: r.source_ips,
+            evidence: r.evidence,
+        });
     }
     hours.sort_by(|a, b| (&a.cred, a.hour).cmp(&(&b.cred, b.hour)));
 

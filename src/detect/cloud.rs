@@ -148,6 +148,26 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
 
 type Key = (String, &'static str, String);
 
+columns::row! {
+    /// One cloud API call of the detector's query.
+    struct CallRow {
+        credential_id: text,
+        principal: text,
+        session_id: text,
+        request_id: text,
+        source_ip: text,
+        tool: text,
+        resource: text,
+        detail: text,
+        ts: time,
+        status: int,
+        has_history: bool,
+        own_used: bool,
+        network_known: bool,
+        peers_used: int,
+    }
+}
+
 fn score_with(
     tiers: &'static ApiRisk,
     until: Option<&str>,
@@ -156,48 +176,30 @@ fn score_with(
 ) -> Result<Vec<Alert>, DetectError> {
     let mut tiered: BTreeMap<Key, (Option<String>, &'static Entry, Vec<Call>)> = BTreeMap::new();
     let mut sessions: BTreeMap<Key, (Option<String>, Vec<Call>)> = BTreeMap::new();
-    for b in batches {
-        let s = |c| columns::strings(b, q, c);
-        let (cred, principal, sid, req, ip, tool, res, detail) = (
-            s("credential_id")?,
-            s("principal")?,
-            s("session_id")?,
-            s("request_id")?,
-            s("source_ip")?,
-            s("tool")?,
-            s("resource")?,
-            s("detail")?,
-        );
-        let ts = columns::times(b, q, "ts")?;
-        let status = columns::ints(b, q, "status")?;
-        let flag = |c| columns::bools(b, q, c);
-        let (hist, own, known) = (flag("has_history")?, flag("own_used")?, flag("network_known")?);
-        let peers = columns::ints(b, q, "peers_used")?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(t), Some(ts)) = (&cred[i], &tool[i], ts[i]) else { continue };
-            let call = || Call {
-                ts,
-                request_id: req[i].clone(),
-                ip: ip[i].clone(),
-                tool: t.clone(),
-                resource: res[i].clone(),
-                failed: status[i].is_some_and(|s| s >= 400),
-                has_history: hist[i].unwrap_or(false),
-                own_used: own[i].unwrap_or(false),
-                peers_used: peers[i].unwrap_or(0),
-                network_known: known[i].unwrap_or(false),
-            };
-            let day = crate::time::day_of(ts);
-            if let Some(e) = tiers.matching(t, detail[i].as_deref()) {
-                let key = (c.clone(), e.technique.as_str(), day.clone());
-                tiered.entry(key).or_insert_with(|| (principal[i].clone(), e, Vec::new())).2.push(call());
-            }
-            if let Some(name) = sid[i].as_deref().and_then(instance_session)
-                && ip[i].as_deref().is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
-            {
-                let key = (c.clone(), "", format!("{name}\u{1f}{day}"));
-                sessions.entry(key).or_insert_with(|| (principal[i].clone(), Vec::new())).1.push(call());
-            }
+    for r in columns::rows::<CallRow>(batches, q)? {
+        let (Some(c), Some(t), Some(ts)) = (&r.credential_id, &r.tool, r.ts) else { continue };
+        let call = || Call {
+            ts,
+            request_id: r.request_id.clone(),
+            ip: r.source_ip.clone(),
+            tool: t.clone(),
+            resource: r.resource.clone(),
+            failed: r.status.is_some_and(|s| s >= 400),
+            has_history: r.has_history.unwrap_or(false),
+            own_used: r.own_used.unwrap_or(false),
+            peers_used: r.peers_used.unwrap_or(0),
+            network_known: r.network_known.unwrap_or(false),
+        };
+        let day = crate::time::day_of(ts);
+        if let Some(e) = tiers.matching(t, r.detail.as_deref()) {
+            let key = (c.clone(), e.technique.as_str(), day.clone());
+            tiered.entry(key).or_insert_with(|| (r.principal.clone(), e, Vec::new())).2.push(call());
+        }
+        if let Some(name) = r.session_id.as_deref().and_then(instance_session)
+            && r.source_ip.as_deref().is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+        {
+            let key = (c.clone(), "", format!("{name}\u{1f}{day}"));
+            sessions.entry(key).or_insert_with(|| (r.principal.clone(), Vec::new())).1.push(call());
         }
     }
     let mut out = Vec::new();

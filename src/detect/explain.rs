@@ -74,6 +74,20 @@ fn group_key(finding: &str, value: &str) -> String {
     value.to_string()
 }
 
+columns::row! {
+    /// One row of a request-level detector's query.
+    struct FindingRow {
+        credential_id: text,
+        finding: text,
+        value: text,
+        allowed: text,
+        request_id: text,
+        source_ip: text,
+        principal: text,
+        ts: time,
+    }
+}
+
 /// The one mechanism request-level detectors share: group the rows per
 /// credential, finding, value group and day, and let the detector explain
 /// each group.
@@ -85,28 +99,19 @@ pub(crate) fn grouped_alerts(
 ) -> Result<Vec<Alert>, DetectError> {
     let q = query;
     let mut groups: BTreeMap<(String, String, String, String), Vec<Row>> = BTreeMap::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let finding = columns::strings(b, q, "finding")?;
-        let value = columns::strings(b, q, "value")?;
-        let allowed = columns::strings(b, q, "allowed")?;
-        let req = columns::strings(b, q, "request_id")?;
-        let ip = columns::strings(b, q, "source_ip")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let ts = columns::times(b, q, "ts")?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(f), Some(t)) = (&cred[i], &finding[i], ts[i]) else { continue };
-            let v = value[i].clone().unwrap_or_default();
-            let key = (c.clone(), f.clone(), group_key(f, &v), crate::time::day_of(t));
-            groups.entry(key).or_default().push(Row {
-                ts: t,
-                request_id: req[i].clone(),
-                source_ip: ip[i].clone(),
-                principal: principal[i].clone(),
-                value: v,
-                allowed: allowed[i].clone(),
-            });
-        }
+    for r in columns::rows::<FindingRow>(batches, q)? {
+        let (Some(c), Some(f), Some(t)) = (r.credential_id, r.finding, r.ts) else { continue };
+        let v = r.value.unwrap_or_default();
+        let g = group_key(&f, &v);
+        let key = (c, f, g, crate::time::day_of(t));
+        groups.entry(key).or_default().push(Row {
+            ts: t,
+            request_id: r.request_id,
+            source_ip: r.source_ip,
+            principal: r.principal,
+            value: v,
+            allowed: r.allowed,
+        });
     }
     let mut out = Vec::new();
     for ((cred, finding, group, _day), mut rows) in groups {

@@ -113,35 +113,34 @@ struct Mismatch {
     evidence: Vec<String>,
 }
 
+columns::row! {
+    /// One out-of-scope request of the mismatch query.
+    struct MismatchRow {
+        credential_id: text,
+        finding: text,
+        value: text,
+        allowed: text,
+        principal: text,
+        request_id: text,
+        ts: time,
+        since: time = STANDING,
+    }
+}
+
 fn mismatches(q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut by: BTreeMap<(String, String), Mismatch> = BTreeMap::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let finding = columns::strings(b, q, "finding")?;
-        let value = columns::strings(b, q, "value")?;
-        let allowed = columns::strings(b, q, "allowed")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let req = columns::strings(b, q, "request_id")?;
-        let ts = columns::times(b, q, "ts")?;
-        let since = columns::times(b, q, STANDING)?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(f), Some(t), Some(s)) = (&cred[i], &finding[i], ts[i], since[i]) else { continue };
-            let m = by.entry((c.clone(), f.clone())).or_insert_with(|| Mismatch {
-                since: s,
-                first: t,
-                last: t,
-                ..Default::default()
-            });
-            m.principal = m.principal.take().or_else(|| principal[i].clone());
-            m.allowed = m.allowed.take().or_else(|| allowed[i].clone());
-            m.values.extend(value[i].clone());
-            (m.since, m.first, m.last) = (m.since.min(s), m.first.min(t), m.last.max(t));
-            m.requests += 1;
-            if let Some(r) = &req[i]
-                && m.evidence.len() < alert::MAX_EVIDENCE
-            {
-                m.evidence.push(r.clone());
-            }
+    for r in columns::rows::<MismatchRow>(batches, q)? {
+        let (Some(c), Some(f), Some(t), Some(s)) = (r.credential_id, r.finding, r.ts, r.since) else { continue };
+        let m = by.entry((c, f)).or_insert_with(|| Mismatch { since: s, first: t, last: t, ..Default::default() });
+        m.principal = m.principal.take().or(r.principal);
+        m.allowed = m.allowed.take().or(r.allowed);
+        m.values.extend(r.value);
+        (m.since, m.first, m.last) = (m.since.min(s), m.first.min(t), m.last.max(t));
+        m.requests += 1;
+        if let Some(req) = r.request_id
+            && m.evidence.len() < alert::MAX_EVIDENCE
+        {
+            m.evidence.push(req);
         }
     }
     Ok(by
@@ -237,19 +236,16 @@ pub async fn inventory_mismatches(lake: &std::path::Path) -> Result<Vec<inventor
     let run = |source| DetectError::Run { name: "inventory_mismatches".into(), source };
     let batches = ctx.sql(&q).await.map_err(run)?.collect().await.map_err(run)?;
     let mut out = Vec::new();
-    for b in &batches {
-        let cred = columns::strings(b, &q, "credential_id")?;
-        let text = columns::strings(b, &q, "explanation")?;
-        for (c, t) in cred.into_iter().zip(text) {
-            let (Some(c), Some(t)) = (c, t) else { continue };
-            let detail = t.strip_prefix(&format!("{c}: ")).unwrap_or(&t).to_string();
-            out.push(inventory::Finding {
-                kind: FindingKind::InventoryMismatch,
-                credential_id: c,
-                owner: None,
-                detail,
-            });
+    columns::row! {
+        struct Statement {
+            credential_id: text,
+            explanation: text,
         }
+    }
+    for r in columns::rows::<Statement>(&batches, &q)? {
+        let (Some(c), Some(t)) = (r.credential_id, r.explanation) else { continue };
+        let detail = t.strip_prefix(&format!("{c}: ")).unwrap_or(&t).to_string();
+        out.push(inventory::Finding { kind: FindingKind::InventoryMismatch, credential_id: c, owner: None, detail });
     }
     Ok(out)
 }

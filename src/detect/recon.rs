@@ -76,29 +76,33 @@ fn describe(steps: &[&Step]) -> Vec<String> {
         .collect()
 }
 
+columns::row! {
+    /// One row of the recon step query.
+    struct StepRow {
+        credential_id: text,
+        principal: text,
+        ts: time,
+        request_id: text,
+        source_ip: text,
+        tool: text,
+        model: text,
+        step: text,
+    }
+}
+
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut by_cred: BTreeMap<String, (Option<String>, Vec<Step>)> = BTreeMap::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let ts = columns::times(b, q, "ts")?;
-        let req = columns::strings(b, q, "request_id")?;
-        let ip = columns::strings(b, q, "source_ip")?;
-        let tool = columns::strings(b, q, "tool")?;
-        let model = columns::strings(b, q, "model")?;
-        let kind = columns::strings(b, q, "step")?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(t), Some(k)) = (&cred[i], ts[i], &kind[i]) else { continue };
-            let e = by_cred.entry(c.clone()).or_insert_with(|| (principal[i].clone(), Vec::new()));
-            e.1.push(Step {
-                ts: t,
-                request_id: req[i].clone(),
-                ip: ip[i].clone(),
-                tool: tool[i].clone().unwrap_or_default(),
-                model: model[i].clone(),
-                kind: k.clone(),
-            });
-        }
+    for r in columns::rows::<StepRow>(batches, q)? {
+        let (Some(c), Some(t), Some(k)) = (r.credential_id, r.ts, r.step) else { continue };
+        let e = by_cred.entry(c).or_insert_with(|| (r.principal, Vec::new()));
+        e.1.push(Step {
+            ts: t,
+            request_id: r.request_id,
+            ip: r.source_ip,
+            tool: r.tool.unwrap_or_default(),
+            model: r.model,
+            kind: k,
+        });
     }
     let mapped = cx.rule.mapped(RECON_FINDING, None);
     let mut out = Vec::new();
@@ -221,33 +225,37 @@ pub(super) fn score_session_reuse(
         /// First used on the day(s) detected (the look-back day was judged the day before).
         in_range: bool,
     }
-    let mut sessions: BTreeMap<(String, String), Vec<Use>> = BTreeMap::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let session = columns::strings(b, q, "session_id")?;
-        let network = columns::strings(b, q, "network")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
-        let requests = columns::ints(b, q, "requests")?;
-        let ips = columns::string_lists(b, q, "source_ips")?;
-        let evidence = columns::string_lists(b, q, "evidence")?;
-        let in_range = columns::bools(b, q, "in_range")?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(s), Some(n), Some(f), Some(l)) = (&cred[i], &session[i], &network[i], first[i], last[i])
-            else {
-                continue;
-            };
-            sessions.entry((c.clone(), s.clone())).or_default().push(Use {
-                principal: principal[i].clone(),
-                network: n.clone(),
-                first: f,
-                last: l,
-                requests: requests[i].unwrap_or(0),
-                ips: ips[i].clone(),
-                evidence: evidence[i].clone(),
-                in_range: in_range[i].unwrap_or(false),
-            });
+    columns::row! {
+        struct UseRow {
+            credential_id: text,
+            session_id: text,
+            network: text,
+            principal: text,
+            first_ts: time,
+            last_ts: time,
+            requests: int,
+            source_ips: texts,
+            evidence: texts,
+            in_range: bool,
         }
+    }
+    let mut sessions: BTreeMap<(String, String), Vec<Use>> = BTreeMap::new();
+    for r in columns::rows::<UseRow>(batches, q)? {
+        let (Some(c), Some(s), Some(n), Some(f), Some(l)) =
+            (r.credential_id, r.session_id, r.network, r.first_ts, r.last_ts)
+        else {
+            continue;
+        };
+        sessions.entry((c, s)).or_default().push(Use {
+            principal: r.principal,
+            network: n,
+            first: f,
+            last: l,
+            requests: r.requests.unwrap_or(0),
+            ips: r.source_ips,
+            evidence: r.evidence,
+            in_range: r.in_range.unwrap_or(false),
+        });
     }
     let mapped = cx.rule.mapped(REUSE_FINDING, None);
     let mut out = Vec::new();

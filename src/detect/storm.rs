@@ -49,39 +49,42 @@ pub(crate) fn surprise(k: f64, lambda: f64) -> f64 {
     if tail <= 0.0 { 300.0 } else { (-tail.log10()).min(300.0) }
 }
 
+columns::row! {
+    /// One row of the per-minute error query.
+    struct MinuteRow {
+        credential_id: text,
+        principal: text,
+        minute: time,
+        errors: float,
+        auth_failures: float,
+        throttled: float,
+        server_errors: float,
+        source_ips: texts,
+        error_codes: texts,
+        evidence: texts,
+        first_ts: time,
+        last_ts: time,
+    }
+}
+
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut minutes = Vec::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let minute = columns::times(b, q, "minute")?;
-        let errors = columns::floats(b, q, "errors")?;
-        let (auth, throttled, server) = (
-            columns::floats(b, q, "auth_failures")?,
-            columns::floats(b, q, "throttled")?,
-            columns::floats(b, q, "server_errors")?,
-        );
-        let ips = columns::string_lists(b, q, "source_ips")?;
-        let codes = columns::string_lists(b, q, "error_codes")?;
-        let evidence = columns::string_lists(b, q, "evidence")?;
-        let (first, last) = (columns::times(b, q, "first_ts")?, columns::times(b, q, "last_ts")?);
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(m)) = (&cred[i], minute[i]) else { continue };
-            minutes.push(Minute {
-                cred: c.clone(),
-                principal: principal[i].clone(),
-                minute: m,
-                errors: errors[i].unwrap_or(0.0),
-                auth: auth[i].unwrap_or(0.0),
-                throttled: throttled[i].unwrap_or(0.0),
-                server: server[i].unwrap_or(0.0),
-                ips: ips[i].clone(),
-                codes: codes[i].clone(),
-                evidence: evidence[i].clone(),
-                first: first[i].unwrap_or(m),
-                last: last[i].unwrap_or(m),
-            });
-        }
+    for r in columns::rows::<MinuteRow>(batches, q)? {
+        let (Some(cred), Some(m)) = (r.credential_id, r.minute) else { continue };
+        minutes.push(Minute {
+            cred,
+            principal: r.principal,
+            minute: m,
+            errors: r.errors.unwrap_or(0.0),
+            auth: r.auth_failures.unwrap_or(0.0),
+            throttled: r.throttled.unwrap_or(0.0),
+            server: r.server_errors.unwrap_or(0.0),
+            ips: r.source_ips,
+            codes: r.error_codes,
+            evidence: r.evidence,
+            first: r.first_ts.unwrap_or(m),
+            last: r.last_ts.unwrap_or(m),
+        });
     }
     minutes.sort_by(|a, b| (&a.cred, a.minute).cmp(&(&b.cred, b.minute)));
 

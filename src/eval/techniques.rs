@@ -82,23 +82,28 @@ pub async fn lake_alerts(lake: &Path) -> Result<Vec<EvidenceAlert>, EvalError> {
     let q = "SELECT alert_id, detector, severity, mitre_attack, explanation, evidence \
              FROM alerts WHERE suppressed IS NULL ORDER BY window_start, alert_id";
     let batches = engine::collect(&ctx, q).await?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let s = |c| columns::strings(b, "alerts", c);
-        let (id, det, sev, mitre, expl) =
-            (s("alert_id")?, s("detector")?, s("severity")?, s("mitre_attack")?, s("explanation")?);
-        let evidence = columns::string_lists(b, "alerts", "evidence")?;
-        for (i, evidence) in evidence.into_iter().enumerate() {
-            out.push(EvidenceAlert {
-                alert_id: id[i].clone().unwrap_or_default(),
-                detector: det[i].clone().unwrap_or_default(),
-                severity: sev[i].clone().unwrap_or_default(),
-                mitre: mitre[i].clone().unwrap_or_default(),
-                explanation: expl[i].clone().unwrap_or_default(),
-                evidence,
-            });
+    columns::row! {
+        struct AlertRow {
+            alert_id: text,
+            detector: text,
+            severity: text,
+            mitre_attack: text,
+            explanation: text,
+            evidence: texts,
         }
     }
+    let rows = columns::rows::<AlertRow>(&batches, "alerts")?;
+    let out = rows
+        .into_iter()
+        .map(|r| EvidenceAlert {
+            alert_id: r.alert_id.unwrap_or_default(),
+            detector: r.detector.unwrap_or_default(),
+            severity: r.severity.unwrap_or_default(),
+            mitre: r.mitre_attack.unwrap_or_default(),
+            explanation: r.explanation.unwrap_or_default(),
+            evidence: r.evidence,
+        })
+        .collect();
     Ok(out)
 }
 
