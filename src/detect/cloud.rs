@@ -110,10 +110,10 @@ fn instance_session(session_id: &str) -> Option<&str> {
 }
 
 fn is_public(ip: &str) -> bool {
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => !(v4.is_private() || v4.is_loopback() || v4.is_link_local()),
-        Ok(std::net::IpAddr::V6(v6)) => !(v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00),
-        Err(_) => false,
+    match crate::net::parse_ip(ip) {
+        Some(std::net::IpAddr::V4(v4)) => !(v4.is_private() || v4.is_loopback() || v4.is_link_local()),
+        Some(std::net::IpAddr::V6(v6)) => !(v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00),
+        None => false,
     }
 }
 
@@ -196,7 +196,7 @@ fn score_with(
             tiered.entry(key).or_insert_with(|| (r.principal.clone(), e, Vec::new())).2.push(call());
         }
         if let Some(name) = r.session_id.as_deref().and_then(instance_session)
-            && r.source_ip.as_deref().is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+            && r.source_ip.as_deref().and_then(crate::net::parse_ip).is_some()
         {
             let key = (c.clone(), "", format!("{name}\u{1f}{day}"));
             sessions.entry(key).or_insert_with(|| (r.principal.clone(), Vec::new())).1.push(call());
