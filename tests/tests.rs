@@ -9,6 +9,7 @@ mod cli;
 mod cloudtrail;
 mod detect;
 mod eval;
+mod fuzz;
 mod ingest;
 mod run_snapshot;
 mod sql;
