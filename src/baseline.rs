@@ -290,7 +290,7 @@ fn day_ms(d: NaiveDate) -> i64 {
 }
 
 async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result<Vec<RecordBatch>, BaselineError> {
-    let text = text.replace("{from}", from).replace("{to}", to);
+    let text = engine::expand_fragments(text).replace("{from}", from).replace("{to}", to);
     Ok(engine::collect(ctx, &text).await?)
 }
 

@@ -254,9 +254,11 @@ impl Splitter {
 
 /// Replaces each `{name}` with its value, single quotes doubled, so a
 /// parameter belongs inside a string literal: `WHERE credential_id = '{credential}'`.
+/// Shared SQL fragments (`{billed_events}`) are expanded first, as detectors' are.
 pub fn substitute(sql: &str, params: &[(String, String)]) -> Result<String, ShellError> {
+    let sql = crate::engine::expand_fragments(sql);
     let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
+    let mut rest = sql.as_str();
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());

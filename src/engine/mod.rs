@@ -69,6 +69,17 @@ pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<Se
     Ok(ctx)
 }
 
+/// SQL that several queries share, by placeholder: `{billed_events}` is the
+/// common table expressions of `queries/fragments/billed_events.sql`.
+const FRAGMENTS: &[(&str, &str)] = &[("{billed_events}", include_str!("../../queries/fragments/billed_events.sql"))];
+
+/// `sql` with each fragment placeholder replaced by its text; expand before
+/// substituting a query's own placeholders (`{from}`, `{to}`, …), which
+/// fragments use too.
+pub fn expand_fragments(sql: &str) -> String {
+    FRAGMENTS.iter().fold(sql.to_string(), |sql, (name, text)| sql.replace(name, text.trim_end()))
+}
+
 /// Runs one statement to its batches.
 pub async fn collect(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>, EngineError> {
     Ok(ctx.sql(statement).await?.collect().await?)
