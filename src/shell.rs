@@ -302,7 +302,8 @@ Statements end with `;` and may span lines; {name} is replaced by a parameter's 
 
 /// A session over one lake and the settings of one `credtrail sql` run.
 pub struct Shell {
-    rt: tokio::runtime::Runtime,
+    /// The process's one runtime: the shell blocks on it from a blocking-pool thread.
+    rt: tokio::runtime::Handle,
     ctx: SessionContext,
     notes: Vec<String>,
     format: Format,
@@ -314,14 +315,17 @@ pub struct Shell {
 }
 
 impl Shell {
-    /// Opens the lake and registers its tables, views and functions.
+    /// Opens the lake and registers its tables, views and functions. Call it
+    /// on a runtime's blocking pool (`spawn_blocking`): the shell blocks on
+    /// that runtime for each statement.
     pub fn open(opts: ShellOptions) -> Result<Shell, ShellError> {
         match (opts.format, &opts.output) {
             (Format::Parquet, None) => return Err(ShellError::ParquetNeedsOutput),
             (f, Some(_)) if f != Format::Parquet => return Err(ShellError::OutputNeedsParquet),
             _ => {}
         }
-        let rt = tokio::runtime::Runtime::new()?;
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| ShellError::Meta(format!("the SQL shell needs a tokio runtime: {e}")))?;
         let (ctx, notes) = rt.block_on(analyst::analyst_context(&opts.lake, &opts.session))?;
         Ok(Shell {
             rt,
