@@ -5,10 +5,9 @@
 -- the LLMjacking signature. credtrail scores each candidate hour against the
 -- baseline (robust z and ratio to the credential's high quantile, with
 -- floors); this query only keeps hours worth scoring.
--- A Bedrock call that both CloudTrail (with the access key) and the
--- model-invocation log (with the role and real token counts) recorded
--- counts once: on the key, with the invocation log's tokens and cost
--- (CloudTrail's own cost is an estimate from the pricing table).
+-- Tokens, cost and the Bedrock de-duplication (a call CloudTrail and the
+-- model-invocation log both recorded counts once) come from `billed`
+-- (queries/fragments/billed_events.sql, shared with baseline_hourly.sql).
 ---
 --- family = "billing_spike"
 --- inputs = ["events", "baseline_credentials", "baseline_scope"]
@@ -19,35 +18,21 @@
 --- # Only when the spend came from a new network: a stranger spending on the key.
 --- owasp = "NHI2:2025 Secret Leakage"
 ---
-WITH invocation AS (
-  SELECT request_id, max(coalesce(tokens_in, 0) + coalesce(tokens_out, 0)) AS tokens, max(cost_usd) AS cost
-  FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'bedrock-invocation' AND request_id IS NOT NULL
-  GROUP BY 1
-),
-trail AS (
-  SELECT DISTINCT request_id
-  FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'cloudtrail' AND action = 'inference'
-),
+WITH {billed_events},
 ev AS (
   -- The lake's own (dictionary) columns: cast only in the few candidate hours.
   SELECT
-    e.credential_id,
-    e.principal,
-    e.ts,
+    credential_id,
+    principal,
+    ts,
     -- date_bin is arithmetic on UTC milliseconds: same buckets as date_trunc, several times faster.
-    arrow_cast(date_bin(INTERVAL '1 hour', e.ts), 'Timestamp(ms, "UTC")') AS hour,
-    e.request_id,
-    e.source_ip,
-    e.model,
-    CASE WHEN e.status IS NULL OR e.status < 400
-      THEN coalesce(i.tokens, coalesce(e.tokens_in, 0) + coalesce(e.tokens_out, 0)) ELSE 0 END AS tokens,
-    CASE WHEN e.status IS NULL OR e.status < 400 THEN coalesce(i.cost, e.cost_usd, 0) ELSE 0 END AS cost
-  FROM events e
-  LEFT JOIN invocation i ON i.request_id = e.request_id AND e.source = 'cloudtrail'
-  LEFT JOIN trail t ON t.request_id = e.request_id AND e.source = 'bedrock-invocation'
-  WHERE e.date BETWEEN '{from}' AND '{to}' AND t.request_id IS NULL
+    arrow_cast(date_bin(INTERVAL '1 hour', ts), 'Timestamp(ms, "UTC")') AS hour,
+    request_id,
+    source_ip,
+    model,
+    billed_tokens AS tokens,
+    billed_cost AS cost
+  FROM billed
 ),
 hours AS (
   SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests

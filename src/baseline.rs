@@ -290,7 +290,7 @@ fn day_ms(d: NaiveDate) -> i64 {
 }
 
 async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result<Vec<RecordBatch>, BaselineError> {
-    let text = text.replace("{from}", from).replace("{to}", to);
+    let text = engine::expand_fragments(text).replace("{from}", from).replace("{to}", to);
     Ok(engine::collect(ctx, &text).await?)
 }
 
@@ -310,42 +310,43 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     // Per credential: its principal, and hour → [requests, tokens, cost, errors].
     type Series = (Option<String>, BTreeMap<i64, [f64; 4]>);
     let mut hourly: BTreeMap<String, Series> = BTreeMap::new();
-    for b in query(&ctx, HOURLY_SQL, &from_s, &until_s).await? {
-        let q = "baseline_hourly";
-        let (cred, principal, hour) = (
-            columns::strings(&b, q, "credential_id")?,
-            columns::strings(&b, q, "principal")?,
-            columns::times(&b, q, "hour")?,
-        );
-        let (req, tok, cost, err) = (
-            columns::floats(&b, q, "requests")?,
-            columns::floats(&b, q, "tokens")?,
-            columns::floats(&b, q, "cost")?,
-            columns::floats(&b, q, "errors")?,
-        );
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(h)) = (&cred[i], hour[i]) else { continue };
-            let e = hourly.entry(c.clone()).or_insert_with(|| (None, BTreeMap::new()));
-            if e.0.is_none() {
-                e.0 = principal[i].clone();
-            }
-            let f = |v: Option<f64>| v.unwrap_or(0.0);
-            e.1.insert(h, [f(req[i]), f(tok[i]), f(cost[i]), f(err[i])]);
+    columns::row! {
+        struct HourRow {
+            credential_id: text,
+            principal: text,
+            hour: time,
+            requests: float,
+            tokens: float,
+            cost: float,
+            errors: float,
         }
     }
+    let batches = query(&ctx, HOURLY_SQL, &from_s, &until_s).await?;
+    for r in columns::rows::<HourRow>(&batches, "baseline_hourly") {
+        let r = r?;
+        let (Some(c), Some(h)) = (r.credential_id, r.hour) else { continue };
+        let e = hourly.entry(c).or_insert_with(|| (None, BTreeMap::new()));
+        if e.0.is_none() {
+            e.0 = r.principal;
+        }
+        let f = |v: Option<f64>| v.unwrap_or(0.0);
+        e.1.insert(h, [f(r.requests), f(r.tokens), f(r.cost), f(r.errors)]);
+    }
+    drop(batches);
     if hourly.is_empty() {
         return Err(BaselineError::NoHistory(until_s));
     }
     let mut error_minutes: HashMap<String, Vec<f64>> = HashMap::new();
-    for b in query(&ctx, ERROR_MINUTES_SQL, &from_s, &until_s).await? {
-        let q = "baseline_error_minutes";
-        let (cred, n) = (columns::strings(&b, q, "credential_id")?, columns::floats(&b, q, "errors")?);
-        for (c, n) in cred.into_iter().zip(n) {
-            if let (Some(c), Some(n)) = (c, n) {
-                error_minutes.entry(c).or_default().push(n);
-            }
+    columns::row! {
+        struct MinuteRow { credential_id: text, errors: float }
+    }
+    let batches = query(&ctx, ERROR_MINUTES_SQL, &from_s, &until_s).await?;
+    for r in columns::rows::<MinuteRow>(&batches, "baseline_error_minutes") {
+        if let MinuteRow { credential_id: Some(c), errors: Some(n) } = r? {
+            error_minutes.entry(c).or_default().push(n);
         }
     }
+    drop(batches);
 
     let mut creds = Vec::new();
     let mut profile = Vec::new();
@@ -385,23 +386,13 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     let scope_batches = query(&ctx, SCOPE_SQL, &from_s, &until_s).await?;
     let scope_values = scope_batches.iter().map(RecordBatch::num_rows).sum();
     let mut transitions = Vec::new();
-    for b in query(&ctx, TRANSITIONS_SQL, &from_s, &until_s).await? {
-        let q = "baseline_transitions";
-        let (p, f, t, n) = (
-            columns::strings(&b, q, "principal")?,
-            columns::strings(&b, q, "from_tool")?,
-            columns::strings(&b, q, "to_tool")?,
-            columns::ints(&b, q, "count")?,
-        );
-        for i in 0..b.num_rows() {
-            if let (Some(p), Some(f), Some(t), Some(n)) = (&p[i], &f[i], &t[i], n[i]) {
-                transitions.push(Transition {
-                    principal: p.clone(),
-                    from_tool: f.clone(),
-                    to_tool: t.clone(),
-                    count: n as u64,
-                });
-            }
+    columns::row! {
+        struct TransitionRow { principal: text, from_tool: text, to_tool: text, count: int }
+    }
+    let batches = query(&ctx, TRANSITIONS_SQL, &from_s, &until_s).await?;
+    for r in columns::rows::<TransitionRow>(&batches, "baseline_transitions") {
+        if let TransitionRow { principal: Some(p), from_tool: Some(f), to_tool: Some(t), count: Some(n) } = r? {
+            transitions.push(Transition { principal: p, from_tool: f, to_tool: t, count: n as u64 });
         }
     }
     transitions.sort_by(|a, b| (&a.principal, &a.from_tool, &a.to_tool).cmp(&(&b.principal, &b.from_tool, &b.to_tool)));

@@ -89,13 +89,20 @@ pub trait FromRow: Sized {
     fn read(b: &RecordBatch, query: &str) -> Result<Vec<Self>, ShapeError>;
 }
 
-/// Every row of a query result, in batch order.
-pub fn rows<T: FromRow>(batches: &[RecordBatch], query: &str) -> Result<Vec<T>, ShapeError> {
-    let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
-    for b in batches {
-        out.extend(T::read(b, query)?);
-    }
-    Ok(out)
+/// Every row of a query result, in batch order, decoded one batch at a time
+/// so only that batch's rows (and what the caller keeps) are held at once.
+/// A batch with a bad column yields its error in place of its rows.
+pub fn rows<'a, T: FromRow + 'a>(
+    batches: &'a [RecordBatch],
+    query: &'a str,
+) -> impl Iterator<Item = Result<T, ShapeError>> + 'a {
+    batches.iter().flat_map(move |b| {
+        let (rows, err) = match T::read(b, query) {
+            Ok(rows) => (rows, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        rows.into_iter().map(Ok).chain(err.map(Err))
+    })
 }
 
 /// The Rust type a column kind decodes to (nulls kept as `None`; null lists empty).
@@ -195,7 +202,7 @@ mod tests {
 
     #[test]
     fn rows_decode_dictionary_text_times_ints_and_lists_with_nulls() {
-        let rows = rows::<Seen>(&[batch(true), batch(true)], "q").unwrap();
+        let rows = rows::<Seen>(&[batch(true), batch(true)], "q").collect::<Result<Vec<_>, _>>().unwrap();
         assert_eq!(rows.len(), 4);
         let (a, b) = (&rows[2], &rows[3]);
         assert_eq!(
@@ -208,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_missing_column_names_the_query_and_column() {
-        let e = rows::<Seen>(&[batch(false)], "spend").err().unwrap();
+        let e = rows::<Seen>(&[batch(false)], "spend").find_map(Result::err).unwrap();
         assert_eq!((e.query.as_str(), e.column.as_str(), e.wanted), ("spend", "n", "an integer"));
     }
 }

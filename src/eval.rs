@@ -103,26 +103,13 @@ pub fn load_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
 /// The lake's unsuppressed alerts. A fleet finding counts through its
 /// members, one per credential it lists, instead of as itself.
 pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
-    let ctx = engine::context(lake).await?;
-    let q = format!(
-        "SELECT alert_id, detector, credential_id, window_start, window_end, explanation FROM alerts \
-         WHERE (suppressed IS NULL AND credential_id <> '{}') OR starts_with(suppressed, '{}')",
+    let filter = format!(
+        "(suppressed IS NULL AND credential_id <> '{}') OR starts_with(suppressed, '{}')",
         crate::detect::FLEET,
         crate::detect::FLEET_MEMBER
     );
-    let batches = engine::collect(&ctx, &q).await?;
     let mut out = Vec::new();
-    columns::row! {
-        struct AlertRow {
-            alert_id: text,
-            detector: text,
-            credential_id: text,
-            explanation: text,
-            window_start: time,
-            window_end: time,
-        }
-    }
-    for r in columns::rows::<AlertRow>(&batches, "alerts")? {
+    for r in alert_rows(lake, &filter).await? {
         out.push(ScoredAlert {
             alert_id: r.alert_id.unwrap_or_default(),
             detector: r.detector.unwrap_or_default(),
@@ -134,6 +121,32 @@ pub async fn lake_alerts(lake: &Path) -> Result<Vec<ScoredAlert>, EvalError> {
     }
     out.sort_by(|a, b| (a.start_ms, &a.alert_id).cmp(&(b.start_ms, &b.alert_id)));
     Ok(out)
+}
+
+columns::row! {
+    /// An alert as both evaluation modes read it.
+    struct AlertRow {
+        alert_id: text,
+        detector: text,
+        credential_id: text,
+        severity: text,
+        mitre_attack: text,
+        explanation: text,
+        window_start: time,
+        window_end: time,
+        evidence: texts,
+    }
+}
+
+/// The lake's alerts passing `filter` (a WHERE clause, optionally with ORDER BY).
+async fn alert_rows(lake: &Path, filter: &str) -> Result<Vec<AlertRow>, EvalError> {
+    let ctx = engine::context(lake).await?;
+    let q = format!(
+        "SELECT alert_id, detector, credential_id, severity, mitre_attack, explanation, window_start, window_end, \
+         evidence FROM alerts WHERE {filter}"
+    );
+    let batches = engine::collect(&ctx, &q).await?;
+    Ok(columns::rows::<AlertRow>(&batches, "alerts").collect::<Result<_, _>>()?)
 }
 
 fn matches(a: &ScoredAlert, l: &Label) -> bool {

@@ -254,9 +254,11 @@ impl Splitter {
 
 /// Replaces each `{name}` with its value, single quotes doubled, so a
 /// parameter belongs inside a string literal: `WHERE credential_id = '{credential}'`.
+/// Shared SQL fragments (`{billed_events}`) are expanded first, as detectors' are.
 pub fn substitute(sql: &str, params: &[(String, String)]) -> Result<String, ShellError> {
+    let sql = crate::engine::expand_fragments(sql);
     let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
+    let mut rest = sql.as_str();
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
@@ -300,7 +302,8 @@ Statements end with `;` and may span lines; {name} is replaced by a parameter's 
 
 /// A session over one lake and the settings of one `credtrail sql` run.
 pub struct Shell {
-    rt: tokio::runtime::Runtime,
+    /// The process's one runtime: the shell blocks on it from a blocking-pool thread.
+    rt: tokio::runtime::Handle,
     ctx: SessionContext,
     notes: Vec<String>,
     format: Format,
@@ -312,14 +315,17 @@ pub struct Shell {
 }
 
 impl Shell {
-    /// Opens the lake and registers its tables, views and functions.
+    /// Opens the lake and registers its tables, views and functions. Call it
+    /// on a runtime's blocking pool (`spawn_blocking`): the shell blocks on
+    /// that runtime for each statement.
     pub fn open(opts: ShellOptions) -> Result<Shell, ShellError> {
         match (opts.format, &opts.output) {
             (Format::Parquet, None) => return Err(ShellError::ParquetNeedsOutput),
             (f, Some(_)) if f != Format::Parquet => return Err(ShellError::OutputNeedsParquet),
             _ => {}
         }
-        let rt = tokio::runtime::Runtime::new()?;
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| ShellError::Meta(format!("the SQL shell needs a tokio runtime: {e}")))?;
         let (ctx, notes) = rt.block_on(analyst::analyst_context(&opts.lake, &opts.session))?;
         Ok(Shell {
             rt,

@@ -528,3 +528,42 @@ fn kill_9_mid_ingest_then_rerun_gives_every_event_exactly_once() {
     assert_eq!(rows.len(), 120_000);
     assert_eq!(ids.len(), 120_000);
 }
+
+#[test]
+fn lake_check_names_a_damaged_file_and_queries_refuse_to_read_it() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    ingest(&lake, &[&fixture("panther/cloudtrail.json.gz")], &[]);
+    let check = || credtrail().args(["lake", "check", "--lake"]).arg(&lake).output().unwrap();
+    let query = || {
+        credtrail()
+            .args(["sql", "--lake"])
+            .arg(&lake)
+            .args(["-c", "SELECT count(DISTINCT credential_id) AS n FROM events"])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(query().status.success());
+
+    // Flip one bit in the middle of the credential column's pages.
+    let victim = parquet_files(&lake.join("events")).remove(0);
+    let f = std::fs::File::open(&victim).unwrap();
+    let meta = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().metadata().clone();
+    let chunk = meta.row_group(0).columns().iter().find(|c| c.column_path().string() == "credential_id").unwrap();
+    let (start, len) = chunk.byte_range();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[(start + len / 2) as usize] ^= 0x01;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with(&format!("{}: ", victim.display())), "{stdout}");
+    let out = query();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = victim.file_name().unwrap().to_string_lossy();
+    assert!(!out.status.success() && stderr.contains(&*name) && stderr.contains("damaged"), "{stderr}");
+}

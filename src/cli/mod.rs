@@ -11,6 +11,7 @@ mod detect;
 mod eval;
 mod ingest;
 mod inventory;
+mod lake;
 mod run;
 mod sample;
 mod serve;
@@ -71,6 +72,9 @@ pub enum Command {
     /// sinks; progress goes to stderr. Runs until SIGINT/SIGTERM, then commits
     /// what is pending; a restart resumes after the last committed line.
     Watch(watch::WatchArgs),
+    /// Maintain the lake: `lake check` verifies its files.
+    #[command(subcommand)]
+    Lake(lake::LakeCmd),
     /// Serve the same tables over Arrow Flight SQL (for BI tools and ADBC/JDBC clients) until Ctrl-C.
     ///
     /// Read-only and without authentication: listens on loopback unless --allow-remote.
@@ -90,6 +94,7 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Sql(a) => sql::run(a).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Serve(a) => serve::run(a).await,
+        Command::Lake(a) => lake::run(a).await,
     }
 }
 

@@ -130,7 +130,8 @@ columns::row! {
 
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut hours = Vec::new();
-    for r in columns::rows::<HourRow>(batches, q)? {
+    for r in columns::rows::<HourRow>(batches, q) {
+        let r = r?;
         let (Some(cred), Some(h)) = (r.credential_id, r.hour) else { continue };
         hours.push(Hour {
             cred,

@@ -131,31 +131,28 @@ struct Session {
 
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut sessions: BTreeMap<(String, String), Session> = BTreeMap::new();
-    for b in batches {
-        let cred = columns::strings(b, q, "credential_id")?;
-        let principal = columns::strings(b, q, "principal")?;
-        let sid = columns::strings(b, q, "session_id")?;
-        let ts = columns::times(b, q, "ts")?;
-        let req = columns::strings(b, q, "request_id")?;
-        let ip = columns::strings(b, q, "source_ip")?;
-        let tool = columns::strings(b, q, "tool")?;
-        let resource = columns::strings(b, q, "resource")?;
-        for i in 0..b.num_rows() {
-            let (Some(c), Some(s), Some(t), Some(tool)) = (&cred[i], &sid[i], ts[i], &tool[i]) else { continue };
-            let session = sessions.entry((c.clone(), s.clone())).or_insert_with(|| Session {
-                cred: c.clone(),
-                principal: principal[i].clone().unwrap_or_else(|| c.clone()),
-                id: s.clone(),
-                steps: Vec::new(),
-            });
-            session.steps.push(Step {
-                ts: t,
-                request_id: req[i].clone(),
-                ip: ip[i].clone(),
-                tool: tool.clone(),
-                resource: resource[i].clone(),
-            });
+    columns::row! {
+        struct CallRow {
+            credential_id: text,
+            principal: text,
+            session_id: text,
+            ts: time,
+            request_id: text,
+            source_ip: text,
+            tool: text,
+            resource: text,
         }
+    }
+    for r in columns::rows::<CallRow>(batches, q) {
+        let r = r?;
+        let (Some(c), Some(s), Some(t), Some(tool)) = (r.credential_id, r.session_id, r.ts, r.tool) else { continue };
+        let session = sessions.entry((c.clone(), s.clone())).or_insert_with(|| Session {
+            principal: r.principal.unwrap_or_else(|| c.clone()),
+            cred: c,
+            id: s,
+            steps: Vec::new(),
+        });
+        session.steps.push(Step { ts: t, request_id: r.request_id, ip: r.source_ip, tool, resource: r.resource });
     }
     let empty = Markov::default();
     let groups = cx.baseline.map(|b| Groups::of(b, cx.inventory));

@@ -176,7 +176,8 @@ fn score_with(
 ) -> Result<Vec<Alert>, DetectError> {
     let mut tiered: BTreeMap<Key, (Option<String>, &'static Entry, Vec<Call>)> = BTreeMap::new();
     let mut sessions: BTreeMap<Key, (Option<String>, Vec<Call>)> = BTreeMap::new();
-    for r in columns::rows::<CallRow>(batches, q)? {
+    for r in columns::rows::<CallRow>(batches, q) {
+        let r = r?;
         let (Some(c), Some(t), Some(ts)) = (&r.credential_id, &r.tool, r.ts) else { continue };
         let call = || Call {
             ts,

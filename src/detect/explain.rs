@@ -99,7 +99,8 @@ pub(crate) fn grouped_alerts(
 ) -> Result<Vec<Alert>, DetectError> {
     let q = query;
     let mut groups: BTreeMap<(String, String, String, String), Vec<Row>> = BTreeMap::new();
-    for r in columns::rows::<FindingRow>(batches, q)? {
+    for r in columns::rows::<FindingRow>(batches, q) {
+        let r = r?;
         let (Some(c), Some(f), Some(t)) = (r.credential_id, r.finding, r.ts) else { continue };
         let v = r.value.unwrap_or_default();
         let g = group_key(&f, &v);

@@ -129,7 +129,8 @@ columns::row! {
 
 fn mismatches(q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut by: BTreeMap<(String, String), Mismatch> = BTreeMap::new();
-    for r in columns::rows::<MismatchRow>(batches, q)? {
+    for r in columns::rows::<MismatchRow>(batches, q) {
+        let r = r?;
         let (Some(c), Some(f), Some(t), Some(s)) = (r.credential_id, r.finding, r.ts, r.since) else { continue };
         let m = by.entry((c, f)).or_insert_with(|| Mismatch { since: s, first: t, last: t, ..Default::default() });
         m.principal = m.principal.take().or(r.principal);
@@ -242,7 +243,8 @@ pub async fn inventory_mismatches(lake: &std::path::Path) -> Result<Vec<inventor
             explanation: text,
         }
     }
-    for r in columns::rows::<Statement>(&batches, &q)? {
+    for r in columns::rows::<Statement>(&batches, &q) {
+        let r = r?;
         let (Some(c), Some(t)) = (r.credential_id, r.explanation) else { continue };
         let detail = t.strip_prefix(&format!("{c}: ")).unwrap_or(&t).to_string();
         out.push(inventory::Finding { kind: FindingKind::InventoryMismatch, credential_id: c, owner: None, detail });

@@ -364,7 +364,8 @@ impl Engine {
     ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
         let d = &self.plans[d];
         let until = previous_day(day)?;
-        let text = d.sql.replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
+        let text =
+            engine::expand_fragments(&d.sql).replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
         let run = |source| DetectError::Run { name: d.name.clone(), source };
         let started = std::time::Instant::now();
         let plan = ctx.sql(&text).await.map_err(run)?.create_physical_plan().await.map_err(run)?;

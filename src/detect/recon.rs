@@ -92,7 +92,8 @@ columns::row! {
 
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut by_cred: BTreeMap<String, (Option<String>, Vec<Step>)> = BTreeMap::new();
-    for r in columns::rows::<StepRow>(batches, q)? {
+    for r in columns::rows::<StepRow>(batches, q) {
+        let r = r?;
         let (Some(c), Some(t), Some(k)) = (r.credential_id, r.ts, r.step) else { continue };
         let e = by_cred.entry(c).or_insert_with(|| (r.principal, Vec::new()));
         e.1.push(Step {
@@ -240,7 +241,8 @@ pub(super) fn score_session_reuse(
         }
     }
     let mut sessions: BTreeMap<(String, String), Vec<Use>> = BTreeMap::new();
-    for r in columns::rows::<UseRow>(batches, q)? {
+    for r in columns::rows::<UseRow>(batches, q) {
+        let r = r?;
         let (Some(c), Some(s), Some(n), Some(f), Some(l)) =
             (r.credential_id, r.session_id, r.network, r.first_ts, r.last_ts)
         else {

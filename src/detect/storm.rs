@@ -69,7 +69,8 @@ columns::row! {
 
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
     let mut minutes = Vec::new();
-    for r in columns::rows::<MinuteRow>(batches, q)? {
+    for r in columns::rows::<MinuteRow>(batches, q) {
+        let r = r?;
         let (Some(cred), Some(m)) = (r.credential_id, r.minute) else { continue };
         minutes.push(Minute {
             cred,

@@ -143,49 +143,34 @@ fn credentials_schema() -> SchemaRef {
     Arc::new(Schema::new(f))
 }
 
+/// A schema of `(name, type)` fields that are all `nullable` or all not.
+fn uniform(nullable: bool, fields: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), nullable)).collect::<Vec<_>>()))
+}
+
 fn profile_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("credential_id", DataType::Utf8, false),
-        Field::new("slot_kind", DataType::Utf8, false),
-        Field::new("slot", DataType::UInt32, false),
-        Field::new("observations", DataType::UInt32, false),
-        Field::new("tokens_median", DataType::Float64, false),
-        Field::new("tokens_high", DataType::Float64, false),
-        Field::new("cost_median", DataType::Float64, false),
-        Field::new("cost_high", DataType::Float64, false),
-        Field::new("requests_median", DataType::Float64, false),
-    ]))
+    use DataType::{Float64 as F, UInt32 as U, Utf8 as S};
+    let stats = ["tokens_median", "tokens_high", "cost_median", "cost_high", "requests_median"].map(|n| (n, F));
+    let mut fields = vec![("credential_id", S), ("slot_kind", S), ("slot", U), ("observations", U)];
+    fields.extend(stats);
+    uniform(false, &fields)
 }
 
 fn transitions_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("principal", DataType::Utf8, false),
-        Field::new("from_tool", DataType::Utf8, false),
-        Field::new("to_tool", DataType::Utf8, false),
-        Field::new("count", DataType::UInt64, false),
-    ]))
+    use DataType::{UInt64, Utf8};
+    uniform(false, &[("principal", Utf8), ("from_tool", Utf8), ("to_tool", Utf8), ("count", UInt64)])
 }
 
 fn scope_schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("credential_id", DataType::Utf8, false),
-        Field::new("dimension", DataType::Utf8, false),
-        Field::new("value", DataType::Utf8, false),
-        Field::new("first_seen", ts.clone(), false),
-        Field::new("last_seen", ts, false),
-        Field::new("requests", DataType::Int64, false),
-    ]))
+    let text = ["credential_id", "dimension", "value"].map(|n| (n, DataType::Utf8));
+    let rest = [("first_seen", ts.clone()), ("last_seen", ts), ("requests", DataType::Int64)];
+    uniform(false, &[text.as_slice(), &rest].concat())
 }
 
 fn quarantine_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, true),
-        Field::new("source_file", DataType::Utf8, true),
-        Field::new("record", DataType::Int64, true),
-        Field::new("format", DataType::Utf8, true),
-        Field::new("reason", DataType::Utf8, true),
-        Field::new("raw", DataType::Utf8, true),
-        Field::new("raw_truncated", DataType::Boolean, true),
-    ]))
+    use DataType::{Boolean, Int64, Utf8};
+    let text = |n| (n, Utf8);
+    let fields = [text("run_id"), text("source_file"), ("record", Int64), text("format"), text("reason"), text("raw")];
+    uniform(true, &[fields.as_slice(), &[("raw_truncated", Boolean)]].concat())
 }

@@ -7,10 +7,13 @@
 //! - [`catalog`]: the lake's tables (name, directory, partitioning, schema),
 //!   which every session registers;
 //! - [`udf`]: the SQL functions every session has, with the Rust functions
-//!   behind them.
+//!   behind them;
+//! - [`verify`]: the object store every session reads files through, which
+//!   holds each committed file to its commit record.
 
 pub mod catalog;
 pub mod udf;
+pub mod verify;
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -21,7 +24,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::object_store::local::LocalFileSystem;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::lake::{Lake, LakeError};
@@ -55,11 +60,24 @@ pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<Se
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let store = verify::VerifiedStore::new(Arc::new(LocalFileSystem::new()), lake.file_checks()?);
+    ctx.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(store));
     udf::register_all(&ctx);
     for table in catalog::TABLES {
         table.register(&ctx, &lake).await?;
     }
     Ok(ctx)
+}
+
+/// SQL that several queries share, by placeholder: `{billed_events}` is the
+/// common table expressions of `queries/fragments/billed_events.sql`.
+const FRAGMENTS: &[(&str, &str)] = &[("{billed_events}", include_str!("../../queries/fragments/billed_events.sql"))];
+
+/// `sql` with each fragment placeholder replaced by its text; expand before
+/// substituting a query's own placeholders (`{from}`, `{to}`, …), which
+/// fragments use too.
+pub fn expand_fragments(sql: &str) -> String {
+    FRAGMENTS.iter().fold(sql.to_string(), |sql, (name, text)| sql.replace(name, text.trim_end()))
 }
 
 /// Runs one statement to its batches.

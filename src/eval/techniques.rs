@@ -10,8 +10,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::EvalError;
-use crate::columns;
-use crate::engine;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct TechniqueLabel {
@@ -78,22 +76,8 @@ pub fn load(path: &Path) -> Result<Vec<TechniqueLabel>, EvalError> {
 
 /// The lake's unsuppressed alerts with their evidence.
 pub async fn lake_alerts(lake: &Path) -> Result<Vec<EvidenceAlert>, EvalError> {
-    let ctx = engine::context(lake).await?;
-    let q = "SELECT alert_id, detector, severity, mitre_attack, explanation, evidence \
-             FROM alerts WHERE suppressed IS NULL ORDER BY window_start, alert_id";
-    let batches = engine::collect(&ctx, q).await?;
-    columns::row! {
-        struct AlertRow {
-            alert_id: text,
-            detector: text,
-            severity: text,
-            mitre_attack: text,
-            explanation: text,
-            evidence: texts,
-        }
-    }
-    let rows = columns::rows::<AlertRow>(&batches, "alerts")?;
-    let out = rows
+    let out = super::alert_rows(lake, "suppressed IS NULL ORDER BY window_start, alert_id")
+        .await?
         .into_iter()
         .map(|r| EvidenceAlert {
             alert_id: r.alert_id.unwrap_or_default(),

@@ -22,7 +22,9 @@
 //! others are deleted, so a crash at any moment leaves either the whole run or
 //! none of it, and never a half-written Parquet file under a final name.
 //! A watcher forgets its commit records once done (they take no input files).
+//! A commit records each file's size, rows and hash; [`check`] verifies them.
 
+pub mod check;
 pub mod write;
 
 use std::fs::{self, File, OpenOptions};
@@ -33,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub use check::FileCheck;
 pub use write::{
     LakeWriter, QuarantineEntry, events_partition, sort_events, split_by_day, write_jsonl_staged, write_parquet_staged,
     writer_properties,
@@ -114,6 +117,9 @@ pub struct Commit {
     #[serde(default)]
     pub replaces: Vec<String>,
     pub sources: Vec<SourceRecord>,
+    /// Size, rows and hash of each added file; empty in records from before checks.
+    #[serde(default)]
+    pub checks: std::collections::BTreeMap<String, FileCheck>,
 }
 
 /// A lake directory. Opening it takes no lock; [`Lake::begin`] does.
@@ -286,6 +292,10 @@ impl Txn {
             .into_iter()
             .filter(|rel| root.join(format!("{rel}.{STAGED}")).exists())
             .collect();
+        let checks = files
+            .iter()
+            .map(|rel| Ok((rel.clone(), FileCheck::measure(&root.join(format!("{rel}.{STAGED}")))?)))
+            .collect::<Result<_, LakeError>>()?;
         let commit = Commit {
             version: COMMIT_VERSION,
             run_id: self.run_id.clone(),
@@ -293,6 +303,7 @@ impl Txn {
             files,
             replaces: self.replaces.into_inner().expect("replace list lock"),
             sources,
+            checks,
         };
         let path = root.join(COMMITS).join(format!("{}.json", self.run_id));
         let text = serde_json::to_vec_pretty(&commit).expect("commit serializes");

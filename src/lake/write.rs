@@ -274,11 +274,11 @@ pub fn events_partition(day: &str) -> String {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::schema::{Event, EventBuilder, Lineage};
 
-    /// Events of (credential, ts) pairs.
+    /// Events of (credential, ts) pairs (for tests of any layer).
     pub(crate) fn batch(ids: &[(&str, i64)]) -> RecordBatch {
         let mut b = EventBuilder::new();
         for (i, (id, ts)) in ids.iter().enumerate() {

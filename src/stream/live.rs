@@ -673,13 +673,17 @@ async fn read_back(
         list.join(", ")
     );
     // A rotated file's lines repeat its name and numbers: the time and request tell them apart.
+    crate::columns::row! {
+        struct LineRow {
+            file: text = col::SOURCE_FILE,
+            record: int = col::SOURCE_RECORD,
+            ts: time = col::TS,
+            request: text = col::REQUEST_ID,
+        }
+    }
     let lines = |b: &RecordBatch| -> Result<Vec<Option<LineKey>>, DetectError> {
-        let file = crate::columns::strings(b, "events", col::SOURCE_FILE)?;
-        let record = crate::columns::ints(b, "events", col::SOURCE_RECORD)?;
-        let ts = crate::columns::times(b, "events", col::TS)?;
-        let request = crate::columns::strings(b, "events", col::REQUEST_ID)?;
-        let keys = file.into_iter().zip(record).zip(ts).zip(request);
-        Ok(keys.map(|(((f, r), t), q)| Some((f?, r?, t?, q))).collect())
+        let rows = <LineRow as crate::columns::FromRow>::read(b, "events")?;
+        Ok(rows.into_iter().map(|r| Some((r.file?, r.record?, r.ts?, r.request))).collect())
     };
     let mut known = HashSet::new();
     for b in held {
@@ -834,16 +838,7 @@ fn compact(events: &mut Vec<RecordBatch>) -> Result<(), DetectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{Event, EventBuilder, Lineage};
-
-    fn batch(rows: &[(&str, i64)]) -> RecordBatch {
-        let mut b = EventBuilder::new();
-        for (i, (c, ts)) in rows.iter().enumerate() {
-            let e = Event { ts_ms: *ts, credential_id: (*c).into(), ..Default::default() };
-            b.append(&e, Lineage { source: "gateway", source_file: "f" }, i as u64 + 1);
-        }
-        b.finish()
-    }
+    use crate::lake::write::tests::batch;
 
     #[test]
     fn selects_only_touched_credentials() {
