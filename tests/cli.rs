@@ -153,16 +153,8 @@ fn absurd_or_zero_durations_are_usage_errors_not_panics() {
         ("--poll-interval", "0s", "at least 1ms"),
         ("--progress-every", "0", "at least 1ms"),
     ] {
-        let out = credtrail()
-            .current_dir(work.path())
-            .args(["watch", "-f", "none.log", flag, value])
-            .timeout(std::time::Duration::from_secs(30))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
-        assert!(err.contains(flag) && err.contains(why), "{flag} {value}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
+        let err = refused(work.path(), &["watch", "-f", "none.log", flag, value], 2, why);
+        assert!(err.contains(flag), "{flag} {value}: {err}");
     }
 }
 
@@ -295,15 +287,7 @@ fn absurd_sample_sizes_are_refused_not_panics_or_endless_runs() {
         ("--days", "4294967295", "--days must be from 1 to"),
         ("--days", "0", "--days must be from 1 to"),
     ] {
-        let out = credtrail()
-            .current_dir(work.path())
-            .args(["sample", "--out", "s", flag, value])
-            .timeout(std::time::Duration::from_secs(30))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
-        assert!(err.contains(why) && !err.contains("panicked"), "{flag} {value}: {err}");
+        refused(work.path(), &["sample", "--out", "s", flag, value], 1, why);
     }
 }
 
@@ -323,7 +307,8 @@ fn spawn_watch(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, st
     (child, stderr)
 }
 
-/// SIGTERM, then a clean exit within 5 s.
+/// SIGTERM, then a clean exit well before the 30 s or longer poll these
+/// watchers wait out (and with room for a loaded machine).
 fn terminate_promptly(child: &mut std::process::Child, stderr: &std::path::Path) {
     use std::time::{Duration, Instant};
     let log = || std::fs::read_to_string(stderr).unwrap_or_default();
@@ -334,12 +319,22 @@ fn terminate_promptly(child: &mut std::process::Child, stderr: &std::path::Path)
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if sent.elapsed() > Duration::from_secs(10) {
+        if sent.elapsed() > Duration::from_secs(25) {
             let _ = child.kill();
-            panic!("watch still running 10 s after SIGTERM:\n{}", log());
+            panic!("watch still running 25 s after SIGTERM:\n{}", log());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(sent.elapsed() < Duration::from_secs(5), "took {:?} to stop", sent.elapsed());
+    assert!(sent.elapsed() < Duration::from_secs(15), "took {:?} to stop", sent.elapsed());
     assert_eq!(status.code(), Some(0), "{}", log());
+}
+
+/// Runs `args` in `dir`, which must fail promptly with `code` (no panic) and
+/// say `why`; returns its stderr.
+fn refused(dir: &std::path::Path, args: &[&str], code: i32, why: &str) -> String {
+    let out = credtrail().current_dir(dir).args(args).timeout(std::time::Duration::from_secs(30)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(why) && !err.contains("panicked"), "{args:?}: {err}");
+    err
 }
