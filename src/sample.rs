@@ -23,6 +23,13 @@ pub mod cloudtrail;
 
 const MINUTE: i64 = 60_000;
 
+/// The largest sample [`generate`] makes: a year of days…
+pub const MAX_DAYS: u32 = 366;
+/// …this many credentials…
+pub const MAX_CREDENTIALS: u32 = 10_000;
+/// …at up to this many times their usual rates.
+pub const MAX_RATE_SCALE: f64 = 100.0;
+
 #[derive(Debug, Clone)]
 pub struct SampleOptions {
     pub days: u32,
@@ -307,14 +314,17 @@ struct Anomaly {
 /// Generates the sample into `out`: `logs/gateway-YYYY-MM-DD.jsonl[.gz]`,
 /// `inventory.csv` and `labels.csv`.
 pub fn generate(opts: &SampleOptions, out: &Path) -> Result<SampleSummary, SampleError> {
-    if opts.days == 0 {
-        return Err(SampleError::Invalid("--days must be at least 1".into()));
+    // Bounded above too: past these a sample is a typo that would run for
+    // days or exhaust memory (and a busier key than one request per
+    // millisecond has no timestamps left to spread over).
+    if !(1..=MAX_DAYS).contains(&opts.days) {
+        return Err(SampleError::Invalid(format!("--days must be from 1 to {MAX_DAYS}")));
     }
-    if opts.credentials < 10 {
-        return Err(SampleError::Invalid("--credentials must be at least 10".into()));
+    if !(10..=MAX_CREDENTIALS).contains(&opts.credentials) {
+        return Err(SampleError::Invalid(format!("--credentials must be from 10 to {MAX_CREDENTIALS}")));
     }
-    if !(opts.rate_scale > 0.0 && opts.rate_scale.is_finite()) {
-        return Err(SampleError::Invalid("--rate-scale must be a positive number".into()));
+    if !(opts.rate_scale > 0.0 && opts.rate_scale <= MAX_RATE_SCALE) {
+        return Err(SampleError::Invalid(format!("--rate-scale must be a positive number up to {MAX_RATE_SCALE}")));
     }
     let io_err = |path: &Path| {
         let path = path.to_path_buf();

@@ -500,3 +500,55 @@ async fn replay_matches(
     }
     live.rows()
 }
+
+/// Truncates `path` and writes `lines` into it at once, as a writer that
+/// copy-truncates and refills it before the watcher's next poll.
+fn truncate_and_refill(path: &Path, lines: Vec<String>) {
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(0).unwrap();
+    f.write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
+}
+
+fn assert_exactly(lake: &Path, range: std::ops::Range<usize>) {
+    let ids = request_ids(lake);
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "an event was committed twice");
+    let expected: HashSet<String> = range.map(|i| format!("req_{i:06}")).collect();
+    let got: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(got, expected, "missing: {:?}", expected.difference(&got).take(5).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_truncation_refilled_past_the_old_size_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, lines(0..600));
+    let lake = dir.path().join("lake");
+    let args = ["-f", "app.log", "--from-beginning", "--lake", "lake", "--flush-interval", "100ms"];
+    let slow = [&args[..], &["--poll-interval", "500ms"]].concat();
+    let w = Watch::start(dir.path(), &slow);
+    let count = || request_ids(&lake).len();
+    wait_for(&w, "the first 600 lines", || count() == 600);
+
+    // Refilled past its old size before the next poll: the file never looks shorter.
+    truncate_and_refill(&log, lines(600..1500));
+    wait_for(&w, "the refilled lines", || count() >= 1500);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_exactly(&lake, 0..1500);
+
+    // Again, and killed before or after it noticed: the restart neither loses nor repeats.
+    truncate_and_refill(&log, lines(1500..2400));
+    std::thread::sleep(Duration::from_millis(300));
+    w.kill();
+    let w = Watch::start(dir.path(), &slow);
+    wait_for(&w, "the lines refilled around the kill", || count() >= 2400);
+    w.stop();
+    assert_exactly(&lake, 0..2400);
+
+    // Once more while no watcher runs.
+    truncate_and_refill(&log, lines(2400..3300));
+    let w = Watch::start(dir.path(), &slow);
+    wait_for(&w, "the lines refilled while stopped", || count() >= 3300);
+    w.stop();
+    assert_exactly(&lake, 0..3300);
+}

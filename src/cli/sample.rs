@@ -11,10 +11,10 @@ use credtrail::sample::{self, SampleFormat};
 
 #[derive(Args)]
 pub struct SampleArgs {
-    /// How many days of logs.
+    /// How many days of logs (1 to 366).
     #[arg(long, default_value_t = 7)]
     days: u32,
-    /// How many credentials (apps, agents, services) use the gateway.
+    /// How many credentials (apps, agents, services) use the gateway (10 to 10000).
     #[arg(long, default_value_t = 200)]
     credentials: u32,
     /// The random seed: one seed gives the same files byte for byte.
@@ -23,7 +23,7 @@ pub struct SampleArgs {
     /// First day (YYYY-MM-DD).
     #[arg(long)]
     start: Option<chrono::NaiveDate>,
-    /// Multiply every credential's request rate.
+    /// Multiply every credential's request rate (above 0, up to 100).
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
     /// Write the daily logs gzip-compressed (CloudTrail files always are).

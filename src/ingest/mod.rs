@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::lake::{Lake, LakeError, SourceRecord};
+use crate::lake::{self, Lake, LakeError, SourceRecord};
 pub use crate::lake::{LakeWriter, QuarantineEntry};
 use crate::secrets;
 use mapping::MappingError;
@@ -180,6 +180,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
     let formats = Formats::load(&opts.mappings, opts.pricing.as_deref())?;
     let forced = formats.forced(opts.format.as_deref())?;
+    for input in &opts.inputs {
+        lake::refuse_inside(&opts.lake, input)?;
+    }
     let inputs = plan::collect_inputs(&opts.inputs, &opts.lake)?;
     let lake = Lake::open(&opts.lake)?;
     let txn = lake.begin()?;

@@ -48,6 +48,9 @@ pub const SECRET_EXPOSURES: &str = "secret_exposures";
 const INGEST: &str = "_ingest";
 const COMMITS: &str = "_ingest/commits";
 const STAGED: &str = "tmp";
+/// Top-level entries only a lake has: a directory holding any of them is a
+/// lake (whatever version made it), and one holding none but other files is not.
+const LAYOUT: &[&str] = &[EVENTS, ALERTS, QUARANTINE, SECRET_EXPOSURES, INGEST, "models", "_stream"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -63,6 +66,16 @@ pub enum LakeError {
         "{path}: written by a newer credtrail (format version {found}, this one reads up to {known}); upgrade credtrail"
     )]
     NewerVersion { path: PathBuf, found: u32, known: u32 },
+    #[error(
+        "{path}: not a credtrail lake (found {entries} other entries and none of events/, _ingest/); pass an empty or new directory, or an existing lake"
+    )]
+    NotALake { path: PathBuf, entries: usize },
+    #[error("{path}: not a credtrail lake (no events/ directory); create one with `credtrail ingest`")]
+    NoLake { path: PathBuf },
+    #[error(
+        "{path}: inside the lake {lake}; the lake's own files are not inputs (its quarantine holds records already rejected): pass the original logs"
+    )]
+    InsideLake { path: PathBuf, lake: PathBuf },
 }
 
 /// The version of a versioned lake record written before records carried one.
@@ -77,6 +90,33 @@ pub fn check_version(path: &Path, found: u32, known: u32) -> Result<(), LakeErro
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
     move |source| LakeError::Io { path: path.to_path_buf(), source }
+}
+
+/// Refuses a directory that holds entries but none a lake has: a mistyped
+/// `--lake` must not turn someone's directory into a lake.
+fn refuse_foreign(root: &Path) -> Result<(), LakeError> {
+    let names: Vec<_> = match fs::read_dir(root) {
+        Ok(rd) => rd.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>().map_err(io_err(root))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LakeError::Io { path: root.to_path_buf(), source: e }),
+    };
+    // Hidden entries (.DS_Store, .git) and a fresh filesystem's lost+found
+    // say nothing about what the directory is.
+    let others = names.iter().filter(|n| !n.to_string_lossy().starts_with('.') && *n != "lost+found").count();
+    if others > 0 && !names.iter().any(|n| LAYOUT.iter().any(|l| n == *l)) {
+        return Err(LakeError::NotALake { path: root.to_path_buf(), entries: others });
+    }
+    Ok(())
+}
+
+/// Refuses `path` as an input when it lies in the lake at `root`: reading
+/// the lake's own files back (its quarantine, say) would only copy them again.
+pub fn refuse_inside(root: &Path, path: &Path) -> Result<(), LakeError> {
+    let (Ok(lake), Ok(p)) = (root.canonicalize(), path.canonicalize()) else { return Ok(()) };
+    if p.starts_with(&lake) {
+        return Err(LakeError::InsideLake { path: path.to_path_buf(), lake: root.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// What a run recorded about one input file, so a rerun can skip it.
@@ -131,6 +171,7 @@ pub struct Lake {
 impl Lake {
     /// Opens (creating if needed) the lake at `root`.
     pub fn open(root: &Path) -> Result<Lake, LakeError> {
+        refuse_foreign(root)?;
         for d in [EVENTS, ALERTS, QUARANTINE, SECRET_EXPOSURES, COMMITS] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
@@ -142,13 +183,8 @@ impl Lake {
     pub fn existing(root: &Path) -> Result<Lake, LakeError> {
         let events = root.join(EVENTS);
         if !events.is_dir() {
-            return Err(LakeError::Io {
-                path: root.to_path_buf(),
-                source: io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "not a credtrail lake (no events/ directory); create one with `credtrail ingest`",
-                ),
-            });
+            refuse_foreign(root)?;
+            return Err(LakeError::NoLake { path: root.to_path_buf() });
         }
         Ok(Lake { root: root.to_path_buf() })
     }

@@ -192,6 +192,9 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
         return Err(StreamError::NoInputs);
     }
     let lake = Lake::open(&opts.lake)?;
+    for path in opts.follow.iter().filter_map(|p| glob::glob(p).ok()).flatten().flatten() {
+        lake::refuse_inside(&opts.lake, &path)?;
+    }
     // Take the lock once now: repairs whatever a crashed run (or watcher) left.
     drop(lake.begin()?);
     let checkpoint = Checkpoint::load(&lake, &opts.name)?.unwrap_or_default();
@@ -309,6 +312,13 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
     for r in readers {
         // Wakes a reader waiting out a long --poll-interval.
         r.thread().unpark();
+        // A reader blocked on a full queue ends only once the queue moves.
+        while !r.is_finished() {
+            match rx.try_recv() {
+                Ok(u) => w.take(u).await?,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
         let _ = r.join();
     }
     while let Ok(u) = rx.try_recv() {

@@ -6,12 +6,13 @@
 //! a new one (read from its start), and a checkpointed position survives
 //! restarts whatever the file is called by then. A file that shrinks under
 //! its reader was truncated in place (copy-truncate) and is read again from
-//! the start.
+//! the start; so is one whose first line changed under its reader (truncated
+//! and written past its old size between two polls, it never looked shorter).
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -241,9 +242,7 @@ impl Follower {
     /// not ready (no complete first line) or is a copy of one already open.
     fn open(&mut self, path: &Path, meta: &Metadata, first_scan: bool) -> io::Result<Option<Tracked>> {
         let mut file = File::open(path)?;
-        let mut head = vec![0u8; FINGERPRINT_BYTES];
-        let n = read_full(&mut file, &mut head)?;
-        head.truncate(n);
+        let head = read_head(&file)?;
         if head.starts_with(&[0x1f, 0x8b]) {
             if first_scan {
                 tracing::warn!(file = %path.display(), "not following a compressed file; ingest it with `credtrail ingest`");
@@ -296,19 +295,27 @@ fn fingerprint_of(head: &[u8]) -> Option<String> {
     Some(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(first)))
 }
 
-fn file_id(m: &Metadata) -> (u64, u64) {
-    (m.dev(), m.ino())
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+/// The first [`FINGERPRINT_BYTES`] the file holds now, read without moving its cursor.
+fn read_head(file: &File) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; FINGERPRINT_BYTES];
     let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64)? {
             0 => break,
             k => n += k,
         }
     }
-    Ok(n)
+    head.truncate(n);
+    Ok(head)
+}
+
+/// The fingerprint of what the file holds now.
+fn head_fingerprint(file: &File) -> io::Result<Option<String>> {
+    Ok(fingerprint_of(&read_head(file)?))
+}
+
+fn file_id(m: &Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
 }
 
 /// The offset just after the last complete line, and the number of lines before it.
@@ -334,7 +341,11 @@ fn end_of_lines(file: &mut File, size: u64) -> io::Result<(u64, u64)> {
 fn read_new(t: &mut Tracked) -> io::Result<Option<Lines>> {
     let size = t.file.metadata()?.len();
     let read_to = t.offset + t.partial.len() as u64;
-    if size < read_to {
+    // A file truncated and written past its old size between two polls does
+    // not shrink under its reader: only its first line tells it was rewritten.
+    let rewritten =
+        size >= read_to && !t.fingerprint.is_empty() && head_fingerprint(&t.file)? != Some(t.fingerprint.clone());
+    if size < read_to || rewritten {
         tracing::warn!(
             file = %t.path.display(), size, offset = read_to,
             "followed file was truncated in place (copy-truncate); reading it again from the start"
@@ -405,8 +416,9 @@ fn read_new(t: &mut Tracked) -> io::Result<Option<Lines>> {
         }
     }
     if t.fingerprint.is_empty() {
-        let head = if complete.is_empty() { &t.partial } else { &complete };
-        if let Some(f) = fingerprint_of(head) {
+        // From the file itself, as the next poll checks it: an oversized
+        // first line stands as an empty one in `complete`.
+        if let Some(f) = head_fingerprint(&t.file)? {
             t.fingerprint = f;
         }
     }
@@ -536,5 +548,25 @@ mod tests {
         let at = String::from_utf8_lossy(&last.chunk.bytes).lines().position(|l| l == "ok 2").unwrap() as u64;
         assert_eq!(last.chunk.first_line + at, 3, "the oversized line still counts");
         assert_eq!(f.positions()[0].offset, std::fs::metadata(&log).unwrap().len());
+    }
+
+    #[test]
+    fn a_truncation_refilled_past_the_old_size_is_seen_by_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        append(&log, "old 1\nold 2\n");
+        let mut f = follower(dir.path(), StartAt::Beginning);
+        assert_eq!(lines(&f.poll()), vec!["old 1", "old 2"]);
+        // Between two polls: truncated, then written past the old size.
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+        append(&log, "new 1\nnew 2\nnew 3\n");
+        assert_eq!(lines(&f.poll()), vec!["new 1", "new 2", "new 3"]);
+        assert!(lines(&f.poll()).is_empty(), "read once");
+
+        // The checkpoint knows the file by its new first line.
+        let checkpoint = f.positions();
+        append(&log, "new 4\n");
+        let mut g = Follower::new(vec![log.display().to_string()], checkpoint, StartAt::Beginning);
+        assert_eq!(lines(&g.poll()), vec!["new 4"]);
     }
 }
