@@ -166,6 +166,7 @@ fn scoring(c: &mut Criterion) {
             suppressions: None,
             max_age_days: 90,
             tool_categories: None,
+            api_risk: None,
         };
         b.iter(|| rt.block_on(detect::detect(&o)).unwrap().alerts.len())
     });

@@ -1,4 +1,4 @@
--- cloud_api_risk: the day's CloudTrail calls, each with what the learned
+-- cloud_api_risk: the day's candidate CloudTrail calls, each with what the learned
 -- history (baseline `{baseline}`) says about it: whether the credential had
 -- history at all, had called the same API, how many other credentials of
 -- the same principal had (its peers), and whether the source network is
@@ -43,6 +43,10 @@ ev AS (
     -- as its source, not an address: it is AWS at work, judged through the
     -- credential's own call that started it.
     AND NOT coalesce(CAST(source_ip AS VARCHAR) LIKE '%.amazonaws.com' OR CAST(source_ip AS VARCHAR) = 'AWS Internal', false)
+    -- Only candidates reach Rust: calls the API risk tiers name (the condition
+    -- below is filled in from the tier file; Rust still checks each entry's
+    -- `when`), and every call of an instance-profile session (`i-…`).
+    AND ({api_risk} OR coalesce(CAST(session_id AS VARCHAR) LIKE 'i-%', false))
 )
 SELECT
   e.credential_id, e.principal, e.session_id, e.ts, e.request_id, e.source_ip, e.tool, e.resource, e.status,

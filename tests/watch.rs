@@ -446,7 +446,7 @@ async fn replay_matches(
         assert!(found.contains(f), "the sample's last day has a {f} alert: {found:?}");
     }
     common::ingest(lake, history, &[]);
-    let engine = Engine::new(None, Some(inventory), None).unwrap();
+    let engine = Engine::new(None, Some(inventory), None, None).unwrap();
     let mut live = Live::new(lake.to_path_buf(), engine, None, 28, HashSet::new());
     // Each piece is committed to the lake as `watch` does; every third
     // commit lets the live day drop what no gated query needs, so gates

@@ -76,6 +76,7 @@ pub async fn detect_and_print(
         suppressions: d.suppressions()?,
         max_age_days: c.max_age_days,
         tool_categories: d.tool_categories.clone(),
+        api_risk: d.api_risk.clone(),
     };
     let report = detect::detect(&opts).await?;
     print!("{}", c.output.render(&report));

@@ -135,6 +135,9 @@ pub struct DetectorArgs {
     /// Tool categories and dangerous chains (TOML like models/tool_categories.toml) instead of the built-in ones.
     #[arg(long, value_name = "FILE")]
     pub tool_categories: Option<PathBuf>,
+    /// API risk tiers for cloud_api_risk (TOML like models/api_risk.toml) instead of the built-in ones.
+    #[arg(long, value_name = "FILE")]
+    pub api_risk: Option<PathBuf>,
 }
 
 impl DetectorArgs {

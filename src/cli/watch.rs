@@ -75,6 +75,7 @@ pub async fn run(a: WatchArgs) -> Result<ExitCode> {
         inventory: a.inventory,
         queries: a.detectors.queries,
         tool_categories: a.detectors.tool_categories,
+        api_risk: a.detectors.api_risk,
         suppressions,
         baseline_days: a.detectors.baseline_days,
         flush_events: a.flush_events.max(1),

@@ -43,10 +43,19 @@ enum Tier {
     High,
 }
 
+/// Whether a tier file's API is `service:EventName` (globs allowed): a
+/// mistyped one would silently never match, so loading refuses it.
+fn is_api_pattern(s: &str) -> bool {
+    let part = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"*-._".contains(&b));
+    s.split_once(':').is_some_and(|(service, name)| part(service) && part(name))
+}
+
 /// One `[[api]]` entry of the tier file.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Entry {
-    apis: Vec<String>,
+    /// `service:EventName` globs, with where each sits in the file (for errors).
+    apis: Vec<toml::Spanned<String>>,
     /// Substrings that must all appear in the call's requestParameters.
     #[serde(default)]
     when: Vec<String>,
@@ -58,6 +67,7 @@ struct Entry {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TierFile {
     api: Vec<Entry>,
 }
@@ -68,22 +78,65 @@ pub struct ApiRisk {
     entries: Vec<Entry>,
 }
 
-/// The built-in tiers: static, so alerts can carry their technique names.
+/// The built-in tiers, parsed once.
 static BUILTIN: LazyLock<ApiRisk> =
     LazyLock::new(|| ApiRisk::parse(include_str!("../../models/api_risk.toml")).expect("the built-in API tiers parse"));
 
 impl ApiRisk {
+    pub fn builtin() -> &'static ApiRisk {
+        &BUILTIN
+    }
+
+    /// A user's tier file (`--api-risk`), in the format of `models/api_risk.toml`.
+    pub fn load(path: &std::path::Path) -> Result<ApiRisk, DetectError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| DetectError::Query { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|error| DetectError::ApiRisk { path: path.to_path_buf(), error })
+    }
+
     pub fn parse(text: &str) -> Result<ApiRisk, toml::de::Error> {
         let f: TierFile = toml::from_str(text)?;
+        if let Some(p) = f.api.iter().flat_map(|e| &e.apis).find(|p| !is_api_pattern(p.get_ref())) {
+            let line = text[..p.span().start].lines().count().max(1);
+            return Err(serde::de::Error::custom(format!(
+                "line {line}: {:?} is not an API: expected service:EventName (the eventSource without \
+                 .amazonaws.com, e.g. \"iam:CreateUser\"; letters, digits, '-', '.', '_' and '*' globs)",
+                p.get_ref()
+            )));
+        }
+        // An entry without APIs, or with an empty condition, would never fire or always fire.
+        if let Some(e) = f.api.iter().find(|e| e.apis.is_empty() || e.when.iter().any(String::is_empty)) {
+            return Err(serde::de::Error::custom(format!(
+                "the [[api]] entry of {:?} needs at least one API in `apis` and no empty `when` string",
+                e.technique
+            )));
+        }
         Ok(ApiRisk { entries: f.api })
     }
 
     /// The first entry matching a call (`service:EventName`) and its requestParameters.
     fn matching(&self, tool: &str, params: Option<&str>) -> Option<&Entry> {
         self.entries.iter().find(|e| {
-            e.apis.iter().any(|p| name_matches(p, tool))
+            e.apis.iter().any(|p| name_matches(p.get_ref(), tool))
                 && e.when.iter().all(|w| params.is_some_and(|p| p.contains(w.as_str())))
         })
+    }
+
+    /// A SQL condition on `column` that holds for every call some entry names
+    /// (`when` is left to [`ApiRisk::matching`]), so the detector's query hands
+    /// Rust its candidates only rather than every CloudTrail call. Patterns are
+    /// plain names and `*` globs (checked on load): nothing to quote.
+    pub fn sql_filter(&self, column: &str) -> String {
+        let (globs, names): (BTreeSet<&str>, BTreeSet<&str>) =
+            self.entries.iter().flat_map(|e| &e.apis).map(|p| p.get_ref().as_str()).partition(|p| p.contains('*'));
+        let mut terms: Vec<String> = Vec::new();
+        if !names.is_empty() {
+            let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+            terms.push(format!("{column} IN ({})", list.join(", ")));
+        }
+        // `_` is LIKE's one-character wildcard: it can only let more calls through to the exact match.
+        terms.extend(globs.iter().map(|g| format!("{column} LIKE '{}'", g.replace('*', "%"))));
+        if terms.is_empty() { "false".into() } else { format!("({})", terms.join(" OR ")) }
     }
 }
 
@@ -95,6 +148,10 @@ struct Call {
     tool: String,
     resource: Option<String>,
     failed: bool,
+    /// The tier of the entry this call matched, and whether it is a burst API:
+    /// one technique can hold calls of different tiers (an admin policy attached, or another).
+    tier: Tier,
+    burst: bool,
     has_history: bool,
     own_used: bool,
     peers_used: i64,
@@ -143,10 +200,10 @@ fn lower(s: Severity) -> Severity {
 }
 
 pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
-    score_with(&BUILTIN, cx.baseline.map(|b| b.until.as_str()), q, batches)
+    score_with(cx.api_risk, cx.baseline.map(|b| b.until.as_str()), q, batches)
 }
 
-type Key = (String, &'static str, String);
+type Key<'t> = (String, &'t str, String);
 
 columns::row! {
     /// One cloud API call of the detector's query.
@@ -169,23 +226,25 @@ columns::row! {
 }
 
 fn score_with(
-    tiers: &'static ApiRisk,
+    tiers: &ApiRisk,
     until: Option<&str>,
     q: &str,
     batches: &[RecordBatch],
 ) -> Result<Vec<Alert>, DetectError> {
-    let mut tiered: BTreeMap<Key, (Option<String>, &'static Entry, Vec<Call>)> = BTreeMap::new();
+    let mut tiered: BTreeMap<Key, (Option<String>, &Entry, Vec<Call>)> = BTreeMap::new();
     let mut sessions: BTreeMap<Key, (Option<String>, Vec<Call>)> = BTreeMap::new();
     for r in columns::rows::<CallRow>(batches, q) {
         let r = r?;
         let (Some(c), Some(t), Some(ts)) = (&r.credential_id, &r.tool, r.ts) else { continue };
-        let call = || Call {
+        let call = |tier, burst| Call {
             ts,
             request_id: r.request_id.clone(),
             ip: r.source_ip.clone(),
             tool: t.clone(),
             resource: r.resource.clone(),
             failed: r.status.is_some_and(|s| s >= 400),
+            tier,
+            burst,
             has_history: r.has_history.unwrap_or(false),
             own_used: r.own_used.unwrap_or(false),
             peers_used: r.peers_used.unwrap_or(0),
@@ -194,13 +253,13 @@ fn score_with(
         let day = crate::time::day_of(ts);
         if let Some(e) = tiers.matching(t, r.detail.as_deref()) {
             let key = (c.clone(), e.technique.as_str(), day.clone());
-            tiered.entry(key).or_insert_with(|| (r.principal.clone(), e, Vec::new())).2.push(call());
+            tiered.entry(key).or_insert_with(|| (r.principal.clone(), e, Vec::new())).2.push(call(e.tier, e.burst));
         }
         if let Some(name) = r.session_id.as_deref().and_then(instance_session)
             && r.source_ip.as_deref().and_then(crate::net::parse_ip).is_some()
         {
             let key = (c.clone(), "", format!("{name}\u{1f}{day}"));
-            sessions.entry(key).or_insert_with(|| (r.principal.clone(), Vec::new())).1.push(call());
+            sessions.entry(key).or_insert_with(|| (r.principal.clone(), Vec::new())).1.push(call(Tier::Medium, false));
         }
     }
     let mut out = Vec::new();
@@ -233,7 +292,7 @@ fn build(
     severity: Severity,
     calls: &[Call],
     texts: (String, String, String),
-    mitre: &'static str,
+    mitre: &str,
 ) -> Alert {
     let (first, last) = (&calls[0], &calls[calls.len() - 1]);
     let (observed, baseline, explanation) = texts;
@@ -264,25 +323,28 @@ fn build(
 fn judge_tiered(
     cred: &str,
     principal: Option<String>,
-    technique: &'static str,
+    technique: &str,
     e: &Entry,
     calls: &[Call],
     until: Option<&str>,
 ) -> Option<Alert> {
     let new: Vec<&Call> = calls.iter().filter(|c| !c.own_used && c.peers_used == 0).collect();
-    let spree = e.burst && {
-        let all: Vec<&Call> = calls.iter().collect();
-        burst(&all)
+    let spree = {
+        let bursty: Vec<&Call> = calls.iter().filter(|c| c.burst).collect();
+        burst(&bursty)
     };
     if new.is_empty() && !spree {
         return None;
     }
-    let tier = match e.tier {
-        Tier::High => Severity::High,
-        Tier::Medium => Severity::Medium,
+    let severity_of = |c: &Call| {
+        let tier = match c.tier {
+            Tier::High => Severity::High,
+            Tier::Medium => Severity::Medium,
+        };
+        // A refused call is an attempt: one grade lower than one that worked.
+        if c.failed { lower(tier) } else { tier }
     };
-    // A refused call is an attempt: one grade lower than one that worked.
-    let first_use = new.iter().map(|c| if c.failed { lower(tier) } else { tier }).max();
+    let first_use = new.iter().map(|c| severity_of(c)).max();
     let severity = if spree { Severity::High.max(first_use.unwrap_or(Severity::Low)) } else { first_use? };
     let apis: BTreeSet<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
     let apis = apis.into_iter().collect::<Vec<_>>().join(", ");
@@ -368,6 +430,8 @@ mod tests {
             tool: "secretsmanager:GetSecretValue".into(),
             resource: Some(resource.into()),
             failed: false,
+            tier: Tier::Medium,
+            burst: true,
             has_history: true,
             own_used,
             peers_used,
@@ -383,7 +447,7 @@ mod tests {
     fn tiers_match_apis_and_conditions() {
         let t = &*BUILTIN;
         assert_eq!(t.matching("iam:CreateAccessKey", None).unwrap().technique.split(' ').next(), Some("T1098.001"));
-        assert!(t.matching("iam:AttachUserPolicy", None).is_some(), "globs match");
+        assert!(t.matching("iam:AttachUserPolicy", None).is_some(), "any attachment is tiered");
         assert!(t.matching("iam:ListUsers", None).is_none(), "reads are not tiered");
         let share = r#"{"createVolumePermission":{"add":{"items":[{"userId":"1"}]}}}"#;
         let unshare = r#"{"createVolumePermission":{"remove":{"items":[{"userId":"1"}]}}}"#;
@@ -405,7 +469,7 @@ mod tests {
     #[test]
     fn first_use_against_own_peers_and_cold_start() {
         let e = entry("iam:CreateUser");
-        let c = |own, peers| call(0, "u", own, peers);
+        let c = |own, peers| Call { tier: e.tier, burst: e.burst, ..call(0, "u", own, peers) };
         assert!(judge_tiered("k", None, "T1136.003 x", e, &[c(true, 0)], Some("2026-01-01")).is_none());
         assert!(judge_tiered("k", None, "T1136.003 x", e, &[c(false, 2)], Some("2026-01-01")).is_none(), "peers do it");
         let a = judge_tiered("k", None, "T1136.003 x", e, &[c(false, 0)], Some("2026-01-01")).unwrap();
@@ -441,5 +505,43 @@ mod tests {
         assert!(judge_instance("r", None, "i-1", &[at("10.0.0.5", true), at("203.0.113.9", true)]).is_some());
         assert!(judge_instance("r", None, "i-1", &[at("203.0.113.9", false)]).is_some(), "a public network never used");
         assert!(judge_instance("r", None, "i-1", &[at("10.1.2.3", false)]).is_none(), "a new private subnet");
+    }
+
+    #[test]
+    fn an_alert_takes_the_tier_of_its_riskiest_call() {
+        let t = &*BUILTIN;
+        let admin = r#"{"policyArn":"arn:aws:iam::aws:policy/AdministratorAccess","userName":"u"}"#;
+        let reader = r#"{"policyArn":"arn:aws:iam::aws:policy/ReadOnlyAccess","userName":"u"}"#;
+        let high = t.matching("iam:AttachUserPolicy", Some(admin)).unwrap();
+        let medium = t.matching("iam:AttachUserPolicy", Some(reader)).unwrap();
+        assert_eq!((high.tier, medium.tier), (Tier::High, Tier::Medium));
+        assert_eq!(high.technique, medium.technique, "one technique, one alert");
+        let c = |ts, e: &Entry| Call { tier: e.tier, burst: e.burst, ..call(ts, "u", false, 0) };
+        let a = judge_tiered("k", None, "T1098.003 x", medium, &[c(0, medium), c(1, high)], None).unwrap();
+        assert_eq!(a.severity, Severity::High, "the admin policy attached second still counts");
+        let a = judge_tiered("k", None, "T1098.003 x", medium, &[c(0, medium)], None).unwrap();
+        assert_eq!(a.severity, Severity::Medium);
+        assert!(t.matching("iam:PutPolicy", None).is_none(), "inline policy calls are named, not globbed");
+    }
+
+    #[test]
+    fn a_user_tier_file_is_checked_and_becomes_a_sql_filter() {
+        let apis = "apis = [\"iam:CreateUser\", \"lambda:Update*\"]";
+        let ok = format!("[[api]]\ntactic = \"t\"\ntechnique = \"T1 x\"\ntier = \"high\"\n{apis}\n");
+        let ok = ok.as_str();
+        let tiers = ApiRisk::parse(ok).unwrap();
+        assert_eq!(tiers.sql_filter("tool"), "(tool IN ('iam:CreateUser') OR tool LIKE 'lambda:Update%')");
+        let bad = ok.replace("iam:CreateUser", "iam:Create User");
+        let e = ApiRisk::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("is not an API"), "{e}");
+        let e = ApiRisk::parse(&ok.replace(apis, "apis = []")).unwrap_err();
+        assert!(e.to_string().contains("at least one API"), "{e}");
+        let e = ApiRisk::parse(&format!("{ok}severity = \"high\"\n")).unwrap_err();
+        assert!(e.to_string().contains("severity"), "unknown keys are typos: {e}");
+        // The built-in filter names every tiered API.
+        let builtin = ApiRisk::builtin().sql_filter("tool");
+        for name in ["'iam:CreateUser'", "'iam:AttachUserPolicy'", "'lambda:UpdateFunctionCode%'"] {
+            assert!(builtin.contains(name), "{name} missing from {builtin}");
+        }
     }
 }

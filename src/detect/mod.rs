@@ -40,6 +40,7 @@ use crate::lake::{self, Lake, LakeError};
 use crate::suppress::Suppressions;
 
 pub use chaining::ToolCategories;
+pub use cloud::ApiRisk;
 pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet};
 pub use rule::{Rule, RuleError, Scorer};
 pub use governance::inventory_mismatches;
@@ -64,6 +65,9 @@ pub enum DetectError {
     Query { path: PathBuf, source: std::io::Error },
     #[error("{}: {source}", path.display())]
     Categories { path: PathBuf, source: toml::de::Error },
+    /// Not `source`: the message already holds it, and a chain would print it twice.
+    #[error("{}: {error}fix the API risk tier file (format of models/api_risk.toml)", path.display())]
+    ApiRisk { path: PathBuf, error: toml::de::Error },
     #[error(transparent)]
     Rule(#[from] RuleError),
     #[error("query {name}: {source}")]
@@ -86,6 +90,8 @@ pub struct DetectOptions {
     pub max_age_days: u32,
     /// Tool categories and dangerous chains replacing the built-in ones.
     pub tool_categories: Option<PathBuf>,
+    /// API risk tiers (cloud_api_risk) replacing the built-in ones.
+    pub api_risk: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -114,6 +120,8 @@ impl DetectReport {
 pub(crate) struct Context<'a> {
     pub baseline: Option<&'a Baseline>,
     pub categories: &'a ToolCategories,
+    /// The API risk tiers cloud_api_risk matches calls against.
+    pub api_risk: &'a ApiRisk,
     /// The credential inventory, if any: peer groups are its kind and owner.
     pub inventory: Option<&'a Inventory>,
     /// Its rule: the family its alerts carry, and what each finding maps to.
@@ -219,9 +227,19 @@ pub(crate) fn builtin_rule(name: &str) -> &'static Rule {
 }
 
 /// Every built-in detector's name and query (with its `{from}`/`{to}` day
-/// and `{baseline}` version placeholders), for the SQL shell's views.
-pub fn detector_queries() -> Vec<(&'static str, &'static str)> {
-    builtins().iter().map(|d| (d.name, d.sql)).collect()
+/// and `{baseline}` version placeholders; `{api_risk}` filled in with the
+/// built-in tiers), for the SQL shell's views.
+pub fn detector_queries() -> Vec<(&'static str, String)> {
+    let tiers = api_risk_filter(ApiRisk::builtin());
+    builtins().iter().map(|d| (d.name, d.sql.replace(API_RISK, &tiers))).collect()
+}
+
+/// The placeholder a query uses for "the call is one the API risk tiers name"
+/// (over its `tool` column): cloud_api_risk filters its calls in SQL with it.
+const API_RISK: &str = "{api_risk}";
+
+fn api_risk_filter(tiers: &ApiRisk) -> String {
+    tiers.sql_filter("CAST(tool AS VARCHAR)")
 }
 
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, DetectError> {
@@ -254,6 +272,9 @@ pub struct Engine {
     plans: Vec<Plan>,
     inventory: Option<Inventory>,
     categories: ToolCategories,
+    /// A user's API risk tiers (None: the built-in ones), and their SQL filter.
+    api_risk: Option<ApiRisk>,
+    api_risk_sql: String,
 }
 
 impl Engine {
@@ -261,13 +282,16 @@ impl Engine {
         queries: Option<&Path>,
         inventory: Option<&Path>,
         tool_categories: Option<&Path>,
+        api_risk: Option<&Path>,
     ) -> Result<Engine, DetectError> {
         let inventory = inventory.map(Inventory::load).transpose()?;
         let categories = match tool_categories {
             Some(path) => ToolCategories::load(path)?,
             None => ToolCategories::builtin(),
         };
-        Ok(Engine { plans: plan(queries)?, inventory, categories })
+        let api_risk = api_risk.map(ApiRisk::load).transpose()?;
+        let api_risk_sql = api_risk_filter(api_risk.as_ref().unwrap_or(ApiRisk::builtin()));
+        Ok(Engine { plans: plan(queries)?, inventory, categories, api_risk, api_risk_sql })
     }
 
     pub fn inventory(&self) -> Option<&Inventory> {
@@ -364,8 +388,11 @@ impl Engine {
     ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
         let d = &self.plans[d];
         let until = previous_day(day)?;
-        let text =
-            engine::expand_fragments(&d.sql).replace("{from}", day).replace("{to}", day).replace("{baseline}", &until);
+        let text = engine::expand_fragments(&d.sql)
+            .replace("{from}", day)
+            .replace("{to}", day)
+            .replace("{baseline}", &until)
+            .replace(API_RISK, &self.api_risk_sql);
         let run = |source| DetectError::Run { name: d.name.clone(), source };
         let started = std::time::Instant::now();
         let plan = ctx.sql(&text).await.map_err(run)?.create_physical_plan().await.map_err(run)?;
@@ -405,8 +432,13 @@ impl Engine {
         rows: &[RecordBatch],
     ) -> Result<Vec<Alert>, DetectError> {
         let d = &self.plans[d];
-        let cx =
-            Context { baseline: base, categories: &self.categories, inventory: self.inventory.as_ref(), rule: &d.rule };
+        let cx = Context {
+            baseline: base,
+            categories: &self.categories,
+            api_risk: self.api_risk.as_ref().unwrap_or(ApiRisk::builtin()),
+            inventory: self.inventory.as_ref(),
+            rule: &d.rule,
+        };
         let q = &d.name;
         let mut alerts = match d.rule.scoring {
             Scorer::Rows(e) => explain::grouped_alerts(&d.rule, q, explain::explainer(e), rows),
@@ -437,7 +469,8 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     // Only days with events: a lake with one stray record from 1970 must not
     // make a whole-lake run walk fifty years.
     let days = event_days(&opts.lake, &opts.from, &opts.to).await?;
-    let engine = Engine::new(opts.queries.as_deref(), opts.inventory.as_deref(), opts.tool_categories.as_deref())?;
+    let (queries, inventory) = (opts.queries.as_deref(), opts.inventory.as_deref());
+    let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?;
     let mut alerts = Vec::new();
     let mut learned = Vec::new();
     let mut baselines = Vec::new();
@@ -680,7 +713,7 @@ mod tests {
                    --- [findings.odd]\n--- severity = \"critical\"\nSELECT 1";
         std::fs::write(dir.path().join("mine.sql"), sql).unwrap();
         std::fs::write(dir.path().join("plain.sql"), "-- no header\nSELECT 1").unwrap();
-        let engine = Engine::new(Some(dir.path()), None, None).unwrap();
+        let engine = Engine::new(Some(dir.path()), None, None, None).unwrap();
         let score = |name: &str, finding: &str| {
             let i = engine.plans.iter().position(|p| p.name == name).unwrap();
             let rows = request_rows("k", finding, 1_700_000_000_000);
@@ -697,7 +730,7 @@ mod tests {
         assert_eq!((a.detector.as_str(), a.severity, a.mitre_attack), ("plain", Severity::Medium, None));
 
         std::fs::write(dir.path().join("bad.sql"), "--- family = \"b\"\n--- colour = \"red\"\nSELECT 1").unwrap();
-        let e = Engine::new(Some(dir.path()), None, None).err().unwrap().to_string();
+        let e = Engine::new(Some(dir.path()), None, None, None).err().unwrap().to_string();
         assert!(e.contains("bad.sql") && e.contains("colour"), "{e}");
     }
 

@@ -340,6 +340,7 @@ mod tests {
         let cx = Context {
             baseline: None,
             categories: &categories,
+            api_risk: crate::detect::ApiRisk::builtin(),
             inventory: None,
             rule: crate::detect::builtin_rule("llmjacking_recon"),
         };

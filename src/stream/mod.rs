@@ -91,6 +91,7 @@ pub struct WatchOptions {
     pub inventory: Option<PathBuf>,
     pub queries: Option<PathBuf>,
     pub tool_categories: Option<PathBuf>,
+    pub api_risk: Option<PathBuf>,
     pub suppressions: Option<Suppressions>,
     pub baseline_days: u32,
     /// Commit a micro-batch once this many events are pending…
@@ -201,7 +202,8 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
     let state_dir = lake.path(&Checkpoint::dir(&opts.name));
     let delivery_log = state_dir.join("delivered.jsonl");
     let delivered = sinks::delivered(&delivery_log).map_err(io(delivery_log.display().to_string()))?;
-    let engine = Engine::new(opts.queries.as_deref(), opts.inventory.as_deref(), opts.tool_categories.as_deref())?;
+    let (queries, inventory) = (opts.queries.as_deref(), opts.inventory.as_deref());
+    let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?;
     for (name, why) in engine.skipped() {
         tracing::warn!(detector = %name, "skipped: {why}");
     }
