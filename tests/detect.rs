@@ -696,3 +696,49 @@ fn thin_history_agents_are_judged_against_their_peers() {
     let baseline = exfil[0]["baseline"].as_str().unwrap();
     assert!(baseline.starts_with("peers: 3 principals of role agent:support"), "{baseline}");
 }
+
+/// A model new to one key but everyday for its peers (same kind and owner
+/// in the inventory, which allows it) is no first-seen news: it stays on
+/// record, suppressed as "peers already use it". A model no peer uses, and
+/// the same model on a key of another owner, still alert.
+#[test]
+fn a_model_its_peers_already_use_is_not_first_seen_news() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for (key, history, today) in [
+                ("key_t1", ["gpt-4o", "gpt-4.1"], ["gpt-4o", "gpt-4.1"]),
+                ("key_t2", ["gpt-4.1", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
+                ("key_t3", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "o3-mini"]),
+                ("key_o1", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
+            ] {
+                let models = if day < 8 { history } else { today };
+                for (m, model) in [5, 35].into_iter().zip(models) {
+                    lines.push(scope_line(day, hour, m, key, "inference", model, "", ""));
+                }
+            }
+        }
+    }
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let team = [("key_t1", "team@x"), ("key_t2", "team@x"), ("key_t3", "team@x"), ("key_o1", "other@x")];
+    api_key_inventory(&inv, &team);
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let shown: BTreeSet<(&str, &str)> = alerts
+        .iter()
+        .filter(|a| a["finding"] == "first_seen_model")
+        .map(|a| (a["credential_id"].as_str().unwrap(), a["subject"].as_str().unwrap()))
+        .collect();
+    // A model no peer uses, and another owner's key, still alert; the team's model on a team key does not.
+    assert_eq!(shown, [("key_o1", "gpt-4.1"), ("key_t3", "o3-mini")].into_iter().collect(), "{alerts:#?}");
+    let kept = sql_rows(
+        &lake,
+        "SELECT suppressed FROM alerts WHERE finding = 'first_seen_model' AND credential_id = 'key_t3' AND subject = 'gpt-4.1'",
+    );
+    assert_eq!(kept.len(), 1, "kept on record: {kept:#?}");
+    let reason = kept[0]["suppressed"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("peers already use it"), "{reason}");
+    assert!(reason.contains("2 of 2 credentials of kind api_key owned by team@x"), "{reason}");
+}

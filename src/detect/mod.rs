@@ -20,6 +20,7 @@ mod cloud;
 mod explain;
 mod fleet;
 mod governance;
+mod peers;
 mod recon;
 mod rule;
 mod storm;
@@ -417,9 +418,7 @@ impl Engine {
             Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
             Scorer::Cloud => cloud::score(&cx, q, rows),
         }?;
-        if let Some(inv) = &self.inventory {
-            explain::allowed_first_models(inv, &mut alerts);
-        }
+        explain::known_first_models(self.inventory.as_ref(), base, &mut alerts);
         Ok(alerts)
     }
 }

@@ -130,3 +130,14 @@ pub fn gateway_line(i: usize, credential: &str, extra: &str) -> String {
         100 + i
     )
 }
+
+/// An inventory of inference-only API keys, `(credential, owner)`, any model.
+pub fn api_key_inventory(path: &Path, keys: &[(&str, &str)]) {
+    let rows: String = keys.iter().map(|(k, owner)| format!("{k},{owner},,api_key,,,inference,,,,\n")).collect();
+    write(
+        path,
+        &format!(
+            "credential_id,owner,principal,kind,created_at,expires_at,allowed_actions,allowed_models,allowed_tools,allowed_resources,allowed_regions\n{rows}"
+        ),
+    );
+}
