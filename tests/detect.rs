@@ -697,6 +697,39 @@ fn thin_history_agents_are_judged_against_their_peers() {
     assert!(baseline.starts_with("peers: 3 principals of role agent:support"), "{baseline}");
 }
 
+/// The crafted week of [`common::issue18_week`] in a lake, with an inventory of its keys.
+fn issue18_lake(work: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (gw, lake, inv) = (work.join("gw"), work.join("lake"), work.join("inventory.csv"));
+    let (history, today) = common::issue18_week();
+    write(&gw.join("gateway.jsonl"), &(history.into_iter().chain(today).collect::<Vec<_>>().join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    issue18_inventory(&inv);
+    (lake, inv)
+}
+
+/// Retry storms paced under the per-minute bar (key guessing at six a
+/// minute, a slow 429 loop) alert from their 10-minute window against the
+/// key's own failure rate; twelve 429s scattered over an hour do not.
+#[test]
+fn a_storm_paced_under_the_minute_bar_alerts_and_scattered_429s_do_not() {
+    let work = tempfile::tempdir().unwrap();
+    let (lake, inv) = issue18_lake(work.path());
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let storms: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "retry_storm").collect();
+    let of = |key: &str| storms.iter().filter(|a| a["credential_id"] == key).copied().collect::<Vec<_>>();
+    let guess = of("key_guess");
+    assert_eq!(guess.len(), 1, "{storms:#?}");
+    assert_eq!((guess[0]["finding"].as_str(), guess[0]["evidence_count"].as_u64()), (Some("auth_failures"), Some(50)));
+    let explanation = guess[0]["explanation"].as_str().unwrap();
+    assert!(explanation.contains("within 10 minutes") && explanation.contains("its own usual"), "{explanation}");
+    assert!(guess[0]["baseline"].as_str().unwrap().starts_with("10-minute window vs its own usual"), "{}", guess[0]);
+    let slow = of("key_loop");
+    assert_eq!(slow.len(), 1, "{storms:#?}");
+    assert_eq!((slow[0]["finding"].as_str(), slow[0]["evidence_count"].as_u64()), (Some("throttling"), Some(76)));
+    assert!(of("key_calm").is_empty(), "{storms:#?}");
+    assert_eq!(storms.len(), 2, "{storms:#?}");
+}
+
 /// A model new to one key but everyday for its peers (same kind and owner
 /// in the inventory, which allows it) is no first-seen news: it stays on
 /// record, suppressed as "peers already use it". A model no peer uses, and

@@ -165,7 +165,9 @@ impl Unit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
-    /// A minute with as many failures as a storm needs ([`least_burst`]).
+    /// A minute with as many failures as a burst needs ([`least_burst`]), or
+    /// a fixed [`SUSTAINED_MINUTES`] window with half as many as a sustained
+    /// storm needs ([`least_sustained`]).
     Storm,
     /// An hour whose spend may fire a billing spike ([`least_spend`]).
     Spend,
@@ -174,7 +176,9 @@ pub enum Gate {
 }
 
 pub use billing::least_spend;
-pub use storm::least_burst;
+#[cfg(test)]
+pub(crate) use storm::alerts_for as storm_alerts_for;
+pub use storm::{SUSTAINED_MINUTES, least_burst, least_sustained};
 
 /// The built-in detectors: each query file's name and text, whose header holds its rule.
 const BUILTIN: &[(&str, &str)] = &[
