@@ -730,6 +730,24 @@ fn a_storm_paced_under_the_minute_bar_alerts_and_scattered_429s_do_not() {
     assert_eq!(storms.len(), 2, "{storms:#?}");
 }
 
+/// About 4× a key's usual hour, spent partly from a network it never used,
+/// is a billing spike naming both facts; the same hour from its usual
+/// network, or a usual hour from a new one, is not.
+#[test]
+fn a_moderate_spend_from_a_new_network_is_a_billing_spike() {
+    let work = tempfile::tempdir().unwrap();
+    let (lake, inv) = issue18_lake(work.path());
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let spikes: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "billing_spike").collect();
+    assert_eq!(spikes.len(), 1, "{spikes:#?}");
+    let a = spikes[0];
+    assert_eq!((a["credential_id"].as_str(), a["finding"].as_str()), (Some("key_jack"), Some("new_network_spend")));
+    let explanation = a["explanation"].as_str().unwrap();
+    assert!(explanation.contains("a network it never used (198.18.7.0/24)"), "{explanation}");
+    assert!(explanation.contains("× its usual hour"), "{explanation}");
+    assert!(a["evidence"].as_array().unwrap().len() >= 26, "{a}");
+}
+
 /// A model new to one key but everyday for its peers (same kind and owner
 /// in the inventory, which allows it) is no first-seen news: it stays on
 /// record, suppressed as "peers already use it". A model no peer uses, and

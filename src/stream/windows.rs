@@ -243,14 +243,14 @@ mod tests {
 
     #[test]
     fn spend_opens_at_the_least_spend_that_can_fire() {
-        // Busiest hours of 1,000 tokens: an hour fires from 4 × the 5,000-token floor.
+        // Usual hours of nothing: an hour from a new network fires from 3 × the 5,000-token floor.
         let base = baseline("k", 1000.0);
         let mut w = Windows::default();
-        // 19,999 tokens of successful requests, and a failed one's tokens that do not count.
-        w.observe(&batch("gateway", &[("k", 0, Some(200), 19_999), ("k", 10, Some(500), 50_000)]), Some(&base));
+        // 14,999 tokens of successful requests, and a failed one's tokens that do not count.
+        w.observe(&batch("gateway", &[("k", 0, Some(200), 14_999), ("k", 10, Some(500), 50_000)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         // The next hour does not add to this one.
-        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 19_999)]), Some(&base));
+        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 14_999)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         w.observe(&batch("gateway", &[("k", 20, None, 1)]), Some(&base));
         assert!(w.open("k", Gate::Spend));
