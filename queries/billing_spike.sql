@@ -4,7 +4,8 @@
 -- the hour: models and source networks the credential never used before —
 -- the LLMjacking signature. credtrail scores each candidate hour against the
 -- baseline (robust z and ratio to the credential's high quantile, with
--- floors); this query only keeps hours worth scoring.
+-- floors; a smaller multiple of its usual hour when some of the spend came
+-- from a new network); this query only keeps hours worth scoring.
 -- Tokens, cost and the Bedrock de-duplication (a call CloudTrail and the
 -- model-invocation log both recorded counts once) come from `billed`
 -- (queries/fragments/billed_events.sql, shared with baseline_hourly.sql).
@@ -57,7 +58,10 @@ candidates AS (
     AND (
       -- Judged against its own history: well above its usual busiest hours.
       (b.credential_id IS NOT NULL AND NOT b.cold_start
-        AND (h.tokens > 2 * b.tokens_per_hour_p99 OR h.cost > 2 * b.cost_per_hour_p99))
+        AND (h.tokens > 2 * b.tokens_per_hour_p99 OR h.cost > 2 * b.cost_per_hour_p99
+          -- From a network it never used (judged by credtrail), several times its usual hour is enough.
+          OR h.tokens >= 3 * greatest(b.tokens_per_hour_median, 5000)
+          OR h.cost >= 3 * greatest(b.cost_per_hour_median, 0.25)))
       -- No usable history (cold start): above absolute floors and far above its other hours today.
       OR ((b.credential_id IS NULL OR b.cold_start)
         AND ((h.tokens >= 1000000 AND h.tokens >= 10 * t.day_median_tokens)

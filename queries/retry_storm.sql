@@ -2,8 +2,9 @@
 -- retry storms — 401/403 (invalid, revoked or guessed keys; denied calls),
 -- 429 (throttling) and 5xx — by class. credtrail asks how improbable each
 -- minute's count is under the credential's baseline error rate (a Poisson
--- tail) and joins neighbouring minutes into one storm. Minutes with fewer
--- than 5 failures are never a storm and are left out here.
+-- tail) and joins neighbouring minutes into one storm; it also judges
+-- 10-minute windows of these minutes, so a storm paced at a few failures a
+-- minute is seen too. Every minute with a failure is kept.
 ---
 --- family = "retry_storm"
 --- inputs = ["events"]
@@ -33,5 +34,4 @@ FROM events
 WHERE date BETWEEN '{from}' AND '{to}'
   AND (status IN (401, 403, 429) OR status >= 500)
 GROUP BY 1, 3
-HAVING count(*) >= 5
 ORDER BY 1, 3

@@ -109,7 +109,7 @@ impl Stats {
 }
 
 /// One credential's baseline: a row of `models/credentials`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CredentialBaseline {
     pub model_version: u32,
     pub credential_id: String,
@@ -252,6 +252,8 @@ pub struct Baseline {
     /// Per credential: slot key ([`slot_key`]) → slot.
     pub profile: HashMap<String, HashMap<(bool, u32), ProfileSlot>>,
     pub markov: HashMap<String, Markov>,
+    /// Per credential: the models it used (its scope's model dimension).
+    pub models: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// `(is_hour_of_week, slot)` of a time.
@@ -621,6 +623,19 @@ pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Base
     }
     for t in transitions {
         b.markov.entry(t.principal.clone()).or_default().add(&t.from_tool, &t.to_tool, t.count);
+    }
+    let scope = format!(
+        "SELECT credential_id, value FROM {} WHERE until = '{until}' AND dimension = 'model'",
+        catalog::BASELINE_SCOPE.name
+    );
+    for batch in engine::collect(ctx, &scope).await? {
+        let q = "scope";
+        let (cred, model) = (columns::strings(&batch, q, "credential_id")?, columns::strings(&batch, q, "value")?);
+        for (c, m) in cred.into_iter().zip(model) {
+            if let (Some(c), Some(m)) = (c, m) {
+                b.models.entry(c).or_default().insert(m);
+            }
+        }
     }
     b.credentials = creds.into_iter().map(|c| (c.credential_id.clone(), c)).collect();
     Ok(b)

@@ -696,3 +696,100 @@ fn thin_history_agents_are_judged_against_their_peers() {
     let baseline = exfil[0]["baseline"].as_str().unwrap();
     assert!(baseline.starts_with("peers: 3 principals of role agent:support"), "{baseline}");
 }
+
+/// The crafted week of [`common::issue18_week`] in a lake, with an inventory of its keys.
+fn issue18_lake(work: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (gw, lake, inv) = (work.join("gw"), work.join("lake"), work.join("inventory.csv"));
+    let (history, today) = common::issue18_week();
+    write(&gw.join("gateway.jsonl"), &(history.into_iter().chain(today).collect::<Vec<_>>().join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    issue18_inventory(&inv);
+    (lake, inv)
+}
+
+/// Retry storms paced under the per-minute bar (key guessing at six a
+/// minute, a slow 429 loop) alert from their 10-minute window against the
+/// key's own failure rate; twelve 429s scattered over an hour do not.
+#[test]
+fn a_storm_paced_under_the_minute_bar_alerts_and_scattered_429s_do_not() {
+    let work = tempfile::tempdir().unwrap();
+    let (lake, inv) = issue18_lake(work.path());
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let storms: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "retry_storm").collect();
+    let of = |key: &str| storms.iter().filter(|a| a["credential_id"] == key).copied().collect::<Vec<_>>();
+    let guess = of("key_guess");
+    assert_eq!(guess.len(), 1, "{storms:#?}");
+    assert_eq!((guess[0]["finding"].as_str(), guess[0]["evidence_count"].as_u64()), (Some("auth_failures"), Some(50)));
+    let explanation = guess[0]["explanation"].as_str().unwrap();
+    assert!(explanation.contains("within 10 minutes") && explanation.contains("its own usual"), "{explanation}");
+    assert!(guess[0]["baseline"].as_str().unwrap().starts_with("10-minute window vs its own usual"), "{}", guess[0]);
+    let slow = of("key_loop");
+    assert_eq!(slow.len(), 1, "{storms:#?}");
+    assert_eq!((slow[0]["finding"].as_str(), slow[0]["evidence_count"].as_u64()), (Some("throttling"), Some(76)));
+    assert!(of("key_calm").is_empty(), "{storms:#?}");
+    assert_eq!(storms.len(), 2, "{storms:#?}");
+}
+
+/// About 4× a key's usual hour, spent partly from a network it never used,
+/// is a billing spike naming both facts; the same hour from its usual
+/// network, or a usual hour from a new one, is not.
+#[test]
+fn a_moderate_spend_from_a_new_network_is_a_billing_spike() {
+    let work = tempfile::tempdir().unwrap();
+    let (lake, inv) = issue18_lake(work.path());
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let spikes: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "billing_spike").collect();
+    assert_eq!(spikes.len(), 1, "{spikes:#?}");
+    let a = spikes[0];
+    assert_eq!((a["credential_id"].as_str(), a["finding"].as_str()), (Some("key_jack"), Some("new_network_spend")));
+    let explanation = a["explanation"].as_str().unwrap();
+    assert!(explanation.contains("a network it never used (198.18.7.0/24)"), "{explanation}");
+    assert!(explanation.contains("× its usual hour"), "{explanation}");
+    assert!(a["evidence"].as_array().unwrap().len() >= 26, "{a}");
+}
+
+/// A model new to one key but everyday for its peers (same kind and owner
+/// in the inventory, which allows it) is no first-seen news: it stays on
+/// record, suppressed as "peers already use it". A model no peer uses, and
+/// the same model on a key of another owner, still alert.
+#[test]
+fn a_model_its_peers_already_use_is_not_first_seen_news() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for (key, history, today) in [
+                ("key_t1", ["gpt-4o", "gpt-4.1"], ["gpt-4o", "gpt-4.1"]),
+                ("key_t2", ["gpt-4.1", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
+                ("key_t3", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "o3-mini"]),
+                ("key_o1", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
+            ] {
+                let models = if day < 8 { history } else { today };
+                for (m, model) in [5, 35].into_iter().zip(models) {
+                    lines.push(scope_line(day, hour, m, key, "inference", model, "", ""));
+                }
+            }
+        }
+    }
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let team = [("key_t1", "team@x"), ("key_t2", "team@x"), ("key_t3", "team@x"), ("key_o1", "other@x")];
+    api_key_inventory(&inv, &team);
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let shown: BTreeSet<(&str, &str)> = alerts
+        .iter()
+        .filter(|a| a["finding"] == "first_seen_model")
+        .map(|a| (a["credential_id"].as_str().unwrap(), a["subject"].as_str().unwrap()))
+        .collect();
+    // A model no peer uses, and another owner's key, still alert; the team's model on a team key does not.
+    assert_eq!(shown, [("key_o1", "gpt-4.1"), ("key_t3", "o3-mini")].into_iter().collect(), "{alerts:#?}");
+    let kept = sql_rows(
+        &lake,
+        "SELECT suppressed FROM alerts WHERE finding = 'first_seen_model' AND credential_id = 'key_t3' AND subject = 'gpt-4.1'",
+    );
+    assert_eq!(kept.len(), 1, "kept on record: {kept:#?}");
+    let reason = kept[0]["suppressed"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("peers already use it"), "{reason}");
+    assert!(reason.contains("2 of 2 credentials of kind api_key owned by team@x"), "{reason}");
+}

@@ -552,3 +552,23 @@ fn a_truncation_refilled_past_the_old_size_loses_and_doubles_nothing() {
     w.stop();
     assert_exactly(&lake, 0..3300);
 }
+
+/// Storms paced under the per-minute bar and a moderate spend from a new
+/// network (the crafted week of issue 18): the live engine, whose gates open
+/// on fixed windows, ends the day with exactly batch `detect`'s alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_storms_and_new_network_spend_alert_live_as_in_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (history, today) = common::issue18_week();
+    let (old, new, inventory) =
+        (dir.path().join("history.jsonl"), dir.path().join("today.jsonl"), dir.path().join("inv.csv"));
+    common::write(&old, &(history.join("\n") + "\n"));
+    common::write(&new, &(today.join("\n") + "\n"));
+    common::issue18_inventory(&inventory);
+    let batch = batch_alerts(&dir.path().join("batch"), &[&old, &new], "2026-11-08", "2026-11-08", &inventory);
+    let storms = batch.iter().filter(|a| a["detector"] == "retry_storm").count();
+    assert_eq!(storms, 2, "{batch:#?}");
+    let lines: Vec<&str> = today.iter().map(String::as_str).collect();
+    replay_matches(&dir.path().join("live"), &[&old], &lines, &inventory, &batch, &["retry_storm", "billing_spike"])
+        .await;
+}

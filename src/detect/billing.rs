@@ -18,6 +18,10 @@ use crate::time::HOUR_MS;
 const MIN_RATIO: f64 = 4.0;
 /// …and this many robust standard deviations above its typical hour.
 const MIN_Z: f64 = 8.0;
+/// Spend from a network the credential never used needs less: this many
+/// times its usual hour (the larger of its median and the seasonal slot's,
+/// at least the "busiest hour" floor), and above its busiest normal hour.
+const NEW_NETWORK_RATIO: f64 = 3.0;
 /// Without usable history, an hour must pass an absolute floor and be this
 /// many times the credential's typical hour of the same day.
 pub const COLD_TOKENS: f64 = 1_000_000.0;
@@ -63,6 +67,9 @@ struct Verdict {
     high: f64,
     ratio: f64,
     z: f64,
+    /// Fired only on a moderate excess over the usual hour from a new
+    /// network (the ratio to that usual hour), not on the volume alone.
+    new_network: Option<f64>,
 }
 
 fn judge(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64)>) -> Option<Verdict> {
@@ -70,18 +77,49 @@ fn judge(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64)>) -> Optio
     let high = overall.p99.max(slot_high).max(m.high_floor);
     let spread = (1.4826 * overall.mad).max(0.1 * overall.p95).max(m.spread_floor);
     let (ratio, z) = (x / high, (x - typical) / spread);
-    (ratio >= MIN_RATIO && z >= MIN_Z).then_some(Verdict { metric: m.name, observed: x, typical, high, ratio, z })
+    (ratio >= MIN_RATIO && z >= MIN_Z).then_some(Verdict {
+        metric: m.name,
+        observed: x,
+        typical,
+        high,
+        ratio,
+        z,
+        new_network: None,
+    })
+}
+
+/// A moderate excess — [`NEW_NETWORK_RATIO`] times the usual hour and more
+/// than the busiest normal one — for an hour with spend from a network the
+/// credential never used: a stranger spending on the key at a pace that
+/// stays under the volume bar. (No robust z here: quiet nights spread a
+/// day-time key's hours so wide that a z would hide such an hour.)
+fn judge_new_network(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64)>) -> Option<Verdict> {
+    let usual = overall.median.max(slot.map_or(0.0, |s| s.0)).max(m.high_floor);
+    let high = overall.p99.max(slot.map_or(0.0, |s| s.1)).max(m.high_floor);
+    let spread = (1.4826 * overall.mad).max(0.1 * overall.p95).max(m.spread_floor);
+    let (times, z) = (x / usual, (x - usual) / spread);
+    (times >= NEW_NETWORK_RATIO && x > high).then_some(Verdict {
+        metric: m.name,
+        observed: x,
+        typical: usual,
+        high,
+        ratio: x / high,
+        z,
+        new_network: Some(times),
+    })
 }
 
 /// The least tokens and the least cost (of successful requests) in one hour
 /// that can fire for a credential with this baseline: an hour below both
-/// never does. (The ratio is over a "busiest hour" of at least the p99 and
-/// the floor; without history, the absolute floor.)
+/// never does. (From a new network, a multiple of a usual hour of at least
+/// the floor — below the volume bar over the p99; without history, the
+/// absolute floor.)
 pub fn least_spend(base: Option<&CredentialBaseline>) -> (f64, f64) {
     match base.filter(|b| !b.cold_start) {
+        // From a new network, a multiple of the usual hour (never above the p99's bar: median ≤ p99).
         Some(b) => (
-            MIN_RATIO * b.tokens_per_hour.p99.max(TOKENS.high_floor),
-            MIN_RATIO * b.cost_per_hour.p99.max(COST.high_floor),
+            NEW_NETWORK_RATIO * b.tokens_per_hour.median.max(TOKENS.high_floor),
+            NEW_NETWORK_RATIO * b.cost_per_hour.median.max(COST.high_floor),
         ),
         None => (TOKENS.cold_floor, COST.cold_floor),
     }
@@ -100,12 +138,21 @@ fn verdict(h: &Hour, base: Option<&CredentialBaseline>, slot: Option<&ProfileSlo
                 high: m.cold_floor,
                 ratio: x / typical.max(m.spread_floor),
                 z: 0.0,
+                new_network: None,
             })
             .next();
     };
     // Tokens first: they are what a person recognises; cost covers sources that log only cost.
-    judge(&TOKENS, h.tokens, &b.tokens_per_hour, slot.map(|s| (s.tokens_median, s.tokens_high)))
-        .or_else(|| judge(&COST, h.cost, &b.cost_per_hour, slot.map(|s| (s.cost_median, s.cost_high))))
+    let (tokens_slot, cost_slot) =
+        (slot.map(|s| (s.tokens_median, s.tokens_high)), slot.map(|s| (s.cost_median, s.cost_high)));
+    judge(&TOKENS, h.tokens, &b.tokens_per_hour, tokens_slot)
+        .or_else(|| judge(&COST, h.cost, &b.cost_per_hour, cost_slot))
+        .or_else(|| {
+            // Less volume, with the other evidence of a stranger: a network the key never used.
+            (!h.new_networks.is_empty()).then_some(())?;
+            judge_new_network(&TOKENS, h.tokens, &b.tokens_per_hour, tokens_slot)
+                .or_else(|| judge_new_network(&COST, h.cost, &b.cost_per_hour, cost_slot))
+        })
 }
 
 columns::row! {
@@ -214,11 +261,14 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
         signature.push(format!("a new source network ({})", new_networks.join(", ")));
     }
     let llmjacking = !new_models.is_empty() && !new_networks.is_empty();
+    // Every hour fired only on a moderate excess together with a new network.
+    let moderate = run.iter().all(|(_, v)| v.new_network.is_some());
     let boost = 1.0 + 0.5 * (!new_models.is_empty() as u8 as f64) + 0.5 * (!new_networks.is_empty() as u8 as f64);
     let score = peak.ratio * boost;
     let severity = match (base, llmjacking, signature.is_empty()) {
         (None, _, _) => Severity::Medium,
         (_, true, _) => Severity::Critical,
+        (_, false, _) if moderate => Severity::High,
         (_, false, false) if score >= 100.0 => Severity::Critical,
         (_, false, false) => Severity::High,
         _ => grade(peak.ratio, (0.0, 20.0, 200.0)).max(Severity::Medium),
@@ -230,6 +280,44 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
         format!("{} tokens (${cost:.2}) in {requests} requests", human(tokens))
     };
     let (observed, baseline, explanation) = match base {
+        Some(b) if moderate => {
+            let times = peak.new_network.unwrap_or(peak.ratio);
+            let baseline = format!(
+                "usual hour {} (median or seasonal median, at least {}), busiest normal hour {} (p99 or seasonal \
+                 high); {} days of history, none of it from {}",
+                amount(peak.metric, peak.typical),
+                amount(peak.metric, if peak.metric == "cost" { COST.high_floor } else { TOKENS.high_floor }),
+                amount(peak.metric, peak.high),
+                b.days_seen,
+                new_networks.join(", ")
+            );
+            let mut e = format!(
+                "{cred} spent {spent} over {n_hours} hour(s) with use from a network it never used ({}); its peak \
+                 hour ({}) was {times:.1}× its usual hour ({} vs {}) — a moderate excess on its own, but with the \
+                 new network the sign of a stranger spending on the key",
+                new_networks.join(", "),
+                crate::time::format_ms(peak_h.hour).get(11..16).unwrap_or(""),
+                amount(peak.metric, peak.observed),
+                amount(peak.metric, peak.typical),
+            );
+            if llmjacking {
+                e.push_str(&format!(
+                    ", with a model it never used ({}): the LLMjacking signature — revoke the key and check who holds it",
+                    new_models.join(", ")
+                ));
+            } else {
+                e.push_str(": check who holds it");
+            }
+            (
+                format!(
+                    "{spent}; peak {} in one hour, {times:.1}× its usual hour, robust z {:.0}, from a new network",
+                    amount(peak.metric, peak.observed),
+                    peak.z
+                ),
+                baseline,
+                e,
+            )
+        }
         Some(b) => {
             let floor = if peak.metric == "cost" { COST.high_floor } else { TOKENS.high_floor };
             let busiest = if peak.high <= floor {
@@ -279,7 +367,11 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     };
     let evidence: Vec<String> = run.iter().flat_map(|(h, _)| h.evidence.iter().cloned()).take(MAX_EVIDENCE).collect();
     let window_start = run.iter().map(|(h, _)| h.first).min().unwrap_or(first.hour);
-    let finding = if llmjacking { "llmjacking" } else { "spend_spike" };
+    let finding = match (llmjacking, moderate) {
+        (true, _) => "llmjacking",
+        (false, true) => "new_network_spend",
+        (false, false) => "spend_spike",
+    };
     let mapped = cx.rule.mapped(finding, None);
     Alert {
         alert_id: alert::alert_id(&cx.rule.family, cred, "spend", first.hour),
@@ -368,13 +460,15 @@ mod tests {
             slot_high in proptest::option::of(0.0..1e6f64),
             cold_start: bool,
             known: bool,
+            new_network: bool,
             day_median in 0.0..1e6f64,
         ) {
             let b = credential(cold_start, stats(median * p99_tokens, p99_tokens), stats(median * p99_cost, p99_cost));
             let h = Hour {
                 cred: "k".into(), principal: None, hour: 0, tokens, cost, requests: 1,
                 day_median: (day_median, day_median / 1e4), first: 0, last: 0,
-                new_models: vec![], new_networks: vec![], ips: vec![], evidence: vec![],
+                new_models: vec![], new_networks: if new_network { vec!["192.0.2.0/24".into()] } else { vec![] },
+                ips: vec![], evidence: vec![],
             };
             let slot = slot_high.map(|high| ProfileSlot {
                 credential_id: "k".into(), slot_kind: "hour_of_day".into(), slot: 0, observations: 10,
@@ -391,10 +485,43 @@ mod tests {
 
     #[test]
     fn the_least_spend_is_the_scorings_own_bar() {
-        let b = credential(false, stats(2_000.0, 10_000.0), stats(0.0, 0.0));
-        assert_eq!(least_spend(Some(&b)), (40_000.0, 1.0), "4× the p99 or the floor");
-        assert!(judge(&TOKENS, 39_999.0, &b.tokens_per_hour, None).is_none());
+        let b = credential(false, stats(6_000.0, 10_000.0), stats(0.0, 0.0));
+        assert_eq!(least_spend(Some(&b)), (18_000.0, 0.75), "3× the usual hour or the floor (from a new network)");
+        assert!(judge_new_network(&TOKENS, 17_999.0, &b.tokens_per_hour, None).is_none());
+        assert!(judge_new_network(&TOKENS, 40_000.0, &b.tokens_per_hour, None).is_some());
+        assert!(judge(&TOKENS, 39_999.0, &b.tokens_per_hour, None).is_none(), "4× the p99 without one");
         assert!(judge(&TOKENS, 60_000.0, &b.tokens_per_hour, None).is_some());
         assert_eq!(least_spend(None), (COLD_TOKENS, COLD_COST));
+    }
+
+    #[test]
+    fn a_moderate_excess_fires_only_from_a_new_network() {
+        // Usual hours of 6k tokens, busiest 10k: 25k is 4× the usual hour but only 2.5× the busiest.
+        let b = credential(
+            false,
+            Stats { median: 6_000.0, mad: 1_000.0, p95: 9_000.0, p99: 10_000.0, max: 12_000.0, mean: 6_000.0 },
+            stats(0.0, 0.0),
+        );
+        let hour = |networks: Vec<String>| Hour {
+            cred: "k".into(),
+            principal: None,
+            hour: 0,
+            tokens: 25_000.0,
+            cost: 0.0,
+            requests: 26,
+            day_median: (0.0, 0.0),
+            first: 0,
+            last: 0,
+            new_models: vec![],
+            new_networks: networks,
+            ips: vec![],
+            evidence: vec![],
+        };
+        assert!(verdict(&hour(vec![]), Some(&b), None).is_none(), "a busy hour from its usual networks");
+        let v = verdict(&hour(vec!["198.18.0.0/24".into()]), Some(&b), None).expect("with a new network it fires");
+        assert!((v.new_network.unwrap() - 25.0 / 6.0).abs() < 1e-9, "{v:?}");
+        let mut cold = b.clone();
+        cold.cold_start = true;
+        assert!(verdict(&hour(vec!["198.18.0.0/24".into()]), Some(&cold), None).is_none(), "no learned scope, no news");
     }
 }

@@ -11,10 +11,8 @@
 //! A principal with thin history (fewer than [`MIN_SESSIONS`] learned
 //! sessions) is judged against a wider level, the first with enough history:
 //!
-//! 1. its **peers**: the other principals of its peer group. With an
-//!    inventory, the group is the credential's kind and owner (keys doing one
-//!    team's job); otherwise it is the principal's role, its name without a
-//!    trailing instance number (`agent:support-7` → `agent:support`).
+//! 1. its **peers**: the other principals of its peer group ([`super::peers`]:
+//!    the credential's inventory kind and owner, else the principal's role).
 //! 2. the **fleet**: every other principal.
 //!
 //! At these levels a step is improbable as under the own model, and also
@@ -31,6 +29,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use serde::Deserialize;
 
+use super::peers::{MIN_PEERS, group};
 use super::{Context, DetectError, Rule};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
 use crate::baseline::{Baseline, Markov};
@@ -44,9 +43,6 @@ const MIN_SESSIONS: u64 = 20;
 const MIN_SUPPORT: u64 = 20;
 /// A seen transition rarer than this is improbable too.
 const MAX_PROBABILITY: f64 = 0.01;
-/// Principals of a peer group or the fleet that must have made a transition
-/// for it to be usual there; also the principals a level needs at all.
-const MIN_PEERS: usize = 2;
 
 #[derive(Debug, Deserialize)]
 struct Chain {
@@ -202,20 +198,6 @@ impl<'b> Groups<'b> {
         members.values_mut().for_each(|v| v.sort_unstable());
         Groups { members }
     }
-}
-
-/// A credential's peer group: its inventory kind and owner, else its principal's role.
-fn group(inventory: Option<&Inventory>, cred: &str, principal: &str) -> String {
-    match inventory.and_then(|i| i.get(cred)).and_then(|c| Some((c.kind.as_deref()?, c.owner.as_deref()?))) {
-        Some((kind, owner)) => format!("kind {kind} owned by {owner}"),
-        None => format!("role {}", role(principal)),
-    }
-}
-
-/// A principal's name without its instance number: `agent:support-7` → `agent:support`.
-fn role(principal: &str) -> String {
-    let r = principal.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches(['-', '_', '.', '#']);
-    if r.is_empty() || r.ends_with(':') { principal } else { r }.to_string()
 }
 
 /// The model a session is judged against, and at which level.
@@ -595,13 +577,5 @@ mod tests {
             a.baseline
         );
         assert!(judge_in(&b, None, &s).unwrap().baseline.starts_with("fleet:"), "no inventory, no shared role");
-    }
-
-    #[test]
-    fn roles_drop_instance_numbers_only() {
-        assert_eq!(role("agent:support-7"), "agent:support");
-        assert_eq!(role("app:summariser_12"), "app:summariser");
-        assert_eq!(role("svc:etl"), "svc:etl");
-        assert_eq!(role("agent:42"), "agent:42");
     }
 }

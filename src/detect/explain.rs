@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arrow::array::RecordBatch;
 
 use super::DetectError;
+use super::peers::{self, MIN_PEERS};
 use super::rule::{Explainer, Mapped, Rule};
 use crate::alert::{self, Alert, MAX_EVIDENCE};
 use crate::columns;
@@ -260,15 +261,41 @@ pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
     }
 }
 
-/// A first-seen model that the credential's inventory explicitly allows is a
-/// rollout, not misuse: it stays on record, suppressed, and still joins an
-/// alert it is part of (a spend spike on it) when folded.
-pub(crate) fn allowed_first_models(inv: &crate::inventory::Inventory, alerts: &mut [Alert]) {
+/// A first-seen model that is no news stays on record, suppressed, and still
+/// joins an alert it is part of (a spend spike on it) when folded: one the
+/// credential's inventory explicitly allows is a rollout, not misuse, and so
+/// is one the inventory allows that [`MIN_PEERS`] or more of its learned
+/// peers ([`peers`]) already use — a new member of the team taking up the
+/// team's model.
+pub(crate) fn known_first_models(
+    inv: Option<&crate::inventory::Inventory>,
+    base: Option<&crate::baseline::Baseline>,
+    alerts: &mut [Alert],
+) {
+    let Some(inv) = inv else { return };
     let model = format!("{FIRST_SEEN_PREFIX}model");
     for a in alerts.iter_mut().filter(|a| a.finding == model && a.suppressed.is_none()) {
         let Some(m) = a.subject.as_deref() else { continue };
-        if inv.get(&a.credential_id).is_some_and(|c| !c.allowed_models.is_empty() && c.allows_model(m)) {
+        let Some(c) = inv.get(&a.credential_id).filter(|c| c.allows_model(m)) else { continue };
+        if !c.allowed_models.is_empty() {
             a.suppressed = Some(format!("the inventory allows model {m}"));
+            continue;
+        }
+        let Some(b) = base else { continue };
+        let (group, peers) = peers::learned_peers(b, Some(inv), &a.credential_id, a.principal.as_deref());
+        let users: Vec<&str> = peers
+            .iter()
+            .filter(|p| b.models.get(&p.credential_id).is_some_and(|ms| ms.contains(m)))
+            .map(|p| p.credential_id.as_str())
+            .collect();
+        if users.len() >= MIN_PEERS {
+            a.suppressed = Some(format!(
+                "peers already use it: model {m} is used by {} of {} credentials of {group} ({}{})",
+                users.len(),
+                peers.len(),
+                users.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                if users.len() > 3 { ", …" } else { "" }
+            ));
         }
     }
 }

@@ -20,6 +20,7 @@ mod cloud;
 mod explain;
 mod fleet;
 mod governance;
+mod peers;
 mod recon;
 mod rule;
 mod storm;
@@ -172,7 +173,9 @@ impl Unit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
-    /// A minute with as many failures as a storm needs ([`least_burst`]).
+    /// A minute with as many failures as a burst needs ([`least_burst`]), or
+    /// a fixed [`SUSTAINED_MINUTES`] window with half as many as a sustained
+    /// storm needs ([`least_sustained`]).
     Storm,
     /// An hour whose spend may fire a billing spike ([`least_spend`]).
     Spend,
@@ -181,7 +184,9 @@ pub enum Gate {
 }
 
 pub use billing::least_spend;
-pub use storm::least_burst;
+#[cfg(test)]
+pub(crate) use storm::alerts_for as storm_alerts_for;
+pub use storm::{SUSTAINED_MINUTES, least_burst, least_sustained};
 
 /// The built-in detectors: each query file's name and text, whose header holds its rule.
 const BUILTIN: &[(&str, &str)] = &[
@@ -450,9 +455,7 @@ impl Engine {
             Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
             Scorer::Cloud => cloud::score(&cx, q, rows),
         }?;
-        if let Some(inv) = &self.inventory {
-            explain::allowed_first_models(inv, &mut alerts);
-        }
+        explain::known_first_models(self.inventory.as_ref(), base, &mut alerts);
         Ok(alerts)
     }
 }

@@ -349,6 +349,8 @@ impl Live {
             if let Some(s) = &self.suppressions {
                 s.apply(&mut all);
             }
+            // Members emitted before their fold stay emitted: the fold's window is the day, and
+            // holding first-seen alerts for a decision hours away would delay them as much.
             let mut all = detect::fold_fleet(all);
             alert::assign_incidents(&mut all);
             // Fleet alerts are the day's, not a credential's: kept under their own key, made anew each pass.

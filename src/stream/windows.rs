@@ -3,7 +3,8 @@
 //! gates of the gated detectors ([`Gate`]), so that their queries read the
 //! day of the few credentials that may have an alert, not of all that moved.
 //!
-//! The thresholds are the scoring's own ([`least_burst`], [`least_spend`]):
+//! The thresholds are the scoring's own ([`least_burst`], [`least_sustained`],
+//! [`least_spend`]):
 //! below them a credential's rows could not fire. A gate must never stay shut
 //! when an alert would fire: the state over-counts where it cannot know
 //! (spend before de-duplication, sums with slack for rounding) and a gate
@@ -16,7 +17,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use crate::baseline::Baseline;
-use crate::detect::{Gate, least_burst, least_spend};
+use crate::detect::{Gate, SUSTAINED_MINUTES, least_burst, least_spend, least_sustained};
 use crate::schema::col;
 use crate::time::HOUR_MS;
 
@@ -25,9 +26,12 @@ const MINUTE_MS: i64 = 60_000;
 struct CredState {
     /// Failures in a minute, and tokens or cost in an hour, that can fire.
     least_burst: f64,
+    least_sustained: f64,
     least_spend: (f64, f64),
     /// Minute → failed requests, until a storm is possible.
     failures: HashMap<i64, u32>,
+    /// Fixed sustained-storm window → failed requests, likewise.
+    sustained: HashMap<i64, u32>,
     /// Hour → tokens and cost of successful requests, until a spike is possible.
     spend: HashMap<i64, (f64, f64)>,
     storm: bool,
@@ -44,8 +48,10 @@ impl CredState {
         let b = base.and_then(|b| b.credentials.get(credential));
         CredState {
             least_burst: least_burst(b),
+            least_sustained: least_sustained(b),
             least_spend: least_spend(b),
             failures: HashMap::new(),
+            sustained: HashMap::new(),
             spend: HashMap::new(),
             storm: false,
             spend_open: false,
@@ -65,10 +71,16 @@ impl Windows {
     /// Takes in events of the day (any columns missing count as null).
     pub fn observe(&mut self, events: &RecordBatch, base: Option<&Baseline>) {
         let strings = |name: &str| {
-            events.column_by_name(name).and_then(|c| cast(c, &DataType::Utf8).ok()).map(|a| a.as_string::<i32>().clone())
+            events
+                .column_by_name(name)
+                .and_then(|c| cast(c, &DataType::Utf8).ok())
+                .map(|a| a.as_string::<i32>().clone())
         };
         let ints = |name: &str| {
-            events.column_by_name(name).and_then(|c| cast(c, &DataType::Int64).ok()).map(|a| a.as_primitive::<Int64Type>().clone())
+            events
+                .column_by_name(name)
+                .and_then(|c| cast(c, &DataType::Int64).ok())
+                .map(|a| a.as_primitive::<Int64Type>().clone())
         };
         let (Some(cred), Some(ts)) = (strings(col::CREDENTIAL_ID), ints(col::TS)) else { return };
         let (source, action, session) = (strings(col::SOURCE), strings(col::ACTION), strings(col::SESSION_ID));
@@ -91,7 +103,9 @@ impl Windows {
             if source == Some("cloudtrail") && get(&session, i).is_some_and(|k| k.contains("ASIA")) {
                 s.session_key = true;
             }
-            if source == Some("bedrock-invocation") || (source == Some("cloudtrail") && get(&action, i) == Some("inference")) {
+            if source == Some("bedrock-invocation")
+                || (source == Some("cloudtrail") && get(&action, i) == Some("inference"))
+            {
                 s.bedrock = true;
                 s.spend_open = true;
                 s.spend.clear();
@@ -100,9 +114,14 @@ impl Windows {
                 Some(st) if (matches!(st, 401 | 403 | 429) || st >= 500) && !s.storm => {
                     let n = s.failures.entry(t.div_euclid(MINUTE_MS)).or_default();
                     *n += 1;
-                    if f64::from(*n) >= s.least_burst {
+                    let burst = f64::from(*n) >= s.least_burst;
+                    // A sliding window spans at most two fixed ones: one holds half its failures.
+                    let w = s.sustained.entry(t.div_euclid(SUSTAINED_MINUTES * MINUTE_MS)).or_default();
+                    *w += 1;
+                    if burst || 2.0 * f64::from(*w) >= s.least_sustained {
                         s.storm = true;
                         s.failures = HashMap::new();
+                        s.sustained = HashMap::new();
                     }
                 }
                 Some(st) if st >= 400 => {}
@@ -206,11 +225,12 @@ mod tests {
     fn a_storm_needs_its_failures_in_one_minute() {
         let mut w = Windows::default();
         // Without history a storm needs 20 failures in a minute: 19 in each
-        // of two minutes, and client errors that are no storm, open nothing.
+        // of two minutes (ten apart: a sustained storm's window holds only
+        // one), and client errors that are no storm, open nothing.
         let mut rows: Vec<(&str, i64, Option<u16>, i64)> = Vec::new();
         for i in 0..19 {
             rows.push(("k", i * 1000, Some(429), 0));
-            rows.push(("k", MINUTE_MS + i * 1000, Some(503), 0));
+            rows.push(("k", 10 * MINUTE_MS + i * 1000, Some(503), 0));
             rows.push(("k", 2 * MINUTE_MS + i * 1000, Some(404), 0));
         }
         rows.push(("k", 2 * MINUTE_MS + 5000, Some(400), 0));
@@ -223,14 +243,14 @@ mod tests {
 
     #[test]
     fn spend_opens_at_the_least_spend_that_can_fire() {
-        // Busiest hours of 1,000 tokens: an hour fires from 4 × the 5,000-token floor.
+        // Usual hours of nothing: an hour from a new network fires from 3 × the 5,000-token floor.
         let base = baseline("k", 1000.0);
         let mut w = Windows::default();
-        // 19,999 tokens of successful requests, and a failed one's tokens that do not count.
-        w.observe(&batch("gateway", &[("k", 0, Some(200), 19_999), ("k", 10, Some(500), 50_000)]), Some(&base));
+        // 14,999 tokens of successful requests, and a failed one's tokens that do not count.
+        w.observe(&batch("gateway", &[("k", 0, Some(200), 14_999), ("k", 10, Some(500), 50_000)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         // The next hour does not add to this one.
-        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 19_999)]), Some(&base));
+        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 14_999)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         w.observe(&batch("gateway", &[("k", 20, None, 1)]), Some(&base));
         assert!(w.open("k", Gate::Spend));
@@ -252,5 +272,56 @@ mod tests {
         assert_eq!(w.with_bedrock(["key"].into()), ["key"].into(), "no Bedrock record: only itself");
         assert_eq!(w.with_bedrock(["role", "key"].into()), ["role", "key"].into());
         assert_eq!(w.with_bedrock(HashSet::new()), HashSet::new());
+    }
+
+    #[test]
+    fn a_sustained_storm_opens_at_half_its_least_count_in_a_fixed_window() {
+        // Without history a sustained storm needs 40 failures in ten minutes:
+        // 19 in one fixed window and 19 in the next keep the gate shut…
+        let mut w = Windows::default();
+        let rows: Vec<(&str, i64, Option<u16>, i64)> =
+            (0..38).map(|i| ("k", 10 * MINUTE_MS + (i - 19) * 30_000, Some(403), 0)).collect();
+        w.observe(&batch("gateway", &rows), None);
+        assert!(!w.open("k", Gate::Storm));
+        // …a 20th in one of them, two a minute at most, opens it.
+        w.observe(&batch("gateway", &[("k", 9 * MINUTE_MS + 45_000, Some(429), 0)]), None);
+        assert!(w.open("k", Gate::Storm));
+    }
+
+    fn error_baseline(credential: &str, per_hour_mean: f64, hour_p99: f64, minute_p99: f64) -> Baseline {
+        let mut b = baseline(credential, 0.0);
+        let c = b.credentials.get_mut(credential).expect("the credential");
+        c.errors_per_hour = Stats { mean: per_hour_mean, p99: hour_p99, ..Stats::default() };
+        c.error_minute_p99 = minute_p99;
+        b
+    }
+
+    proptest::proptest! {
+        /// `watch` reads a credential's day for storms only once its gate is
+        /// open: whatever the failures, batch scoring (bursts and sustained
+        /// storms) never fires on a credential whose gate stayed shut.
+        #[test]
+        fn no_storm_fires_behind_a_shut_gate(
+            failures in proptest::collection::vec((0i64..60, 0i64..60_000, 0usize..3), 0..200),
+            spread in 1i64..60,
+            history in proptest::option::of((0.0..600.0f64, 0.0..300.0f64, 0.0..40.0f64)),
+        ) {
+            let base = history.map(|(mean, hour_p99, minute_p99)| error_baseline("k", mean, hour_p99, minute_p99));
+            let rows: Vec<(&str, i64, Option<u16>, i64)> = failures
+                .iter()
+                .map(|&(m, ms, s)| ("k", (m % spread) * MINUTE_MS + ms, Some([401, 429, 503][s]), 0))
+                .collect();
+            let mut w = Windows::default();
+            let (a, b) = rows.split_at(rows.len() / 2);
+            w.observe(&batch("gateway", a), base.as_ref());
+            w.observe(&batch("gateway", b), base.as_ref());
+            let mut counts: std::collections::BTreeMap<i64, f64> = Default::default();
+            for (_, ts, _, _) in &rows {
+                *counts.entry(ts.div_euclid(MINUTE_MS) * MINUTE_MS).or_default() += 1.0;
+            }
+            let counts: Vec<(i64, f64)> = counts.into_iter().collect();
+            let alerts = crate::detect::storm_alerts_for(base.as_ref(), "k", &counts);
+            proptest::prop_assert!(alerts.is_empty() || w.open("k", Gate::Storm), "{alerts:?}");
+        }
     }
 }

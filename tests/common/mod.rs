@@ -130,3 +130,94 @@ pub fn gateway_line(i: usize, credential: &str, extra: &str) -> String {
         100 + i
     )
 }
+
+/// One gateway request on `day` of November 2026 at `(hour, minute, second)`:
+/// `n` keeps request ids apart; a failed status carries its error code.
+#[allow(clippy::too_many_arguments)]
+pub fn request_line(
+    n: usize,
+    day: u32,
+    (h, m, s): (u32, u32, u32),
+    key: &str,
+    status: u16,
+    ip: &str,
+    model: &str,
+    tokens: u32,
+) -> String {
+    let code = match status {
+        401 => "\"invalid_api_key\"",
+        403 => "\"forbidden\"",
+        429 => "\"rate_limited\"",
+        _ => "null",
+    };
+    let out = if status < 400 { 100 } else { 0 };
+    format!(
+        r#"{{"ts":"2026-11-{day:02}T{h:02}:{m:02}:{s:02}.000Z","request_id":"r{n:07}-{key}","credential_id":"{key}","principal":"app:{key}","session_id":null,"source_ip":"{ip}","user_agent":"client/2.0","provider":"openai","model":"{model}","action":"inference","tool":null,"resource":null,"status":{status},"error_code":{code},"latency_ms":300,"tokens_in":{tokens},"tokens_out":{out},"cost_usd":0.001}}"#
+    )
+}
+
+/// A crafted gateway week: seven ordinary days (Nov 1–7, 2026) of six keys,
+/// then Nov 8, sorted by time, with what issue 18 found detectors miss and
+/// their benign look-alikes:
+/// - `key_guess`: 50 × 403 in 8 minutes, never 20 in one minute;
+/// - `key_loop`: 76 × 429 in 11 minutes;
+/// - `key_calm`: twelve 429s scattered over an hour (quiet);
+/// - `key_jack`: its usual hour plus 26 requests from a network it never
+///   used, about 4× its usual hour's tokens;
+/// - `key_busy`: the same 4× hour from its usual network (quiet);
+/// - `key_moved`: a usual hour from a new network (no spend alert).
+///
+/// Every key works 08:00–19:59, 12 requests an hour of ~500 tokens, from 10.20.0.0/24.
+pub fn issue18_week() -> (Vec<String>, Vec<String>) {
+    let keys = ["key_guess", "key_loop", "key_calm", "key_jack", "key_busy", "key_moved"];
+    let mut n = 0;
+    let mut line = |day, t, key: &str, status, ip: &str, tokens| {
+        n += 1;
+        request_line(n, day, t, key, status, ip, "gpt-4o-mini", tokens)
+    };
+    let (mut history, mut today) = (Vec::new(), Vec::new());
+    for day in 1..=8u32 {
+        let out = if day < 8 { &mut history } else { &mut today };
+        for (k, key) in keys.iter().enumerate() {
+            for hour in 8..20u32 {
+                let ip = if *key == "key_moved" && day == 8 && hour == 11 { "198.18.40.9" } else { "10.20.0.7" };
+                for i in 0..12u32 {
+                    let tokens = 400 + (i * 37 + day * 11 + k as u32 * 5 + hour) % 200;
+                    out.push(line(day, (hour, i * 5, 7 + k as u32), key, 200, ip, tokens));
+                }
+            }
+        }
+    }
+    for i in 0..50u32 {
+        today.push(line(8, (10, i * 96 / 600, (i * 96 / 10) % 60), "key_guess", 403, "10.20.0.7", 0));
+    }
+    for i in 0..76u32 {
+        today.push(line(8, (14, i * 87 / 600, (i * 87 / 10) % 60), "key_loop", 429, "10.20.0.7", 0));
+    }
+    for i in 0..12u32 {
+        today.push(line(8, (15, i * 5 + 2, 30), "key_calm", 429, "10.20.0.7", 0));
+    }
+    for i in 0..26u32 {
+        today.push(line(8, (11, i * 2 + 1, 40), "key_jack", 200, "198.18.7.21", 650));
+        today.push(line(8, (11, i * 2 + 1, 40), "key_busy", 200, "10.20.0.7", 650));
+    }
+    today.sort_by(|a, b| a[7..31].cmp(&b[7..31]));
+    (history, today)
+}
+
+/// An inventory of inference-only API keys, `(credential, owner)`, any model.
+pub fn api_key_inventory(path: &Path, keys: &[(&str, &str)]) {
+    let rows: String = keys.iter().map(|(k, owner)| format!("{k},{owner},,api_key,,,inference,,,,\n")).collect();
+    write(
+        path,
+        &format!(
+            "credential_id,owner,principal,kind,created_at,expires_at,allowed_actions,allowed_models,allowed_tools,allowed_resources,allowed_regions\n{rows}"
+        ),
+    );
+}
+
+/// An inventory of [`issue18_week`]'s keys: one owner's.
+pub fn issue18_inventory(path: &Path) {
+    let keys = ["key_guess", "key_loop", "key_calm", "key_jack", "key_busy", "key_moved"];
+    api_key_inventory(path, &keys.map(|k| (k, "o@x")));
+}
