@@ -4,7 +4,10 @@
 //! Redaction works on the raw record text, before any format-specific parsing,
 //! so one mechanism covers every source, every field (stored or not) and the
 //! quarantine. Replacements are plain ASCII without quotes or backslashes, so
-//! a JSON record stays valid JSON after redaction.
+//! a JSON record stays valid JSON after redaction. [`redact_record`] adds a
+//! pass over the decoded string values, for secrets that JSON escapes hide
+//! from the raw text; [`PemLines`] follows a private key written over several
+//! lines; [`redact_path`] cleans input file names.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -159,6 +162,246 @@ impl Exposure {
     }
 }
 
+/// Redacts a record: its raw text, then every string value as it reads once
+/// JSON escapes are decoded (`\/`, `\u002d`, `\"` hide a secret from the
+/// patterns in the raw text), and the string values of a JSON document
+/// nested in a string (CloudTrail's `secretString`) decoded once more.
+/// Where the decoded pass finds a secret the record is re-serialised with
+/// its markers, so every column and the quarantine get the redacted value.
+/// Text without a backslash has nothing escaped (every decoded value is a
+/// substring the raw pass saw), so most records pay one byte scan for this.
+pub fn redact_record(raw: &str) -> Redacted<'_> {
+    let first = redact(raw);
+    if !first.text.contains('\\') {
+        return first;
+    }
+    let mut exposures = first.exposures;
+    let text = match serde_json::from_str::<serde_json::Value>(&first.text) {
+        Ok(mut v) => {
+            let before = exposures.len();
+            redact_strings(&mut v, &mut exposures, true);
+            if exposures.len() == before {
+                return Redacted { text: first.text, exposures };
+            }
+            v.to_string()
+        }
+        // Not JSON (it is bound for the quarantine): read it as if it were
+        // one JSON string, keeping the decoded form only where that shows a secret.
+        Err(_) => {
+            let decoded = unescape_lossy(&first.text);
+            let r = redact(&decoded);
+            if r.exposures.is_empty() {
+                return Redacted { text: first.text, exposures };
+            }
+            exposures.extend(r.exposures);
+            r.text.into_owned()
+        }
+    };
+    locate(&text, &mut exposures);
+    Redacted { text: Cow::Owned(text), exposures }
+}
+
+/// Redacts every string in `v` in place; `nested` also opens a string that
+/// is itself a JSON document (one level, as CloudTrail nests them).
+fn redact_strings(v: &mut serde_json::Value, exposures: &mut Vec<Exposure>, nested: bool) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => redact_string(None, s, exposures, nested),
+        Value::Array(a) => a.iter_mut().for_each(|c| redact_strings(c, exposures, nested)),
+        Value::Object(m) => {
+            for (k, c) in m.iter_mut() {
+                match c {
+                    Value::String(s) => redact_string(Some(k), s, exposures, nested),
+                    _ => redact_strings(c, exposures, nested),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Redacts one decoded string. A member's value is read after its name, as
+/// `"name":"value"`, since an AWS secret key or session token is known only
+/// by the name it travels under.
+fn redact_string(name: Option<&str>, s: &mut String, exposures: &mut Vec<Exposure>, nested: bool) {
+    let in_context = name.and_then(|k| {
+        let prefix = format!("\"{k}\":\"");
+        let member = format!("{prefix}{s}\"");
+        let r = redact(&member);
+        if r.exposures.is_empty() {
+            return Some(None);
+        }
+        // A match reaching into the name itself: judge the value alone.
+        let value = r.text.strip_prefix(prefix.as_str())?.strip_suffix('"')?.to_string();
+        Some(Some((value, r.exposures)))
+    });
+    let found = in_context.unwrap_or_else(|| {
+        let r = redact(s);
+        (!r.exposures.is_empty()).then(|| (r.text.into_owned(), r.exposures))
+    });
+    if let Some((value, found)) = found {
+        exposures.extend(found);
+        *s = value;
+    }
+    let t = s.trim_start();
+    if nested
+        && (t.starts_with('{') || t.starts_with('['))
+        && let Ok(mut inner) = serde_json::from_str::<serde_json::Value>(s)
+    {
+        let before = exposures.len();
+        redact_strings(&mut inner, exposures, false);
+        if exposures.len() > before {
+            *s = inner.to_string();
+        }
+    }
+}
+
+/// Points each exposure's offset at its marker in `text` (the n-th exposure
+/// of a marker at its n-th occurrence), in text order.
+fn locate(text: &str, exposures: &mut [Exposure]) {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for e in exposures.iter_mut() {
+        let marker = e.marker();
+        let from = seen.get(&marker).copied().unwrap_or(0);
+        if let Some(i) = text[from..].find(&marker) {
+            e.offset = from + i;
+            seen.insert(marker, from + i + 1);
+        }
+    }
+    exposures.sort_by_key(|e| e.offset);
+}
+
+/// Decodes JSON string escapes wherever they occur; anything malformed is kept as written.
+fn unescape_lossy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let esc = &rest[i + 1..];
+        let simple = match esc.as_bytes().first() {
+            Some(b'/') => Some('/'),
+            Some(b'\\') => Some('\\'),
+            Some(b'"') => Some('"'),
+            Some(b'n') => Some('\n'),
+            Some(b't') => Some('\t'),
+            Some(b'r') => Some('\r'),
+            Some(b'b') => Some('\u{8}'),
+            Some(b'f') => Some('\u{c}'),
+            _ => None,
+        };
+        let hex = esc.get(1..5).filter(|_| esc.starts_with('u')).and_then(|h| u32::from_str_radix(h, 16).ok());
+        match (simple, hex) {
+            (Some(c), _) => {
+                out.push(c);
+                rest = &esc[1..];
+            }
+            (None, Some(code)) => {
+                out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                rest = &esc[5..];
+            }
+            (None, None) => {
+                out.push('\\');
+                rest = esc;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Redacts secrets in an input file's path before it is stored anywhere
+/// (`source_file`, commits, quarantine, exposures). The marker keeps the
+/// secret's fingerprint, so one path always redacts to the same text.
+pub fn redact_path(path: &str) -> Cow<'_, str> {
+    redact_record(path).text
+}
+
+/// Where a PEM private key written over several physical lines stands, for
+/// a reader that sees one line at a time (each line is its own record, so
+/// the block pattern of [`redact`] never sees the key whole).
+///
+/// The rule: a line holding a `-----BEGIN … PRIVATE KEY-----` header is
+/// redacted from the header on, every line after it up to and including the
+/// `-----END …-----` footer is redacted whole, and, for a reader that starts
+/// in the middle of a block (a chunk boundary), so is any line made only of
+/// 40 or more base64 characters: a key's body line, or the kind of bare
+/// token no log record is. A JSON record ends a block that has no footer,
+/// so a truncated key cannot swallow the records after it. One finding is reported per block, fingerprinted
+/// by its first line of key material; every redacted line gets a marker.
+#[derive(Debug, Default)]
+pub struct PemLines {
+    state: PemState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum PemState {
+    #[default]
+    Outside,
+    /// Inside a block, its finding not reported yet.
+    Begun,
+    Reported,
+}
+
+static PEM_BEGIN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----").expect("PEM header compiles"));
+static PEM_END: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-----END [A-Z0-9 ]*-----").expect("PEM footer compiles"));
+
+const PEM_KIND: &str = "private_key";
+
+impl PemLines {
+    /// `line` redacted when it belongs to a private key block, else `None`
+    /// (and the line goes through [`redact_record`] as usual).
+    pub fn line<'a>(&mut self, line: &'a str) -> Option<Redacted<'a>> {
+        let mark = |secret: &str, report: bool, at: usize, exposures: &mut Vec<Exposure>| {
+            let fp = fingerprint(secret);
+            if report {
+                exposures.push(Exposure { kind: PEM_KIND, fingerprint: fp.clone(), offset: at });
+            }
+            format!("{MARKER}{PEM_KIND}:{fp}]")
+        };
+        let mut exposures = Vec::new();
+        if self.state == PemState::Outside {
+            let Some(h) = PEM_BEGIN.find(line) else {
+                let body = line.trim();
+                if body.len() >= 40 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
+                    let text = mark(body, false, 0, &mut exposures);
+                    return Some(Redacted { text: Cow::Owned(text), exposures });
+                }
+                return None;
+            };
+            // A whole block on one line is the block pattern's.
+            if PEM_END.is_match(&line[h.end()..]) {
+                return None;
+            }
+            let rest = line[h.end()..].trim();
+            let report = !rest.is_empty();
+            self.state = if report { PemState::Reported } else { PemState::Begun };
+            let mut text = line[..h.start()].to_string();
+            let secret = if report { rest } else { &line[h.start()..] };
+            text += &mark(secret, report, h.start(), &mut exposures);
+            return Some(Redacted { text: Cow::Owned(text), exposures });
+        }
+        // A record after a block that never ended: the block is over.
+        if !PEM_END.is_match(line) && matches!(line.trim_start().as_bytes().first(), Some(b'{' | b'[')) {
+            self.state = PemState::Outside;
+            return None;
+        }
+        let report = self.state == PemState::Begun;
+        let (text, after) = match PEM_END.find(line) {
+            Some(f) => {
+                self.state = PemState::Outside;
+                (mark(&line[..f.end()], report, 0, &mut exposures), &line[f.end()..])
+            }
+            None => {
+                self.state = PemState::Reported;
+                (mark(line, report, 0, &mut exposures), "")
+            }
+        };
+        Some(Redacted { text: Cow::Owned(text + after), exposures })
+    }
+}
+
 /// Pairs each exposure with the JSON path (`a.b.0.c`) of the field that held
 /// it, for reporting which field leaked a secret. `None` where the record is
 /// not JSON or the marker is not inside a string value.
@@ -289,8 +532,10 @@ mod tests {
             keys in proptest::collection::vec("[a-z_]{1,8}", 1..6),
             filler in "[ -~]{0,30}",
             which in 0usize..6,
-            pick in 0usize..5,
+            pick in 0usize..6,
             body in "[A-Za-z0-9]{40}",
+            escape in 0usize..4,
+            escaped_at in proptest::collection::vec(proptest::bool::ANY, 64),
         ) {
             let secrets = [
                 format!("sk-proj-{body}"),
@@ -298,18 +543,36 @@ mod tests {
                 format!("xoxb-{}", &body[..20]),
                 format!("eyJ{}.eyJ{}.{}", &body[..10], &body[10..20], &body[20..]),
                 format!("-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----"),
+                format!("aws_secret_access_key={}/{}", &body[..20], &body[21..]),
             ];
             let secret = &secrets[pick];
+            // As JSON may write it: escaped `/` and `-`, any character as
+            // `\uXXXX`, or inside a JSON document nested in the string.
+            let written = match escape {
+                0 => secret.clone(),
+                1 => secret.replace('/', "\\/").replace('-', "\\u002d"),
+                2 => secret
+                    .chars()
+                    .zip(escaped_at.iter().cycle())
+                    .map(|(c, &e)| if e && c.is_ascii_alphanumeric() { format!("\\u{:04x}", c as u32) } else { c.to_string() })
+                    .collect(),
+                _ => serde_json::Value::String(serde_json::json!({ "inner": secret.replace("\\n", "\n") }).to_string())
+                    .to_string()
+                    .trim_matches('"')
+                    .to_string(),
+            };
             let mut obj = serde_json::Map::new();
             for (i, k) in keys.iter().enumerate() {
                 obj.insert(format!("{k}{i}"), serde_json::Value::String(filler.clone()));
             }
             let target = format!("{}{}", keys[which % keys.len()], which % keys.len());
-            obj.insert(target.clone(), serde_json::Value::String(format!("{filler} {secret} {filler}")));
-            let text = serde_json::Value::Object(obj).to_string();
-            let r = redact(&text);
-            proptest::prop_assert!(!r.text.contains(&body[..8]) && !r.text.contains(&body[12..20]), "{}", r.text);
+            obj.insert(target.clone(), serde_json::Value::String(format!("{filler} @SECRET@ {filler}")));
+            let text = serde_json::Value::Object(obj).to_string().replace("@SECRET@", &written);
+            let r = redact_record(&text);
             let v: serde_json::Value = serde_json::from_str(&r.text).unwrap();
+            // Judged on the values as decoded: a secret's letters are plain there.
+            let decoded = v.to_string();
+            proptest::prop_assert!(!decoded.contains(&body[..8]) && !decoded.contains(&body[12..20]), "{} -> {}", text, r.text);
             let fields = exposure_fields(&r.exposures, Some(&v));
             proptest::prop_assert!(fields.contains(&Some(target)), "{:?}", fields);
         }
@@ -438,5 +701,101 @@ mod tests {
         for e in &r.exposures {
             assert!(r.text[e.offset..].starts_with(MARKER));
         }
+    }
+
+    #[test]
+    fn escaped_secrets_are_redacted_where_they_decode() {
+        let key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let cases = [
+            // `\/` in an AWS secret key.
+            (format!(r#"{{"note":"aws_secret_access_key={}"}}"#, key.replace('/', r"\/")), "note", "wJalrXUtnFEMI"),
+            // The same under the key's own name.
+            (
+                format!(r#"{{"creds":{{"aws_secret_access_key":"{}"}}}}"#, key.replace('/', r"\/")),
+                "creds.aws_secret_access_key",
+                "wJalrXUtnFEMI",
+            ),
+            // `\u002d` in an OpenAI key.
+            (r#"{"note":"sk\u002dproj\u002dabcdefghijklmnopqrstuvwxyz0123"}"#.to_string(), "note", "abcdefghijklmnop"),
+            // A JSON document inside a string, as CloudTrail logs PutSecretValue.
+            (
+                format!(
+                    r#"{{"requestParameters":{{"secretId":"db","secretString":"{{\"user\":\"app\",\"aws_secret_access_key\":\"{key}\"}}"}}}}"#
+                ),
+                "requestParameters.secretString",
+                "wJalrXUtnFEMI",
+            ),
+        ];
+        for (text, field, piece) in cases {
+            assert!(redact(&text).exposures.is_empty(), "the raw pass alone misses {text}");
+            let r = redact_record(&text);
+            assert_eq!(r.exposures.len(), 1, "{text}");
+            let v: serde_json::Value = serde_json::from_str(&r.text).expect("still JSON");
+            assert!(!v.to_string().contains(piece), "{}", r.text);
+            assert_eq!(exposure_fields(&r.exposures, Some(&v)), vec![Some(field.to_string())]);
+            assert!(r.text[r.exposures[0].offset..].starts_with(MARKER));
+        }
+        // Nested values stay readable, and clean escaped text is left as written.
+        let nested = redact_record(
+            r#"{"p":{"secretString":"{\"user\":\"app\",\"token\":\"ghp_abcdefghijklmnopqrstuvwxyz0123456789AB\"}"}}"#,
+        );
+        assert!(nested.text.contains(r#"\"user\":\"app\""#), "{}", nested.text);
+        let clean = r#"{"ua":"a\/b \"c\"","x":"\u0041"}"#;
+        assert!(matches!(redact_record(clean).text, Cow::Borrowed(t) if t == clean));
+        // Not JSON: the decoded form is kept only where it shows a secret.
+        let broken = r#"{"note":"sk\u002dproj\u002dabcdefghijklmnopqrstuvwxyz0123"#;
+        let r = redact_record(broken);
+        assert_eq!(kinds_of(&r), vec!["openai_api_key"]);
+        assert!(!r.text.contains("abcdefghijklmnop"));
+        assert_eq!(redact_record(r#"{"a":"\u0041"#).text, r#"{"a":"\u0041"#);
+    }
+
+    fn kinds_of(r: &Redacted<'_>) -> Vec<&'static str> {
+        r.exposures.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn pem_key_over_several_lines_is_redacted_line_by_line() {
+        let body = [
+            "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+            "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+            "LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ0iT9wCS0DRTXu269V264Vf/3jvredZiKRkgwlL9xNAwxXFg0x/XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC+9aGVd+Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmwIDAQABAoIBAQ",
+            "8W3M=",
+        ];
+        let lines: Vec<String> = std::iter::once("-----BEGIN RSA PRIVATE KEY-----".to_string())
+            .chain(body.iter().map(|s| s.to_string()))
+            .chain(["-----END RSA PRIVATE KEY-----".to_string(), r#"{"ts":"x","credential_id":"k"}"#.to_string()])
+            .collect();
+        let mut pem = PemLines::default();
+        let out: Vec<Option<Redacted<'_>>> = lines.iter().map(|l| pem.line(l)).collect();
+        // Every line of the block, the short last one too, and not the record after it.
+        assert!(out[..lines.len() - 1].iter().all(Option::is_some));
+        assert!(out[lines.len() - 1].is_none());
+        let found: Vec<&Exposure> = out.iter().flatten().flat_map(|r| &r.exposures).collect();
+        assert_eq!(found.len(), 1, "one finding per key");
+        assert_eq!(found[0].fingerprint, fingerprint(body[0]));
+        for (r, l) in out.iter().flatten().zip(&lines) {
+            let piece = if l.len() > 20 { &l[5..20] } else { l.as_str() };
+            assert!(r.text.starts_with(MARKER) && !r.text.contains(piece), "{}", r.text);
+        }
+        // Met in the middle (a chunk boundary): a body line alone is redacted, silently.
+        let mut pem = PemLines::default();
+        assert!(pem.line(body[1]).is_some_and(|r| r.exposures.is_empty() && !r.text.contains("VTLw7")));
+        assert!(pem.line("8W3M=").is_none());
+        // A key that never ends does not swallow the records after it.
+        let mut pem = PemLines::default();
+        let head = "log: -----BEGIN OPENSSH PRIVATE KEY-----";
+        assert!(pem.line(head).is_some_and(|r| r.text.starts_with("log: [REDACTED:private_key:")));
+        assert!(pem.line(r#"{"ts":"2026-11-02T00:00:00Z"}"#).is_none());
+        assert!(pem.line("short").is_none());
+    }
+
+    #[test]
+    fn paths_are_redacted_the_same_way_every_time() {
+        let p = "/logs/export-sk-proj-abcdefghijklmnopqrstuvwxyz0123.jsonl";
+        let r = redact_path(p);
+        assert!(!r.contains("abcdefghijklmnop") && r.starts_with("/logs/export-[REDACTED:") && r.ends_with(".jsonl"));
+        assert_eq!(redact_path(p), r);
+        assert!(matches!(redact_path("/logs/gateway-2026-11-02.jsonl"), Cow::Borrowed(_)));
     }
 }

@@ -130,6 +130,70 @@ pub fn parse_date_or_ts(s: &str) -> Option<i64> {
     parse_auto(s)
 }
 
+/// The first and last day whose every instant fits in a nanosecond
+/// timestamp (what DataFusion's date functions cast to): a day outside them
+/// makes any query over it fail, so detection skips such days.
+pub const NS_SAFE_FIRST_DAY: &str = "1677-09-22";
+pub const NS_SAFE_LAST_DAY: &str = "2262-04-10";
+
+/// The event times ingest accepts, `[from, until)` in ms since the epoch. A
+/// log line from year 9999 or 0000 is a poisoned or broken value, not an
+/// event: outside the window it is quarantined with the reason instead of
+/// landing in the lake (where it would also fall outside what detection's
+/// nanosecond arithmetic can hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TsWindow {
+    pub from_ms: i64,
+    pub until_ms: i64,
+}
+
+/// The default window, as the `--ts-window` flag writes it.
+pub const DEFAULT_TS_WINDOW: &str = "2000-01-01..2100-01-01";
+
+impl Default for TsWindow {
+    fn default() -> Self {
+        DEFAULT_TS_WINDOW.parse().expect("the default window parses")
+    }
+}
+
+impl TsWindow {
+    pub fn contains(&self, ms: i64) -> bool {
+        (self.from_ms..self.until_ms).contains(&ms)
+    }
+}
+
+impl std::fmt::Display for TsWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", format_ms(self.from_ms), format_ms(self.until_ms))
+    }
+}
+
+impl std::str::FromStr for TsWindow {
+    type Err = String;
+
+    /// `FROM..UNTIL`, each `YYYY-MM-DD` or RFC 3339, FROM before UNTIL, both
+    /// within the days detection can compute on.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) =
+            s.split_once("..").ok_or_else(|| format!("{s:?} is not FROM..UNTIL (e.g. {DEFAULT_TS_WINDOW})"))?;
+        let bound = |x: &str| {
+            let ms = parse_date_or_ts(x).ok_or_else(|| format!("{x:?} is not a date (YYYY-MM-DD) or RFC 3339 time"))?;
+            let day = day_of(ms);
+            if !(NS_SAFE_FIRST_DAY..=NS_SAFE_LAST_DAY).contains(&day.as_str()) {
+                return Err(format!(
+                    "{x:?} is outside {NS_SAFE_FIRST_DAY}..{NS_SAFE_LAST_DAY}, the days detection can handle"
+                ));
+            }
+            Ok(ms)
+        };
+        let w = TsWindow { from_ms: bound(a)?, until_ms: bound(b)? };
+        if w.from_ms >= w.until_ms {
+            return Err(format!("{s:?}: FROM must be before UNTIL"));
+        }
+        Ok(w)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +224,28 @@ mod tests {
         let p = TimeFormat::Pattern("%d/%m/%Y %H:%M".into());
         assert_eq!(parse_with("30/07/2018 22:14", &p), parse_ts("2018-07-30T22:14:00Z"));
         assert_eq!(day_of(parse_ts("2018-07-30T23:59:59.999Z").unwrap()), "2018-07-30");
+    }
+
+    #[test]
+    fn ts_window_parses_checks_and_contains() {
+        let w = TsWindow::default();
+        assert!(w.contains(parse_ts("2026-11-02T14:03:07Z").unwrap()));
+        assert!(w.contains(parse_ts("2000-01-01T00:00:00Z").unwrap()));
+        for s in ["9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "2100-01-01T00:00:00Z", "1999-12-31T23:59:59Z"] {
+            assert!(!w.contains(parse_ts(s).unwrap()), "{s}");
+        }
+        let narrow: TsWindow = "2026-11-01..2026-11-03T12:00:00Z".parse().unwrap();
+        assert!(narrow.contains(parse_ts("2026-11-03T11:59:59Z").unwrap()));
+        assert!(!narrow.contains(parse_ts("2026-11-03T12:00:00Z").unwrap()));
+        assert_eq!(w.to_string().parse::<TsWindow>(), Ok(w));
+        for (bad, needle) in [
+            ("2000-01-01", "FROM..UNTIL"),
+            ("2100-01-01..2000-01-01", "before"),
+            ("2000-01-01..soon", "not a date"),
+            ("2000-01-01..9999-01-01", "outside"),
+        ] {
+            let e = bad.parse::<TsWindow>().unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 }

@@ -567,3 +567,225 @@ fn lake_check_names_a_damaged_file_and_queries_refuse_to_read_it() {
     let name = victim.file_name().unwrap().to_string_lossy();
     assert!(!out.status.success() && stderr.contains(&*name) && stderr.contains("damaged"), "{stderr}");
 }
+
+/// A CloudTrail record (one JSON line) of `event` by `key`, with extra
+/// top-level fields written as JSON text.
+fn trail_line(i: usize, key: &str, event: &str, extra: &str) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-02T10:{:02}:00Z","eventSource":"secretsmanager.amazonaws.com","eventName":"{event}","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/ci","accountId":"111122223333","accessKeyId":"{key}"}},"requestID":"r-{i}","eventID":"e-{i}","recipientAccountId":"111122223333"{extra}}}"#,
+        i % 60
+    )
+}
+
+#[test]
+fn escaped_nested_multiline_and_file_name_secrets_never_reach_the_lake() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let input = work.path().join("in");
+    let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKE";
+    let openai = "sk-proj-Zx8PqR2mN4vB6cD8eF0gH2jK4lM6nP8qR0sT2uV4";
+    let in_name = "sk-proj-FiLeNaMe0123456789abcdefghij";
+    let pem_body = [
+        "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+        "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+        "q3Zt8W3M",
+    ];
+    let token = format!("IQoJb3JpZ2luX2VjE{}", "Ab1/x".repeat(30));
+
+    let mut gw = String::new();
+    for i in 0..20 {
+        gw += &(gateway_line(i, "key_ok", "") + "\n");
+    }
+    // `\/` inside an AWS secret key, `\u002d` inside an OpenAI key.
+    let escaped_aws = format!("aws_secret_access_key={}", aws.replace('/', r"\/"));
+    gw += &(gateway_line(20, "key_leaky", "").replace("triage-bot/1.2", &escaped_aws) + "\n");
+    let escaped_openai = openai.replace('-', r"\u002d");
+    gw += &(gateway_line(21, "key_leaky", &format!(r#","note":"{escaped_openai}""#)) + "\n");
+    // A private key pasted over several lines.
+    gw += "-----BEGIN RSA PRIVATE KEY-----\n";
+    for l in pem_body {
+        gw += &format!("{l}\n");
+    }
+    gw += "-----END RSA PRIVATE KEY-----\n";
+    gw += &(gateway_line(22, "key_ok", "") + "\n");
+    write(&input.join(format!("gateway-{in_name}.jsonl")), &gw);
+
+    // CloudTrail: a secret stored with PutSecretValue (a JSON document in a
+    // string), and AWS issuing a session token (escaped, so only the decoded
+    // value shows it) — redacted, but AWS's own record is no leak.
+    let secret_string = format!(r#"{{\"user\":\"app\",\"aws_secret_access_key\":\"{aws}\"}}"#);
+    let mut ct = trail_line(
+        1,
+        "AKIAEXAMPLEKEY000001",
+        "PutSecretValue",
+        &format!(r#","requestParameters":{{"secretId":"prod/db","secretString":"{secret_string}"}}"#),
+    ) + "\n";
+    ct += &(trail_line(
+        2,
+        "AKIAEXAMPLEKEY000001",
+        "AssumeRole",
+        &format!(
+            r#","requestParameters":{{"roleArn":"arn:aws:iam::111122223333:role/r"}},"responseElements":{{"credentials":{{"accessKeyId":"ASIAEXAMPLE000000001","sessionToken":"{}"}}}}"#,
+            token.replace('/', r"\/")
+        ),
+    ) + "\n");
+    write(&input.join("trail.jsonl"), &ct);
+
+    let (code, s) = ingest(&lake, &[&input], &[]);
+    assert_eq!(code, 3, "the key's lines are quarantined: {s}");
+    assert_eq!(s["ingested"], 25, "{s}");
+    assert_eq!(s["quarantined"], 5, "{s}");
+
+    // Neither in any file's bytes nor in any value read back (Parquet pages are compressed).
+    let needles = [
+        &aws[..13],
+        &aws[14..21],
+        &openai[8..30],
+        &in_name[8..],
+        pem_body[0],
+        &pem_body[1][..20],
+        pem_body[2],
+        &token[..20],
+    ];
+    let values = serde_json::to_string(&(events(&lake), rows_of(&lake.join("secret_exposures")))).unwrap();
+    for f in walk(&lake) {
+        let mut bytes = Vec::new();
+        std::fs::File::open(&f).unwrap().read_to_end(&mut bytes).unwrap();
+        for needle in needles {
+            assert!(!contains(&bytes, needle.as_bytes()), "{} holds {needle}", f.display());
+            assert!(!values.contains(needle), "a stored value holds {needle}");
+        }
+    }
+    // The file name is stored redacted, the same way everywhere.
+    let rows = events(&lake);
+    let gw_file = rows.iter().find(|r| r["credential_id"] == "key_ok").unwrap()["source_file"].as_str().unwrap();
+    assert!(gw_file.contains("gateway-[REDACTED:openai_api_key:") && gw_file.ends_with(".jsonl"), "{gw_file}");
+    let q = quarantine(&lake);
+    assert_eq!(q.len(), 5);
+    for e in &q {
+        assert_eq!(e["source_file"], gw_file);
+        assert!(e["reason"].as_str().unwrap().contains("PEM private key"), "{e}");
+        assert!(e["raw"].as_str().unwrap().starts_with("[REDACTED:private_key:"), "{e}");
+    }
+    // Each leak found once, with its field; the issued session token is not one.
+    let exposures = rows_of(&lake.join("secret_exposures"));
+    let mut found: Vec<(String, String)> = exposures
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e.get("field").and_then(|f| f.as_str()).unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    let expect = [
+        ("aws_secret_access_key", "requestParameters.secretString"),
+        ("aws_secret_access_key", "user_agent"),
+        ("openai_api_key", "note"),
+        ("private_key", "-"),
+    ];
+    assert_eq!(found, expect.map(|(k, f)| (k.to_string(), f.to_string())));
+    assert!(
+        exposures
+            .iter()
+            .filter(|e| e.get("field").is_none_or(|f| f != "requestParameters.secretString"))
+            .all(|e| e["source_file"] == gw_file)
+    );
+    let put = rows.iter().find(|r| r["request_id"] == "r-1").unwrap();
+    assert!(put["detail"].as_str().unwrap().contains(r#"\"user\":\"app\""#), "{put:?}");
+    assert!(put["detail"].as_str().unwrap().contains("[REDACTED:aws_secret_access_key:"), "{put:?}");
+
+    // The fingerprint is still the file's bytes: a rerun skips every file.
+    let (code, again) = ingest(&lake, &[&input], &[]);
+    assert_eq!((code, again["skipped_files"].as_u64()), (0, Some(2)), "{again}");
+}
+
+/// Rewrites every `ts` of an events Parquet file to `ms`, as an older
+/// credtrail (which had no time window) could have stored a poisoned line.
+fn retime_parquet(from: &std::path::Path, to: &std::path::Path, ms: i64) {
+    use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
+    let batches: Vec<RecordBatch> = read_parquet(from)
+        .into_iter()
+        .map(|b| {
+            let ts: ArrayRef =
+                std::sync::Arc::new(TimestampMillisecondArray::from(vec![ms; b.num_rows()]).with_timezone("UTC"));
+            let i = b.schema().index_of("ts").unwrap();
+            let mut cols = b.columns().to_vec();
+            assert_eq!(cols[i].data_type(), ts.data_type());
+            cols[i] = ts;
+            RecordBatch::try_new(b.schema(), cols).unwrap()
+        })
+        .collect();
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(to).unwrap(), batches[0].schema(), None).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn poisoned_times_and_token_counts_are_quarantined_and_detection_still_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path().join("logs");
+    let lake = work.path().join("lake");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for e in std::fs::read_dir(&sample).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), logs.join(e.file_name())).unwrap();
+    }
+    let line = |i| gateway_line(i, "key_neighbour", "");
+    let poisoned = [
+        (line(100).replace("2026-11-02T00:01:40.000Z", "9999-12-31T23:59:59Z"), "outside the accepted window"),
+        (line(101).replace("2026-11-02T00:01:41.000Z", "0000-01-01T00:00:00Z"), "outside the accepted window"),
+        (line(102).replace("\"tokens_in\":202", "\"tokens_in\":9223372036854775807"), "tokens_in 9223372036854775807"),
+        (line(103).replace("\"cost_usd\":0.0031", "\"cost_usd\":1e300"), "cost_usd"),
+    ];
+    let mut text = String::new();
+    for (i, (bad, _)) in poisoned.iter().enumerate() {
+        text += &(line(i) + "\n");
+        text += &(bad.clone() + "\n");
+    }
+    write(&logs.join("poison.jsonl"), &text);
+
+    let out =
+        credtrail().args(["run", "--no-progress", "-o", "jsonl", "--lake"]).arg(&lake).arg(&logs).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "quarantined records, no failure: {stderr}");
+    let alerts = |stdout: &[u8]| String::from_utf8_lossy(stdout).lines().filter(|l| l.starts_with('{')).count();
+    assert!(alerts(&out.stdout) > 0, "incidents are printed: {stderr}");
+
+    let q = quarantine(&lake);
+    assert_eq!(q.len(), poisoned.len(), "{q:?}");
+    for (bad, reason) in &poisoned {
+        let id = &bad[bad.find("req_").unwrap()..][..10];
+        let e =
+            q.iter().find(|e| e["raw"].as_str().unwrap().contains(id)).unwrap_or_else(|| panic!("{id} quarantined"));
+        assert!(e["reason"].as_str().unwrap().contains(reason), "{e}");
+        assert!(e["source_file"].as_str().unwrap().ends_with("poison.jsonl"));
+    }
+    let neighbours = events(&lake).into_iter().filter(|r| r["credential_id"] == "key_neighbour").count();
+    assert_eq!(neighbours, poisoned.len(), "the good lines around them are ingested");
+
+    // The window is a flag, checked before anything runs.
+    let (code, s) = ingest(&lake, &[&logs.join("poison.jsonl")], &["--ts-window", "2026-11-02T00:00:02Z..2030-01-01"]);
+    assert_eq!(code, 0, "already ingested: {s}");
+    let bad = credtrail()
+        .args(["ingest", "--ts-window", "2100-01-01..2000-01-01", "--lake"])
+        .arg(&lake)
+        .arg(&logs)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("FROM must be before UNTIL"));
+
+    // A lake an older version filled with a year-9999 event still detects.
+    let some = parquet_files(&lake.join("events")).remove(0);
+    retime_parquet(&some, &lake.join("events/date=9999-12-31/part-legacy-00001.parquet"), 253_402_300_799_000);
+    let out = credtrail().args(["detect", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(alerts(&out.stdout) > 0);
+}

@@ -53,6 +53,7 @@ pub async fn ingest_and_print(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<
         format: c.read.format.clone(),
         progress: !c.no_progress && !c.json && std::io::stderr().is_terminal(),
         pricing: c.read.pricing.clone(),
+        ts_window: c.read.ts_window,
     };
     let summary = tokio::task::spawn_blocking(move || ingest::ingest(&opts)).await??;
     if c.json {

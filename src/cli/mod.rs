@@ -118,6 +118,9 @@ pub struct ReadArgs {
     /// A Bedrock pricing table (TOML like models/bedrock_pricing.toml) instead of the shipped one.
     #[arg(long, value_name = "FILE")]
     pub pricing: Option<PathBuf>,
+    /// Event times accepted, FROM..UNTIL (dates or RFC 3339, UNTIL excluded); records timed outside are quarantined.
+    #[arg(long, value_name = "FROM..UNTIL", default_value = credtrail::time::DEFAULT_TS_WINDOW)]
+    pub ts_window: credtrail::time::TsWindow,
 }
 
 /// What the detectors run with: shared by detect, run and watch.

@@ -72,6 +72,7 @@ pub async fn run(a: WatchArgs) -> Result<ExitCode> {
         mappings: a.read.mappings,
         format: a.read.format,
         pricing: a.read.pricing,
+        ts_window: a.read.ts_window,
         inventory: a.inventory,
         queries: a.detectors.queries,
         tool_categories: a.detectors.tool_categories,

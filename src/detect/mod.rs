@@ -39,6 +39,7 @@ use crate::engine::{self, EngineError};
 use crate::inventory::{self, Inventory, InventoryErrors};
 use crate::lake::{self, Lake, LakeError};
 use crate::suppress::Suppressions;
+use crate::time::{NS_SAFE_FIRST_DAY, NS_SAFE_LAST_DAY};
 
 pub use chaining::ToolCategories;
 pub use cloud::ApiRisk;
@@ -596,6 +597,10 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
 /// The days in `[from, to]` that hold events.
 async fn event_days(root: &Path, from: &str, to: &str) -> Result<Vec<String>, DetectError> {
     let ctx = engine::context(root).await?;
+    // Not a day whose times overflow the nanoseconds date functions compute
+    // in (a poisoned record of year 9999 in an older lake): every query over
+    // it would fail, and with it the whole run.
+    let (from, to) = (from.max(NS_SAFE_FIRST_DAY), to.min(NS_SAFE_LAST_DAY));
     let q = format!("SELECT DISTINCT date FROM events WHERE date BETWEEN '{from}' AND '{to}' ORDER BY date");
     let mut out = Vec::new();
     for b in engine::collect(&ctx, &q).await? {

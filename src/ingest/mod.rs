@@ -75,6 +75,8 @@ pub struct IngestOptions {
     pub progress: bool,
     /// A Bedrock pricing table replacing `models/bedrock_pricing.toml`.
     pub pricing: Option<PathBuf>,
+    /// Event times accepted; records outside are quarantined.
+    pub ts_window: crate::time::TsWindow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -178,12 +180,17 @@ impl<R: Read> Read for Counting<R> {
 /// Runs one ingest into the lake.
 pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
-    let formats = Formats::load(&opts.mappings, opts.pricing.as_deref())?;
+    let formats = Formats::load(&opts.mappings, opts.pricing.as_deref())?.with_ts_window(opts.ts_window);
     let forced = formats.forced(opts.format.as_deref())?;
     for input in &opts.inputs {
         lake::refuse_inside(&opts.lake, input)?;
     }
-    let inputs = plan::collect_inputs(&opts.inputs, &opts.lake)?;
+    let mut inputs = plan::collect_inputs(&opts.inputs, &opts.lake)?;
+    // The one place a file's name is cleaned: every record of it (events,
+    // commits, quarantine, exposures, the summary) takes this name.
+    for i in &mut inputs {
+        i.display = secrets::redact_path(&i.display).into_owned();
+    }
     let lake = Lake::open(&opts.lake)?;
     let txn = lake.begin()?;
 

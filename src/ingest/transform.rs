@@ -1,7 +1,10 @@
 //! The transform: one record's text → redacted, format-detected, parsed
 //! event (or a quarantine record), appended to columnar builders. Batch
 //! ingest runs it per chunk of a file; `watch` runs it per poll of new lines
-//! through [`LineParser`].
+//! through [`LineParser`]. A parsed event whose values are implausible (a
+//! time outside the accepted window, token counts or a cost no request can
+//! have) is quarantined with the reason: one poisoned line must not break
+//! every later query over the lake.
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +18,17 @@ use super::{IngestError, cloudtrail, gateway};
 use crate::lake::QuarantineEntry;
 use crate::schema::{Event, EventBuilder, Lineage, Rejected};
 use crate::secrets::{self, Exposure, ExposureRow};
+use crate::time::{TsWindow, format_ms};
 
 /// The raw text kept for a quarantined record, at most.
 pub(super) const QUARANTINE_RAW_BYTES: usize = 64 << 10;
+
+/// The most tokens one request can count, each way: a billion is beyond any
+/// model's context or output today by three orders of magnitude, while a sum
+/// of such counts over a lake still fits an `i64` many million times over.
+pub const MAX_TOKENS: i64 = 1_000_000_000;
+/// The most one request can cost, in US dollars.
+pub const MAX_COST_USD: f64 = 1_000_000.0;
 
 /// The formats a run can read: the two built into code and every mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,8 @@ pub(super) struct Formats {
     user: usize,
     /// Prices Bedrock inference the log leaves unpriced.
     pricing: Pricing,
+    /// The event times accepted; others are quarantined.
+    window: TsWindow,
 }
 
 impl Formats {
@@ -40,7 +53,11 @@ impl Formats {
         let mut mappings = user.iter().map(|p| Mapping::from_file(p)).collect::<Result<Vec<_>, _>>()?;
         let user = mappings.len();
         mappings.extend(mapping::builtin());
-        Ok(Formats { mappings, user, pricing: Pricing::load(pricing)? })
+        Ok(Formats { mappings, user, pricing: Pricing::load(pricing)?, window: TsWindow::default() })
+    }
+
+    pub(super) fn with_ts_window(self, window: TsWindow) -> Formats {
+        Formats { window, ..self }
     }
 
     pub(super) fn name(&self, f: Format) -> &str {
@@ -120,7 +137,12 @@ impl FileCtx<'_> {
         self.format.map(|f| self.formats.name(f).to_string())
     }
 
+    /// Keeps a record that did not become an event. Its text is redacted
+    /// here, whatever the caller did, before it is cut to size (a secret cut
+    /// in two would escape the patterns).
     pub(super) fn quarantine(&self, out: &mut Output, record: Option<u64>, reason: String, raw: &str) {
+        let red = secrets::redact_record(raw);
+        let raw: &str = &red.text;
         let cut = gateway::truncate(raw, QUARANTINE_RAW_BYTES);
         out.quarantine.push(QuarantineEntry {
             run_id: self.run_id.to_string(),
@@ -136,9 +158,7 @@ impl FileCtx<'_> {
     /// Quarantines a record known only as bytes (possibly not UTF-8), redacted.
     pub(super) fn quarantine_bytes(&self, out: &mut Output, record: u64, reason: String, bytes: &[u8]) {
         out.read += 1;
-        let text = String::from_utf8_lossy(bytes);
-        let red = secrets::redact(&text);
-        self.quarantine(out, Some(record), reason, &red.text);
+        self.quarantine(out, Some(record), reason, &String::from_utf8_lossy(bytes));
     }
 
     /// Quarantines a line too long to hold, from its head: the one record
@@ -150,7 +170,7 @@ impl FileCtx<'_> {
     /// The whole per-record transform: redact, parse, map, append or quarantine.
     pub(super) fn record(&self, raw: &str, record_no: u64, out: &mut Output) {
         out.read += 1;
-        let red = secrets::redact(raw);
+        let red = secrets::redact_record(raw);
         let text: &str = &red.text;
         let Some(format) = self.format else {
             let reason = match serde_json::from_str::<Value>(text) {
@@ -173,10 +193,14 @@ impl FileCtx<'_> {
             (Ok(Some(v)), Format::Mapped(i)) => self.formats.mappings[i].map(v),
             (Ok(None), _) => Err(Rejected::new("record was not parsed")),
         };
+        let result = result.and_then(|mut e| {
+            self.formats.pricing.apply(&mut e);
+            plausible(&e, &self.formats.window)?;
+            Ok(e)
+        });
         self.record_exposures(&red.exposures, text, result.as_ref().ok(), record_no, out);
         match result {
-            Ok(mut e) => {
-                self.formats.pricing.apply(&mut e);
+            Ok(e) => {
                 let lineage = Lineage { source: self.formats.name(format), source_file: self.file };
                 out.events.append(&e, lineage, record_no);
                 out.ingested += 1;
@@ -220,27 +244,61 @@ impl FileCtx<'_> {
         }
     }
 
-    /// Processes a chunk of whole lines.
+    /// Processes a chunk of whole lines. A private key written over several
+    /// lines is followed across them ([`secrets::PemLines`]): each of its
+    /// lines is quarantined redacted, not read as a record.
     pub(super) fn lines(&self, chunk: &source::Chunk) -> Output {
         let mut out = Output::new();
+        let mut pem = secrets::PemLines::default();
         for (n, line) in (chunk.first_line..).zip(chunk.bytes.split(|&b| b == b'\n')) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match std::str::from_utf8(line) {
-                Ok(text) => self.record(text, n, &mut out),
-                Err(e) => {
+            let (text, not_utf8) = match std::str::from_utf8(line) {
+                Ok(text) => (std::borrow::Cow::Borrowed(text), None),
+                Err(e) => (String::from_utf8_lossy(line), Some(format!("not UTF-8 text: {e}"))),
+            };
+            if let Some(red) = pem.line(&text) {
+                out.read += 1;
+                self.record_exposures(&red.exposures, &red.text, None, n, &mut out);
+                let reason = "a line of a PEM private key (redacted): a secret, not a log record".to_string();
+                self.quarantine(&mut out, Some(n), not_utf8.unwrap_or(reason), &red.text);
+                continue;
+            }
+            match not_utf8 {
+                None => self.record(&text, n, &mut out),
+                Some(reason) => {
                     out.read += 1;
-                    let lossy = String::from_utf8_lossy(line);
-                    let red = secrets::redact(&lossy);
+                    let red = secrets::redact_record(&text);
                     self.record_exposures(&red.exposures, &red.text, None, n, &mut out);
-                    self.quarantine(&mut out, Some(n), format!("not UTF-8 text: {e}"), &red.text);
+                    self.quarantine(&mut out, Some(n), reason, &red.text);
                 }
             }
         }
         out
     }
+}
+
+/// Whether an event's values are ones a real request can have: its time in
+/// `window`, token counts in `0..=MAX_TOKENS` (a count near `i64::MAX` would
+/// make every sum over it wrap), its cost in `0..=MAX_COST_USD`.
+fn plausible(e: &Event<'_>, window: &TsWindow) -> Result<(), Rejected> {
+    if !window.contains(e.ts_ms) {
+        return Err(Rejected(format!(
+            "ts {} is outside the accepted window {window}; widen it with --ts-window if the time is real",
+            format_ms(e.ts_ms)
+        )));
+    }
+    for (name, n) in [("tokens_in", e.tokens_in), ("tokens_out", e.tokens_out)] {
+        if let Some(n) = n.filter(|n| !(0..=MAX_TOKENS).contains(n)) {
+            return Err(Rejected(format!("{name} {n} is not a token count (0 to {MAX_TOKENS} per request)")));
+        }
+    }
+    if let Some(c) = e.cost_usd.filter(|c| !(0.0..=MAX_COST_USD).contains(c)) {
+        return Err(Rejected(format!("cost_usd {c} is not a request's cost (0 to {MAX_COST_USD} USD)")));
+    }
+    Ok(())
 }
 
 fn unrecognised(v: &Value, formats: &Formats) -> String {
@@ -289,6 +347,11 @@ impl LineParser {
         Ok(LineParser { formats, forced })
     }
 
+    /// Accepts event times in `window` only (default [`TsWindow::default`]).
+    pub fn with_ts_window(self, window: TsWindow) -> LineParser {
+        LineParser { formats: self.formats.with_ts_window(window), ..self }
+    }
+
     /// The format of a file from its first complete lines (or the forced one).
     pub fn detect(&self, lines: &[u8]) -> Option<LineFormat> {
         self.forced.or_else(|| detect_in_lines(lines, &self.formats)).map(LineFormat)
@@ -300,13 +363,16 @@ impl LineParser {
 
     /// Parses complete lines (`first_line` is the 1-based number of the first).
     /// `format` is `None` while a file's format is unknown: its lines are quarantined.
+    /// `file` is stored with its secrets redacted, as ingest stores its inputs' paths.
     pub fn parse(&self, format: Option<LineFormat>, file: &str, run_id: &str, chunk: &source::Chunk) -> Parsed {
+        let file = &secrets::redact_path(file);
         let ctx = FileCtx { formats: &self.formats, format: format.map(|f| f.0), file, run_id };
         parsed(ctx.lines(chunk))
     }
 
     /// Quarantines a line too long to hold, from its head.
     pub fn oversized(&self, format: Option<LineFormat>, file: &str, run_id: &str, line: u64, head: &[u8]) -> Parsed {
+        let file = &secrets::redact_path(file);
         let ctx = FileCtx { formats: &self.formats, format: format.map(|f| f.0), file, run_id };
         let mut out = Output::new();
         ctx.oversized(&mut out, line, head);
@@ -321,5 +387,74 @@ fn parsed(mut out: Output) -> Parsed {
         exposures: out.exposures,
         read: out.read,
         ingested: out.ingested,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+
+    const LINE: &str = r#"{"ts":"2026-11-02T14:03:07.123Z","request_id":"req_1","credential_id":"key_a","action":"inference","tokens_in":1200,"tokens_out":340,"cost_usd":0.0064}"#;
+
+    fn parse(parser: &LineParser, file: &str, text: &str) -> Parsed {
+        let chunk = source::Chunk { bytes: text.as_bytes().to_vec(), first_line: 1 };
+        parser.parse(parser.detect(text.as_bytes()), file, "run", &chunk)
+    }
+
+    #[test]
+    fn implausible_values_are_quarantined_with_their_reason() {
+        let parser = LineParser::new(&[], None, None).unwrap();
+        let cases = [
+            (
+                LINE.replace("2026-11-02T14:03:07.123Z", "9999-12-31T23:59:59Z"),
+                "ts 9999-12-31T23:59:59.000Z is outside",
+            ),
+            (LINE.replace("2026-11-02T14:03:07.123Z", "0000-01-01T00:00:00Z"), "outside the accepted window"),
+            (LINE.replace("1200", "9223372036854775807"), "tokens_in 9223372036854775807 is not a token count"),
+            (LINE.replace("340", "1000000001"), "tokens_out 1000000001"),
+            (LINE.replace("0.0064", "2e6"), "cost_usd 2000000"),
+        ];
+        for (bad, reason) in cases {
+            let p = parse(&parser, "f.jsonl", &format!("{LINE}\n{bad}\n{LINE}\n"));
+            assert_eq!((p.read, p.ingested, p.events.num_rows()), (3, 2, 2), "{bad}");
+            assert_eq!(p.quarantine.len(), 1);
+            assert!(p.quarantine[0].reason.contains(reason), "{}", p.quarantine[0].reason);
+            assert_eq!(p.quarantine[0].record, Some(2));
+        }
+        // The bounds themselves are plausible, and the window is the caller's.
+        let edge = LINE.replace("1200", &MAX_TOKENS.to_string());
+        assert_eq!(parse(&parser, "f.jsonl", &edge).ingested, 1);
+        let narrow =
+            LineParser::new(&[], None, None).unwrap().with_ts_window("2026-11-03..2026-11-04".parse().unwrap());
+        let p = parse(&narrow, "f.jsonl", LINE);
+        assert_eq!((p.ingested, p.quarantine.len()), (0, 1));
+        assert!(p.quarantine[0].reason.contains("--ts-window"));
+    }
+
+    #[test]
+    fn a_secret_in_the_file_name_is_stored_redacted_everywhere() {
+        let parser = LineParser::new(&[], None, None).unwrap();
+        let file = "/logs/ghp_abcdefghijklmnopqrstuvwxyz0123456789AB/gateway.jsonl";
+        let leak = LINE
+            .replace("key_a", "key_b")
+            .replace(r#""action""#, r#""note":"sk\u002dproj\u002dabcdefghijklmnopqrstuvwxyz","action""#);
+        let p = parse(
+            &parser,
+            file,
+            &format!(
+                "{leak}\nnot json\n-----BEGIN PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeL\n-----END PRIVATE KEY-----\n"
+            ),
+        );
+        let files = p.events.column_by_name("source_file").unwrap();
+        let files = arrow::compute::cast(files, &arrow::datatypes::DataType::Utf8).unwrap();
+        let stored = files.as_string::<i32>().value(0).to_string();
+        assert!(stored.starts_with("/logs/[REDACTED:github_token:") && stored.ends_with("/gateway.jsonl"), "{stored}");
+        assert!(p.quarantine.iter().all(|q| q.source_file == stored));
+        assert!(p.exposures.iter().all(|e| e.source_file == stored));
+        assert_eq!(p.exposures.iter().map(|e| e.kind).collect::<Vec<_>>(), vec!["openai_api_key", "private_key"]);
+        assert_eq!(p.quarantine.len(), 4);
+        assert!(p.quarantine.iter().all(|q| !q.raw.contains("MIIEow") && !q.raw.contains("BEGIN PRIVATE")));
+        assert_eq!(p.quarantine[0].raw, "not json");
     }
 }

@@ -88,6 +88,8 @@ pub struct WatchOptions {
     pub format: Option<String>,
     /// A Bedrock pricing table replacing the shipped one.
     pub pricing: Option<PathBuf>,
+    /// Event times accepted; lines timed outside are quarantined.
+    pub ts_window: crate::time::TsWindow,
     pub inventory: Option<PathBuf>,
     pub queries: Option<PathBuf>,
     pub tool_categories: Option<PathBuf>,
@@ -207,7 +209,10 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
     for (name, why) in engine.skipped() {
         tracing::warn!(detector = %name, "skipped: {why}");
     }
-    let parser = Arc::new(LineParser::new(&opts.mappings, opts.format.as_deref(), opts.pricing.as_deref())?);
+    let parser = Arc::new(
+        LineParser::new(&opts.mappings, opts.format.as_deref(), opts.pricing.as_deref())?
+            .with_ts_window(opts.ts_window),
+    );
     let metrics = Metrics::new();
     if let Some(addr) = opts.metrics {
         let bound = metrics::serve(addr, metrics.clone()).await.map_err(io(format!("--metrics {addr}")))?;
