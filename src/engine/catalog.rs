@@ -187,5 +187,6 @@ fn quarantine_schema() -> SchemaRef {
         Field::new("reason", DataType::Utf8, true),
         Field::new("raw", DataType::Utf8, true),
         Field::new("raw_truncated", DataType::Boolean, true),
+        Field::new("raw_bytes", DataType::Int64, true),
     ]))
 }
