@@ -249,6 +249,18 @@ pub fn ingest_summary(r: &IngestSummary) -> String {
     for f in r.per_file.iter().filter(|f| matches!(f.status, FileStatus::Partial | FileStatus::Failed)) {
         s.push_str(&format!("  {}: {}: {}\n", f.status.as_str(), f.path, f.error.as_deref().unwrap_or("")));
     }
+    for f in r.per_file.iter().filter(|f| f.pending > 0) {
+        s.push_str(&format!("  pending: {}: incomplete last line, read once it is complete\n", f.path));
+    }
+    for e in &r.skipped_entries {
+        s.push_str(&format!("  skipped: {}: {}\n", e.path, e.reason));
+    }
+    if r.unaccounted > 0 {
+        s.push_str(&format!(
+            "  {} record(s) read but neither ingested, quarantined nor pending: a bug, please report it\n",
+            r.unaccounted
+        ));
+    }
     if r.quarantined > 0 {
         s.push_str(&format!("  quarantined records: {}/{}/\n", r.lake, lake::QUARANTINE));
     }

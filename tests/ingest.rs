@@ -789,3 +789,211 @@ fn poisoned_times_and_token_counts_are_quarantined_and_detection_still_runs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(alerts(&out.stdout) > 0);
 }
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+}
+
+/// ingested + quarantined + pending = read, per file and in total, and nothing unaccounted.
+fn assert_balanced(s: &serde_json::Value) {
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    for f in s["per_file"].as_array().unwrap().iter().chain([s]) {
+        assert_eq!(n(f, "ingested") + n(f, "quarantined") + n(f, "pending"), n(f, "read"), "{f}");
+    }
+    assert_eq!(s["unaccounted"], 0, "{s}");
+}
+
+#[test]
+fn a_half_written_last_line_is_ingested_once_the_writer_completes_it() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let log = work.path().join("gateway.log");
+    let line = |i: usize| gateway_line(i, "key_half", "");
+    // 109 whole lines, and the writer is halfway through the 110th.
+    let mut text: String = (0..109).map(|i| line(i) + "\n").collect();
+    let l110 = line(109);
+    let (first_half, second_half) = l110.split_at(l110.len() / 2);
+    text.push_str(first_half);
+    write(&log, &text);
+    let (code, s1) = ingest(&lake, &[&log], &[]);
+    assert_eq!(code, 0, "an incomplete last line is no problem yet: {s1}");
+    let f = &s1["per_file"][0];
+    assert_eq!((f["read"].as_u64(), f["ingested"].as_u64(), f["pending"].as_u64()), (Some(110), Some(109), Some(1)));
+    assert_eq!(s1["pending"], 1);
+    assert_balanced(&s1);
+    assert!(quarantine(&lake).is_empty(), "the fragment is not quarantined");
+
+    // The writer finishes line 110 and writes 111.
+    append(&log, &format!("{second_half}\n{}\n", line(110)));
+    let (code, s2) = ingest(&lake, &[&log], &[]);
+    assert_eq!(code, 0, "{s2}");
+    assert_eq!(s2["per_file"][0]["resumed_after_line"], 109);
+    assert_eq!((s2["ingested"].as_u64(), s2["pending"].as_u64()), (Some(2), Some(0)), "{s2}");
+    assert_balanced(&s2);
+
+    // A last line that is already a whole record is taken without its newline...
+    append(&log, &line(111));
+    let (_, s3) = ingest(&lake, &[&log], &[]);
+    assert_eq!((s3["ingested"].as_u64(), s3["pending"].as_u64()), (Some(1), Some(0)), "{s3}");
+    // ...and not again when the newline and more lines follow.
+    append(&log, &format!("\n{}\n", line(112)));
+    let (_, s4) = ingest(&lake, &[&log], &[]);
+    assert_eq!(s4["per_file"][0]["resumed_after_line"], 112);
+    assert_eq!(s4["ingested"], 1, "{s4}");
+
+    let rows = events(&lake);
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    ids.sort();
+    let expect: Vec<String> = (0..113).map(|i| format!("req_{i:06}")).collect();
+    assert_eq!(ids, expect, "every event in the lake exactly once");
+    assert!(quarantine(&lake).is_empty());
+}
+
+#[test]
+fn a_json_lines_file_whose_first_line_starts_with_a_bracket_is_read_as_lines() {
+    let work = tempfile::tempdir().unwrap();
+    let body: String = (0..846).map(|i| gateway_line(i, "key_bracket", "") + "\n").collect();
+    for (name, first) in [("garbage.jsonl", "[not json at all"), ("array.jsonl", "[1, 2]")] {
+        let file = work.path().join(name);
+        write(&file, &format!("{first}\n{body}"));
+        let lake = work.path().join(format!("lake-{name}"));
+        let (code, s) = ingest(&lake, &[&file], &[]);
+        assert_eq!(code, 3, "{s}");
+        assert_eq!(
+            (s["read"].as_u64(), s["ingested"].as_u64(), s["quarantined"].as_u64()),
+            (Some(847), Some(846), Some(1))
+        );
+        assert_balanced(&s);
+        assert_eq!(events(&lake).len(), 846);
+        let q = quarantine(&lake);
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!((q[0]["record"].as_u64(), q[0]["raw"].as_str()), (Some(1), Some(first)));
+    }
+}
+
+#[test]
+fn mixed_input_accounts_for_every_line() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    let mut mixed = String::from("[ starts like an array\n");
+    for i in 0..300 {
+        mixed.push_str(&gateway_line(i, "key_mixed", ""));
+        mixed.push('\n');
+        match i % 50 {
+            7 => mixed.push_str("not json\n\n"),
+            9 => mixed.push_str(&(gateway_line(i, "key_mixed", "").replace("\"inference\"", "\"teleport\"") + "\n")),
+            _ => {}
+        }
+    }
+    mixed.push_str("{\"ts\":\"2026-11-02T");
+    write(&input.join("mixed.jsonl"), &mixed);
+    write(&input.join("tail.jsonl"), &(gateway_line(900, "key_tail", "") + "\ngarbage\n{\"half"));
+    let lines_in = |t: &str| t.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    let lake = work.path().join("lake");
+    let (code, s) = ingest(&lake, &[&input], &[]);
+    assert_eq!(code, 3, "{s}");
+    assert_balanced(&s);
+    let files = s["per_file"].as_array().unwrap();
+    let file = |n: &str| files.iter().find(|f| f["path"].as_str().unwrap().ends_with(n)).unwrap().clone();
+    assert_eq!(file("mixed.jsonl")["read"].as_u64(), Some(lines_in(&mixed)));
+    assert_eq!(file("mixed.jsonl")["ingested"], 300);
+    assert_eq!(file("tail.jsonl")["read"], 3);
+    assert_eq!(s["pending"], 2);
+    assert_eq!(events(&lake).len() as u64, s["ingested"].as_u64().unwrap());
+    assert_eq!(quarantine(&lake).len() as u64, s["quarantined"].as_u64().unwrap());
+}
+
+#[test]
+fn raw_truncated_says_whether_anything_was_cut() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    let big = gateway_line(1, "key_big", &format!(",\"pad\":\"{}\"", "x".repeat(100 << 10)))
+        .replace("\"inference\"", "\"teleport\"");
+    let huge = format!("{{\"pad\":\"{}\"}}", "y".repeat(17 << 20));
+    let text = format!(
+        "{}\nshort garbage\n{big}\n{huge}\n{}\n",
+        gateway_line(0, "key_big", ""),
+        gateway_line(2, "key_big", "")
+    );
+    write(&input.join("sizes.jsonl"), &text);
+    let lake = work.path().join("lake");
+    let (code, s) = ingest(&lake, &[&input], &[]);
+    assert_eq!(code, 3);
+    assert_eq!((s["ingested"].as_u64(), s["quarantined"].as_u64()), (Some(2), Some(3)), "{s}");
+    let q = quarantine(&lake);
+    let by_line = |n: u64| q.iter().find(|e| e["record"] == n).unwrap_or_else(|| panic!("line {n}: {q:?}"));
+    let short = by_line(2);
+    assert_eq!((short["raw"].as_str(), short["raw_truncated"].as_bool()), (Some("short garbage"), Some(false)));
+    assert_eq!(short["raw_bytes"], 13);
+    let cut = by_line(3);
+    assert_eq!(cut["raw_truncated"], true);
+    assert_eq!(cut["raw_bytes"].as_u64(), Some(big.len() as u64));
+    let kept = cut["raw"].as_str().unwrap();
+    assert!(kept.len() == 64 << 10 && big.starts_with(kept));
+    let long = by_line(4);
+    assert_eq!(long["raw_truncated"], true);
+    assert_eq!(long["raw_bytes"].as_u64(), Some(huge.len() as u64));
+    assert!(long["raw"].as_str().unwrap().len() < huge.len());
+
+    // SQL reads the new column, and a quarantine file from before it as nulls.
+    write(
+        &lake.join("quarantine/part-old-00001.jsonl"),
+        "{\"run_id\":\"old\",\"source_file\":\"f\",\"record\":1,\"format\":null,\"reason\":\"r\",\"raw\":\"x\",\"raw_truncated\":false}\n",
+    );
+    let out = credtrail()
+        .args(["sql", "--format", "json", "--lake"])
+        .arg(&lake)
+        .arg("-c")
+        .arg("SELECT count(*) AS n, count(raw_bytes) AS known, sum(CAST(raw_truncated AS INT)) AS cut FROM quarantine")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!((row["n"].as_i64(), row["known"].as_i64(), row["cut"].as_i64()), (Some(4), Some(3), Some(2)), "{row}");
+}
+
+#[cfg(unix)]
+#[test]
+fn bad_directory_entries_are_reported_and_the_rest_ingested() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    write(&input.join("a/good.jsonl"), &(0..20).map(|i| gateway_line(i, "key_walk", "") + "\n").collect::<String>());
+    write(&input.join("z/more.jsonl"), &(gateway_line(20, "key_walk", "") + "\n"));
+    symlink(input.join("nowhere.jsonl"), input.join("a/dangling.jsonl")).unwrap();
+    symlink(&input, input.join("a/loop")).unwrap();
+    let locked = input.join("locked");
+    write(&locked.join("hidden.jsonl"), &(gateway_line(30, "key_walk", "") + "\n"));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads a mode-000 directory all the same: then there is nothing to skip.
+    let unreadable = std::fs::read_dir(&locked).is_err();
+
+    let lake = work.path().join("lake");
+    let out = credtrail().arg("ingest").arg(&input).arg("--lake").arg(&lake).arg("--json").output().unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(out.status.code(), Some(3), "partial: some entries skipped: {s}\n{stderr}");
+    assert_eq!(s["ingested"], if unreadable { 21 } else { 22 }, "{s}");
+    let skipped = s["skipped_entries"].as_array().unwrap();
+    let reason = |name: &str| {
+        let e = skipped
+            .iter()
+            .find(|e| e["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {s}"));
+        e["reason"].as_str().unwrap().to_string()
+    };
+    assert!(reason("dangling.jsonl").contains("dangling symlink"), "{s}");
+    let lp = reason("a/loop");
+    assert_eq!(lp.matches("loop").count(), 1, "{lp}");
+    assert!(lp.contains(input.to_str().unwrap()), "{lp}");
+    if unreadable {
+        assert!(reason("locked").contains("ermission denied"), "{s}");
+    }
+    assert_eq!(skipped.len(), if unreadable { 3 } else { 2 }, "{s}");
+    for e in skipped {
+        let path = e["path"].as_str().unwrap();
+        assert!(stderr.lines().any(|l| l.starts_with("warning:") && l.contains(path)), "{stderr}");
+    }
+}

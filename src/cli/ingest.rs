@@ -11,12 +11,15 @@ use credtrail::{ingest, report};
 
 use super::{LakeArg, ReadArgs};
 
-/// Exit status when a run finished but quarantined records or failed files.
+/// Exit status when a run finished but quarantined records, failed files or
+/// skipped directory entries.
 const EXIT_QUARANTINED: u8 = 3;
 
 #[derive(Args)]
 pub struct IngestArgs {
     /// Files or directories (directories are walked for *.json, *.jsonl, *.ndjson, *.log, *.gz, *.txt).
+    /// An entry that cannot be read (dangling symlink, symlink loop, unreadable
+    /// directory) is skipped with a warning and the rest ingested; exit status 3.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     #[command(flatten)]
@@ -56,6 +59,9 @@ pub async fn ingest_and_print(inputs: Vec<PathBuf>, c: &IngestCommon) -> Result<
         ts_window: c.read.ts_window,
     };
     let summary = tokio::task::spawn_blocking(move || ingest::ingest(&opts)).await??;
+    for e in &summary.skipped_entries {
+        eprintln!("warning: {}: {}; skipped", e.path, e.reason);
+    }
     if c.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -172,5 +172,5 @@ fn quarantine_schema() -> SchemaRef {
     use DataType::{Boolean, Int64, Utf8};
     let text = |n| (n, Utf8);
     let fields = [text("run_id"), text("source_file"), ("record", Int64), text("format"), text("reason"), text("raw")];
-    uniform(true, &[fields.as_slice(), &[("raw_truncated", Boolean)]].concat())
+    uniform(true, &[fields.as_slice(), &[("raw_truncated", Boolean), ("raw_bytes", Int64)]].concat())
 }

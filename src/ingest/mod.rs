@@ -38,8 +38,8 @@ use serde_json::Value;
 
 use crate::lake::{self, Lake, LakeError, SourceRecord};
 pub use crate::lake::{LakeWriter, QuarantineEntry};
-use crate::secrets;
 use mapping::MappingError;
+pub use plan::SkippedEntry;
 use plan::{Input, Plan, Resume};
 use pricing::PricingError;
 use source::{Chunks, Container};
@@ -112,6 +112,10 @@ pub struct FileReport {
     pub ingested: u64,
     pub quarantined: u64,
     pub redacted: u64,
+    /// The last line, when it has no newline after it and is not yet a whole
+    /// record (a writer is still appending it): counted in `read`, neither
+    /// ingested nor quarantined, and read again by a later run once complete.
+    pub pending: u64,
     pub bytes: u64,
     /// Set when the file grew since an earlier run and only the new lines
     /// after this one were read.
@@ -130,6 +134,7 @@ impl FileReport {
             ingested: 0,
             quarantined: 0,
             redacted: 0,
+            pending: 0,
             bytes: input.size,
             resumed_after_line: None,
             error: None,
@@ -149,6 +154,14 @@ pub struct IngestSummary {
     pub ingested: u64,
     pub quarantined: u64,
     pub redacted: u64,
+    /// Incomplete last lines left for a later run (see [`FileReport::pending`]).
+    pub pending: u64,
+    /// Records read but neither ingested, quarantined nor pending: always 0
+    /// unless ingest has a bug, which this makes visible instead of silent.
+    pub unaccounted: u64,
+    /// Directory entries the walk could not take (dangling symlinks, loops,
+    /// unreadable directories); everything else was ingested.
+    pub skipped_entries: Vec<SkippedEntry>,
     pub bytes: u64,
     pub seconds: f64,
     pub events_per_sec: f64,
@@ -159,7 +172,7 @@ pub struct IngestSummary {
 impl IngestSummary {
     /// Whether anything needs a person's attention (drives the exit status).
     pub fn has_problems(&self) -> bool {
-        self.quarantined > 0 || self.failed_files > 0
+        self.quarantined > 0 || self.failed_files > 0 || self.unaccounted > 0 || !self.skipped_entries.is_empty()
     }
 }
 
@@ -185,11 +198,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     for input in &opts.inputs {
         lake::refuse_inside(&opts.lake, input)?;
     }
-    let mut inputs = plan::collect_inputs(&opts.inputs, &opts.lake)?;
+    let (mut inputs, skipped_entries) = plan::collect_inputs(&opts.inputs, &opts.lake)?;
     // The one place a file's name is cleaned: every record of it (events,
     // commits, quarantine, exposures, the summary) takes this name.
     for i in &mut inputs {
-        i.display = secrets::redact_path(&i.display).into_owned();
+        i.display = crate::secrets::redact_path(&i.display).into_owned();
     }
     let lake = Lake::open(&opts.lake)?;
     let txn = lake.begin()?;
@@ -233,7 +246,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
                 size: input.size,
                 mtime_ns: input.mtime_ns,
                 fingerprint: fp.clone(),
-                read: report.read,
+                // A pending line is not taken yet: a later run reads it.
+                read: report.read - report.pending,
                 ingested: report.ingested,
                 quarantined: report.quarantined,
                 lines,
@@ -274,6 +288,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
         ingested,
         quarantined: sum(|r| r.quarantined),
         redacted: sum(|r| r.redacted),
+        pending: sum(|r| r.pending),
+        unaccounted: sum(|r| r.read.abs_diff(r.ingested + r.quarantined + r.pending)),
+        skipped_entries,
         bytes: sum(|r| if r.status == FileStatus::Skipped { 0 } else { r.bytes }),
         seconds,
         events_per_sec: if seconds > 0.0 { ingested as f64 / seconds } else { 0.0 },
@@ -297,7 +314,6 @@ fn ingest_file(
 ) -> Result<(FileReport, Option<u64>), IngestError> {
     let mut report =
         FileReport { resumed_after_line: resume.map(|r| r.lines), ..FileReport::new(input, FileStatus::Ingested) };
-    let mut lines = None;
     let opened = File::open(&input.path).and_then(|f| {
         let counted = Counting { inner: f, bar: bar.clone() };
         source::open_reader(counted)
@@ -316,93 +332,160 @@ fn ingest_file(
             return Ok((report, None));
         }
     };
-    let tally = Mutex::new((0u64, 0u64, 0u64, 0u64));
-    let account = |out: &Output| {
-        let mut t = tally.lock().expect("tally lock");
-        t.0 += out.read;
-        t.1 += out.ingested;
-        t.2 += out.quarantine.len() as u64;
-        t.3 += out.exposures.len() as u64;
+    let mut run = FileRun {
+        ctx: FileCtx { formats, format: forced, file: &input.display, run_id },
+        writer,
+        tally: Mutex::new(Tally::default()),
     };
-    let mut ctx = FileCtx { formats, format: forced, file: &input.display, run_id };
 
     let container = if resume.is_some() { Container::Lines } else { source::sniff_container(&head) };
-    match container {
-        Container::Lines => {
-            let mut chunks = Chunks::new(reader, skipped + 1);
-            let first = chunks.next();
-            if ctx.format.is_none() {
-                ctx.format = first.as_ref().and_then(|c| detect_in_lines(&c.bytes, formats));
-            }
-            let result: Result<(), IngestError> =
-                first.into_iter().chain(chunks.by_ref()).par_bridge().try_for_each(|chunk| {
-                    let out = ctx.lines(&chunk);
-                    account(&out);
-                    sink::push(writer, out)
-                });
-            result?;
-            let mut tail = Output::new();
-            for (line, head) in std::mem::take(&mut chunks.oversized) {
-                ctx.oversized(&mut tail, line, &head);
-            }
-            if let Some(failure) = chunks.failure.take() {
-                report.status = FileStatus::Partial;
-                report.error = Some(format!("stopped reading: {}", failure.error));
-                if let Some((line, bytes)) = failure.partial {
-                    let reason = format!("record cut off where the file ends early: {}", failure.error);
-                    ctx.quarantine_bytes(&mut tail, line, reason, &bytes);
-                }
-            }
-            account(&tail);
-            sink::push(writer, tail)?;
-            lines = Some(chunks.lines_consumed());
-        }
+    let lines = match container {
+        Container::Lines => Some(run.lines(reader, skipped + 1, &mut report)?),
         Container::Array => {
             let mut bytes = Vec::with_capacity(input.size as usize);
             if let Err(e) = reader.read_to_end(&mut bytes) {
                 report.status = FileStatus::Partial;
                 report.error = Some(format!("stopped reading: {e}"));
             }
-            let doc = String::from_utf8_lossy(&bytes);
-            let (items, damage) = source::array_records(&doc);
-            if ctx.format.is_none() {
-                ctx.format = items
-                    .iter()
-                    .take(64)
-                    .find_map(|i| serde_json::from_str::<Value>(i.raw.get()).ok().and_then(|v| formats.detect(&v)));
-            }
-            items.par_chunks(2048).try_for_each(|group| {
-                let mut out = Output::new();
-                for item in group {
-                    ctx.record(item.raw.get(), item.index, &mut out);
-                }
-                account(&out);
-                sink::push(writer, out)
-            })?;
-            if let Some(damage) = damage {
-                report.status = FileStatus::Partial;
-                report.error.get_or_insert_with(|| format!("document damaged: {damage}"));
-                let mut tail = Output::new();
-                tail.read += 1;
-                let consumed: usize = items
-                    .last()
-                    .map_or(0, |i| i.raw.get().as_ptr() as usize - doc.as_ptr() as usize + i.raw.get().len());
-                let rest = &doc[consumed..];
-                let red = secrets::redact(gateway::truncate(rest, QUARANTINE_RAW_BYTES));
-                ctx.quarantine(&mut tail, Some(items.len() as u64), format!("document damaged: {damage}"), &red.text);
-                account(&tail);
-                sink::push(writer, tail)?;
-            }
+            run.document_or_lines(&bytes, &mut report)?
         }
-    }
-    let t = tally.into_inner().expect("tally lock");
-    report.read = t.0;
-    report.ingested = t.1;
-    report.quarantined = t.2;
-    report.redacted = t.3;
-    report.format = ctx.format_name();
-    if ctx.format.is_none() && report.read > 0 {
+    };
+    let t = run.tally.into_inner().expect("tally lock");
+    report.read = t.read;
+    report.ingested = t.ingested;
+    report.quarantined = t.quarantined;
+    report.redacted = t.redacted;
+    report.format = run.ctx.format_name();
+    if run.ctx.format.is_none() && report.read > report.pending {
         report.error.get_or_insert_with(|| "no record of a known format".into());
     }
     Ok((report, lines))
+}
+
+/// Counts of what a file's records became, across its workers.
+#[derive(Default)]
+struct Tally {
+    read: u64,
+    ingested: u64,
+    quarantined: u64,
+    redacted: u64,
+}
+
+/// One file being read: its transform, the sink and the running counts.
+struct FileRun<'r> {
+    ctx: FileCtx<'r>,
+    writer: &'r LakeWriter<'r>,
+    tally: Mutex<Tally>,
+}
+
+impl FileRun<'_> {
+    /// Counts a worker's output and hands it to the sink.
+    fn push(&self, out: Output) -> Result<(), IngestError> {
+        {
+            let mut t = self.tally.lock().expect("tally lock");
+            t.read += out.read;
+            t.ingested += out.ingested;
+            t.quarantined += out.quarantine.len() as u64;
+            t.redacted += out.exposures.len() as u64;
+        }
+        sink::push(self.writer, out)
+    }
+
+    /// Reads JSON lines (from line number `first_line` on) in parallel chunks;
+    /// returns the number of the last line consumed.
+    fn lines<R: Read + Send>(
+        &mut self,
+        reader: R,
+        first_line: u64,
+        report: &mut FileReport,
+    ) -> Result<u64, IngestError> {
+        let formats = self.ctx.formats;
+        let mut chunks = Chunks::new(reader, first_line);
+        let first = chunks.next();
+        if self.ctx.format.is_none() {
+            self.ctx.format = first.as_ref().and_then(|c| detect_in_lines(&c.bytes, formats));
+        }
+        let this = &*self;
+        first
+            .into_iter()
+            .chain(chunks.by_ref())
+            .par_bridge()
+            .try_for_each(|chunk| this.push(this.ctx.lines(&chunk)))?;
+        let mut tail = Output::new();
+        for o in std::mem::take(&mut chunks.oversized) {
+            self.ctx.oversized(&mut tail, o.line, &o.head, Some(o.bytes));
+        }
+        if let Some(failure) = chunks.failure.take() {
+            report.status = FileStatus::Partial;
+            report.error = Some(format!("stopped reading: {}", failure.error));
+            if let Some((line, bytes)) = failure.partial {
+                let reason = format!("record cut off where the file ends early: {}", failure.error);
+                self.ctx.quarantine_bytes(&mut tail, line, reason, &bytes, Some(bytes.len() as u64));
+            }
+        }
+        let mut consumed = chunks.lines_consumed();
+        // The last line without a newline after it. If it is a whole JSON
+        // value it is taken like any line: appending cannot change a complete
+        // value into another one, and a rerun skips it with the newline the
+        // writer adds next, so nothing is counted twice. Otherwise the writer
+        // is still at it (or gave up): it stays pending, not consumed, so a
+        // later run reads it again once the file grew and it is complete.
+        if let Some((line, bytes)) = chunks.unterminated.take() {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+                if self.ctx.format.is_none() {
+                    self.ctx.format = detect_in_lines(&bytes, formats);
+                }
+                let out = self.ctx.lines(&source::Chunk { bytes, first_line: line });
+                self.push(out)?;
+                consumed += 1;
+            } else if !bytes.iter().all(u8::is_ascii_whitespace) {
+                tail.read += 1;
+                report.pending += 1;
+            }
+        }
+        self.push(tail)?;
+        Ok(consumed)
+    }
+
+    /// Reads a file that starts like a JSON document (`[` or `{"Records"`):
+    /// as one, unless it is damaged and its lines, each on its own, hold more
+    /// records than the document walk salvaged — a JSON-lines log whose first
+    /// line happens to start like a document. Returns the lines consumed when
+    /// read as lines.
+    fn document_or_lines(&mut self, bytes: &[u8], report: &mut FileReport) -> Result<Option<u64>, IngestError> {
+        let formats = self.ctx.formats;
+        let doc = String::from_utf8_lossy(bytes);
+        let (items, damage) = source::array_records(&doc);
+        let forced = self.ctx.format.is_some();
+        if damage.is_some() && transform::records_in_lines(bytes, formats, forced, items.len()) > items.len() {
+            return Ok(Some(self.lines(bytes, 1, report)?));
+        }
+        if self.ctx.format.is_none() {
+            self.ctx.format = items
+                .iter()
+                .take(64)
+                .find_map(|i| serde_json::from_str::<Value>(i.raw.get()).ok().and_then(|v| formats.detect(&v)));
+        }
+        items.par_chunks(2048).try_for_each(|group| {
+            let mut out = Output::new();
+            for item in group {
+                self.ctx.record(item.raw.get(), item.index, &mut out);
+            }
+            self.push(out)
+        })?;
+        if let Some(damage) = damage {
+            report.status = FileStatus::Partial;
+            report.error.get_or_insert_with(|| format!("document damaged: {damage}"));
+            let consumed: usize =
+                items.last().map_or(0, |i| i.raw.get().as_ptr() as usize - doc.as_ptr() as usize + i.raw.get().len());
+            let rest = &doc[consumed..];
+            // Only the head is redacted and kept: the rest may be huge.
+            let head = gateway::truncate(rest, QUARANTINE_RAW_BYTES);
+            let mut tail = Output::new();
+            let (record, reason) = (items.len() as u64, format!("document damaged: {damage}"));
+            self.ctx.quarantine_bytes(&mut tail, record, reason, head.as_bytes(), Some(rest.len() as u64));
+            self.push(tail)?;
+        }
+        Ok(None)
+    }
 }

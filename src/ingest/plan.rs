@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use super::IngestError;
 use crate::lake::{Commit, SourceRecord};
@@ -23,10 +24,20 @@ pub(super) struct Input {
     pub(super) mtime_ns: i128,
 }
 
+/// A directory entry the walk could not take, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedEntry {
+    pub path: String,
+    pub reason: String,
+}
+
 /// The files under `inputs`, never descending into the lake itself (so
-/// `ingest . --lake lake` does not ingest its own quarantine).
-pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<Vec<Input>, IngestError> {
+/// `ingest . --lake lake` does not ingest its own quarantine), and the
+/// entries that could not be read: one bad entry (a dangling symlink, a
+/// symlink loop, an unreadable directory) is reported, never fatal to the rest.
+pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<(Vec<Input>, Vec<SkippedEntry>), IngestError> {
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     let mut seen = HashSet::new();
     let lake = lake.canonicalize().ok();
     for root in inputs {
@@ -39,10 +50,14 @@ pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<Vec<Inpu
             .into_iter()
             .filter_entry(|e| lake.is_none() || e.path().canonicalize().ok() != lake);
         for entry in walker {
-            let entry = entry.map_err(|e| IngestError::Io {
-                path: e.path().unwrap_or(root).to_path_buf(),
-                source: e.into_io_error().unwrap_or_else(|| io::Error::other("filesystem loop")),
-            })?;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e.path().unwrap_or(root);
+                    skipped.push(SkippedEntry { path: path.display().to_string(), reason: walk_error(path, &e) });
+                    continue;
+                }
+            };
             if !entry.file_type().is_file() {
                 continue;
             }
@@ -53,14 +68,17 @@ pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<Vec<Inpu
             if !explicit && (name.starts_with('.') || !LOG_EXTENSIONS.contains(&ext)) {
                 continue;
             }
-            let canonical = p.canonicalize().map_err(|source| IngestError::Io { path: p.to_path_buf(), source })?;
+            let found = p.canonicalize().and_then(|c| Ok((c, entry.metadata().map_err(io::Error::from)?)));
+            let (canonical, meta) = match found {
+                Ok(cm) => cm,
+                Err(e) => {
+                    skipped.push(SkippedEntry { path: p.display().to_string(), reason: e.to_string() });
+                    continue;
+                }
+            };
             if !seen.insert(canonical.clone()) {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| IngestError::Io {
-                path: p.to_path_buf(),
-                source: e.into_io_error().unwrap_or_else(|| io::Error::other("metadata")),
-            })?;
             let mtime_ns = meta
                 .modified()
                 .ok()
@@ -74,7 +92,20 @@ pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<Vec<Inpu
             });
         }
     }
-    Ok(files)
+    Ok((files, skipped))
+}
+
+/// Why the walk could not take `path`, said once and plainly.
+fn walk_error(path: &Path, e: &walkdir::Error) -> String {
+    if let Some(ancestor) = e.loop_ancestor() {
+        return format!("symlink loop: points back to {}", ancestor.display());
+    }
+    let dangling = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) && !path.exists();
+    if dangling {
+        let target = std::fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+        return format!("dangling symlink: its target {target} does not exist");
+    }
+    e.io_error().map_or_else(|| e.to_string(), |io| format!("cannot read: {io}"))
 }
 
 /// xxh3-128 of a file's bytes, and of its first `prefix` bytes when asked

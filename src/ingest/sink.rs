@@ -30,6 +30,7 @@ pub(super) fn quarantine_failures(
             reason: r.error.clone().unwrap_or_default(),
             raw: String::new(),
             raw_truncated: false,
+            raw_bytes: None,
         })
         .collect();
     if !failures.is_empty() {

@@ -12,6 +12,8 @@ use serde_json::value::RawValue;
 pub const CHUNK_BYTES: usize = 4 << 20;
 /// A line longer than this is quarantined rather than buffered without bound.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// What is kept of such a line for its quarantine record.
+const OVERSIZED_HEAD_BYTES: usize = 4096;
 
 /// Opens `path`, decompressing gzip (recognised by its magic bytes, not by
 /// the file name) including multi-member files.
@@ -28,6 +30,14 @@ pub fn open_reader<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn BufRead
     } else {
         Ok(Box::new(f))
     }
+}
+
+/// A line too long to hold: its number, its first bytes and its whole length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversized {
+    pub line: u64,
+    pub head: Vec<u8>,
+    pub bytes: u64,
 }
 
 /// A run of complete lines.
@@ -53,8 +63,12 @@ pub struct Chunks<R> {
     next_line: u64,
     done: bool,
     pub failure: Option<ReadFailure>,
-    /// Lines over [`MAX_LINE_BYTES`], as (line number, first bytes).
-    pub oversized: Vec<(u64, Vec<u8>)>,
+    /// Lines over [`MAX_LINE_BYTES`].
+    pub oversized: Vec<Oversized>,
+    /// The final line when the stream ends without a newline after it, as
+    /// (line number, bytes): not handed out nor counted as consumed, since a
+    /// writer may still be completing it. The caller decides what it is.
+    pub unterminated: Option<(u64, Vec<u8>)>,
     skipping_oversized: bool,
     chunk_bytes: usize,
     max_line: usize,
@@ -69,6 +83,7 @@ impl<R: Read> Chunks<R> {
             done: false,
             failure: None,
             oversized: Vec::new(),
+            unterminated: None,
             skipping_oversized: false,
             chunk_bytes: CHUNK_BYTES,
             max_line: MAX_LINE_BYTES,
@@ -82,7 +97,8 @@ impl<R: Read> Chunks<R> {
         self
     }
 
-    /// Lines handed out (or skipped as oversized) so far.
+    /// Lines handed out (or skipped as oversized) so far; never the
+    /// [`Chunks::unterminated`] one.
     pub fn lines_consumed(&self) -> u64 {
         self.next_line - 1
     }
@@ -94,6 +110,14 @@ impl<R: Read> Chunks<R> {
             self.next_line += 1;
         }
         Chunk { bytes, first_line }
+    }
+
+    /// Splits what follows the last newline off `buf`, as (its line number,
+    /// bytes), if anything does.
+    fn split_last_line(&self, buf: &mut Vec<u8>) -> Option<(u64, Vec<u8>)> {
+        let cut = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
+        let tail = buf.split_off(cut);
+        (!tail.is_empty()).then(|| (self.next_line + memchr::memchr_iter(b'\n', buf).count() as u64, tail))
     }
 }
 
@@ -115,12 +139,7 @@ impl<R: Read> Iterator for Chunks<R> {
                     self.done = true;
                     // Whole lines before the failure are good; the tail is the
                     // record the failure cut.
-                    let cut = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
-                    let tail = buf.split_off(cut);
-                    let partial = (!tail.is_empty() && !self.skipping_oversized).then(|| {
-                        let line = self.next_line + memchr::memchr_iter(b'\n', &buf).count() as u64;
-                        (line, tail)
-                    });
+                    let partial = self.split_last_line(&mut buf).filter(|_| !self.skipping_oversized);
                     self.failure = Some(ReadFailure { error, partial });
                     return (!buf.is_empty()).then(|| self.emit(buf));
                 }
@@ -128,14 +147,23 @@ impl<R: Read> Iterator for Chunks<R> {
             buf.truncate(start + n);
             if n == 0 {
                 self.done = true;
-                if self.skipping_oversized || buf.is_empty() {
+                if self.skipping_oversized {
+                    // Quarantined from its head whatever follows: consumed.
+                    self.next_line += 1;
                     return None;
                 }
-                return Some(self.emit(buf));
+                // Complete lines are handed out; what follows the last newline
+                // is the unterminated last line.
+                self.unterminated = self.split_last_line(&mut buf);
+                return (!buf.is_empty()).then(|| self.emit(buf));
             }
             if self.skipping_oversized {
                 // Drop the rest of an oversized line, up to its newline.
-                match memchr::memchr(b'\n', &buf) {
+                let end = memchr::memchr(b'\n', &buf);
+                if let Some(long) = self.oversized.last_mut() {
+                    long.bytes += end.unwrap_or(buf.len()) as u64;
+                }
+                match end {
                     Some(i) => {
                         buf.drain(..=i);
                         self.skipping_oversized = false;
@@ -152,7 +180,8 @@ impl<R: Read> Iterator for Chunks<R> {
                 return Some(self.emit(buf));
             }
             if buf.len() > self.max_line {
-                self.oversized.push((self.next_line, buf[..buf.len().min(4096)].to_vec()));
+                let head = buf[..buf.len().min(OVERSIZED_HEAD_BYTES)].to_vec();
+                self.oversized.push(Oversized { line: self.next_line, head, bytes: buf.len() as u64 });
                 self.skipping_oversized = true;
                 buf.clear();
             }
@@ -347,7 +376,11 @@ mod tests {
                     got.push((c.first_line + i as u64, l.to_string()));
                 }
             }
-            let oversized: Vec<u64> = chunks.oversized.iter().map(|(n, _)| *n).collect();
+            if let Some((n, bytes)) = chunks.unterminated.take() {
+                proptest::prop_assert!(!trailing_newline);
+                got.push((n, String::from_utf8(bytes).unwrap()));
+            }
+            let oversized: Vec<u64> = chunks.oversized.iter().map(|o| o.line).collect();
             // Expected: every line, numbered, except over-long ones (reported by number).
             let n_lines = if text.is_empty() { 0 } else { text.strip_suffix('\n').unwrap_or(&text).split('\n').count() };
             let all: Vec<(u64, String)> = text.strip_suffix('\n').unwrap_or(&text).split('\n').take(n_lines)
@@ -355,17 +388,23 @@ mod tests {
             let kept: Vec<(u64, String)> = all.iter().filter(|(n, _)| !oversized.contains(n)).cloned().collect();
             // Lines longer than the limit may be passed whole when they fit a chunk; never lost or split.
             proptest::prop_assert_eq!(&got, &kept);
-            for n in &oversized {
-                proptest::prop_assert!(all[*n as usize - 1].1.len() > max_line.min(chunk));
+            for o in &chunks.oversized {
+                let line = &all[o.line as usize - 1].1;
+                proptest::prop_assert!(line.len() > max_line.min(chunk));
+                proptest::prop_assert_eq!(o.bytes, line.len() as u64, "the whole length is known");
+                proptest::prop_assert!(line.as_bytes().starts_with(&o.head));
             }
             proptest::prop_assert!(chunks.failure.is_none());
         }
     }
 
     #[test]
-    fn last_line_without_newline_is_kept() {
-        let chunks: Vec<_> = Chunks::new(&b"a\nb"[..], 1).map(|c| (c.bytes, c.first_line)).collect();
-        assert_eq!(chunks, vec![(b"a\n".to_vec(), 1), (b"b".to_vec(), 2)]);
+    fn last_line_without_newline_is_held_back_unconsumed() {
+        let mut c = Chunks::new(&b"a\nb"[..], 1);
+        let chunks: Vec<_> = c.by_ref().map(|c| (c.bytes, c.first_line)).collect();
+        assert_eq!(chunks, vec![(b"a\n".to_vec(), 1)]);
+        assert_eq!(c.unterminated, Some((2, b"b".to_vec())));
+        assert_eq!(c.lines_consumed(), 1);
     }
 
     #[test]

@@ -30,6 +30,26 @@ pub const MAX_TOKENS: i64 = 1_000_000_000;
 /// The most one request can cost, in US dollars.
 pub const MAX_COST_USD: f64 = 1_000_000.0;
 
+/// The text of a record about to be quarantined.
+pub(super) struct RawText<'a> {
+    /// Redacted: all of the record, or the head of it that was read.
+    pub(super) text: &'a str,
+    /// Whether `text` is the whole record.
+    pub(super) whole: bool,
+    /// The record's length in bytes as read, when known.
+    pub(super) bytes: Option<u64>,
+}
+
+impl RawText<'_> {
+    /// What the quarantine keeps of the record, and whether that is less than
+    /// all of it: the one place that decides both, so `raw_truncated` is true
+    /// whenever anything was cut, here or before (a head of a record).
+    pub(super) fn kept(&self) -> (String, bool) {
+        let cut = gateway::truncate(self.text, QUARANTINE_RAW_BYTES);
+        (cut.to_string(), !self.whole || cut.len() < self.text.len())
+    }
+}
+
 /// The formats a run can read: the two built into code and every mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Format {
@@ -137,34 +157,52 @@ impl FileCtx<'_> {
         self.format.map(|f| self.formats.name(f).to_string())
     }
 
+    /// Quarantines a whole record: `raw` its text, `bytes` its length as read.
+    pub(super) fn quarantine(&self, out: &mut Output, record: Option<u64>, reason: String, raw: &str, bytes: usize) {
+        self.quarantine_raw(out, record, reason, RawText { text: raw, whole: true, bytes: Some(bytes as u64) });
+    }
+
     /// Keeps a record that did not become an event. Its text is redacted
     /// here, whatever the caller did, before it is cut to size (a secret cut
     /// in two would escape the patterns).
-    pub(super) fn quarantine(&self, out: &mut Output, record: Option<u64>, reason: String, raw: &str) {
-        let red = secrets::redact_record(raw);
-        let raw: &str = &red.text;
-        let cut = gateway::truncate(raw, QUARANTINE_RAW_BYTES);
+    fn quarantine_raw(&self, out: &mut Output, record: Option<u64>, reason: String, raw: RawText<'_>) {
+        let red = secrets::redact_record(raw.text);
+        let (raw_text, raw_truncated) = RawText { text: &red.text, ..raw }.kept();
         out.quarantine.push(QuarantineEntry {
             run_id: self.run_id.to_string(),
             source_file: self.file.to_string(),
             record,
             format: self.format_name(),
             reason,
-            raw: cut.to_string(),
-            raw_truncated: cut.len() < raw.len(),
+            raw: raw_text,
+            raw_truncated,
+            raw_bytes: raw.bytes,
         });
     }
 
-    /// Quarantines a record known only as bytes (possibly not UTF-8), redacted.
-    pub(super) fn quarantine_bytes(&self, out: &mut Output, record: u64, reason: String, bytes: &[u8]) {
+    /// Quarantines a record known only as bytes (possibly not UTF-8), redacted:
+    /// all of it, or only its head when `bytes` (its whole length, if known)
+    /// is not the head's.
+    pub(super) fn quarantine_bytes(
+        &self,
+        out: &mut Output,
+        record: u64,
+        reason: String,
+        head: &[u8],
+        bytes: Option<u64>,
+    ) {
         out.read += 1;
-        self.quarantine(out, Some(record), reason, &String::from_utf8_lossy(bytes));
+        let text = String::from_utf8_lossy(head);
+        let whole = bytes == Some(head.len() as u64);
+        self.quarantine_raw(out, Some(record), reason, RawText { text: &text, whole, bytes });
     }
 
     /// Quarantines a line too long to hold, from its head: the one record
-    /// batch ingest and `watch`'s tailer both make of such a line.
-    pub(super) fn oversized(&self, out: &mut Output, line: u64, head: &[u8]) {
-        self.quarantine_bytes(out, line, format!("line longer than {} MiB", source::MAX_LINE_BYTES >> 20), head);
+    /// batch ingest and `watch`'s tailer both make of such a line. `bytes` is
+    /// its whole length when known.
+    pub(super) fn oversized(&self, out: &mut Output, line: u64, head: &[u8], bytes: Option<u64>) {
+        let reason = format!("line longer than {} MiB", source::MAX_LINE_BYTES >> 20);
+        self.quarantine_bytes(out, line, reason, head, bytes);
     }
 
     /// The whole per-record transform: redact, parse, map, append or quarantine.
@@ -178,7 +216,7 @@ impl FileCtx<'_> {
                 Err(e) => format!("not JSON: {e}"),
             };
             self.record_exposures(&red.exposures, text, None, record_no, out);
-            self.quarantine(out, Some(record_no), reason, text);
+            self.quarantine(out, Some(record_no), reason, text, raw.len());
             return;
         };
         let value: Result<Option<Value>, Rejected> = match format {
@@ -205,7 +243,7 @@ impl FileCtx<'_> {
                 out.events.append(&e, lineage, record_no);
                 out.ingested += 1;
             }
-            Err(r) => self.quarantine(out, Some(record_no), r.0, text),
+            Err(r) => self.quarantine(out, Some(record_no), r.0, text, raw.len()),
         }
     }
 
@@ -263,7 +301,7 @@ impl FileCtx<'_> {
                 out.read += 1;
                 self.record_exposures(&red.exposures, &red.text, None, n, &mut out);
                 let reason = "a line of a PEM private key (redacted): a secret, not a log record".to_string();
-                self.quarantine(&mut out, Some(n), not_utf8.unwrap_or(reason), &red.text);
+                self.quarantine(&mut out, Some(n), not_utf8.unwrap_or(reason), &red.text, line.len());
                 continue;
             }
             match not_utf8 {
@@ -272,7 +310,7 @@ impl FileCtx<'_> {
                     out.read += 1;
                     let red = secrets::redact_record(&text);
                     self.record_exposures(&red.exposures, &red.text, None, n, &mut out);
-                    self.quarantine(&mut out, Some(n), reason, &red.text);
+                    self.quarantine(&mut out, Some(n), reason, &red.text, line.len());
                 }
             }
         }
@@ -317,6 +355,16 @@ pub(super) fn detect_in_lines(bytes: &[u8], formats: &Formats) -> Option<Format>
         .take(1000)
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
         .find_map(|v| formats.detect(&v))
+}
+
+/// How many lines of `bytes` are, each on its own, a record of a known
+/// format (any JSON object when the format is forced); counts no further
+/// than one past `enough`.
+pub(super) fn records_in_lines(bytes: &[u8], formats: &Formats, forced: bool, enough: usize) -> usize {
+    let is_record = |l: &[u8]| {
+        serde_json::from_slice::<Value>(l).is_ok_and(|v| v.is_object() && (forced || formats.detect(&v).is_some()))
+    };
+    bytes.split(|&b| b == b'\n').filter(|l| is_record(l)).take(enough + 1).count()
 }
 
 /// Ingest's per-line transform — redact, detect the format, parse, map or
@@ -375,7 +423,7 @@ impl LineParser {
         let file = &secrets::redact_path(file);
         let ctx = FileCtx { formats: &self.formats, format: format.map(|f| f.0), file, run_id };
         let mut out = Output::new();
-        ctx.oversized(&mut out, line, head);
+        ctx.oversized(&mut out, line, head, None);
         parsed(out)
     }
 }

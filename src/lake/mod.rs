@@ -131,7 +131,8 @@ pub struct SourceRecord {
     pub ingested: u64,
     pub quarantined: u64,
     /// Lines consumed, for JSON-lines files: a later run that finds these
-    /// same bytes followed by more (the log grew) resumes after them.
+    /// same bytes followed by more (the log grew) resumes after them. A last
+    /// line left pending (no newline, not yet whole) is not among them.
     #[serde(default)]
     pub lines: Option<u64>,
 }

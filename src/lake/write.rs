@@ -42,7 +42,11 @@ pub struct QuarantineEntry {
     pub reason: String,
     /// The record's text with secrets redacted, cut at 64 KiB.
     pub raw: String,
+    /// Whether `raw` is less than the whole record.
     pub raw_truncated: bool,
+    /// The record's whole length in bytes as read, when known (absent in
+    /// quarantine files written before it was recorded).
+    pub raw_bytes: Option<u64>,
 }
 
 /// Stages events, quarantined records and secret exposures into a run:
