@@ -6,10 +6,10 @@
 //! read-only (no DDL, INSERT, or COPY unless `--allow-files`).
 //!
 //! Who may connect: loopback only unless `--allow-remote`, which needs
-//! tokens ([`auth`]) and TLS (or `--insecure`). Queries run on a runtime of
-//! their own, so a heavy one cannot starve the gRPC side (new clients,
-//! signals); each stops when its client goes away, at its deadline, or when
-//! the server shuts down.
+//! tokens ([`auth`]) and TLS (or `--insecure`). Each query runs on a runtime
+//! of its own, so a heavy one cannot starve the gRPC side (new clients,
+//! signals) or other queries; each stops when its client goes away, at its
+//! deadline, or when the server shuts down.
 
 mod auth;
 
@@ -74,8 +74,6 @@ pub enum ServeError {
     TlsFile { flag: &'static str, path: PathBuf, error: std::io::Error },
     #[error("--tls-cert/--tls-key: {0} (both must be PEM: the certificate chain and its private key)")]
     Tls(tonic::transport::Error),
-    #[error("starting the query runtime: {0}")]
-    Runtime(std::io::Error),
     #[error("listening on {addr}: {error}")]
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error("serving: {0}")]
@@ -144,24 +142,10 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
     Ok(ServerTlsConfig::new().identity(identity))
 }
 
-/// The runtime queries run on, shut down without waiting when dropped (a
-/// runtime may not be dropped inside another's task otherwise).
+/// The runtime one query runs on, shut down without waiting when dropped:
+/// its tasks end at their next await, and its threads when their current
+/// poll returns (a runtime may not be dropped inside another's task otherwise).
 struct QueryRuntime(Option<tokio::runtime::Runtime>);
-
-impl QueryRuntime {
-    fn new() -> Result<Self, ServeError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("credtrail-query")
-            .enable_all()
-            .build()
-            .map_err(ServeError::Runtime)?;
-        Ok(QueryRuntime(Some(rt)))
-    }
-
-    fn handle(&self) -> tokio::runtime::Handle {
-        self.0.as_ref().expect("present until dropped").handle().clone()
-    }
-}
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
@@ -190,12 +174,10 @@ pub async fn serve(
     for n in notes {
         tracing::info!("{n}");
     }
-    let queries = QueryRuntime::new()?;
     let (stop, stopped) = watch::channel(false);
     let service = LakeFlightSql {
         ctx: Arc::new(ctx),
         permit: Permit { session_changes: false, files: opts.session.allow_files },
-        queries: queries.handle(),
         query_timeout: opts.query_timeout,
         stopped: stopped.clone(),
         authenticated: !opts.tokens.is_empty(),
@@ -228,8 +210,6 @@ pub async fn serve(
 pub struct LakeFlightSql {
     ctx: Arc<SessionContext>,
     permit: Permit,
-    /// Where queries run: not the runtime that accepts connections and signals.
-    queries: tokio::runtime::Handle,
     query_timeout: Duration,
     /// Becomes true when the server shuts down.
     stopped: watch::Receiver<bool>,
@@ -321,42 +301,54 @@ impl LakeFlightSql {
         Ok(wire_schema(self.plan(query).await?.schema().as_arrow()))
     }
 
-    /// Runs a query on the query runtime and streams its batches. Dropping
-    /// the stream (the client went away) aborts the query; so does its
-    /// deadline (the client's `grpc-timeout` or `--query-timeout`,
-    /// whichever is sooner) or the server's shutdown.
+    /// Runs a query on a runtime of its own and streams its batches. Own
+    /// threads, so the OS shares the cores between queries and the gRPC side
+    /// even while an operator computes for seconds without yielding. The
+    /// query ends when the stream is dropped (the client went away), at its
+    /// deadline (the client's `grpc-timeout` or `--query-timeout`, whichever
+    /// is sooner: the client gets DEADLINE_EXCEEDED at once) or at shutdown.
     async fn execute(&self, query: &str, metadata: &MetadataMap) -> Result<Response<DoGetStream>, Status> {
         let df = self.plan(query).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let limit = client_timeout(metadata).map_or(self.query_timeout, |t| t.min(self.query_timeout));
+        let deadline = tokio::time::Instant::now() + limit;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("credtrail-query")
+            .enable_all()
+            .build()
+            .map_err(|e| Status::resource_exhausted(format!("cannot start the query's threads: {e}")))?;
         let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(2);
-        let mut stopped = self.stopped.clone();
-        let task = self.queries.spawn(async move {
-            let run = async {
-                let mut batches = df.execute_stream().await.map_err(status)?;
-                while let Some(b) = batches.next().await {
-                    let failed = b.is_err();
-                    if tx.send(b.map_err(|e| FlightError::Tonic(Box::new(status(e))))).await.is_err() || failed {
-                        break;
-                    }
-                }
-                Ok(())
+        rt.spawn(async move {
+            let mut batches = match df.execute_stream().await {
+                Ok(b) => b,
+                Err(e) => return drop(tx.send(Err(FlightError::Tonic(Box::new(status(e))))).await),
             };
-            let ended = tokio::select! {
-                r = tokio::time::timeout(limit, run) => r.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!(
+            while let Some(b) = batches.next().await {
+                let failed = b.is_err();
+                if tx.send(b.map_err(|e| FlightError::Tonic(Box::new(status(e))))).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let state = Running { rx, runtime: Some(QueryRuntime(Some(rt))), stopped: self.stopped.clone() };
+        let batches = futures::stream::unfold(state, move |mut s| async move {
+            // Ended: the runtime is gone, so is the query.
+            s.runtime.as_ref()?;
+            let next = tokio::select! {
+                b = s.rx.recv() => Ok(b),
+                _ = tokio::time::sleep_until(deadline) => Err(Status::deadline_exceeded(format!(
                     "the query ran past its deadline of {} and was stopped (serve --query-timeout, or the \
                      client's own timeout)",
                     humantime::format_duration(limit)
-                )))),
-                _ = stopped.wait_for(|s| *s) => Err(Status::unavailable("the server is shutting down")),
+                ))),
+                _ = s.stopped.wait_for(|stop| *stop) => Err(Status::unavailable("the server is shutting down")),
             };
-            if let Err(e) = ended {
-                let _ = tx.send(Err(FlightError::Tonic(Box::new(e)))).await;
-            }
-        });
-        // The stream owns the guard: when the response is dropped, the query is aborted.
-        let batches = futures::stream::unfold((rx, AbortOnDrop(task.abort_handle())), |(mut rx, guard)| async move {
-            rx.recv().await.map(|b| (b, (rx, guard)))
+            let ended = match next {
+                Ok(b) => return b.map(|b| (b, s)),
+                Err(ended) => ended,
+            };
+            s.runtime = None;
+            Some((Err(FlightError::Tonic(Box::new(ended))), s))
         });
         let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from);
         Ok(Response::new(Box::pin(stream)))
@@ -367,13 +359,11 @@ impl LakeFlightSql {
     }
 }
 
-/// Aborts a query's task when its response stream is dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// A running query as its response stream holds it: dropping it stops the query.
+struct Running {
+    rx: mpsc::Receiver<Result<RecordBatch, FlightError>>,
+    runtime: Option<QueryRuntime>,
+    stopped: watch::Receiver<bool>,
 }
 
 /// The client's deadline, from gRPC's `grpc-timeout` header (up to 8 digits and a unit).
