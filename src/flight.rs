@@ -3,14 +3,25 @@
 //!
 //! Statement and prepared-statement handles are the SQL text itself: the
 //! server keeps no per-query state, and a ticket can be fetched again. It is
-//! read-only (no DDL, INSERT or COPY) and unauthenticated, hence loopback
-//! unless the operator says otherwise.
+//! read-only (no DDL, INSERT, or COPY unless `--allow-files`).
+//!
+//! Who may connect: loopback only unless `--allow-remote`, which needs
+//! tokens ([`auth`]) and TLS (or `--insecure`). Each query runs on a runtime
+//! of its own, so a heavy one cannot starve the gRPC side (new clients,
+//! signals) or other queries; each stops when its client goes away, at its
+//! deadline, or when the server shuts down.
+
+mod auth;
+
+pub use auth::{TOKEN_ENV, TokenError, Tokens};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -28,13 +39,15 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionContext};
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::analyst::{self, AnalystError, SessionOptions};
+use crate::analyst::{self, AnalystError, Permit, SessionOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -43,14 +56,35 @@ pub enum ServeError {
     #[error("{0:?} is not a host:port address")]
     BadAddress(String),
     #[error(
-        "{0} is not a loopback address: the server has no authentication, so anyone who reaches it could read \
-         the lake; pass --allow-remote to listen there anyway"
+        "{0} is not a loopback address: anyone who reaches it could query the lake; pass --allow-remote \
+         (with --tokens-file and --tls-cert/--tls-key) to listen there"
     )]
     NotLoopback(SocketAddr),
+    #[error(
+        "--allow-remote needs authentication: give tokens with --tokens-file FILE or the {TOKEN_ENV} \
+         environment variable"
+    )]
+    RemoteWithoutTokens,
+    #[error(
+        "--allow-remote needs TLS, or tokens and results cross the network in clear: pass --tls-cert FILE \
+         --tls-key FILE, or --insecure if a proxy in front of the server terminates TLS"
+    )]
+    RemoteWithoutTls,
+    #[error("reading {flag} {}: {error}", path.display())]
+    TlsFile { flag: &'static str, path: PathBuf, error: std::io::Error },
+    #[error("--tls-cert/--tls-key: {0} (both must be PEM: the certificate chain and its private key)")]
+    Tls(tonic::transport::Error),
     #[error("listening on {addr}: {error}")]
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -59,9 +93,19 @@ pub struct ServeOptions {
     pub session: SessionOptions,
     /// `host:port`; port 0 picks a free port.
     pub listen: String,
-    /// Permit a non-loopback address.
+    /// Permit a non-loopback address (with tokens, and TLS unless `insecure`).
     pub allow_remote: bool,
+    /// Bearer tokens; when there are any, every call needs one.
+    pub tokens: Tokens,
+    pub tls: Option<TlsFiles>,
+    /// `--allow-remote` without TLS.
+    pub insecure: bool,
+    /// Longest a query runs; a client's shorter `grpc-timeout` wins.
+    pub query_timeout: Duration,
 }
+
+/// How long a shut-down server waits for clients to hang up before it stops anyway.
+const GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves `--listen` and refuses a non-loopback address unless allowed.
 pub fn listen_address(listen: &str, allow_remote: bool) -> Result<SocketAddr, ServeError> {
@@ -76,33 +120,101 @@ pub fn listen_address(listen: &str, allow_remote: bool) -> Result<SocketAddr, Se
     Ok(addr)
 }
 
-/// Serves until `shutdown` resolves. `ready` is told the bound address once
-/// the server accepts connections (the CLI prints it, so a caller that asked
-/// for port 0 learns the port).
+/// `--allow-remote` only with tokens, and with TLS unless `--insecure`.
+pub fn check_exposure(opts: &ServeOptions) -> Result<(), ServeError> {
+    if !opts.allow_remote {
+        return Ok(());
+    }
+    if opts.tokens.is_empty() {
+        return Err(ServeError::RemoteWithoutTokens);
+    }
+    if opts.tls.is_none() && !opts.insecure {
+        return Err(ServeError::RemoteWithoutTls);
+    }
+    Ok(())
+}
+
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
+    let read = |flag, path: &PathBuf| {
+        std::fs::read(path).map_err(|error| ServeError::TlsFile { flag, path: path.clone(), error })
+    };
+    let identity = Identity::from_pem(read("--tls-cert", &files.cert)?, read("--tls-key", &files.key)?);
+    Ok(ServerTlsConfig::new().identity(identity))
+}
+
+/// The runtime one query runs on, shut down without waiting when dropped:
+/// its tasks end at their next await, and its threads when their current
+/// poll returns (a runtime may not be dropped inside another's task otherwise).
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops the running queries and
+/// returns once clients have hung up (or after a short grace). `ready` is
+/// told the bound address once the server accepts connections (the CLI
+/// prints it, so a caller that asked for port 0 learns the port).
 pub async fn serve(
     opts: &ServeOptions,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let addr = listen_address(&opts.listen, opts.allow_remote)?;
+    check_exposure(opts)?;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(files) = &opts.tls {
+        server = server.tls_config(tls_config(files)?).map_err(ServeError::Tls)?;
+    }
     let (ctx, notes) = analyst::analyst_context(&opts.lake, &opts.session).await?;
     for n in notes {
         tracing::info!("{n}");
     }
+    let (stop, stopped) = watch::channel(false);
+    let service = LakeFlightSql {
+        ctx: Arc::new(ctx),
+        permit: Permit { session_changes: false, files: opts.session.allow_files },
+        query_timeout: opts.query_timeout,
+        stopped: stopped.clone(),
+        authenticated: !opts.tokens.is_empty(),
+    };
+    let service = FlightServiceServer::with_interceptor(service, opts.tokens.clone());
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| ServeError::Bind { addr, error })?;
     let bound = listener.local_addr().map_err(|error| ServeError::Bind { addr, error })?;
-    let service = FlightServiceServer::new(LakeFlightSql::new(ctx));
     ready(bound);
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
-        .await?;
+    let mut on_stop = stopped;
+    let serving = server.add_service(service).serve_with_incoming_shutdown(
+        tonic::transport::server::TcpIncoming::from(listener),
+        async move {
+            let _ = on_stop.wait_for(|s| *s).await;
+        },
+    );
+    let signalled = async {
+        shutdown.await;
+        // Running queries end now (their clients get UNAVAILABLE), so connections can close.
+        let _ = stop.send(true);
+        tokio::time::sleep(GRACE).await;
+    };
+    tokio::select! {
+        r = serving => r?,
+        () = signalled => tracing::warn!("clients still connected {GRACE:?} after shutdown: stopping anyway"),
+    }
     Ok(())
 }
 
 /// The Flight SQL service over one analyst session.
 pub struct LakeFlightSql {
     ctx: Arc<SessionContext>,
+    permit: Permit,
+    query_timeout: Duration,
+    /// Becomes true when the server shuts down.
+    stopped: watch::Receiver<bool>,
+    /// Tokens are required (the interceptor has checked them by the time a call gets here).
+    authenticated: bool,
 }
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -173,34 +285,72 @@ fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::FlightSqlServerSql, true);
         b.append(SqlInfo::FlightSqlServerSubstrait, false);
         b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+        // A query is cancelled by dropping its stream, not by CancelFlightInfo.
         b.append(SqlInfo::FlightSqlServerCancel, false);
         b.build().expect("static SQL info is valid")
     })
 }
 
 impl LakeFlightSql {
-    pub fn new(ctx: SessionContext) -> Self {
-        LakeFlightSql { ctx: Arc::new(ctx) }
-    }
-
-    /// Plans a query; only queries (no DDL, DML or SET) reach the shared session.
+    /// Plans a query; only queries (no DDL, DML or SET; files only if allowed) reach the shared session.
     async fn plan(&self, query: &str) -> Result<DataFrame, Status> {
-        let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        self.ctx.sql_with_options(query, opts).await.map_err(status)
+        analyst::sql(&self.ctx, query, self.permit).await.map_err(status)
     }
 
     async fn schema_of(&self, query: &str) -> Result<Schema, Status> {
         Ok(wire_schema(self.plan(query).await?.schema().as_arrow()))
     }
 
-    async fn execute(&self, query: &str) -> Result<Response<DoGetStream>, Status> {
+    /// Runs a query on a runtime of its own and streams its batches. Own
+    /// threads, so the OS shares the cores between queries and the gRPC side
+    /// even while an operator computes for seconds without yielding. The
+    /// query ends when the stream is dropped (the client went away), at its
+    /// deadline (the client's `grpc-timeout` or `--query-timeout`, whichever
+    /// is sooner: the client gets DEADLINE_EXCEEDED at once) or at shutdown.
+    async fn execute(&self, query: &str, metadata: &MetadataMap) -> Result<Response<DoGetStream>, Status> {
         let df = self.plan(query).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.execute_stream().await.map_err(status)?;
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::Tonic(Box::new(status(e)))))
-            .map_err(Status::from);
+        let limit = client_timeout(metadata).map_or(self.query_timeout, |t| t.min(self.query_timeout));
+        let deadline = tokio::time::Instant::now() + limit;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("credtrail-query")
+            .enable_all()
+            .build()
+            .map_err(|e| Status::resource_exhausted(format!("cannot start the query's threads: {e}")))?;
+        let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(2);
+        rt.spawn(async move {
+            let mut batches = match df.execute_stream().await {
+                Ok(b) => b,
+                Err(e) => return drop(tx.send(Err(FlightError::Tonic(Box::new(status(e))))).await),
+            };
+            while let Some(b) = batches.next().await {
+                let failed = b.is_err();
+                if tx.send(b.map_err(|e| FlightError::Tonic(Box::new(status(e))))).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let state = Running { rx, runtime: Some(QueryRuntime(Some(rt))), stopped: self.stopped.clone() };
+        let batches = futures::stream::unfold(state, move |mut s| async move {
+            // Ended: the runtime is gone, so is the query.
+            s.runtime.as_ref()?;
+            let next = tokio::select! {
+                b = s.rx.recv() => Ok(b),
+                _ = tokio::time::sleep_until(deadline) => Err(Status::deadline_exceeded(format!(
+                    "the query ran past its deadline of {} and was stopped (serve --query-timeout, or the \
+                     client's own timeout)",
+                    humantime::format_duration(limit)
+                ))),
+                _ = s.stopped.wait_for(|stop| *stop) => Err(Status::unavailable("the server is shutting down")),
+            };
+            let ended = match next {
+                Ok(b) => return b.map(|b| (b, s)),
+                Err(ended) => ended,
+            };
+            s.runtime = None;
+            Some((Err(FlightError::Tonic(Box::new(ended))), s))
+        });
+        let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -209,17 +359,55 @@ impl LakeFlightSql {
     }
 }
 
+/// A running query as its response stream holds it: dropping it stops the query.
+struct Running {
+    rx: mpsc::Receiver<Result<RecordBatch, FlightError>>,
+    runtime: Option<QueryRuntime>,
+    stopped: watch::Receiver<bool>,
+}
+
+/// The client's deadline, from gRPC's `grpc-timeout` header (up to 8 digits and a unit).
+fn client_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for LakeFlightSql {
     type FlightService = LakeFlightSql;
 
-    /// No authentication: an empty handshake so clients that always shake hands can connect.
+    /// With tokens, a client shakes hands with basic auth whose password is a
+    /// token (already checked by the interceptor), and gets it back as the
+    /// bearer for its later calls, as Flight SQL drivers expect. Without
+    /// tokens, an empty handshake so clients that always shake hands can connect.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
         let reply = HandshakeResponse { protocol_version: 0, payload: Default::default() };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(reply)]))))
+        let mut response = Response::new(Box::pin(futures::stream::iter([Ok(reply)])) as Pin<Box<_>>);
+        if self.authenticated
+            && let Some(token) = auth::presented(request.metadata())
+        {
+            let bearer = format!("Bearer {}", String::from_utf8_lossy(&token))
+                .parse()
+                .map_err(|_| Status::invalid_argument("the token is not valid in a header"))?;
+            response.metadata_mut().insert("authorization", bearer);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_statement(
@@ -235,9 +423,9 @@ impl FlightSqlService for LakeFlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.execute(utf8(&ticket.statement_handle)?).await
+        self.execute(utf8(&ticket.statement_handle)?, request.metadata()).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -276,9 +464,9 @@ impl FlightSqlService for LakeFlightSql {
     async fn do_get_prepared_statement(
         &self,
         cmd: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.execute(utf8(&cmd.prepared_statement_handle)?).await
+        self.execute(utf8(&cmd.prepared_statement_handle)?, request.metadata()).await
     }
 
     async fn get_flight_info_catalogs(
@@ -413,5 +601,50 @@ mod tests {
         assert_eq!(w.field(0).data_type(), &DataType::Utf8);
         assert_eq!(w.field(1).data_type(), &DataType::Int64);
         assert!(!w.field(1).is_nullable());
+    }
+
+    #[test]
+    fn the_clients_deadline_is_read_from_grpc_timeout() {
+        let with = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            client_timeout(&m)
+        };
+        assert_eq!(with("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(with("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(with("3H"), Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(with("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "S", "123456789S", "10x", "-1S", "1.5S"] {
+            assert_eq!(with(bad), None, "{bad:?}");
+        }
+        assert_eq!(client_timeout(&MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn remote_needs_tokens_and_tls_unless_insecure() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let mut o = ServeOptions {
+            lake: dir.path().into(),
+            session: SessionOptions::default(),
+            listen: "0.0.0.0:0".into(),
+            allow_remote: true,
+            tokens: Tokens::default(),
+            tls: None,
+            insecure: true,
+            query_timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(check_exposure(&o), Err(ServeError::RemoteWithoutTokens)));
+        o.tokens = Tokens::load(Some(&file), None).unwrap();
+        assert!(check_exposure(&o).is_ok());
+        o.insecure = false;
+        assert!(matches!(check_exposure(&o), Err(ServeError::RemoteWithoutTls)));
+        o.tls = Some(TlsFiles { cert: file.clone(), key: file.clone() });
+        assert!(check_exposure(&o).is_ok());
+        o.allow_remote = false;
+        o.tokens = Tokens::default();
+        o.tls = None;
+        assert!(check_exposure(&o).is_ok(), "loopback needs neither");
     }
 }

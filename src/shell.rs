@@ -15,7 +15,6 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 
@@ -305,6 +304,8 @@ pub struct Shell {
     /// The process's one runtime: the shell blocks on it from a blocking-pool thread.
     rt: tokio::runtime::Handle,
     ctx: SessionContext,
+    /// What statements may do besides query: the session is the shell's own; files only with --allow-files.
+    permit: analyst::Permit,
     notes: Vec<String>,
     format: Format,
     output: Option<PathBuf>,
@@ -327,9 +328,11 @@ impl Shell {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| ShellError::Meta(format!("the SQL shell needs a tokio runtime: {e}")))?;
         let (ctx, notes) = rt.block_on(analyst::analyst_context(&opts.lake, &opts.session))?;
+        let permit = analyst::Permit { session_changes: true, files: opts.session.allow_files };
         Ok(Shell {
             rt,
             ctx,
+            permit,
             notes,
             format: opts.format,
             output: opts.output,
@@ -487,9 +490,7 @@ impl Shell {
     fn statement(&self, sql: &str, out: &mut dyn Write) -> Result<Option<usize>, ShellError> {
         let interactive = self.interactive;
         let run = async {
-            // No INSERT or COPY: the lake is written only by ingest and detect, through its commit protocol.
-            let opts = SQLOptions::new().with_allow_dml(false);
-            let df = self.ctx.sql_with_options(sql, opts).await?;
+            let df = analyst::sql(&self.ctx, sql, self.permit).await?;
             self.render(df, out).await
         };
         self.rt.block_on(async {

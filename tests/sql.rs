@@ -517,23 +517,8 @@ async fn flight_sql_round_trip() {
 
     let l = lake();
     let inv = l.data.join("inventory.csv");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
-        .arg(&l.lake)
-        .arg("--inventory")
-        .arg(&inv)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let mut first = String::new();
-    std::io::BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let addr = first.split("grpc://").nth(1).and_then(|r| r.split_whitespace().next()).expect(&first).to_string();
-
-    let channel = tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let (server, url) = start_server(&[std::ffi::OsStr::new("--inventory"), inv.as_os_str()], &[]);
+    let mut client = connect(&url).await;
 
     async fn fetch(
         client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
@@ -625,4 +610,338 @@ fn the_real_shape_panther_records_answer_through_the_shell_and_views() {
     // changes, and the alerts detect wrote for the key that made them.
     assert_eq!(counts[..3], [223, 16, 2], "{counts:?}");
     assert!(counts[3] >= 2, "{counts:?}");
+}
+
+/// A query that keeps a core busy for minutes with little memory: every ordered pair of the sample's events.
+const HEAVY: &str = "SELECT count(*) AS n FROM events a, events b WHERE a.request_id < b.request_id";
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// Starts `credtrail serve --listen 127.0.0.1:0` on the test lake with `args` and `env`
+/// (no token from the environment otherwise); returns it and the URL it printed.
+fn start_server<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> (Server, String) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--lake"])
+        .arg(&lake().lake)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .env_remove(credtrail::flight::TOKEN_ENV)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut server = Server(cmd.spawn().unwrap());
+    let mut first = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let url = first.split_whitespace().find(|w| w.contains("://")).expect(&first).to_string();
+    (server, url)
+}
+
+type Client = arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>;
+
+async fn connect(url: &str) -> Client {
+    let addr = url.split("://").nth(1).unwrap();
+    let channel = tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Client::new(channel)
+}
+
+/// Rows of a query's result, or the first error on the way.
+async fn count_rows(client: &mut Client, query: &str) -> Result<usize, arrow_flight::error::FlightError> {
+    use futures::TryStreamExt;
+    let info = client.execute(query.to_string(), None).await?;
+    let mut n = 0;
+    for ep in info.endpoint {
+        let batches: Vec<RecordBatch> = client.do_get(ep.ticket.unwrap()).await?.try_collect().await?;
+        n += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    Ok(n)
+}
+
+fn code(e: &arrow_flight::error::FlightError) -> Option<tonic::Code> {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => Some(s.code()),
+        _ => None,
+    }
+}
+
+/// CPU seconds the process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest.split(' ').skip(11).take(2).map(|x| x.parse().unwrap()).collect();
+    (f[0] + f[1]) as f64 / 100.0
+}
+
+/// Waits until the server's CPU use over a second is near zero (no query left
+/// running). A stopped query's threads end when the operator's current poll
+/// returns: for the join below, one batch against the whole other side.
+async fn settles(pid: u32) -> bool {
+    for _ in 0..90 {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if cpu_seconds(pid) - before < 0.2 {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_queries_at_their_deadline_and_when_clients_leave() {
+    use std::time::{Duration, Instant};
+    let (server, url) = start_server(&["--query-timeout", "1s"], &[]);
+    let pid = server.0.id();
+
+    let heavy = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let mut c = connect(&url).await;
+            let start = Instant::now();
+            (count_rows(&mut c, HEAVY).await, start.elapsed())
+        }
+    });
+    // While it runs, another client connects and is answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let mut other = connect(&url).await;
+    assert_eq!(count_rows(&mut other, "SELECT 1").await.unwrap(), 1);
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+
+    let (result, took) = heavy.await.unwrap();
+    let e = result.unwrap_err();
+    assert_eq!(code(&e), Some(tonic::Code::DeadlineExceeded), "{e}");
+    assert!(e.to_string().contains("--query-timeout"), "{e}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(settles(pid).await, "the query stopped at its deadline");
+
+    // A client that goes away takes its query with it.
+    let (server, url) = start_server::<&str>(&[], &[]);
+    let pid = server.0.id();
+    let mut c = connect(&url).await;
+    let info = c.execute(HEAVY.to_string(), None).await.unwrap();
+    let stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(cpu_seconds(pid) - before > 0.1, "the query is running");
+    drop(stream);
+    drop(c);
+    assert!(settles(pid).await, "the query stopped when its client left");
+    // And the server still answers.
+    assert_eq!(count_rows(&mut connect(&url).await, "SELECT 1").await.unwrap(), 1);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_serve_promptly_during_a_heavy_query() {
+    use std::time::{Duration, Instant};
+    let (mut server, url) = start_server::<&str>(&[], &[]);
+    let heavy = tokio::spawn(async move { count_rows(&mut connect(&url).await, HEAVY).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    let kill = std::process::Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(8), "still running {:?} after SIGTERM", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(heavy.await.unwrap().is_err(), "the client learns its query did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_tokens_admits_only_their_holders() {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("tokens");
+    write(&file, &format!("# analysts\n{TOKEN}\n"));
+    let env_token = "ffffffffffffffffffffffffffffffff";
+    let (_server, url) = start_server(
+        &[std::ffi::OsStr::new("--tokens-file"), file.as_os_str()],
+        &[(credtrail::flight::TOKEN_ENV, env_token)],
+    );
+
+    let mut c = connect(&url).await;
+    let e = count_rows(&mut c, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), Some(tonic::Code::Unauthenticated), "{e}");
+    assert!(e.to_string().contains("needs a token"), "{e}");
+    c.set_token("0123456789abcdef0123456789abcdeX".into());
+    let e = count_rows(&mut c, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), Some(tonic::Code::Unauthenticated), "{e}");
+    assert!(!e.to_string().contains(TOKEN), "{e}");
+    c.set_token(TOKEN.into());
+    assert_eq!(count_rows(&mut c, "SELECT 1").await.unwrap(), 1);
+    c.set_token(env_token.into());
+    assert_eq!(count_rows(&mut c, "SELECT 1").await.unwrap(), 1);
+
+    // The handshake ADBC and JDBC drivers make: basic auth in, the bearer out.
+    let mut c = connect(&url).await;
+    assert!(c.handshake("analyst", "not-the-token-at-all").await.is_err());
+    assert!(count_rows(&mut c, "SELECT 1").await.is_err());
+    c.handshake("analyst", TOKEN).await.unwrap();
+    assert_eq!(c.token().map(String::as_str), Some(TOKEN));
+    assert_eq!(count_rows(&mut c, "SELECT 1").await.unwrap(), 1);
+}
+
+/// A CA and a certificate it signed for localhost and 127.0.0.1, made with the openssl CLI:
+/// (the CA's PEM, the certificate's file, its key's file).
+fn test_certificates(dir: &Path) -> (Vec<u8>, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(&[&["req", "-x509", "-days", "1", "-subj", "/CN=credtrail test CA", "-keyout", "ca.key", "-out", "ca.pem"][..], &ec].concat());
+    openssl(&[&["req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"][..], &ec].concat());
+    write(&dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    (std::fs::read(dir.join("ca.pem")).unwrap(), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_remote_needs_tokens_and_tls_and_serves_over_tls() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = credtrail();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--lake"]).arg(&lake().lake).args(args);
+        cmd.env_remove(credtrail::flight::TOKEN_ENV).envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = serve(&["--allow-remote"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--allow-remote needs authentication: give tokens with --tokens-file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = serve(&["--allow-remote"], &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--tls-cert FILE --tls-key FILE, or --insecure"), "{}", stderr(&out));
+    let out = serve(&["--insecure"], &[]);
+    assert_eq!(out.status.code(), Some(2), "--insecure only goes with --allow-remote");
+    let out = serve(&["--tls-cert", "cert.pem"], &[]);
+    assert_eq!(out.status.code(), Some(2), "a certificate needs its key");
+    let out = serve(
+        &["--allow-remote", "--tls-cert", "nope.pem", "--tls-key", "nope.key"],
+        &[(credtrail::flight::TOKEN_ENV, TOKEN)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("reading --tls-cert nope.pem"), "{}", stderr(&out));
+    let out = serve(&["--query-timeout", "0"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // --insecure serves, with a warning.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--allow-remote", "--insecure", "--lake"])
+        .arg(&lake().lake)
+        .env("RUST_LOG", "error")
+        .env(credtrail::flight::TOKEN_ENV, TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut server = Server(cmd.spawn().unwrap());
+    let mut first = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("grpc://127.0.0.1:"), "{first}");
+    let mut warning = String::new();
+    std::io::BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut warning).unwrap();
+    assert!(warning.contains("warning: --insecure"), "{warning}");
+    drop(server);
+
+    // TLS with a certificate of a CA the client trusts.
+    let work = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(work.path());
+    let args = [
+        std::ffi::OsStr::new("--allow-remote"),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let (_server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    let port = url.rsplit(':').next().unwrap().to_string();
+    assert!(url.starts_with("grpc+tls://"), "{url}");
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name("localhost");
+    let channel =
+        Endpoint::new(format!("https://127.0.0.1:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let mut c = Client::new(channel);
+    c.handshake("analyst", TOKEN).await.unwrap();
+    let inv = count_rows(&mut c, "SELECT count(*) FROM events").await.unwrap();
+    assert_eq!(inv, 1);
+    // Plain gRPC gets nowhere.
+    let mut plain = connect(&url).await;
+    plain.set_token(TOKEN.into());
+    assert!(count_rows(&mut plain, "SELECT 1").await.is_err());
+}
+
+#[test]
+fn sql_reads_and_writes_files_only_with_allow_files() {
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("secret.csv");
+    write(&secret, "user,hash\nroot,x\n");
+    let copy = work.path().join("copy.csv");
+    let create = format!("CREATE EXTERNAL TABLE s STORED AS CSV LOCATION '{}'", secret.display());
+    let write_out = format!("COPY (SELECT 1 AS a) TO '{}' STORED AS CSV", copy.display());
+    for q in [&create, &write_out] {
+        let out = sql(&["-c", q], "");
+        assert_eq!(out.status.code(), Some(1), "{q}");
+        assert!(stderr(&out).contains("start it with --allow-files"), "{}", stderr(&out));
+    }
+    assert!(!copy.exists());
+    // Views, tables in memory and settings need no flag.
+    let text = ok(&sql(
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SET datafusion.execution.batch_size = 512; CREATE VIEW v AS SELECT 2 AS b; \
+           CREATE TABLE m AS SELECT b FROM v; SELECT b FROM m",
+        ],
+        "",
+    ));
+    assert_eq!(text, "b\n2\n");
+
+    let text = ok(&sql(
+        &["--allow-files", "--format", "csv", "-c", &format!("{create}; SELECT user FROM s; {write_out}")],
+        "",
+    ));
+    assert!(text.contains("user\nroot\n"), "{text}");
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "a\n1\n");
+    // Still no writing the lake.
+    let out = sql(&["--allow-files", "-c", "INSERT INTO events SELECT * FROM events LIMIT 1"], "");
+    assert!(stderr(&out).contains("DML not supported"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_files_only_with_allow_files() {
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("secret.csv");
+    write(&secret, "user,hash\nroot,x\n");
+    let create = format!("CREATE EXTERNAL TABLE IF NOT EXISTS s STORED AS CSV LOCATION '{}'", secret.display());
+    let (_server, url) = start_server::<&str>(&[], &[]);
+    let e = count_rows(&mut connect(&url).await, &create).await.unwrap_err();
+    assert_eq!(code(&e), Some(tonic::Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("--allow-files"), "{e}");
+
+    let (_server, url) = start_server(&["--allow-files"], &[]);
+    let mut c = connect(&url).await;
+    count_rows(&mut c, &create).await.unwrap();
+    assert_eq!(count_rows(&mut c, "SELECT * FROM s").await.unwrap(), 1);
 }

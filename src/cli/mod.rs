@@ -77,7 +77,7 @@ pub enum Command {
     Lake(lake::LakeCmd),
     /// Serve the same tables over Arrow Flight SQL (for BI tools and ADBC/JDBC clients) until Ctrl-C.
     ///
-    /// Read-only and without authentication: listens on loopback unless --allow-remote.
+    /// Read-only; listens on loopback unless --allow-remote, which needs tokens and TLS.
     Serve(serve::ServeArgs),
 }
 
@@ -160,11 +160,18 @@ pub struct SessionArgs {
     /// Memory DataFusion may use; a query needing more spills or fails with "Resources exhausted".
     #[arg(long, default_value = "2GiB", value_parser = credtrail::engine::parse_size)]
     pub memory_limit: usize,
+    /// Let SQL read and write files by path (CREATE EXTERNAL TABLE, COPY ... TO); off, so SQL reaches only the lake and the inventory.
+    #[arg(long)]
+    pub allow_files: bool,
 }
 
 impl SessionArgs {
     pub fn options(&self) -> credtrail::analyst::SessionOptions {
-        credtrail::analyst::SessionOptions { memory_limit: Some(self.memory_limit), inventory: self.inventory.clone() }
+        credtrail::analyst::SessionOptions {
+            memory_limit: Some(self.memory_limit),
+            inventory: self.inventory.clone(),
+            allow_files: self.allow_files,
+        }
     }
 }
 
