@@ -13,3 +13,4 @@ mod ingest;
 mod run_snapshot;
 mod sql;
 mod watch;
+mod report;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use credtrail::html::ReportOptions;
 use credtrail::{detect, report::AlertOutput, time};
 
 use super::{DetectorArgs, LakeArg};
@@ -41,6 +42,9 @@ pub struct DetectCommon {
     /// Credentials older than this many days are long-lived (governance).
     #[arg(long, default_value_t = 90)]
     max_age_days: u32,
+    /// Also write the HTML report of the days detected to FILE, and print its path.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 pub async fn run(a: DetectArgs) -> Result<ExitCode> {
@@ -79,6 +83,16 @@ pub async fn detect_and_print(
     };
     let report = detect::detect(&opts).await?;
     print!("{}", c.output.render(&report));
+    if let Some(out) = &c.report {
+        let range =
+            ReportOptions { lake: lake.to_path_buf(), from: Some(opts.from.clone()), to: Some(opts.to.clone()) };
+        let line = super::report::write_report(&range, out).await?;
+        // Alerts as JSON lines keep stdout to themselves.
+        match c.output {
+            AlertOutput::Table => println!("{line}"),
+            _ => eprintln!("{line}"),
+        }
+    }
     if let Some(s) = &opts.suppressions {
         let end = time::parse_date_or_ts(&opts.to).unwrap_or(0) + time::DAY_MS;
         for r in s.expired(end) {

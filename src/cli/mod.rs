@@ -11,6 +11,7 @@ mod detect;
 mod eval;
 mod ingest;
 mod inventory;
+mod report;
 mod run;
 mod sample;
 mod serve;
@@ -75,6 +76,8 @@ pub enum Command {
     ///
     /// Read-only and without authentication: listens on loopback unless --allow-remote.
     Serve(serve::ServeArgs),
+    /// Write one self-contained HTML report of the lake's incidents, with charts (works offline).
+    Report(report::ReportArgs),
 }
 
 /// Runs one command.
@@ -90,6 +93,7 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Sql(a) => sql::run(a).await,
         Command::Watch(a) => watch::run(a).await,
         Command::Serve(a) => serve::run(a).await,
+        Command::Report(a) => report::run(a).await,
     }
 }
 

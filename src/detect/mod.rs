@@ -173,7 +173,8 @@ pub enum Gate {
 }
 
 pub use billing::least_spend;
-pub use storm::least_burst;
+pub use storm::{least_burst, usual_rate};
+pub(crate) use explain::FIRST_SEEN_PREFIX;
 
 /// The built-in detectors: each query file's name and text, whose header holds its rule.
 const BUILTIN: &[(&str, &str)] = &[

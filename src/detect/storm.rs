@@ -112,10 +112,15 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
 /// least count that can fire, whether it was learned).
 fn expectation(cx: &Context<'_>, cred: &str) -> (f64, f64, bool) {
     let base = cx.baseline.and_then(|b| b.credentials.get(cred));
-    let least = least_burst(base);
+    let learned = base.is_some_and(|b| !b.cold_start);
+    (usual_rate(base), least_burst(base), learned)
+}
+
+/// The failures per minute a credential with this baseline usually has.
+pub fn usual_rate(base: Option<&CredentialBaseline>) -> f64 {
     match base.filter(|b| !b.cold_start) {
-        Some(b) => ((b.errors_per_hour.mean / 60.0).max(MIN_RATE), least, true),
-        None => (COLD_RATE, least, false),
+        Some(b) => (b.errors_per_hour.mean / 60.0).max(MIN_RATE),
+        None => COLD_RATE,
     }
 }
 
