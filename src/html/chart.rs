@@ -187,6 +187,7 @@ fn time_label(ms: i64, axis: TimeAxis, span: i64) -> String {
         TimeAxis::Minutes if span < 10 * 60_000 => "%H:%M:%S",
         TimeAxis::Minutes => "%H:%M",
         TimeAxis::Hours => "%d %H:00",
+        TimeAxis::Days if span < 4 * 86_400_000 => "%m-%d %H:00",
         TimeAxis::Days => "%m-%d",
     };
     t.format(f).to_string()
