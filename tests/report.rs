@@ -192,3 +192,30 @@ fn hostile_log_values_show_as_text_and_never_run() {
     }
     screenshot(&page, work.path(), "report-hostile.png");
 }
+
+#[test]
+fn bad_ranges_and_lakes_are_clear_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let page = work.path().join("r.html");
+    let report = |args: &[&str]| credtrail().arg("report").args(args).arg("-o").arg(&page).output().unwrap();
+    let missing = work.path().join("no-lake");
+    let out = report(&["--lake", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-lake"), "the error names the lake");
+
+    let logs = work.path().join("gw.jsonl");
+    write(&logs, &(gateway_line(1, "key_A", "") + "\n"));
+    let lake = work.path().join("lake");
+    assert_eq!(ingest(&lake, &[&logs], &[]).0, 0);
+    let lake = lake.to_str().unwrap();
+    let out = report(&["--lake", lake, "--date", "2026-13-01"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a date"), "{out:?}");
+    let out = report(&["--lake", lake, "--from", "2026-11-05", "--to", "2026-11-01"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is after"), "{out:?}");
+    assert!(!page.exists(), "a failed report writes no file");
+    // A lake never detected on is a report with no incidents, not an error.
+    let out = report(&["--lake", lake]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("0 incident(s)") && !html.contains("<section class=\"incident\""));
+}

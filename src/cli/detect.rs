@@ -9,21 +9,14 @@ use clap::Args;
 use credtrail::html::ReportOptions;
 use credtrail::{detect, report::AlertOutput, time};
 
-use super::{DetectorArgs, LakeArg};
+use super::{DayRange, DetectorArgs, LakeArg};
 
 #[derive(Args)]
 pub struct DetectArgs {
     #[command(flatten)]
     lake: LakeArg,
-    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
-    #[arg(long, conflicts_with_all = ["from", "to"])]
-    date: Option<String>,
-    /// The first day of a range (YYYY-MM-DD), with --to.
-    #[arg(long, requires = "to")]
-    from: Option<String>,
-    /// The last day of a range (YYYY-MM-DD, included), with --from.
-    #[arg(long, requires = "from")]
-    to: Option<String>,
+    #[command(flatten)]
+    days: DayRange,
     /// The credential inventory (CSV or TOML): enables out-of-scope and governance detection.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
@@ -49,10 +42,9 @@ pub struct DetectCommon {
 
 pub async fn run(a: DetectArgs) -> Result<ExitCode> {
     let lake = &a.lake.lake;
-    let (from, to) = match (a.date, a.from, a.to) {
-        (Some(d), _, _) => (d.clone(), d),
-        (None, Some(f), Some(t)) => (f, t),
-        _ => match detect::lake_days(lake).await? {
+    let (from, to) = match a.days.range() {
+        Some(range) => range,
+        None => match detect::lake_days(lake).await? {
             Some(range) => range,
             None => anyhow::bail!("{}: the lake has no events to detect on", lake.display()),
         },

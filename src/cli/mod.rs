@@ -105,6 +105,31 @@ pub struct LakeArg {
     pub lake: PathBuf,
 }
 
+/// The days a command covers: shared by detect and report.
+#[derive(Args)]
+pub struct DayRange {
+    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<String>,
+    /// The first day of a range (YYYY-MM-DD), with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// The last day of a range (YYYY-MM-DD, included), with --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+}
+
+impl DayRange {
+    /// The first and last day asked for; none means every day in the lake.
+    pub fn range(self) -> Option<(String, String)> {
+        match (self.date, self.from, self.to) {
+            (Some(d), _, _) => Some((d.clone(), d)),
+            (None, Some(f), Some(t)) => Some((f, t)),
+            _ => None,
+        }
+    }
+}
+
 /// How log lines are read: shared by ingest, run and watch.
 #[derive(Args)]
 pub struct ReadArgs {

@@ -8,21 +8,14 @@ use clap::Args;
 
 use credtrail::html::{self, ReportOptions};
 
-use super::LakeArg;
+use super::{DayRange, LakeArg};
 
 #[derive(Args)]
 pub struct ReportArgs {
     #[command(flatten)]
     lake: LakeArg,
-    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
-    #[arg(long, conflicts_with_all = ["from", "to"])]
-    date: Option<String>,
-    /// The first day of a range (YYYY-MM-DD), with --to.
-    #[arg(long, requires = "to")]
-    from: Option<String>,
-    /// The last day of a range (YYYY-MM-DD, included), with --from.
-    #[arg(long, requires = "from")]
-    to: Option<String>,
+    #[command(flatten)]
+    days: DayRange,
     /// The HTML file to write (one self-contained page).
     #[arg(short, long, default_value = "report.html")]
     output: PathBuf,
@@ -32,10 +25,7 @@ pub struct ReportArgs {
 }
 
 pub async fn run(a: ReportArgs) -> Result<ExitCode> {
-    let (from, to) = match a.date {
-        Some(d) => (Some(d.clone()), Some(d)),
-        None => (a.from, a.to),
-    };
+    let (from, to) = a.days.range().unzip();
     let opts = ReportOptions { lake: a.lake.lake, from, to };
     println!("{}", write_report(&opts, &a.output).await?);
     if a.open {

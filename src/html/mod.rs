@@ -44,6 +44,8 @@ pub enum HtmlError {
     Baseline(#[from] BaselineError),
     #[error(transparent)]
     Chart(#[from] ChartError),
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     #[error("{0:?} is not a date (YYYY-MM-DD)")]
     BadDate(String),
     #[error("--from {0} is after --to {1}")]
@@ -82,14 +84,16 @@ pub struct Report {
 pub struct IncidentPage {
     pub id: String,
     pub alerts: Vec<AlertPage>,
-    /// Per credential of the incident, its activity strip: (credential, svg, requests, first day, last day).
+    /// Per credential of the incident, its activity strip.
     pub strips: Vec<Strip>,
 }
 
+/// A credential's requests per day over [`STRIP_DAYS`] days.
 #[derive(Debug)]
 pub struct Strip {
     pub credential: String,
     pub svg: String,
+    /// Requests over all the days.
     pub requests: f64,
     pub from: String,
     pub to: String,
@@ -120,7 +124,7 @@ pub struct Evidence {
 /// Reads the report of `opts` from the lake.
 pub async fn load(opts: &ReportOptions) -> Result<Report, HtmlError> {
     let ctx = engine::context(&opts.lake).await?;
-    let span = lake_span(&ctx).await?.ok_or_else(|| HtmlError::NoEvents(opts.lake.clone()))?;
+    let span = crate::detect::lake_days(&opts.lake).await?.ok_or_else(|| HtmlError::NoEvents(opts.lake.clone()))?;
     let from = opts.from.clone().unwrap_or_else(|| span.0.clone());
     let to = opts.to.clone().unwrap_or_else(|| span.1.clone());
     for d in [&from, &to] {
@@ -136,7 +140,7 @@ pub async fn load(opts: &ReportOptions) -> Result<Report, HtmlError> {
     let mut baselines = Vec::new();
     for b in engine::collect(&ctx, &q).await? {
         for day in columns::strings(&b, "report days", "date")?.into_iter().flatten() {
-            let until = previous_day(&day);
+            let until = previous_day(&day)?;
             baselines.push((day, versions.contains(&until).then_some(until)));
         }
     }
@@ -145,7 +149,7 @@ pub async fn load(opts: &ReportOptions) -> Result<Report, HtmlError> {
     for inc in alert::incidents(&alerts).into_iter().take(MAX_DETAILED) {
         let mut pages = Vec::new();
         for a in &inc.alerts {
-            let until = previous_day(&day_of(a.window_start_ms));
+            let until = previous_day(&day_of(a.window_start_ms))?;
             if !models.contains_key(&until) {
                 let m = match versions.contains(&until) {
                     true => Some(baseline::load(&ctx, &opts.lake, &until).await?),
@@ -189,18 +193,9 @@ fn ts_lit(ms: i64) -> String {
     format!("TIMESTAMP '{}'", format_ms(ms))
 }
 
-fn previous_day(day: &str) -> String {
-    crate::time::parse_day(day)
-        .and_then(|d| d.pred_opt())
-        .map_or_else(|| day.to_string(), |d| d.format("%Y-%m-%d").to_string())
-}
-
-async fn lake_span(ctx: &datafusion::prelude::SessionContext) -> Result<Option<(String, String)>, HtmlError> {
-    let b = engine::collect(ctx, "SELECT min(date) AS a, max(date) AS b FROM events").await?;
-    let Some(b) = b.first() else { return Ok(None) };
-    let a = columns::strings(b, "lake span", "a")?.into_iter().next().flatten();
-    let z = columns::strings(b, "lake span", "b")?.into_iter().next().flatten();
-    Ok(a.zip(z))
+/// The baseline version that judges `day`, as `detect` picks it.
+fn previous_day(day: &str) -> Result<String, HtmlError> {
+    Ok(crate::detect::previous_day(day)?)
 }
 
 columns::row! {
@@ -704,6 +699,6 @@ mod tests {
     #[test]
     fn sql_literals_cannot_be_broken_out_of() {
         assert_eq!(lit("a'; DROP TABLE x; --"), "'a''; DROP TABLE x; --'");
-        assert_eq!(previous_day("2026-11-01"), "2026-10-31");
+        assert_eq!(previous_day("2026-11-01").unwrap(), "2026-10-31");
     }
 }
