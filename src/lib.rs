@@ -16,7 +16,8 @@
 //! `lake → engine → baseline → detect → {stream, analyst} → {shell, flight, cli}`,
 //! with small leaf modules (`time`, `schema`, `columns`, `secrets`, `alert`,
 //! `suppress`, `inventory`) used from above them.
-//! [`report`] renders what people read of all of it.
+//! [`report`] renders what people read of all of it; [`html`] writes the
+//! self-contained HTML report of a lake's incidents, with charts.
 
 pub mod alert;
 pub mod analyst;
@@ -26,6 +27,7 @@ pub mod detect;
 pub mod engine;
 pub mod eval;
 pub mod flight;
+pub mod html;
 pub mod ingest;
 pub mod inventory;
 pub mod lake;

@@ -14,3 +14,4 @@ mod ingest;
 mod run_snapshot;
 mod sql;
 mod watch;
+mod report;

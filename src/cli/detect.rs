@@ -6,23 +6,17 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use credtrail::html::ReportOptions;
 use credtrail::{detect, report::AlertOutput, time};
 
-use super::{DetectorArgs, LakeArg};
+use super::{DayRange, DetectorArgs, LakeArg};
 
 #[derive(Args)]
 pub struct DetectArgs {
     #[command(flatten)]
     lake: LakeArg,
-    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
-    #[arg(long, conflicts_with_all = ["from", "to"])]
-    date: Option<String>,
-    /// The first day of a range (YYYY-MM-DD), with --to.
-    #[arg(long, requires = "to")]
-    from: Option<String>,
-    /// The last day of a range (YYYY-MM-DD, included), with --from.
-    #[arg(long, requires = "from")]
-    to: Option<String>,
+    #[command(flatten)]
+    days: DayRange,
     /// The credential inventory (CSV or TOML): enables out-of-scope and governance detection.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
@@ -41,14 +35,16 @@ pub struct DetectCommon {
     /// Credentials older than this many days are long-lived (governance).
     #[arg(long, default_value_t = 90)]
     max_age_days: u32,
+    /// Also write the HTML report of the days detected to FILE, and print its path.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 pub async fn run(a: DetectArgs) -> Result<ExitCode> {
     let lake = &a.lake.lake;
-    let (from, to) = match (a.date, a.from, a.to) {
-        (Some(d), _, _) => (d.clone(), d),
-        (None, Some(f), Some(t)) => (f, t),
-        _ => match detect::lake_days(lake).await? {
+    let (from, to) = match a.days.range() {
+        Some(range) => range,
+        None => match detect::lake_days(lake).await? {
             Some(range) => range,
             None => anyhow::bail!("{}: the lake has no events to detect on", lake.display()),
         },
@@ -80,6 +76,16 @@ pub async fn detect_and_print(
     };
     let report = detect::detect(&opts).await?;
     print!("{}", c.output.render(&report));
+    if let Some(out) = &c.report {
+        let range =
+            ReportOptions { lake: lake.to_path_buf(), from: Some(opts.from.clone()), to: Some(opts.to.clone()) };
+        let line = super::report::write_report(&range, out).await?;
+        // Alerts as JSON lines keep stdout to themselves.
+        match c.output {
+            AlertOutput::Table => println!("{line}"),
+            _ => eprintln!("{line}"),
+        }
+    }
     if let Some(s) = &opts.suppressions {
         let end = time::parse_date_or_ts(&opts.to).unwrap_or(0) + time::DAY_MS;
         for r in s.expired(end) {

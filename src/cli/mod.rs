@@ -12,6 +12,7 @@ mod eval;
 mod ingest;
 mod inventory;
 mod lake;
+mod report;
 mod run;
 mod sample;
 mod serve;
@@ -79,6 +80,8 @@ pub enum Command {
     ///
     /// Read-only; listens on loopback unless --allow-remote, which needs tokens and TLS.
     Serve(serve::ServeArgs),
+    /// Write one self-contained HTML report of the lake's incidents, with charts (works offline).
+    Report(report::ReportArgs),
 }
 
 /// Runs one command.
@@ -95,6 +98,7 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Watch(a) => watch::run(a).await,
         Command::Serve(a) => serve::run(a).await,
         Command::Lake(a) => lake::run(a).await,
+        Command::Report(a) => report::run(a).await,
     }
 }
 
@@ -104,6 +108,31 @@ pub struct LakeArg {
     /// The lake directory (ingest and watch create it if missing).
     #[arg(long, default_value = "lake")]
     pub lake: PathBuf,
+}
+
+/// The days a command covers: shared by detect and report.
+#[derive(Args)]
+pub struct DayRange {
+    /// One day (YYYY-MM-DD); or use --from/--to; neither means every day in the lake.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<String>,
+    /// The first day of a range (YYYY-MM-DD), with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// The last day of a range (YYYY-MM-DD, included), with --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+}
+
+impl DayRange {
+    /// The first and last day asked for; none means every day in the lake.
+    pub fn range(self) -> Option<(String, String)> {
+        match (self.date, self.from, self.to) {
+            (Some(d), _, _) => Some((d.clone(), d)),
+            (None, Some(f), Some(t)) => Some((f, t)),
+            _ => None,
+        }
+    }
 }
 
 /// How log lines are read: shared by ingest, run and watch.

@@ -187,7 +187,8 @@ pub enum Gate {
 pub use billing::least_spend;
 #[cfg(test)]
 pub(crate) use storm::alerts_for as storm_alerts_for;
-pub use storm::{SUSTAINED_MINUTES, least_burst, least_sustained};
+pub use storm::{SUSTAINED_MINUTES, least_burst, least_sustained, usual_rate};
+pub(crate) use explain::FIRST_SEEN_PREFIX;
 
 /// The built-in detectors: each query file's name and text, whose header holds its rule.
 const BUILTIN: &[(&str, &str)] = &[

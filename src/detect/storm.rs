@@ -138,10 +138,15 @@ fn bursts(cx: &Context<'_>, own: &[Minute]) -> Vec<Alert> {
 /// least count that can fire, whether it was learned).
 fn expectation(cx: &Context<'_>, cred: &str) -> (f64, f64, bool) {
     let base = cx.baseline.and_then(|b| b.credentials.get(cred));
-    let least = least_burst(base);
+    let learned = base.is_some_and(|b| !b.cold_start);
+    (usual_rate(base), least_burst(base), learned)
+}
+
+/// The failures per minute a credential with this baseline usually has.
+pub fn usual_rate(base: Option<&CredentialBaseline>) -> f64 {
     match base.filter(|b| !b.cold_start) {
-        Some(b) => (own_rate(b), least, true),
-        None => (COLD_RATE, least, false),
+        Some(b) => own_rate(b),
+        None => COLD_RATE,
     }
 }
 
