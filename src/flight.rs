@@ -42,7 +42,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
@@ -102,6 +102,8 @@ pub struct ServeOptions {
     pub insecure: bool,
     /// Longest a query runs; a client's shorter `grpc-timeout` wins.
     pub query_timeout: Duration,
+    /// Most queries running at once; more are refused, not queued.
+    pub max_queries: usize,
 }
 
 /// How long a shut-down server waits for clients to hang up before it stops anyway.
@@ -179,6 +181,8 @@ pub async fn serve(
         ctx: Arc::new(ctx),
         permit: Permit { session_changes: false, files: opts.session.allow_files },
         query_timeout: opts.query_timeout,
+        slots: Arc::new(Semaphore::new(opts.max_queries)),
+        max_queries: opts.max_queries,
         stopped: stopped.clone(),
         authenticated: !opts.tokens.is_empty(),
     };
@@ -211,6 +215,10 @@ pub struct LakeFlightSql {
     ctx: Arc<SessionContext>,
     permit: Permit,
     query_timeout: Duration,
+    /// One permit per running query: each has threads of its own, so without
+    /// a bound any client could start enough of them to exhaust the host.
+    slots: Arc<Semaphore>,
+    max_queries: usize,
     /// Becomes true when the server shuts down.
     stopped: watch::Receiver<bool>,
     /// Tokens are required (the interceptor has checked them by the time a call gets here).
@@ -310,6 +318,12 @@ impl LakeFlightSql {
     async fn execute(&self, query: &str, metadata: &MetadataMap) -> Result<Response<DoGetStream>, Status> {
         let df = self.plan(query).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} queries are already running (serve --max-queries); try again when one ends",
+                self.max_queries
+            ))
+        })?;
         let limit = client_timeout(metadata).map_or(self.query_timeout, |t| t.min(self.query_timeout));
         let deadline = tokio::time::Instant::now() + limit;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -330,7 +344,7 @@ impl LakeFlightSql {
                 }
             }
         });
-        let state = Running { rx, runtime: Some(QueryRuntime(Some(rt))), stopped: self.stopped.clone() };
+        let state = Running { rx, runtime: Some(QueryRuntime(Some(rt))), stopped: self.stopped.clone(), _slot: slot };
         let batches = futures::stream::unfold(state, move |mut s| async move {
             // Ended: the runtime is gone, so is the query.
             s.runtime.as_ref()?;
@@ -364,6 +378,8 @@ struct Running {
     rx: mpsc::Receiver<Result<RecordBatch, FlightError>>,
     runtime: Option<QueryRuntime>,
     stopped: watch::Receiver<bool>,
+    /// Given back when the stream is dropped: the query has ended or its client left.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// The client's deadline, from gRPC's `grpc-timeout` header (up to 8 digits and a unit).
@@ -634,6 +650,7 @@ mod tests {
             tls: None,
             insecure: true,
             query_timeout: Duration::from_secs(1),
+            max_queries: 1,
         };
         assert!(matches!(check_exposure(&o), Err(ServeError::RemoteWithoutTokens)));
         o.tokens = Tokens::load(Some(&file), None).unwrap();

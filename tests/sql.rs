@@ -945,3 +945,28 @@ async fn serve_reads_files_only_with_allow_files() {
     count_rows(&mut c, &create).await.unwrap();
     assert_eq!(count_rows(&mut c, "SELECT * FROM s").await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_at_most_max_queries_at_once() {
+    use std::time::Duration;
+    let (_server, url) = start_server(&["--max-queries", "1"], &[]);
+    let mut a = connect(&url).await;
+    let info = a.execute(HEAVY.to_string(), None).await.unwrap();
+    let stream = a.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let mut b = connect(&url).await;
+    let e = count_rows(&mut b, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), Some(tonic::Code::ResourceExhausted), "{e}");
+    assert!(e.to_string().contains("--max-queries"), "{e}");
+    // The slot comes back once its client leaves.
+    drop(stream);
+    drop(a);
+    let mut answered = false;
+    for _ in 0..100 {
+        if count_rows(&mut b, "SELECT 1").await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the slot of a client that left was given back");
+}

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// deadline wins. E.g. 30s, 5m.
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     query_timeout: Duration,
+    /// Most queries that may run at once; one more is refused with RESOURCE_EXHAUSTED (each query has threads of
+    /// its own, so this bounds what clients can make the host do).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_queries: u16,
 }
 
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
@@ -59,6 +63,7 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         tls,
         insecure: a.insecure,
         query_timeout: a.query_timeout,
+        max_queries: usize::from(a.max_queries),
     };
     flight::check_exposure(&opts)?;
     if opts.insecure {
