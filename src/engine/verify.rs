@@ -3,13 +3,14 @@
 //! committed file it hashes the whole file and compares size and hash with
 //! what the commit recorded ([`crate::lake::check`]), so flipped bytes become
 //! an error naming the file instead of silently changed values. A file passes
-//! once per session; files without a record (older commits, a watcher's
-//! micro-batches) are read as they are.
+//! once per process, not per session: `run` opens several sessions over the
+//! same files, and hashing each file once is enough. Files without a record
+//! (older commits, a watcher's micro-batches) are read as they are.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,25 +31,25 @@ pub struct VerifiedStore {
     inner: Arc<dyn ObjectStore>,
     /// File name → (lake-relative path, record); run ids make names unique in a lake.
     expected: HashMap<String, (String, FileCheck)>,
-    /// Locations already verified this session.
-    verified: Mutex<HashSet<String>>,
 }
+
+/// Files already verified in this process, as (location, recorded hash).
+static VERIFIED: LazyLock<Mutex<HashSet<(String, String)>>> = LazyLock::new(Mutex::default);
 
 impl VerifiedStore {
     /// Serves `inner`, holding the files of `checks` (lake-relative path → record) to their records.
     pub fn new(inner: Arc<dyn ObjectStore>, checks: BTreeMap<String, FileCheck>) -> Self {
         let expected =
             checks.into_iter().filter_map(|(rel, c)| Some((rel.rsplit('/').next()?.to_string(), (rel, c)))).collect();
-        VerifiedStore { inner, expected, verified: Mutex::default() }
+        VerifiedStore { inner, expected }
     }
 
     async fn verify(&self, location: &Path) -> object_store::Result<()> {
         let Some((rel, want)) = location.filename().and_then(|n| self.expected.get(n)) else {
             return Ok(());
         };
-        if !location.as_ref().ends_with(rel.as_str())
-            || self.verified.lock().expect("verified set lock").contains(location.as_ref())
-        {
+        let key = (location.to_string(), want.xxh3.clone());
+        if !location.as_ref().ends_with(rel.as_str()) || VERIFIED.lock().expect("verified set lock").contains(&key) {
             return Ok(());
         }
         let mut stream = self.inner.get_opts(location, GetOptions::default()).await?.into_stream();
@@ -73,7 +74,7 @@ impl VerifiedStore {
                 .into(),
             });
         }
-        self.verified.lock().expect("verified set lock").insert(location.to_string());
+        VERIFIED.lock().expect("verified set lock").insert(key);
         Ok(())
     }
 }
