@@ -1,0 +1,261 @@
+//! Per-day partial aggregates: what a baseline window needs from each day,
+//! computed once per day and merged, so a nightly baseline scans one new day
+//! instead of the whole window.
+//!
+//! Each day of events gets one file per table, written in one commit:
+//!
+//! ```text
+//! models/daily/hourly/date=D/…parquet         per credential and hour: requests, tokens, cost, errors
+//! models/daily/error_minutes/date=D/…parquet  per credential and minute with errors: how many
+//! models/daily/scope/date=D/…parquet          per credential, dimension and value: first/last seen, requests
+//! models/daily/transitions/date=D/…parquet    per principal: tool-transition counts, the day's sessions alone
+//! models/daily/sessions/date=D/…parquet       each session's first and last call of the day
+//! models/daily/sources/date=D/…parquet        the event files the day's partials were computed from
+//! ```
+//!
+//! Every partial is exact (no sketches): hourly rows are at most 24 per
+//! credential and day, so the window's medians, MADs and percentiles are
+//! computed from the merged rows as before; error minutes are kept as a
+//! per-minute histogram; scope merges by min/max/sum; transition counts add,
+//! and a session that crosses midnight is stitched from its days' first and
+//! last calls (its `last → $` and `^ → first` at the day boundary become
+//! `last → first`). See the baseline module docs for the tolerance.
+//!
+//! A day's partials are current while `sources` lists exactly the day's
+//! committed event files (and this [`DAILY_VERSION`]): events committed into
+//! the day later add a file, so only that day is recomputed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray, UInt32Array, UInt64Array};
+use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{BaselineError, Source, Transition, conform, query, save};
+use crate::columns;
+use crate::engine::{self, catalog};
+use crate::lake::{self, Lake, LakeError};
+use crate::schema::col;
+
+/// Bumped when a partial's meaning or layout changes: older partials are recomputed.
+pub const DAILY_VERSION: u32 = 1;
+
+/// The window's rows, merged from its days' partials.
+pub(super) const MERGED: Source = Source {
+    hourly: "SELECT credential_id, principal, hour, requests, tokens, cost, errors \
+             FROM daily_hourly WHERE date BETWEEN '{from}' AND '{to}'",
+    error_minutes: "SELECT credential_id, errors FROM daily_error_minutes WHERE date BETWEEN '{from}' AND '{to}'",
+    scope: "SELECT credential_id, dimension, value, min(first_seen) AS first_seen, max(last_seen) AS last_seen, \
+            sum(requests) AS requests FROM daily_scope WHERE date BETWEEN '{from}' AND '{to}' GROUP BY 1, 2, 3",
+};
+
+/// One tool call of an agent session, as the day's events give it.
+const CALLS_SQL: &str = "SELECT credential_id, session_id, ts, request_id, tool, principal FROM events \
+                         WHERE date BETWEEN '{from}' AND '{to}' AND session_id IS NOT NULL AND tool IS NOT NULL";
+
+/// Sessions of the window seen on more than one day, each day's first and last call in order.
+const SPLIT_SESSIONS_SQL: &str = "WITH s AS (SELECT * FROM daily_sessions WHERE date BETWEEN '{from}' AND '{to}'), \
+     multi AS (SELECT credential_id, session_id FROM s GROUP BY 1, 2 HAVING count(*) > 1) \
+     SELECT s.first_tool, s.first_principal, s.last_tool, s.last_principal, s.credential_id, s.session_id \
+     FROM s JOIN multi m ON (s.credential_id IS NOT DISTINCT FROM m.credential_id) AND s.session_id = m.session_id \
+     ORDER BY s.credential_id, s.session_id, s.date";
+
+/// Makes the partials of every day in `[from, until]` current, computing
+/// those missing or outdated. Returns how many days were computed.
+pub async fn refresh(lake: &Lake, from: NaiveDate, until: NaiveDate) -> Result<usize, BaselineError> {
+    let mut ctx = None;
+    let mut computed = 0;
+    for day in from.iter_days().take_while(|d| *d <= until) {
+        let day = day.format("%Y-%m-%d").to_string();
+        let files = lake::committed_files(lake, &lake::events_partition(&day), "parquet");
+        let covered = covered(lake, &day)?;
+        if covered.as_ref() == Some(&files) || (covered.is_none() && files.is_empty()) {
+            continue;
+        }
+        if ctx.is_none() {
+            ctx = Some(engine::context(lake.root()).await?);
+        }
+        compute(ctx.as_ref().expect("opened above"), lake, &day, files).await?;
+        computed += 1;
+    }
+    tracing::debug!(computed, "per-day baseline partials refreshed");
+    Ok(computed)
+}
+
+/// The event files day's partials cover, if it has partials of this version.
+fn covered(lake: &Lake, day: &str) -> Result<Option<Vec<String>>, BaselineError> {
+    let dir = format!("{}/{}={day}", catalog::DAILY_SOURCES.dir, col::DATE);
+    let mut files = Vec::new();
+    let mut any = false;
+    for rel in lake::committed_files(lake, &dir, "parquet") {
+        let path = lake.path(&rel);
+        let parquet = |source| LakeError::Parquet { path: path.clone(), source };
+        let file = std::fs::File::open(&path).map_err(lake::io_err(&path))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?.build().map_err(parquet)?;
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet(e.into()))?;
+            let q = "daily_sources";
+            let versions = columns::ints(&batch, q, "model_version")?;
+            if versions.iter().any(|v| *v != Some(DAILY_VERSION as i64)) {
+                return Ok(None);
+            }
+            files.extend(columns::strings(&batch, q, "file")?.into_iter().flatten());
+        }
+        any = true;
+    }
+    files.sort();
+    Ok(any.then_some(files))
+}
+
+/// Computes and commits day's partials from its events, which are `files`.
+async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String>) -> Result<(), BaselineError> {
+    let hourly =
+        conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::HOURLY_SQL, day, day).await?)?;
+    let minutes = query(ctx, super::ERROR_MINUTES_SQL, day, day).await?;
+    let minutes = conform("daily_error_minutes", (catalog::DAILY_ERROR_MINUTES.schema)(), &minutes)?;
+    let scope =
+        conform("daily_scope", (catalog::DAILY_SCOPE.schema)(), &query(ctx, super::SCOPE_SQL, day, day).await?)?;
+    let (transitions, sessions) = day_sessions(&query(ctx, CALLS_SQL, day, day).await?)?;
+    let sources = RecordBatch::try_new(
+        (catalog::DAILY_SOURCES.schema)(),
+        vec![Arc::new(UInt32Array::from(vec![DAILY_VERSION; files.len()])), Arc::new(StringArray::from(files))],
+    )
+    .map_err(|source| BaselineError::Arrow { table: "daily_sources", source })?;
+    let tables = [
+        (catalog::DAILY_HOURLY, hourly),
+        (catalog::DAILY_ERROR_MINUTES, minutes),
+        (catalog::DAILY_SCOPE, scope),
+        (catalog::DAILY_TRANSITIONS, transitions),
+        (catalog::DAILY_SESSIONS, sessions),
+        // Last: a day whose sources are written has all its partials.
+        (catalog::DAILY_SOURCES, sources),
+    ];
+    save(lake, &format!("{}={day}", col::DATE), tables)?;
+    Ok(())
+}
+
+/// A session's key: credential and session id.
+type SessionKey = (Option<String>, String);
+
+/// One tool call: time, request id, tool, principal (the credential when it has none).
+type Call = (i64, Option<String>, String, Option<String>);
+
+/// The day's transition counts (each session taken alone, from `^` to `$`)
+/// and each session's first and last call, from its tool calls in any order.
+fn day_sessions(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), BaselineError> {
+    columns::row! {
+        struct CallRow { credential_id: text, session_id: text, ts: time, request_id: text, tool: text, principal: text }
+    }
+    let mut sessions: HashMap<SessionKey, Vec<Call>> = HashMap::new();
+    for r in columns::rows::<CallRow>(batches, "daily_sessions") {
+        let r = r?;
+        let (Some(session), Some(tool), Some(ts)) = (r.session_id, r.tool, r.ts) else { continue };
+        let principal = r.principal.or_else(|| r.credential_id.clone());
+        sessions.entry((r.credential_id, session)).or_default().push((ts, r.request_id, tool, principal));
+    }
+    let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut add = |p: &Option<String>, from: &str, to: &str| {
+        if let Some(p) = p {
+            *counts.entry((p.clone(), from.to_string(), to.to_string())).or_default() += 1;
+        }
+    };
+    let mut firsts_lasts: Vec<[Option<String>; 6]> = Vec::with_capacity(sessions.len());
+    for ((cred, session), mut calls) in sessions {
+        // The order of the window query: time, then request id with nulls last.
+        calls.sort_by(|a, b| (a.0, a.1.is_none(), &a.1).cmp(&(b.0, b.1.is_none(), &b.1)));
+        let mut prev = "^";
+        for (_, _, tool, principal) in &calls {
+            add(principal, prev, tool);
+            prev = tool;
+        }
+        let (first, last) = (&calls[0], &calls[calls.len() - 1]);
+        add(&last.3, &last.2, "$");
+        firsts_lasts.push([
+            cred,
+            Some(session),
+            Some(first.2.clone()),
+            first.3.clone(),
+            Some(last.2.clone()),
+            last.3.clone(),
+        ]);
+    }
+    let err = |table| move |source| BaselineError::Arrow { table, source };
+    let text = |i: usize, rows: &[[Option<String>; 6]]| {
+        Arc::new(rows.iter().map(|r| r[i].as_deref()).collect::<StringArray>()) as arrow::array::ArrayRef
+    };
+    let sessions =
+        RecordBatch::try_new((catalog::DAILY_SESSIONS.schema)(), (0..6).map(|i| text(i, &firsts_lasts)).collect())
+            .map_err(err("daily_sessions"))?;
+    Ok((transitions_batch(counts).map_err(err("daily_transitions"))?, sessions))
+}
+
+fn transitions_batch(counts: BTreeMap<(String, String, String), u64>) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let (mut p, mut f, mut t, mut n) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((principal, from, to), count) in counts {
+        p.push(principal);
+        f.push(from);
+        t.push(to);
+        n.push(count);
+    }
+    RecordBatch::try_new(
+        (catalog::DAILY_TRANSITIONS.schema)(),
+        vec![
+            Arc::new(StringArray::from(p)),
+            Arc::new(StringArray::from(f)),
+            Arc::new(StringArray::from(t)),
+            Arc::new(UInt64Array::from(n)),
+        ],
+    )
+}
+
+/// The window's transition counts: the days' counts added, with each session
+/// seen on several days stitched across its day boundaries.
+pub(super) async fn transitions(ctx: &SessionContext, from: &str, to: &str) -> Result<Vec<Transition>, BaselineError> {
+    columns::row! {
+        struct CountRow { principal: text, from_tool: text, to_tool: text, count: int }
+    }
+    let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    let sum = "SELECT principal, from_tool, to_tool, sum(count) AS count FROM daily_transitions \
+               WHERE date BETWEEN '{from}' AND '{to}' GROUP BY 1, 2, 3";
+    for r in columns::rows::<CountRow>(&query(ctx, sum, from, to).await?, "daily_transitions") {
+        if let CountRow { principal: Some(p), from_tool: Some(f), to_tool: Some(t), count: Some(n) } = r? {
+            counts.insert((p, f, t), n);
+        }
+    }
+    columns::row! {
+        struct SplitRow {
+            credential_id: text,
+            session_id: text,
+            first_tool: text,
+            first_principal: text,
+            last_tool: text,
+            last_principal: text,
+        }
+    }
+    let mut change = |p: &Option<String>, f: &Option<String>, t: &Option<String>, by: i64| {
+        if let (Some(p), Some(f), Some(t)) = (p, f, t) {
+            *counts.entry((p.clone(), f.clone(), t.clone())).or_default() += by;
+        }
+    };
+    let (start, end) = (Some("^".to_string()), Some("$".to_string()));
+    let mut prev: Option<SplitRow> = None;
+    for r in columns::rows::<SplitRow>(&query(ctx, SPLIT_SESSIONS_SQL, from, to).await?, "daily_sessions") {
+        let r = r?;
+        if let Some(a) =
+            prev.as_ref().filter(|a| (&a.credential_id, &a.session_id) == (&r.credential_id, &r.session_id))
+        {
+            // One session: its end on the earlier day was not an end, its start on the later day not a start.
+            change(&a.last_principal, &a.last_tool, &end, -1);
+            change(&r.first_principal, &start, &r.first_tool, -1);
+            change(&r.first_principal, &a.last_tool, &r.first_tool, 1);
+        }
+        prev = Some(r);
+    }
+    Ok(counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((principal, from_tool, to_tool), n)| Transition { principal, from_tool, to_tool, count: n as u64 })
+        .collect())
+}
