@@ -13,6 +13,25 @@
 //! models/scope/until=D/…parquet         learned scope: networks, models, tools, resources, …
 //! models/transitions/until=D/…parquet   tool-transition counts of agent sessions per principal
 //! ```
+//!
+//! The window's rows come from per-day partial aggregates ([`daily`], under
+//! `models/daily/`): each day's events are aggregated once, when a baseline
+//! first needs the day, and a version merges its window's partials, so a
+//! nightly baseline scans one new day. Events committed into a day later
+//! recompute that day's partials only. `BaselineOptions::rescan`
+//! (`credtrail baseline --rescan`) learns from one scan of the window's
+//! events instead: the reference the partials are tested against.
+//!
+//! **Tolerance.** The partials are exact (hourly rows, per-minute error
+//! counts, scope values with counts, transition counts; no sketches), so a
+//! merged version equals a rescan's value for value, with two exceptions:
+//! - floating-point sums (cost per hour, and the statistics over them) may
+//!   differ in the last bits, as DataFusion may add in another order; the
+//!   test allows a relative 1e-9, which two rescans can differ by as well;
+//! - a Bedrock call whose CloudTrail record and invocation-log record fall on
+//!   two UTC days (seconds apart around midnight) is de-duplicated within a
+//!   day only, so its tokens and cost count once on each day's record
+//!   instead of once on the key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
