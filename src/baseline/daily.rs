@@ -28,16 +28,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{
+    Array, ArrayAccessor, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMillisecondType};
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{BaselineError, Source, Transition, conform, query, save};
 use crate::columns;
-use crate::engine::{self, catalog};
+use crate::engine::{self, catalog, udf};
 use crate::lake::{self, Lake, LakeError};
 use crate::schema::col;
+use crate::time::HOUR_MS;
 
 /// Bumped when a partial's meaning or layout changes: older partials are recomputed.
 pub const DAILY_VERSION: u32 = 1;
@@ -54,6 +59,11 @@ pub(super) const MERGED: Source = Source {
 /// One tool call of an agent session, as the day's events give it.
 const CALLS_SQL: &str = "SELECT credential_id, session_id, ts, request_id, tool, principal FROM events \
                          WHERE date BETWEEN '{from}' AND '{to}' AND session_id IS NOT NULL AND tool IS NOT NULL";
+
+/// The columns scope is learned from (queries/baseline_scope.sql says how),
+/// read once for every dimension.
+const SCOPE_COLUMNS_SQL: &str = "SELECT credential_id, ts, source_ip, user_agent, model, tool, action, resource, region \
+                                 FROM events WHERE date BETWEEN '{from}' AND '{to}' AND credential_id IS NOT NULL";
 
 /// Sessions of the window seen on more than one day, each day's first and last call in order.
 const SPLIT_SESSIONS_SQL: &str = "WITH s AS (SELECT * FROM daily_sessions WHERE date BETWEEN '{from}' AND '{to}'), \
@@ -115,8 +125,7 @@ async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String
         conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::HOURLY_SQL, day, day).await?)?;
     let minutes = query(ctx, super::ERROR_MINUTES_SQL, day, day).await?;
     let minutes = conform("daily_error_minutes", (catalog::DAILY_ERROR_MINUTES.schema)(), &minutes)?;
-    let scope =
-        conform("daily_scope", (catalog::DAILY_SCOPE.schema)(), &query(ctx, super::SCOPE_SQL, day, day).await?)?;
+    let scope = day_scope(&query(ctx, SCOPE_COLUMNS_SQL, day, day).await?)?;
     let (transitions, sessions) = day_sessions(&query(ctx, CALLS_SQL, day, day).await?)?;
     let sources = RecordBatch::try_new(
         (catalog::DAILY_SOURCES.schema)(),
@@ -134,6 +143,122 @@ async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String
     ];
     save(lake, &format!("{}={day}", col::DATE), tables)?;
     Ok(())
+}
+
+/// The scope dimensions, in the order [`day_scope`] reads their columns; the
+/// hour of day comes from `ts`.
+const DIMENSIONS: [(&str, &str); 8] = [
+    ("source_ip", "network"),
+    ("user_agent", "user_agent"),
+    ("model", "model"),
+    ("tool", "tool"),
+    ("action", "action"),
+    ("resource", "resource_prefix"),
+    ("region", "region"),
+    ("ts", "hour"),
+];
+
+/// First seen, last seen and requests of one scope value.
+#[derive(Clone, Copy)]
+struct Seen(i64, i64, i64);
+
+impl Seen {
+    fn add(&mut self, o: Seen) {
+        *self = Seen(self.0.min(o.0), self.1.max(o.1), self.2 + o.2);
+    }
+}
+
+/// A text column, read without converting each row: dictionary values by key, others cast once per batch.
+enum Text<'a> {
+    Dict(arrow::array::TypedDictionaryArray<'a, Int32Type, StringArray>),
+    Plain(StringArray),
+}
+
+impl<'a> Text<'a> {
+    fn of(a: &'a ArrayRef) -> Result<Text<'a>, arrow::error::ArrowError> {
+        if let Some(d) = a.as_dictionary_opt::<Int32Type>()
+            && let Some(t) = d.downcast_dict::<StringArray>()
+        {
+            return Ok(Text::Dict(t));
+        }
+        Ok(Text::Plain(arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone()))
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Text::Dict(d) => d.is_valid(i).then(|| d.value(i)),
+            Text::Plain(p) => p.is_valid(i).then(|| p.value(i)),
+        }
+    }
+}
+
+/// The day's scope, as queries/baseline_scope.sql learns it over a window,
+/// in one pass over the columns: every value is counted per batch on the
+/// column's own strings, and networks and resource prefixes are derived
+/// once per distinct value.
+fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
+    let err = |source| BaselineError::Arrow { table: "daily_scope", source };
+    let hours: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+    // (credential, dimension, raw value) → seen.
+    let mut all: HashMap<(String, usize, String), Seen> = HashMap::new();
+    for b in batches {
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| err(arrow::error::ArrowError::SchemaError(format!("the scope columns lack {name}"))))
+        };
+        let ts = arrow::compute::cast(column("ts")?, &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))
+            .map_err(err)?;
+        let ts = ts.as_primitive::<TimestampMillisecondType>();
+        let cred = Text::of(column("credential_id")?).map_err(err)?;
+        for (dim, (name, _)) in DIMENSIONS.iter().enumerate() {
+            let text = match *name {
+                "ts" => None,
+                n => Some(Text::of(column(n)?).map_err(err)?),
+            };
+            let mut batch: HashMap<(&str, usize, &str), Seen> = HashMap::new();
+            for i in 0..b.num_rows() {
+                let (Some(c), false) = (cred.get(i), ts.is_null(i)) else { continue };
+                let t = ts.value(i);
+                let value = match &text {
+                    Some(text) => text.get(i),
+                    None => Some(hours[(t.div_euclid(HOUR_MS)).rem_euclid(24) as usize].as_str()),
+                };
+                if let Some(v) = value {
+                    batch.entry((c, dim, v)).or_insert(Seen(t, t, 0)).add(Seen(t, t, 1));
+                }
+            }
+            for ((c, d, v), seen) in batch {
+                all.entry((c.to_string(), d, v.to_string())).and_modify(|s| s.add(seen)).or_insert(seen);
+            }
+        }
+    }
+    // Networks and resource prefixes of each distinct raw value, then merged per derived value.
+    let mut derived: HashMap<(usize, String), Option<String>> = HashMap::new();
+    let mut scope: BTreeMap<(String, &str, String), Seen> = BTreeMap::new();
+    for ((c, d, raw), seen) in all {
+        let value = match DIMENSIONS[d].1 {
+            "network" => derived.entry((d, raw)).or_insert_with_key(|(_, r)| udf::network_of(r)).clone(),
+            "resource_prefix" => derived.entry((d, raw)).or_insert_with_key(|(_, r)| udf::resource_prefix(r)).clone(),
+            _ => Some(raw),
+        };
+        if let Some(v) = value {
+            scope.entry((c, DIMENSIONS[d].1, v)).and_modify(|s| s.add(seen)).or_insert(seen);
+        }
+    }
+    let ms = |v: Vec<i64>| TimestampMillisecondArray::from(v).with_timezone("UTC");
+    let (mut cols, mut first, mut last, mut requests) = ([vec![], vec![], vec![]], vec![], vec![], vec![]);
+    for ((c, d, v), Seen(f, l, n)) in scope {
+        cols[0].push(c);
+        cols[1].push(d.to_string());
+        cols[2].push(v);
+        first.push(f);
+        last.push(l);
+        requests.push(n);
+    }
+    let [c, d, v] = cols.map(|t| Arc::new(StringArray::from(t)) as ArrayRef);
+    let columns: Vec<ArrayRef> =
+        vec![c, d, v, Arc::new(ms(first)), Arc::new(ms(last)), Arc::new(Int64Array::from(requests))];
+    RecordBatch::try_new((catalog::DAILY_SCOPE.schema)(), columns).map_err(err)
 }
 
 /// A session's key: credential and session id.
@@ -183,7 +308,7 @@ fn day_sessions(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), B
     }
     let err = |table| move |source| BaselineError::Arrow { table, source };
     let text = |i: usize, rows: &[[Option<String>; 6]]| {
-        Arc::new(rows.iter().map(|r| r[i].as_deref()).collect::<StringArray>()) as arrow::array::ArrayRef
+        Arc::new(rows.iter().map(|r| r[i].as_deref()).collect::<StringArray>()) as ArrayRef
     };
     let sessions =
         RecordBatch::try_new((catalog::DAILY_SESSIONS.schema)(), (0..6).map(|i| text(i, &firsts_lasts)).collect())
