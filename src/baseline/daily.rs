@@ -261,58 +261,99 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     RecordBatch::try_new((catalog::DAILY_SCOPE.schema)(), columns).map_err(err)
 }
 
-/// A session's key: credential and session id.
-type SessionKey = (Option<String>, String);
+/// Interned strings: a day's calls hold ids, not copies of their text.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
 
-/// One tool call: time, request id, tool, principal (the credential when it has none).
-type Call = (i64, Option<String>, String, Option<String>);
+impl Names {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+}
+
+/// One tool call of a session: its time, where its row is (batch, row: for
+/// the request id, which breaks ties of time), its tool and principal.
+struct Call {
+    ts: i64,
+    at: (usize, usize),
+    tool: u32,
+    principal: Option<u32>,
+}
 
 /// The day's transition counts (each session taken alone, from `^` to `$`)
-/// and each session's first and last call, from its tool calls in any order.
+/// and each session's first and last call, from its tool calls in any order:
+/// one pass over the calls, then each session's few calls put in order.
 fn day_sessions(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), BaselineError> {
-    columns::row! {
-        struct CallRow { credential_id: text, session_id: text, ts: time, request_id: text, tool: text, principal: text }
+    let err = |table| move |source| BaselineError::Arrow { table, source };
+    let missing =
+        |name: &str| err("daily_sessions")(arrow::error::ArrowError::SchemaError(format!("no column {name}")));
+    let mut names = Names::default();
+    let (start, end) = (names.id("^"), names.id("$"));
+    let mut request_ids = Vec::new();
+    // (credential, session) → calls.
+    let mut sessions: HashMap<(Option<u32>, u32), Vec<Call>> = HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let text =
+            |name: &str| Text::of(b.column_by_name(name).ok_or_else(|| missing(name))?).map_err(err("daily_sessions"));
+        let (cred, session, tool, principal) =
+            (text("credential_id")?, text("session_id")?, text("tool")?, text("principal")?);
+        let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let ts = arrow::compute::cast(b.column_by_name("ts").ok_or_else(|| missing("ts"))?, &ms)
+            .map_err(err("daily_sessions"))?;
+        let ts = ts.as_primitive::<TimestampMillisecondType>();
+        for i in 0..b.num_rows() {
+            let (Some(s), Some(t), true) = (session.get(i), tool.get(i), ts.is_valid(i)) else { continue };
+            let c = cred.get(i).map(|c| names.id(c));
+            let call = Call {
+                ts: ts.value(i),
+                at: (bi, i),
+                tool: names.id(t),
+                principal: principal.get(i).map(|p| names.id(p)).or(c),
+            };
+            sessions.entry((c, names.id(s))).or_default().push(call);
+        }
+        request_ids.push(text("request_id")?);
     }
-    let mut sessions: HashMap<SessionKey, Vec<Call>> = HashMap::new();
-    for r in columns::rows::<CallRow>(batches, "daily_sessions") {
-        let r = r?;
-        let (Some(session), Some(tool), Some(ts)) = (r.session_id, r.tool, r.ts) else { continue };
-        let principal = r.principal.or_else(|| r.credential_id.clone());
-        sessions.entry((r.credential_id, session)).or_default().push((ts, r.request_id, tool, principal));
-    }
-    let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
-    let mut add = |p: &Option<String>, from: &str, to: &str| {
+    let request_id = |(b, i): (usize, usize)| request_ids[b].get(i);
+    let mut counts: HashMap<(u32, u32, u32), u64> = HashMap::new();
+    let mut add = |p: Option<u32>, from: u32, to: u32| {
         if let Some(p) = p {
-            *counts.entry((p.clone(), from.to_string(), to.to_string())).or_default() += 1;
+            *counts.entry((p, from, to)).or_default() += 1;
         }
     };
-    let mut firsts_lasts: Vec<[Option<String>; 6]> = Vec::with_capacity(sessions.len());
+    let mut firsts_lasts: Vec<[Option<u32>; 6]> = Vec::with_capacity(sessions.len());
     for ((cred, session), mut calls) in sessions {
         // The order of the window query: time, then request id with nulls last.
-        calls.sort_by(|a, b| (a.0, a.1.is_none(), &a.1).cmp(&(b.0, b.1.is_none(), &b.1)));
-        let mut prev = "^";
-        for (_, _, tool, principal) in &calls {
-            add(principal, prev, tool);
-            prev = tool;
+        calls.sort_by(|a, b| {
+            let (ra, rb) = (request_id(a.at), request_id(b.at));
+            (a.ts, ra.is_none(), ra).cmp(&(b.ts, rb.is_none(), rb))
+        });
+        let mut prev = start;
+        for c in &calls {
+            add(c.principal, prev, c.tool);
+            prev = c.tool;
         }
         let (first, last) = (&calls[0], &calls[calls.len() - 1]);
-        add(&last.3, &last.2, "$");
-        firsts_lasts.push([
-            cred,
-            Some(session),
-            Some(first.2.clone()),
-            first.3.clone(),
-            Some(last.2.clone()),
-            last.3.clone(),
-        ]);
+        add(last.principal, last.tool, end);
+        firsts_lasts.push([cred, Some(session), Some(first.tool), first.principal, Some(last.tool), last.principal]);
     }
-    let err = |table| move |source| BaselineError::Arrow { table, source };
-    let text = |i: usize, rows: &[[Option<String>; 6]]| {
-        Arc::new(rows.iter().map(|r| r[i].as_deref()).collect::<StringArray>()) as ArrayRef
+    let name = |id: u32| names.names[id as usize].clone();
+    let counts = counts.into_iter().map(|((p, f, t), n)| ((name(p), name(f), name(t)), n)).collect();
+    let text = |i: usize| {
+        Arc::new(firsts_lasts.iter().map(|r| r[i].map(|id| names.names[id as usize].as_str())).collect::<StringArray>())
+            as ArrayRef
     };
-    let sessions =
-        RecordBatch::try_new((catalog::DAILY_SESSIONS.schema)(), (0..6).map(|i| text(i, &firsts_lasts)).collect())
-            .map_err(err("daily_sessions"))?;
+    let sessions = RecordBatch::try_new((catalog::DAILY_SESSIONS.schema)(), (0..6).map(text).collect())
+        .map_err(err("daily_sessions"))?;
     Ok((transitions_batch(counts).map_err(err("daily_transitions"))?, sessions))
 }
 
