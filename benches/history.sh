@@ -10,7 +10,9 @@
 #
 # Knobs (environment): CREDENTIALS, RATE_SCALE, SEED (the data set: 29 days of
 # gateway logs), PROFILE (cargo profile, default release), BENCH_DIR (scratch
-# space, default target/bench-history; the logs and lake are kept and reused).
+# space, default target/bench-history; the logs and lake are kept and reused),
+# BEFORE (another credtrail binary, e.g. an older build, measured first as "before"),
+# BIN (a credtrail binary to measure instead of building one).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,8 +28,10 @@ WORK=$(cd "$WORK" && pwd)
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "needs GNU time at /usr/bin/time (apt-get install time) for peak RSS" >&2; exit 1; }
 
-cargo build --locked --profile "$PROFILE" --bin credtrail >&2
-case $PROFILE in dev) BIN=$TARGET/debug/credtrail ;; *) BIN=$TARGET/$PROFILE/credtrail ;; esac
+if [ -z "${BIN:-}" ]; then
+    cargo build --locked --profile "$PROFILE" --bin credtrail >&2
+    case $PROFILE in dev) BIN=$TARGET/debug/credtrail ;; *) BIN=$TARGET/$PROFILE/credtrail ;; esac
+fi
 
 DATA=$WORK/data-c$CREDENTIALS-r$RATE_SCALE-s$SEED
 LAKE=$WORK/lake-c$CREDENTIALS-r$RATE_SCALE-s$SEED
@@ -40,17 +44,24 @@ LAST=$(ls "$LAKE/events" | sed -n 's/^date=//p' | sort | tail -1)
 PREV=$(date -u -d "$LAST - 1 day" +%F)
 EVENTS=$("$BIN" sql --lake "$LAKE" --format csv -c "SELECT count(*) AS n FROM events" | tail -1)
 
-# run NAME ARGS...: one `credtrail baseline`; prints "seconds peak-RSS-MiB".
+# run [BINARY] ARGS...: one `credtrail baseline`; prints "seconds peak-RSS-MiB".
 run() {
-    "$TIME" -f '%e %M' -o "$WORK/time" "$BIN" baseline --lake "$LAKE" "$@" > /dev/null
+    local bin=$BIN
+    if [ -x "$1" ]; then bin=$1 && shift; fi
+    "$TIME" -f '%e %M' -o "$WORK/time" "$bin" baseline --lake "$LAKE" "$@" > /dev/null
     awk '{ printf "%.2f %d", $1, $2 / 1024 }' "$WORK/time"
 }
 
 echo "$EVENTS events over $(ls "$LAKE/events" | wc -l) days; baseline until $LAST; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| days of history | rescan: s | rescan: peak RSS, MiB | cold partials: s | cold: peak RSS, MiB | nightly: s | nightly: peak RSS, MiB |"
-echo "|--:|--:|--:|--:|--:|--:|--:|"
+echo "| days of history | before: s | before: peak RSS, MiB | rescan: s | rescan: peak RSS, MiB | cold partials: s | cold: peak RSS, MiB | nightly: s | nightly: peak RSS, MiB |"
+echo "|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 for days in 2 7 28; do
+    bs=— bm=—
+    if [ -n "${BEFORE:-}" ]; then
+        rm -rf "$LAKE/models"
+        read -r bs bm < <(run "$BEFORE" --until "$LAST" --days "$days")
+    fi
     rm -rf "$LAKE/models"
     read -r rs rm < <(run --until "$LAST" --days "$days" --rescan)
     rm -rf "$LAKE/models"
@@ -59,5 +70,5 @@ for days in 2 7 28; do
     rm -rf "$LAKE/models"
     run --until "$PREV" --days "$days" > /dev/null
     read -r ns nm < <(run --until "$LAST" --days "$days")
-    echo "| $days | $rs | $rm | $cs | $cm | $ns | $nm |"
+    echo "| $days | $bs | $bm | $rs | $rm | $cs | $cm | $ns | $nm |"
 done

@@ -76,6 +76,8 @@ pub enum BaselineError {
     BadDate(String),
     #[error("--days must be at least 1")]
     NoDays,
+    #[error("--days {0} reaches before the first date credtrail can represent; pass fewer days")]
+    TooManyDays(u32),
     #[error("the lake has no events up to {0}: nothing to learn a baseline from")]
     NoHistory(String),
     #[error("building model table {table}: {source}")]
@@ -337,7 +339,8 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         return Err(BaselineError::NoDays);
     }
     let until = parse_day(&opts.until)?;
-    let from = until - chrono::Days::new(opts.days as u64 - 1);
+    let from =
+        until.checked_sub_days(chrono::Days::new(opts.days as u64 - 1)).ok_or(BaselineError::TooManyDays(opts.days))?;
     let (from_s, until_s) = (from.format("%Y-%m-%d").to_string(), opts.until.clone());
     let window_end = day_ms(until) + DAY_MS;
     let lake = Lake::existing(&opts.lake)?;

@@ -908,4 +908,9 @@ fn a_session_across_midnight_is_stitched_and_a_late_day_recomputes_only_itself()
     assert_eq!(count(&transitions, "^", "write"), 1, "the late session");
     let covered = sql_rows(&lake, "SELECT file FROM daily_sources WHERE date = '2026-11-03'");
     assert_eq!(covered.len(), 2, "both of day 3's event files: {covered:?}");
+    // A window reaching before any representable date is refused, not a panic.
+    let out = credtrail().args(["baseline", "--days", "4000000000", "--lake"]).arg(&lake).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--days 4000000000 reaches before") && !err.contains("panicked"), "{err}");
 }

@@ -80,8 +80,12 @@ pub async fn refresh(lake: &Lake, from: NaiveDate, until: NaiveDate) -> Result<u
     for day in from.iter_days().take_while(|d| *d <= until) {
         let day = day.format("%Y-%m-%d").to_string();
         let files = lake::committed_files(lake, &lake::events_partition(&day), "parquet");
-        let covered = covered(lake, &day)?;
-        if covered.as_ref() == Some(&files) || (covered.is_none() && files.is_empty()) {
+        let current = match covered(lake, &day)? {
+            Covered::Nothing => files.is_empty(),
+            Covered::Outdated => false,
+            Covered::Files(covered) => covered == files,
+        };
+        if current {
             continue;
         }
         if ctx.is_none() {
@@ -94,8 +98,17 @@ pub async fn refresh(lake: &Lake, from: NaiveDate, until: NaiveDate) -> Result<u
     Ok(computed)
 }
 
-/// The event files day's partials cover, if it has partials of this version.
-fn covered(lake: &Lake, day: &str) -> Result<Option<Vec<String>>, BaselineError> {
+/// What a day's partials were computed from.
+enum Covered {
+    /// The day has no partials.
+    Nothing,
+    /// Partials of another [`DAILY_VERSION`].
+    Outdated,
+    /// These event files (sorted).
+    Files(Vec<String>),
+}
+
+fn covered(lake: &Lake, day: &str) -> Result<Covered, BaselineError> {
     let dir = format!("{}/{}={day}", catalog::DAILY_SOURCES.dir, col::DATE);
     let mut files = Vec::new();
     let mut any = false;
@@ -107,16 +120,15 @@ fn covered(lake: &Lake, day: &str) -> Result<Option<Vec<String>>, BaselineError>
         for batch in reader {
             let batch = batch.map_err(|e| parquet(e.into()))?;
             let q = "daily_sources";
-            let versions = columns::ints(&batch, q, "model_version")?;
-            if versions.iter().any(|v| *v != Some(DAILY_VERSION as i64)) {
-                return Ok(None);
+            if columns::ints(&batch, q, "model_version")?.iter().any(|v| *v != Some(DAILY_VERSION as i64)) {
+                return Ok(Covered::Outdated);
             }
             files.extend(columns::strings(&batch, q, "file")?.into_iter().flatten());
         }
         any = true;
     }
     files.sort();
-    Ok(any.then_some(files))
+    Ok(if any { Covered::Files(files) } else { Covered::Nothing })
 }
 
 /// Computes and commits day's partials from its events, which are `files`.
