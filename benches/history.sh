@@ -49,7 +49,7 @@ run() {
     local bin=$BIN
     if [ -x "$1" ]; then bin=$1 && shift; fi
     "$TIME" -f '%e %M' -o "$WORK/time" "$bin" baseline --lake "$LAKE" "$@" > /dev/null
-    awk '{ printf "%.2f %d", $1, $2 / 1024 }' "$WORK/time"
+    awk '{ printf "%.2f %d\n", $1, $2 / 1024 }' "$WORK/time"
 }
 
 echo "$EVENTS events over $(ls "$LAKE/events" | wc -l) days; baseline until $LAST; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
