@@ -152,7 +152,7 @@ fn scoring(c: &mut Criterion) {
     };
     g.sample_size(10);
     g.bench_function("baseline_learn_4_days", |b| {
-        let o = baseline::BaselineOptions { lake: lake_dir.clone(), until: until.clone(), days: 28 };
+        let o = baseline::BaselineOptions { lake: lake_dir.clone(), until: until.clone(), days: 28, rescan: false };
         b.iter(|| rt.block_on(baseline::learn(&o)).unwrap().credentials)
     });
     g.bench_function("detect_one_day", |b| {

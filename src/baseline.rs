@@ -13,6 +13,25 @@
 //! models/scope/until=D/…parquet         learned scope: networks, models, tools, resources, …
 //! models/transitions/until=D/…parquet   tool-transition counts of agent sessions per principal
 //! ```
+//!
+//! The window's rows come from per-day partial aggregates ([`daily`], under
+//! `models/daily/`): each day's events are aggregated once, when a baseline
+//! first needs the day, and a version merges its window's partials, so a
+//! nightly baseline scans one new day. Events committed into a day later
+//! recompute that day's partials only. `BaselineOptions::rescan`
+//! (`credtrail baseline --rescan`) learns from one scan of the window's
+//! events instead: the reference the partials are tested against.
+//!
+//! **Tolerance.** The partials are exact (hourly rows, per-minute error
+//! counts, scope values with counts, transition counts; no sketches), so a
+//! merged version equals a rescan's value for value, with two exceptions:
+//! - floating-point sums (cost per hour, and the statistics over them) may
+//!   differ in the last bits, as DataFusion may add in another order; the
+//!   test allows a relative 1e-9, which two rescans can differ by as well;
+//! - a Bedrock call whose CloudTrail record and invocation-log record fall on
+//!   two UTC days (seconds apart around midnight) is de-duplicated within a
+//!   day only, so its tokens and cost count once on each day's record
+//!   instead of once on the key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,6 +48,8 @@ use crate::engine::catalog::{self, BASELINE_CREDENTIALS};
 use crate::engine::{self, EngineError};
 use crate::lake::{self, Lake, LakeError};
 use crate::time::{DAY_MS, HOUR_MS};
+
+pub mod daily;
 
 /// Bumped when the meaning or layout of the model tables changes.
 pub const MODEL_VERSION: u32 = 1;
@@ -55,6 +76,8 @@ pub enum BaselineError {
     BadDate(String),
     #[error("--days must be at least 1")]
     NoDays,
+    #[error("--days {0} reaches before the first date credtrail can represent; pass fewer days")]
+    TooManyDays(u32),
     #[error("the lake has no events up to {0}: nothing to learn a baseline from")]
     NoHistory(String),
     #[error("building model table {table}: {source}")]
@@ -75,6 +98,9 @@ pub struct BaselineOptions {
     pub until: String,
     /// How many days of history, ending at `until`.
     pub days: u32,
+    /// Learn from one scan of the whole window's events (the exact reference
+    /// the per-day partials are checked against) instead of merging them.
+    pub rescan: bool,
 }
 
 /// Robust statistics of one hourly metric.
@@ -296,6 +322,16 @@ async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result
     Ok(engine::collect(ctx, &text).await?)
 }
 
+/// Where a baseline's hourly, error-minute and scope rows come from: the
+/// events of the whole window, or the window's per-day partials.
+struct Source {
+    hourly: &'static str,
+    error_minutes: &'static str,
+    scope: &'static str,
+}
+
+const WINDOW: Source = Source { hourly: HOURLY_SQL, error_minutes: ERROR_MINUTES_SQL, scope: SCOPE_SQL };
+
 /// Learns a baseline from `[until - days + 1, until]` and saves it as
 /// version `until`, replacing an earlier one of the same `until`.
 pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineError> {
@@ -303,14 +339,24 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         return Err(BaselineError::NoDays);
     }
     let until = parse_day(&opts.until)?;
-    let from = until - chrono::Days::new(opts.days as u64 - 1);
+    let from =
+        until.checked_sub_days(chrono::Days::new(opts.days as u64 - 1)).ok_or(BaselineError::TooManyDays(opts.days))?;
     let (from_s, until_s) = (from.format("%Y-%m-%d").to_string(), opts.until.clone());
     let window_end = day_ms(until) + DAY_MS;
+    let lake = Lake::existing(&opts.lake)?;
+    let src = if opts.rescan {
+        &WINDOW
+    } else {
+        daily::refresh(&lake, from, until).await?;
+        &daily::MERGED
+    };
+    // Opened after the refresh, so the session knows the partials just committed.
     let ctx = engine::context(&opts.lake).await?;
 
     // Hourly series, zero-filled from each credential's first hour in the window.
-    // Per credential: its principal, and hour → [requests, tokens, cost, errors].
-    type Series = (Option<String>, BTreeMap<i64, [f64; 4]>);
+    // Per credential: its principal (that of its first hour naming one, and
+    // that hour), and hour → [requests, tokens, cost, errors].
+    type Series = (Option<(i64, String)>, BTreeMap<i64, [f64; 4]>);
     let mut hourly: BTreeMap<String, Series> = BTreeMap::new();
     columns::row! {
         struct HourRow {
@@ -323,13 +369,15 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
             errors: float,
         }
     }
-    let batches = query(&ctx, HOURLY_SQL, &from_s, &until_s).await?;
+    let batches = query(&ctx, src.hourly, &from_s, &until_s).await?;
     for r in columns::rows::<HourRow>(&batches, "baseline_hourly") {
         let r = r?;
         let (Some(c), Some(h)) = (r.credential_id, r.hour) else { continue };
         let e = hourly.entry(c).or_insert_with(|| (None, BTreeMap::new()));
-        if e.0.is_none() {
-            e.0 = r.principal;
+        if let Some(p) = r.principal
+            && e.0.as_ref().is_none_or(|(at, _)| h < *at)
+        {
+            e.0 = Some((h, p));
         }
         let f = |v: Option<f64>| v.unwrap_or(0.0);
         e.1.insert(h, [f(r.requests), f(r.tokens), f(r.cost), f(r.errors)]);
@@ -342,7 +390,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     columns::row! {
         struct MinuteRow { credential_id: text, errors: float }
     }
-    let batches = query(&ctx, ERROR_MINUTES_SQL, &from_s, &until_s).await?;
+    let batches = query(&ctx, src.error_minutes, &from_s, &until_s).await?;
     for r in columns::rows::<MinuteRow>(&batches, "baseline_error_minutes") {
         if let MinuteRow { credential_id: Some(c), errors: Some(n) } = r? {
             error_minutes.entry(c).or_default().push(n);
@@ -367,7 +415,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         creds.push(CredentialBaseline {
             model_version: MODEL_VERSION,
             credential_id: cred.clone(),
-            principal: principal.clone(),
+            principal: principal.as_ref().map(|(_, p)| p.clone()),
             history_from: from_s.clone(),
             history_to: until_s.clone(),
             days_seen,
@@ -385,18 +433,12 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         profile.extend(seasonality(cred, &span, &tok, &cost, &req));
     }
 
-    let scope_batches = query(&ctx, SCOPE_SQL, &from_s, &until_s).await?;
+    let scope_batches = query(&ctx, src.scope, &from_s, &until_s).await?;
     let scope_values = scope_batches.iter().map(RecordBatch::num_rows).sum();
-    let mut transitions = Vec::new();
-    columns::row! {
-        struct TransitionRow { principal: text, from_tool: text, to_tool: text, count: int }
-    }
-    let batches = query(&ctx, TRANSITIONS_SQL, &from_s, &until_s).await?;
-    for r in columns::rows::<TransitionRow>(&batches, "baseline_transitions") {
-        if let TransitionRow { principal: Some(p), from_tool: Some(f), to_tool: Some(t), count: Some(n) } = r? {
-            transitions.push(Transition { principal: p, from_tool: f, to_tool: t, count: n as u64 });
-        }
-    }
+    let mut transitions = match opts.rescan {
+        true => window_transitions(&ctx, &from_s, &until_s).await?,
+        false => daily::transitions(&ctx, &from_s, &until_s).await?,
+    };
     transitions.sort_by(|a, b| (&a.principal, &a.from_tool, &a.to_tool).cmp(&(&b.principal, &b.from_tool, &b.to_tool)));
     let principals = transitions.iter().map(|t| &t.principal).collect::<std::collections::BTreeSet<_>>().len();
 
@@ -410,17 +452,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
             to_batch("transitions", (catalog::BASELINE_TRANSITIONS.schema)(), &transitions)?,
         ),
     ];
-    let lake = Lake::open(&opts.lake)?;
-    let txn = lake.begin()?;
-    let mut files = Vec::new();
-    for (table, batch) in tables {
-        let dir = format!("{}/{}={until_s}", table.dir, catalog::UNTIL);
-        txn.replace(lake::committed_files(&lake, &dir, "parquet"));
-        let rel = txn.reserve(&dir, "parquet");
-        lake::write_parquet_staged(&lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
-        files.push(rel);
-    }
-    txn.commit(Vec::new())?;
+    let files = save(&Lake::open(&opts.lake)?, &format!("{}={until_s}", catalog::UNTIL), tables)?;
     Ok(BaselineSummary {
         until: until_s,
         history_from: from_s,
@@ -431,6 +463,41 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         scope_values,
         files,
     })
+}
+
+/// The transition counts of the window's sessions, by one window query over its events.
+async fn window_transitions(ctx: &SessionContext, from: &str, to: &str) -> Result<Vec<Transition>, BaselineError> {
+    columns::row! {
+        struct TransitionRow { principal: text, from_tool: text, to_tool: text, count: int }
+    }
+    let mut transitions = Vec::new();
+    let batches = query(ctx, TRANSITIONS_SQL, from, to).await?;
+    for r in columns::rows::<TransitionRow>(&batches, "baseline_transitions") {
+        if let TransitionRow { principal: Some(p), from_tool: Some(f), to_tool: Some(t), count: Some(n) } = r? {
+            transitions.push(Transition { principal: p, from_tool: f, to_tool: t, count: n as u64 });
+        }
+    }
+    Ok(transitions)
+}
+
+/// Saves one batch per table under `<table dir>/<partition>/` in one commit,
+/// replacing what that partition held. Returns the files written.
+fn save(
+    lake: &Lake,
+    partition: &str,
+    tables: impl IntoIterator<Item = (catalog::Table, RecordBatch)>,
+) -> Result<Vec<String>, BaselineError> {
+    let txn = lake.begin()?;
+    let mut files = Vec::new();
+    for (table, batch) in tables {
+        let dir = format!("{}/{partition}", table.dir);
+        txn.replace(lake::committed_files(lake, &dir, "parquet"));
+        let rel = txn.reserve(&dir, "parquet");
+        lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+        files.push(rel);
+    }
+    txn.commit(Vec::new())?;
+    Ok(files)
 }
 
 /// Hour-of-day slots once every hour has been seen a few times; hour-of-week
@@ -517,23 +584,8 @@ fn unflatten(v: serde_json::Value) -> serde_json::Value {
 }
 
 fn scope_table(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
-    let schema = (catalog::BASELINE_SCOPE.schema)();
+    let all = conform("scope", (catalog::BASELINE_SCOPE.schema)(), batches)?;
     let err = |source| BaselineError::Arrow { table: "scope", source };
-    let mut cast = Vec::new();
-    for b in batches {
-        let cols = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let c = b.column_by_name(f.name()).ok_or_else(|| {
-                    err(arrow::error::ArrowError::SchemaError(format!("the scope query has no column {}", f.name())))
-                })?;
-                arrow::compute::cast(c, f.data_type()).map_err(err)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        cast.push(RecordBatch::try_new(schema.clone(), cols).map_err(err)?);
-    }
-    let all = arrow::compute::concat_batches(&schema, &cast).map_err(err)?;
     // Sorted so a credential's scope is one contiguous, prunable run.
     let sort = arrow::compute::lexsort_to_indices(
         &[0, 1, 2].map(|i| arrow::compute::SortColumn { values: all.column(i).clone(), options: None }),
@@ -541,6 +593,27 @@ fn scope_table(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     )
     .map_err(err)?;
     arrow::compute::take_record_batch(&all, &sort).map_err(err)
+}
+
+/// A query's batches as one batch of `schema`, each column found by name and
+/// cast as a whole (query types such as dictionaries or counts become the table's).
+fn conform(table: &'static str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
+    let err = |source| BaselineError::Arrow { table, source };
+    let mut cast = Vec::new();
+    for b in batches {
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = b.column_by_name(f.name()).ok_or_else(|| {
+                    err(arrow::error::ArrowError::SchemaError(format!("the {table} query has no column {}", f.name())))
+                })?;
+                arrow::compute::cast(c, f.data_type()).map_err(err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        cast.push(RecordBatch::try_new(schema.clone(), cols).map_err(err)?);
+    }
+    arrow::compute::concat_batches(&schema, &cast).map_err(err)
 }
 
 /// Rows of a query as serde structs (through JSON: the model tables are small).

@@ -793,3 +793,124 @@ fn a_model_its_peers_already_use_is_not_first_seen_news() {
     assert!(reason.starts_with("peers already use it"), "{reason}");
     assert!(reason.contains("2 of 2 credentials of kind api_key owned by team@x"), "{reason}");
 }
+
+/// Learns baseline `until` over `days` days, from the per-day partials or (`rescan`) one scan of the window.
+fn learn_baseline(lake: &std::path::Path, until: &str, days: u32, rescan: bool) {
+    let mut cmd = credtrail();
+    cmd.args(["baseline", "--until", until, "--days", &days.to_string(), "--lake"]).arg(lake);
+    if rescan {
+        cmd.arg("--rescan");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every value of baseline version `until`, table by table, rows in key order.
+fn model_values(lake: &std::path::Path, until: &str) -> Vec<(&'static str, Vec<serde_json::Value>)> {
+    ["baseline_credentials", "baseline_profile", "baseline_scope", "baseline_transitions"]
+        .into_iter()
+        .map(|t| (t, sql_rows(lake, &format!("SELECT * FROM {t} WHERE until = '{until}' ORDER BY 1, 2, 3, 4"))))
+        .collect()
+}
+
+/// Learns `until` both ways and asserts every model value agrees: exactly,
+/// but for floating-point sums added in another order (relative 1e-9, the
+/// tolerance the baseline module documents). Returns the merged transitions.
+fn assert_partials_match_a_rescan(lake: &std::path::Path, until: &str, days: u32) -> Vec<serde_json::Value> {
+    learn_baseline(lake, until, days, true);
+    let exact = model_values(lake, until);
+    learn_baseline(lake, until, days, false);
+    let merged = model_values(lake, until);
+    for ((table, want), (_, got)) in exact.iter().zip(&merged) {
+        assert!(!want.is_empty() || *table == "baseline_profile", "{table} until={until} is empty");
+        assert_eq!(want.len(), got.len(), "{table} until={until}: row count");
+        for (w, g) in want.iter().zip(got) {
+            let (w, g) = (w.as_object().unwrap(), g.as_object().unwrap());
+            assert_eq!(w.keys().collect::<Vec<_>>(), g.keys().collect::<Vec<_>>(), "{table}");
+            for (k, wv) in w {
+                let gv = &g[k];
+                match (wv.as_f64(), gv.as_f64()) {
+                    (Some(a), Some(b)) => {
+                        assert!(
+                            (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-3),
+                            "{table}.{k}: {a} vs {b} in {w:?}"
+                        )
+                    }
+                    _ => assert_eq!(wv, gv, "{table}.{k} in {w:?}"),
+                }
+            }
+        }
+    }
+    merged.into_iter().find(|(t, _)| *t == "baseline_transitions").unwrap().1
+}
+
+#[test]
+fn baselines_merged_from_per_day_partials_match_one_scan_of_the_window() {
+    let s = setup(26);
+    for until in ["2026-11-04", "2026-11-07"] {
+        assert_partials_match_a_rescan(&s.lake, until, 28);
+    }
+    // One partial per day of events, each naming the event files it covers.
+    let sources = sql_rows(&s.lake, "SELECT date, count(*) AS files FROM daily_sources GROUP BY 1 ORDER BY 1");
+    let days = sql_rows(&s.lake, "SELECT DISTINCT date FROM events ORDER BY 1");
+    assert_eq!(
+        sources.iter().map(|r| &r["date"]).collect::<Vec<_>>(),
+        days.iter().map(|r| &r["date"]).collect::<Vec<_>>()
+    );
+}
+
+/// A gateway tool call of `session` on `day` (November 2026) at `hh:mm`.
+fn session_line(day: u32, hhmm: (u32, u32), key: &str, session: &str, tool: &str) -> String {
+    let (h, m) = hhmm;
+    format!(
+        r#"{{"ts":"2026-11-{day:02}T{h:02}:{m:02}:00.000Z","request_id":"r-{session}-{day}-{h}-{m}","credential_id":"{key}","principal":"agent:{key}","session_id":"{session}","source_ip":"198.51.100.7","user_agent":"bot/1.0","provider":"openai","model":"gpt-4o","action":"tool_call","tool":"{tool}","resource":null,"status":200,"error_code":null,"latency_ms":300,"tokens_in":100,"tokens_out":50,"cost_usd":0.001}}"#
+    )
+}
+
+#[test]
+fn a_session_across_midnight_is_stitched_and_a_late_day_recomputes_only_itself() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let mut lines = Vec::new();
+    for day in 2..=4 {
+        for (i, tool) in ["search", "read", "summarise"].iter().enumerate() {
+            lines.push(session_line(day, (9, i as u32), "k1", &format!("s-{day}"), tool));
+        }
+    }
+    // One session runs from day 2 over midnight into day 3, another skips day 3.
+    lines.push(session_line(2, (23, 58), "k1", "night", "search"));
+    lines.push(session_line(2, (23, 59), "k1", "night", "read"));
+    lines.push(session_line(3, (0, 1), "k1", "night", "write"));
+    lines.push(session_line(3, (0, 2), "k1", "night", "summarise"));
+    lines.push(session_line(2, (12, 0), "k1", "long", "read"));
+    lines.push(session_line(4, (12, 0), "k1", "long", "write"));
+    let first = work.path().join("first.jsonl");
+    std::fs::write(&first, lines.join("\n") + "\n").unwrap();
+    assert_eq!(ingest(&lake, &[&first], &[]).0, 0);
+
+    let transitions = assert_partials_match_a_rescan(&lake, "2026-11-04", 3);
+    let count = |t: &[serde_json::Value], from: &str, to: &str| {
+        t.iter().find(|r| r["from_tool"] == from && r["to_tool"] == to).map_or(0, |r| r["count"].as_u64().unwrap())
+    };
+    assert_eq!(count(&transitions, "read", "write"), 2, "night's and long's steps across days");
+    assert_eq!(count(&transitions, "^", "search"), 4, "three day sessions and night start once");
+
+    let sources_of = |day: &str| parquet_files(&lake.join(format!("models/daily/sources/date={day}")));
+    let before: Vec<_> = ["2026-11-02", "2026-11-03", "2026-11-04"].map(sources_of).into();
+    // Late events for day 3: only its partials are recomputed.
+    let late = work.path().join("late.jsonl");
+    std::fs::write(&late, session_line(3, (15, 0), "k1", "late", "write") + "\n").unwrap();
+    assert_eq!(ingest(&lake, &[&late], &[]).0, 0);
+    let transitions = assert_partials_match_a_rescan(&lake, "2026-11-04", 3);
+    let after: Vec<_> = ["2026-11-02", "2026-11-03", "2026-11-04"].map(sources_of).into();
+    assert_eq!((&before[0], &before[2]), (&after[0], &after[2]), "days 2 and 4 are kept");
+    assert_ne!(before[1], after[1], "day 3 is recomputed");
+    assert_eq!(count(&transitions, "^", "write"), 1, "the late session");
+    let covered = sql_rows(&lake, "SELECT file FROM daily_sources WHERE date = '2026-11-03'");
+    assert_eq!(covered.len(), 2, "both of day 3's event files: {covered:?}");
+    // A window reaching before any representable date is refused, not a panic.
+    let out = credtrail().args(["baseline", "--days", "4000000000", "--lake"]).arg(&lake).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--days 4000000000 reaches before") && !err.contains("panicked"), "{err}");
+}

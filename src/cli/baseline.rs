@@ -19,6 +19,10 @@ pub struct BaselineArgs {
     /// How many days of history, ending at --until.
     #[arg(long, default_value_t = 28)]
     days: u32,
+    /// Learn from one scan of the whole window's events instead of merging the
+    /// per-day partials under models/daily/ (slower; the exact reference).
+    #[arg(long)]
+    rescan: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -33,7 +37,7 @@ pub async fn run(a: BaselineArgs) -> Result<ExitCode> {
             None => anyhow::bail!("{}: the lake has no events to learn from", lake.display()),
         },
     };
-    let opts = baseline::BaselineOptions { lake: lake.clone(), until, days: a.days };
+    let opts = baseline::BaselineOptions { lake: lake.clone(), until, days: a.days, rescan: a.rescan };
     let s = baseline::learn(&opts).await?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);

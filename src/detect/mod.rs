@@ -338,7 +338,7 @@ impl Engine {
         if baseline::versions(lake).contains(&until) && !baseline::is_stale(lake, &until) {
             return Ok((Some(until), false));
         }
-        let o = BaselineOptions { lake: lake.to_path_buf(), until: until.clone(), days: baseline_days };
+        let o = BaselineOptions { lake: lake.to_path_buf(), until: until.clone(), days: baseline_days, rescan: false };
         match baseline::learn(&o).await {
             Ok(_) => Ok((Some(until), true)),
             // The first day of a lake has no history: everything is in cold start.

@@ -66,6 +66,15 @@ pub const BASELINE_CREDENTIALS: Table = model("baseline_credentials", "models/cr
 pub const BASELINE_PROFILE: Table = model("baseline_profile", "models/profile", profile_schema);
 pub const BASELINE_SCOPE: Table = model("baseline_scope", "models/scope", scope_schema);
 pub const BASELINE_TRANSITIONS: Table = model("baseline_transitions", "models/transitions", transitions_schema);
+/// Per-day partial aggregates the baselines merge (see `crate::baseline::daily`):
+/// one `date=` directory per day of events, recomputed when the day's events change.
+pub const DAILY_HOURLY: Table = daily("daily_hourly", "models/daily/hourly", daily_hourly_schema);
+pub const DAILY_ERROR_MINUTES: Table =
+    daily("daily_error_minutes", "models/daily/error_minutes", daily_error_minutes_schema);
+pub const DAILY_SCOPE: Table = daily("daily_scope", "models/daily/scope", scope_schema);
+pub const DAILY_TRANSITIONS: Table = daily("daily_transitions", "models/daily/transitions", transitions_schema);
+pub const DAILY_SESSIONS: Table = daily("daily_sessions", "models/daily/sessions", daily_sessions_schema);
+pub const DAILY_SOURCES: Table = daily("daily_sources", "models/daily/sources", daily_sources_schema);
 pub const QUARANTINE: Table = Table {
     name: "quarantine",
     dir: lake::QUARANTINE,
@@ -83,12 +92,23 @@ pub const TABLES: &[Table] = &[
     BASELINE_PROFILE,
     BASELINE_SCOPE,
     BASELINE_TRANSITIONS,
+    DAILY_HOURLY,
+    DAILY_ERROR_MINUTES,
+    DAILY_SCOPE,
+    DAILY_TRANSITIONS,
+    DAILY_SESSIONS,
+    DAILY_SOURCES,
     QUARANTINE,
 ];
 
 /// A baseline model table: one `until=` directory per learned version.
 const fn model(name: &'static str, dir: &'static str, schema: fn() -> SchemaRef) -> Table {
     Table { name, dir, partition: Some(UNTIL), kind: FileKind::Parquet, schema }
+}
+
+/// A per-day partial table: one `date=` directory per day of events.
+const fn daily(name: &'static str, dir: &'static str, schema: fn() -> SchemaRef) -> Table {
+    Table { name, dir, partition: Some(col::DATE), kind: FileKind::Parquet, schema }
 }
 
 /// The baseline's model tables.
@@ -166,6 +186,31 @@ fn scope_schema() -> SchemaRef {
     let text = ["credential_id", "dimension", "value"].map(|n| (n, DataType::Utf8));
     let rest = [("first_seen", ts.clone()), ("last_seen", ts), ("requests", DataType::Int64)];
     uniform(false, &[text.as_slice(), &rest].concat())
+}
+
+fn daily_hourly_schema() -> SchemaRef {
+    use DataType::{Float64, Int64, Utf8};
+    let hour = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    // Nullable as the query's columns are: rows without a credential are kept as the query gave them.
+    let fields = [("credential_id", Utf8), ("principal", Utf8), ("hour", hour), ("requests", Int64)];
+    uniform(true, &[fields.as_slice(), &[("tokens", Int64), ("cost", Float64), ("errors", Int64)]].concat())
+}
+
+fn daily_error_minutes_schema() -> SchemaRef {
+    let minute = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    uniform(true, &[("credential_id", DataType::Utf8), ("minute", minute), ("errors", DataType::Int64)])
+}
+
+/// A day's first and last tool call of each agent session, so sessions that
+/// cross midnight are stitched when days merge.
+fn daily_sessions_schema() -> SchemaRef {
+    let text = ["credential_id", "session_id", "first_tool", "first_principal", "last_tool", "last_principal"];
+    uniform(true, &text.map(|n| (n, DataType::Utf8)))
+}
+
+/// The event files a day's partials were computed from.
+fn daily_sources_schema() -> SchemaRef {
+    uniform(false, &[("model_version", DataType::UInt32), ("file", DataType::Utf8)])
 }
 
 fn quarantine_schema() -> SchemaRef {
