@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -38,10 +39,24 @@ pub const MIN_REQUESTS: u64 = 10;
 /// Observations a seasonal slot needs before it is trusted over the overall figure.
 const MIN_SLOT_OBSERVATIONS: usize = 3;
 
-const HOURLY_SQL: &str = include_str!("../queries/baseline_hourly.sql");
-const ERROR_MINUTES_SQL: &str = include_str!("../queries/baseline_error_minutes.sql");
-const SCOPE_SQL: &str = include_str!("../queries/baseline_scope.sql");
-const TRANSITIONS_SQL: &str = include_str!("../queries/baseline_transitions.sql");
+/// The baseline's queries, loaded once with their shared fragments expanded;
+/// each run fills in only `{from}` and `{to}`.
+struct Queries {
+    hourly: String,
+    error_minutes: String,
+    scope: String,
+    transitions: String,
+}
+
+fn queries() -> &'static Queries {
+    static LOADED: OnceLock<Queries> = OnceLock::new();
+    LOADED.get_or_init(|| Queries {
+        hourly: engine::expand_fragments(include_str!("../queries/baseline_hourly.sql")),
+        error_minutes: engine::expand_fragments(include_str!("../queries/baseline_error_minutes.sql")),
+        scope: engine::expand_fragments(include_str!("../queries/baseline_scope.sql")),
+        transitions: engine::expand_fragments(include_str!("../queries/baseline_transitions.sql")),
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -292,7 +307,7 @@ fn day_ms(d: NaiveDate) -> i64 {
 }
 
 async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result<Vec<RecordBatch>, BaselineError> {
-    let text = engine::expand_fragments(text).replace("{from}", from).replace("{to}", to);
+    let text = text.replace("{from}", from).replace("{to}", to);
     Ok(engine::collect(ctx, &text).await?)
 }
 
@@ -323,7 +338,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
             errors: float,
         }
     }
-    let batches = query(&ctx, HOURLY_SQL, &from_s, &until_s).await?;
+    let batches = query(&ctx, &queries().hourly, &from_s, &until_s).await?;
     for r in columns::rows::<HourRow>(&batches, "baseline_hourly") {
         let r = r?;
         let (Some(c), Some(h)) = (r.credential_id, r.hour) else { continue };
@@ -342,7 +357,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     columns::row! {
         struct MinuteRow { credential_id: text, errors: float }
     }
-    let batches = query(&ctx, ERROR_MINUTES_SQL, &from_s, &until_s).await?;
+    let batches = query(&ctx, &queries().error_minutes, &from_s, &until_s).await?;
     for r in columns::rows::<MinuteRow>(&batches, "baseline_error_minutes") {
         if let MinuteRow { credential_id: Some(c), errors: Some(n) } = r? {
             error_minutes.entry(c).or_default().push(n);
@@ -385,13 +400,13 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         profile.extend(seasonality(cred, &span, &tok, &cost, &req));
     }
 
-    let scope_batches = query(&ctx, SCOPE_SQL, &from_s, &until_s).await?;
+    let scope_batches = query(&ctx, &queries().scope, &from_s, &until_s).await?;
     let scope_values = scope_batches.iter().map(RecordBatch::num_rows).sum();
     let mut transitions = Vec::new();
     columns::row! {
         struct TransitionRow { principal: text, from_tool: text, to_tool: text, count: int }
     }
-    let batches = query(&ctx, TRANSITIONS_SQL, &from_s, &until_s).await?;
+    let batches = query(&ctx, &queries().transitions, &from_s, &until_s).await?;
     for r in columns::rows::<TransitionRow>(&batches, "baseline_transitions") {
         if let TransitionRow { principal: Some(p), from_tool: Some(f), to_tool: Some(t), count: Some(n) } = r? {
             transitions.push(Transition { principal: p, from_tool: f, to_tool: t, count: n as u64 });
