@@ -158,9 +158,14 @@ impl Checkpoint {
         };
         let path = lake.path(&rel);
         let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
-        let c: Checkpoint = serde_json::from_str(text.trim())
+        let mut c: Checkpoint = serde_json::from_str(text.trim())
             .map_err(|source| StreamError::Checkpoint { path: path.clone(), source })?;
         lake::check_version(&path, c.version, CHECKPOINT_VERSION)?;
+        // Older builds stored followed paths as they were: redacted now, the
+        // next commit (which replaces this file) keeps no secret they held.
+        for p in &mut c.files {
+            p.path = crate::secrets::redact_path(&p.path).into_owned();
+        }
         Ok(Some(c))
     }
 }
@@ -591,5 +596,23 @@ mod tests {
         std::fs::write(&path, future).unwrap();
         let err = Checkpoint::load(&lake, "w").unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("upgrade credtrail"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_in_an_old_checkpoints_path_is_redacted_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let state = lake.path(&Checkpoint::dir("w"));
+        std::fs::create_dir_all(&state).unwrap();
+        let secret = "sk-proj-FiLeNaMe0123456789abcdefghij";
+        let old = format!(
+            r#"{{"version":2,"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{{"fingerprint":"ab","path":"logs/{secret}.log","offset":10,"line":2}}]}}"#
+        );
+        std::fs::write(state.join("part-a-00001.json"), format!("{old}\n")).unwrap();
+        let c = Checkpoint::load(&lake, "w").unwrap().unwrap();
+        let p = &c.files[0];
+        assert!(!p.path.contains(&secret[8..]) && p.path.starts_with("logs/[REDACTED:"), "{}", p.path);
+        // What resuming matches on is kept.
+        assert_eq!((p.fingerprint.as_str(), p.offset, p.line), ("ab", 10, 2));
     }
 }
