@@ -609,3 +609,34 @@ fn a_secret_in_a_followed_file_name_never_reaches_the_lake_and_resume_still_work
     }
     assert!(checkpoints >= 1, "a checkpoint was committed");
 }
+
+/// A private key whose header arrives in one poll and a short body line
+/// (too short to look like key material on its own) in the next: the key
+/// state carries over between polls, so every line of it is redacted.
+#[test]
+fn a_private_key_split_over_two_polls_is_redacted_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, lines(0..10));
+    append(&log, ["-----BEGIN RSA PRIVATE KEY-----".to_string()]);
+    let lake = dir.path().join("lake");
+    let args = ["-f", "app.log", "--from-beginning", "--lake", "lake", "--flush-interval", "100ms"];
+    let w = Watch::start(dir.path(), &args);
+    wait_for(&w, "the lines and the key's header", || request_ids(&lake).len() == 10 && quarantine(&lake).len() == 1);
+    let body = "q3Zt8W3Mx9Lk2";
+    append(&log, [body.to_string(), "-----END RSA PRIVATE KEY-----".to_string()]);
+    append(&log, lines(10..12));
+    wait_for(&w, "the lines after the key", || request_ids(&lake).len() >= 12);
+    w.stop();
+    assert_exactly(&lake, 0..12);
+
+    let q = quarantine(&lake);
+    assert_eq!(q.len(), 3, "{q:?}");
+    for e in &q {
+        assert!(e["raw"].as_str().unwrap().starts_with("[REDACTED:private_key:"), "{e}");
+    }
+    for f in common::walk(&lake) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(body.len()).any(|w| w == body.as_bytes()), "{} holds the key", f.display());
+    }
+}

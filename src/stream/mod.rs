@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use crate::detect::{self, DetectError, Engine};
 use crate::ingest::source::Chunk;
 use crate::ingest::{IngestError, LineFormat, LineParser, Parsed};
+use crate::secrets::PemLines;
 use crate::lake::{self, Lake, LakeError, LakeWriter, QuarantineEntry};
 use crate::secrets::ExposureRow;
 use crate::suppress::Suppressions;
@@ -501,6 +502,8 @@ fn read_files(
     run_id: &str,
 ) {
     let mut formats: std::collections::HashMap<String, LineFormat> = Default::default();
+    // Per file, where a private key block its last poll ended in stands.
+    let mut pems: std::collections::HashMap<String, PemLines> = Default::default();
     while !stop.load(Ordering::Relaxed) {
         let new = follower.poll();
         metrics.files.set(follower.files() as i64);
@@ -523,7 +526,8 @@ fn read_files(
                     f
                 }
             };
-            parsed.push(parser.parse(format, &lines.path, run_id, &lines.chunk));
+            let pem = pems.entry(lines.fingerprint.clone()).or_default();
+            parsed.push(parser.parse_after(format, &lines.path, run_id, &lines.chunk, pem));
             for (line, head) in &lines.oversized {
                 parsed.push(parser.oversized(format, &lines.path, run_id, *line, head));
             }
@@ -542,6 +546,7 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
     let mut carry: Vec<u8> = Vec::new();
     let mut next_line = 1u64;
     let mut format = None;
+    let mut pem = PemLines::default();
     while !stop.load(Ordering::Relaxed) {
         let (bytes, eof) = match input.fill_buf() {
             Ok([]) => (std::mem::take(&mut carry), true),
@@ -566,7 +571,7 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
             let chunk = Chunk { bytes, first_line: next_line };
             next_line += memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
             format = format.or_else(|| parser.detect(&chunk.bytes));
-            let parsed = parser.parse(format, "<stdin>", run_id, &chunk);
+            let parsed = parser.parse_after(format, "<stdin>", run_id, &chunk, &mut pem);
             if tx.blocking_send(Update { parsed: vec![parsed], positions: None }).is_err() {
                 return;
             }
