@@ -34,9 +34,8 @@ use tokio::sync::mpsc;
 use crate::detect::{self, DetectError, Engine};
 use crate::ingest::source::Chunk;
 use crate::ingest::{IngestError, LineFormat, LineParser, Parsed};
-use crate::secrets::PemLines;
 use crate::lake::{self, Lake, LakeError, LakeWriter, QuarantineEntry};
-use crate::secrets::ExposureRow;
+use crate::secrets::{ExposureRow, PemLines};
 use crate::suppress::Suppressions;
 use live::{DayAlerts, Live};
 use metrics::Metrics;
@@ -586,38 +585,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoints_before_versions_load_and_newer_ones_are_refused() {
+    fn checkpoints_before_versions_load_redacted_and_newer_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
         let state = lake.path(&Checkpoint::dir("w"));
         std::fs::create_dir_all(&state).unwrap();
-        let old = r#"{"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{"fingerprint":"ab","path":"a.log","offset":10,"line":2}]}"#;
+        // Older builds stored a followed file's path as it was, secrets and all.
+        let secret = "sk-proj-FiLeNaMe0123456789abcdefghij";
+        let old = r#"{"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{"fingerprint":"ab","path":"logs/SECRET.log","offset":10,"line":2}]}"#
+            .replace("SECRET", secret);
         std::fs::write(state.join("part-a-00001.json"), format!("{old}\n")).unwrap();
         let c = Checkpoint::load(&lake, "w").unwrap().unwrap();
         assert_eq!((c.version, c.files.len(), c.files[0].offset), (1, 1, 10));
+        let p = &c.files[0];
+        assert!(!p.path.contains(&secret[8..]) && p.path.starts_with("logs/[REDACTED:"), "{}", p.path);
+        assert_eq!((p.fingerprint.as_str(), p.line), ("ab", 2), "what resuming matches on is kept");
 
         let future = old.replacen('{', &format!("{{\"version\":{},", CHECKPOINT_VERSION + 1), 1);
         let path = state.join("part-b-00001.json");
         std::fs::write(&path, future).unwrap();
         let err = Checkpoint::load(&lake, "w").unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("upgrade credtrail"), "{err}");
-    }
-
-    #[test]
-    fn a_secret_in_an_old_checkpoints_path_is_redacted_on_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path()).unwrap();
-        let state = lake.path(&Checkpoint::dir("w"));
-        std::fs::create_dir_all(&state).unwrap();
-        let secret = "sk-proj-FiLeNaMe0123456789abcdefghij";
-        let old = format!(
-            r#"{{"version":2,"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{{"fingerprint":"ab","path":"logs/{secret}.log","offset":10,"line":2}}]}}"#
-        );
-        std::fs::write(state.join("part-a-00001.json"), format!("{old}\n")).unwrap();
-        let c = Checkpoint::load(&lake, "w").unwrap().unwrap();
-        let p = &c.files[0];
-        assert!(!p.path.contains(&secret[8..]) && p.path.starts_with("logs/[REDACTED:"), "{}", p.path);
-        // What resuming matches on is kept.
-        assert_eq!((p.fingerprint.as_str(), p.offset, p.line), ("ab", 10, 2));
     }
 }
