@@ -156,7 +156,7 @@ fi
 measure duckdb_baseline python3 benches/duckdb_run.py benches/duckdb/baseline.sql \
     lake="$LAKE" from="$FROM" until="$PREV" models="$DUCK_MODELS"
 measure duckdb_detect python3 benches/duckdb_run.py benches/duckdb/detect.sql \
-    lake="$LAKE" day="$LAST" models="$DUCK_MODELS" inventory="$DATA/inventory.csv" alerts="$WORK/duckdb-alerts.parquet"
+    lake="$LAKE" day="$LAST" from="$LAST" to="$LAST" baseline="$PREV" models="$DUCK_MODELS" inventory="$DATA/inventory.csv" alerts="$WORK/duckdb-alerts.parquet"
 extra credtrail_alerts "$(grep -o '^detect [^:]*: [0-9]* alert' "$OUT/credtrail_detect.out" | grep -o '[0-9]* alert' | cut -d' ' -f1)"
 
 say "3. streaming"

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Runs one DuckDB side of benches/compare.sh: the SQL files given, in one
 in-memory DuckDB session (macros.sql first), with `{name}` placeholders
-filled from `name=value` arguments. Prints the last statement's result.
+filled from `name=value` arguments and `{query:NAME}` with the text of
+queries/NAME.sql. Prints the last statement's result.
 
     python3 benches/duckdb_run.py benches/duckdb/ingest.sql input=DIR out=DIR
 """
 import pathlib
+import re
 import sys
 
 import duckdb
@@ -17,8 +19,11 @@ con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 here = pathlib.Path(__file__).parent / "duckdb"
 result = None
+queries = here.parent.parent / "queries"
 for f in [here / "macros.sql", *map(pathlib.Path, files)]:
     text = f.read_text()
+    # `{query:NAME}` is credtrail's own queries/NAME.sql, run as it is.
+    text = re.sub(r"\{query:(\w+)\}", lambda m: (queries / f"{m[1]}.sql").read_text().strip().rstrip(";"), text)
     for k, v in params.items():
         text = text.replace("{" + k + "}", v)
     # Statements end with `;` at the end of a line (the files are written so).

@@ -151,10 +151,7 @@ const ALL_DAYS: (&str, &str) = ("0000-01-01", "9999-12-31");
 pub async fn register_detector_views(ctx: &SessionContext, baseline: &str) -> Vec<String> {
     let mut notes = Vec::new();
     for (name, query) in crate::detect::detector_queries() {
-        let query = crate::engine::expand_fragments(&query)
-            .replace("{from}", ALL_DAYS.0)
-            .replace("{to}", ALL_DAYS.1)
-            .replace("{baseline}", baseline);
+        let query = query.replace("{from}", ALL_DAYS.0).replace("{to}", ALL_DAYS.1).replace("{baseline}", baseline);
         let query = query.trim().trim_end_matches(';');
         let view = format!("detector_{name}");
         if let Err(e) = ctx.sql(&format!("CREATE VIEW {view} AS\n{query}")).await {

@@ -3,8 +3,8 @@
 //!
 //! It sits at the top of the library (beside the shell and Flight SQL, which
 //! print query results their own way): it reads the reports of [`ingest`],
-//! [`baseline`], [`detect`], [`eval`], [`inventory`], [`sample`] and
-//! [`stream`] and never feeds back into them. [`AlertOutput`] is both the
+//! [`baseline`], [`detect`], [`eval`], [`inventory`], [`sample`],
+//! [`stream`] and [`html`] and never feeds back into them. [`AlertOutput`] is both the
 //! `--output` value of `detect`/`run` and the printer of a detect report.
 
 use std::fmt::Write as _;
@@ -17,6 +17,7 @@ use crate::baseline::BaselineSummary;
 use crate::detect::DetectReport;
 use crate::eval::EvalReport;
 use crate::eval::techniques::TechniqueReport;
+use crate::html;
 use crate::ingest::{FileStatus, IngestSummary};
 use crate::inventory::Finding;
 use crate::lake;
@@ -314,6 +315,12 @@ pub fn sample_summary(s: &SampleSummary, out: &Path) -> String {
         s.inventory.display(),
         s.labels.display()
     )
+}
+
+/// The line naming the HTML report written to `out`: `report` prints it,
+/// and so do `run` and `detect` with `--report`.
+pub fn html_written(r: &html::Report, out: &Path) -> String {
+    format!("report: {} ({} incident(s) drawn, {} to {})\n", out.display(), r.detailed.len(), r.from, r.to)
 }
 
 /// The line a watcher leaves when it stops.

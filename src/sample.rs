@@ -799,7 +799,7 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
                     day,
                     at: at - cloudtrail::RECON_LEAD,
                     variant,
-                    description: cloudtrail::describe(Kind::ToolChaining, variant, &creds[i]),
+                    description: describe(Kind::ToolChaining, variant, &creds[i]),
                     start: 0,
                     end: 0,
                 });
@@ -824,29 +824,81 @@ fn plan_anomalies(opts: &SampleOptions, creds: &mut [Cred], t0: i64, rng: &mut C
     out
 }
 
-fn describe(kind: Kind, variant: u32, c: &Cred) -> String {
-    if c.cloud.is_some() {
-        return cloudtrail::describe(kind, variant, c);
-    }
-    match (kind, c.role) {
-        (Kind::BillingSpike, _) => {
-            "LLMjacking: a new model from a new address and user agent, tokens 10-100x the credential's usual".into()
+/// How a log source words the anomalies it injects; [`describe`] picks the
+/// text, so every source tells its kinds and variants apart the same way.
+struct Wording {
+    /// LLMjacking (billing spike).
+    billing: &'static str,
+    /// Tool chaining: its text depends on the agent or the variant.
+    chaining: fn(variant: u32, &Cred) -> String,
+    /// Retry storm, per variant: a bad key, forbidden, throttled.
+    storm: [&'static str; 3],
+    /// Out of scope, variant 2: the credential used after its expiry.
+    expired: &'static str,
+    /// Out of scope, variant 0: what the role reaches outside its scope (none: `admin`).
+    outside: fn(Role) -> Option<&'static str>,
+    /// Out of scope otherwise: an admin action.
+    admin: &'static str,
+}
+
+/// The gateway's wording.
+const GATEWAY: Wording = Wording {
+    billing: "LLMjacking: a new model from a new address and user agent, tokens 10-100x the credential's usual",
+    chaining: |_, c| match c.role {
+        Role::Agent { agent, .. } => format!("tool chaining: {}", AGENTS[agent].danger_text),
+        _ => "tool chaining".into(),
+    },
+    storm: [
+        "retry storm: a burst of 401 invalid_api_key (key guessing or a revoked key hammered)",
+        "retry storm: a burst of 403 forbidden",
+        "retry storm: a burst of 429 rate_limited (rate hammering)",
+    ],
+    expired: "out of scope: the credential is used after its expiry",
+    outside: |role| match role {
+        Role::Service { .. } => {
+            Some("out of scope: reads of s3://finance-reports/, outside the credential's resources")
         }
-        (Kind::RetryStorm, _) => match variant {
-            0 => "retry storm: a burst of 401 invalid_api_key (key guessing or a revoked key hammered)".into(),
-            1 => "retry storm: a burst of 403 forbidden".into(),
-            _ => "retry storm: a burst of 429 rate_limited (rate hammering)".into(),
-        },
-        (Kind::ToolChaining, Role::Agent { agent, .. }) => format!("tool chaining: {}", AGENTS[agent].danger_text),
-        (Kind::ToolChaining, _) => "tool chaining".into(),
-        (Kind::OutOfScope, role) => match (variant, role) {
-            (2, _) => "out of scope: the credential is used after its expiry".into(),
-            (_, Role::Service { .. }) if variant == 0 => {
-                "out of scope: reads of s3://finance-reports/, outside the credential's resources".into()
-            }
-            (_, Role::LlmApp { .. }) if variant == 0 => "out of scope: tool calls by an inference-only key".into(),
-            _ => "out of scope: admin actions (iam.create_user) outside the credential's allowed actions".into(),
-        },
+        Role::LlmApp { .. } => Some("out of scope: tool calls by an inference-only key"),
+        Role::Agent { .. } => None,
+    },
+    admin: "out of scope: admin actions (iam.create_user) outside the credential's allowed actions",
+};
+
+/// What an injected anomaly is, in the words of the credential's source.
+fn describe(kind: Kind, variant: u32, c: &Cred) -> String {
+    let w = if c.cloud.is_some() { &cloudtrail::WORDING } else { &GATEWAY };
+    match kind {
+        Kind::BillingSpike => w.billing.into(),
+        Kind::ToolChaining => (w.chaining)(variant, c),
+        Kind::RetryStorm => w.storm[variant.min(2) as usize].into(),
+        Kind::OutOfScope => match variant {
+            2 => w.expired,
+            0 => (w.outside)(c.role).unwrap_or(w.admin),
+            _ => w.admin,
+        }
+        .into(),
+    }
+}
+
+/// A retry storm from `t`: 1 to 5 minutes of 40 to 250 calls each, the
+/// credential's usual kind of call failing with `status` and `code` (so
+/// neither tokens out nor cost). Both log sources inject their storms so.
+fn storm(c: &Cred, t: i64, status: u16, code: &'static str, rng: &mut ChaCha8Rng, out: &mut Vec<Line>) {
+    let minutes = rng.random_range(1..=5);
+    for m in 0..minutes {
+        let n = rng.random_range(40..250);
+        for k in 0..n {
+            let ts = t + m * MINUTE + k * (MINUTE / n);
+            let mut l = match c.role {
+                Role::Service { team } => service_call(c, TEAMS[team], ts, rng),
+                _ => inference(c, ts, 0.1, c.models.first().copied().unwrap_or("gpt-4o-mini"), rng),
+            };
+            l.status = status;
+            l.error_code = Some(code);
+            l.tokens_out = l.tokens_out.map(|_| 0);
+            l.cost_usd = l.cost_usd.map(|_| 0.0);
+            out.push(l);
+        }
     }
 }
 
@@ -878,22 +930,7 @@ fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng, out: &mut
         Kind::RetryStorm => {
             let (status, code) =
                 [(401, "invalid_api_key"), (403, "forbidden"), (429, "rate_limited")][a.variant as usize % 3];
-            let minutes = rng.random_range(1..=5);
-            for m in 0..minutes {
-                let n = rng.random_range(40..250);
-                for k in 0..n {
-                    let ts = t + m * MINUTE + k * (MINUTE / n);
-                    let mut l = match c.role {
-                        Role::Service { team } => service_call(c, TEAMS[team], ts, rng),
-                        _ => inference(c, ts, 0.1, c.models.first().copied().unwrap_or("gpt-4o-mini"), rng),
-                    };
-                    l.status = status;
-                    l.error_code = Some(code);
-                    l.tokens_out = l.tokens_out.map(|_| 0);
-                    l.cost_usd = l.cost_usd.map(|_| 0.0);
-                    out.push(l);
-                }
-            }
+            storm(c, t, status, code, rng, out);
         }
         Kind::ToolChaining => {
             let Role::Agent { agent, .. } = c.role else { return };

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -118,7 +119,6 @@ impl Input {
     }
 }
 
-#[derive(Debug, Clone)]
 pub struct ShellOptions {
     pub lake: PathBuf,
     pub session: SessionOptions,
@@ -127,7 +127,17 @@ pub struct ShellOptions {
     pub output: Option<PathBuf>,
     /// `{name}` substitutions, from `--param name=value`.
     pub params: Vec<(String, String)>,
+    /// At a terminal, what cancels the running statement (the caller's
+    /// Ctrl-C): called once per statement. None: statements run to the end.
+    pub interrupt: Option<Interrupt>,
 }
+
+/// A future that resolves when the running statement is to be cancelled.
+pub type Interruption = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Makes the [`Interruption`] of each statement, as the shutdown of `watch`
+/// and `serve` is passed in: the shell owns no signal handling of its own.
+pub type Interrupt = Box<dyn Fn() -> Interruption + Send>;
 
 /// One thing to do: a statement (with the line it starts on) or a backslash command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +323,7 @@ pub struct Shell {
     timing: bool,
     /// At a terminal: Ctrl-C cancels the running statement instead of ending the process.
     interactive: bool,
+    interrupt: Option<Interrupt>,
 }
 
 impl Shell {
@@ -339,6 +350,7 @@ impl Shell {
             params: opts.params,
             timing: false,
             interactive: false,
+            interrupt: opts.interrupt,
         })
     }
 
@@ -488,18 +500,20 @@ impl Shell {
     /// Runs one statement; the number of rows, or `None` for a statement
     /// that returns no columns (CREATE VIEW, SET, …).
     fn statement(&self, sql: &str, out: &mut dyn Write) -> Result<Option<usize>, ShellError> {
-        let interactive = self.interactive;
+        let interrupt = self.interrupt.as_ref().filter(|_| self.interactive);
         let run = async {
             let df = analyst::sql(&self.ctx, sql, self.permit).await?;
             self.render(df, out).await
         };
         self.rt.block_on(async {
-            if !interactive {
+            let Some(interrupt) = interrupt else {
                 return run.await;
-            }
+            };
+            // Made inside the runtime: a signal handler is installed there.
+            let interrupted = interrupt();
             tokio::select! {
                 r = run => r,
-                _ = tokio::signal::ctrl_c() => Err(ShellError::Cancelled),
+                () = interrupted => Err(ShellError::Cancelled),
             }
         })
     }

@@ -970,3 +970,80 @@ async fn serve_runs_at_most_max_queries_at_once() {
     }
     assert!(answered, "the slot of a client that left was given back");
 }
+
+/// At a terminal, Ctrl-C cancels the running query and the shell goes on to
+/// the next statement. The keystrokes go through a real pseudo-terminal
+/// (util-linux `script`), whose line discipline turns ^C into SIGINT.
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_at_the_terminal_cancels_the_query_not_the_shell() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    // `exec`: the shell is the terminal's foreground process, as when typed.
+    let command = format!(
+        "exec {} sql --lake {}",
+        quote(Path::new(assert_cmd::cargo::cargo_bin!("credtrail"))),
+        quote(&lake().lake)
+    );
+    let mut term = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("TERM", "dumb")
+        .env("HOME", tempfile::tempdir().unwrap().keep())
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = term.stdout.take().unwrap();
+    std::thread::spawn({
+        let screen = screen.clone();
+        move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                screen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    // Waits until the screen shows `text` after position `from`; returns where it ends.
+    let shows = |text: &str, from: usize| -> usize {
+        let start = Instant::now();
+        loop {
+            if let Some(at) = screen.lock().unwrap()[from..].find(text) {
+                return from + at + text.len();
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "no {text:?} on:\n{}", screen.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut keys = term.stdin.take().unwrap();
+    let mut at = shows("credtrail> ", 0);
+    keys.write_all(format!("{HEAVY};\r").as_bytes()).unwrap();
+    at = shows(";", at);
+    // The statement is running (it takes minutes); Ctrl-C stops it.
+    std::thread::sleep(Duration::from_secs(2));
+    let pressed = Instant::now();
+    keys.write_all(b"\x03").unwrap();
+    at = shows("error: cancelled", at);
+    // The signal is seen when a runtime worker next parks; the join keeps them
+    // busy, so on a loaded machine that can take a while (as for `serve`).
+    assert!(pressed.elapsed() < Duration::from_secs(90), "{:?}", pressed.elapsed());
+    at = shows("credtrail> ", at);
+    // The same shell answers the next statement.
+    keys.write_all(b"SELECT 41 + 1 AS answer;\r").unwrap();
+    at = shows("42", at);
+    shows("credtrail> ", at);
+    keys.write_all(b"\\q\r").unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = term.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the shell did not quit:\n{}", screen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}\n{}", screen.lock().unwrap());
+}

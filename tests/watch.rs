@@ -572,3 +572,71 @@ async fn paced_storms_and_new_network_spend_alert_live_as_in_batch() {
     replay_matches(&dir.path().join("live"), &[&old], &lines, &inventory, &batch, &["retry_storm", "billing_spike"])
         .await;
 }
+
+/// A followed file whose name holds a secret: nothing under the lake holds
+/// it (events, quarantine, commits, the checkpoint), and a restart still
+/// resumes where the last one stopped, the file known by its fingerprint.
+#[test]
+fn a_secret_in_a_followed_file_name_never_reaches_the_lake_and_resume_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "sk-proj-FiLeNaMe0123456789abcdefghij";
+    let name = format!("gw-{secret}.log");
+    let log = dir.path().join(&name);
+    append(&log, lines(0..50));
+    append(&log, ["not a record".to_string()]);
+    let lake = dir.path().join("lake");
+    let args = ["-f", &name, "--from-beginning", "--lake", "lake", "--flush-interval", "100ms"];
+    let w = Watch::start(dir.path(), &args);
+    wait_for(&w, "the first 50 lines", || request_ids(&lake).len() == 50 && quarantine(&lake).len() == 1);
+    w.stop();
+    append(&log, lines(50..80));
+    let w = Watch::start(dir.path(), &args);
+    wait_for(&w, "the lines appended while stopped", || request_ids(&lake).len() >= 80);
+    w.stop();
+    assert_exactly(&lake, 0..80);
+
+    let needle = &secret[8..];
+    let values = serde_json::to_string(&(events(&lake), quarantine(&lake))).unwrap();
+    assert!(!values.contains(needle), "a stored value holds the secret");
+    let mut checkpoints = 0;
+    for f in common::walk(&lake) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{} holds the secret", f.display());
+        if f.starts_with(lake.join("_stream")) && f.extension().is_some_and(|x| x == "json") {
+            checkpoints += 1;
+            assert!(String::from_utf8_lossy(&bytes).contains("gw-[REDACTED:openai_api_key:"), "{}", f.display());
+        }
+    }
+    assert!(checkpoints >= 1, "a checkpoint was committed");
+}
+
+/// A private key whose header arrives in one poll and a short body line
+/// (too short to look like key material on its own) in the next: the key
+/// state carries over between polls, so every line of it is redacted.
+#[test]
+fn a_private_key_split_over_two_polls_is_redacted_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, lines(0..10));
+    append(&log, ["-----BEGIN RSA PRIVATE KEY-----".to_string()]);
+    let lake = dir.path().join("lake");
+    let args = ["-f", "app.log", "--from-beginning", "--lake", "lake", "--flush-interval", "100ms"];
+    let w = Watch::start(dir.path(), &args);
+    wait_for(&w, "the lines and the key's header", || request_ids(&lake).len() == 10 && quarantine(&lake).len() == 1);
+    let body = "q3Zt8W3Mx9Lk2";
+    append(&log, [body.to_string(), "-----END RSA PRIVATE KEY-----".to_string()]);
+    append(&log, lines(10..12));
+    wait_for(&w, "the lines after the key", || request_ids(&lake).len() >= 12);
+    w.stop();
+    assert_exactly(&lake, 0..12);
+
+    let q = quarantine(&lake);
+    assert_eq!(q.len(), 3, "{q:?}");
+    for e in &q {
+        assert!(e["raw"].as_str().unwrap().starts_with("[REDACTED:private_key:"), "{e}");
+    }
+    for f in common::walk(&lake) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(body.len()).any(|w| w == body.as_bytes()), "{} holds the key", f.display());
+    }
+}

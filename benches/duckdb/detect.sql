@@ -8,8 +8,10 @@
 CREATE VIEW events AS
   SELECT * FROM read_parquet('{lake}/events/*/*.parquet', hive_partitioning = true)
   WHERE CAST(date AS VARCHAR) = '{day}';
-CREATE VIEW baseline_credentials AS SELECT * FROM read_parquet('{models}/credentials.parquet');
-CREATE VIEW baseline_scope AS SELECT * FROM read_parquet('{models}/scope.parquet');
+-- {models}/ holds one baseline version: `until` names it, as in credtrail's tables.
+CREATE VIEW baseline_credentials AS
+  SELECT *, '{baseline}' AS until FROM read_parquet('{models}/credentials.parquet');
+CREATE VIEW baseline_scope AS SELECT *, '{baseline}' AS until FROM read_parquet('{models}/scope.parquet');
 CREATE VIEW baseline_transitions AS SELECT * FROM read_parquet('{models}/transitions.parquet');
 CREATE TABLE credentials AS
   SELECT credential_id, CAST(created_at AS TIMESTAMPTZ) AS created_at, CAST(expires_at AS TIMESTAMPTZ) AS expires_at,
@@ -19,6 +21,11 @@ CREATE TABLE credentials AS
     string_split(coalesce(allowed_resources, ''), ';').list_filter(lambda x: x <> '') AS allowed_resources,
     string_split(coalesce(allowed_regions, ''), ';').list_filter(lambda x: x <> '') AS allowed_regions
   FROM read_csv('{inventory}', all_varchar = true);
+-- `allowed_resources` as scope_allows reads them: prefixes made explicit,
+-- `=` pins one value (src/inventory.rs resource_pattern).
+ALTER TABLE credentials ADD COLUMN resource_scope VARCHAR[];
+UPDATE credentials SET resource_scope = list_transform(allowed_resources,
+  lambda p: CASE WHEN p LIKE '=%' OR p LIKE '%*' THEN p ELSE p || '*' END);
 
 -- billing_spike (queries/billing_spike.sql, scored as src/detect/billing.rs).
 CREATE TABLE billing AS
@@ -128,31 +135,10 @@ LEFT JOIN known_list l ON l.credential_id = c.credential_id AND l.dimension = c.
 WHERE c.value IS NOT NULL AND k.value IS NULL
 ORDER BY c.credential_id, finding, c.ts;
 
--- out_of_scope against the inventory (queries/out_of_scope.sql).
+-- out_of_scope: queries/out_of_scope.sql itself, its text put here by
+-- benches/duckdb_run.py, so both sides run the same detection.
 CREATE TABLE out_of_scope AS
-SELECT * FROM (
-  SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip,
-    CASE
-      WHEN c.expires_at IS NOT NULL AND e.ts >= c.expires_at THEN 'expired_credential'
-      WHEN c.created_at IS NOT NULL AND e.ts < c.created_at THEN 'not_yet_valid'
-      WHEN NOT scope_allows(c.allowed_actions, e.action) THEN 'action_outside_scope'
-      WHEN e.model IS NOT NULL AND NOT scope_allows(c.allowed_models, e.model) THEN 'model_outside_scope'
-      WHEN e.tool IS NOT NULL AND NOT scope_allows(c.allowed_tools, e.tool) THEN 'tool_outside_scope'
-      WHEN e.resource IS NOT NULL AND NOT scope_allows(c.allowed_resources, e.resource) THEN 'resource_outside_scope'
-      WHEN e.region IS NOT NULL AND NOT scope_allows(c.allowed_regions, e.region) THEN 'region_outside_scope'
-    END AS finding,
-    CASE
-      WHEN c.expires_at IS NOT NULL AND e.ts >= c.expires_at THEN CAST(c.expires_at AS VARCHAR)
-      WHEN c.created_at IS NOT NULL AND e.ts < c.created_at THEN CAST(c.created_at AS VARCHAR)
-      WHEN NOT scope_allows(c.allowed_actions, e.action) THEN e.action
-      WHEN e.model IS NOT NULL AND NOT scope_allows(c.allowed_models, e.model) THEN e.model
-      WHEN e.tool IS NOT NULL AND NOT scope_allows(c.allowed_tools, e.tool) THEN e.tool
-      WHEN e.resource IS NOT NULL AND NOT scope_allows(c.allowed_resources, e.resource) THEN e.resource
-      ELSE e.region
-    END AS value
-  FROM events e JOIN credentials c USING (credential_id)
-) WHERE finding IS NOT NULL
-ORDER BY credential_id, finding, ts;
+{query:out_of_scope};
 
 -- defense_evasion (queries/defense_evasion.sql).
 CREATE TABLE evasion AS
@@ -172,7 +158,13 @@ COPY (
   UNION ALL SELECT 'retry_storm', credential_id, 'retry_storm', NULL, first_ts, last_ts, errors FROM storm
   UNION ALL SELECT 'tool_chaining', credential_id, 'tool_chaining', session_id, first_ts, last_ts, len(evidence) FROM chaining
   UNION ALL SELECT 'first_seen', credential_id, finding, value, min(ts), max(ts), count(*) FROM first_seen GROUP BY 2, 3, 4
-  UNION ALL SELECT 'out_of_scope', credential_id, finding, value, min(ts), max(ts), count(*) FROM out_of_scope GROUP BY 2, 3, 4
+  -- Standing use is a governance finding, not an alert; resources group per
+  -- directory (src/detect/explain.rs group_key).
+  UNION ALL SELECT 'out_of_scope', credential_id, finding, grp, min(ts), max(ts), count(*) FROM (
+    SELECT *, CASE WHEN finding = 'resource_outside_scope' AND contains(rtrim(value, '/'), '/')
+      THEN left(value, length(rtrim(value, '/')) - strpos(reverse(rtrim(value, '/')), '/') + 1) ELSE value END AS grp
+    FROM out_of_scope WHERE standing_since IS NULL
+  ) GROUP BY 2, 3, 4
   UNION ALL SELECT 'defense_evasion', credential_id, 'ai_defense_evasion', value, min(ts), max(ts), count(*) FROM evasion GROUP BY 2, 4
 ) TO '{alerts}' (FORMAT parquet, COMPRESSION zstd);
 SELECT (SELECT count(*) FROM billing) AS billing, (SELECT count(*) FROM storm) AS storm_minutes,

@@ -12,9 +12,11 @@ CREATE MACRO resource_prefix(r) AS
     regexp_extract(trim(r), '^[^/]*://', 0),
     list_slice(list_filter(list_slice(string_split(regexp_replace(trim(r), '^[^/]*://', ''), '/'), 1,
       len(string_split(regexp_replace(trim(r), '^[^/]*://', ''), '/')) - 1), lambda x: x <> ''), 1, 2)) END;
--- Inventory scope: empty allows everything; `x*` is a prefix, `x/` a directory.
+-- Inventory scope: empty allows everything; `=x` pins one value, `x*` is a
+-- prefix, `x/` a directory (src/engine/udf.rs pattern_matches).
 CREATE MACRO scope_allows(patterns, v) AS
   patterns IS NULL OR len(patterns) = 0 OR list_bool_or(list_transform(patterns, lambda p:
-    CASE WHEN p LIKE '%*' THEN starts_with(v, rtrim(p, '*'))
+    CASE WHEN p LIKE '=%' THEN v = substr(p, 2)
+         WHEN p LIKE '%*' THEN starts_with(v, rtrim(p, '*'))
          WHEN p LIKE '%/' THEN starts_with(v, p)
          ELSE v = p END));

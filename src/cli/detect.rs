@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use credtrail::html::ReportOptions;
-use credtrail::{detect, report::AlertOutput, time};
+use credtrail::html::{self, ReportOptions};
+use credtrail::report::{self, AlertOutput};
+use credtrail::{detect, time};
 
 use super::{DayRange, DetectorArgs, LakeArg};
 
@@ -79,11 +80,11 @@ pub async fn detect_and_print(
     if let Some(out) = &c.report {
         let range =
             ReportOptions { lake: lake.to_path_buf(), from: Some(opts.from.clone()), to: Some(opts.to.clone()) };
-        let line = super::report::write_report(&range, out).await?;
+        let line = report::html_written(&html::write(&range, out).await?, out);
         // Alerts as JSON lines keep stdout to themselves.
         match c.output {
-            AlertOutput::Table => println!("{line}"),
-            _ => eprintln!("{line}"),
+            AlertOutput::Table => print!("{line}"),
+            _ => eprint!("{line}"),
         }
     }
     if let Some(s) = &opts.suppressions {

@@ -242,18 +242,30 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let interrupt = tokio::signal::ctrl_c();
+    let interrupt = interrupt_signal()?;
     Ok(async move {
         #[cfg(unix)]
         tokio::select! {
-            _ = interrupt => tracing::info!("interrupted"),
+            _ = interrupt => {}
             _ = term.recv() => tracing::info!("terminated"),
         }
         #[cfg(not(unix))]
-        {
-            let _ = interrupt.await;
-            tracing::info!("interrupted");
-        }
+        interrupt.await;
+    })
+}
+
+/// Resolves on Ctrl-C, its handler installed now like [`shutdown_signal`]'s.
+/// The SQL shell takes a fresh one for each statement, so Ctrl-C stops the
+/// running query and not the shell.
+pub fn interrupt_signal() -> Result<impl Future<Output = ()> + 'static> {
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        #[cfg(unix)]
+        interrupt.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupted");
     })
 }
 

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use credtrail::html::{self, ReportOptions};
+use credtrail::report;
 
 use super::{DayRange, LakeArg};
 
@@ -27,17 +28,12 @@ pub struct ReportArgs {
 pub async fn run(a: ReportArgs) -> Result<ExitCode> {
     let (from, to) = a.days.range().unzip();
     let opts = ReportOptions { lake: a.lake.lake, from, to };
-    println!("{}", write_report(&opts, &a.output).await?);
+    let written = html::write(&opts, &a.output).await?;
+    print!("{}", report::html_written(&written, &a.output));
     if a.open {
         open(&a.output)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes the report; returns the line that names it: shared with `run` and `detect --report`.
-pub async fn write_report(opts: &ReportOptions, out: &std::path::Path) -> Result<String> {
-    let r = html::write(opts, out).await?;
-    Ok(format!("report: {} ({} incident(s) drawn, {} to {})", out.display(), r.detailed.len(), r.from, r.to))
 }
 
 /// Hands the file to the desktop's opener.

@@ -8,7 +8,7 @@ use clap::Args;
 
 use credtrail::shell;
 
-use super::SessionArgs;
+use super::{SessionArgs, interrupt_signal};
 
 #[derive(Args)]
 pub struct SqlArgs {
@@ -47,6 +47,7 @@ pub async fn run(a: SqlArgs) -> Result<ExitCode> {
         format: a.format.unwrap_or_else(shell::Format::for_stdout),
         output: a.output,
         params: a.params,
+        interrupt: Some(Box::new(interrupt)),
     };
     let input = shell::Input::choose(a.command, a.file);
     tokio::task::spawn_blocking(move || -> Result<()> {
@@ -56,4 +57,16 @@ pub async fn run(a: SqlArgs) -> Result<ExitCode> {
     })
     .await??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C as the shell's statement interrupt; if its handler cannot be
+/// installed, statements run uninterrupted (Ctrl-C then ends the process).
+fn interrupt() -> shell::Interruption {
+    match interrupt_signal() {
+        Ok(signal) => Box::pin(signal),
+        Err(e) => {
+            tracing::warn!("Ctrl-C will end the shell, not cancel a statement: {e}");
+            Box::pin(std::future::pending())
+        }
+    }
 }

@@ -207,7 +207,7 @@ const BUILTIN: &[(&str, &str)] = &[
 /// A built-in detector: its query and the rule its header declares.
 struct Builtin {
     name: &'static str,
-    sql: &'static str,
+    sql: String,
     rule: Rule,
 }
 
@@ -220,7 +220,7 @@ fn builtins() -> &'static [Builtin] {
             .map(|&(name, sql)| {
                 let file = format!("queries/{name}.sql");
                 // Compiled in and checked by a test: a broken header is a build mistake.
-                let rule = Rule::parse(&file, sql).unwrap_or_else(|e| panic!("{e}"));
+                let rule::Loaded { sql, rule } = rule::load(&file, sql).unwrap_or_else(|e| panic!("{e}"));
                 Builtin { name, sql, rule: rule.unwrap_or_else(|| panic!("{file} has no rule header")) }
             })
             .collect()
@@ -233,7 +233,7 @@ pub(crate) fn builtin_rule(name: &str) -> &'static Rule {
     &builtins().iter().find(|d| d.name == name).expect("a built-in detector").rule
 }
 
-/// Every built-in detector's name and query (with its `{from}`/`{to}` day
+/// Every built-in detector's name and query (fragments expanded, with its `{from}`/`{to}` day
 /// and `{baseline}` version placeholders; `{api_risk}` filled in with the
 /// built-in tiers), for the SQL shell's views.
 pub fn detector_queries() -> Vec<(&'static str, String)> {
@@ -395,7 +395,8 @@ impl Engine {
     ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
         let d = &self.plans[d];
         let until = previous_day(day)?;
-        let text = engine::expand_fragments(&d.sql)
+        let text = d
+            .sql
             .replace("{from}", day)
             .replace("{to}", day)
             .replace("{baseline}", &until)
@@ -558,8 +559,8 @@ struct Plan {
 /// columns and its alerts carry its file name.
 fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
     let read = |path: &Path| {
-        let sql = std::fs::read_to_string(path).map_err(|source| DetectError::Query { path: path.into(), source })?;
-        let rule = Rule::parse(&path.display().to_string(), &sql)?;
+        let text = std::fs::read_to_string(path).map_err(|source| DetectError::Query { path: path.into(), source })?;
+        let rule::Loaded { sql, rule } = rule::load(&path.display().to_string(), &text)?;
         Ok::<_, DetectError>((sql, rule))
     };
     let mut plans = Vec::new();
@@ -570,7 +571,7 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
                 let (sql, rule) = read(&p)?;
                 (sql, rule.unwrap_or_else(|| Rule { live: LiveMode::Day, ..d.rule.clone() }))
             }
-            None => (d.sql.to_string(), d.rule.clone()),
+            None => (d.sql.clone(), d.rule.clone()),
         };
         plans.push(Plan { name: d.name.to_string(), sql, rule });
     }
@@ -748,5 +749,22 @@ mod tests {
         assert_eq!(grade(1.0, (2.0, 5.0, 9.0)), Severity::Low);
         assert_eq!(grade(5.0, (2.0, 5.0, 9.0)), Severity::High);
         assert_eq!(grade(10.0, (2.0, 5.0, 9.0)), Severity::Critical);
+    }
+
+    #[test]
+    fn every_detector_is_loaded_with_its_fragments_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = "--- family = \"mine\"\nWITH {billed_events} SELECT * FROM billed";
+        std::fs::write(dir.path().join("mine.sql"), mine).unwrap();
+        let engine = Engine::new(Some(dir.path()), None, None, None).unwrap();
+        let shared = "invocation AS (";
+        for p in &engine.plans {
+            assert!(!p.sql.contains("{billed_events}"), "{}", p.name);
+        }
+        let sql = |name: &str| &engine.plans.iter().find(|p| p.name == name).unwrap().sql;
+        assert!(sql("mine").contains(shared) && sql("billing_spike").contains(shared));
+        // The views the shell builds take the same loaded text.
+        let (_, billing) = detector_queries().into_iter().find(|(n, _)| *n == "billing_spike").unwrap();
+        assert_eq!(&billing, sql("billing_spike"));
     }
 }

@@ -6,7 +6,9 @@
 //! MITRE ATT&CK technique and OWASP NHI risk of each finding.
 //!
 //! The built-in rules are parsed once from the compiled-in files; a query in
-//! `--queries DIR` is parsed from its own file.
+//! `--queries DIR` is parsed from its own file. Both are loaded by [`load`],
+//! which also expands the shared SQL fragments, so every detector's text is
+//! complete before any caller sees it.
 
 use std::collections::BTreeMap;
 
@@ -112,6 +114,19 @@ impl Mapped<'_> {
     pub fn owasp(&self) -> Option<String> {
         self.owasp.map(str::to_string)
     }
+}
+
+/// A detector query file as loaded: its SQL, the shared fragments
+/// (`{billed_events}`) expanded and its own placeholders (`{from}`, `{to}`,
+/// …) left for each run, and the rule its header declares, if any.
+pub struct Loaded {
+    pub sql: String,
+    pub rule: Option<Rule>,
+}
+
+/// Loads the detector query `text` of `file` (named in errors).
+pub fn load(file: &str, text: &str) -> Result<Loaded, RuleError> {
+    Ok(Loaded { rule: Rule::parse(file, text)?, sql: crate::engine::expand_fragments(text) })
 }
 
 impl Rule {

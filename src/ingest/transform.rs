@@ -286,8 +286,13 @@ impl FileCtx<'_> {
     /// lines is followed across them ([`secrets::PemLines`]): each of its
     /// lines is quarantined redacted, not read as a record.
     pub(super) fn lines(&self, chunk: &source::Chunk) -> Output {
+        self.lines_after(chunk, &mut secrets::PemLines::default())
+    }
+
+    /// [`Self::lines`] of a chunk that continues an earlier one of the same
+    /// file, `pem` where that one left a private key block.
+    fn lines_after(&self, chunk: &source::Chunk, pem: &mut secrets::PemLines) -> Output {
         let mut out = Output::new();
-        let mut pem = secrets::PemLines::default();
         for (n, line) in (chunk.first_line..).zip(chunk.bytes.split(|&b| b == b'\n')) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -413,9 +418,24 @@ impl LineParser {
     /// `format` is `None` while a file's format is unknown: its lines are quarantined.
     /// `file` is stored with its secrets redacted, as ingest stores its inputs' paths.
     pub fn parse(&self, format: Option<LineFormat>, file: &str, run_id: &str, chunk: &source::Chunk) -> Parsed {
+        self.parse_after(format, file, run_id, chunk, &mut secrets::PemLines::default())
+    }
+
+    /// [`Self::parse`] of the next lines of a file read piece by piece
+    /// (`watch`): `pem` is the file's private key state, kept by the caller
+    /// between the pieces, so a key whose lines arrive over several reads is
+    /// redacted whole.
+    pub fn parse_after(
+        &self,
+        format: Option<LineFormat>,
+        file: &str,
+        run_id: &str,
+        chunk: &source::Chunk,
+        pem: &mut secrets::PemLines,
+    ) -> Parsed {
         let file = &secrets::redact_path(file);
         let ctx = FileCtx { formats: &self.formats, format: format.map(|f| f.0), file, run_id };
-        parsed(ctx.lines(chunk))
+        parsed(ctx.lines_after(chunk, pem))
     }
 
     /// Quarantines a line too long to hold, from its head.

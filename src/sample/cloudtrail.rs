@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::{
-    Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, Scope, TEAMS, call, inference, usual, write_atomic,
+    Anomaly, Cred, FAMILIES, Kind, Line, MINUTE, Role, SampleError, Scope, TEAMS, Wording, call, inference, usual,
+    write_atomic,
 };
 use crate::time::{HOUR_MS, format_ms};
 
@@ -99,28 +100,27 @@ fn attacker_ip(cred: usize) -> String {
 
 const ATTACKER_UA: &str = "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux#6.5 md/arch#x86_64 lang/python#3.12";
 
-pub(super) fn describe(kind: Kind, variant: u32, c: &Cred) -> String {
-    match (kind, c.role) {
-        (Kind::ToolChaining, _) => format!(
+/// CloudTrail's wording of the anomalies (see [`super::describe`]).
+pub(super) const WORDING: Wording = Wording {
+    billing: "LLMjacking: InvokeModel of a premium model from a new address, far more requests than usual",
+    chaining: |variant, _| {
+        format!(
             "LLMjacking recon: first-ever Bedrock control-plane calls (logging, models, access), failed InvokeModel probes{}",
             if variant == 1 { ", then model-invocation logging deleted" } else { "" }
-        ),
-        (Kind::BillingSpike, _) => {
-            "LLMjacking: InvokeModel of a premium model from a new address, far more requests than usual".into()
-        }
-        (Kind::RetryStorm, _) => match variant {
-            0 => "retry storm: a burst of UnrecognizedClientException / InvalidAccessKeyId (a revoked or guessed key)".into(),
-            1 => "retry storm: a burst of AccessDenied".into(),
-            _ => "retry storm: a burst of ThrottlingException / SlowDown".into(),
-        },
-        (Kind::OutOfScope, role) => match (variant, role) {
-            (2, _) => "out of scope: the access key is used after its expiry".into(),
-            (0, Role::Service { .. }) => "out of scope: reads of s3://finance-reports/, outside the key's resources".into(),
-            (0, _) => "out of scope: InvokeModel in a region outside the key's allowed regions".into(),
-            _ => "out of scope: iam:CreateUser, an admin call outside the key's allowed actions".into(),
-        },
-    }
-}
+        )
+    },
+    storm: [
+        "retry storm: a burst of UnrecognizedClientException / InvalidAccessKeyId (a revoked or guessed key)",
+        "retry storm: a burst of AccessDenied",
+        "retry storm: a burst of ThrottlingException / SlowDown",
+    ],
+    expired: "out of scope: the access key is used after its expiry",
+    outside: |role| match role {
+        Role::Service { .. } => Some("out of scope: reads of s3://finance-reports/, outside the key's resources"),
+        _ => Some("out of scope: InvokeModel in a region outside the key's allowed regions"),
+    },
+    admin: "out of scope: iam:CreateUser, an admin call outside the key's allowed actions",
+};
 
 fn control(c: &Cred, ts: i64, tool: &str, model: Option<&str>, rng: &mut ChaCha8Rng) -> Line {
     let mut l = usual(c, ts, rng);
@@ -189,22 +189,7 @@ pub(super) fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng
                 (_, false) => (429, "ThrottlingException"),
                 (_, true) => (429, "SlowDown"),
             };
-            let minutes = rng.random_range(1..=5);
-            for m in 0..minutes {
-                let n = rng.random_range(40..250);
-                for k in 0..n {
-                    let ts = t + m * MINUTE + k * (MINUTE / n);
-                    let mut l = match c.role {
-                        Role::Service { team } => super::service_call(c, TEAMS[team], ts, rng),
-                        _ => inference(c, ts, 0.1, c.models[0], rng),
-                    };
-                    l.status = status;
-                    l.error_code = Some(code);
-                    l.tokens_out = l.tokens_out.map(|_| 0);
-                    l.cost_usd = None;
-                    out.push(l);
-                }
-            }
+            super::storm(c, t, status, code, rng, out);
         }
         Kind::OutOfScope => {
             let n = rng.random_range(5..=30);

@@ -35,7 +35,7 @@ use crate::detect::{self, DetectError, Engine};
 use crate::ingest::source::Chunk;
 use crate::ingest::{IngestError, LineFormat, LineParser, Parsed};
 use crate::lake::{self, Lake, LakeError, LakeWriter, QuarantineEntry};
-use crate::secrets::ExposureRow;
+use crate::secrets::{ExposureRow, PemLines};
 use crate::suppress::Suppressions;
 use live::{DayAlerts, Live};
 use metrics::Metrics;
@@ -158,9 +158,14 @@ impl Checkpoint {
         };
         let path = lake.path(&rel);
         let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
-        let c: Checkpoint = serde_json::from_str(text.trim())
+        let mut c: Checkpoint = serde_json::from_str(text.trim())
             .map_err(|source| StreamError::Checkpoint { path: path.clone(), source })?;
         lake::check_version(&path, c.version, CHECKPOINT_VERSION)?;
+        // Older builds stored followed paths as they were: redacted now, the
+        // next commit (which replaces this file) keeps no secret they held.
+        for p in &mut c.files {
+            p.path = crate::secrets::redact_path(&p.path).into_owned();
+        }
         Ok(Some(c))
     }
 }
@@ -496,6 +501,8 @@ fn read_files(
     run_id: &str,
 ) {
     let mut formats: std::collections::HashMap<String, LineFormat> = Default::default();
+    // Per file, where a private key block its last poll ended in stands.
+    let mut pems: std::collections::HashMap<String, PemLines> = Default::default();
     while !stop.load(Ordering::Relaxed) {
         let new = follower.poll();
         metrics.files.set(follower.files() as i64);
@@ -518,7 +525,8 @@ fn read_files(
                     f
                 }
             };
-            parsed.push(parser.parse(format, &lines.path, run_id, &lines.chunk));
+            let pem = pems.entry(lines.fingerprint.clone()).or_default();
+            parsed.push(parser.parse_after(format, &lines.path, run_id, &lines.chunk, pem));
             for (line, head) in &lines.oversized {
                 parsed.push(parser.oversized(format, &lines.path, run_id, *line, head));
             }
@@ -537,6 +545,7 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
     let mut carry: Vec<u8> = Vec::new();
     let mut next_line = 1u64;
     let mut format = None;
+    let mut pem = PemLines::default();
     while !stop.load(Ordering::Relaxed) {
         let (bytes, eof) = match input.fill_buf() {
             Ok([]) => (std::mem::take(&mut carry), true),
@@ -561,7 +570,7 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
             let chunk = Chunk { bytes, first_line: next_line };
             next_line += memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
             format = format.or_else(|| parser.detect(&chunk.bytes));
-            let parsed = parser.parse(format, "<stdin>", run_id, &chunk);
+            let parsed = parser.parse_after(format, "<stdin>", run_id, &chunk, &mut pem);
             if tx.blocking_send(Update { parsed: vec![parsed], positions: None }).is_err() {
                 return;
             }
@@ -576,15 +585,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoints_before_versions_load_and_newer_ones_are_refused() {
+    fn checkpoints_before_versions_load_redacted_and_newer_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
         let state = lake.path(&Checkpoint::dir("w"));
         std::fs::create_dir_all(&state).unwrap();
-        let old = r#"{"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{"fingerprint":"ab","path":"a.log","offset":10,"line":2}]}"#;
+        // Older builds stored a followed file's path as it was, secrets and all.
+        let secret = "sk-proj-FiLeNaMe0123456789abcdefghij";
+        let old = r#"{"name":"w","committed_at":"2025-01-01T00:00:00Z","files":[{"fingerprint":"ab","path":"logs/SECRET.log","offset":10,"line":2}]}"#
+            .replace("SECRET", secret);
         std::fs::write(state.join("part-a-00001.json"), format!("{old}\n")).unwrap();
         let c = Checkpoint::load(&lake, "w").unwrap().unwrap();
         assert_eq!((c.version, c.files.len(), c.files[0].offset), (1, 1, 10));
+        let p = &c.files[0];
+        assert!(!p.path.contains(&secret[8..]) && p.path.starts_with("logs/[REDACTED:"), "{}", p.path);
+        assert_eq!((p.fingerprint.as_str(), p.line), ("ab", 2), "what resuming matches on is kept");
 
         let future = old.replacen('{', &format!("{{\"version\":{},", CHECKPOINT_VERSION + 1), 1);
         let path = state.join("part-b-00001.json");

@@ -39,7 +39,9 @@ const KEEP_FINISHED: usize = 256;
 pub struct Position {
     /// xxh3-64 of the file's first line, hex.
     pub fingerprint: String,
-    /// The name it had when last read (for people; identity is the fingerprint).
+    /// The name it had when last read, its secrets redacted: for people, as
+    /// identity is the fingerprint, so a secret in a file name never reaches
+    /// the checkpoint.
     pub path: String,
     pub offset: u64,
     pub line: u64,
@@ -84,7 +86,7 @@ impl Tracked {
     fn position(&self) -> Position {
         Position {
             fingerprint: self.fingerprint.clone(),
-            path: self.path.display().to_string(),
+            path: crate::secrets::redact_path(&self.path.display().to_string()).into_owned(),
             offset: self.offset,
             line: self.line,
         }
