@@ -793,3 +793,98 @@ fn a_model_its_peers_already_use_is_not_first_seen_news() {
     assert!(reason.starts_with("peers already use it"), "{reason}");
     assert!(reason.contains("2 of 2 credentials of kind api_key owned by team@x"), "{reason}");
 }
+
+/// A lake of three teams (inventory owners) learned over Nov 1–7, and on
+/// Nov 8 a new key in each, with no history of its own:
+/// - `batch@x` spends 2M tokens in one hour a night: `new_batch` does the same;
+/// - `team@x` spends ~7k tokens an hour: `new_light` spends ~30× that in one hour;
+/// - `flaky@x` keys hit 25 throttles in a minute three times a day:
+///   `new_flaky` does the same, `new_storm` fails 60 times a minute for five minutes.
+fn thin_keys_and_their_peers(work: &std::path::Path) -> Vec<serde_json::Value> {
+    let (gw, lake, inv) = (work.join("gw"), work.join("lake"), work.join("inventory.csv"));
+    let mut lines = Vec::new();
+    let mut line = |day, t, key: &str, status, tokens| {
+        let n = lines.len();
+        lines.push(common::request_line(n, day, t, key, status, "10.20.0.7", "gpt-4o-mini", tokens));
+    };
+    let mut day_of = |day: u32, key: &str, team: &str| {
+        for hour in 8..20u32 {
+            for i in 0..12u32 {
+                let tokens = if team == "batch" { 9_900 } else { 500 + (i * 37 + day) % 100 };
+                if team != "batch" || i < 2 {
+                    line(day, (hour, i * 5, 1), key, 200, tokens);
+                }
+            }
+            if team == "flaky" && [9, 13, 17].contains(&hour) {
+                (0..25).for_each(|s| line(day, (hour, 30, s), key, 429, 0));
+            }
+        }
+        if team == "batch" {
+            (0..20).for_each(|i| line(day, (2, i, 0), key, 200, 99_900));
+        }
+    };
+    for day in 1..=7 {
+        for team in ["batch", "team", "flaky"] {
+            for k in 1..=3 {
+                day_of(day, &format!("{team}_{k}"), team);
+            }
+        }
+    }
+    day_of(8, "new_batch", "batch");
+    day_of(8, "new_light", "team");
+    day_of(8, "new_flaky", "flaky");
+    day_of(8, "new_storm", "team");
+    for i in 0..100u32 {
+        line(8, (14, 10 + i / 10, i % 10), "new_light", 200, 2_000);
+    }
+    for i in 0..300u32 {
+        line(8, (10, i / 60, i % 60), "new_storm", 429, 0);
+    }
+    lines.sort_by(|a, b| a[7..31].cmp(&b[7..31]));
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let mut keys: Vec<(String, &str)> = Vec::new();
+    for (team, owner) in [("batch", "batch@x"), ("team", "team@x"), ("flaky", "flaky@x")] {
+        keys.extend((1..=3).map(|k| (format!("{team}_{k}"), owner)));
+    }
+    keys.extend([("new_batch".into(), "batch@x"), ("new_light".into(), "team@x")]);
+    keys.extend([("new_flaky".into(), "flaky@x"), ("new_storm".into(), "flaky@x")]);
+    api_key_inventory(&inv, &keys.iter().map(|(k, o)| (k.as_str(), *o)).collect::<Vec<_>>());
+    detect_range(&lake, &inv, &["--date", "2026-11-08"])
+}
+
+/// A key with no history of its own is judged by its peers' usual hours
+/// (same kind and owner): a night batch like theirs is quiet though it
+/// passes the cold-start floor, and ~30× their busiest hour alerts though
+/// it is far under that floor, saying it compared against peers.
+#[test]
+fn a_thin_key_spends_against_its_peers_usual_hours() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = thin_keys_and_their_peers(work.path());
+    let spikes: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "billing_spike").collect();
+    let keys: BTreeSet<&str> = spikes.iter().map(|a| a["credential_id"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["new_light"].into_iter().collect(), "{spikes:#?}");
+    let a = spikes[0];
+    let (explanation, baseline) = (a["explanation"].as_str().unwrap(), a["baseline"].as_str().unwrap());
+    assert!(
+        explanation.contains("busiest normal hour of peers (3 credentials of kind api_key owned by team@x)"),
+        "{a}"
+    );
+    assert!(baseline.contains("judged by peers (3 credentials of kind api_key owned by team@x)"), "{baseline}");
+    assert!(a["evidence_count"].as_u64().unwrap() >= 100, "{a}");
+}
+
+/// The same for failures: throttling bursts as ordinary as its peers' are
+/// quiet for a new key, and a storm ten times theirs alerts, against them.
+#[test]
+fn a_thin_key_fails_against_its_peers_usual_failures() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = thin_keys_and_their_peers(work.path());
+    let storms: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "retry_storm").collect();
+    let keys: Vec<&str> = storms.iter().map(|a| a["credential_id"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["new_storm"], "{storms:#?}");
+    let a = storms[0];
+    assert_eq!((a["finding"].as_str(), a["evidence_count"].as_u64()), (Some("throttling"), Some(300)));
+    let explanation = a["explanation"].as_str().unwrap();
+    assert!(explanation.contains("of peers (3 credentials of kind api_key owned by flaky@x)"), "{explanation}");
+}
