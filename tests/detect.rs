@@ -888,3 +888,51 @@ fn a_thin_key_fails_against_its_peers_usual_failures() {
     let explanation = a["explanation"].as_str().unwrap();
     assert!(explanation.contains("of peers (3 credentials of kind api_key owned by flaky@x)"), "{explanation}");
 }
+
+/// A fleet finding and what its member credentials did in its window are
+/// one incident: a team's new model, and one member's spend spike while
+/// it tried that model, are read together; the members stay on record in
+/// the same incident.
+#[test]
+fn a_fleet_finding_and_its_members_own_alerts_are_one_incident() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
+    let team: Vec<String> = (0..6).map(|i| format!("key_team{i}")).collect();
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for key in &team {
+                // Day 8: the team moves to gpt-4.1; key_team3 only tries it in the first hour.
+                let model = match (day, key.as_str(), hour) {
+                    (8, "key_team3", 8) => "gpt-4.1",
+                    (8, "key_team3", _) => "gpt-4o",
+                    (8, ..) => "gpt-4.1",
+                    _ => "gpt-4o",
+                };
+                for m in [5, 20] {
+                    lines.push(common::request_line(lines.len(), day, (hour, m, 0), key, 200, "10.20.0.7", model, 500));
+                }
+            }
+        }
+    }
+    for i in 0..40 {
+        lines.push(common::request_line(lines.len(), 8, (12, i, 30), "key_team3", 200, "10.20.0.7", "gpt-4o", 5_000));
+    }
+    lines.sort_by(|a, b| a[7..31].cmp(&b[7..31]));
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    api_key_inventory(&inv, &team.iter().map(|k| (k.as_str(), "o@x")).collect::<Vec<_>>());
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let shown: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["suppressed"].is_null()).collect();
+    let fleet: Vec<_> = shown.iter().filter(|a| a["finding"] == "fleet_first_seen_model").collect();
+    assert_eq!(fleet.len(), 1, "{shown:#?}");
+    let incident = &fleet[0]["incident_id"];
+    assert!(incident.is_string() && fleet[0]["observed"].as_str().unwrap().starts_with("6 credentials"), "{fleet:#?}");
+    let spike: Vec<_> = shown.iter().filter(|a| a["detector"] == "billing_spike").collect();
+    assert_eq!(spike.len(), 1, "{shown:#?}");
+    assert_eq!(spike[0]["credential_id"], "key_team3");
+    assert_eq!(&spike[0]["incident_id"], incident, "the member's spike joins the fleet finding: {shown:#?}");
+    let members = sql_rows(&lake, "SELECT incident_id FROM alerts WHERE finding = 'first_seen_model'");
+    assert_eq!(members.len(), 6, "{members:#?}");
+    assert!(members.iter().all(|m| &m["incident_id"] == incident), "{members:#?}");
+}
