@@ -62,10 +62,13 @@ candidates AS (
           -- From a network it never used (judged by credtrail), several times its usual hour is enough.
           OR h.tokens >= 3 * greatest(b.tokens_per_hour_median, 5000)
           OR h.cost >= 3 * greatest(b.cost_per_hour_median, 0.25)))
-      -- No usable history (cold start): above absolute floors and far above its other hours today.
+      -- No usable history (cold start): above absolute floors and far above its other hours today…
       OR ((b.credential_id IS NULL OR b.cold_start)
         AND ((h.tokens >= 1000000 AND h.tokens >= 10 * t.day_median_tokens)
-          OR (h.cost >= 20 AND h.cost >= 10 * t.day_median_cost)))
+          OR (h.cost >= 20 AND h.cost >= 10 * t.day_median_cost)
+          -- …or, judged by its peers' or the fleet's usual hours (two learned credentials at least),
+          -- 4× the least "busiest hour" (the floors, 5,000 tokens or $0.25).
+          OR ((SELECT count(*) FROM base WHERE NOT cold_start) >= 2 AND (h.tokens >= 20000 OR h.cost >= 1))))
     )
 ),
 known AS (

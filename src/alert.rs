@@ -160,13 +160,17 @@ pub fn assign_incidents(alerts: &mut [Alert]) {
         let a = &alerts[i];
         let joins = matches!(&current, Some((c, end, _)) if *c == a.credential_id && a.window_start_ms <= end + INCIDENT_GAP_MS);
         if !joins {
-            let id = format!("inc-{}", a.alert_id.trim_start_matches("ct-"));
-            current = Some((a.credential_id.clone(), a.window_end_ms, id));
+            current = Some((a.credential_id.clone(), a.window_end_ms, incident_named_after(a)));
         }
         let cur = current.as_mut().expect("an incident is open");
         cur.1 = cur.1.max(a.window_end_ms);
         alerts[i].incident_id = Some(cur.2.clone());
     }
+}
+
+/// The id of an incident whose first alert is `a`.
+pub fn incident_named_after(a: &Alert) -> String {
+    format!("inc-{}", a.alert_id.trim_start_matches("ct-"))
 }
 
 /// Alerts of one incident, most severe first.

@@ -914,3 +914,146 @@ fn a_session_across_midnight_is_stitched_and_a_late_day_recomputes_only_itself()
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--days 4000000000 reaches before") && !err.contains("panicked"), "{err}");
 }
+
+/// A lake of three teams (inventory owners) learned over Nov 1–7, and on
+/// Nov 8 a new key in each, with no history of its own:
+/// - `batch@x` spends 2M tokens in one hour a night: `new_batch` does the same;
+/// - `team@x` spends ~7k tokens an hour: `new_light` spends ~30× that in one hour;
+/// - `flaky@x` keys hit 25 throttles in a minute three times a day:
+///   `new_flaky` does the same, `new_storm` fails 60 times a minute for five minutes.
+fn thin_keys_and_their_peers(work: &std::path::Path) -> Vec<serde_json::Value> {
+    let (gw, lake, inv) = (work.join("gw"), work.join("lake"), work.join("inventory.csv"));
+    let mut lines = Vec::new();
+    let mut line = |day, t, key: &str, status, tokens| {
+        let n = lines.len();
+        lines.push(common::request_line(n, day, t, key, status, "10.20.0.7", "gpt-4o-mini", tokens));
+    };
+    let mut day_of = |day: u32, key: &str, team: &str| {
+        for hour in 8..20u32 {
+            for i in 0..12u32 {
+                let tokens = if team == "batch" { 9_900 } else { 500 + (i * 37 + day) % 100 };
+                if team != "batch" || i < 2 {
+                    line(day, (hour, i * 5, 1), key, 200, tokens);
+                }
+            }
+            if team == "flaky" && [9, 13, 17].contains(&hour) {
+                (0..25).for_each(|s| line(day, (hour, 30, s), key, 429, 0));
+            }
+        }
+        if team == "batch" {
+            (0..20).for_each(|i| line(day, (2, i, 0), key, 200, 99_900));
+        }
+    };
+    for day in 1..=7 {
+        for team in ["batch", "team", "flaky"] {
+            for k in 1..=3 {
+                day_of(day, &format!("{team}_{k}"), team);
+            }
+        }
+    }
+    day_of(8, "new_batch", "batch");
+    day_of(8, "new_light", "team");
+    day_of(8, "new_flaky", "flaky");
+    day_of(8, "new_storm", "team");
+    for i in 0..100u32 {
+        line(8, (14, 10 + i / 10, i % 10), "new_light", 200, 2_000);
+    }
+    for i in 0..300u32 {
+        line(8, (10, i / 60, i % 60), "new_storm", 429, 0);
+    }
+    lines.sort_by(|a, b| a[7..31].cmp(&b[7..31]));
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let mut keys: Vec<(String, &str)> = Vec::new();
+    for (team, owner) in [("batch", "batch@x"), ("team", "team@x"), ("flaky", "flaky@x")] {
+        keys.extend((1..=3).map(|k| (format!("{team}_{k}"), owner)));
+    }
+    keys.extend([("new_batch".into(), "batch@x"), ("new_light".into(), "team@x")]);
+    keys.extend([("new_flaky".into(), "flaky@x"), ("new_storm".into(), "flaky@x")]);
+    api_key_inventory(&inv, &keys.iter().map(|(k, o)| (k.as_str(), *o)).collect::<Vec<_>>());
+    detect_range(&lake, &inv, &["--date", "2026-11-08"])
+}
+
+/// A key with no history of its own is judged by its peers' usual hours
+/// (same kind and owner): a night batch like theirs is quiet though it
+/// passes the cold-start floor, and ~30× their busiest hour alerts though
+/// it is far under that floor, saying it compared against peers.
+#[test]
+fn a_thin_key_spends_against_its_peers_usual_hours() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = thin_keys_and_their_peers(work.path());
+    let spikes: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "billing_spike").collect();
+    let keys: BTreeSet<&str> = spikes.iter().map(|a| a["credential_id"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["new_light"].into_iter().collect(), "{spikes:#?}");
+    let a = spikes[0];
+    let (explanation, baseline) = (a["explanation"].as_str().unwrap(), a["baseline"].as_str().unwrap());
+    assert!(
+        explanation.contains("busiest normal hour of peers (3 credentials of kind api_key owned by team@x)"),
+        "{a}"
+    );
+    assert!(baseline.contains("judged by peers (3 credentials of kind api_key owned by team@x)"), "{baseline}");
+    assert!(a["evidence_count"].as_u64().unwrap() >= 100, "{a}");
+}
+
+/// The same for failures: throttling bursts as ordinary as its peers' are
+/// quiet for a new key, and a storm ten times theirs alerts, against them.
+#[test]
+fn a_thin_key_fails_against_its_peers_usual_failures() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = thin_keys_and_their_peers(work.path());
+    let storms: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["detector"] == "retry_storm").collect();
+    let keys: Vec<&str> = storms.iter().map(|a| a["credential_id"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["new_storm"], "{storms:#?}");
+    let a = storms[0];
+    assert_eq!((a["finding"].as_str(), a["evidence_count"].as_u64()), (Some("throttling"), Some(300)));
+    let explanation = a["explanation"].as_str().unwrap();
+    assert!(explanation.contains("of peers (3 credentials of kind api_key owned by flaky@x)"), "{explanation}");
+}
+
+/// A fleet finding and what its member credentials did in its window are
+/// one incident: a team's new model, and one member's spend spike while
+/// it tried that model, are read together; the members stay on record in
+/// the same incident.
+#[test]
+fn a_fleet_finding_and_its_members_own_alerts_are_one_incident() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
+    let team: Vec<String> = (0..6).map(|i| format!("key_team{i}")).collect();
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for key in &team {
+                // Day 8: the team moves to gpt-4.1; key_team3 only tries it in the first hour.
+                let model = match (day, key.as_str(), hour) {
+                    (8, "key_team3", 8) => "gpt-4.1",
+                    (8, "key_team3", _) => "gpt-4o",
+                    (8, ..) => "gpt-4.1",
+                    _ => "gpt-4o",
+                };
+                for m in [5, 20] {
+                    lines.push(common::request_line(lines.len(), day, (hour, m, 0), key, 200, "10.20.0.7", model, 500));
+                }
+            }
+        }
+    }
+    for i in 0..40 {
+        lines.push(common::request_line(lines.len(), 8, (12, i, 30), "key_team3", 200, "10.20.0.7", "gpt-4o", 5_000));
+    }
+    lines.sort_by(|a, b| a[7..31].cmp(&b[7..31]));
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    api_key_inventory(&inv, &team.iter().map(|k| (k.as_str(), "o@x")).collect::<Vec<_>>());
+    let alerts = detect_range(&lake, &inv, &["--date", "2026-11-08"]);
+    let shown: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["suppressed"].is_null()).collect();
+    let fleet: Vec<_> = shown.iter().filter(|a| a["finding"] == "fleet_first_seen_model").collect();
+    assert_eq!(fleet.len(), 1, "{shown:#?}");
+    let incident = &fleet[0]["incident_id"];
+    assert!(incident.is_string() && fleet[0]["observed"].as_str().unwrap().starts_with("6 credentials"), "{fleet:#?}");
+    let spike: Vec<_> = shown.iter().filter(|a| a["detector"] == "billing_spike").collect();
+    assert_eq!(spike.len(), 1, "{shown:#?}");
+    assert_eq!(spike[0]["credential_id"], "key_team3");
+    assert_eq!(&spike[0]["incident_id"], incident, "the member's spike joins the fleet finding: {shown:#?}");
+    let members = sql_rows(&lake, "SELECT incident_id FROM alerts WHERE finding = 'first_seen_model'");
+    assert_eq!(members.len(), 6, "{members:#?}");
+    assert!(members.iter().all(|m| &m["incident_id"] == incident), "{members:#?}");
+}

@@ -4,12 +4,18 @@
 //! normal hours (its 99th percentile, or the seasonal slot's high), with
 //! floors so near-zero baselines do not fire on noise. A new model from a
 //! new network on top of the volume is the LLMjacking signature.
+//!
+//! A credential with thin history (cold start) is judged the same way
+//! against its peers' usual hours, else the fleet's ([`peers::stand_in`]):
+//! the volume bar only, since everything is new to a new key. Without
+//! either, the cold-start rules: an absolute floor, and far above its other
+//! hours of the day.
 
 use arrow::array::RecordBatch;
 
-use super::{Context, DetectError, grade};
+use super::{Context, DetectError, grade, peers};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
-use crate::baseline::{CredentialBaseline, ProfileSlot, Stats};
+use crate::baseline::{Baseline, CredentialBaseline, ProfileSlot, Stats};
 use crate::columns;
 use crate::engine::udf::network_of;
 use crate::time::HOUR_MS;
@@ -113,20 +119,37 @@ fn judge_new_network(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64
 /// that can fire for a credential with this baseline: an hour below both
 /// never does. (From a new network, a multiple of a usual hour of at least
 /// the floor — below the volume bar over the p99; without history, the
-/// absolute floor.)
-pub fn least_spend(base: Option<&CredentialBaseline>) -> (f64, f64) {
+/// volume bar over the smallest "busiest hour" a stand-in of its peers or
+/// the fleet may have, or the absolute floor when it can have none.)
+pub fn least_spend(baseline: Option<&Baseline>, cred: &str) -> (f64, f64) {
+    let base = baseline.and_then(|b| b.credentials.get(cred));
     match base.filter(|b| !b.cold_start) {
         // From a new network, a multiple of the usual hour (never above the p99's bar: median ≤ p99).
         Some(b) => (
             NEW_NETWORK_RATIO * b.tokens_per_hour.median.max(TOKENS.high_floor),
             NEW_NETWORK_RATIO * b.cost_per_hour.median.max(COST.high_floor),
         ),
+        None if baseline.is_some_and(|b| peers::has_stand_in(b, cred)) => {
+            (MIN_RATIO * TOKENS.high_floor, MIN_RATIO * COST.high_floor)
+        }
         None => (TOKENS.cold_floor, COST.cold_floor),
     }
 }
 
-fn verdict(h: &Hour, base: Option<&CredentialBaseline>, slot: Option<&ProfileSlot>) -> Option<Verdict> {
+/// How an hour compares with the credential's learned baseline (`base`),
+/// or without one with its peers' or the fleet's (`stand_in`), or the rules.
+fn verdict(
+    h: &Hour,
+    base: Option<&CredentialBaseline>,
+    stand_in: Option<&CredentialBaseline>,
+    slot: Option<&ProfileSlot>,
+) -> Option<Verdict> {
     let Some(b) = base.filter(|b| !b.cold_start) else {
+        if let Some(p) = stand_in {
+            // Their seasons and networks are not its own: the volume bar alone.
+            return judge(&TOKENS, h.tokens, &p.tokens_per_hour, None)
+                .or_else(|| judge(&COST, h.cost, &p.cost_per_hour, None));
+        }
         // Cold start: an absolute floor, and far above its other hours today.
         return [(&TOKENS, h.tokens, h.day_median.0), (&COST, h.cost, h.day_median.1)]
             .into_iter()
@@ -200,21 +223,26 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
 
     // Consecutive firing hours of one credential make one alert.
     let mut out = Vec::new();
-    let mut run: Vec<(&Hour, Verdict)> = Vec::new();
-    for h in &hours {
-        let base = cx.baseline.and_then(|b| b.credentials.get(&h.cred));
-        let slot = cx.baseline.and_then(|b| b.slot(&h.cred, h.hour));
-        let Some(v) = verdict(h, base, slot) else { continue };
-        if let Some((last, _)) = run.last()
-            && (last.cred != h.cred || h.hour - last.hour > HOUR_MS)
-        {
-            out.push(alert_of(&run, cx));
-            run.clear();
+    for own in hours.chunk_by(|a, b| a.cred == b.cred) {
+        let (cred, principal) = (&own[0].cred, own[0].principal.as_deref());
+        let base = cx.baseline.and_then(|b| b.credentials.get(cred));
+        let stand_in = match (cx.baseline, base.is_some_and(|b| !b.cold_start)) {
+            (Some(b), false) => peers::stand_in(b, cx.inventory, cred, principal),
+            _ => None,
+        };
+        let mut run: Vec<(&Hour, Verdict)> = Vec::new();
+        for h in own {
+            let slot = cx.baseline.and_then(|b| b.slot(&h.cred, h.hour));
+            let Some(v) = verdict(h, base, stand_in.as_ref().map(|s| &s.base), slot) else { continue };
+            if run.last().is_some_and(|(last, _)| h.hour - last.hour > HOUR_MS) {
+                out.push(alert_of(&run, stand_in.as_ref(), cx));
+                run.clear();
+            }
+            run.push((h, v));
         }
-        run.push((h, v));
-    }
-    if !run.is_empty() {
-        out.push(alert_of(&run, cx));
+        if !run.is_empty() {
+            out.push(alert_of(&run, stand_in.as_ref(), cx));
+        }
     }
     Ok(out)
 }
@@ -232,7 +260,7 @@ fn amount(metric: &str, x: f64) -> String {
     if metric == "cost" { format!("${x:.2}") } else { format!("{} tokens", human(x)) }
 }
 
-fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
+fn alert_of(run: &[(&Hour, Verdict)], stand_in: Option<&peers::StandIn>, cx: &Context<'_>) -> Alert {
     let first = run[0].0;
     let cred = first.cred.as_str();
     let base = cx.baseline.and_then(|b| b.credentials.get(cred)).filter(|b| !b.cold_start);
@@ -266,6 +294,7 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     let boost = 1.0 + 0.5 * (!new_models.is_empty() as u8 as f64) + 0.5 * (!new_networks.is_empty() as u8 as f64);
     let score = peak.ratio * boost;
     let severity = match (base, llmjacking, signature.is_empty()) {
+        (None, _, _) if stand_in.is_some() => grade(peak.ratio, (0.0, 20.0, 200.0)).max(Severity::Medium),
         (None, _, _) => Severity::Medium,
         (_, true, _) => Severity::Critical,
         (_, false, _) if moderate => Severity::High,
@@ -279,8 +308,14 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
     } else {
         format!("{} tokens (${cost:.2}) in {requests} requests", human(tokens))
     };
-    let (observed, baseline, explanation) = match base {
-        Some(b) if moderate => {
+    let floor = if peak.metric == "cost" { COST.high_floor } else { TOKENS.high_floor };
+    let busiest = if peak.high <= floor {
+        format!("below the floor of {}", amount(peak.metric, floor))
+    } else {
+        amount(peak.metric, peak.high)
+    };
+    let (observed, baseline, explanation) = match (base, stand_in) {
+        (Some(b), _) if moderate => {
             let times = peak.new_network.unwrap_or(peak.ratio);
             let baseline = format!(
                 "usual hour {} (median or seasonal median, at least {}), busiest normal hour {} (p99 or seasonal \
@@ -318,13 +353,7 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
                 e,
             )
         }
-        Some(b) => {
-            let floor = if peak.metric == "cost" { COST.high_floor } else { TOKENS.high_floor };
-            let busiest = if peak.high <= floor {
-                format!("below the floor of {}", amount(peak.metric, floor))
-            } else {
-                amount(peak.metric, peak.high)
-            };
+        (Some(b), _) => {
             let baseline = format!(
                 "busiest normal hour {busiest} (p99 or seasonal high), typical {} per hour (median; {} days of history)",
                 amount(peak.metric, peak.typical),
@@ -349,7 +378,24 @@ fn alert_of(run: &[(&Hour, Verdict)], cx: &Context<'_>) -> Alert {
                 e,
             )
         }
-        None => (
+        (None, Some(s)) => (
+            format!("{spent}; peak {} in one hour, robust z {:.0}", amount(peak.metric, peak.observed), peak.z),
+            format!(
+                "too little history of its own (cold start), judged by {}: busiest normal hour {busiest} (the \
+                 median of their p99s), typical {} per hour (the median of their medians)",
+                s.level,
+                amount(peak.metric, peak.typical)
+            ),
+            format!(
+                "{cred} spent {spent} over {n_hours} hour(s); its peak hour ({}) was {:.0}× the busiest normal hour \
+                 of {} ({} vs {busiest}); it has too little history of its own for a baseline",
+                crate::time::format_ms(peak_h.hour).get(11..16).unwrap_or(""),
+                peak.ratio,
+                s.level,
+                amount(peak.metric, peak.observed),
+            ),
+        ),
+        (None, None) => (
             spent.clone(),
             format!(
                 "no baseline yet (cold start): its typical hour today was {}; the floor is {} per hour",
@@ -462,8 +508,20 @@ mod tests {
             known: bool,
             new_network: bool,
             day_median in 0.0..1e6f64,
+            peer_p99 in proptest::option::of((0.0..1e6f64, 0.0..50.0f64)),
         ) {
             let b = credential(cold_start, stats(median * p99_tokens, p99_tokens), stats(median * p99_cost, p99_cost));
+            // Two learned peers (the fleet, without an inventory) that a key in cold start is judged by.
+            let mut all = Baseline::default();
+            if known {
+                all.credentials.insert("k".into(), b.clone());
+            }
+            for (i, (t, c)) in peer_p99.into_iter().flat_map(|p| [p, (p.0 / 2.0, p.1 / 2.0)]).enumerate() {
+                let mut peer = credential(false, stats(median * t, t), stats(median * c, c));
+                peer.credential_id = format!("p{i}");
+                all.credentials.insert(peer.credential_id.clone(), peer);
+            }
+            let stand_in = peers::stand_in(&all, None, "k", None).filter(|_| !known || cold_start);
             let h = Hour {
                 cred: "k".into(), principal: None, hour: 0, tokens, cost, requests: 1,
                 day_median: (day_median, day_median / 1e4), first: 0, last: 0,
@@ -476,8 +534,8 @@ mod tests {
                 requests_median: 1.0,
             });
             let base = known.then_some(&b);
-            if verdict(&h, base, slot.as_ref()).is_some() {
-                let (least_tokens, least_cost) = least_spend(base);
+            if verdict(&h, base, stand_in.as_ref().map(|s| &s.base), slot.as_ref()).is_some() {
+                let (least_tokens, least_cost) = least_spend(Some(&all), "k");
                 proptest::prop_assert!(tokens >= least_tokens || cost >= least_cost);
             }
         }
@@ -486,12 +544,18 @@ mod tests {
     #[test]
     fn the_least_spend_is_the_scorings_own_bar() {
         let b = credential(false, stats(6_000.0, 10_000.0), stats(0.0, 0.0));
-        assert_eq!(least_spend(Some(&b)), (18_000.0, 0.75), "3× the usual hour or the floor (from a new network)");
+        let one =
+            |b: &CredentialBaseline| Baseline { credentials: [("k".into(), b.clone())].into(), ..Default::default() };
+        assert_eq!(
+            least_spend(Some(&one(&b)), "k"),
+            (18_000.0, 0.75),
+            "3× the usual hour or the floor (from a new network)"
+        );
         assert!(judge_new_network(&TOKENS, 17_999.0, &b.tokens_per_hour, None).is_none());
         assert!(judge_new_network(&TOKENS, 40_000.0, &b.tokens_per_hour, None).is_some());
         assert!(judge(&TOKENS, 39_999.0, &b.tokens_per_hour, None).is_none(), "4× the p99 without one");
         assert!(judge(&TOKENS, 60_000.0, &b.tokens_per_hour, None).is_some());
-        assert_eq!(least_spend(None), (COLD_TOKENS, COLD_COST));
+        assert_eq!(least_spend(None, "k"), (COLD_TOKENS, COLD_COST));
     }
 
     #[test]
@@ -517,11 +581,15 @@ mod tests {
             ips: vec![],
             evidence: vec![],
         };
-        assert!(verdict(&hour(vec![]), Some(&b), None).is_none(), "a busy hour from its usual networks");
-        let v = verdict(&hour(vec!["198.18.0.0/24".into()]), Some(&b), None).expect("with a new network it fires");
+        assert!(verdict(&hour(vec![]), Some(&b), None, None).is_none(), "a busy hour from its usual networks");
+        let v =
+            verdict(&hour(vec!["198.18.0.0/24".into()]), Some(&b), None, None).expect("with a new network it fires");
         assert!((v.new_network.unwrap() - 25.0 / 6.0).abs() < 1e-9, "{v:?}");
         let mut cold = b.clone();
         cold.cold_start = true;
-        assert!(verdict(&hour(vec!["198.18.0.0/24".into()]), Some(&cold), None).is_none(), "no learned scope, no news");
+        assert!(
+            verdict(&hour(vec!["198.18.0.0/24".into()]), Some(&cold), None, None).is_none(),
+            "no learned scope, no news"
+        );
     }
 }

@@ -12,8 +12,15 @@
 //! `part of fleet finding <id>`: analysts still see them in the lake, and
 //! `eval` counts them for their credentials. Folding is idempotent, so the
 //! streaming mode may fold a day's alerts again at every pass.
+//!
+//! A fleet finding is one incident with what its members' credentials did
+//! around it ([`join_incidents`]): the members, and the incidents of the
+//! member credentials' own alerts within [`alert::INCIDENT_GAP_MS`] of its
+//! window (the spike that came with a team's new model, say), join the
+//! fleet finding's incident. Two fleet findings share one only through
+//! such a member incident, not for sharing the credential [`FLEET`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::alert::{self, Alert, MAX_EVIDENCE};
 use crate::time::{DAY_MS, HOUR_MS};
@@ -72,6 +79,70 @@ pub fn fold(alerts: Vec<Alert>) -> Vec<Alert> {
     }
     alerts.extend(fleet);
     alerts
+}
+
+/// Joins each fleet finding's incident with its members' (see the module
+/// docs). Runs after [`alert::assign_incidents`]; the joined incident is
+/// named after the fleet finding (the first by id, if it joins several).
+pub fn join_incidents(alerts: &mut [Alert]) {
+    let fleets: Vec<usize> = (0..alerts.len())
+        .filter(|&i| alerts[i].credential_id == FLEET && alerts[i].suppressed.is_none())
+        .filter(|&i| alerts[i].finding.starts_with(FINDING_PREFIX))
+        .collect();
+    if fleets.is_empty() {
+        return;
+    }
+    // Each fleet finding starts an incident of its own: sharing the credential `fleet` relates nothing.
+    for &f in &fleets {
+        alerts[f].incident_id = Some(alert::incident_named_after(&alerts[f]));
+    }
+    let own: BTreeSet<String> = fleets.iter().map(|&f| alert::incident_named_after(&alerts[f])).collect();
+    // Incident id → the incident it joined.
+    let mut joined: HashMap<String, String> = HashMap::new();
+    let root = |joined: &HashMap<String, String>, id: &str| {
+        let mut id = id.to_string();
+        while let Some(next) = joined.get(&id) {
+            id = next.clone();
+        }
+        id
+    };
+    let mut members: HashMap<String, String> = HashMap::new(); // suppression reason → fleet incident
+    for &f in &fleets {
+        let fleet = &alerts[f];
+        let own_id = alert::incident_named_after(fleet);
+        let reason = format!("{MEMBER_PREFIX}{}", fleet.alert_id);
+        let creds: BTreeSet<&str> = alerts
+            .iter()
+            .filter(|a| a.suppressed.as_deref() == Some(reason.as_str()))
+            .map(|a| a.credential_id.as_str())
+            .collect();
+        let (from, to) = (fleet.window_start_ms - alert::INCIDENT_GAP_MS, fleet.window_end_ms + alert::INCIDENT_GAP_MS);
+        let near: Vec<String> = alerts
+            .iter()
+            .filter(|a| a.suppressed.is_none() && creds.contains(a.credential_id.as_str()))
+            .filter(|a| a.window_start_ms <= to && from <= a.window_end_ms)
+            .filter_map(|a| a.incident_id.clone())
+            .collect();
+        for id in near {
+            let (a, b) = (root(&joined, &own_id), root(&joined, &id));
+            // Fleet findings' incidents win a join, the first by id among them.
+            let rank = |x: &String| (!own.contains(x), x.clone());
+            let (win, lose) = if rank(&a) <= rank(&b) { (a, b) } else { (b, a) };
+            if win != lose {
+                joined.insert(lose, win);
+            }
+        }
+        members.insert(reason, own_id);
+    }
+    for a in alerts.iter_mut() {
+        let id = match a.suppressed.as_deref() {
+            None => a.incident_id.as_deref(),
+            Some(reason) => members.get(reason).map(String::as_str),
+        };
+        if let Some(id) = id {
+            a.incident_id = Some(root(&joined, id));
+        }
+    }
 }
 
 /// The start of the window an alert is grouped in.
@@ -215,5 +286,39 @@ mod tests {
         let b = fold(later).pop().unwrap();
         assert_eq!(a.alert_id, fold(team(5)).pop().unwrap().alert_id);
         assert_ne!(a.alert_id, b.alert_id);
+    }
+
+    /// Two fleet findings of one day are two incidents, each joined by its
+    /// members' own alerts in its window; a member's alert days later is not.
+    #[test]
+    fn a_fleet_finding_is_one_incident_with_its_members_own_alerts() {
+        let mut alerts = team(5);
+        alerts.extend((0..5).map(|i| {
+            let mut a = first_model(&format!("j{i}"), DAY + i as i64 * HOUR_MS, Severity::Low);
+            a.subject = Some("o3".into());
+            a
+        }));
+        let spike = |at: i64| {
+            let mut a = first_model("k3", at, Severity::High);
+            (a.detector, a.finding, a.subject) = ("billing_spike".into(), "spend_spike".into(), Some("tokens".into()));
+            a.alert_id = alert::alert_id("billing_spike", "k3", "spend", at);
+            a
+        };
+        alerts.push(spike(DAY + 3 * HOUR_MS + 60_000));
+        alerts.push(spike(DAY + 3 * DAY_MS));
+        let mut out = fold(alerts);
+        alert::assign_incidents(&mut out);
+        join_incidents(&mut out);
+        let incident = |f: &dyn Fn(&Alert) -> bool| -> BTreeSet<Option<String>> {
+            out.iter().filter(|a| f(a)).map(|a| a.incident_id.clone()).collect()
+        };
+        let opus = incident(&|a| a.credential_id == FLEET && a.subject.as_deref() == Some("claude-opus"));
+        let o3 = incident(&|a| a.credential_id == FLEET && a.subject.as_deref() == Some("o3"));
+        assert_eq!(opus.len(), 1);
+        assert_ne!(opus, o3, "unrelated fleet findings are apart");
+        assert_eq!(incident(&|a| a.detector == "billing_spike" && a.window_start_ms < DAY + DAY_MS), opus);
+        assert_eq!(incident(&|a| a.credential_id.starts_with('k') && a.detector == "out_of_scope"), opus, "members");
+        assert_ne!(incident(&|a| a.detector == "billing_spike" && a.window_start_ms > DAY + DAY_MS), opus);
+        assert_eq!(alert::incidents(&out).len(), 3, "{out:#?}");
     }
 }

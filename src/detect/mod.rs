@@ -43,7 +43,7 @@ use crate::time::{NS_SAFE_FIRST_DAY, NS_SAFE_LAST_DAY};
 
 pub use chaining::ToolCategories;
 pub use cloud::ApiRisk;
-pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet};
+pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet, join_incidents as join_fleet_incidents};
 pub use rule::{Rule, RuleError, Scorer};
 pub use governance::inventory_mismatches;
 
@@ -506,6 +506,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     }
     let mut alerts = fleet::fold(alerts);
     alert::assign_incidents(&mut alerts);
+    fleet::join_incidents(&mut alerts);
     alerts.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then(a.window_start_ms.cmp(&b.window_start_ms)).then(a.alert_id.cmp(&b.alert_id))
     });

@@ -8,11 +8,15 @@
 //! requests a minute, a slow retry loop) is judged over a longer window too:
 //! [`SUSTAINED_MINUTES`] of failures against the credential's usual rate, or
 //! its peers' or the fleet's when its own history is thin (`sustained`).
+//!
+//! A credential with thin history (cold start) is judged, bursts and
+//! sustained storms alike, by its peers' usual failures, else the fleet's
+//! ([`peers::stand_in`]); only without either by assumed rates.
 
 use arrow::array::RecordBatch;
 use statrs::distribution::{DiscreteCDF, Poisson};
 
-use super::peers::{self, MIN_PEERS};
+use super::peers;
 use super::{Context, DetectError, grade};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
 use crate::baseline::CredentialBaseline;
@@ -134,14 +138,6 @@ fn bursts(cx: &Context<'_>, own: &[Minute]) -> Vec<Alert> {
     out
 }
 
-/// The baseline a credential's minutes are judged by: (errors per minute,
-/// least count that can fire, whether it was learned).
-fn expectation(cx: &Context<'_>, cred: &str) -> (f64, f64, bool) {
-    let base = cx.baseline.and_then(|b| b.credentials.get(cred));
-    let learned = base.is_some_and(|b| !b.cold_start);
-    (usual_rate(base), least_burst(base), learned)
-}
-
 /// The failures per minute a credential with this baseline usually has.
 pub fn usual_rate(base: Option<&CredentialBaseline>) -> f64 {
     match base.filter(|b| !b.cold_start) {
@@ -175,42 +171,39 @@ pub fn least_sustained(base: Option<&CredentialBaseline>) -> f64 {
     }
 }
 
-/// What a sustained window is compared with: the credential's own failure
-/// rate, or with thin history its peers' ([`peers`]), else the fleet's
-/// (the median of their learned rates), else an assumed one.
+/// What a credential's failures are compared with: its own learned
+/// baseline, or with thin history its peers' or else the fleet's stand-in
+/// ([`peers::stand_in`]), else assumed rates.
 struct Level {
-    per_minute: f64,
-    /// Says whose rate it is, for the alert's `baseline`.
-    who: String,
+    /// The baseline the rates come from; none for the assumed ones.
+    base: Option<CredentialBaseline>,
+    /// Whose rates, for the alert; empty for the credential's own.
+    who: Option<String>,
 }
 
 impl Level {
     fn of(cx: &Context<'_>, cred: &str, principal: Option<&str>) -> Level {
-        let Some(b) = cx.baseline else { return Level::assumed() };
+        let Some(b) = cx.baseline else { return Level { base: None, who: None } };
         if let Some(own) = b.credentials.get(cred).filter(|c| !c.cold_start) {
-            return Level { per_minute: own_rate(own), who: "its own usual".into() };
+            return Level { base: Some(own.clone()), who: None };
         }
-        let median = |rates: &mut Vec<f64>| {
-            rates.sort_by(f64::total_cmp);
-            rates[rates.len() / 2]
-        };
-        let (group, peers) = peers::learned_peers(b, cx.inventory, cred, principal);
-        let mut rates: Vec<f64> = peers.iter().map(|p| own_rate(p)).collect();
-        if rates.len() >= MIN_PEERS {
-            let who = format!("its peers' ({} credentials of {group}) median", rates.len());
-            return Level { per_minute: median(&mut rates), who };
+        match peers::stand_in(b, cx.inventory, cred, principal) {
+            Some(s) => Level { base: Some(s.base), who: Some(s.level) },
+            None => Level { base: None, who: None },
         }
-        let mut rates: Vec<f64> =
-            b.credentials.values().filter(|c| !c.cold_start && c.credential_id != cred).map(own_rate).collect();
-        if rates.len() >= MIN_PEERS {
-            let who = format!("the fleet's ({} credentials) median", rates.len());
-            return Level { per_minute: median(&mut rates), who };
-        }
-        Level::assumed()
     }
 
-    fn assumed() -> Level {
-        Level { per_minute: COLD_RATE, who: "an assumed (no history)".into() }
+    fn per_minute(&self) -> f64 {
+        usual_rate(self.base.as_ref())
+    }
+
+    /// Whose rate it is, as a sustained storm's text names it.
+    fn rate_of(&self) -> String {
+        match (&self.base, &self.who) {
+            (_, Some(who)) => format!("the median of {who}"),
+            (Some(_), None) => "its own usual".into(),
+            (None, None) => "an assumed (no history)".into(),
+        }
     }
 }
 
@@ -221,10 +214,9 @@ impl Level {
 /// firing windows make one storm; one that a burst covers is that burst.
 fn sustained(cx: &Context<'_>, own: &[Minute], bursts: &[Alert]) -> Vec<Alert> {
     let Some(first) = own.first() else { return Vec::new() };
-    let base = cx.baseline.and_then(|b| b.credentials.get(&first.cred));
-    let least = least_sustained(base);
     let level = Level::of(cx, &first.cred, first.principal.as_deref());
-    let lambda = level.per_minute * SUSTAINED_MINUTES as f64;
+    let least = least_sustained(level.base.as_ref());
+    let lambda = level.per_minute() * SUSTAINED_MINUTES as f64;
     let window_ms = SUSTAINED_MINUTES * MINUTE_MS;
     // Spans of minutes (first and last index) covered by firing windows, with the peak window.
     let mut spans: Vec<(usize, usize, f64, f64)> = Vec::new();
@@ -267,13 +259,14 @@ fn sustained(cx: &Context<'_>, own: &[Minute], bursts: &[Alert]) -> Vec<Alert> {
             sum.total,
             sum.minutes,
             p_text(peak_surprise),
-            level.who,
+            level.rate_of(),
             sum.what_and_where(),
         );
         let baseline = format!(
             "{SUSTAINED_MINUTES}-minute window vs {} {:.2} failures per minute (Poisson); at least {least:.0} \
              failures in {SUSTAINED_MINUTES} minutes to alert",
-            level.who, level.per_minute
+            level.rate_of(),
+            level.per_minute()
         );
         let observed = format!("{}; peak {peak:.0} in {SUSTAINED_MINUTES} minutes, {busiest:.0}/minute", sum.counts());
         out.push(sum.alert(cx, &run, Severity::Medium, peak_surprise, explanation, observed, baseline));
@@ -390,7 +383,8 @@ impl Summary {
 fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
     let first = *run.first()?;
     let cred = first.cred.as_str();
-    let (lambda, least, learned) = expectation(cx, cred);
+    let level = Level::of(cx, cred, first.principal.as_deref());
+    let (lambda, least) = (level.per_minute(), least_burst(level.base.as_ref()));
     let fired: Vec<(&Minute, f64)> = run
         .iter()
         .map(|m| (*m, surprise(m.errors, lambda)))
@@ -398,16 +392,24 @@ fn storm_of(run: &[&Minute], cx: &Context<'_>) -> Option<Alert> {
         .collect();
     let (peak, peak_surprise) = fired.iter().max_by(|a, b| a.0.errors.total_cmp(&b.0.errors)).copied()?;
     let sum = Summary::of(run);
-    let baseline = if learned {
-        format!(
+    let baseline = match (&level.base, &level.who) {
+        (Some(_), None) => format!(
             "usually {lambda:.2} failures per minute (Poisson); bursts up to {least:.0} per minute are normal for it"
-        )
-    } else {
-        format!("no baseline yet (cold start): assumed {lambda:.1} failures per minute, at least {least:.0} to alert")
+        ),
+        (_, Some(who)) => format!(
+            "too little history of its own (cold start), judged by {who}: usually {lambda:.2} failures per minute \
+             (Poisson, the median of theirs); bursts up to {least:.0} per minute are normal for them"
+        ),
+        (None, None) => format!(
+            "no baseline yet (cold start): assumed {lambda:.1} failures per minute, at least {least:.0} to alert"
+        ),
+    };
+    let usual = match &level.who {
+        Some(who) => format!("the usual {lambda:.2}/minute of {who}"),
+        None => format!("its usual {lambda:.2}/minute"),
     };
     let explanation = format!(
-        "{cred} had {:.0} failed requests in {} minute(s) (peak {:.0} in one minute, P = {} at its usual \
-         {lambda:.2}/minute) — {}",
+        "{cred} had {:.0} failed requests in {} minute(s) (peak {:.0} in one minute, P = {} at {usual}) — {}",
         sum.total,
         sum.minutes,
         peak.errors,
@@ -513,11 +515,11 @@ mod tests {
         for p in ["k-1", "k-2"] {
             let mut peer = c.clone();
             (peer.credential_id, peer.cold_start) = (p.into(), false);
-            peer.errors_per_hour.mean = 3.0;
+            (peer.errors_per_hour.mean, peer.errors_per_hour.p99) = (3.0, 10.0);
             b.credentials.insert(p.into(), peer);
         }
         let a = alerts_for(Some(&b), "k", &steady);
         assert_eq!(a.len(), 1, "{a:?}");
-        assert!(a[0].baseline.contains("its peers' (2 credentials of role k) median 0.05"), "{}", a[0].baseline);
+        assert!(a[0].baseline.contains("vs the median of peers (2 credentials of role k) 0.05"), "{}", a[0].baseline);
     }
 }

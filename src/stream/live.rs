@@ -353,6 +353,7 @@ impl Live {
             // holding first-seen alerts for a decision hours away would delay them as much.
             let mut all = detect::fold_fleet(all);
             alert::assign_incidents(&mut all);
+            detect::join_fleet_incidents(&mut all);
             // Fleet alerts are the day's, not a credential's: kept under their own key, made anew each pass.
             let fleet: Vec<Alert> = all.iter().filter(|a| a.credential_id == detect::FLEET).cloned().collect();
             if d.alerts.get(detect::FLEET).map_or(&[][..], Vec::as_slice) != fleet.as_slice() {

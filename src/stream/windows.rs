@@ -49,7 +49,7 @@ impl CredState {
         CredState {
             least_burst: least_burst(b),
             least_sustained: least_sustained(b),
-            least_spend: least_spend(b),
+            least_spend: least_spend(base, credential),
             failures: HashMap::new(),
             sustained: HashMap::new(),
             spend: HashMap::new(),
