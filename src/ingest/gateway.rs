@@ -1,5 +1,12 @@
 //! The gateway's native JSON-lines format: the canonical field names, so a
 //! line deserializes straight into borrowed fields with no intermediate tree.
+//!
+//! Every event goes through here, so a line is first read by [`scan`], a
+//! scanner for the plain lines gateways write (no escapes, flat values). It
+//! gives up on anything else, and serde_json reads that line instead: so
+//! the scanner only ever returns what serde_json would, and every error and
+//! quarantine reason is serde_json's. A SIMD parser was measured for this
+//! and did not pay (`benches/RESULTS.md`, issue 20).
 
 use std::borrow::Cow;
 
@@ -8,7 +15,7 @@ use serde::Deserialize;
 use crate::schema::{Action, Event, Rejected};
 use crate::time::parse_ts;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct Line<'a> {
     #[serde(borrow)]
     ts: Cow<'a, str>,
@@ -59,7 +66,10 @@ pub fn looks_like_gateway(v: &serde_json::Value) -> bool {
 
 /// Parses one gateway line.
 pub fn parse(line: &str) -> Result<Event<'_>, Rejected> {
-    let l: Line<'_> = serde_json::from_str(line).map_err(|e| explain(line, e))?;
+    let l: Line<'_> = match scan(line) {
+        Some(l) => l,
+        None => serde_json::from_str(line).map_err(|e| explain(line, e))?,
+    };
     let ts_ms = parse_ts(&l.ts).ok_or_else(|| Rejected(format!("ts {:?} is not a timestamp", truncate(&l.ts, 64))))?;
     if l.credential_id.trim().is_empty() {
         return Err(Rejected::new("credential_id is empty"));
@@ -101,6 +111,235 @@ pub fn parse(line: &str) -> Result<Event<'_>, Rejected> {
         account_id: l.account_id,
         detail: None,
     })
+}
+
+/// Reads a plain gateway line: one flat object whose strings have no
+/// escapes, with JSON's whitespace anywhere between tokens. `None` for
+/// anything it does not read exactly as serde_json does (an escape, a
+/// nested value, a duplicate or missing required field, a number serde_json
+/// would round differently or reject, a type error): serde_json decides those.
+fn scan(line: &str) -> Option<Line<'_>> {
+    let mut c = Cursor { b: line.as_bytes(), i: 0, text: line };
+    let mut l = Line::default();
+    let mut seen = 0u32;
+    c.byte(b'{')?;
+    if c.peek()? != b'}' {
+        loop {
+            let key = c.string()?;
+            c.byte(b':')?;
+            let field = FIELDS.iter().position(|f| *f == key);
+            if let Some(f) = field {
+                // serde_json refuses a duplicate field; let it say so.
+                if seen & (1 << f) != 0 {
+                    return None;
+                }
+                seen |= 1 << f;
+            }
+            match field {
+                Some(0) => l.ts = Cow::Borrowed(c.string()?),
+                Some(1) => l.request_id = c.opt_string()?,
+                Some(2) => l.credential_id = Cow::Borrowed(c.string()?),
+                Some(3) => l.principal = c.opt_string()?,
+                Some(4) => l.session_id = c.opt_string()?,
+                Some(5) => l.source_ip = c.opt_string()?,
+                Some(6) => l.user_agent = c.opt_string()?,
+                Some(7) => l.provider = c.opt_string()?,
+                Some(8) => l.model = c.opt_string()?,
+                Some(9) => l.action = Cow::Borrowed(c.string()?),
+                Some(10) => l.tool = c.opt_string()?,
+                Some(11) => l.resource = c.opt_string()?,
+                Some(12) => l.status = c.opt_int()?.map(u16::try_from).transpose().ok()?,
+                Some(13) => l.error_code = c.opt_string()?,
+                Some(14) => l.latency_ms = c.opt_float()?,
+                Some(15) => l.tokens_in = c.opt_int()?,
+                Some(16) => l.tokens_out = c.opt_int()?,
+                Some(17) => l.cost_usd = c.opt_float()?,
+                Some(18) => l.region = c.opt_string()?,
+                Some(19) => l.account_id = c.opt_string()?,
+                _ => c.skip_scalar()?,
+            }
+            match c.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    } else {
+        c.next()?;
+    }
+    // ts, credential_id and action are required; and nothing may follow.
+    let required = 1 << 0 | 1 << 2 | 1 << 9;
+    (seen & required == required && c.rest_is_blank()).then_some(l)
+}
+
+/// The fields of [`Line`], in [`scan`]'s order.
+const FIELDS: [&str; 20] = [
+    "ts",
+    "request_id",
+    "credential_id",
+    "principal",
+    "session_id",
+    "source_ip",
+    "user_agent",
+    "provider",
+    "model",
+    "action",
+    "tool",
+    "resource",
+    "status",
+    "error_code",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "region",
+    "account_id",
+];
+
+/// [`scan`]'s position in a line.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+    text: &'a str,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next byte that is not JSON whitespace, without taking it.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn byte(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.byte(b'"')?;
+        let start = self.i;
+        let len = self.b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        self.i = start + len;
+        self.byte(b'"')?;
+        // Both ends are ASCII quotes, so they are character boundaries.
+        Some(&self.text[start..start + len])
+    }
+
+    /// `null`, if that is what comes next.
+    fn null(&mut self) -> Option<bool> {
+        if self.peek()? != b'n' {
+            return Some(false);
+        }
+        (self.b[self.i..].starts_with(b"null")).then(|| self.i += 4)?;
+        Some(true)
+    }
+
+    fn opt_string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.null()? {
+            return Some(None);
+        }
+        Some(Some(Cow::Borrowed(self.string()?)))
+    }
+
+    /// A JSON number's text: sign, digits, fraction and exponent checked as
+    /// serde_json checks them.
+    fn number(&mut self) -> Option<Number<'a>> {
+        self.peek()?;
+        let start = self.i;
+        let digits = |b: &[u8], i: &mut usize| {
+            let from = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i - from
+        };
+        let mut i = start + usize::from(self.b.get(start) == Some(&b'-'));
+        let int = digits(self.b, &mut i);
+        if int == 0 || (int > 1 && self.b[i - int] == b'0') {
+            return None;
+        }
+        let (mut frac, mut exp) = (0, false);
+        if self.b.get(i) == Some(&b'.') {
+            i += 1;
+            frac = digits(self.b, &mut i);
+            if frac == 0 {
+                return None;
+            }
+        }
+        if matches!(self.b.get(i), Some(b'e' | b'E')) {
+            exp = true;
+        }
+        self.i = i;
+        Some(Number { text: &self.text[start..i], int, frac, exp })
+    }
+
+    /// An integer, as serde_json reads one into an `i64` field (it refuses a
+    /// fraction or an exponent there).
+    fn opt_int(&mut self) -> Option<Option<i64>> {
+        if self.null()? {
+            return Some(None);
+        }
+        let n = self.number()?;
+        // 18 digits always fit an i64; longer ones are serde_json's to judge.
+        // It reads `-0` as a float, which an integer field refuses.
+        (n.frac == 0 && !n.exp && n.int <= 18 && n.text != "-0").then(|| n.text.parse().ok())?.map(Some)
+    }
+
+    /// A number as serde_json reads one into an `f64` field. Only where its
+    /// reading is correctly rounded, as Rust's is: at most 15 significant
+    /// digits (exact in an f64) and no more than 22 after the point, so the
+    /// value is one correctly rounded division of exact numbers.
+    fn opt_float(&mut self) -> Option<Option<f64>> {
+        if self.null()? {
+            return Some(None);
+        }
+        let n = self.number()?;
+        let significant = n.text.bytes().filter(u8::is_ascii_digit).skip_while(|&d| d == b'0').count();
+        (!n.exp && significant <= 15 && n.frac <= 22).then(|| n.text.parse().ok())?.map(Some)
+    }
+
+    /// An unknown field's value: a string, number, `true`, `false` or
+    /// `null`. An object or array is left to serde_json.
+    fn skip_scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' | b'f' | b'n' => {
+                let word: &[u8] = ["true", "false", "null"]
+                    .into_iter()
+                    .find(|w| self.b[self.i..].starts_with(w.as_bytes()))?
+                    .as_bytes();
+                self.i += word.len();
+                Some(())
+            }
+            _ => self.number().filter(|n| !n.exp).map(drop),
+        }
+    }
+
+    /// Whether only whitespace is left.
+    fn rest_is_blank(&mut self) -> bool {
+        self.peek().is_none()
+    }
+}
+
+/// A number's text, as [`Cursor::number`] found it.
+struct Number<'a> {
+    text: &'a str,
+    /// Digits before the point, and after it.
+    int: usize,
+    frac: usize,
+    /// Whether an exponent follows (not read: [`scan`] leaves those to serde_json).
+    exp: bool,
 }
 
 /// Names the field a deserialization error is about. Only runs on the
@@ -160,6 +399,87 @@ mod tests {
         for (line, needle) in cases {
             let err = parse(&line).unwrap_err();
             assert!(err.0.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_scanner_reads_plain_lines_and_leaves_the_rest_to_serde() {
+        let plain = LINE.replace(r#","extra":{"ignored":true}"#, r#","extra":"x","n":-1.5,"t":true"#);
+        let fast = scan(&plain).expect("a plain line is scanned");
+        assert_eq!(&fast, &serde_json::from_str::<Line<'_>>(&plain).unwrap());
+        assert_eq!((fast.status, fast.latency_ms, fast.cost_usd), (Some(200), Some(812.4), Some(0.0064)));
+        let spaced = " {\t\"ts\" : \"2026-11-02T14:03:07Z\" ,\"credential_id\":\"k\",\r\n\"action\":\"read\" } ";
+        assert_eq!(scan(spaced).unwrap().credential_id, "k");
+        for other in [
+            LINE.to_string(),
+            plain.replace("key_a", r"key\u005fa"),
+            plain.replace(r#""tokens_in":1200"#, r#""tokens_in":-0"#),
+            plain.replace(r#""tokens_in":1200"#, r#""tokens_in":12e2"#),
+            plain.replace(r#""status":200"#, r#""status":70000"#),
+            plain.replace(r#""cost_usd":0.0064"#, r#""cost_usd":0.12345678901234567"#),
+            plain.replace(r#""ts":"#, r#""ts":"2026-11-02T14:03:07Z","ts":"#),
+            plain.replace(r#""action":"inference","#, ""),
+            plain.replace(r#""n":-1.5"#, r#""n":01"#),
+            format!("{plain}x"),
+        ] {
+            assert!(scan(&other).is_none(), "{other}");
+        }
+    }
+
+    /// A JSON value's text for a field: well-formed or not, plain or escaped.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "\"[a-z0-9:._ \\-]{0,12}\"",
+            "\"[a-z\\\\\"\u{1}é]{0,6}\"",
+            "-?[0-9]{1,20}(\\.[0-9]{0,25})?([eE][+-]?[0-9]{1,3})?",
+            "-?0[0-9]?(\\.[0-9]{1,3})?",
+            Just("null".to_string()),
+            Just("nul".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            Just("{\"a\":[1]}".to_string()),
+            Just("[]".to_string()),
+            Just("\"2026-11-02T14:03:07.123Z\"".to_string()),
+            Just("\"inference\"".to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        // About one line in six is plain enough for the scanner.
+        #![proptest_config(proptest::test_runner::Config::with_cases(1024))]
+
+        /// Whatever the scanner reads, serde_json reads the same; so the
+        /// fast path changes no event and no quarantine reason.
+        #[test]
+        fn the_scanner_agrees_with_serde(
+            // Per field: kept as in a plain line, replaced, or left out.
+            edits in proptest::collection::vec(proptest::option::weighted(0.06, proptest::option::weighted(0.8, value())), 20),
+            extra in proptest::collection::vec(("[a-z_]{1,12}", value()), 0..3),
+            ws in " {0,2}",
+            tail in proptest::prop_oneof![4 => proptest::strategy::Just(String::new()), 1 => "[ }x]{1,2}"],
+        ) {
+            let plain = [
+                "\"2026-11-02T14:03:07.123Z\"", "\"req_1\"", "\"key_a\"", "\"agent:x\"", "null", "\"10.0.0.1\"",
+                "\"ua/1\"", "\"openai\"", "\"gpt-4o\"", "\"inference\"", "null", "null", "200", "null", "812.4",
+                "1200", "340", "0.0064", "\"us-east-1\"", "\"123\"",
+            ];
+            let mut parts = Vec::new();
+            for ((k, v), edit) in FIELDS.iter().zip(plain).zip(&edits) {
+                match edit {
+                    None => parts.push(format!("\"{k}\":{v}")),
+                    Some(Some(v)) => parts.push(format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}")),
+                    Some(None) => {}
+                }
+            }
+            for (i, (k, v)) in extra.iter().enumerate() {
+                parts.insert(i * 5 % (parts.len() + 1), format!("\"{k}\":{v}"));
+            }
+            let line = format!("{{{}}}{tail}", parts.join(","));
+            if let Some(fast) = scan(&line) {
+                let slow = serde_json::from_str::<Line<'_>>(&line).map_err(|e| e.to_string());
+                proptest::prop_assert_eq!(Ok(fast), slow, "{}", line);
+            }
         }
     }
 }
