@@ -122,12 +122,18 @@ fn scan(line: &str) -> Option<Line<'_>> {
     let mut c = Cursor { b: line.as_bytes(), i: 0, text: line };
     let mut l = Line::default();
     let mut seen = 0u32;
+    let mut field: Option<usize> = None;
     c.byte(b'{')?;
     if c.peek()? != b'}' {
         loop {
             let key = c.string()?;
             c.byte(b':')?;
-            let field = FIELDS.iter().position(|f| *f == key);
+            // Gateways write the fields in one order: the one after the last is tried first.
+            let next = field.map_or(0, |f| f + 1);
+            field = match FIELDS.get(next) {
+                Some(f) if *f == key => Some(next),
+                _ => FIELDS.iter().position(|f| *f == key),
+            };
             if let Some(f) = field {
                 // serde_json refuses a duplicate field; let it say so.
                 if seen & (1 << f) != 0 {
@@ -229,7 +235,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.byte(b'"')?;
         let start = self.i;
-        let len = self.b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = special(&self.b[start..])?;
         self.i = start + len;
         self.byte(b'"')?;
         // Both ends are ASCII quotes, so they are character boundaries.
@@ -252,61 +258,66 @@ impl<'a> Cursor<'a> {
         Some(Some(Cow::Borrowed(self.string()?)))
     }
 
-    /// A JSON number's text: sign, digits, fraction and exponent checked as
-    /// serde_json checks them.
-    fn number(&mut self) -> Option<Number<'a>> {
+    /// A JSON number: sign, digits, fraction and exponent checked as
+    /// serde_json checks them; its digits read only when there are few.
+    fn number(&mut self) -> Option<Number> {
         self.peek()?;
-        let start = self.i;
-        let digits = |b: &[u8], i: &mut usize| {
+        let b = self.b;
+        let neg = b[self.i] == b'-';
+        let mut i = self.i + usize::from(neg);
+        let mut significand = 0u64;
+        let mut digits = |i: &mut usize| {
             let from = *i;
-            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            while let Some(d) = b.get(*i).filter(|d| d.is_ascii_digit()) {
+                significand = significand.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
                 *i += 1;
             }
             *i - from
         };
-        let mut i = start + usize::from(self.b.get(start) == Some(&b'-'));
-        let int = digits(self.b, &mut i);
-        if int == 0 || (int > 1 && self.b[i - int] == b'0') {
+        let int = digits(&mut i);
+        if int == 0 || (int > 1 && b[i - int] == b'0') {
             return None;
         }
-        let (mut frac, mut exp) = (0, false);
-        if self.b.get(i) == Some(&b'.') {
+        let mut frac = 0;
+        if b.get(i) == Some(&b'.') {
             i += 1;
-            frac = digits(self.b, &mut i);
+            frac = digits(&mut i);
             if frac == 0 {
                 return None;
             }
         }
-        if matches!(self.b.get(i), Some(b'e' | b'E')) {
-            exp = true;
-        }
+        let exp = matches!(b.get(i), Some(b'e' | b'E'));
         self.i = i;
-        Some(Number { text: &self.text[start..i], int, frac, exp })
+        // Past 18 digits the significand may have wrapped: not `simple`, so unused.
+        Some(Number { neg, significand, simple: !exp && int + frac <= 18, int, frac })
     }
 
     /// An integer, as serde_json reads one into an `i64` field (it refuses a
-    /// fraction or an exponent there).
+    /// fraction or an exponent there, and reads `-0` as a float).
     fn opt_int(&mut self) -> Option<Option<i64>> {
         if self.null()? {
             return Some(None);
         }
         let n = self.number()?;
-        // 18 digits always fit an i64; longer ones are serde_json's to judge.
-        // It reads `-0` as a float, which an integer field refuses.
-        (n.frac == 0 && !n.exp && n.int <= 18 && n.text != "-0").then(|| n.text.parse().ok())?.map(Some)
+        let v = i64::try_from(n.significand).ok()?;
+        (n.simple && n.frac == 0 && !(n.neg && v == 0)).then_some(Some(if n.neg { -v } else { v }))
     }
 
-    /// A number as serde_json reads one into an `f64` field. Only where its
-    /// reading is correctly rounded, as Rust's is: at most 15 significant
-    /// digits (exact in an f64) and no more than 22 after the point, so the
-    /// value is one correctly rounded division of exact numbers.
+    /// A number as serde_json reads one into an `f64` field, by its own
+    /// arithmetic: the digits as an integer, divided by the power of ten of
+    /// the fraction. Only where both are exact in an f64 (at most 15 digits),
+    /// so that one division is also the correctly rounded reading.
     fn opt_float(&mut self) -> Option<Option<f64>> {
+        const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
         if self.null()? {
             return Some(None);
         }
         let n = self.number()?;
-        let significant = n.text.bytes().filter(u8::is_ascii_digit).skip_while(|&d| d == b'0').count();
-        (!n.exp && significant <= 15 && n.frac <= 22).then(|| n.text.parse().ok())?.map(Some)
+        if !n.simple || n.int + n.frac > 15 {
+            return None;
+        }
+        let f = n.significand as f64 / POW10[n.frac];
+        Some(Some(if n.neg { -f } else { f }))
     }
 
     /// An unknown field's value: a string, number, `true`, `false` or
@@ -322,7 +333,7 @@ impl<'a> Cursor<'a> {
                 self.i += word.len();
                 Some(())
             }
-            _ => self.number().filter(|n| !n.exp).map(drop),
+            _ => self.number().filter(|n| n.simple).map(drop),
         }
     }
 
@@ -332,14 +343,37 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// A number's text, as [`Cursor::number`] found it.
-struct Number<'a> {
-    text: &'a str,
+/// A number, as [`Cursor::number`] found it.
+struct Number {
+    neg: bool,
+    /// Its digits, point left out, as one integer (meaningful when `simple`).
+    significand: u64,
+    /// No exponent (those are left to serde_json) and at most 18 digits.
+    simple: bool,
     /// Digits before the point, and after it.
     int: usize,
     frac: usize,
-    /// Whether an exponent follows (not read: [`scan`] leaves those to serde_json).
-    exp: bool,
+}
+
+/// The length of `b` before its first `"`, `\\` or control character (the
+/// end of a plain JSON string, or where it stops being plain), eight bytes
+/// at a time; `None` if there is none.
+fn special(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte that is zero in `x`, or below `n`: exact
+    // up to the first such byte, which is all that is used.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let hits = below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20);
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|p| i + p)
 }
 
 /// Names the field a deserialization error is about. Only runs on the
