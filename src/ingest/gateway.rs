@@ -178,29 +178,32 @@ fn scan(line: &str) -> Option<Line<'_>> {
     (seen & required == required && c.rest_is_blank()).then_some(l)
 }
 
-/// The fields of [`Line`], in [`scan`]'s order.
-const FIELDS: [&str; 20] = [
-    "ts",
-    "request_id",
-    "credential_id",
-    "principal",
-    "session_id",
-    "source_ip",
-    "user_agent",
-    "provider",
-    "model",
-    "action",
-    "tool",
-    "resource",
-    "status",
-    "error_code",
-    "latency_ms",
-    "tokens_in",
-    "tokens_out",
-    "cost_usd",
-    "region",
-    "account_id",
-];
+/// The fields of [`Line`], in [`scan`]'s order: the canonical columns' names.
+const FIELDS: [&str; 20] = {
+    use crate::schema::col::*;
+    [
+        TS,
+        REQUEST_ID,
+        CREDENTIAL_ID,
+        PRINCIPAL,
+        SESSION_ID,
+        SOURCE_IP,
+        USER_AGENT,
+        PROVIDER,
+        MODEL,
+        ACTION,
+        TOOL,
+        RESOURCE,
+        STATUS,
+        ERROR_CODE,
+        LATENCY_MS,
+        TOKENS_IN,
+        TOKENS_OUT,
+        COST_USD,
+        REGION,
+        ACCOUNT_ID,
+    ]
+};
 
 /// [`scan`]'s position in a line.
 struct Cursor<'a> {
