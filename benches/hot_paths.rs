@@ -173,5 +173,31 @@ fn scoring(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, arrow, whole_file, scoring);
+/// The one line → Arrow path that batch ingest and `watch` share
+/// ([`ingest::LineParser`]): secret pre-check, parse, checks and appends to
+/// the column builders, over one chunk of real sample lines (ingest's
+/// chunk size at most). Its time per element is the parse cost of an event
+/// on either path.
+fn line_path(c: &mut Criterion) {
+    let s = sample(1, 200, if measuring() { 1.0 } else { 0.1 });
+    let bytes = std::fs::read(&s.logs[0]).unwrap();
+    let cut = bytes[..bytes.len().min(ingest::source::CHUNK_BYTES)].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let chunk = ingest::source::Chunk { bytes: bytes[..cut].to_vec(), first_line: 1 };
+    let n = memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64;
+    let parser = ingest::LineParser::new(&[], None, None).unwrap();
+    let format = parser.detect(&chunk.bytes);
+    let mut g = c.benchmark_group("line_path");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(format!("gateway_{n}_lines"), |b| {
+        b.iter(|| {
+            let p = parser.parse(format, "bench.jsonl", "run", black_box(&chunk));
+            assert_eq!(p.ingested, n);
+            p.events.num_rows()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, record, arrow, whole_file, scoring, line_path);
 criterion_main!(benches);

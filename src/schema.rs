@@ -1,6 +1,8 @@
 //! The canonical credential-event schema: one Arrow schema that every source
 //! is normalised into, and a columnar builder that appends borrowed events
-//! without allocating a row object per event.
+//! without allocating a row object per event. Its dictionary columns intern
+//! values themselves ([`DictColumn`]): a repeat of the row before costs one
+//! comparison, a value seen earlier one hash and one probe.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,7 +10,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
+    ArrayBuilder, ArrayRef, DictionaryArray, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMillisecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
@@ -185,34 +187,114 @@ pub fn event_schema() -> SchemaRef {
     EVENT_SCHEMA.clone()
 }
 
-type DictBuilder = StringDictionaryBuilder<Int32Type>;
+/// A dictionary-encoded string column under construction: each distinct
+/// value is stored once, in first-seen order (as Arrow's own builder does, so
+/// the arrays are the same), and a row holds its value's key. The row
+/// before's key is tried first: a file's source and name, and most of the
+/// low-cardinality columns in a run of one caller's requests, repeat it, and
+/// then the row costs one comparison instead of a hash and a probe.
+struct DictColumn {
+    keys: Int32Builder,
+    values: StringBuilder,
+    /// Keys of `values`, by a seeded hash of the value.
+    table: hashbrown::HashTable<i32>,
+    last: Option<i32>,
+    seed: u64,
+}
+
+/// One random seed per process for the interning hash, so values crafted to
+/// collide (a source IP, a user agent) cannot be precomputed.
+static SEED: LazyLock<u64> = LazyLock::new(|| {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0x6372_6564_7472_6169u64)
+});
+
+impl DictColumn {
+    fn new() -> Self {
+        DictColumn {
+            keys: Int32Builder::new(),
+            values: StringBuilder::new(),
+            table: hashbrown::HashTable::new(),
+            last: None,
+            seed: *SEED,
+        }
+    }
+
+    /// The bytes of the value with key `k`.
+    fn value(values: &StringBuilder, k: i32) -> &[u8] {
+        let (offsets, k) = (values.offsets_slice(), k as usize);
+        &values.values_slice()[offsets[k] as usize..offsets[k + 1] as usize]
+    }
+
+    fn append_value(&mut self, v: &str) {
+        let key = match self.last {
+            Some(k) if Self::value(&self.values, k) == v.as_bytes() => k,
+            _ => self.intern(v),
+        };
+        self.last = Some(key);
+        self.keys.append_value(key);
+    }
+
+    fn append_option(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.append_value(v),
+            None => self.keys.append_null(),
+        }
+    }
+
+    /// The key of `v`, stored now if it is new.
+    fn intern(&mut self, v: &str) -> i32 {
+        let (values, seed) = (&mut self.values, self.seed);
+        let hash = |b: &[u8]| xxhash_rust::xxh3::xxh3_64_with_seed(b, seed);
+        let bytes = v.as_bytes();
+        let entry =
+            self.table.entry(hash(bytes), |&k| Self::value(values, k) == bytes, |&k| hash(Self::value(values, k)));
+        *entry
+            .or_insert_with(|| {
+                // Keys are i32 like the values' offsets: a column with more
+                // distinct values would overflow its offsets first.
+                let k = values.len() as i32;
+                values.append_value(v);
+                k
+            })
+            .get()
+    }
+
+    /// Takes the rows appended so far as a dictionary array and starts afresh.
+    fn finish(&mut self) -> DictionaryArray<Int32Type> {
+        self.table.clear();
+        self.last = None;
+        let (keys, values) = (self.keys.finish(), self.values.finish());
+        DictionaryArray::try_new(keys, Arc::new(values)).expect("every key indexes a value it was interned with")
+    }
+}
 
 /// Appends [`Event`]s column by column; `finish` yields a [`RecordBatch`]
 /// of [`event_schema`].
 pub struct EventBuilder {
     ts: TimestampMillisecondBuilder,
     request_id: StringBuilder,
-    credential_id: DictBuilder,
-    principal: DictBuilder,
+    credential_id: DictColumn,
+    principal: DictColumn,
     session_id: StringBuilder,
-    source_ip: DictBuilder,
-    user_agent: DictBuilder,
-    provider: DictBuilder,
-    model: DictBuilder,
-    action: DictBuilder,
-    tool: DictBuilder,
+    source_ip: DictColumn,
+    user_agent: DictColumn,
+    provider: DictColumn,
+    model: DictColumn,
+    action: DictColumn,
+    tool: DictColumn,
     resource: StringBuilder,
     status: UInt16Builder,
-    error_code: DictBuilder,
+    error_code: DictColumn,
     latency_ms: UInt32Builder,
     tokens_in: Int64Builder,
     tokens_out: Int64Builder,
     cost_usd: Float64Builder,
-    region: DictBuilder,
-    account_id: DictBuilder,
+    region: DictColumn,
+    account_id: DictColumn,
     detail: StringBuilder,
-    source: DictBuilder,
-    source_file: DictBuilder,
+    source: DictColumn,
+    source_file: DictColumn,
     source_record: UInt64Builder,
     len: usize,
 }
@@ -228,27 +310,27 @@ impl EventBuilder {
         EventBuilder {
             ts: TimestampMillisecondBuilder::new().with_timezone("UTC"),
             request_id: StringBuilder::new(),
-            credential_id: DictBuilder::new(),
-            principal: DictBuilder::new(),
+            credential_id: DictColumn::new(),
+            principal: DictColumn::new(),
             session_id: StringBuilder::new(),
-            source_ip: DictBuilder::new(),
-            user_agent: DictBuilder::new(),
-            provider: DictBuilder::new(),
-            model: DictBuilder::new(),
-            action: DictBuilder::new(),
-            tool: DictBuilder::new(),
+            source_ip: DictColumn::new(),
+            user_agent: DictColumn::new(),
+            provider: DictColumn::new(),
+            model: DictColumn::new(),
+            action: DictColumn::new(),
+            tool: DictColumn::new(),
             resource: StringBuilder::new(),
             status: UInt16Builder::new(),
-            error_code: DictBuilder::new(),
+            error_code: DictColumn::new(),
             latency_ms: UInt32Builder::new(),
             tokens_in: Int64Builder::new(),
             tokens_out: Int64Builder::new(),
             cost_usd: Float64Builder::new(),
-            region: DictBuilder::new(),
-            account_id: DictBuilder::new(),
+            region: DictColumn::new(),
+            account_id: DictColumn::new(),
             detail: StringBuilder::new(),
-            source: DictBuilder::new(),
-            source_file: DictBuilder::new(),
+            source: DictColumn::new(),
+            source_file: DictColumn::new(),
             source_record: UInt64Builder::new(),
             len: 0,
         }
@@ -360,5 +442,26 @@ mod tests {
         assert_eq!(model.null_count(), 2);
         let rec = batch.column_by_name(col::SOURCE_RECORD).unwrap();
         assert_eq!(rec.as_primitive::<arrow::datatypes::UInt64Type>().value(1), 2);
+    }
+
+    #[test]
+    fn interned_columns_equal_arrows_own_dictionary_builder() {
+        use arrow::array::StringDictionaryBuilder;
+        let rows = [Some("b"), Some("b"), None, Some("a"), Some(""), Some("b"), None, Some("a"), Some("c"), Some("c")];
+        for round in 0..2 {
+            let (mut ours, mut arrows) = (DictColumn::new(), StringDictionaryBuilder::<Int32Type>::new());
+            for (i, v) in rows.iter().enumerate() {
+                // Each round a different interleaving of repeats and new values.
+                let v = if round == 1 && i % 3 == 0 { v.map(|_| "z") } else { *v };
+                ours.append_option(v);
+                arrows.append_option(v);
+            }
+            let (a, b) = (ours.finish(), arrows.finish());
+            assert_eq!(a, b, "round {round}");
+            assert_eq!(a.values().len(), b.values().len());
+            // Finishing starts afresh: nothing carries over into the next batch.
+            ours.append_value("c");
+            assert_eq!(ours.finish().keys().value(0), 0);
+        }
     }
 }

@@ -79,6 +79,9 @@ fn parse_auto(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     // A date-time always starts `YYYY-MM-DD`; anything else may be an epoch number.
     if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
+        if let Some(ms) = utc_millis(b) {
+            return Some(ms);
+        }
         if let Ok(d) = DateTime::parse_from_rfc3339(s) {
             return Some(d.timestamp_millis());
         }
@@ -98,6 +101,49 @@ fn parse_auto(s: &str) -> Option<i64> {
     }
     let n: f64 = s.parse().ok()?;
     from_epoch_number(n, &TimeFormat::Auto)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the form nearly every log writes, read
+/// without chrono's general parser (the time of every event is parsed, so
+/// this is on the hot path). Anything else (an offset, a lower-case `t` or
+/// `z`, a leap second, a fraction past nanoseconds) is `None` and is left to
+/// chrono; what this reads, chrono reads to the same instant (tested).
+fn utc_millis(b: &[u8]) -> Option<i64> {
+    let digit = |i: usize| {
+        let d = b[i].wrapping_sub(b'0');
+        (d < 10).then_some(i64::from(d))
+    };
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    if b.len() < 20 || b[b.len() - 1] != b'Z' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
+    let fraction = &b[19..b.len() - 1];
+    let ms = match fraction {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) => {
+            // Milliseconds truncated, as chrono's `timestamp_millis` does.
+            (0..3).fold(0, |ms, i| ms * 10 + digits.get(i).map_or(0, |d| i64::from(d - b'0')))
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * DAY_MS + ((hour * 60 + minute) * 60 + second) * 1000 + ms)
 }
 
 /// Formats milliseconds as RFC 3339 UTC with millisecond precision.
@@ -246,6 +292,57 @@ mod tests {
         ] {
             let e = bad.parse::<TsWindow>().unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_common_utc_form_reads_as_chrono_reads_it() {
+        let chrono = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis());
+        for s in [
+            "2026-11-02T14:03:07.123Z",
+            "2026-11-02T14:03:07Z",
+            "2026-11-02T14:03:07.1Z",
+            "2026-11-02T14:03:07.123456789Z",
+            "1969-12-31T23:59:59.999Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+            "2024-02-29T00:00:00Z",
+            "2000-02-29T12:00:00Z",
+        ] {
+            assert_eq!(utc_millis(s.as_bytes()), chrono(s), "{s}");
+            assert!(utc_millis(s.as_bytes()).is_some(), "{s}");
+        }
+        // Not the common form, or not a date: left to chrono, which decides.
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-02T24:00:00Z",
+            "2026-11-02T23:59:60Z",
+            "2026-11-02t14:03:07Z",
+            "2026-11-02T14:03:07.Z",
+            "2026-11-02T14:03:07.1234567891Z",
+            "2026-11-02T14:03:07+00:00",
+            "2026-11-02T14:03:0xZ",
+        ] {
+            assert_eq!(utc_millis(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(parse_ts("2026-11-02T23:59:60Z"), chrono("2026-11-02T23:59:60Z"));
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast path reads, chrono reads to the same instant.
+        #[test]
+        fn the_fast_path_never_disagrees_with_chrono(
+            s in "[0-9]{4}-[01][0-9]-[0-3][0-9][T ][012][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?[Zz]?"
+        ) {
+            let chrono = DateTime::parse_from_rfc3339(&s).ok().map(|d| d.timestamp_millis());
+            if let Some(ms) = utc_millis(s.as_bytes()) {
+                proptest::prop_assert_eq!(Some(ms), chrono, "{}", s);
+            }
+            if chrono.is_some() {
+                proptest::prop_assert_eq!(parse_ts(&s), chrono, "{}", s);
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -777,9 +777,17 @@ fn day_parts(events: &RecordBatch) -> Vec<(String, RecordBatch)> {
     crate::lake::split_by_day(events).unwrap_or_default()
 }
 
-/// The distinct credentials of a batch.
+/// The distinct credentials of a batch. From the dictionary's values that
+/// rows use when it has one (parsed batches do), so a batch costs a string
+/// per credential, not per row.
 fn credentials(b: &RecordBatch) -> HashSet<String> {
     let Some(c) = b.column_by_name(col::CREDENTIAL_ID) else { return HashSet::new() };
+    if let Some(dict) = c.as_dictionary_opt::<Int32Type>() {
+        let values = dict.values().as_string::<i32>();
+        let mut used = vec![false; values.len()];
+        dict.keys().iter().flatten().for_each(|k| used[k as usize] = true);
+        return values.iter().zip(used).filter(|(_, u)| *u).filter_map(|(v, _)| v.map(str::to_string)).collect();
+    }
     let Ok(c) = cast(c, &DataType::Utf8) else { return HashSet::new() };
     c.as_string::<i32>().iter().flatten().map(str::to_string).collect()
 }
