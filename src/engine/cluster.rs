@@ -150,8 +150,21 @@ static STANDALONE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_
 
 async fn standalone(state: &SessionState) -> Result<String, EngineError> {
     let start = async {
-        let addr =
-            ballista_scheduler::standalone::new_standalone_scheduler_from_state(state).await.map_err(ballista)?;
+        // A fresh state per job, as a scheduler process makes: one shared state
+        // would keep its cached file listings, and miss the baselines a
+        // detect run writes between its queries.
+        let codec = ballista_core::serde::BallistaCodec::new(
+            Arc::new(LakeCodec::default()),
+            state.config().ballista_physical_extension_codec(),
+        );
+        let config = state.config().clone();
+        let addr = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
+            Arc::new(state_with_functions),
+            Arc::new(move || config.clone()),
+            codec,
+        )
+        .await
+        .map_err(ballista)?;
         let url = format!("http://localhost:{}", addr.port());
         let scheduler = loop {
             // The scheduler's server task is starting; it answers within moments.
