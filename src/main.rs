@@ -15,7 +15,13 @@ fn main() -> ExitCode {
     // A watcher's progress is worth seeing by default; other commands keep stderr quiet.
     let watching = matches!(cli.command, Command::Watch(_));
     init_tracing(cli.verbose + u8::from(watching));
-    let result = tokio::runtime::Runtime::new()
+    // Deep plans (a detector's SQL) are encoded, decoded and planned by
+    // recursion; a cluster scheduler overflowed 2 MiB worker stacks on them,
+    // so threads get 32 MiB of address space, as Ballista's own binary gives.
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(32 << 20)
+        .build()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(cli::dispatch(cli.command)));
     match result {

@@ -26,9 +26,12 @@ pub struct BaselineArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cluster: super::cluster::ClusterArg,
 }
 
 pub async fn run(a: BaselineArgs) -> Result<ExitCode> {
+    a.cluster.select()?;
     let lake = a.lake.lake;
     let until = match a.until {
         Some(u) => u,

@@ -39,9 +39,12 @@ pub struct DetectCommon {
     /// Also write the HTML report of the days detected to FILE, and print its path.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) cluster: super::cluster::ClusterArg,
 }
 
 pub async fn run(a: DetectArgs) -> Result<ExitCode> {
+    a.detect.cluster.select()?;
     let lake = &a.lake.lake;
     let (from, to) = match a.days.range() {
         Some(range) => range,

@@ -7,6 +7,7 @@
 //! runtime's blocking pool; everything else is awaited.
 
 mod baseline;
+mod cluster;
 mod detect;
 mod eval;
 mod ingest;
@@ -82,6 +83,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Write one self-contained HTML report of the lake's incidents, with charts (works offline).
     Report(report::ReportArgs),
+    /// Run a Ballista scheduler or executor for `--cluster` (baseline, detect, run, sql, serve).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
 }
 
 /// Runs one command.
@@ -99,6 +103,7 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Serve(a) => serve::run(a).await,
         Command::Lake(a) => lake::run(a).await,
         Command::Report(a) => report::run(a).await,
+        Command::Cluster(a) => cluster::run(a).await,
     }
 }
 
@@ -192,6 +197,8 @@ pub struct SessionArgs {
     /// Let SQL read and write files by path (CREATE EXTERNAL TABLE, COPY ... TO); off, so SQL reaches only the lake and the inventory.
     #[arg(long)]
     pub allow_files: bool,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArg,
 }
 
 impl SessionArgs {

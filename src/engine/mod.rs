@@ -8,10 +8,13 @@
 //!   which every session registers;
 //! - [`udf`]: the SQL functions every session has, with the Rust functions
 //!   behind them;
+//! - [`cluster`]: sessions planned on a Ballista cluster (`--cluster`), and
+//!   the cluster's scheduler and executor processes;
 //! - [`verify`]: the object store every session reads files through, which
 //!   holds each committed file to its commit record.
 
 pub mod catalog;
+pub mod cluster;
 pub mod udf;
 pub mod verify;
 
@@ -37,6 +40,9 @@ pub enum EngineError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    /// The cluster is unreachable or refused the session.
+    #[error("{0}")]
+    Cluster(String),
     #[error("formatting results: {0}")]
     Format(#[from] arrow::error::ArrowError),
 }
@@ -59,10 +65,13 @@ pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<Se
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(3).expect("3 > 0"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     let store = verify::VerifiedStore::new(Arc::new(LocalFileSystem::new()), lake.file_checks()?);
     ctx.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(store));
     udf::register_all(&ctx);
+    if let Some(c) = cluster::selected() {
+        ctx = cluster::connect(c, ctx.state()).await?;
+    }
     for table in catalog::TABLES {
         table.register(&ctx, &lake).await?;
     }
