@@ -15,7 +15,7 @@
 //! Layers import only downwards:
 //! `lake → engine → baseline → detect → {stream, analyst} → {shell, flight, cli}`,
 //! with small leaf modules (`time`, `schema`, `columns`, `secrets`, `alert`,
-//! `suppress`, `inventory`) used from above them.
+//! `suppress`, `inventory`, `store`) used from above them.
 //! [`report`] renders what people read of all of it; [`html`] writes the
 //! self-contained HTML report of a lake's incidents, with charts.
 
@@ -38,6 +38,7 @@ pub mod sample;
 pub mod schema;
 pub mod secrets;
 pub mod shell;
+pub mod store;
 pub mod stream;
 pub mod suppress;
 pub mod time;

@@ -16,3 +16,4 @@ mod sql;
 mod watch;
 mod report;
 mod cluster;
+mod s3_source;

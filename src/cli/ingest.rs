@@ -17,7 +17,9 @@ const EXIT_QUARANTINED: u8 = 3;
 
 #[derive(Args)]
 pub struct IngestArgs {
-    /// Files or directories (directories are walked for *.json, *.jsonl, *.ndjson, *.log, *.gz, *.txt).
+    /// Files or directories (directories are walked for *.json, *.jsonl, *.ndjson, *.log, *.gz, *.txt),
+    /// or s3://bucket/prefix (its objects listed alike and streamed; AWS_* environment for credentials,
+    /// region and AWS_ENDPOINT_URL).
     /// An entry that cannot be read (dangling symlink, symlink loop, unreadable
     /// directory) is skipped with a warning and the rest ingested; exit status 3.
     #[arg(required = true)]

@@ -2,10 +2,11 @@
 //!
 //! Source → transform → sink, as in a log shipper:
 //!
-//! - [`plan`] lists the input files (walking directories), fingerprints them
-//!   and decides per file: skip (already in the lake), resume (it grew) or
-//!   ingest; [`source`] reads a file (decompressed) as chunks of whole lines
-//!   or the records of a JSON document;
+//! - [`plan`] lists the input files (walking directories, listing
+//!   `s3://bucket/prefix` objects alike), fingerprints them and decides per
+//!   input: skip (already in the lake), resume (it grew) or ingest;
+//!   [`source`] reads a file or a streamed object (decompressed) as chunks of
+//!   whole lines or the records of a JSON document;
 //! - [`transform`] redacts each record, detects its format ([`gateway`],
 //!   [`cloudtrail`], a [`mapping`]), parses it into columnar builders, prices
 //!   it ([`pricing`]) or quarantines it; `watch` shares it as [`LineParser`];
@@ -25,7 +26,6 @@ pub mod source;
 pub mod transform;
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::lake::{self, Lake, LakeError, SourceRecord};
 pub use crate::lake::{LakeWriter, QuarantineEntry};
+use crate::store::{Location, StoreError};
 use mapping::MappingError;
 pub use plan::SkippedEntry;
 use plan::{Input, Plan, Resume};
@@ -54,6 +55,8 @@ pub enum IngestError {
     Mapping(#[from] MappingError),
     #[error(transparent)]
     Pricing(#[from] PricingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{}: no such file or directory", .0.display())]
     MissingInput(PathBuf),
     #[error("unknown format {0:?}; known: {1}")]
@@ -64,7 +67,8 @@ pub enum IngestError {
 
 #[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
-    /// Files or directories (walked recursively for log files).
+    /// Files or directories (walked recursively for log files), or
+    /// `s3://bucket/prefix` (the objects under it, listed alike).
     pub inputs: Vec<PathBuf>,
     pub lake: PathBuf,
     /// Field-mapping TOML files, tried before the built-in ones.
@@ -195,10 +199,20 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
     let formats = Formats::load(&opts.mappings, opts.pricing.as_deref())?.with_ts_window(opts.ts_window);
     let forced = formats.forced(opts.format.as_deref())?;
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
     for input in &opts.inputs {
-        lake::refuse_inside(&opts.lake, input)?;
+        match Location::parse(&input.to_string_lossy())? {
+            Location::Local(path) => {
+                lake::refuse_inside(&opts.lake, &path)?;
+                local.push(path);
+            }
+            Location::Remote(r) => remote.push(r),
+        }
     }
-    let (mut inputs, skipped_entries) = plan::collect_inputs(&opts.inputs, &opts.lake)?;
+    let (mut inputs, skipped_entries) = plan::collect_inputs(&local, &opts.lake)?;
+    for r in &remote {
+        inputs.extend(plan::list_objects(r)?);
+    }
     // The one place a file's name is cleaned: every record of it (events,
     // commits, quarantine, exposures, the summary) takes this name.
     for i in &mut inputs {
@@ -314,7 +328,7 @@ fn ingest_file(
 ) -> Result<(FileReport, Option<u64>), IngestError> {
     let mut report =
         FileReport { resumed_after_line: resume.map(|r| r.lines), ..FileReport::new(input, FileStatus::Ingested) };
-    let opened = File::open(&input.path).and_then(|f| {
+    let opened = input.open().and_then(|f| {
         let counted = Counting { inner: f, bar: bar.clone() };
         source::open_reader(counted)
     });

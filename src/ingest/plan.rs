@@ -1,27 +1,73 @@
-//! Planning a run: the input files (directories walked for logs), their
-//! fingerprints, and for each whether to skip it (already in the lake),
-//! resume it (it grew since) or ingest it whole.
+//! Planning a run: the inputs (directories walked for logs, object-store
+//! prefixes listed the same way), their fingerprints, and for each whether to
+//! skip it (already in the lake), resume it (it grew since) or ingest it whole.
+//!
+//! A file and an object follow one rule: its record is its name (canonical
+//! path, or `s3://bucket/key`), size and modification time (the object's
+//! Last-Modified) and an xxh3-128 of its bytes as stored (compressed or not).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use object_store::ObjectMeta;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::IngestError;
 use crate::lake::{Commit, SourceRecord};
+use crate::store::Remote;
 
 /// File extensions picked up when walking a directory.
 const LOG_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "log", "gz", "txt"];
 
-/// An input file found on disk.
+/// Where an input's bytes are.
+pub(super) enum Origin {
+    File(PathBuf),
+    Object(Remote, ObjectMeta),
+}
+
+/// An input found on disk or in an object store.
 pub(super) struct Input {
-    pub(super) path: PathBuf,
+    pub(super) origin: Origin,
     pub(super) display: String,
     pub(super) size: u64,
     pub(super) mtime_ns: i128,
+}
+
+impl Input {
+    /// Its bytes as stored, streamed.
+    pub(super) fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match &self.origin {
+            Origin::File(path) => Box::new(File::open(path)?),
+            Origin::Object(remote, meta) => Box::new(remote.reader(meta)?),
+        })
+    }
+}
+
+/// Whether a walked entry is taken as a log: by extension, and never a
+/// hidden one, unless it was named itself.
+fn is_log(name: &str, explicit: bool) -> bool {
+    let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+    explicit || (!name.starts_with('.') && LOG_EXTENSIONS.contains(&ext))
+}
+
+/// The objects under `remote`'s prefix taken as logs, by the rules of a
+/// directory walk.
+pub(super) fn list_objects(remote: &Remote) -> Result<Vec<Input>, IngestError> {
+    let objects = remote.list()?;
+    let inputs = objects
+        .into_iter()
+        .filter(|m| is_log(m.location.filename().unwrap_or(""), m.location == remote.prefix))
+        .map(|meta| Input {
+            display: remote.object_url(&meta.location),
+            size: meta.size,
+            mtime_ns: meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from),
+            origin: Origin::Object(remote.clone(), meta),
+        })
+        .collect();
+    Ok(inputs)
 }
 
 /// A directory entry the walk could not take, and why.
@@ -62,10 +108,8 @@ pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<(Vec<Inp
                 continue;
             }
             let p = entry.path();
-            let explicit = entry.depth() == 0;
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if !explicit && (name.starts_with('.') || !LOG_EXTENSIONS.contains(&ext)) {
+            if !is_log(name, entry.depth() == 0) {
                 continue;
             }
             let found = p.canonicalize().and_then(|c| Ok((c, entry.metadata().map_err(io::Error::from)?)));
@@ -86,7 +130,7 @@ pub(super) fn collect_inputs(inputs: &[PathBuf], lake: &Path) -> Result<(Vec<Inp
                 .map_or(0, |d| d.as_nanos() as i128);
             files.push(Input {
                 display: canonical.to_string_lossy().into_owned(),
-                path: canonical,
+                origin: Origin::File(canonical),
                 size: meta.len(),
                 mtime_ns,
             });
@@ -108,10 +152,10 @@ fn walk_error(path: &Path, e: &walkdir::Error) -> String {
     e.io_error().map_or_else(|| e.to_string(), |io| format!("cannot read: {io}"))
 }
 
-/// xxh3-128 of a file's bytes, and of its first `prefix` bytes when asked
+/// xxh3-128 of an input's bytes, and of its first `prefix` bytes when asked
 /// (to recognise a file that grew since it was ingested), in one read.
-fn fingerprint(path: &Path, prefix: Option<u64>) -> io::Result<(String, Option<String>)> {
-    let mut f = File::open(path)?;
+fn fingerprint(input: &Input, prefix: Option<u64>) -> io::Result<(String, Option<String>)> {
+    let mut f = input.open()?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
@@ -172,7 +216,7 @@ pub(super) fn plan(inputs: Vec<Input>, commits: &[Commit]) -> Vec<(Input, Plan)>
                 return (i, Plan::Skip);
             }
             let prev = latest.get(i.display.as_str()).filter(|p| p.lines.is_some() && p.size < i.size);
-            let plan = match fingerprint(&i.path, prev.map(|p| p.size)) {
+            let plan = match fingerprint(&i, prev.map(|p| p.size)) {
                 Err(e) => Plan::Fail(format!("cannot read: {e}")),
                 Ok((fp, _)) if known_prints.contains(fp.as_str()) => Plan::Skip,
                 Ok((fp, Some(prefix))) if prev.is_some_and(|p| p.fingerprint == prefix) => {

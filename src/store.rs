@@ -1,0 +1,254 @@
+//! Where a lake or an input lives: a local path (or `file://` URL), or an
+//! object-store URL such as `s3://bucket/prefix`, opened through the
+//! `object_store` crate DataFusion reads with.
+//!
+//! S3 takes the usual AWS configuration from the environment:
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL` (an S3-compatible store) and
+//! `AWS_ALLOW_HTTP=true` (a plain-http endpoint on loopback). Nothing here
+//! prints or logs a credential: errors name the URL and what to do.
+//!
+//! Reading objects from synchronous code (ingest's rayon workers) goes
+//! through [`block_on`]: one small runtime of this module's own, so waiting
+//! works from any thread, inside another runtime or not. [`ObjectReader`]
+//! streams an object's body as `std::io::Read`, never the whole object.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, mpsc};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, ObjectMeta, ObjectStore};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{url}: not a URL credtrail can open ({reason}); use a local path, file:// or s3://bucket/prefix")]
+    BadUrl { url: String, reason: String },
+    #[error("{url}: the {scheme}:// scheme is not supported; use a local path, file:// or s3://bucket/prefix")]
+    Unsupported { url: String, scheme: String },
+    #[error("{url}: {source}; check AWS_REGION, AWS_ENDPOINT_URL and the credentials in the environment")]
+    Config { url: String, source: object_store::Error },
+    #[error(
+        "{url}: credentials in a URL are refused (they would be recorded with what is read); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+    )]
+    Userinfo { url: String },
+    #[error("{url}: {message}; check the URL, AWS_ENDPOINT_URL and the credentials in the environment")]
+    Request { url: String, message: String },
+    #[error("{url}: no objects under this prefix")]
+    Empty { url: String },
+}
+
+/// An object-store location: the store and the prefix inside it.
+#[derive(Clone)]
+pub struct Remote {
+    /// The URL as given, for messages and for registering with DataFusion.
+    pub url: Url,
+    pub store: Arc<dyn ObjectStore>,
+    /// The key prefix under the bucket (empty for the bucket's root).
+    pub prefix: ObjectPath,
+}
+
+impl fmt::Debug for Remote {
+    // The store's own Debug may show its configuration, credentials included.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// Where a lake or an input is.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Local(PathBuf),
+    Remote(Remote),
+}
+
+impl Location {
+    /// Reads a command-line location: `s3://…` is remote, `file://…` and
+    /// anything without a scheme is a local path.
+    pub fn parse(text: &str) -> Result<Location, StoreError> {
+        let Some((scheme, _)) = text.split_once("://") else {
+            return Ok(Location::Local(PathBuf::from(text)));
+        };
+        // `scheme://user:secret@host/…`: refused before anything echoes it.
+        let authority = text[scheme.len() + 3..].split('/').next().unwrap_or("");
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            let rest = &text[scheme.len() + 3 + authority.len()..];
+            return Err(StoreError::Userinfo { url: format!("{scheme}://…@{host}{rest}") });
+        }
+        let bad = |reason: String| StoreError::BadUrl { url: text.to_string(), reason };
+        let url = Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        match scheme {
+            "file" => url.to_file_path().map(Location::Local).map_err(|()| bad("not an absolute file path".into())),
+            "s3" | "s3a" => {
+                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("no bucket".into()))?;
+                let store = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|source| StoreError::Config { url: text.to_string(), source })?;
+                let prefix = ObjectPath::parse(url.path().trim_matches('/')).map_err(|e| bad(e.to_string()))?;
+                Ok(Location::Remote(Remote { url, store: Arc::new(store), prefix }))
+            }
+            other => Err(StoreError::Unsupported { url: text.to_string(), scheme: other.to_string() }),
+        }
+    }
+}
+
+impl Remote {
+    /// The URL of an object in this store, as records name it.
+    pub fn object_url(&self, key: &ObjectPath) -> String {
+        format!("{}://{}/{key}", self.url.scheme(), self.url.host_str().unwrap_or(""))
+    }
+
+    /// The objects under the prefix (walked like a directory tree), sorted by
+    /// key; or, when the prefix is one object's key, that object.
+    pub fn list(&self) -> Result<Vec<ObjectMeta>, StoreError> {
+        let (store, prefix) = (Arc::clone(&self.store), self.prefix.clone());
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let listed = block_on(async move {
+            let mut found = Vec::new();
+            let mut objects = store.list(prefix.as_ref());
+            while let Some(meta) = objects.next().await {
+                found.push(meta?);
+            }
+            if found.is_empty()
+                && let Some(key) = prefix
+            {
+                match object_store::ObjectStoreExt::head(&*store, &key).await {
+                    Ok(meta) => found.push(meta),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
+        });
+        let mut found = listed.map_err(|e| self.request_error(&e))?;
+        if found.is_empty() {
+            return Err(StoreError::Empty { url: self.url.to_string() });
+        }
+        found.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(found)
+    }
+
+    /// Streams the object `meta` describes. With its ETag, only that version
+    /// is read: an object replaced since it was listed fails, and is retried
+    /// by a later run, rather than read under the old one's record.
+    pub fn reader(&self, meta: &ObjectMeta) -> io::Result<ObjectReader> {
+        let store = Arc::clone(&self.store);
+        let (key, if_match) = (meta.location.clone(), meta.e_tag.clone());
+        let got = block_on(async move { store.get_opts(&key, GetOptions { if_match, ..GetOptions::default() }).await });
+        let stream = got.map_err(|e| io::Error::other(one_line(&e)))?.into_stream();
+        Ok(ObjectReader { stream, buf: Bytes::new() })
+    }
+
+    /// One line naming the URL: what went wrong, never the configuration.
+    fn request_error(&self, e: &object_store::Error) -> StoreError {
+        StoreError::Request { url: self.url.to_string(), message: one_line(e) }
+    }
+}
+
+/// An error and its causes on one line (the client's errors span several);
+/// for an S3 error response, just its code and message.
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let tag = |text: &str, name: &str| {
+        let start = text.find(&format!("<{name}>"))? + name.len() + 2;
+        let len = text[start..].find(&format!("</{name}>"))?;
+        Some(text[start..start + len].to_string())
+    };
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    if let (Some(code), Some(message)) = (tag(&text, "Code"), tag(&text, "Message")) {
+        return format!("{code}: {message}");
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An object's body as it arrives, read through `std::io::Read`.
+pub struct ObjectReader {
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            let mut stream = std::mem::replace(&mut self.stream, futures::stream::empty().boxed());
+            let (next, stream) = block_on(async move { (stream.next().await, stream) });
+            self.stream = stream;
+            match next {
+                None => return Ok(0),
+                Some(Ok(bytes)) => self.buf = bytes,
+                Some(Err(e)) => return Err(io::Error::other(one_line(&e))),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Runs `f` to completion on this module's runtime and waits for it here.
+pub fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("credtrail-store")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for object-store I/O")
+    });
+    let (tx, rx) = mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().expect("object-store task ran to completion")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_and_file_urls_are_local() {
+        assert!(matches!(Location::parse("lake").unwrap(), Location::Local(p) if p == PathBuf::from("lake")));
+        assert!(
+            matches!(Location::parse("file:///tmp/lake").unwrap(), Location::Local(p) if p == PathBuf::from("/tmp/lake"))
+        );
+    }
+
+    #[test]
+    fn s3_urls_give_bucket_and_prefix() {
+        let Location::Remote(r) = Location::parse("s3://org-trail/AWSLogs/123/").unwrap() else { panic!("remote") };
+        assert_eq!(r.prefix.as_ref(), "AWSLogs/123");
+        assert_eq!(r.url.host_str(), Some("org-trail"));
+    }
+
+    #[test]
+    fn unknown_schemes_and_bucketless_urls_are_refused_by_name() {
+        let e = Location::parse("ftp://host/x").unwrap_err().to_string();
+        assert!(e.contains("ftp://") && e.contains("s3://bucket/prefix"), "{e}");
+        assert!(Location::parse("s3:///prefix").is_err());
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_echoing_them() {
+        for text in ["s3://AKIAEXAMPLE:hunter2@bucket/logs/", "s3://hunter2@bucket", "s3://a:hunter2@bucket/x@y"] {
+            let e = Location::parse(text).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && e.contains("bucket") && e.contains("AWS_SECRET_ACCESS_KEY"), "{e}");
+        }
+    }
+}
