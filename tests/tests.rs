@@ -15,3 +15,4 @@ mod run_snapshot;
 mod sql;
 mod watch;
 mod report;
+mod s3;
