@@ -154,3 +154,19 @@ fn the_secret_key_is_never_printed_even_at_debug() {
         assert!(!all.is_empty(), "{args:?} logged something at {log}");
     }
 }
+
+#[test]
+fn report_on_an_s3_lake_is_the_report_of_the_same_local_lake() {
+    let l = lakes();
+    let lake = format!("s3://{BUCKET}/lake");
+    let mut pages = Vec::new();
+    for (from, name) in [(lake.as_str(), "remote.html"), (l.local.to_str().unwrap(), "local.html")] {
+        let page = l.local.parent().unwrap().join(name);
+        let out = run(&l.server, &["report", "--lake", from, "-o", page.to_str().unwrap()], "error");
+        assert!(out.status.success(), "{from}: {}", String::from_utf8_lossy(&out.stderr));
+        pages.push(std::fs::read_to_string(&page).unwrap().replace(from, "LAKE"));
+    }
+    // The baselines detect learned are found on both (listed, not read from disk).
+    assert!(pages[1].contains("baseline until="), "the local lake has a baseline");
+    assert_eq!(pages[0], pages[1]);
+}

@@ -246,6 +246,20 @@ impl Lake {
         }
     }
 
+    /// The names of the entries directly under lake directory `dir` (none if it is missing).
+    pub async fn subdirs(&self, dir: &str) -> Result<Vec<String>, LakeError> {
+        if let Some(r) = &self.remote {
+            return remote::subdirs(r, dir).await;
+        }
+        let path = self.path(dir);
+        let entries = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(LakeError::Io { path, source: e }),
+        };
+        Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+    }
+
     /// What the commits recorded about each live file, from either kind of lake.
     pub async fn checks(&self) -> Result<std::collections::BTreeMap<String, FileCheck>, LakeError> {
         match &self.remote {

@@ -51,3 +51,9 @@ pub async fn commits(r: &Remote) -> Result<Vec<Commit>, LakeError> {
     out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
     Ok(out)
 }
+
+/// The names of the "directories" (common prefixes) directly under lake directory `dir`.
+pub async fn subdirs(r: &Remote, dir: &str) -> Result<Vec<String>, LakeError> {
+    let listed = r.store.list_with_delimiter(Some(&key(r, dir))).await.map_err(store_err(r))?;
+    Ok(listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
+}
