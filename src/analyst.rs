@@ -94,7 +94,7 @@ pub async fn analyst_context(
         Inventory::load(path)?.register(&ctx)?;
     }
     // Views that compare with a baseline use the newest one in the lake.
-    let latest = crate::baseline::versions(root).pop().unwrap_or_default();
+    let latest = crate::baseline::versions(root).await.pop().unwrap_or_default();
     let notes = register_detector_views(&ctx, &latest).await;
     Ok((ctx, notes))
 }

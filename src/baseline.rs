@@ -638,13 +638,14 @@ fn rows<T: serde::de::DeserializeOwned>(
 }
 
 /// The versions (`until` days) saved in the lake, oldest first.
-pub fn versions(root: &Path) -> Vec<String> {
-    let dir = root.join(BASELINE_CREDENTIALS.dir);
-    let mut v: Vec<String> = std::fs::read_dir(dir)
+pub async fn versions(root: &Path) -> Vec<String> {
+    let names = match Lake::connect(root).await {
+        Ok(lake) => lake.subdirs(BASELINE_CREDENTIALS.dir).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut v: Vec<String> = names
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("until=").map(str::to_string))
+        .filter_map(|n| n.strip_prefix("until=").map(str::to_string))
         .filter(|d| parse_day(d).is_ok())
         .collect();
     v.sort();

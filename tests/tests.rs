@@ -16,4 +16,5 @@ mod sql;
 mod watch;
 mod report;
 mod cluster;
+mod s3;
 mod s3_source;

@@ -110,7 +110,8 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
 /// The lake a command reads or writes.
 #[derive(Args)]
 pub struct LakeArg {
-    /// The lake directory (ingest and watch create it if missing).
+    /// The lake directory (ingest and watch create it if missing), or file://…;
+    /// s3://bucket/prefix reads a lake on object storage (sql, serve, report, eval).
     #[arg(long, default_value = "lake")]
     pub lake: PathBuf,
 }

@@ -335,7 +335,7 @@ impl Engine {
         baseline_days: u32,
     ) -> Result<(Option<String>, bool), DetectError> {
         let until = previous_day(day)?;
-        if baseline::versions(lake).contains(&until) && !baseline::is_stale(lake, &until) {
+        if baseline::versions(lake).await.contains(&until) && !baseline::is_stale(lake, &until) {
             return Ok((Some(until), false));
         }
         let o = BaselineOptions { lake: lake.to_path_buf(), until: until.clone(), days: baseline_days, rescan: false };

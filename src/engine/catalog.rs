@@ -127,8 +127,7 @@ impl Table {
         if let Some(p) = self.partition {
             options = options.with_table_partition_cols(vec![(p.to_string(), DataType::Utf8)]);
         }
-        let url = format!("{}/", lake.path(self.dir).display());
-        ctx.register_listing_table(self.name, url, options, Some((self.schema)()), None).await?;
+        ctx.register_listing_table(self.name, lake.table_url(self.dir), options, Some((self.schema)()), None).await?;
         Ok(())
     }
 }

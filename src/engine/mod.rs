@@ -10,8 +10,9 @@
 //!   behind them;
 //! - [`cluster`]: sessions planned on a Ballista cluster (`--cluster`), and
 //!   the cluster's scheduler and executor processes;
-//! - [`verify`]: the object store every session reads files through, which
-//!   holds each committed file to its commit record.
+//! - [`verify`]: the object store every session reads files through (the
+//!   local filesystem, or the lake's own store for `s3://…`), which holds
+//!   each committed file to its commit record.
 
 pub mod catalog;
 pub mod cluster;
@@ -29,6 +30,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::object_store::ObjectStore;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -57,7 +59,7 @@ pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
 
 /// [`context`] with DataFusion's memory bounded to `memory_limit` bytes.
 pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<SessionContext, EngineError> {
-    let lake = Lake::existing(root)?;
+    let lake = Lake::connect(root).await?;
     let config = SessionConfig::new().with_information_schema(true);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
@@ -66,8 +68,13 @@ pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<Se
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
     let mut ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
-    let store = verify::VerifiedStore::new(Arc::new(LocalFileSystem::new()), lake.file_checks()?);
-    ctx.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(store));
+    // Remote or local, every file is read through the verifying store.
+    let (inner, url): (Arc<dyn ObjectStore>, ObjectStoreUrl) = match lake.remote() {
+        Some(r) => (r.store.clone(), ObjectStoreUrl::parse(format!("s3://{}", r.url.host_str().unwrap_or_default()))?),
+        None => (Arc::new(LocalFileSystem::new()), ObjectStoreUrl::local_filesystem()),
+    };
+    let store = verify::VerifiedStore::new(inner, lake.checks().await?);
+    ctx.register_object_store(url.as_ref(), Arc::new(store));
     udf::register_all(&ctx);
     if let Some(c) = cluster::selected() {
         ctx = cluster::connect(c, ctx.state()).await?;

@@ -134,7 +134,7 @@ pub async fn load(opts: &ReportOptions) -> Result<Report, HtmlError> {
         return Err(HtmlError::EmptyRange(from, to));
     }
     let alerts = read_alerts(&ctx, &from, &to).await?;
-    let versions = baseline::versions(&opts.lake);
+    let versions = baseline::versions(&opts.lake).await;
     let q =
         format!("SELECT DISTINCT date FROM events WHERE date BETWEEN {} AND {} ORDER BY date", lit(&from), lit(&to));
     let mut baselines = Vec::new();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{ALERTS, EVENTS, Lake, LakeError, QUARANTINE, SECRET_EXPOSURES, committed_files, io_err};
+use super::{ALERTS, Commit, EVENTS, Lake, LakeError, QUARANTINE, SECRET_EXPOSURES, committed_files, io_err};
 
 /// The directories holding data files (the tables the engine reads).
 const DATA_DIRS: &[&str] = &[EVENTS, ALERTS, SECRET_EXPOSURES, QUARANTINE, "models"];
@@ -117,13 +117,17 @@ impl Lake {
     /// The recorded check of every committed data file still in place
     /// (lake-relative path → check); files a later run replaced are left out.
     pub fn file_checks(&self) -> Result<BTreeMap<String, FileCheck>, LakeError> {
-        let commits = self.commits()?;
-        let mut out: BTreeMap<String, FileCheck> = commits.iter().flat_map(|c| c.checks.clone()).collect();
-        for rel in commits.iter().flat_map(|c| &c.replaces) {
-            out.remove(rel);
-        }
-        Ok(out)
+        Ok(checks_of(&self.commits()?))
     }
+}
+
+/// The records of the files `commits` left live: added and not replaced since.
+pub fn checks_of(commits: &[Commit]) -> BTreeMap<String, FileCheck> {
+    let mut out: BTreeMap<String, FileCheck> = commits.iter().flat_map(|c| c.checks.clone()).collect();
+    for rel in commits.iter().flat_map(|c| &c.replaces) {
+        out.remove(rel);
+    }
+    out
 }
 
 /// Verifies every data file of `lake` against its commit record and decodes

@@ -23,8 +23,16 @@
 //! none of it, and never a half-written Parquet file under a final name.
 //! A watcher forgets its commit records once done (they take no input files).
 //! A commit records each file's size, rows and hash; [`check`] verifies them.
+//!
+//! A lake may also live on object storage (`--lake s3://bucket/prefix`, see
+//! [`crate::store`]) with the same layout under the prefix. [`Lake::connect`]
+//! opens either kind for reading, and [`remote`] lists an object-store lake's
+//! commit records. There is no rename on S3, so the protocol above cannot
+//! write there: [`Lake::open`] (every writer) refuses an object-store lake
+//! with one line instead, and readers (sql, serve, report, eval) read it.
 
 pub mod check;
+pub mod remote;
 pub mod write;
 
 use std::fs::{self, File, OpenOptions};
@@ -34,6 +42,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::store::{Location, Remote};
 
 pub use check::FileCheck;
 pub use write::{
@@ -72,6 +82,14 @@ pub enum LakeError {
     NotALake { path: PathBuf, entries: usize },
     #[error("{path}: not a credtrail lake (no events/ directory); create one with `credtrail ingest`")]
     NoLake { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{url}: {message}; check that the bucket exists, AWS_ENDPOINT_URL and the credentials in the environment")]
+    Remote { url: String, message: String },
+    #[error(
+        "{url}: {what} is not supported on an object-store lake yet; read it with sql, serve, report or eval, or use a local lake directory"
+    )]
+    RemoteUnsupported { url: String, what: &'static str },
     #[error(
         "{path}: inside the lake {lake}; the lake's own files are not inputs (its quarantine holds records already rejected): pass the original logs"
     )]
@@ -163,31 +181,91 @@ pub struct Commit {
     pub checks: std::collections::BTreeMap<String, FileCheck>,
 }
 
-/// A lake directory. Opening it takes no lock; [`Lake::begin`] does.
+/// A lake directory (or, for readers, an object-store prefix). Opening it
+/// takes no lock; [`Lake::begin`] does.
 #[derive(Debug, Clone)]
 pub struct Lake {
+    /// The directory; for an object-store lake, its URL (for messages only).
     root: PathBuf,
+    remote: Option<Remote>,
+}
+
+/// Where `root` (a path, `file://` or object-store URL) is: a local
+/// directory, or `Err` naming what `what` cannot do on an object-store lake.
+fn local_root(root: &Path, what: &'static str) -> Result<PathBuf, LakeError> {
+    match Location::parse(&root.to_string_lossy())? {
+        Location::Local(p) => Ok(p),
+        Location::Remote(r) => Err(LakeError::RemoteUnsupported { url: r.url.to_string(), what }),
+    }
 }
 
 impl Lake {
     /// Opens (creating if needed) the lake at `root`.
     pub fn open(root: &Path) -> Result<Lake, LakeError> {
+        let root = &local_root(root, "writing (ingest, baseline, detect, run, watch)")?;
         refuse_foreign(root)?;
         for d in [EVENTS, ALERTS, QUARANTINE, SECRET_EXPOSURES, COMMITS] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Lake { root: root.to_path_buf() })
+        Ok(Lake { root: root.to_path_buf(), remote: None })
     }
 
     /// Opens an existing lake without creating anything (for readers).
     pub fn existing(root: &Path) -> Result<Lake, LakeError> {
+        let root = &local_root(root, "this command")?;
         let events = root.join(EVENTS);
         if !events.is_dir() {
             refuse_foreign(root)?;
             return Err(LakeError::NoLake { path: root.to_path_buf() });
         }
-        Ok(Lake { root: root.to_path_buf() })
+        Ok(Lake { root: root.to_path_buf(), remote: None })
+    }
+
+    /// Opens an existing lake for reading, local or on object storage.
+    pub async fn connect(root: &Path) -> Result<Lake, LakeError> {
+        match Location::parse(&root.to_string_lossy())? {
+            Location::Local(p) => Lake::existing(&p),
+            Location::Remote(r) => {
+                remote::require_lake(&r).await?;
+                Ok(Lake { root: PathBuf::from(r.url.as_str()), remote: Some(r) })
+            }
+        }
+    }
+
+    /// The object store and prefix of an object-store lake; `None` for a directory.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// The URL DataFusion lists table directory `dir` at.
+    pub fn table_url(&self, dir: &str) -> String {
+        match &self.remote {
+            Some(r) => remote::url_of(r, dir),
+            None => format!("{}/", self.path(dir).display()),
+        }
+    }
+
+    /// The names of the entries directly under lake directory `dir` (none if it is missing).
+    pub async fn subdirs(&self, dir: &str) -> Result<Vec<String>, LakeError> {
+        if let Some(r) = &self.remote {
+            return remote::subdirs(r, dir).await;
+        }
+        let path = self.path(dir);
+        let entries = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(LakeError::Io { path, source: e }),
+        };
+        Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+    }
+
+    /// What the commits recorded about each live file, from either kind of lake.
+    pub async fn checks(&self) -> Result<std::collections::BTreeMap<String, FileCheck>, LakeError> {
+        match &self.remote {
+            Some(r) => Ok(check::checks_of(&remote::commits(r).await?)),
+            None => self.file_checks(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -213,11 +291,8 @@ impl Lake {
             let entry = entry.map_err(io_err(&dir))?;
             let p = entry.path();
             if p.extension().is_some_and(|e| e == "json") {
-                let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-                let c: Commit =
-                    serde_json::from_str(&text).map_err(|source| LakeError::BadCommit { path: p.clone(), source })?;
-                check_version(&p, c.version, COMMIT_VERSION)?;
-                out.push(c);
+                let text = fs::read(&p).map_err(io_err(&p))?;
+                out.push(parse_commit(&p, &text)?);
             }
         }
         out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -355,6 +430,14 @@ impl Txn {
         sync_dir(&root.join(COMMITS));
         Ok(commit)
     }
+}
+
+/// Reads one commit record, refusing a version newer than this build knows.
+fn parse_commit(path: &Path, text: &[u8]) -> Result<Commit, LakeError> {
+    let c: Commit =
+        serde_json::from_slice(text).map_err(|source| LakeError::BadCommit { path: path.to_path_buf(), source })?;
+    check_version(path, c.version, COMMIT_VERSION)?;
+    Ok(c)
 }
 
 fn remove_if_present(path: &Path) -> Result<(), LakeError> {
