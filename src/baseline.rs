@@ -45,7 +45,7 @@ use statrs::statistics::{Data, Median, OrderStatistics};
 
 use crate::columns::{self, ShapeError};
 use crate::engine::catalog::{self, BASELINE_CREDENTIALS};
-use crate::engine::{self, EngineError};
+use crate::engine::{self, EngineError, EngineOptions};
 use crate::lake::{self, Lake, LakeError};
 use crate::time::{DAY_MS, HOUR_MS};
 
@@ -101,6 +101,8 @@ pub struct BaselineOptions {
     /// Learn from one scan of the whole window's events (the exact reference
     /// the per-day partials are checked against) instead of merging them.
     pub rescan: bool,
+    /// Where the queries run (a cluster, say).
+    pub engine: EngineOptions,
 }
 
 /// Robust statistics of one hourly metric.
@@ -347,11 +349,11 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     let src = if opts.rescan {
         &WINDOW
     } else {
-        daily::refresh(&lake, from, until).await?;
+        daily::refresh(&lake, from, until, &opts.engine).await?;
         &daily::MERGED
     };
     // Opened after the refresh, so the session knows the partials just committed.
-    let ctx = engine::context(&opts.lake).await?;
+    let ctx = engine::context_with(&opts.lake, &opts.engine).await?;
 
     // Hourly series, zero-filled from each credential's first hour in the window.
     // Per credential: its principal (that of its first hour naming one, and

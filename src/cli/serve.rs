@@ -49,7 +49,6 @@ pub struct ServeArgs {
 }
 
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
-    a.session.cluster.select()?;
     let tokens = flight::Tokens::load(a.tokens_file.as_deref(), std::env::var(flight::TOKEN_ENV).ok().as_deref())?;
     let tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => Some(flight::TlsFiles { cert, key }),
