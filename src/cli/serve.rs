@@ -42,8 +42,8 @@ pub struct ServeArgs {
     /// deadline wins. E.g. 30s, 5m.
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     query_timeout: Duration,
-    /// Most queries that may run at once; one more is refused with RESOURCE_EXHAUSTED (each query has threads of
-    /// its own, so this bounds what clients can make the host do).
+    /// Most queries that may run at once; one more is refused with RESOURCE_EXHAUSTED (each query takes cores and
+    /// memory, so this bounds what clients can make the host do).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_queries: u16,
 }
