@@ -1047,3 +1047,76 @@ fn ctrl_c_at_the_terminal_cancels_the_query_not_the_shell() {
     };
     assert!(status.success(), "{status:?}\n{}", screen.lock().unwrap());
 }
+
+/// `tests/adbc_client.py`: Apache Arrow's ADBC Flight SQL driver (Go, under
+/// Python's DB-API) querying `uri`, with basic auth's password `token` and
+/// trusting the CA in `ca`. Needs the driver installed (`.ci/run` does).
+fn adbc(uri: &str, query: &str, token: Option<&str>, ca: Option<&Path>) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adbc_client.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script).arg(uri).arg(query);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    if let Some(ca) = ca {
+        cmd.arg("--ca").arg(ca);
+    }
+    let out = cmd.output().expect("python3 runs");
+    assert!(
+        !stderr(&out).contains("ModuleNotFoundError"),
+        "the ADBC Flight SQL driver is missing: `python3 -m pip install adbc-driver-flightsql adbc-driver-manager \
+         pyarrow` (.ci/run pins the versions)\n{}",
+        stderr(&out)
+    );
+    out
+}
+
+/// A real Flight SQL client, as an analyst's notebook connects: the right
+/// token reads what `credtrail sql` reads; a wrong or missing token is
+/// refused; over TLS on loopback it trusts the server through its CA, and a
+/// plain-text or untrusting client gets nothing.
+#[test]
+fn an_adbc_client_needs_the_token_and_reads_what_the_shell_reads_over_tls() {
+    let query = "SELECT credential_id, count(*) AS n, sum(tokens_in) AS tokens_in, min(request_id) AS first_request \
+                 FROM events GROUP BY credential_id ORDER BY credential_id";
+    let expected = json_rows(&sql(&["--format", "json", "-c", query], ""));
+    assert!(expected.len() > 5, "{expected:?}");
+    let rows =
+        |out: &Output| -> Vec<serde_json::Map<String, serde_json::Value>> { serde_json::from_str(&ok(out)).unwrap() };
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("tokens");
+    write(&file, &format!("{TOKEN}\n"));
+    let (_server, url) = start_server(&[std::ffi::OsStr::new("--tokens-file"), file.as_os_str()], &[]);
+    assert!(url.starts_with("grpc://"), "{url}");
+    assert_eq!(rows(&adbc(&url, query, Some(TOKEN), None)), expected);
+    for (token, why) in
+        [(Some("0123456789abcdef0123456789abcdeX"), "not one this server accepts"), (None, "needs a token")]
+    {
+        let out = adbc(&url, query, token, None);
+        assert_eq!(out.status.code(), Some(1), "{token:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{token:?}");
+        let e = stderr(&out);
+        assert!(e.contains("UNAUTHENTICATED") && e.contains(why), "{token:?}: {e}");
+        assert!(!e.contains(TOKEN), "{e}");
+    }
+
+    let (_, cert, key) = test_certificates(work.path());
+    let args = [
+        std::ffi::OsStr::new("--allow-remote"),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let (_tls_server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    assert!(url.starts_with("grpc+tls://127.0.0.1:"), "{url}");
+    let ca = work.path().join("ca.pem");
+    assert_eq!(rows(&adbc(&url, query, Some(TOKEN), Some(&ca))), expected);
+    let plain = url.replace("grpc+tls://", "grpc://");
+    for (uri, ca) in [(plain.as_str(), None), (url.as_str(), None)] {
+        let out = adbc(uri, query, Some(TOKEN), ca);
+        assert_eq!(out.status.code(), Some(1), "{uri} without the CA: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{uri}");
+    }
+}
