@@ -1120,3 +1120,47 @@ fn an_adbc_client_needs_the_token_and_reads_what_the_shell_reads_over_tls() {
         assert!(out.stdout.is_empty(), "{uri}");
     }
 }
+
+/// Parquet from another writer that carries page CRCs (pyarrow's
+/// `write_page_checksum`) is checked as it is read: a flipped byte in a
+/// page fails the query. The same flip in a file without CRCs reads back as
+/// a changed value, which is what the check is for.
+#[test]
+fn a_flipped_byte_in_a_page_with_a_crc_fails_the_query() {
+    let work = tempfile::tempdir().unwrap();
+    let values: Vec<i64> = (0..1000).map(|i| i * 1_000_003).collect();
+    let write_with = |name: &str, crc: bool| -> PathBuf {
+        let path = work.path().join(name);
+        let py = format!(
+            "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+             t = pa.table({{'v': pa.array([i * 1000003 for i in range(1000)], pa.int64())}})\n\
+             pq.write_table(t, sys.argv[1], compression='NONE', use_dictionary=False, write_page_checksum={})\n",
+            if crc { "True" } else { "False" }
+        );
+        let out = std::process::Command::new("python3").args(["-c", &py]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "pyarrow (.ci/run installs it): {}", stderr(&out));
+        // Flip the lowest bit of value 500, stored once, in the data page (PLAIN, uncompressed).
+        let mut bytes = std::fs::read(&path).unwrap();
+        let needle = values[500].to_le_bytes();
+        let at = bytes.windows(8).position(|w| w == needle).expect("value 500 in the page");
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let sum_of = |path: &Path| {
+        let q = format!(
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}'; SELECT sum(v) AS s FROM t",
+            path.display()
+        );
+        sql(&["--allow-files", "--format", "csv", "-c", &q], "")
+    };
+    let intact: i64 = values.iter().sum();
+    let plain = sum_of(&write_with("plain.parquet", false));
+    let changed: i64 = ok(&plain).lines().nth(1).unwrap().parse().unwrap();
+    assert_eq!((changed - intact).abs(), 1, "without a CRC the flip is a silently changed value");
+
+    let out = sum_of(&write_with("crc.parquet", true));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&changed.to_string()), "no changed value is shown");
+    assert!(stderr(&out).contains("CRC checksum mismatch"), "{}", stderr(&out));
+}
