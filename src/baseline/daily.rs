@@ -139,7 +139,7 @@ fn covered(lake: &Lake, day: &str) -> Result<Covered, BaselineError> {
 /// Computes and commits day's partials from its events, which are `files`.
 async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String>) -> Result<(), BaselineError> {
     let hourly =
-        conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::HOURLY_SQL, day, day).await?)?;
+        conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::hourly_sql(), day, day).await?)?;
     let minutes = query(ctx, super::ERROR_MINUTES_SQL, day, day).await?;
     let minutes = conform("daily_error_minutes", (catalog::DAILY_ERROR_MINUTES.schema)(), &minutes)?;
     let scope = day_scope(&query(ctx, SCOPE_COLUMNS_SQL, day, day).await?)?;
