@@ -228,17 +228,7 @@ fn the_overview_lists_fleet_findings_with_their_credentials() {
     let work = tempfile::tempdir().unwrap();
     let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
     let team: Vec<String> = (0..6).map(|i| format!("key_team{i}")).collect();
-    let mut lines = Vec::new();
-    for day in 1..=8 {
-        for hour in 8..20 {
-            for key in &team {
-                let model = if day == 8 { "gpt-4.1" } else { "gpt-4o" };
-                for m in [5, 20] {
-                    lines.push(request_line(lines.len(), day, (hour, m, 0), key, 200, "10.20.0.7", model, 500));
-                }
-            }
-        }
-    }
+    let lines = team_week(&team, |day, _, _| if day == 8 { "gpt-4.1" } else { "gpt-4o" });
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
     api_key_inventory(&inv, &team.iter().map(|k| (k.as_str(), "o@x")).collect::<Vec<_>>());

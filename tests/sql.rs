@@ -816,6 +816,21 @@ fn test_certificates(dir: &Path) -> (Vec<u8>, PathBuf, PathBuf) {
     (std::fs::read(dir.join("ca.pem")).unwrap(), dir.join("server.pem"), dir.join("server.key"))
 }
 
+/// `serve --allow-remote` over TLS with [`test_certificates`] made in `dir`
+/// and [`TOKEN`]: the CA's PEM, the server, and its URL.
+fn start_tls_server(dir: &Path) -> (Vec<u8>, Server, String) {
+    let (ca, cert, key) = test_certificates(dir);
+    let args = [
+        std::ffi::OsStr::new("--allow-remote"),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let (server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    (ca, server, url)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_remote_needs_tokens_and_tls_and_serves_over_tls() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -867,15 +882,7 @@ async fn allow_remote_needs_tokens_and_tls_and_serves_over_tls() {
 
     // TLS with a certificate of a CA the client trusts.
     let work = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_certificates(work.path());
-    let args = [
-        std::ffi::OsStr::new("--allow-remote"),
-        "--tls-cert".as_ref(),
-        cert.as_os_str(),
-        "--tls-key".as_ref(),
-        key.as_os_str(),
-    ];
-    let (_server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    let (ca, _server, url) = start_tls_server(work.path());
     let port = url.rsplit(':').next().unwrap().to_string();
     assert!(url.starts_with("grpc+tls://"), "{url}");
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name("localhost");
@@ -1101,15 +1108,7 @@ fn an_adbc_client_needs_the_token_and_reads_what_the_shell_reads_over_tls() {
         assert!(!e.contains(TOKEN), "{e}");
     }
 
-    let (_, cert, key) = test_certificates(work.path());
-    let args = [
-        std::ffi::OsStr::new("--allow-remote"),
-        "--tls-cert".as_ref(),
-        cert.as_os_str(),
-        "--tls-key".as_ref(),
-        key.as_os_str(),
-    ];
-    let (_tls_server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    let (_, _tls_server, url) = start_tls_server(work.path());
     assert!(url.starts_with("grpc+tls://127.0.0.1:"), "{url}");
     let ca = work.path().join("ca.pem");
     assert_eq!(rows(&adbc(&url, query, Some(TOKEN), Some(&ca))), expected);
