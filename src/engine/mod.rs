@@ -34,7 +34,7 @@ use datafusion::object_store::ObjectStore;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::lake::{Lake, LakeError};
+use crate::lake::{Lake, LakeError, Open};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -59,7 +59,7 @@ pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
 
 /// [`context`] with DataFusion's memory bounded to `memory_limit` bytes.
 pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<SessionContext, EngineError> {
-    let lake = Lake::connect(root).await?;
+    let lake = Lake::open(root, Open::Read)?;
     let config = SessionConfig::new().with_information_schema(true);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
@@ -73,7 +73,7 @@ pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<Se
         Some(r) => (r.store.clone(), ObjectStoreUrl::parse(format!("s3://{}", r.url.host_str().unwrap_or_default()))?),
         None => (Arc::new(LocalFileSystem::new()), ObjectStoreUrl::local_filesystem()),
     };
-    let store = verify::VerifiedStore::new(inner, lake.checks().await?);
+    let store = verify::VerifiedStore::new(inner, lake.file_checks()?);
     ctx.register_object_store(url.as_ref(), Arc::new(store));
     udf::register_all(&ctx);
     if let Some(c) = cluster::selected() {
