@@ -722,3 +722,31 @@ fn an_llm_platform_admin_plane_is_judged_like_aws() {
         risky.iter().flat_map(|a| a["evidence"].as_array().unwrap()).filter_map(|e| e.as_str()).collect();
     assert!(evidence.contains("audit_log-auditor-5-30") && evidence.contains("audit_log-auditor-5-31"), "{risky:#?}");
 }
+
+/// The console's backend calls for a console session from AWS's own addresses (user agent
+/// `aws-internal/…`, as the S3 console's requests are recorded): that is AWS at work, not the
+/// session key used from a second network. The same key from an address of the outside world,
+/// with an ordinary client, still is.
+#[test]
+fn the_consoles_own_requests_are_not_a_second_network() {
+    let work = tempfile::tempdir().unwrap();
+    let console = |mut r: Value| {
+        r["userAgent"] = json!("[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10 OpenJDK_64-Bit_Server_VM]");
+        r
+    };
+    let mut records = Vec::new();
+    for m in 0..20 {
+        let t = format!("2026-11-02T09:{m:02}:00Z");
+        records.push(role_record(&t, "ASIACONSOLE0000001", "alice", "198.51.100.20"));
+        records.push(console(role_record(&t, "ASIACONSOLE0000001", "alice", "10.107.159.90")));
+        records.push(role_record(&t, "ASIASTOLEN00000003", "bob", "198.51.100.21"));
+    }
+    records.push(role_record("2026-11-02T11:00:00Z", "ASIASTOLEN00000003", "bob", "203.0.113.77"));
+    let trail = work.path().join("trail/console.json.gz");
+    delivery_file(&trail, records);
+    let out = run_lake(&trail, None, &work.path().join("lake"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reuse: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "session_key_reuse").collect();
+    let subjects: Vec<&str> = reuse.iter().map(|a| a["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["ASIASTOLEN00000003"], "{reuse:#?}");
+}
