@@ -96,7 +96,7 @@ fn arrow(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let dir = tempfile::tempdir().unwrap();
-                let lake = lake::Lake::open(dir.path()).unwrap();
+                let lake = lake::Lake::open(dir.path(), lake::Open::Write).unwrap();
                 (dir, lake)
             },
             |(_dir, lake)| {

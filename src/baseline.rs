@@ -360,7 +360,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
         until.checked_sub_days(chrono::Days::new(opts.days as u64 - 1)).ok_or(BaselineError::TooManyDays(opts.days))?;
     let (from_s, until_s) = (from.format("%Y-%m-%d").to_string(), opts.until.clone());
     let window_end = day_ms(until) + DAY_MS;
-    let lake = Lake::existing(&opts.lake)?;
+    let lake = Lake::open(&opts.lake, lake::Open::Read)?;
     let src = if opts.rescan {
         Source::window()
     } else {
@@ -469,7 +469,7 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
             to_batch("transitions", (catalog::BASELINE_TRANSITIONS.schema)(), &transitions)?,
         ),
     ];
-    let files = save(&Lake::open(&opts.lake)?, &format!("{}={until_s}", catalog::UNTIL), tables)?;
+    let files = save(&Lake::open(&opts.lake, lake::Open::Write)?, &format!("{}={until_s}", catalog::UNTIL), tables)?;
     Ok(BaselineSummary {
         until: until_s,
         history_from: from_s,
@@ -508,7 +508,7 @@ fn save(
     let mut files = Vec::new();
     for (table, batch) in tables {
         let dir = format!("{}/{partition}", table.dir);
-        txn.replace(lake::committed_files(lake, &dir, "parquet"));
+        txn.replace(lake::committed_files(lake, &dir, "parquet")?);
         let rel = txn.reserve(&dir, "parquet");
         lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
         files.push(rel);
@@ -656,8 +656,8 @@ fn rows<T: serde::de::DeserializeOwned>(
 
 /// The versions (`until` days) saved in the lake, oldest first.
 pub async fn versions(root: &Path) -> Vec<String> {
-    let names = match Lake::connect(root).await {
-        Ok(lake) => lake.subdirs(BASELINE_CREDENTIALS.dir).await.unwrap_or_default(),
+    let names = match Lake::open(root, lake::Open::Read) {
+        Ok(lake) => lake.subdirs(BASELINE_CREDENTIALS.dir).unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     let mut v: Vec<String> = names
@@ -674,23 +674,16 @@ pub async fn versions(root: &Path) -> Vec<String> {
 /// a late ingest makes the next `detect` relearn instead of judging with a
 /// stale baseline.
 pub fn is_stale(root: &Path, until: &str) -> bool {
-    let newest = |dir: &Path| -> Option<std::time::SystemTime> {
-        walkdir::WalkDir::new(dir)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .filter_map(|e| e.metadata().ok()?.modified().ok())
-            .max()
-    };
-    let Some(learned) = newest(&root.join(BASELINE_CREDENTIALS.dir).join(format!("until={until}"))) else {
+    let Ok(lake) = Lake::open(root, lake::Open::Read) else { return true };
+    let learned = lake.list(&format!("{}/until={until}", BASELINE_CREDENTIALS.dir), "parquet");
+    let Some(learned) = learned.ok().and_then(|files| files.into_iter().map(|(_, t)| t).max()) else {
         return true;
     };
-    std::fs::read_dir(root.join(lake::EVENTS))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("date=")).is_some_and(|d| d <= until))
-        .any(|e| newest(&e.path()).is_some_and(|t| t > learned))
+    let events = lake.list(lake::EVENTS, "parquet").unwrap_or_default();
+    // `events/date=D/…`: a day up to `until` written after the baseline.
+    events.into_iter().any(|(rel, t)| {
+        t > learned && rel.split('/').nth(1).and_then(|d| d.strip_prefix("date=")).is_some_and(|d| d <= until)
+    })
 }
 
 /// Loads version `until` through a session that has the model tables registered.

@@ -8,10 +8,14 @@
 //! `AWS_ALLOW_HTTP=true` (a plain-http endpoint on loopback). Nothing here
 //! prints or logs a credential: errors name the URL and what to do.
 //!
-//! Reading objects from synchronous code (ingest's rayon workers) goes
-//! through [`block_on`]: one small runtime of this module's own, so waiting
-//! works from any thread, inside another runtime or not. [`ObjectReader`]
-//! streams an object's body as `std::io::Read`, never the whole object.
+//! Reading and writing objects from synchronous code (ingest's rayon
+//! workers, the lake's commits, called from async commands too) goes through
+//! [`block_on`]: one small runtime of this module's own, so waiting works
+//! from any thread, inside another runtime or not (a `Handle::block_on`
+//! would panic inside main's runtime, where the lake's sync calls also run).
+//! A store task that fails to finish is an error of the caller, not a panic.
+//! [`ObjectReader`] streams an object's body as `std::io::Read`, never the
+//! whole object.
 
 use std::fmt;
 use std::future::Future;
@@ -43,6 +47,8 @@ pub enum StoreError {
     Request { url: String, message: String },
     #[error("{url}: no objects under this prefix")]
     Empty { url: String },
+    #[error("object-store I/O could not run: {0}")]
+    Runtime(String),
 }
 
 /// An object-store location: the store and the prefix inside it.
@@ -127,7 +133,7 @@ impl Remote {
                 }
             }
             Ok(found)
-        });
+        })?;
         let mut found = listed.map_err(|e| self.request_error(&e))?;
         if found.is_empty() {
             return Err(StoreError::Empty { url: self.url.to_string() });
@@ -142,20 +148,21 @@ impl Remote {
     pub fn reader(&self, meta: &ObjectMeta) -> io::Result<ObjectReader> {
         let store = Arc::clone(&self.store);
         let (key, if_match) = (meta.location.clone(), meta.e_tag.clone());
-        let got = block_on(async move { store.get_opts(&key, GetOptions { if_match, ..GetOptions::default() }).await });
+        let got = block_on(async move { store.get_opts(&key, GetOptions { if_match, ..GetOptions::default() }).await })
+            .map_err(io::Error::other)?;
         let stream = got.map_err(|e| io::Error::other(one_line(&e)))?.into_stream();
         Ok(ObjectReader { stream, buf: Bytes::new() })
     }
 
     /// One line naming the URL: what went wrong, never the configuration.
-    fn request_error(&self, e: &object_store::Error) -> StoreError {
+    pub fn request_error(&self, e: &object_store::Error) -> StoreError {
         StoreError::Request { url: self.url.to_string(), message: one_line(e) }
     }
 }
 
 /// An error and its causes on one line (the client's errors span several);
 /// for an S3 error response, just its code and message.
-fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let tag = |text: &str, name: &str| {
         let start = text.find(&format!("<{name}>"))? + name.len() + 2;
         let len = text[start..].find(&format!("</{name}>"))?;
@@ -186,7 +193,7 @@ impl Read for ObjectReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.buf.is_empty() {
             let mut stream = std::mem::replace(&mut self.stream, futures::stream::empty().boxed());
-            let (next, stream) = block_on(async move { (stream.next().await, stream) });
+            let (next, stream) = block_on(async move { (stream.next().await, stream) }).map_err(io::Error::other)?;
             self.stream = stream;
             match next {
                 None => return Ok(0),
@@ -201,21 +208,24 @@ impl Read for ObjectReader {
 }
 
 /// Runs `f` to completion on this module's runtime and waits for it here.
-pub fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// A task that panics (or a runtime that cannot start) is an error.
+pub fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Result<T, StoreError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     let rt = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("credtrail-store")
             .enable_all()
             .build()
-            .expect("a tokio runtime for object-store I/O")
+            .map_err(|e| format!("starting its runtime: {e}"))
     });
+    let rt = rt.as_ref().map_err(|e| StoreError::Runtime(e.clone()))?;
     let (tx, rx) = mpsc::sync_channel(1);
     rt.spawn(async move {
         let _ = tx.send(f.await);
     });
-    rx.recv().expect("object-store task ran to completion")
+    // The sender is dropped unsent only when the task panicked.
+    rx.recv().map_err(|_| StoreError::Runtime("an object-store task panicked".into()))
 }
 
 #[cfg(test)]
@@ -242,6 +252,15 @@ mod tests {
         let e = Location::parse("ftp://host/x").unwrap_err().to_string();
         assert!(e.contains("ftp://") && e.contains("s3://bucket/prefix"), "{e}");
         assert!(Location::parse("s3:///prefix").is_err());
+    }
+
+    #[test]
+    fn a_panicking_store_task_is_an_error_not_a_panic_of_the_caller() {
+        assert_eq!(block_on(async { 7 }).unwrap(), 7);
+        let e = block_on(async { panic!("boom") }).map(|()| ()).unwrap_err().to_string();
+        assert!(e.contains("panicked"), "{e}");
+        // The runtime survives it.
+        assert_eq!(block_on(async { 8 }).unwrap(), 8);
     }
 
     #[test]

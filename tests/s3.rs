@@ -1,10 +1,12 @@
 //! A lake on S3-compatible object storage, against moto's real server
 //! (tests/common/s3.rs): readers see the same rows as on a local lake,
-//! writers refuse it with one line, and failures of the store or the URL
-//! give one line naming the URL, never a credential.
+//! writers (ingest, run, watch) give the same lake and alerts as on a local
+//! one, concurrent and killed writers lose and double nothing, and failures
+//! of the store or the URL give one line naming the URL, never a credential.
 
 use crate::common;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -107,20 +109,6 @@ fn a_damaged_object_in_an_s3_lake_is_refused_by_name() {
 }
 
 #[test]
-fn writers_refuse_an_s3_lake_with_one_line() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    let work = tempfile::tempdir().unwrap();
-    let log = work.path().join("a.jsonl");
-    write(&log, &format!("{}\n", gateway_line(0, "cred-a", "")));
-    let lake = format!("s3://{BUCKET}/lake");
-    let out = run(&server, &["ingest", log.to_str().unwrap(), "--lake", &lake], "error");
-    one_line_failure(&out, &[&lake, "not supported on an object-store lake yet"]);
-    let out = run(&server, &["lake", "check", "--lake", &lake], "error");
-    one_line_failure(&out, &[&lake, "not supported on an object-store lake yet"]);
-}
-
-#[test]
 fn a_missing_bucket_an_empty_prefix_and_a_dead_endpoint_each_give_one_line() {
     let mut server = S3Server::start();
     server.create_bucket(BUCKET);
@@ -169,4 +157,239 @@ fn report_on_an_s3_lake_is_the_report_of_the_same_local_lake() {
     // The baselines detect learned are found on both (listed, not read from disk).
     assert!(pages[1].contains("baseline until="), "the local lake has a baseline");
     assert_eq!(pages[0], pages[1]);
+}
+
+/// `SELECT … FROM events`: rows and distinct request ids, as CSV.
+const COUNT: &str = "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM events";
+
+/// The keys under `prefix` in the bucket.
+fn keys(server: &S3Server, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let store = server.store(BUCKET);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let prefix = ObjectPath::from(prefix);
+    let listed: Vec<_> = rt.block_on(store.list(Some(&prefix)).try_collect()).unwrap();
+    listed.into_iter().map(|m| m.location.to_string()).collect()
+}
+
+/// A server with an empty bucket, and the URL of a lake to be in it.
+fn empty_lake() -> (S3Server, String) {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    (server, format!("s3://{BUCKET}/lake"))
+}
+
+/// Starts credtrail with the server's environment and `env`, its output piped.
+fn spawn(server: &S3Server, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("credtrail"));
+    cmd.envs(server.env()).env("RUST_LOG", "error").envs(env.iter().copied()).args(args);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+/// `credtrail ingest … --json` with the server's environment.
+fn ingest_into(server: &S3Server, lake: &str, inputs: &[&Path]) -> serde_json::Value {
+    let mut args = vec!["ingest", "--json", "--no-progress", "--lake", lake];
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    let out = run(server, &args, "error");
+    assert!(out.status.success(), "{lake}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Gateway log `name` in `dir` with requests `range` (ids req_<i>).
+fn gateway_log(dir: &Path, name: &str, range: std::ops::Range<usize>) -> std::path::PathBuf {
+    let path = dir.join(name);
+    write(&path, &range.map(|i| format!("{}\n", gateway_line(i, &format!("cred-{}", i % 7), ""))).collect::<String>());
+    path
+}
+
+#[test]
+fn run_on_an_s3_lake_gives_the_lake_and_alerts_of_a_local_lake() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("sample");
+    generate_sample(&data, 21, &["--days", "3", "--credentials", "12", "--rate-scale", "0.2"]);
+    let (logs, inventory) = (data.join("logs"), data.join("inventory.csv"));
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let remote = format!("s3://{BUCKET}/lake");
+    let local = work.path().join("lake");
+    for lake in [local.to_str().unwrap(), remote.as_str()] {
+        let args = [
+            "run",
+            logs.to_str().unwrap(),
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "--no-progress",
+            "--lake",
+            lake,
+        ];
+        let out = run(&server, &args, "error");
+        assert!(out.status.success(), "{lake}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let statements = "SELECT * FROM alerts ORDER BY alert_id; \
+                      SELECT count(*) AS n, count(DISTINCT credential_id) AS creds FROM events; \
+                      SELECT * FROM events ORDER BY credential_id, ts, request_id, source_file, source_record LIMIT 50; \
+                      SELECT * FROM baseline_credentials ORDER BY credential_id, until";
+    let here = sql(&server, local.to_str().unwrap(), statements);
+    let alerts = sql(&server, local.to_str().unwrap(), "SELECT count(*) AS n FROM alerts");
+    assert!(alerts.lines().nth(1).and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "{alerts}");
+    assert_eq!(sql(&server, &remote, statements), here);
+    // Nothing staged is left; the lease was released for the next writer.
+    assert!(keys(&server, "lake/_ingest/staged").is_empty());
+    let store = server.store(BUCKET);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lease = rt.block_on(async { store.get(&ObjectPath::from("lake/_ingest/lock")).await?.bytes().await }).unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&lease).unwrap();
+    assert_eq!(lease["released"], true, "{lease}");
+    // A rerun takes nothing twice: resume reads the S3 lake's commit records.
+    let again = ingest_into(&server, &remote, &[&logs]);
+    assert_eq!((again["ingested"].as_u64(), again["run_id"].as_str()), (Some(0), None), "{again}");
+    let out = run(&server, &["lake", "check", "--lake", &remote], "error");
+    one_line_failure(&out, &[&remote, "not supported on an object-store lake yet"]);
+}
+
+#[test]
+fn concurrent_ingests_into_one_s3_lake_take_every_event_once() {
+    let work = tempfile::tempdir().unwrap();
+    let a = gateway_log(work.path(), "a.jsonl", 0..3000);
+    let b = gateway_log(work.path(), "b.jsonl", 3000..6000);
+    let c = gateway_log(work.path(), "c.jsonl", 6000..9000);
+    let (server, lake) = empty_lake();
+    // Overlapping inputs: b is in both.
+    let writers: Vec<_> = [[&a, &b], [&b, &c]]
+        .into_iter()
+        .map(|inputs| {
+            let [x, y] = inputs.map(|p| p.to_str().unwrap());
+            spawn(&server, &["ingest", "--json", "--no-progress", "--lake", &lake, x, y], &[])
+        })
+        .collect();
+    let mut ingested = 0;
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ingested += summary["ingested"].as_u64().unwrap();
+    }
+    assert_eq!(ingested, 9000, "b was taken by one writer only");
+    let local = work.path().join("lake");
+    assert_eq!(ingest(&local, &[&a, &b, &c], &[]).0, 0);
+    let here = sql(&server, local.to_str().unwrap(), COUNT);
+    assert_eq!(here, "n,ids\n9000,9000\n");
+    assert_eq!(sql(&server, &lake, COUNT), here);
+}
+
+#[test]
+fn an_ingest_killed_after_its_commit_record_is_rolled_forward_by_the_next() {
+    let work = tempfile::tempdir().unwrap();
+    let a = gateway_log(work.path(), "a.jsonl", 0..2000);
+    let b = gateway_log(work.path(), "b.jsonl", 2000..4000);
+    let c = gateway_log(work.path(), "c.jsonl", 4000..5000);
+    let (server, lake) = empty_lake();
+    ingest_into(&server, &lake, &[&a]);
+    let records = keys(&server, "lake/_ingest/commits").len();
+    // A debug build waits after writing the commit record when told to: killed
+    // there, the run is committed but none of its files is in place.
+    let args = ["ingest", "--no-progress", "--lake", &lake, b.to_str().unwrap()];
+    let mut child = spawn(&server, &args, &[("CREDTRAIL_TEST_STALL_AFTER_COMMIT_MS", "120000")]);
+    let started = Instant::now();
+    while keys(&server, "lake/_ingest/commits").len() == records {
+        assert!(started.elapsed() < Duration::from_secs(120), "the commit record appears");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!keys(&server, "lake/_ingest/staged").is_empty(), "killed before its files were in place");
+    assert_eq!(sql(&server, &lake, COUNT), "n,ids\n2000,2000\n", "nothing of b is visible");
+    // What a run killed before its commit point leaves: staged objects, no record.
+    let store = server.store(BUCKET);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let orphan = "lake/_ingest/staged/20990101T000000Z-000000000-1";
+    for rel in ["_pending", "events/date=2026-11-02/part-20990101T000000Z-000000000-1-00001.parquet"] {
+        rt.block_on(store.put(&ObjectPath::from(format!("{orphan}/{rel}")), PutPayload::from("partial"))).unwrap();
+    }
+
+    // The next writer waits out the dead one's lease, then repairs the lake.
+    let started = Instant::now();
+    let out = run(
+        &server,
+        &["ingest", "--json", "--no-progress", "--lake", &lake, c.to_str().unwrap(), b.to_str().unwrap()],
+        "warn",
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("another writer") && log.contains("30 s"), "says what it waits for: {log}");
+    assert!(started.elapsed() >= Duration::from_secs(20), "the dead writer's lease was honoured");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ingested"].as_u64(), Some(1000), "b was committed by the killed run: {summary}");
+    assert!(keys(&server, "lake/_ingest/staged").is_empty(), "rolled forward and cleaned up");
+    let local = work.path().join("lake");
+    assert_eq!(ingest(&local, &[&a, &b, &c], &[]).0, 0);
+    let statements = format!("{COUNT}; SELECT * FROM events ORDER BY request_id LIMIT 20");
+    let here = sql(&server, local.to_str().unwrap(), &statements);
+    assert!(here.starts_with("n,ids\n5000,5000\n"), "{here}");
+    assert_eq!(sql(&server, &lake, &statements), here);
+}
+
+#[test]
+fn a_store_killed_mid_commit_fails_the_ingest_in_one_line() {
+    let work = tempfile::tempdir().unwrap();
+    let a = gateway_log(work.path(), "a.jsonl", 0..500);
+    let (mut server, lake) = empty_lake();
+    let secret = server.env().into_iter().find(|(k, _)| *k == "AWS_SECRET_ACCESS_KEY").unwrap().1;
+    // A writer pointed at a bucket that does not exist stops before reading anything.
+    let missing = "s3://no-such-bucket/lake";
+    let out = run(&server, &["ingest", "--no-progress", "--lake", missing, a.to_str().unwrap()], "error");
+    one_line_failure(&out, &[missing]);
+    let args = ["ingest", "--no-progress", "--lake", &lake, a.to_str().unwrap()];
+    let child = spawn(&server, &args, &[("CREDTRAIL_TEST_STALL_AFTER_COMMIT_MS", "1500")]);
+    let started = Instant::now();
+    while keys(&server, "lake/_ingest/commits").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the commit record appears");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Between the commit point and the copies: the store goes away.
+    server.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = one_line_failure(&out, &[&lake]);
+    assert!(!err.contains(&secret), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(120), "gave up in {:?}", started.elapsed());
+}
+
+#[test]
+fn watch_on_an_s3_lake_commits_each_line_once_across_a_kill_and_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let log = gateway_log(work.path(), "gw.jsonl", 0..1500);
+    let (server, lake) = empty_lake();
+    let watch = || {
+        let args = ["watch", "--from-beginning", "--flush-interval", "200ms", "--lake", &lake, "--follow"];
+        spawn(&server, &[&args[..], &[log.to_str().unwrap()]].concat(), &[])
+    };
+    let rows = || {
+        let out = run(&server, &["sql", "--format", "csv", "--lake", &lake, "-c", COUNT], "error");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait_for = |want: &str| {
+        let started = Instant::now();
+        while rows() != want {
+            assert!(started.elapsed() < Duration::from_secs(90), "{want:?} never came: {}", rows());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let mut first = watch();
+    wait_for("n,ids\n1500,1500\n");
+    // SIGKILL: no chance to flush or to release anything.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let more: String = (1500..2500).map(|i| format!("{}\n", gateway_line(i, "cred-b", ""))).collect();
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(more.as_bytes()).unwrap();
+    let second = watch();
+    wait_for("n,ids\n2500,2500\n");
+    let pid = second.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = second.wait_with_output().unwrap();
+    assert!(out.status.success(), "watch stops cleanly");
+    assert_eq!(rows(), "n,ids\n2500,2500\n", "nothing twice after the restart");
+    // The watcher's state is in the lake: its checkpoint, one file.
+    assert_eq!(keys(&server, "lake/_stream/watch").iter().filter(|k| k.ends_with(".json")).count(), 1);
+    assert!(keys(&server, "lake/_ingest/staged").is_empty());
 }

@@ -452,7 +452,7 @@ async fn replay_matches(
     // commit lets the live day drop what no gated query needs, so gates
     // opening later read their credential's day back from the lake.
     let commit = |events: &arrow::array::RecordBatch, exposures: &[credtrail::secrets::ExposureRow]| {
-        let lake = credtrail::lake::Lake::open(lake).unwrap();
+        let lake = credtrail::lake::Lake::open(lake, credtrail::lake::Open::Write).unwrap();
         let txn = lake.begin().unwrap();
         let w = credtrail::ingest::LakeWriter::new(&txn);
         w.push(events, &[], exposures).unwrap();

@@ -84,7 +84,7 @@ pub async fn refresh(
     let mut computed = 0;
     for day in from.iter_days().take_while(|d| *d <= until) {
         let day = day.format("%Y-%m-%d").to_string();
-        let files = lake::committed_files(lake, &lake::events_partition(&day), "parquet");
+        let files = lake::committed_files(lake, &lake::events_partition(&day), "parquet")?;
         let current = match covered(lake, &day)? {
             Covered::Nothing => files.is_empty(),
             Covered::Outdated => false,
@@ -117,11 +117,15 @@ fn covered(lake: &Lake, day: &str) -> Result<Covered, BaselineError> {
     let dir = format!("{}/{}={day}", catalog::DAILY_SOURCES.dir, col::DATE);
     let mut files = Vec::new();
     let mut any = false;
-    for rel in lake::committed_files(lake, &dir, "parquet") {
+    for rel in lake::committed_files(lake, &dir, "parquet")? {
         let path = lake.path(&rel);
         let parquet = |source| LakeError::Parquet { path: path.clone(), source };
-        let file = std::fs::File::open(&path).map_err(lake::io_err(&path))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?.build().map_err(parquet)?;
+        // Replaced between listing and reading: the day is recomputed.
+        let Some(bytes) = lake.read(&rel)? else { return Ok(Covered::Outdated) };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .map_err(parquet)?
+            .build()
+            .map_err(parquet)?;
         for batch in reader {
             let batch = batch.map_err(|e| parquet(e.into()))?;
             let q = "daily_sources";

@@ -24,7 +24,8 @@ pub enum LakeCmd {
 pub async fn run(cmd: LakeCmd) -> Result<ExitCode> {
     let LakeCmd::Check { lake: LakeArg { lake: root } } = cmd;
     // Reads every byte of the lake: off the async workers.
-    let report = tokio::task::spawn_blocking(move || lake::check::check(&Lake::existing(&root)?)).await??;
+    let report =
+        tokio::task::spawn_blocking(move || lake::check::check(&Lake::open(&root, lake::Open::Read)?)).await??;
     for bad in &report.bad {
         println!("{}: {}", bad.path.display(), bad.reason);
     }

@@ -632,7 +632,7 @@ async fn event_days(root: &Path, sessions: &EngineOptions, from: &str, to: &str)
 /// Replaces the alerts of the range with `alerts`, atomically: the days
 /// detected, and any day in the range that holds alerts from an earlier run.
 fn write_alerts(root: &Path, from: &str, to: &str, days: &[String], alerts: &[Alert]) -> Result<(), DetectError> {
-    let lake = Lake::open(root)?;
+    let lake = Lake::open(root, lake::Open::Write)?;
     let txn = lake.begin()?;
     let mut by_day: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
     for a in alerts {
@@ -640,8 +640,8 @@ fn write_alerts(root: &Path, from: &str, to: &str, days: &[String], alerts: &[Al
     }
     let mut all: std::collections::BTreeSet<String> = days.iter().cloned().collect();
     all.extend(by_day.keys().cloned());
-    for e in std::fs::read_dir(lake.path(lake::ALERTS)).into_iter().flatten().flatten() {
-        if let Some(d) = e.file_name().to_str().and_then(|n| n.strip_prefix("date="))
+    for name in lake.subdirs(lake::ALERTS)? {
+        if let Some(d) = name.strip_prefix("date=")
             && (from..=to).contains(&d)
         {
             all.insert(d.to_string());
@@ -659,7 +659,7 @@ fn write_alerts(root: &Path, from: &str, to: &str, days: &[String], alerts: &[Al
 pub(crate) fn stage_day_alerts(txn: &lake::Txn, day: &str, alerts: &[Alert]) -> Result<(), DetectError> {
     let lake = txn.lake();
     let dir = format!("{}/date={day}", lake::ALERTS);
-    txn.replace(lake::committed_files(lake, &dir, "parquet"));
+    txn.replace(lake::committed_files(lake, &dir, "parquet")?);
     if !alerts.is_empty() {
         let rel = txn.reserve(&dir, "parquet");
         let batch = alert::to_batch(alerts);

@@ -35,7 +35,7 @@ use datafusion::object_store::ObjectStore;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::lake::{Lake, LakeError};
+use crate::lake::{Lake, LakeError, Open};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -69,7 +69,7 @@ pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
 
 /// [`context`] with DataFusion's memory bounded, or planned on a cluster, as `opts` say.
 pub async fn context_with(root: &Path, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
-    let lake = Lake::connect(root).await?;
+    let lake = Lake::open(root, Open::Read)?;
     let config = SessionConfig::new().with_information_schema(true);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = opts.memory_limit {
@@ -83,7 +83,7 @@ pub async fn context_with(root: &Path, opts: &EngineOptions) -> Result<SessionCo
         Some(r) => (r.store.clone(), ObjectStoreUrl::parse(format!("s3://{}", r.url.host_str().unwrap_or_default()))?),
         None => (Arc::new(LocalFileSystem::new()), ObjectStoreUrl::local_filesystem()),
     };
-    let store = verify::VerifiedStore::new(inner, lake.checks().await?);
+    let store = verify::VerifiedStore::new(inner, lake.file_checks()?);
     ctx.register_object_store(url.as_ref(), Arc::new(store));
     udf::register_all(&ctx);
     if let Some(c) = &opts.cluster {

@@ -218,7 +218,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     for i in &mut inputs {
         i.display = crate::secrets::redact_path(&i.display).into_owned();
     }
-    let lake = Lake::open(&opts.lake)?;
+    let lake = Lake::open(&opts.lake, lake::Open::Write)?;
     let txn = lake.begin()?;
 
     let planned = plan::plan(inputs, &lake.commits()?);

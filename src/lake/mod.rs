@@ -1,4 +1,5 @@
-//! The Parquet lake on disk, and the one commit protocol every writer uses.
+//! The Parquet lake (a directory, or a prefix on object storage), and the
+//! one commit protocol every writer uses.
 //! This module holds the layout, commits and recovery; [`write`] holds the
 //! writers that stage a run's files.
 //!
@@ -13,7 +14,8 @@
 //! _stream/<name>/part-<run>-<n>.json                 a watcher's checkpoint (see crate::stream)
 //! _stream/<name>/delivered.jsonl                     alerts a watcher's sinks delivered
 //! _ingest/commits/<run>.json                         one commit record per run
-//! _ingest/lock                                       held while a run writes
+//! _ingest/lock                                       held while a run writes (a lease object on S3)
+//! _ingest/staged/<run>/…                             object-store lakes: a run's files before they are in place
 //! ```
 //!
 //! A run stages every file as `<final>.tmp`, fsyncs it, then writes its commit
@@ -25,25 +27,52 @@
 //! A commit records each file's size, rows and hash; [`check`] verifies them.
 //!
 //! A lake may also live on object storage (`--lake s3://bucket/prefix`, see
-//! [`crate::store`]) with the same layout under the prefix. [`Lake::connect`]
-//! opens either kind for reading, and [`remote`] lists an object-store lake's
-//! commit records. There is no rename on S3, so the protocol above cannot
-//! write there: [`Lake::open`] (every writer) refuses an object-store lake
-//! with one line instead, and readers (sql, serve, report, eval) read it.
+//! [`crate::store`]) with the same layout under the prefix, and every
+//! command reads and writes it the same way. [`Lake::open`] is the one
+//! opener (to write, or to read an existing lake) of either kind;
+//! `storage` holds the few operations that differ (list, read, lock,
+//! commit, recover), so no caller asks which kind it has. There is no rename
+//! on S3, so there the protocol is ([`remote`], [`lease`]):
+//!
+//! - a run still writes its files locally, into a private scratch directory
+//!   ([`staged_path`] points there), so every writer is unchanged;
+//! - at commit each file is uploaded to `_ingest/staged/<run>/<rel>`,
+//!   outside every table directory, so no reader lists it;
+//! - the commit record is created with `PutMode::Create` (If-None-Match):
+//!   the commit point, as the atomic write of the record is locally;
+//! - then each staged object is copied (server-side) to its final key, the
+//!   files the run replaces are deleted, and the staged objects are deleted.
+//!   A reader listing during this copy window may see some of the run's
+//!   files and not others, as a local reader may during the renames;
+//! - `_ingest/lock` is a lease object instead of a file lock: created with
+//!   If-None-Match, renewed with If-Match while the run lives, taken over by
+//!   another writer only once it has gone unrenewed for 30 s;
+//! - recovery, at [`Lake::begin`] under the lease, finishes the runs left
+//!   under `_ingest/staged/` that have a commit record and deletes the rest.
+//!
+//! A watcher's delivery log is a file appended as alerts are delivered: on
+//! an object-store lake it is kept in the scratch directory and the lines of
+//! each micro-batch are committed with the next one as
+//! `_stream/<name>/delivered/part-<run>-<n>.jsonl` (see `crate::stream`).
+//! `lake check` reads local lakes only.
 
 pub mod check;
+pub mod lease;
 pub mod remote;
+mod storage;
 pub mod write;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Location, Remote};
+use storage::{Lock, Storage};
 
 pub use check::FileCheck;
 pub use write::{
@@ -86,10 +115,10 @@ pub enum LakeError {
     Store(#[from] crate::store::StoreError),
     #[error("{url}: {message}; check that the bucket exists, AWS_ENDPOINT_URL and the credentials in the environment")]
     Remote { url: String, message: String },
-    #[error(
-        "{url}: {what} is not supported on an object-store lake yet; read it with sql, serve, report or eval, or use a local lake directory"
-    )]
+    #[error("{url}: {what} is not supported on an object-store lake yet; use a local lake directory")]
     RemoteUnsupported { url: String, what: &'static str },
+    #[error("{url}: this run lost the lake's write lease ({why}); nothing of it was committed: run it again")]
+    LeaseLost { url: String, why: String },
     #[error(
         "{path}: inside the lake {lake}; the lake's own files are not inputs (its quarantine holds records already rejected): pass the original logs"
     )]
@@ -181,118 +210,108 @@ pub struct Commit {
     pub checks: std::collections::BTreeMap<String, FileCheck>,
 }
 
-/// A lake directory (or, for readers, an object-store prefix). Opening it
-/// takes no lock; [`Lake::begin`] does.
+/// How [`Lake::open`] opens a lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// To write: creates an empty lake where there is none.
+    Write,
+    /// An existing lake (events/ present), created nowhere.
+    Read,
+}
+
+/// A lake: a directory, or a prefix on object storage. Opening it takes no
+/// lock; [`Lake::begin`] does.
 #[derive(Debug, Clone)]
 pub struct Lake {
     /// The directory; for an object-store lake, its URL (for messages only).
     root: PathBuf,
-    remote: Option<Remote>,
-}
-
-/// Where `root` (a path, `file://` or object-store URL) is: a local
-/// directory, or `Err` naming what `what` cannot do on an object-store lake.
-fn local_root(root: &Path, what: &'static str) -> Result<PathBuf, LakeError> {
-    match Location::parse(&root.to_string_lossy())? {
-        Location::Local(p) => Ok(p),
-        Location::Remote(r) => Err(LakeError::RemoteUnsupported { url: r.url.to_string(), what }),
-    }
+    storage: Storage,
 }
 
 impl Lake {
-    /// Opens (creating if needed) the lake at `root`.
-    pub fn open(root: &Path) -> Result<Lake, LakeError> {
-        let root = &local_root(root, "writing (ingest, baseline, detect, run, watch)")?;
-        refuse_foreign(root)?;
-        for d in [EVENTS, ALERTS, QUARANTINE, SECRET_EXPOSURES, COMMITS] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
-        }
-        Ok(Lake { root: root.to_path_buf(), remote: None })
-    }
-
-    /// Opens an existing lake without creating anything (for readers).
-    pub fn existing(root: &Path) -> Result<Lake, LakeError> {
-        let root = &local_root(root, "this command")?;
-        let events = root.join(EVENTS);
-        if !events.is_dir() {
-            refuse_foreign(root)?;
-            return Err(LakeError::NoLake { path: root.to_path_buf() });
-        }
-        Ok(Lake { root: root.to_path_buf(), remote: None })
-    }
-
-    /// Opens an existing lake for reading, local or on object storage.
-    pub async fn connect(root: &Path) -> Result<Lake, LakeError> {
+    /// Opens the lake at `root`: a path, `file://` or object-store URL.
+    pub fn open(root: &Path, mode: Open) -> Result<Lake, LakeError> {
         match Location::parse(&root.to_string_lossy())? {
-            Location::Local(p) => Lake::existing(&p),
+            Location::Local(root) => {
+                match mode {
+                    Open::Write => {
+                        refuse_foreign(&root)?;
+                        for d in [EVENTS, ALERTS, QUARANTINE, SECRET_EXPOSURES, COMMITS] {
+                            let p = root.join(d);
+                            fs::create_dir_all(&p).map_err(io_err(&p))?;
+                        }
+                    }
+                    Open::Read if !root.join(EVENTS).is_dir() => {
+                        refuse_foreign(&root)?;
+                        return Err(LakeError::NoLake { path: root });
+                    }
+                    Open::Read => {}
+                }
+                Ok(Lake { storage: Storage::Dir(root.clone()), root })
+            }
             Location::Remote(r) => {
-                remote::require_lake(&r).await?;
-                Ok(Lake { root: PathBuf::from(r.url.as_str()), remote: Some(r) })
+                let root = PathBuf::from(r.url.as_str());
+                Ok(Lake { root, storage: Storage::Objects(remote::Objects::open(r, mode == Open::Write)?) })
             }
         }
     }
 
     /// The object store and prefix of an object-store lake; `None` for a directory.
     pub fn remote(&self) -> Option<&Remote> {
-        self.remote.as_ref()
+        match &self.storage {
+            Storage::Objects(o) => Some(&o.remote),
+            Storage::Dir(_) => None,
+        }
     }
 
     /// The URL DataFusion lists table directory `dir` at.
     pub fn table_url(&self, dir: &str) -> String {
-        match &self.remote {
+        match self.remote() {
             Some(r) => remote::url_of(r, dir),
             None => format!("{}/", self.path(dir).display()),
         }
     }
 
     /// The names of the entries directly under lake directory `dir` (none if it is missing).
-    pub async fn subdirs(&self, dir: &str) -> Result<Vec<String>, LakeError> {
-        if let Some(r) = &self.remote {
-            return remote::subdirs(r, dir).await;
-        }
-        let path = self.path(dir);
-        let entries = match fs::read_dir(&path) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(LakeError::Io { path, source: e }),
-        };
-        Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+    pub fn subdirs(&self, dir: &str) -> Result<Vec<String>, LakeError> {
+        self.storage.subdirs(dir)
     }
 
-    /// What the commits recorded about each live file, from either kind of lake.
-    pub async fn checks(&self) -> Result<std::collections::BTreeMap<String, FileCheck>, LakeError> {
-        match &self.remote {
-            Some(r) => Ok(check::checks_of(&remote::commits(r).await?)),
-            None => self.file_checks(),
-        }
+    /// The bytes of lake file `rel`, `None` if there is none.
+    pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, LakeError> {
+        self.storage.read(rel)
     }
 
+    /// Files (lake-relative) under `dir`, at any depth, named `*.ext`, with
+    /// their last modification; sorted.
+    pub fn list(&self, dir: &str, ext: &str) -> Result<Vec<(String, SystemTime)>, LakeError> {
+        self.storage.list(dir, ext)
+    }
+
+    /// Where a file the lake keeps outside commits (a watcher's delivery log)
+    /// lives on this machine: in place in a directory lake, in the scratch
+    /// directory of an object-store lake (its lines are committed from there).
+    pub fn local_path(&self, rel: &str) -> PathBuf {
+        self.storage.local(rel)
+    }
+
+    /// The directory or URL given.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The path of `rel`: on disk, or its URL (for messages) on object storage.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 
     /// Every committed run, oldest first.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
-        let dir = self.root.join(COMMITS);
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => {
-                return Err(LakeError::Io { path: dir, source: e });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            let p = entry.path();
-            if p.extension().is_some_and(|e| e == "json") {
-                let text = fs::read(&p).map_err(io_err(&p))?;
-                out.push(parse_commit(&p, &text)?);
+        for (rel, _) in self.storage.list(COMMITS, "json")? {
+            // Forgotten (a watcher's) between listing and reading: no longer a run.
+            if let Some(text) = self.storage.read(&rel)? {
+                out.push(parse_commit(&self.path(&rel), &text)?);
             }
         }
         out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -302,47 +321,16 @@ impl Lake {
     /// Starts a run: takes the lake's write lock (waiting for another run to
     /// finish), then repairs whatever a crashed run left behind.
     pub fn begin(&self) -> Result<Txn, LakeError> {
-        let lock_path = self.root.join(INGEST).join("lock");
-        let lock =
-            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
-        lock.lock().map_err(io_err(&lock_path))?;
-        self.recover()?;
+        let lock = self.storage.lock()?;
+        self.storage.recover(&self.commits()?)?;
         Ok(Txn {
             lake: self.clone(),
             run_id: new_run_id(),
             staged: Mutex::new(Vec::new()),
             replaces: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
-            _lock: lock,
+            lock,
         })
-    }
-
-    /// Rolls committed staged files forward and deletes uncommitted ones.
-    fn recover(&self) -> Result<(), LakeError> {
-        let commits = self.commits()?;
-        for rel in commits.iter().flat_map(|c| &c.replaces) {
-            remove_if_present(&self.root.join(rel))?;
-        }
-        let committed: std::collections::HashSet<String> = commits.into_iter().flat_map(|c| c.files).collect();
-        for entry in walkdir::WalkDir::new(&self.root).into_iter().filter_map(Result::ok) {
-            let p = entry.path();
-            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let Some(final_name) = name.strip_suffix(&format!(".{STAGED}")) else {
-                continue;
-            };
-            let final_path = p.with_file_name(final_name);
-            let rel = final_path.strip_prefix(&self.root).unwrap_or(&final_path).to_string_lossy().replace('\\', "/");
-            if committed.contains(&rel) {
-                tracing::warn!(file = %rel, "completing a file of a run that crashed after its commit");
-                fs::rename(p, &final_path).map_err(io_err(p))?;
-            } else {
-                tracing::warn!(file = %p.display(), "removing a staged file of a run that did not commit");
-                fs::remove_file(p).map_err(io_err(p))?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -352,7 +340,7 @@ impl Lake {
     /// recovery to do with it, and a watcher commits thousands a day.
     pub fn forget(&self, c: &Commit) -> Result<(), LakeError> {
         if c.sources.is_empty() {
-            remove_if_present(&self.root.join(COMMITS).join(format!("{}.json", c.run_id)))?;
+            self.storage.remove(&[format!("{COMMITS}/{}.json", c.run_id)])?;
         }
         Ok(())
     }
@@ -366,7 +354,7 @@ pub struct Txn {
     staged: Mutex<Vec<String>>,
     replaces: Mutex<Vec<String>>,
     seq: AtomicU64,
-    _lock: File,
+    lock: Lock,
 }
 
 impl Txn {
@@ -396,17 +384,17 @@ impl Txn {
     /// Commits every file staged under a reserved path. Nothing is visible
     /// under its final name before this returns.
     pub fn commit(self, sources: Vec<SourceRecord>) -> Result<Commit, LakeError> {
-        let root = self.lake.root.clone();
+        let storage = &self.lake.storage;
         let files: Vec<String> = self
             .staged
             .into_inner()
             .expect("staged list lock")
             .into_iter()
-            .filter(|rel| root.join(format!("{rel}.{STAGED}")).exists())
+            .filter(|rel| storage.staged(rel).exists())
             .collect();
         let checks = files
             .iter()
-            .map(|rel| Ok((rel.clone(), FileCheck::measure(&root.join(format!("{rel}.{STAGED}")))?)))
+            .map(|rel| Ok((rel.clone(), FileCheck::measure(&storage.staged(rel))?)))
             .collect::<Result<_, LakeError>>()?;
         let commit = Commit {
             version: COMMIT_VERSION,
@@ -417,17 +405,8 @@ impl Txn {
             sources,
             checks,
         };
-        let path = root.join(COMMITS).join(format!("{}.json", self.run_id));
-        let text = serde_json::to_vec_pretty(&commit).expect("commit serializes");
-        write_atomic(&path, &text)?;
-        for rel in &commit.files {
-            let fin = root.join(rel);
-            fs::rename(root.join(format!("{rel}.{STAGED}")), &fin).map_err(io_err(&fin))?;
-        }
-        for rel in &commit.replaces {
-            remove_if_present(&root.join(rel))?;
-        }
-        sync_dir(&root.join(COMMITS));
+        let record = serde_json::to_vec_pretty(&commit).expect("commit serializes");
+        storage.commit(&commit, record, &self.lock)?;
         Ok(commit)
     }
 }
@@ -447,21 +426,19 @@ fn remove_if_present(path: &Path) -> Result<(), LakeError> {
     }
 }
 
-/// Committed files (lake-relative) under `dir` with extension `ext`.
-pub fn committed_files(lake: &Lake, dir: &str, ext: &str) -> Vec<String> {
-    let mut out: Vec<String> = walkdir::WalkDir::new(lake.root.join(dir))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == ext))
-        .filter_map(|e| e.path().strip_prefix(&lake.root).ok().map(|p| p.to_string_lossy().replace('\\', "/")))
-        .collect();
-    out.sort();
-    out
+/// Committed files (lake-relative) under `dir` with extension `ext`, sorted.
+pub fn committed_files(lake: &Lake, dir: &str, ext: &str) -> Result<Vec<String>, LakeError> {
+    Ok(lake.list(dir, ext)?.into_iter().map(|(rel, _)| rel).collect())
 }
 
-/// The staged path of a reserved lake-relative path.
-pub fn staged_path(lake: &Lake, rel: &str) -> PathBuf {
-    lake.root.join(format!("{rel}.{STAGED}"))
+/// The path a run writes reserved lake-relative path `rel` to until it
+/// commits (its directory created).
+pub fn staged_path(lake: &Lake, rel: &str) -> Result<PathBuf, LakeError> {
+    let path = lake.storage.staged(rel);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    Ok(path)
 }
 
 fn new_run_id() -> String {
@@ -501,7 +478,7 @@ mod tests {
     #[test]
     fn uncommitted_run_leaves_nothing_and_committed_run_is_completed() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path()).unwrap();
+        let lake = Lake::open(dir.path(), Open::Write).unwrap();
         let b = batch(&[("a", 1)]);
         let rel;
         {
@@ -511,9 +488,9 @@ mod tests {
                 .unwrap();
             // Dropped without commit: a crash.
         }
-        assert!(staged_path(&lake, &rel).exists());
+        assert!(staged_path(&lake, &rel).unwrap().exists());
         let txn = lake.begin().unwrap();
-        assert!(!staged_path(&lake, &rel).exists(), "recovery removes uncommitted files");
+        assert!(!staged_path(&lake, &rel).unwrap().exists(), "recovery removes uncommitted files");
         drop(txn);
 
         let txn = lake.begin().unwrap();
@@ -525,7 +502,7 @@ mod tests {
         assert_eq!(lake.commits().unwrap().len(), 1);
 
         // A crash between the commit record and the rename is rolled forward.
-        fs::rename(lake.path(&rel2), staged_path(&lake, &rel2)).unwrap();
+        fs::rename(lake.path(&rel2), staged_path(&lake, &rel2).unwrap()).unwrap();
         drop(lake.begin().unwrap());
         assert!(lake.path(&rel2).exists());
     }
@@ -533,7 +510,7 @@ mod tests {
     #[test]
     fn commit_records_before_versions_load_and_newer_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path()).unwrap();
+        let lake = Lake::open(dir.path(), Open::Write).unwrap();
         let written = lake.begin().unwrap().commit(vec![]).unwrap();
         assert_eq!(written.version, COMMIT_VERSION);
         let old = r#"{"run_id":"20250101T000000Z-000000000-1","committed_at":"2025-01-01T00:00:00Z","files":[],"sources":[]}"#;

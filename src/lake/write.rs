@@ -5,7 +5,7 @@
 //! run commits (see the module above).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
 
@@ -133,12 +133,12 @@ impl<'t> LakeWriter<'t> {
         let mut q = self.quarantine.lock().expect("writer lock");
         if q.is_none() {
             let rel = self.txn.reserve(QUARANTINE, "jsonl");
-            let path = staged_path(self.txn.lake(), &rel);
+            let path = staged_path(self.txn.lake(), &rel)?;
             let f = File::create(&path).map_err(io_err(&path))?;
             *q = Some((rel, BufWriter::new(f)));
         }
         let (rel, w) = q.as_mut().expect("quarantine writer was just opened");
-        let path = staged_path(self.txn.lake(), rel);
+        let path = self.txn.lake().storage.staged(rel);
         for e in entries {
             serde_json::to_writer(&mut *w, e).map_err(|e| LakeError::Io { path: path.clone(), source: e.into() })?;
             w.write_all(b"\n").map_err(io_err(&path))?;
@@ -153,7 +153,7 @@ impl<'t> LakeWriter<'t> {
         let me = LakeWriter { buffers: Mutex::default(), ..self };
         rest.par_iter().try_for_each(|(day, batches)| me.write_day(day, batches))?;
         if let Some((rel, w)) = me.quarantine.into_inner().expect("writer lock") {
-            let path = staged_path(me.txn.lake(), &rel);
+            let path = me.txn.lake().storage.staged(&rel);
             let f = w.into_inner().map_err(|e| LakeError::Io { path: path.clone(), source: e.into_error() })?;
             f.sync_all().map_err(io_err(&path))?;
         }
@@ -196,10 +196,7 @@ pub fn write_parquet_staged(
     batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<u64, LakeError> {
-    let path = staged_path(lake, rel);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
+    let path = staged_path(lake, rel)?;
     let file = File::create(&path).map_err(io_err(&path))?;
     let pq = |source| LakeError::Parquet { path: path.clone(), source };
     let mut w = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(pq)?;
@@ -216,7 +213,7 @@ pub fn write_parquet_staged(
 
 /// Writes JSON lines as one staged file at the reserved `rel`.
 pub fn write_jsonl_staged<T: Serialize>(lake: &Lake, rel: &str, rows: &[T]) -> Result<(), LakeError> {
-    let path = staged_path(lake, rel);
+    let path = staged_path(lake, rel)?;
     let file = File::create(&path).map_err(io_err(&path))?;
     let mut w = BufWriter::new(file);
     for r in rows {

@@ -13,6 +13,14 @@
 //!   the checkpoint of the read positions it covers, so after a crash (even
 //!   `kill -9`) a restart resumes exactly after the last committed line:
 //!   nothing lost, nothing twice.
+//!
+//! The sinks append each delivery to `_stream/<name>/delivered.jsonl` as it
+//! happens. On an object-store lake, where nothing can be appended, that
+//! file is in the lake's local scratch directory, and the lines it gained
+//! are committed with the next micro-batch (and once more at shutdown) as
+//! `_stream/<name>/delivered/part-<run>-<n>.jsonl`; a restart reads both.
+//! Lines not yet committed at a crash only mean those alerts are sent again,
+//! as deliveries lost to a crash already are.
 
 pub mod live;
 pub mod metrics;
@@ -153,11 +161,12 @@ impl Checkpoint {
 
     /// The checkpoint of watcher `name`, if it committed one.
     pub fn load(lake: &Lake, name: &str) -> Result<Option<Checkpoint>, StreamError> {
-        let Some(rel) = lake::committed_files(lake, &Self::dir(name), "json").pop() else {
+        let Some(rel) = lake::committed_files(lake, &Self::dir(name), "json")?.pop() else {
             return Ok(None);
         };
         let path = lake.path(&rel);
-        let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
+        let Some(bytes) = lake.read(&rel)? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&bytes);
         let mut c: Checkpoint = serde_json::from_str(text.trim())
             .map_err(|source| StreamError::Checkpoint { path: path.clone(), source })?;
         lake::check_version(&path, c.version, CHECKPOINT_VERSION)?;
@@ -199,16 +208,21 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
     if opts.follow.is_empty() {
         return Err(StreamError::NoInputs);
     }
-    let lake = Lake::open(&opts.lake)?;
+    let lake = Lake::open(&opts.lake, lake::Open::Write)?;
     for path in opts.follow.iter().filter_map(|p| glob::glob(p).ok()).flatten().flatten() {
         lake::refuse_inside(&opts.lake, &path)?;
     }
     // Take the lock once now: repairs whatever a crashed run (or watcher) left.
     drop(lake.begin()?);
     let checkpoint = Checkpoint::load(&lake, &opts.name)?.unwrap_or_default();
-    let state_dir = lake.path(&Checkpoint::dir(&opts.name));
-    let delivery_log = state_dir.join("delivered.jsonl");
-    let delivered = sinks::delivered(&delivery_log).map_err(io(delivery_log.display().to_string()))?;
+    let delivery_log = lake.local_path(&format!("{}/delivered.jsonl", Checkpoint::dir(&opts.name)));
+    let mut delivered = sinks::delivered(&delivery_log).map_err(io(delivery_log.display().to_string()))?;
+    for rel in lake::committed_files(&lake, &Deliveries::dir(&opts.name), "jsonl")? {
+        let bytes = lake.read(&rel)?.unwrap_or_default();
+        delivered.extend(sinks::delivered_in(&bytes[..]).map_err(io(rel))?);
+    }
+    // Only an object-store lake commits the log's lines (a local one holds the file itself).
+    let deliveries = lake.remote().map(|_| Deliveries { log: delivery_log.clone(), committed: 0 });
     let (queries, inventory) = (opts.queries.as_deref(), opts.inventory.as_deref());
     let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?;
     for (name, why) in engine.skipped() {
@@ -250,6 +264,7 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
 
     let mut w = Watcher {
         lake,
+        deliveries,
         name: opts.name.clone(),
         positions: checkpoint.files,
         pending: Pending::default(),
@@ -344,16 +359,76 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
         tracing::info!("input ended");
     }
     let summary = w.summary.clone();
+    let (lake, name, deliveries) = (w.lake.clone(), w.name.clone(), w.deliveries.take());
     drop(w);
     if tokio::time::timeout(Duration::from_secs(30), sink_task).await.is_err() {
         tracing::error!("alert sinks did not finish within 30 s; undelivered alerts are sent again on restart");
     }
+    if let Some(mut d) = deliveries {
+        // What the sinks delivered after the last micro-batch.
+        tokio::task::spawn_blocking(move || -> Result<(), StreamError> {
+            if d.pending()? {
+                let txn = lake.begin()?;
+                d.stage(&txn, &name)?;
+                lake.forget(&txn.commit(Vec::new())?)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StreamError::Io { what: "committing to the lake".into(), source: std::io::Error::other(e) })??;
+    }
     Ok(summary)
+}
+
+/// The delivery log of a watcher on an object-store lake: a local file, of
+/// which the first `committed` bytes are in the lake.
+struct Deliveries {
+    log: PathBuf,
+    committed: u64,
+}
+
+impl Deliveries {
+    fn dir(name: &str) -> String {
+        format!("{}/delivered", Checkpoint::dir(name))
+    }
+
+    /// The whole lines the log gained since the last commit.
+    fn new_lines(&self) -> Result<Vec<u8>, StreamError> {
+        let mut bytes = match std::fs::read(&self.log) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(self.log.display().to_string())(e)),
+        };
+        let committed = (self.committed as usize).min(bytes.len());
+        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1).max(committed);
+        bytes.truncate(end);
+        Ok(bytes.split_off(committed))
+    }
+
+    fn pending(&self) -> Result<bool, StreamError> {
+        Ok(!self.new_lines()?.is_empty())
+    }
+
+    /// Stages the new lines into `txn`; counted as committed from here on
+    /// (a failed commit fails the watcher, and a restart starts afresh).
+    fn stage(&mut self, txn: &lake::Txn, name: &str) -> Result<(), StreamError> {
+        let lines = self.new_lines()?;
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let rel = txn.reserve(&Self::dir(name), "jsonl");
+        let path = lake::staged_path(txn.lake(), &rel)?;
+        std::fs::write(&path, &lines).map_err(io(path.display().to_string()))?;
+        self.committed += lines.len() as u64;
+        Ok(())
+    }
 }
 
 /// The loop's state.
 struct Watcher {
     lake: Lake,
+    /// Set on an object-store lake: the delivery log's lines to commit.
+    deliveries: Option<Deliveries>,
     name: String,
     /// Read positions after everything taken so far: the next checkpoint.
     positions: Vec<Position>,
@@ -420,7 +495,8 @@ impl Watcher {
         let mut out = std::io::stdout().lock();
         for a in found.new {
             self.summary.alerts += 1;
-            let labels = vec![("detector".to_string(), a.detector.to_string()), ("severity".into(), a.severity.as_str().into())];
+            let labels =
+                vec![("detector".to_string(), a.detector.to_string()), ("severity".into(), a.severity.as_str().into())];
             self.metrics.alerts.get_or_create(&labels).inc();
             // A closed stdout (a pipe whose reader left) must not stop the watch.
             let _ = writeln!(out, "{}", self.output.render(&a)).and_then(|_| out.flush());
@@ -446,10 +522,13 @@ impl Watcher {
             committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
             files: self.positions.clone(),
         };
-        let lake = self.lake.clone();
-        tokio::task::spawn_blocking(move || commit(&lake, pending, alerts, &checkpoint))
-            .await
-            .map_err(|e| StreamError::Io { what: "committing to the lake".into(), source: std::io::Error::other(e) })??;
+        let (lake, mut deliveries, name) = (self.lake.clone(), self.deliveries.take(), self.name.clone());
+        self.deliveries = tokio::task::spawn_blocking(move || {
+            let staged = |txn: &lake::Txn| deliveries.as_mut().map_or(Ok(()), |d| d.stage(txn, &name));
+            commit(&lake, pending, alerts, &checkpoint, staged).map(|()| deliveries)
+        })
+        .await
+        .map_err(|e| StreamError::Io { what: "committing to the lake".into(), source: std::io::Error::other(e) })??;
         self.live.committed()?;
         self.metrics.live_events.set(self.live.rows() as i64);
         self.summary.flushes += 1;
@@ -464,8 +543,15 @@ impl Watcher {
 
 /// One lake transaction: a crash before it commits leaves nothing (the
 /// positions are not advanced either), after it everything.
-fn commit(lake: &Lake, p: Pending, alerts: Vec<DayAlerts>, checkpoint: &Checkpoint) -> Result<(), StreamError> {
+fn commit(
+    lake: &Lake,
+    p: Pending,
+    alerts: Vec<DayAlerts>,
+    checkpoint: &Checkpoint,
+    also: impl FnOnce(&lake::Txn) -> Result<(), StreamError>,
+) -> Result<(), StreamError> {
     let txn = lake.begin()?;
+    also(&txn)?;
     let w = LakeWriter::new(&txn);
     for events in &p.events {
         w.push(events, &[], &[])?;
@@ -481,7 +567,7 @@ fn commit(lake: &Lake, p: Pending, alerts: Vec<DayAlerts>, checkpoint: &Checkpoi
         }
     }
     let dir = Checkpoint::dir(&checkpoint.name);
-    txn.replace(lake::committed_files(lake, &dir, "json"));
+    txn.replace(lake::committed_files(lake, &dir, "json")?);
     let rel = txn.reserve(&dir, "json");
     lake::write_jsonl_staged(lake, &rel, std::slice::from_ref(checkpoint))?;
     let c = txn.commit(Vec::new())?;
@@ -587,7 +673,7 @@ mod tests {
     #[test]
     fn checkpoints_before_versions_load_redacted_and_newer_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path()).unwrap();
+        let lake = Lake::open(dir.path(), lake::Open::Write).unwrap();
         let state = lake.path(&Checkpoint::dir("w"));
         std::fs::create_dir_all(&state).unwrap();
         // Older builds stored a followed file's path as it was, secrets and all.
@@ -606,5 +692,26 @@ mod tests {
         std::fs::write(&path, future).unwrap();
         let err = Checkpoint::load(&lake, "w").unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("upgrade credtrail"), "{err}");
+    }
+
+    #[test]
+    fn a_delivery_log_commits_each_whole_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&dir.path().join("lake"), lake::Open::Write).unwrap();
+        let log = dir.path().join("delivered.jsonl");
+        let mut d = Deliveries { log: log.clone(), committed: 0 };
+        assert!(!d.pending().unwrap(), "no log yet");
+        // A line the sink is still writing is left for later.
+        std::fs::write(&log, "{\"alert_id\":\"a1\"}\n{\"alert_id\":\"a2").unwrap();
+        let txn = lake.begin().unwrap();
+        d.stage(&txn, "w").unwrap();
+        let c = txn.commit(Vec::new()).unwrap();
+        assert_eq!(c.files.len(), 1);
+        assert_eq!(lake.read(&c.files[0]).unwrap().unwrap(), b"{\"alert_id\":\"a1\"}\n");
+        assert!(!d.pending().unwrap());
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"\"}\n").unwrap();
+        assert_eq!(d.new_lines().unwrap(), b"{\"alert_id\":\"a2\"}\n");
+        let parts = lake::committed_files(&lake, &Deliveries::dir("w"), "jsonl").unwrap();
+        assert_eq!(parts, c.files);
     }
 }

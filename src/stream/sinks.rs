@@ -54,13 +54,17 @@ pub struct SinkOptions {
 
 /// The ids of alerts delivered in earlier runs, from the delivery log.
 pub fn delivered(log: &Path) -> io::Result<HashSet<String>> {
-    let f = match File::open(log) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
-        Err(e) => return Err(e),
-    };
+    match File::open(log) {
+        Ok(f) => delivered_in(BufReader::new(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ids of alerts delivered, from a delivery log's lines.
+pub fn delivered_in(log: impl BufRead) -> io::Result<HashSet<String>> {
     let mut out = HashSet::new();
-    for line in BufReader::new(f).lines() {
+    for line in log.lines() {
         let Ok(v) = serde_json::from_str::<Value>(&line?) else { continue };
         // A `failed` record keeps the reason; the alert is still owed.
         if v.get("failed").is_none()
