@@ -15,23 +15,9 @@
 # BIN (a credtrail binary to measure instead of building one).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-PROFILE=${PROFILE:-release}
+source "$(dirname "$0")/common.sh" bench-history
 CREDENTIALS=${CREDENTIALS:-500}
 RATE_SCALE=${RATE_SCALE:-1}
-SEED=${SEED:-1}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=${BENCH_DIR:-$TARGET/bench-history}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-TIME=/usr/bin/time
-[ -x "$TIME" ] || { echo "needs GNU time at /usr/bin/time (apt-get install time) for peak RSS" >&2; exit 1; }
-
-if [ -z "${BIN:-}" ]; then
-    cargo build --locked --profile "$PROFILE" --bin credtrail >&2
-    case $PROFILE in dev) BIN=$TARGET/debug/credtrail ;; *) BIN=$TARGET/$PROFILE/credtrail ;; esac
-fi
 
 DATA=$WORK/data-c$CREDENTIALS-r$RATE_SCALE-s$SEED
 LAKE=$WORK/lake-c$CREDENTIALS-r$RATE_SCALE-s$SEED
