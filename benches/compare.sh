@@ -15,40 +15,26 @@
 # the defaults give about 5 million events, 2.2 GB, over 7 days), REPEAT (runs of each
 # measurement, the fastest is kept; default 1), PROFILE (cargo profile,
 # default release), BENCH_DIR (scratch space, default target/bench; the
-# generated logs are kept there and reused), RESULTS (where the table goes).
+# generated logs are kept there and reused), RESULTS (where the table goes),
+# BIN (a credtrail binary to measure instead of building one).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-PROFILE=${PROFILE:-release}
+source "$(dirname "$0")/common.sh" bench
 CREDENTIALS=${CREDENTIALS:-1000}
 RATE_SCALE=${RATE_SCALE:-3.6}
 DAYS=${DAYS:-7}
-SEED=${SEED:-1}
 REPEAT=${REPEAT:-1}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=${BENCH_DIR:-$TARGET/bench}
 RESULTS=${RESULTS:-$ROOT/benches/RESULTS.md}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 OUT=$WORK/out
 mkdir -p "$OUT"
 TSV=$WORK/measurements.tsv
 : > "$TSV"
-
-say() { printf '\n== %s\n' "$*" >&2; }
-
-say "building credtrail (profile $PROFILE)"
-cargo build --locked --profile "$PROFILE" --bin credtrail
-case $PROFILE in dev) BIN=$TARGET/debug/credtrail ;; *) BIN=$TARGET/$PROFILE/credtrail ;; esac
 
 if ! python3 -c 'import duckdb' 2>/dev/null; then
     say "installing DuckDB from PyPI"
     python3 -m pip install --quiet --user duckdb || python3 -m pip install --quiet --user --break-system-packages duckdb
 fi
 DUCKDB_VERSION=$(python3 -c 'import duckdb; print(duckdb.__version__)')
-TIME=/usr/bin/time
-[ -x "$TIME" ] || { echo "needs GNU time at /usr/bin/time (apt-get install time) for peak RSS" >&2; exit 1; }
 
 DATA=$WORK/data-d$DAYS-c$CREDENTIALS-r$RATE_SCALE-s$SEED
 if [ ! -f "$DATA/events" ]; then

@@ -15,23 +15,9 @@
 # BIN (a credtrail binary to measure instead of building one).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-PROFILE=${PROFILE:-release}
+source "$(dirname "$0")/common.sh" bench-history
 CREDENTIALS=${CREDENTIALS:-500}
 RATE_SCALE=${RATE_SCALE:-1}
-SEED=${SEED:-1}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=${BENCH_DIR:-$TARGET/bench-history}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-TIME=/usr/bin/time
-[ -x "$TIME" ] || { echo "needs GNU time at /usr/bin/time (apt-get install time) for peak RSS" >&2; exit 1; }
-
-if [ -z "${BIN:-}" ]; then
-    cargo build --locked --profile "$PROFILE" --bin credtrail >&2
-    case $PROFILE in dev) BIN=$TARGET/debug/credtrail ;; *) BIN=$TARGET/$PROFILE/credtrail ;; esac
-fi
 
 DATA=$WORK/data-c$CREDENTIALS-r$RATE_SCALE-s$SEED
 LAKE=$WORK/lake-c$CREDENTIALS-r$RATE_SCALE-s$SEED
@@ -72,3 +58,35 @@ for days in 2 7 28; do
     read -r ns nm < <(run --until "$LAST" --days "$days")
     echo "| $days | $bs | $bm | $rs | $rm | $cs | $cm | $ns | $nm |"
 done
+
+# The nightly `run`'s detection work against DuckDB's (issue 20's target:
+# credtrail ≤ 0.5× DuckDB's time with 28 days of history). The night before
+# made every partial up to the day before PREV; tonight's baseline adds
+# PREV's and merges the window, then detects LAST. DuckDB runs the same
+# baseline and detection SQL as compare.sh (benches/duckdb/) over the window.
+if python3 -c 'import duckdb' 2> /dev/null; then
+    FROM=$(date -u -d "$PREV - 27 days" +%F)
+    DUCK_MODELS=$WORK/duckdb-models
+    rm -rf "$LAKE/models" "$DUCK_MODELS" && mkdir -p "$DUCK_MODELS"
+    "$BIN" baseline --lake "$LAKE" --until "$(date -u -d "$PREV - 1 day" +%F)" --days 28 > /dev/null
+    timed() { "$TIME" -f '%e %M' -o "$WORK/time" "$@" > /dev/null && awk '{ printf "%.2f %d\n", $1, $2 / 1024 }' "$WORK/time"; }
+    read -r cbs cbm < <(timed "$BIN" baseline --lake "$LAKE" --until "$PREV" --days 28)
+    read -r cds cdm < <(timed "$BIN" detect --lake "$LAKE" --date "$LAST" --inventory "$DATA/inventory.csv")
+    read -r dbs dbm < <(timed python3 benches/duckdb_run.py benches/duckdb/baseline.sql \
+        lake="$LAKE" from="$FROM" until="$PREV" models="$DUCK_MODELS")
+    read -r dds ddm < <(timed python3 benches/duckdb_run.py benches/duckdb/detect.sql \
+        lake="$LAKE" day="$LAST" from="$LAST" to="$LAST" baseline="$PREV" models="$DUCK_MODELS" \
+        inventory="$DATA/inventory.csv" alerts="$WORK/duckdb-alerts.parquet")
+    echo
+    echo "Nightly detection with 28 days of history (baseline until $PREV, detect $LAST), DuckDB $(python3 -c 'import duckdb; print(duckdb.__version__)'):"
+    echo
+    echo "| step | credtrail: s | credtrail: peak RSS, MiB | DuckDB: s | DuckDB: peak RSS, MiB |"
+    echo "|---|--:|--:|--:|--:|"
+    echo "| baseline (one new day + merge; DuckDB: the 28-day window) | $cbs | $cbm | $dbs | $dbm |"
+    echo "| detect $LAST | $cds | $cdm | $dds | $ddm |"
+    echo "| **total** | $(awk "BEGIN{print $cbs + $cds}") | | $(awk "BEGIN{print $dbs + $dds}") | |"
+    echo
+    echo "credtrail ÷ DuckDB: $(awk "BEGIN{printf \"%.2f\", ($cbs + $cds) / ($dbs + $dds)}")× (target ≤ 0.5×)"
+else
+    echo "(DuckDB's Python package is missing: \`python3 -m pip install duckdb\` for the nightly comparison)"
+fi

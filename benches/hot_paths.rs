@@ -152,7 +152,13 @@ fn scoring(c: &mut Criterion) {
     };
     g.sample_size(10);
     g.bench_function("baseline_learn_4_days", |b| {
-        let o = baseline::BaselineOptions { lake: lake_dir.clone(), until: until.clone(), days: 28, rescan: false };
+        let o = baseline::BaselineOptions {
+            lake: lake_dir.clone(),
+            until: until.clone(),
+            days: 28,
+            rescan: false,
+            engine: Default::default(),
+        };
         b.iter(|| rt.block_on(baseline::learn(&o)).unwrap().credentials)
     });
     g.bench_function("detect_one_day", |b| {
@@ -167,6 +173,7 @@ fn scoring(c: &mut Criterion) {
             max_age_days: 90,
             tool_categories: None,
             api_risk: None,
+            engine: Default::default(),
         };
         b.iter(|| rt.block_on(detect::detect(&o)).unwrap().alerts.len())
     });

@@ -1,4 +1,5 @@
--- cloud_api_risk: the day's candidate CloudTrail calls, each with what the learned
+-- cloud_api_risk: the day's candidate control-plane calls (CloudTrail, and the
+-- LLM platforms' admin audit logs), each with what the learned
 -- history (baseline `{baseline}`) says about it: whether the credential had
 -- history at all, had called the same API, how many other credentials of
 -- the same principal had (its peers), and whether the source network is
@@ -37,16 +38,18 @@ ev AS (
     CAST(tool AS VARCHAR) AS tool,
     resource, status, detail
   FROM events
-  WHERE date BETWEEN '{from}' AND '{to}' AND source = 'cloudtrail' AND tool IS NOT NULL
+  WHERE date BETWEEN '{from}' AND '{to}' AND tool IS NOT NULL
     -- A call an AWS service made on the credential's behalf (CloudFormation
     -- creating a stack's roles, SQS its service-linked role) names the service
     -- as its source, not an address: it is AWS at work, judged through the
     -- credential's own call that started it.
     AND NOT coalesce(CAST(source_ip AS VARCHAR) LIKE '%.amazonaws.com' OR CAST(source_ip AS VARCHAR) = 'AWS Internal', false)
-    -- Only candidates reach Rust: calls the API risk tiers name (the condition
-    -- below is filled in from the tier file; Rust still checks each entry's
-    -- `when`), and every call of an instance-profile session (`i-…`).
-    AND ({api_risk} OR coalesce(CAST(session_id AS VARCHAR) LIKE 'i-%', false))
+    -- Only candidates reach Rust: calls the API risk tiers name, from any
+    -- log whose mapping writes `service:EventName` tools (CloudTrail, the LLM
+    -- platforms' audit logs; the condition below is filled in from the tier
+    -- file, and Rust still checks each entry's `when`), and every call of an
+    -- EC2 instance-profile session (`i-…`, a CloudTrail notion only).
+    AND ({api_risk} OR (source = 'cloudtrail' AND coalesce(CAST(session_id AS VARCHAR) LIKE 'i-%', false)))
 )
 SELECT
   e.credential_id, e.principal, e.session_id, e.ts, e.request_id, e.source_ip, e.tool, e.resource, e.status,

@@ -28,6 +28,11 @@ WITH ev AS (
   WHERE date BETWEEN '{baseline}' AND '{to}'
     AND source = 'cloudtrail'
     AND session_id LIKE '%ASIA%'
+    -- A call the console's backend made for the session (user agent
+    -- `aws-internal/…`, as CloudTrail records the S3 or EC2 console's own
+    -- requests) comes from an address inside AWS, not from the key's holder:
+    -- AWS at work, like a service's call, is not a second network.
+    AND NOT coalesce(CAST(user_agent AS VARCHAR) LIKE '%aws-internal/%', false)
 ),
 per_network AS (
   SELECT credential_id, session_id, network, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS requests,

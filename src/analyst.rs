@@ -11,7 +11,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{DataFrame, SessionContext};
 
-use crate::engine::{self, EngineError};
+use crate::engine::{self, EngineError, EngineOptions};
 use crate::inventory::{Inventory, InventoryErrors};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +25,8 @@ pub enum AnalystError {
 /// How an analyst's session is set up (the shell and `serve`).
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Bytes DataFusion may hold at once; spilling operators spill, others fail cleanly past it.
-    pub memory_limit: Option<usize>,
+    /// The memory bound and the cluster of the session.
+    pub engine: EngineOptions,
     /// A credential inventory to register as `credentials`.
     pub inventory: Option<PathBuf>,
     /// Let SQL name files (CREATE EXTERNAL TABLE, COPY ... TO); see [`Permit::files`].
@@ -89,7 +89,7 @@ pub async fn analyst_context(
     root: &Path,
     opts: &SessionOptions,
 ) -> Result<(SessionContext, Vec<String>), AnalystError> {
-    let ctx = engine::context_with(root, opts.memory_limit).await?;
+    let ctx = engine::context_with(root, &opts.engine).await?;
     if let Some(path) = &opts.inventory {
         Inventory::load(path)?.register(&ctx)?;
     }

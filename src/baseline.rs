@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -45,7 +46,7 @@ use statrs::statistics::{Data, Median, OrderStatistics};
 
 use crate::columns::{self, ShapeError};
 use crate::engine::catalog::{self, BASELINE_CREDENTIALS};
-use crate::engine::{self, EngineError};
+use crate::engine::{self, EngineError, EngineOptions};
 use crate::lake::{self, Lake, LakeError};
 use crate::time::{DAY_MS, HOUR_MS};
 
@@ -59,7 +60,8 @@ pub const MIN_REQUESTS: u64 = 10;
 /// Observations a seasonal slot needs before it is trusted over the overall figure.
 const MIN_SLOT_OBSERVATIONS: usize = 3;
 
-const HOURLY_SQL: &str = include_str!("../queries/baseline_hourly.sql");
+/// As written: [`hourly_sql`] is the text that runs.
+const HOURLY_TEMPLATE: &str = include_str!("../queries/baseline_hourly.sql");
 const ERROR_MINUTES_SQL: &str = include_str!("../queries/baseline_error_minutes.sql");
 const SCOPE_SQL: &str = include_str!("../queries/baseline_scope.sql");
 const TRANSITIONS_SQL: &str = include_str!("../queries/baseline_transitions.sql");
@@ -101,6 +103,8 @@ pub struct BaselineOptions {
     /// Learn from one scan of the whole window's events (the exact reference
     /// the per-day partials are checked against) instead of merging them.
     pub rescan: bool,
+    /// Where the queries run (a cluster, say).
+    pub engine: EngineOptions,
 }
 
 /// Robust statistics of one hourly metric.
@@ -317,20 +321,33 @@ fn day_ms(d: NaiveDate) -> i64 {
     d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis()
 }
 
+/// The hourly query with its shared fragments expanded, once (as the
+/// detectors' queries are at load).
+fn hourly_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| engine::expand_fragments(HOURLY_TEMPLATE));
+    &SQL
+}
+
+/// Runs `text` (fragments already expanded) over the days `from` to `to`.
 async fn query(ctx: &SessionContext, text: &str, from: &str, to: &str) -> Result<Vec<RecordBatch>, BaselineError> {
-    let text = engine::expand_fragments(text).replace("{from}", from).replace("{to}", to);
+    let text = text.replace("{from}", from).replace("{to}", to);
     Ok(engine::collect(ctx, &text).await?)
 }
 
 /// Where a baseline's hourly, error-minute and scope rows come from: the
-/// events of the whole window, or the window's per-day partials.
+/// events of the whole window ([`Source::window`]), or the window's per-day
+/// partials ([`daily::MERGED`]).
 struct Source {
     hourly: &'static str,
     error_minutes: &'static str,
     scope: &'static str,
 }
 
-const WINDOW: Source = Source { hourly: HOURLY_SQL, error_minutes: ERROR_MINUTES_SQL, scope: SCOPE_SQL };
+impl Source {
+    fn window() -> Source {
+        Source { hourly: hourly_sql(), error_minutes: ERROR_MINUTES_SQL, scope: SCOPE_SQL }
+    }
+}
 
 /// Learns a baseline from `[until - days + 1, until]` and saves it as
 /// version `until`, replacing an earlier one of the same `until`.
@@ -345,13 +362,13 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     let window_end = day_ms(until) + DAY_MS;
     let lake = Lake::open(&opts.lake, lake::Open::Read)?;
     let src = if opts.rescan {
-        &WINDOW
+        Source::window()
     } else {
-        daily::refresh(&lake, from, until).await?;
-        &daily::MERGED
+        daily::refresh(&lake, from, until, &opts.engine).await?;
+        daily::MERGED
     };
     // Opened after the refresh, so the session knows the partials just committed.
-    let ctx = engine::context(&opts.lake).await?;
+    let ctx = engine::context_with(&opts.lake, &opts.engine).await?;
 
     // Hourly series, zero-filled from each credential's first hour in the window.
     // Per credential: its principal (that of its first hour naming one, and
@@ -776,5 +793,13 @@ mod tests {
         let batch = to_batch("credentials", (BASELINE_CREDENTIALS.schema)(), std::slice::from_ref(&c)).unwrap();
         let back: Vec<CredentialBaseline> = rows("credentials", &[batch], unflatten).unwrap();
         assert_eq!(back, vec![c]);
+    }
+
+    #[test]
+    fn the_hourly_query_runs_with_its_fragments_expanded() {
+        assert!(HOURLY_TEMPLATE.contains("{billed_events}"));
+        let sql = hourly_sql();
+        assert!(!sql.contains("{billed_events}") && sql.contains("{from}"), "{sql}");
+        assert!(std::ptr::eq(sql, hourly_sql()), "expanded once");
     }
 }

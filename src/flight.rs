@@ -6,9 +6,10 @@
 //! read-only (no DDL, INSERT, or COPY unless `--allow-files`).
 //!
 //! Who may connect: loopback only unless `--allow-remote`, which needs
-//! tokens ([`auth`]) and TLS (or `--insecure`). Each query runs on a runtime
-//! of its own, so a heavy one cannot starve the gRPC side (new clients,
-//! signals) or other queries; each stops when its client goes away, at its
+//! tokens ([`auth`]) and TLS (or `--insecure`). Queries run as tasks of one
+//! runtime the server starts once ([`QueryRuntime`]), apart from the one
+//! serving gRPC, so a heavy one cannot starve the gRPC side (new clients,
+//! signals) or other queries. Each stops when its client goes away, at its
 //! deadline, or when the server shuts down.
 
 mod auth;
@@ -78,6 +79,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("starting the threads queries run on: {0}")]
+    QueryThreads(std::io::Error),
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -144,16 +147,52 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
     Ok(ServerTlsConfig::new().identity(identity))
 }
 
-/// The runtime one query runs on, shut down without waiting when dropped:
-/// its tasks end at their next await, and its threads when their current
-/// poll returns (a runtime may not be dropped inside another's task otherwise).
+/// The threads every query runs on, for the server's life. Not the gRPC
+/// runtime: an operator may compute for seconds in one poll (a nested-loop
+/// join: one batch against the whole other side), and tokio cannot preempt
+/// it, so on shared workers a heavy query held off new clients and SIGTERM
+/// for over 10 s. A worker per core for each of up to [`THREADED_QUERIES`]
+/// queries (as a runtime per query had), started once rather than per
+/// query, so a busy query leaves workers for the next. Shut down without
+/// waiting when dropped (a runtime may not be dropped inside another's task
+/// otherwise): threads end when their current poll returns.
 struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+/// Queries that get workers of their own; more (up to `--max-queries`) share them.
+const THREADED_QUERIES: usize = 4;
+
+impl QueryRuntime {
+    fn start(max_queries: usize) -> Result<QueryRuntime, ServeError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores * max_queries.clamp(1, THREADED_QUERIES))
+            .thread_name("credtrail-query")
+            .enable_all()
+            .build()
+            .map_err(ServeError::QueryThreads)?;
+        Ok(QueryRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle().clone()
+    }
+}
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// The task one query runs in, aborted when dropped: it ends at its next
+/// await, and dropping its plan's stream stops the tasks the plan spawned.
+struct QueryTask(tokio::task::AbortHandle);
+
+impl Drop for QueryTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -177,7 +216,9 @@ pub async fn serve(
         tracing::info!("{n}");
     }
     let (stop, stopped) = watch::channel(false);
+    let queries = QueryRuntime::start(opts.max_queries)?;
     let service = LakeFlightSql {
+        queries: queries.handle(),
         ctx: Arc::new(ctx),
         permit: Permit { session_changes: false, files: opts.session.allow_files },
         query_timeout: opts.query_timeout,
@@ -213,9 +254,11 @@ pub async fn serve(
 /// The Flight SQL service over one analyst session.
 pub struct LakeFlightSql {
     ctx: Arc<SessionContext>,
+    /// Where queries run: [`QueryRuntime`]'s threads.
+    queries: tokio::runtime::Handle,
     permit: Permit,
     query_timeout: Duration,
-    /// One permit per running query: each has threads of its own, so without
+    /// One permit per running query: each takes cores and memory, so without
     /// a bound any client could start enough of them to exhaust the host.
     slots: Arc<Semaphore>,
     max_queries: usize,
@@ -309,12 +352,11 @@ impl LakeFlightSql {
         Ok(wire_schema(self.plan(query).await?.schema().as_arrow()))
     }
 
-    /// Runs a query on a runtime of its own and streams its batches. Own
-    /// threads, so the OS shares the cores between queries and the gRPC side
-    /// even while an operator computes for seconds without yielding. The
-    /// query ends when the stream is dropped (the client went away), at its
-    /// deadline (the client's `grpc-timeout` or `--query-timeout`, whichever
-    /// is sooner: the client gets DEADLINE_EXCEEDED at once) or at shutdown.
+    /// Runs a query as a task of the [`QueryRuntime`] and streams its
+    /// batches. The query ends when the stream is dropped (the client went
+    /// away), at its deadline (the client's `grpc-timeout` or
+    /// `--query-timeout`, whichever is sooner: the client gets
+    /// DEADLINE_EXCEEDED at once) or at shutdown.
     async fn execute(&self, query: &str, metadata: &MetadataMap) -> Result<Response<DoGetStream>, Status> {
         let df = self.plan(query).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
@@ -326,13 +368,8 @@ impl LakeFlightSql {
         })?;
         let limit = client_timeout(metadata).map_or(self.query_timeout, |t| t.min(self.query_timeout));
         let deadline = tokio::time::Instant::now() + limit;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("credtrail-query")
-            .enable_all()
-            .build()
-            .map_err(|e| Status::resource_exhausted(format!("cannot start the query's threads: {e}")))?;
         let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(2);
-        rt.spawn(async move {
+        let task = self.queries.spawn(async move {
             let mut batches = match df.execute_stream().await {
                 Ok(b) => b,
                 Err(e) => return drop(tx.send(Err(FlightError::Tonic(Box::new(status(e))))).await),
@@ -344,10 +381,11 @@ impl LakeFlightSql {
                 }
             }
         });
-        let state = Running { rx, runtime: Some(QueryRuntime(Some(rt))), stopped: self.stopped.clone(), _slot: slot };
+        let task = Some(QueryTask(task.abort_handle()));
+        let state = Running { rx, task, stopped: self.stopped.clone(), _slot: slot };
         let batches = futures::stream::unfold(state, move |mut s| async move {
-            // Ended: the runtime is gone, so is the query.
-            s.runtime.as_ref()?;
+            // Ended: the task is aborted, so is the query.
+            s.task.as_ref()?;
             let next = tokio::select! {
                 b = s.rx.recv() => Ok(b),
                 _ = tokio::time::sleep_until(deadline) => Err(Status::deadline_exceeded(format!(
@@ -361,7 +399,7 @@ impl LakeFlightSql {
                 Ok(b) => return b.map(|b| (b, s)),
                 Err(ended) => ended,
             };
-            s.runtime = None;
+            s.task = None;
             Some((Err(FlightError::Tonic(Box::new(ended))), s))
         });
         let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from);
@@ -376,7 +414,7 @@ impl LakeFlightSql {
 /// A running query as its response stream holds it: dropping it stops the query.
 struct Running {
     rx: mpsc::Receiver<Result<RecordBatch, FlightError>>,
-    runtime: Option<QueryRuntime>,
+    task: Option<QueryTask>,
     stopped: watch::Receiver<bool>,
     /// Given back when the stream is dropped: the query has ended or its client left.
     _slot: OwnedSemaphorePermit,

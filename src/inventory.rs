@@ -429,9 +429,13 @@ pub struct Usage {
     pub events: u64,
 }
 
-/// First and last use and event count of every credential in the lake.
-pub async fn credential_usage(root: &Path) -> Result<HashMap<String, Usage>, EngineError> {
-    let ctx = engine::context(root).await?;
+/// First and last use and event count of every credential in the lake,
+/// queried as `sessions` say.
+pub async fn credential_usage(
+    root: &Path,
+    sessions: &engine::EngineOptions,
+) -> Result<HashMap<String, Usage>, EngineError> {
+    let ctx = engine::context_with(root, sessions).await?;
     let sql = "SELECT credential_id AS id, min(ts) AS first_seen, max(ts) AS last_seen, \
                count(*) AS events FROM events GROUP BY 1";
     let batches = engine::collect(&ctx, sql).await?;

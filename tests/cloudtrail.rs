@@ -675,3 +675,78 @@ fn api_risk_flag_replaces_the_tiers_and_a_bad_file_is_refused() {
     assert!(err.contains("\"CreateAccessKey\" is not an API"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The LLM platforms' own control planes are judged like AWS's: in an OpenAI organization audit
+/// log, an admin who mints API keys every day does so unnoticed, while another admin's first
+/// API key and the IP allow-list it turns off the same morning alert, with their ATT&CK ids,
+/// against that admin's own week of logins.
+#[test]
+fn an_llm_platform_admin_plane_is_judged_like_aws() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let day0 = 1_772_323_200; // 2026-03-01T00:00:00Z
+    let event = |day: i64, minute: i64, user: &str, kind: &str| {
+        json!({
+            "id": format!("audit_log-{user}-{day}-{minute}"), "object": "organization.audit_log",
+            "type": kind, "effective_at": day0 + day * 86_400 + 36_000 + minute * 60,
+            "actor": {"type": "session", "session": {
+                "user": {"id": format!("user-{user}"), "email": format!("{user}@example.com")},
+                "ip_address": "198.51.100.7", "user_agent": "Mozilla/5.0"}},
+        })
+        .to_string()
+    };
+    let mut lines = Vec::new();
+    for day in 0..6 {
+        for minute in 0..3 {
+            lines.push(event(day, minute, "keysmith", "api_key.created"));
+            lines.push(event(day, minute + 10, "auditor", "login.succeeded"));
+        }
+    }
+    lines.push(event(5, 30, "auditor", "ip_allowlist.config.deactivated"));
+    lines.push(event(5, 31, "auditor", "api_key.created"));
+    let file = work.path().join("openai-audit.jsonl");
+    write(&file, &(lines.join("\n") + "\n"));
+    let (code, summary) = ingest(&lake, &[&file], &[]);
+    assert_eq!(code, 0, "{summary}");
+    let out =
+        credtrail().args(["detect", "--date", "2026-03-06", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let risky: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "cloud_api_risk").collect();
+    let by: BTreeMap<&str, BTreeSet<&str>> = risky.iter().fold(BTreeMap::new(), |mut m, a| {
+        let id = a["mitre_attack"].as_str().unwrap().split(' ').next().unwrap();
+        m.entry(a["credential_id"].as_str().unwrap()).or_insert_with(BTreeSet::new).insert(id);
+        m
+    });
+    assert_eq!(by, BTreeMap::from([("user-auditor", BTreeSet::from(["T1098.001", "T1562.007"]))]), "{risky:#?}");
+    let evidence: BTreeSet<&str> =
+        risky.iter().flat_map(|a| a["evidence"].as_array().unwrap()).filter_map(|e| e.as_str()).collect();
+    assert!(evidence.contains("audit_log-auditor-5-30") && evidence.contains("audit_log-auditor-5-31"), "{risky:#?}");
+}
+
+/// The console's backend calls for a console session from AWS's own addresses (user agent
+/// `aws-internal/…`, as the S3 console's requests are recorded): that is AWS at work, not the
+/// session key used from a second network. The same key from an address of the outside world,
+/// with an ordinary client, still is.
+#[test]
+fn the_consoles_own_requests_are_not_a_second_network() {
+    let work = tempfile::tempdir().unwrap();
+    let console = |mut r: Value| {
+        r["userAgent"] = json!("[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10 OpenJDK_64-Bit_Server_VM]");
+        r
+    };
+    let mut records = Vec::new();
+    for m in 0..20 {
+        let t = format!("2026-11-02T09:{m:02}:00Z");
+        records.push(role_record(&t, "ASIACONSOLE0000001", "alice", "198.51.100.20"));
+        records.push(console(role_record(&t, "ASIACONSOLE0000001", "alice", "10.107.159.90")));
+        records.push(role_record(&t, "ASIASTOLEN00000003", "bob", "198.51.100.21"));
+    }
+    records.push(role_record("2026-11-02T11:00:00Z", "ASIASTOLEN00000003", "bob", "203.0.113.77"));
+    let trail = work.path().join("trail/console.json.gz");
+    delivery_file(&trail, records);
+    let out = run_lake(&trail, None, &work.path().join("lake"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reuse: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "session_key_reuse").collect();
+    let subjects: Vec<&str> = reuse.iter().map(|a| a["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["ASIASTOLEN00000003"], "{reuse:#?}");
+}

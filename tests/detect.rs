@@ -1019,23 +1019,13 @@ fn a_fleet_finding_and_its_members_own_alerts_are_one_incident() {
     let work = tempfile::tempdir().unwrap();
     let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
     let team: Vec<String> = (0..6).map(|i| format!("key_team{i}")).collect();
-    let mut lines = Vec::new();
-    for day in 1..=8 {
-        for hour in 8..20 {
-            for key in &team {
-                // Day 8: the team moves to gpt-4.1; key_team3 only tries it in the first hour.
-                let model = match (day, key.as_str(), hour) {
-                    (8, "key_team3", 8) => "gpt-4.1",
-                    (8, "key_team3", _) => "gpt-4o",
-                    (8, ..) => "gpt-4.1",
-                    _ => "gpt-4o",
-                };
-                for m in [5, 20] {
-                    lines.push(common::request_line(lines.len(), day, (hour, m, 0), key, 200, "10.20.0.7", model, 500));
-                }
-            }
-        }
-    }
+    // Day 8: the team moves to gpt-4.1; key_team3 only tries it in the first hour.
+    let mut lines = team_week(&team, |day, key, hour| match (day, key, hour) {
+        (8, "key_team3", 8) => "gpt-4.1",
+        (8, "key_team3", _) => "gpt-4o",
+        (8, ..) => "gpt-4.1",
+        _ => "gpt-4o",
+    });
     for i in 0..40 {
         lines.push(common::request_line(lines.len(), 8, (12, i, 30), "key_team3", 200, "10.20.0.7", "gpt-4o", 5_000));
     }

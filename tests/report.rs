@@ -219,3 +219,40 @@ fn bad_ranges_and_lakes_are_clear_errors() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("0 incident(s)") && !html.contains("<section class=\"incident\""));
 }
+
+/// A model rolled out to a whole team is one fleet finding (on credential
+/// `fleet`, with its members' detector); the overview's "Fleet findings"
+/// lists it with the team's credentials.
+#[test]
+fn the_overview_lists_fleet_findings_with_their_credentials() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
+    let team: Vec<String> = (0..6).map(|i| format!("key_team{i}")).collect();
+    let lines = team_week(&team, |day, _, _| if day == 8 { "gpt-4.1" } else { "gpt-4o" });
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    api_key_inventory(&inv, &team.iter().map(|k| (k.as_str(), "o@x")).collect::<Vec<_>>());
+    let detect = credtrail()
+        .args(["detect", "--date", "2026-11-08", "--lake"])
+        .arg(&lake)
+        .arg("--inventory")
+        .arg(&inv)
+        .output()
+        .unwrap();
+    assert!(detect.status.success(), "{}", String::from_utf8_lossy(&detect.stderr));
+    let page = work.path().join("fleet.html");
+    let out =
+        credtrail().arg("report").arg("--lake").arg(&lake).args(["--date", "2026-11-08", "-o"]).arg(&page).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (dom, requests) = render(&page, work.path());
+    assert!(requests.is_empty(), "{requests:?}");
+    assert!(dom.contains("<h3>Fleet findings: 1</h3>"), "one fleet finding in the overview");
+    let table = &dom[dom.find("<table id=\"fleet\"").expect("a fleet findings table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(table.contains("fleet_first_seen_model"), "{table}");
+    for key in &team {
+        assert!(table.contains(key.as_str()), "the fleet finding lists {key}: {table}");
+    }
+}

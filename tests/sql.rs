@@ -816,6 +816,21 @@ fn test_certificates(dir: &Path) -> (Vec<u8>, PathBuf, PathBuf) {
     (std::fs::read(dir.join("ca.pem")).unwrap(), dir.join("server.pem"), dir.join("server.key"))
 }
 
+/// `serve --allow-remote` over TLS with [`test_certificates`] made in `dir`
+/// and [`TOKEN`]: the CA's PEM, the server, and its URL.
+fn start_tls_server(dir: &Path) -> (Vec<u8>, Server, String) {
+    let (ca, cert, key) = test_certificates(dir);
+    let args = [
+        std::ffi::OsStr::new("--allow-remote"),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let (server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    (ca, server, url)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_remote_needs_tokens_and_tls_and_serves_over_tls() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -867,15 +882,7 @@ async fn allow_remote_needs_tokens_and_tls_and_serves_over_tls() {
 
     // TLS with a certificate of a CA the client trusts.
     let work = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_certificates(work.path());
-    let args = [
-        std::ffi::OsStr::new("--allow-remote"),
-        "--tls-cert".as_ref(),
-        cert.as_os_str(),
-        "--tls-key".as_ref(),
-        key.as_os_str(),
-    ];
-    let (_server, url) = start_server(&args, &[(credtrail::flight::TOKEN_ENV, TOKEN)]);
+    let (ca, _server, url) = start_tls_server(work.path());
     let port = url.rsplit(':').next().unwrap().to_string();
     assert!(url.starts_with("grpc+tls://"), "{url}");
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name("localhost");
@@ -1046,4 +1053,113 @@ fn ctrl_c_at_the_terminal_cancels_the_query_not_the_shell() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}\n{}", screen.lock().unwrap());
+}
+
+/// `tests/adbc_client.py`: Apache Arrow's ADBC Flight SQL driver (Go, under
+/// Python's DB-API) querying `uri`, with basic auth's password `token` and
+/// trusting the CA in `ca`. Needs the driver installed (`.ci/run` does).
+fn adbc(uri: &str, query: &str, token: Option<&str>, ca: Option<&Path>) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/adbc_client.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script).arg(uri).arg(query);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    if let Some(ca) = ca {
+        cmd.arg("--ca").arg(ca);
+    }
+    let out = cmd.output().expect("python3 runs");
+    assert!(
+        !stderr(&out).contains("ModuleNotFoundError"),
+        "the ADBC Flight SQL driver is missing: `python3 -m pip install adbc-driver-flightsql adbc-driver-manager \
+         pyarrow` (.ci/run pins the versions)\n{}",
+        stderr(&out)
+    );
+    out
+}
+
+/// A real Flight SQL client, as an analyst's notebook connects: the right
+/// token reads what `credtrail sql` reads; a wrong or missing token is
+/// refused; over TLS on loopback it trusts the server through its CA, and a
+/// plain-text or untrusting client gets nothing.
+#[test]
+fn an_adbc_client_needs_the_token_and_reads_what_the_shell_reads_over_tls() {
+    let query = "SELECT credential_id, count(*) AS n, sum(tokens_in) AS tokens_in, min(request_id) AS first_request \
+                 FROM events GROUP BY credential_id ORDER BY credential_id";
+    let expected = json_rows(&sql(&["--format", "json", "-c", query], ""));
+    assert!(expected.len() > 5, "{expected:?}");
+    let rows =
+        |out: &Output| -> Vec<serde_json::Map<String, serde_json::Value>> { serde_json::from_str(&ok(out)).unwrap() };
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("tokens");
+    write(&file, &format!("{TOKEN}\n"));
+    let (_server, url) = start_server(&[std::ffi::OsStr::new("--tokens-file"), file.as_os_str()], &[]);
+    assert!(url.starts_with("grpc://"), "{url}");
+    assert_eq!(rows(&adbc(&url, query, Some(TOKEN), None)), expected);
+    for (token, why) in
+        [(Some("0123456789abcdef0123456789abcdeX"), "not one this server accepts"), (None, "needs a token")]
+    {
+        let out = adbc(&url, query, token, None);
+        assert_eq!(out.status.code(), Some(1), "{token:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{token:?}");
+        let e = stderr(&out);
+        assert!(e.contains("UNAUTHENTICATED") && e.contains(why), "{token:?}: {e}");
+        assert!(!e.contains(TOKEN), "{e}");
+    }
+
+    let (_, _tls_server, url) = start_tls_server(work.path());
+    assert!(url.starts_with("grpc+tls://127.0.0.1:"), "{url}");
+    let ca = work.path().join("ca.pem");
+    assert_eq!(rows(&adbc(&url, query, Some(TOKEN), Some(&ca))), expected);
+    let plain = url.replace("grpc+tls://", "grpc://");
+    for (uri, ca) in [(plain.as_str(), None), (url.as_str(), None)] {
+        let out = adbc(uri, query, Some(TOKEN), ca);
+        assert_eq!(out.status.code(), Some(1), "{uri} without the CA: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{uri}");
+    }
+}
+
+/// Parquet from another writer that carries page CRCs (pyarrow's
+/// `write_page_checksum`) is checked as it is read: a flipped byte in a
+/// page fails the query. The same flip in a file without CRCs reads back as
+/// a changed value, which is what the check is for.
+#[test]
+fn a_flipped_byte_in_a_page_with_a_crc_fails_the_query() {
+    let work = tempfile::tempdir().unwrap();
+    let values: Vec<i64> = (0..1000).map(|i| i * 1_000_003).collect();
+    let write_with = |name: &str, crc: bool| -> PathBuf {
+        let path = work.path().join(name);
+        let py = format!(
+            "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+             t = pa.table({{'v': pa.array([i * 1000003 for i in range(1000)], pa.int64())}})\n\
+             pq.write_table(t, sys.argv[1], compression='NONE', use_dictionary=False, write_page_checksum={})\n",
+            if crc { "True" } else { "False" }
+        );
+        let out = std::process::Command::new("python3").args(["-c", &py]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "pyarrow (.ci/run installs it): {}", stderr(&out));
+        // Flip the lowest bit of value 500, stored once, in the data page (PLAIN, uncompressed).
+        let mut bytes = std::fs::read(&path).unwrap();
+        let needle = values[500].to_le_bytes();
+        let at = bytes.windows(8).position(|w| w == needle).expect("value 500 in the page");
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let sum_of = |path: &Path| {
+        let q = format!(
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}'; SELECT sum(v) AS s FROM t",
+            path.display()
+        );
+        sql(&["--allow-files", "--format", "csv", "-c", &q], "")
+    };
+    let intact: i64 = values.iter().sum();
+    let plain = sum_of(&write_with("plain.parquet", false));
+    let changed: i64 = ok(&plain).lines().nth(1).unwrap().parse().unwrap();
+    assert_eq!((changed - intact).abs(), 1, "without a CRC the flip is a silently changed value");
+
+    let out = sum_of(&write_with("crc.parquet", true));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&changed.to_string()), "no changed value is shown");
+    assert!(stderr(&out).contains("CRC checksum mismatch"), "{}", stderr(&out));
 }

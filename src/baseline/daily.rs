@@ -39,7 +39,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{BaselineError, Source, Transition, conform, query, save};
 use crate::columns;
-use crate::engine::{self, catalog, udf};
+use crate::engine::{self, EngineOptions, catalog, udf};
 use crate::lake::{self, Lake, LakeError};
 use crate::schema::col;
 use crate::time::HOUR_MS;
@@ -74,7 +74,12 @@ const SPLIT_SESSIONS_SQL: &str = "WITH s AS (SELECT * FROM daily_sessions WHERE 
 
 /// Makes the partials of every day in `[from, until]` current, computing
 /// those missing or outdated. Returns how many days were computed.
-pub async fn refresh(lake: &Lake, from: NaiveDate, until: NaiveDate) -> Result<usize, BaselineError> {
+pub async fn refresh(
+    lake: &Lake,
+    from: NaiveDate,
+    until: NaiveDate,
+    engine: &EngineOptions,
+) -> Result<usize, BaselineError> {
     let mut ctx = None;
     let mut computed = 0;
     for day in from.iter_days().take_while(|d| *d <= until) {
@@ -89,7 +94,7 @@ pub async fn refresh(lake: &Lake, from: NaiveDate, until: NaiveDate) -> Result<u
             continue;
         }
         if ctx.is_none() {
-            ctx = Some(engine::context(lake.root()).await?);
+            ctx = Some(engine::context_with(lake.root(), engine).await?);
         }
         compute(ctx.as_ref().expect("opened above"), lake, &day, files).await?;
         computed += 1;
@@ -138,7 +143,7 @@ fn covered(lake: &Lake, day: &str) -> Result<Covered, BaselineError> {
 /// Computes and commits day's partials from its events, which are `files`.
 async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String>) -> Result<(), BaselineError> {
     let hourly =
-        conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::HOURLY_SQL, day, day).await?)?;
+        conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::hourly_sql(), day, day).await?)?;
     let minutes = query(ctx, super::ERROR_MINUTES_SQL, day, day).await?;
     let minutes = conform("daily_error_minutes", (catalog::DAILY_ERROR_MINUTES.schema)(), &minutes)?;
     let scope = day_scope(&query(ctx, SCOPE_COLUMNS_SQL, day, day).await?)?;

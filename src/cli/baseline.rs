@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use credtrail::engine::EngineOptions;
 use credtrail::{baseline, detect, report};
 
 use super::LakeArg;
@@ -31,7 +32,6 @@ pub struct BaselineArgs {
 }
 
 pub async fn run(a: BaselineArgs) -> Result<ExitCode> {
-    a.cluster.select()?;
     let lake = a.lake.lake;
     let until = match a.until {
         Some(u) => u,
@@ -40,7 +40,8 @@ pub async fn run(a: BaselineArgs) -> Result<ExitCode> {
             None => anyhow::bail!("{}: the lake has no events to learn from", lake.display()),
         },
     };
-    let opts = baseline::BaselineOptions { lake: lake.clone(), until, days: a.days, rescan: a.rescan };
+    let engine = EngineOptions { cluster: a.cluster.cluster, ..Default::default() };
+    let opts = baseline::BaselineOptions { lake: lake.clone(), until, days: a.days, rescan: a.rescan, engine };
     let s = baseline::learn(&opts).await?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);

@@ -68,16 +68,6 @@ pub struct ClusterArg {
     pub cluster: Option<Cluster>,
 }
 
-impl ClusterArg {
-    /// Sends every session this process opens from now on to the cluster, if one was given.
-    pub fn select(&self) -> Result<()> {
-        if let Some(c) = &self.cluster {
-            cluster::select(c.clone())?;
-        }
-        Ok(())
-    }
-}
-
 fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
     let port = port.parse().map_err(|_| format!("{text:?}: {port:?} is not a port"))?;

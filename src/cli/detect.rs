@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use credtrail::engine::EngineOptions;
 use credtrail::html::{self, ReportOptions};
 use credtrail::report::{self, AlertOutput};
 use credtrail::{detect, time};
@@ -44,7 +45,6 @@ pub struct DetectCommon {
 }
 
 pub async fn run(a: DetectArgs) -> Result<ExitCode> {
-    a.detect.cluster.select()?;
     let lake = &a.lake.lake;
     let (from, to) = match a.days.range() {
         Some(range) => range,
@@ -77,6 +77,7 @@ pub async fn detect_and_print(
         max_age_days: c.max_age_days,
         tool_categories: d.tool_categories.clone(),
         api_risk: d.api_risk.clone(),
+        engine: EngineOptions { cluster: c.cluster.cluster.clone(), ..Default::default() },
     };
     let report = detect::detect(&opts).await?;
     print!("{}", c.output.render(&report));

@@ -61,7 +61,7 @@ async fn check_inventory(path: &Path, lake: Option<&Path>, a: &CheckArgs) -> Res
         None => chrono::Utc::now().timestamp_millis(),
     };
     let usage = match lake {
-        Some(l) => Some(credtrail::inventory::credential_usage(l).await?),
+        Some(l) => Some(credtrail::inventory::credential_usage(l, &Default::default()).await?),
         None => None,
     };
     let opts =

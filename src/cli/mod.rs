@@ -205,7 +205,10 @@ pub struct SessionArgs {
 impl SessionArgs {
     pub fn options(&self) -> credtrail::analyst::SessionOptions {
         credtrail::analyst::SessionOptions {
-            memory_limit: Some(self.memory_limit),
+            engine: credtrail::engine::EngineOptions {
+                memory_limit: Some(self.memory_limit),
+                cluster: self.cluster.cluster.clone(),
+            },
             inventory: self.inventory.clone(),
             allow_files: self.allow_files,
         }

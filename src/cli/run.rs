@@ -26,7 +26,6 @@ pub struct RunArgs {
 }
 
 pub async fn run(a: RunArgs) -> Result<ExitCode> {
-    a.detect.cluster.select()?;
     let summary = ingest_and_print(a.inputs, &a.common).await?;
     let lake = &a.common.lake.lake;
     // The days this run brought in; on a rerun with nothing new, the whole lake.

@@ -42,14 +42,13 @@ pub struct ServeArgs {
     /// deadline wins. E.g. 30s, 5m.
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     query_timeout: Duration,
-    /// Most queries that may run at once; one more is refused with RESOURCE_EXHAUSTED (each query has threads of
-    /// its own, so this bounds what clients can make the host do).
+    /// Most queries that may run at once; one more is refused with RESOURCE_EXHAUSTED (each query takes cores and
+    /// memory, so this bounds what clients can make the host do).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_queries: u16,
 }
 
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
-    a.session.cluster.select()?;
     let tokens = flight::Tokens::load(a.tokens_file.as_deref(), std::env::var(flight::TOKEN_ENV).ok().as_deref())?;
     let tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => Some(flight::TlsFiles { cert, key }),

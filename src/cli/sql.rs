@@ -41,7 +41,6 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 /// The shell reads lines and blocks on each query: it runs on the blocking
 /// pool, off the runtime's workers, and its queries run on the same runtime.
 pub async fn run(a: SqlArgs) -> Result<ExitCode> {
-    a.session.cluster.select()?;
     let opts = shell::ShellOptions {
         lake: a.session.lake.lake.clone(),
         session: a.session.options(),

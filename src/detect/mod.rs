@@ -35,7 +35,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect, execution_plan::reset_pl
 use crate::alert::{self, Alert, Severity};
 use crate::baseline::{self, Baseline, BaselineError, BaselineOptions};
 use crate::columns::{self, ShapeError};
-use crate::engine::{self, EngineError};
+use crate::engine::{self, EngineError, EngineOptions};
 use crate::inventory::{self, Inventory, InventoryErrors};
 use crate::lake::{self, Lake, LakeError};
 use crate::suppress::Suppressions;
@@ -94,6 +94,8 @@ pub struct DetectOptions {
     pub tool_categories: Option<PathBuf>,
     /// API risk tiers (cloud_api_risk) replacing the built-in ones.
     pub api_risk: Option<PathBuf>,
+    /// Where the queries run (a cluster, say).
+    pub engine: EngineOptions,
 }
 
 #[derive(Debug)]
@@ -282,6 +284,8 @@ pub struct Engine {
     /// A user's API risk tiers (None: the built-in ones), and their SQL filter.
     api_risk: Option<ApiRisk>,
     api_risk_sql: String,
+    /// How its sessions (and the baselines it learns) run.
+    sessions: EngineOptions,
 }
 
 impl Engine {
@@ -298,7 +302,13 @@ impl Engine {
         };
         let api_risk = api_risk.map(ApiRisk::load).transpose()?;
         let api_risk_sql = api_risk_filter(api_risk.as_ref().unwrap_or(ApiRisk::builtin()));
-        Ok(Engine { plans: plan(queries)?, inventory, categories, api_risk, api_risk_sql })
+        let sessions = EngineOptions::default();
+        Ok(Engine { plans: plan(queries)?, inventory, categories, api_risk, api_risk_sql, sessions })
+    }
+
+    /// The engine with its sessions run as `sessions` say (on a cluster, say).
+    pub fn with_sessions(self, sessions: EngineOptions) -> Engine {
+        Engine { sessions, ..self }
     }
 
     pub fn inventory(&self) -> Option<&Inventory> {
@@ -317,7 +327,7 @@ impl Engine {
 
     /// A session over the lake with the inventory registered as `credentials`.
     pub async fn session(&self, lake: &Path) -> Result<datafusion::prelude::SessionContext, DetectError> {
-        let ctx = engine::context(lake).await?;
+        let ctx = engine::context_with(lake, &self.sessions).await?;
         if let Some(inv) = &self.inventory {
             inv.register(&ctx)?;
         }
@@ -338,7 +348,13 @@ impl Engine {
         if baseline::versions(lake).await.contains(&until) && !baseline::is_stale(lake, &until) {
             return Ok((Some(until), false));
         }
-        let o = BaselineOptions { lake: lake.to_path_buf(), until: until.clone(), days: baseline_days, rescan: false };
+        let o = BaselineOptions {
+            lake: lake.to_path_buf(),
+            until: until.clone(),
+            days: baseline_days,
+            rescan: false,
+            engine: self.sessions.clone(),
+        };
         match baseline::learn(&o).await {
             Ok(_) => Ok((Some(until), true)),
             // The first day of a lake has no history: everything is in cold start.
@@ -474,9 +490,10 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     day_list(&opts.from, &opts.to)?;
     // Only days with events: a lake with one stray record from 1970 must not
     // make a whole-lake run walk fifty years.
-    let days = event_days(&opts.lake, &opts.from, &opts.to).await?;
+    let days = event_days(&opts.lake, &opts.engine, &opts.from, &opts.to).await?;
     let (queries, inventory) = (opts.queries.as_deref(), opts.inventory.as_deref());
-    let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?;
+    let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?
+        .with_sessions(opts.engine.clone());
     let mut alerts = Vec::new();
     let mut learned = Vec::new();
     let mut baselines = Vec::new();
@@ -498,7 +515,7 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     if let Some(inv) = engine.inventory()
         && !days.is_empty()
     {
-        let usage = inventory::credential_usage(&opts.lake).await?;
+        let usage = inventory::credential_usage(&opts.lake, &opts.engine).await?;
         alerts.extend(governance::alerts(inv, &usage, &days, opts.max_age_days));
     }
     if let Some(s) = &opts.suppressions {
@@ -598,8 +615,8 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
 }
 
 /// The days in `[from, to]` that hold events.
-async fn event_days(root: &Path, from: &str, to: &str) -> Result<Vec<String>, DetectError> {
-    let ctx = engine::context(root).await?;
+async fn event_days(root: &Path, sessions: &EngineOptions, from: &str, to: &str) -> Result<Vec<String>, DetectError> {
+    let ctx = engine::context_with(root, sessions).await?;
     // Not a day whose times overflow the nanoseconds date functions compute
     // in (a poisoned record of year 9999 in an older lake): every query over
     // it would fail, and with it the whole run.

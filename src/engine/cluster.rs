@@ -2,10 +2,9 @@
 //! executor processes of such a cluster.
 //!
 //! - [`Cluster`]: where queries go (`df://HOST:PORT`, or `standalone` for a
-//!   scheduler and executor inside this process). A command picks one with
-//!   [`select`] before it opens any session; [`super::context_with`] then
-//!   hands every session's planning to it ([`connect`]). Without a selection
-//!   no code here runs.
+//!   scheduler and executor inside this process). A session asks for one in
+//!   its [`super::EngineOptions`]; [`super::context_with`] then hands its
+//!   planning to it ([`connect`]). Without one no code here runs.
 //! - [`run_scheduler`] / [`run_executor`]: `credtrail cluster scheduler` and
 //!   `executor`. Both know credtrail's SQL functions ([`super::udf`]) and
 //!   [`LakeCodec`], so the cluster plans and runs the same SQL as a local
@@ -25,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use arrow::ipc::reader::StreamReader;
@@ -90,26 +89,6 @@ impl std::fmt::Display for Cluster {
             Cluster::Standalone => f.write_str("standalone"),
         }
     }
-}
-
-/// The cluster every session of this process plans on, once chosen. One
-/// choice per process: a command opens sessions in many places (baseline,
-/// each detector family, the Flight server), and all must agree.
-static SELECTED: OnceLock<Cluster> = OnceLock::new();
-
-/// Sends every session opened from now on to `cluster`. A second, different
-/// choice is refused rather than letting sessions disagree.
-pub fn select(cluster: Cluster) -> Result<(), EngineError> {
-    let chosen = SELECTED.get_or_init(|| cluster.clone());
-    if *chosen != cluster {
-        return Err(EngineError::Cluster(format!("this process already runs its queries on {chosen}, not {cluster}")));
-    }
-    Ok(())
-}
-
-/// The cluster chosen with [`select`], if any.
-pub fn selected() -> Option<&'static Cluster> {
-    SELECTED.get()
 }
 
 /// How long a client waits to reach the scheduler before giving up.

@@ -1,7 +1,8 @@
 //! The query engine: DataFusion sessions over the lake, for every layer
 //! above it (baseline, detect, stream, analyst).
 //!
-//! - this module: the session ([`context`], with an optional memory bound),
+//! - this module: the session ([`context`]; [`context_with`] and
+//!   [`EngineOptions`] for a memory bound or a cluster),
 //!   the one error type [`EngineError`], and [`collect`] / [`replace_table`]
 //!   for running a statement and swapping in-memory tables;
 //! - [`catalog`]: the lake's tables (name, directory, partitioning, schema),
@@ -49,20 +50,29 @@ pub enum EngineError {
     Format(#[from] arrow::error::ArrowError),
 }
 
+/// Where and how a session runs; the default is in this process, unbounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Bytes DataFusion may hold at once; spilling operators spill, others fail cleanly past it.
+    pub memory_limit: Option<usize>,
+    /// Plan and run the session's queries on this Ballista cluster.
+    pub cluster: Option<cluster::Cluster>,
+}
+
 /// A session with every table of the [`catalog`] registered and every
 /// function of [`udf`]: `scope_allows(patterns, value)`,
 /// `robust_z(x, median, mad)`, `ip_in_cidr(ip, cidr)`, `ip_network(ip)` and
 /// `resource_prefix(resource)`.
 pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
-    context_with(root, None).await
+    context_with(root, &EngineOptions::default()).await
 }
 
-/// [`context`] with DataFusion's memory bounded to `memory_limit` bytes.
-pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<SessionContext, EngineError> {
+/// [`context`] with DataFusion's memory bounded, or planned on a cluster, as `opts` say.
+pub async fn context_with(root: &Path, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
     let lake = Lake::open(root, Open::Read)?;
     let config = SessionConfig::new().with_information_schema(true);
     let mut runtime = RuntimeEnvBuilder::new();
-    if let Some(limit) = memory_limit {
+    if let Some(limit) = opts.memory_limit {
         // Fair to spilling operators (sorts, aggregates); tracking names the top consumers in the error.
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(3).expect("3 > 0"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
@@ -71,7 +81,7 @@ pub async fn context_with(root: &Path, memory_limit: Option<usize>) -> Result<Se
     let (url, store) = lake_store(&lake)?;
     ctx.register_object_store(url.as_ref(), store);
     udf::register_all(&ctx);
-    if let Some(c) = cluster::selected() {
+    if let Some(c) = &opts.cluster {
         ctx = cluster::connect(c, ctx.state(), &lake).await?;
     }
     for table in catalog::TABLES {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
@@ -107,6 +109,13 @@ fn valid(token: &str, place: impl FnOnce() -> String) -> Result<Vec<u8>, TokenEr
     Ok(token.as_bytes().to_vec())
 }
 
+/// Basic auth's base64, padded or not: Go's Flight client (under ADBC's
+/// Flight SQL driver) sends it without padding.
+const BASIC: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// The token a call carries: a bearer, or basic auth's password.
 pub fn presented(metadata: &MetadataMap) -> Option<Vec<u8>> {
     let value = metadata.get("authorization")?.to_str().ok()?.trim();
@@ -115,7 +124,7 @@ pub fn presented(metadata: &MetadataMap) -> Option<Vec<u8>> {
     if scheme.eq_ignore_ascii_case("bearer") {
         Some(rest.as_bytes().to_vec())
     } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+        let decoded = BASIC.decode(rest).ok()?;
         let colon = decoded.iter().position(|&b| b == b':')?;
         Some(decoded[colon + 1..].to_vec())
     } else {
@@ -126,6 +135,7 @@ pub fn presented(metadata: &MetadataMap) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose;
 
     const GOOD: &str = "0123456789abcdef0123";
 
@@ -144,8 +154,10 @@ mod tests {
         assert!(!format!("{tokens:?}").contains(GOOD), "never shown");
         assert!(tokens.check(&with(&format!("Bearer {GOOD}"))).is_ok());
         assert!(tokens.check(&with("bearer ffffffffffffffffffff")).is_ok());
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("anyone:{GOOD}"));
+        let basic = general_purpose::STANDARD.encode(format!("anyone:{GOOD}"));
         assert!(tokens.check(&with(&format!("Basic {basic}"))).is_ok());
+        let unpadded = general_purpose::STANDARD_NO_PAD.encode(format!("analyst:{GOOD}"));
+        assert!(!unpadded.ends_with('=') && tokens.check(&with(&format!("Basic {unpadded}"))).is_ok());
         for bad in [format!("Bearer {GOOD}x"), "Bearer 0123".into(), format!("Token {GOOD}"), "Basic !!".into()] {
             let e = tokens.check(&with(&bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad}");

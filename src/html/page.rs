@@ -99,7 +99,8 @@ fn overview(s: &mut String, r: &Report) {
     }
     s.push_str("</table>\n");
 
-    let fleet: Vec<&Alert> = active.iter().filter(|a| a.detector == FLEET).collect();
+    // A fleet finding keeps its members' detector; its credential is FLEET.
+    let fleet: Vec<&Alert> = active.iter().filter(|a| a.credential_id == FLEET).collect();
     findings(s, "Fleet findings", "fleet", &fleet);
     let mut governance: Vec<&Alert> = active.iter().filter(|a| a.detector == "governance").collect();
     governance
@@ -141,12 +142,14 @@ fn findings(s: &mut String, title: &str, id: &str, alerts: &[&Alert]) {
     let _ =
         write!(s, "<table id=\"{id}\"><tr><th>severity</th><th>finding</th><th>credential</th><th>detail</th></tr>\n");
     for a in alerts {
+        // A fleet finding's credentials are its members, listed in `observed`.
+        let credentials = if a.credential_id == FLEET { &a.observed } else { &a.credential_id };
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             severity(a.severity),
             esc(&a.finding),
-            esc(&a.credential_id),
+            esc(credentials),
             esc(&a.explanation)
         );
     }

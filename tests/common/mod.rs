@@ -223,3 +223,21 @@ pub fn issue18_inventory(path: &Path) {
     let keys = ["key_guess", "key_loop", "key_calm", "key_jack", "key_busy", "key_moved"];
     api_key_inventory(path, &keys.map(|k| (k, "o@x")));
 }
+
+/// Each of `team`'s keys at work over November 1–8, 2026: two requests an
+/// hour from 08:00 to 19:59 from 10.20.0.0/24, in time order, with the
+/// model `model(day, key, hour)` names.
+pub fn team_week(team: &[String], model: impl Fn(u32, &str, u32) -> &'static str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for key in team {
+                for m in [5, 20] {
+                    let model = model(day, key, hour);
+                    lines.push(request_line(lines.len(), day, (hour, m, 0), key, 200, "10.20.0.7", model, 500));
+                }
+            }
+        }
+    }
+    lines
+}
