@@ -1,8 +1,9 @@
 //! credtrail on a Ballista cluster: a scheduler and executors as separate
 //! `credtrail cluster …` processes on loopback (and Ballista's in-process
-//! standalone mode), compared with local runs on copies of one lake. The
-//! lake is a directory here; [`lake_copy`] is where an object-store lake
-//! would come in.
+//! standalone mode), compared with local runs on copies of one lake: a
+//! directory, or the same sample ingested into a lake on moto's S3 server
+//! (tests/common/s3.rs), which every process reaches with the same AWS
+//! environment.
 
 use crate::common::*;
 
@@ -46,9 +47,13 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(args: &[&str]) -> Proc {
+/// Environment for a process (AWS_* for an S3 lake), as `S3Server::env` gives it.
+type Env<'a> = &'a [(&'static str, String)];
+
+fn spawn(args: &[&str], env: Env) -> Proc {
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -77,27 +82,35 @@ struct Cluster {
 const EXECUTOR_TIMEOUT: &str = "6s";
 
 fn start_cluster(executors: usize) -> Cluster {
+    start_cluster_with(executors, &[])
+}
+
+/// [`start_cluster`], every process with `env`.
+fn start_cluster_with(executors: usize, env: Env) -> Cluster {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    let scheduler = spawn(&["cluster", "scheduler", "--bind", &bind, "--executor-timeout", EXECUTOR_TIMEOUT]);
+    let scheduler = spawn(&["cluster", "scheduler", "--bind", &bind, "--executor-timeout", EXECUTOR_TIMEOUT], env);
     listening(port);
     let executors = (0..executors)
         .map(|_| {
             let (flight, grpc) = (free_port(), free_port());
-            let e = spawn(&[
-                "cluster",
-                "executor",
-                "--scheduler",
-                &bind,
-                "--bind",
-                &format!("127.0.0.1:{flight}"),
-                "--grpc-port",
-                &grpc.to_string(),
-                "--concurrent-tasks",
-                "2",
-                "--heartbeat",
-                "1s",
-            ]);
+            let e = spawn(
+                &[
+                    "cluster",
+                    "executor",
+                    "--scheduler",
+                    &bind,
+                    "--bind",
+                    &format!("127.0.0.1:{flight}"),
+                    "--grpc-port",
+                    &grpc.to_string(),
+                    "--concurrent-tasks",
+                    "2",
+                    "--heartbeat",
+                    "1s",
+                ],
+                env,
+            );
             listening(flight);
             e
         })
@@ -135,8 +148,13 @@ fn lake_copy(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn run(args: &[&str], lake: &Path, cluster: Option<&str>) -> Output {
+    run_with(&[], args, lake, cluster)
+}
+
+/// [`run`] with `env`; `lake` may be an s3:// URL.
+fn run_with(env: Env, args: &[&str], lake: &Path, cluster: Option<&str>) -> Output {
     let mut cmd = credtrail();
-    cmd.args(args).arg("--lake").arg(lake);
+    cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args).arg("--lake").arg(lake);
     if let Some(c) = cluster {
         cmd.args(["--cluster", c]);
     }
@@ -157,10 +175,26 @@ fn alerts(out: &Output) -> Vec<serde_json::Value> {
 
 /// `baseline` then `detect` on `lake`, locally or on `cluster`: the baseline summary and the alerts.
 fn baseline_and_detect(lake: &Path, cluster: Option<&str>) -> (serde_json::Value, Vec<serde_json::Value>) {
+    baseline_and_detect_with(&[], lake, cluster)
+}
+
+fn baseline_and_detect_with(
+    env: Env,
+    lake: &Path,
+    cluster: Option<&str>,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
     let inv = base_lake().1.to_str().unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&ok(&run(&["baseline", "--json"], lake, cluster))).unwrap();
-    let detected = run(&["detect", "--output", "jsonl", "--inventory", inv], lake, cluster);
+    let baseline = run_with(env, &["baseline", "--json"], lake, cluster);
+    let summary: serde_json::Value = serde_json::from_str(&ok(&baseline)).unwrap();
+    let detected = run_with(env, &["detect", "--output", "jsonl", "--inventory", inv], lake, cluster);
     (summary, alerts(&detected))
+}
+
+/// The baseline summary without the written files' names, which carry each
+/// run's id: everything else must match between runs on the same events.
+fn learned(mut summary: serde_json::Value) -> serde_json::Value {
+    summary.as_object_mut().unwrap().remove("files");
+    summary
 }
 
 /// Queries whose answers must not depend on where they run: the lake's
@@ -171,8 +205,12 @@ SELECT c.credential_id, count(e.request_id) AS n FROM credentials c LEFT JOIN ev
 SELECT detector, alert_id, severity FROM alerts ORDER BY alert_id;";
 
 fn sql(lake: &Path, cluster: Option<&str>, script: &str) -> String {
+    sql_with(&[], lake, cluster, script)
+}
+
+fn sql_with(env: Env, lake: &Path, cluster: Option<&str>, script: &str) -> String {
     let inv = base_lake().1.to_str().unwrap();
-    ok(&run(&["sql", "--format", "json", "--inventory", inv, "-c", script], lake, cluster))
+    ok(&run_with(env, &["sql", "--format", "json", "--inventory", inv, "-c", script], lake, cluster))
 }
 
 #[test]
@@ -186,11 +224,6 @@ fn baseline_detect_sql_and_flight_on_a_cluster_match_a_local_run() {
     let (got_summary, got_alerts) = baseline_and_detect(&remote, Some(&url));
     assert!(!want_alerts.is_empty(), "the sample's anomalies alert");
     assert_eq!(got_alerts, want_alerts, "alerts, ids included");
-    // The written files' names carry each run's id; everything else must match.
-    let learned = |mut s: serde_json::Value| {
-        s.as_object_mut().unwrap().remove("files");
-        s
-    };
     assert_eq!(learned(got_summary), learned(want_summary));
 
     let want = sql(&local, None, QUERIES);
@@ -205,21 +238,9 @@ fn baseline_detect_sql_and_flight_on_a_cluster_match_a_local_run() {
     );
 
     // Flight SQL through `serve --cluster`: the same rows as the local shell.
-    let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"));
-    server
-        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", &url, "--lake"])
-        .arg(&remote)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut server = Proc(server.spawn().unwrap());
-    let mut first = [0u8; 200];
-    let n = server.0.stdout.as_mut().unwrap().read(&mut first).unwrap();
-    let line = String::from_utf8_lossy(&first[..n]).to_string();
-    let addr = line.split("grpc://").nth(1).and_then(|r| r.split_whitespace().next()).expect(&line).to_string();
-    let query = "SELECT credential_id, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
-    let rows = flight_rows(&addr, query);
-    let want: Vec<String> = sql(&local, None, query).lines().map(str::to_string).collect();
+    let (server, addr) = serve(&[], &remote, &url);
+    let rows = flight_rows(&addr, FLIGHT_QUERY);
+    let want: Vec<String> = sql(&local, None, FLIGHT_QUERY).lines().map(str::to_string).collect();
     assert_eq!(rows, want);
     drop(server);
 
@@ -229,6 +250,27 @@ fn baseline_detect_sql_and_flight_on_a_cluster_match_a_local_run() {
     }
     let status = cluster.scheduler.term().expect("scheduler stops on SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+/// What the Flight SQL checks ask.
+const FLIGHT_QUERY: &str = "SELECT credential_id, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
+
+/// `credtrail serve --cluster cluster --lake lake` with `env`, and the address it serves Flight SQL on.
+fn serve(env: Env, lake: &Path, cluster: &str) -> (Proc, String) {
+    let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"));
+    server
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", cluster, "--lake"])
+        .arg(lake)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut server = Proc(server.spawn().unwrap());
+    let mut first = [0u8; 200];
+    let n = server.0.stdout.as_mut().unwrap().read(&mut first).unwrap();
+    let line = String::from_utf8_lossy(&first[..n]).to_string();
+    let addr = line.split("grpc://").nth(1).and_then(|r| r.split_whitespace().next()).expect(&line).to_string();
+    (server, addr)
 }
 
 /// The rows of `query` over Flight SQL at `addr`, as the shell's JSON lines.
@@ -312,4 +354,37 @@ fn an_unreachable_scheduler_is_one_clear_line() {
     }
     let out = credtrail().args(["detect", "--cluster", "10.0.0.1:50050", "--lake"]).arg(&lake).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a malformed address is a usage error");
+}
+
+#[test]
+fn an_s3_lake_on_a_cluster_gives_the_alerts_and_rows_of_a_local_lake() {
+    let s3 = crate::common::s3::S3Server::start();
+    s3.create_bucket("credtrail-cluster");
+    let env = s3.env();
+    let dir = tempfile::tempdir().unwrap();
+    let local = lake_copy(dir.path(), "local");
+    // The base lake's sample, ingested again straight into the bucket.
+    let logs = base_lake().1.with_file_name("logs");
+    let remote = Path::new("s3://credtrail-cluster/lake");
+    let ingested = run_with(&env, &["ingest", "--no-progress", logs.to_str().unwrap()], remote, None);
+    ok(&ingested);
+    let cluster = start_cluster_with(2, &env);
+    let url = cluster.url.clone();
+
+    let (want_summary, want_alerts) = baseline_and_detect(&local, None);
+    let (got_summary, got_alerts) = baseline_and_detect_with(&env, remote, Some(&url));
+    assert!(!want_alerts.is_empty(), "the sample's anomalies alert");
+    assert_eq!(got_alerts, want_alerts, "alerts, ids included");
+    assert_eq!(learned(got_summary), learned(want_summary));
+
+    let want = sql(&local, None, QUERIES);
+    assert_eq!(sql_with(&env, remote, Some(&url), QUERIES), want);
+    // Planned by the cluster, which listed the bucket's event files.
+    let plan = sql_with(&env, remote, Some(&url), "EXPLAIN SELECT credential_id, count(*) FROM events GROUP BY 1");
+    assert!(plan.contains("distributed_plan") && plan.contains("lake/events/date="), "{plan}");
+
+    let (server, addr) = serve(&env, remote, &url);
+    let want: Vec<String> = sql(&local, None, FLIGHT_QUERY).lines().map(str::to_string).collect();
+    assert_eq!(flight_rows(&addr, FLIGHT_QUERY), want);
+    drop(server);
 }

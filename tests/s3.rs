@@ -393,3 +393,38 @@ fn watch_on_an_s3_lake_commits_each_line_once_across_a_kill_and_restart() {
     assert_eq!(keys(&server, "lake/_stream/watch").iter().filter(|k| k.ends_with(".json")).count(), 1);
     assert!(keys(&server, "lake/_ingest/staged").is_empty());
 }
+
+#[test]
+fn a_wrong_secret_or_an_unknown_key_gives_one_line_and_no_secret() {
+    let server = S3Server::start_with_auth(BUCKET);
+    let work = tempfile::tempdir().unwrap();
+    let a = gateway_log(work.path(), "a.jsonl", 0..200);
+    let lake = format!("s3://{BUCKET}/lake");
+    // With the key moto issued, the lake is written and read.
+    ingest_into(&server, &lake, &[&a]);
+    assert_eq!(sql(&server, &lake, COUNT), "n,ids\n200,200\n");
+    let secret = server.env().into_iter().find(|(k, _)| *k == "AWS_SECRET_ACCESS_KEY").unwrap().1;
+    let wrong = "not-the-secret-0f3c9a";
+    let fresh = format!("s3://{BUCKET}/fresh");
+    let input = a.to_str().unwrap();
+    for (args, key_id, code) in [
+        (vec!["sql", "--lake", lake.as_str(), "-c", COUNT], None, "SignatureDoesNotMatch"),
+        (vec!["ingest", "--no-progress", "--lake", lake.as_str(), input], None, "SignatureDoesNotMatch"),
+        (vec!["ingest", "--no-progress", "--lake", fresh.as_str(), input], None, "SignatureDoesNotMatch"),
+        (vec!["sql", "--lake", lake.as_str(), "-c", COUNT], Some("AKIAUNKNOWN000000000"), "InvalidAccessKeyId"),
+    ] {
+        let mut cmd = credtrail();
+        cmd.envs(server.env()).env("AWS_SECRET_ACCESS_KEY", wrong).args(&args).timeout(Duration::from_secs(120));
+        if let Some(id) = key_id {
+            cmd.env("AWS_ACCESS_KEY_ID", id);
+        }
+        let out = cmd.output().unwrap();
+        let err = one_line_failure(&out, &[args[args.iter().position(|a| *a == "--lake").unwrap() + 1], code]);
+        assert!(err.contains("credentials in the environment"), "says what to check: {err}");
+        let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
+        assert!(!all.contains(wrong) && !all.contains(&secret), "{args:?} printed a secret: {all}");
+    }
+    // The refused ingest changed nothing.
+    assert_eq!(sql(&server, &lake, COUNT), "n,ids\n200,200\n");
+    assert!(keys(&server, "fresh").is_empty());
+}

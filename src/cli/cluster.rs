@@ -15,11 +15,16 @@ pub enum ClusterCmd {
     /// Run a Ballista scheduler that plans credtrail's SQL, until SIGTERM or Ctrl-C.
     ///
     /// Clients connect with `--cluster df://HOST:PORT`; executors with `--scheduler HOST:PORT`.
+    /// It lists the lake's files as the client names the lake: give it the
+    /// same path, or for an s3:// lake the same AWS environment (AWS_REGION,
+    /// AWS_ENDPOINT_URL, credentials).
     Scheduler(SchedulerArgs),
     /// Run a Ballista executor for a scheduler, until SIGTERM or Ctrl-C.
     ///
-    /// It reads the lake's files by the path the client names, so every
-    /// executor must see the lake at the same path as the client.
+    /// It reads the lake's files as the client names the lake, so every
+    /// executor must see a local lake at the same path as the client, or
+    /// reach an s3:// lake with its own AWS environment (AWS_REGION,
+    /// AWS_ENDPOINT_URL, credentials).
     Executor(ExecutorArgs),
 }
 

@@ -11,13 +11,20 @@
 //!   session.
 //!
 //! What ships: the lake's tables are listing tables, which Ballista sends by
-//! path (every executor must reach the lake at the same path); in-memory
-//! tables (the inventory as `credentials`) travel inside the plan as Arrow
-//! IPC ([`LakeCodec`]). A job fails as a whole: the client gets every row or
+//! path or URL (every executor must reach the lake at the same path, or the
+//! same `s3://` lake with its own AWS environment); in-memory tables (the
+//! inventory as `credentials`) travel inside the plan as Arrow IPC
+//! ([`LakeCodec`]). A session's configuration names its lake
+//! ([`LakeOptions`], `credtrail.lake`), and the scheduler (which lists the
+//! files) and the executors (which read them) register that lake's store as
+//! the client does ([`super::lake_store`]): S3 or local, verified against
+//! the commit records. A job fails as a whole: the client gets every row or
 //! an error, never a part presented as the whole.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use arrow::ipc::reader::StreamReader;
@@ -28,17 +35,23 @@ use ballista_core::serde::BallistaLogicalExtensionCodec;
 use ballista_core::utils::default_session_builder;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use object_store::ObjectStore;
 
 use super::EngineError;
+use crate::lake::check::Hasher;
+use crate::lake::{COMMITS, Lake, Open};
 
 /// Where a session's queries run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,12 +94,120 @@ impl std::fmt::Display for Cluster {
 /// How long a client waits to reach the scheduler before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `state` (with credtrail's functions and object stores) turned into a
-/// session whose queries are planned and run by `cluster`.
-pub async fn connect(cluster: &Cluster, state: SessionState) -> Result<SessionContext, EngineError> {
+/// credtrail's settings a cluster session carries to the scheduler and
+/// executors: `credtrail.lake`, the lake its queries read (an s3:// URL or an
+/// absolute path), and `credtrail.commits`, which commit records the client
+/// saw (a hash of their names). Written out rather than by DataFusion's
+/// macro, whose entries leave out the prefix, so the scheduler could not set them.
+#[derive(Debug, Clone, Default)]
+pub struct LakeOptions {
+    pub lake: String,
+    pub commits: String,
+}
+
+impl ConfigExtension for LakeOptions {
+    const PREFIX: &'static str = "credtrail";
+}
+
+impl ExtensionOptions for LakeOptions {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let field = match key {
+            "lake" => &mut self.lake,
+            "commits" => &mut self.commits,
+            _ => return Err(DataFusionError::Configuration(format!("credtrail.{key} is not a setting"))),
+        };
+        *field = value.to_string();
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        let entry = |name: &str, value: &String, description| ConfigEntry {
+            key: format!("{}.{name}", Self::PREFIX),
+            value: Some(value.clone()).filter(|v| !v.is_empty()),
+            description,
+        };
+        vec![
+            entry("lake", &self.lake, "the lake the session reads"),
+            entry("commits", &self.commits, "the lake's commit records the client saw"),
+        ]
+    }
+}
+
+/// The configuration a scheduler or executor starts each session from: it
+/// knows [`LakeOptions`], so a client's settings are kept, not dropped.
+fn cluster_config() -> SessionConfig {
+    SessionConfig::new_with_ballista().with_option_extension(LakeOptions::default())
+}
+
+/// Registers the store of the lake `config` names (if any) in `runtime`:
+/// what a scheduler's or executor's session reads the lake's files through.
+fn register_lake(config: &SessionConfig, runtime: &RuntimeEnv) -> Result<()> {
+    let Some(options) = config.options().extensions.get::<LakeOptions>().filter(|o| !o.lake.is_empty()) else {
+        return Ok(());
+    };
+    let (url, store) = lake_store(options).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    runtime.register_object_store(url.as_ref(), store);
+    Ok(())
+}
+
+/// The verified store of the lake `options` names, built (reading every
+/// commit record) once per lake and client view of its commits: every task
+/// an executor decodes asks for it. Opened later than the client's view, it
+/// knows more records than the client's own store, never fewer.
+fn lake_store(options: &LakeOptions) -> Result<(ObjectStoreUrl, Arc<dyn ObjectStore>), EngineError> {
+    type Entry = (String, ObjectStoreUrl, Arc<dyn ObjectStore>);
+    // One entry per lake, its latest view: a long-lived executor keeps no more.
+    static STORES: LazyLock<Mutex<HashMap<String, Entry>>> = LazyLock::new(Mutex::default);
+    if let Some((commits, url, store)) = STORES.lock().expect("lake stores lock").get(&options.lake)
+        && *commits == options.commits
+    {
+        return Ok((url.clone(), Arc::clone(store)));
+    }
+    let lake = Lake::open(Path::new(&options.lake), Open::Read)?;
+    let (url, store) = super::lake_store(&lake)?;
+    let entry = (options.commits.clone(), url.clone(), Arc::clone(&store));
+    STORES.lock().expect("lake stores lock").insert(options.lake.clone(), entry);
+    Ok((url, store))
+}
+
+/// The lake's settings for a cluster session: the name the scheduler and
+/// executors open it by (a URL, or an absolute path: they need not share
+/// the client's working directory), and a hash of its commit records' names.
+fn lake_options(lake: &Lake) -> Result<LakeOptions, EngineError> {
+    let name = match lake.remote() {
+        Some(r) => r.url.to_string(),
+        None => std::path::absolute(lake.root())
+            .map_err(|e| EngineError::Cluster(format!("{}: {e}", lake.root().display())))?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let mut h = Hasher::default();
+    for (rel, _) in lake.list(COMMITS, "json")? {
+        h.update(rel.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(LakeOptions { lake: name, commits: h.hex() })
+}
+
+/// `state` (with credtrail's functions and object stores, over `lake`)
+/// turned into a session whose queries are planned and run by `cluster`.
+pub async fn connect(cluster: &Cluster, state: SessionState, lake: &Lake) -> Result<SessionContext, EngineError> {
     let config = state
         .config()
         .clone()
+        .with_option_extension(lake_options(lake)?)
         .upgrade_for_ballista()
         .with_ballista_logical_extension_codec(Arc::new(LakeCodec::default()))
         // Ballista 55's adaptive planner re-plans the baseline's billed-events
@@ -166,8 +287,11 @@ fn ballista(e: ballista_core::error::BallistaError) -> EngineError {
 
 /// A session state with credtrail's SQL functions: what the scheduler plans
 /// with and the executors' function registry.
+/// With the store of the lake the configuration names, if any.
 fn state_with_functions(config: SessionConfig) -> Result<SessionState> {
-    let ctx = SessionContext::new_with_state(default_session_builder(config)?);
+    let state = default_session_builder(config)?;
+    register_lake(state.config(), state.runtime_env())?;
+    let ctx = SessionContext::new_with_state(state);
     super::udf::register_all(&ctx);
     Ok(ctx.state())
 }
@@ -193,6 +317,7 @@ pub async fn run_scheduler(opts: SchedulerOptions, shutdown: impl Future<Output 
         // Checks for dead executors at a fraction of the timeout, so one is noticed soon after it.
         expire_dead_executor_interval_seconds: (opts.executor_timeout.as_secs() / 3).clamp(1, 15),
         override_session_builder: Some(Arc::new(state_with_functions)),
+        override_config_producer: Some(Arc::new(cluster_config)),
         override_logical_codec: Some(Arc::new(LakeCodec::default())),
         ..Default::default()
     };
@@ -224,6 +349,17 @@ pub async fn run_executor(opts: ExecutorOptions) -> Result<(), EngineError> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 
     let functions = state_with_functions(SessionConfig::new_with_ballista())?;
+    // Ballista's own runtime, plus the store of each task's lake.
+    let work_dir = opts.work_dir.clone();
+    let runtime = move |config: &SessionConfig| {
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(dir) = &work_dir {
+            runtime = runtime.with_temp_file_path(dir);
+        }
+        let runtime = runtime.build_arc()?;
+        register_lake(config, &runtime)?;
+        Ok(runtime)
+    };
     let config = ExecutorProcessConfig {
         bind_host: opts.bind.ip().to_string(),
         external_host: Some(opts.bind.ip().to_string()),
@@ -235,6 +371,8 @@ pub async fn run_executor(opts: ExecutorOptions) -> Result<(), EngineError> {
         executor_heartbeat_interval_seconds: opts.heartbeat.as_secs().max(1),
         work_dir: opts.work_dir,
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&functions))),
+        override_runtime_producer: Some(Arc::new(runtime)),
+        override_config_producer: Some(Arc::new(cluster_config)),
         override_logical_codec: Some(Arc::new(LakeCodec::default())),
         ..Default::default()
     };
@@ -371,5 +509,21 @@ mod tests {
         let got = ctx.sql("SELECT string_agg(id, ',' ORDER BY id) AS s FROM t").await.unwrap().collect().await.unwrap();
         let s = crate::columns::strings(&got[0], "t", "s").unwrap();
         assert_eq!(s, vec![Some("a,b,c".to_string())]);
+    }
+
+    #[test]
+    fn the_lake_settings_reach_a_scheduler_or_executor_session() {
+        let lake = LakeOptions { lake: "s3://bucket/lake".into(), commits: "0123abcd".into() };
+        let client = SessionConfig::new_with_ballista().with_option_extension(lake);
+        // What Ballista sends with each job, set on the far side's own configuration.
+        let mut far = cluster_config();
+        for e in client.options().entries() {
+            if let Some(v) = e.value {
+                let _ = far.options_mut().set(&e.key, &v);
+            }
+        }
+        let got = far.options().extensions.get::<LakeOptions>().unwrap();
+        assert_eq!((got.lake.as_str(), got.commits.as_str()), ("s3://bucket/lake", "0123abcd"));
+        assert!(far.options_mut().set("credtrail.nope", "x").is_err());
     }
 }

@@ -78,21 +78,28 @@ pub async fn context_with(root: &Path, opts: &EngineOptions) -> Result<SessionCo
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
     let mut ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
-    // Remote or local, every file is read through the verifying store.
-    let (inner, url): (Arc<dyn ObjectStore>, ObjectStoreUrl) = match lake.remote() {
-        Some(r) => (r.store.clone(), ObjectStoreUrl::parse(format!("s3://{}", r.url.host_str().unwrap_or_default()))?),
-        None => (Arc::new(LocalFileSystem::new()), ObjectStoreUrl::local_filesystem()),
-    };
-    let store = verify::VerifiedStore::new(inner, lake.file_checks()?);
-    ctx.register_object_store(url.as_ref(), Arc::new(store));
+    let (url, store) = lake_store(&lake)?;
+    ctx.register_object_store(url.as_ref(), store);
     udf::register_all(&ctx);
     if let Some(c) = &opts.cluster {
-        ctx = cluster::connect(c, ctx.state()).await?;
+        ctx = cluster::connect(c, ctx.state(), &lake).await?;
     }
     for table in catalog::TABLES {
         table.register(&ctx, &lake).await?;
     }
     Ok(ctx)
+}
+
+/// The store a session reads `lake`'s files through, and the URL it serves:
+/// the lake's own store for `s3://…`, the local filesystem otherwise; either
+/// under the verifying store. A cluster's scheduler and executors register
+/// the same one ([`cluster`]).
+pub fn lake_store(lake: &Lake) -> Result<(ObjectStoreUrl, Arc<dyn ObjectStore>), EngineError> {
+    let (inner, url): (Arc<dyn ObjectStore>, ObjectStoreUrl) = match lake.remote() {
+        Some(r) => (r.store.clone(), ObjectStoreUrl::parse(format!("s3://{}", r.url.host_str().unwrap_or_default()))?),
+        None => (Arc::new(LocalFileSystem::new()), ObjectStoreUrl::local_filesystem()),
+    };
+    Ok((url, Arc::new(verify::VerifiedStore::new(inner, lake.file_checks()?))))
 }
 
 /// SQL that several queries share, by placeholder: `{billed_events}` is the

@@ -85,7 +85,8 @@ pub const ALERTS: &str = "alerts";
 pub const QUARANTINE: &str = "quarantine";
 pub const SECRET_EXPOSURES: &str = "secret_exposures";
 const INGEST: &str = "_ingest";
-const COMMITS: &str = "_ingest/commits";
+/// The commit records, one `<run>.json` per run: what has changed in the lake since a listing of it.
+pub const COMMITS: &str = "_ingest/commits";
 const STAGED: &str = "tmp";
 /// Top-level entries only a lake has: a directory holding any of them is a
 /// lake (whatever version made it), and one holding none but other files is not.

@@ -1,6 +1,8 @@
 //! A real S3-compatible server for the object-store tests: moto's standalone
 //! server (`.ci/run` installs it from PyPI), one per test, on a free loopback
 //! port, so tests never share buckets and one can kill its server mid-write.
+//! By default moto checks no credentials; [`S3Server::start_with_auth`] gives
+//! one that checks every request's signature against an IAM access key.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 
-/// Credentials moto accepts (it checks none); never real ones.
+/// Credentials moto accepts when it checks none; never real ones.
 const KEY_ID: &str = "credtrail-test";
 const SECRET: &str = "credtrail-test-secret";
 const REGION: &str = "us-east-1";
@@ -17,9 +19,42 @@ const REGION: &str = "us-east-1";
 pub struct S3Server {
     child: Child,
     pub endpoint: String,
+    key_id: String,
+    secret: String,
 }
 
 impl S3Server {
+    /// A server that checks credentials: a bucket, and an IAM user allowed
+    /// everything whose access key (moto's own, made through its IAM API)
+    /// [`S3Server::env`] gives; from then on moto refuses any request not
+    /// signed with it (InvalidAccessKeyId, SignatureDoesNotMatch).
+    pub fn start_with_auth(bucket: &str) -> S3Server {
+        let mut server = S3Server::start();
+        server.create_bucket(bucket);
+        // Unchecked until reset-auth below; moto routes by the signing scope.
+        let iam = |form: &[(&str, &str)]| {
+            let auth = "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0";
+            let mut resp = ureq::post(&server.endpoint)
+                .header("Authorization", auth)
+                .send_form([&[("Version", "2010-05-08")], form].concat())
+                .expect("moto answers IAM");
+            resp.body_mut().read_to_string().unwrap()
+        };
+        iam(&[("Action", "CreateUser"), ("UserName", "credtrail")]);
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        let put = [("Action", "PutUserPolicy"), ("UserName", "credtrail"), ("PolicyName", "all")];
+        iam(&[&put[..], &[("PolicyDocument", policy)]].concat());
+        let key = iam(&[("Action", "CreateAccessKey"), ("UserName", "credtrail")]);
+        let tag =
+            |name: &str| key.split(&format!("<{name}>")).nth(1).and_then(|r| r.split('<').next()).unwrap().to_string();
+        (server.key_id, server.secret) = (tag("AccessKeyId"), tag("SecretAccessKey"));
+        // From the next request on, every one is authenticated.
+        let reset =
+            ureq::post(&format!("{}/moto-api/reset-auth", server.endpoint)).content_type("text/plain").send("0");
+        reset.expect("moto enforces authentication");
+        server
+    }
+
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> S3Server {
         // Ask the kernel for a free port, then hand it to moto.
@@ -30,7 +65,8 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server runs: install it with `python3 -m pip install 'moto[server]==5.2.5'` (.ci/run does)");
-        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = S3Server { child, endpoint, key_id: KEY_ID.to_string(), secret: SECRET.to_string() };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -49,8 +85,8 @@ impl S3Server {
     /// a user would set it for any S3-compatible store.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ACCESS_KEY_ID", KEY_ID.to_string()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
             ("AWS_REGION", REGION.to_string()),
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_ALLOW_HTTP", "true".to_string()),
@@ -64,8 +100,8 @@ impl S3Server {
             .with_region(REGION)
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
-            .with_access_key_id(KEY_ID)
-            .with_secret_access_key(SECRET)
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
             .build()
             .expect("an S3 client");
         Arc::new(s3)
