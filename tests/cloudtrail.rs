@@ -507,6 +507,15 @@ fn stratus_techniques_are_flagged_with_their_attack_ids() {
     }
 }
 
+/// Ingests `file` into `lake`, detects `day` and returns its cloud_api_risk alerts.
+fn cloud_api_risk_alerts(lake: &Path, file: &Path, day: &str) -> Vec<Value> {
+    let (code, summary) = ingest(lake, &[file], &[]);
+    assert_eq!(code, 0, "{summary}");
+    let out = credtrail().args(["detect", "--date", day, "--output", "jsonl", "--lake"]).arg(lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    alerts_of(&out).into_iter().filter(|a| a["detector"] == "cloud_api_risk").collect()
+}
+
 /// A principal that creates access keys every day learns it: its routine call raises nothing,
 /// while another user's first such call (with history of its own) alerts against it.
 #[test]
@@ -535,12 +544,7 @@ fn a_routine_high_risk_api_does_not_alert() {
     records.push(record(6, "reporter", "AKIAREPORTER00000001", "CreateAccessKey", 30));
     let file = work.path().join("trail.json");
     write(&file, &json!({ "Records": records }).to_string());
-    let (code, summary) = ingest(&lake, &[&file], &[]);
-    assert_eq!(code, 0, "{summary}");
-    let out =
-        credtrail().args(["detect", "--date", "2026-03-06", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let risky: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "cloud_api_risk").collect();
+    let risky = cloud_api_risk_alerts(&lake, &file, "2026-03-06");
     let creds: Vec<&str> = risky.iter().map(|a| a["credential_id"].as_str().unwrap()).collect();
     assert_eq!(creds, ["AKIAREPORTER00000001"], "{risky:#?}");
     assert!(risky[0]["mitre_attack"].as_str().unwrap().starts_with("T1098.001"));
@@ -706,12 +710,7 @@ fn an_llm_platform_admin_plane_is_judged_like_aws() {
     lines.push(event(5, 31, "auditor", "api_key.created"));
     let file = work.path().join("openai-audit.jsonl");
     write(&file, &(lines.join("\n") + "\n"));
-    let (code, summary) = ingest(&lake, &[&file], &[]);
-    assert_eq!(code, 0, "{summary}");
-    let out =
-        credtrail().args(["detect", "--date", "2026-03-06", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let risky: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "cloud_api_risk").collect();
+    let risky = cloud_api_risk_alerts(&lake, &file, "2026-03-06");
     let by: BTreeMap<&str, BTreeSet<&str>> = risky.iter().fold(BTreeMap::new(), |mut m, a| {
         let id = a["mitre_attack"].as_str().unwrap().split(' ').next().unwrap();
         m.entry(a["credential_id"].as_str().unwrap()).or_insert_with(BTreeSet::new).insert(id);
