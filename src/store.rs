@@ -5,8 +5,10 @@
 //! S3 takes the usual AWS configuration from the environment:
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 //! `AWS_REGION`, `AWS_ENDPOINT_URL` (an S3-compatible store) and
-//! `AWS_ALLOW_HTTP=true` (a plain-http endpoint on loopback). Nothing here
-//! prints or logs a credential: errors name the URL and what to do.
+//! `AWS_ALLOW_HTTP=true` (a plain-http endpoint on loopback), and from a
+//! named profile of the AWS shared files ([`Profile`]) for what the
+//! environment leaves unset. Nothing here prints or logs a credential:
+//! errors name the URL and what to do.
 //!
 //! Reading and writing objects from synchronous code (ingest's rayon
 //! workers, the lake's commits, called from async commands too) goes through
@@ -94,7 +96,8 @@ impl Location {
             "file" => url.to_file_path().map(Location::Local).map_err(|()| bad("not an absolute file path".into())),
             "s3" | "s3a" => {
                 let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("no bucket".into()))?;
-                let store = AmazonS3Builder::from_env()
+                let store = Profile::from_env(|k| std::env::var(k).ok())
+                    .apply(AmazonS3Builder::from_env())
                     .with_bucket_name(bucket)
                     .build()
                     .map_err(|source| StoreError::Config { url: text.to_string(), source })?;
@@ -104,6 +107,91 @@ impl Location {
             other => Err(StoreError::Unsupported { url: text.to_string(), scheme: other.to_string() }),
         }
     }
+}
+
+/// What a named profile of the AWS shared files gives, read as the AWS CLI
+/// reads them: static keys from `~/.aws/credentials` (`[name]`), region and
+/// endpoint from `~/.aws/config` (`[profile name]`, or `[default]`), the
+/// files moved by `AWS_SHARED_CREDENTIALS_FILE` and `AWS_CONFIG_FILE`. The
+/// profile is `AWS_PROFILE`, else `default`; the environment's own values win,
+/// as they do for the CLI. SSO and `credential_process` profiles hold no keys
+/// here: export theirs (`aws configure export-credentials --format env`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Profile {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl Profile {
+    /// The profile `env` names, with every value the environment already sets left out.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Profile {
+        let home = env("HOME").map(PathBuf::from);
+        let file =
+            |var: &str, default: &str| env(var).map(PathBuf::from).or_else(|| Some(home.as_ref()?.join(default)));
+        let name = env("AWS_PROFILE").unwrap_or_else(|| "default".to_string());
+        let read = |path: Option<PathBuf>, section: &str| {
+            path.and_then(|p| std::fs::read_to_string(p).ok()).map(|t| ini_section(&t, section)).unwrap_or_default()
+        };
+        let credentials = read(file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"), &name);
+        let config_section = if name == "default" { name.clone() } else { format!("profile {name}") };
+        let config = read(file("AWS_CONFIG_FILE", ".aws/config"), &config_section);
+        // A profile's keys go together: half from the environment, half from a file, signs nothing.
+        let keys_from_file = env("AWS_ACCESS_KEY_ID").is_none() && env("AWS_SECRET_ACCESS_KEY").is_none();
+        let unset = |var: &str| env(var).is_none();
+        let get = |map: &Vec<(String, String)>, key: &str| map.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        Profile {
+            access_key_id: get(&credentials, "aws_access_key_id").filter(|_| keys_from_file),
+            secret_access_key: get(&credentials, "aws_secret_access_key").filter(|_| keys_from_file),
+            session_token: get(&credentials, "aws_session_token").filter(|_| keys_from_file),
+            region: get(&config, "region").filter(|_| unset("AWS_REGION") && unset("AWS_DEFAULT_REGION")),
+            endpoint: get(&config, "endpoint_url").filter(|_| unset("AWS_ENDPOINT_URL") && unset("AWS_ENDPOINT")),
+        }
+    }
+
+    fn apply(self, mut b: AmazonS3Builder) -> AmazonS3Builder {
+        if let Some(v) = self.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = self.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        if let Some(v) = self.session_token {
+            b = b.with_token(v);
+        }
+        if let Some(v) = self.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = self.endpoint {
+            b = b.with_endpoint(v);
+        }
+        b
+    }
+}
+
+/// The `key = value` lines of section `[name]` of an INI text (the AWS
+/// files' format: `#`/`;` comments; indented lines belong to a nested
+/// setting such as `s3 =` and are skipped).
+fn ini_section(text: &str, name: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            inside = section.trim() == name;
+        } else if inside
+            && !line.starts_with(char::is_whitespace)
+            && let Some((k, v)) = t.split_once('=')
+        {
+            out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    out
 }
 
 impl Remote {
@@ -231,6 +319,54 @@ pub fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_fills_what_the_environment_leaves_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let aws = dir.path().join(".aws");
+        std::fs::create_dir(&aws).unwrap();
+        std::fs::write(
+            aws.join("credentials"),
+            "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = d\n\n\
+             [ci]\n# the CI user\naws_access_key_id=AKIACI\naws_secret_access_key = s3cr3t\naws_session_token = t\n",
+        )
+        .unwrap();
+        std::fs::write(
+            aws.join("config"),
+            "[default]\nregion = us-east-1\n[profile ci]\nregion = eu-west-1\ns3 =\n  addressing_style = path\n\
+             endpoint_url = http://127.0.0.1:9000\n",
+        )
+        .unwrap();
+        let home = dir.path().to_string_lossy().into_owned();
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            let home = home.clone();
+            move |k: &str| {
+                if k == "HOME" {
+                    return Some(home.clone());
+                }
+                vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            }
+        };
+        let ci = Profile::from_env(env(&[("AWS_PROFILE", "ci")]));
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            ci,
+            Profile {
+                access_key_id: some("AKIACI"),
+                secret_access_key: some("s3cr3t"),
+                session_token: some("t"),
+                region: some("eu-west-1"),
+                endpoint: some("http://127.0.0.1:9000"),
+            }
+        );
+        assert_eq!(Profile::from_env(env(&[])).access_key_id, some("AKIADEFAULT"));
+        // The environment's own keys and region win, whole.
+        let envkeys =
+            Profile::from_env(env(&[("AWS_PROFILE", "ci"), ("AWS_ACCESS_KEY_ID", "AKIAENV"), ("AWS_REGION", "x")]));
+        assert_eq!((envkeys.access_key_id, envkeys.secret_access_key, envkeys.region), (None, None, None));
+        assert_eq!(Profile::from_env(env(&[("AWS_PROFILE", "missing")])), Profile::default());
+        assert_eq!(Profile::from_env(|_| None), Profile::default());
+    }
 
     #[test]
     fn plain_paths_and_file_urls_are_local() {

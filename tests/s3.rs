@@ -428,3 +428,44 @@ fn a_wrong_secret_or_an_unknown_key_gives_one_line_and_no_secret() {
     assert_eq!(sql(&server, &lake, COUNT), "n,ids\n200,200\n");
     assert!(keys(&server, "fresh").is_empty());
 }
+
+/// The usual AWS configuration includes a named profile: with no key in the environment,
+/// `AWS_PROFILE` picks the keys from `~/.aws/credentials` and the region and endpoint from
+/// `~/.aws/config`, and moto (checking every signature) accepts them; the same profile with a
+/// wrong secret is refused in one line that prints neither secret.
+#[test]
+fn a_named_profile_of_the_aws_files_reaches_the_lake() {
+    let server = S3Server::start_with_auth(BUCKET);
+    let work = tempfile::tempdir().unwrap();
+    let a = gateway_log(work.path(), "a.jsonl", 0..50);
+    let lake = format!("s3://{BUCKET}/lake");
+    ingest_into(&server, &lake, &[&a]);
+    let env: std::collections::HashMap<&str, String> = server.env().into_iter().collect();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    let config =
+        format!("[profile audit]\nregion = {}\nendpoint_url = {}\n", env["AWS_REGION"], env["AWS_ENDPOINT_URL"]);
+    std::fs::write(home.join(".aws/config"), config).unwrap();
+    let query = |secret: &str| {
+        let credentials =
+            format!("[audit]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n", env["AWS_ACCESS_KEY_ID"]);
+        std::fs::write(home.join(".aws/credentials"), credentials).unwrap();
+        let mut cmd = credtrail();
+        for var in
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"]
+        {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", &home).env("AWS_PROFILE", "audit").env("AWS_ALLOW_HTTP", "true");
+        cmd.args(["sql", "--format", "csv", "--lake", &lake, "-c", COUNT]).timeout(Duration::from_secs(120));
+        cmd.output().unwrap()
+    };
+    let out = query(&env["AWS_SECRET_ACCESS_KEY"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n,ids\n50,50\n");
+    let wrong = "not-the-profile-secret-77";
+    let out = query(wrong);
+    let err = one_line_failure(&out, &[&lake, "SignatureDoesNotMatch"]);
+    let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains(wrong) && !all.contains(&env["AWS_SECRET_ACCESS_KEY"]), "{all}");
+}
