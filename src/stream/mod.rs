@@ -392,17 +392,20 @@ impl Deliveries {
         format!("{}/delivered", Checkpoint::dir(name))
     }
 
-    /// The whole lines the log gained since the last commit.
+    /// The whole lines the log gained since the last commit, read from
+    /// there on: the log grows all day, and this runs at every micro-batch.
     fn new_lines(&self) -> Result<Vec<u8>, StreamError> {
-        let mut bytes = match std::fs::read(&self.log) {
-            Ok(b) => b,
+        use std::io::{Read, Seek, SeekFrom};
+        let what = || self.log.display().to_string();
+        let mut file = match std::fs::File::open(&self.log) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(self.log.display().to_string())(e)),
+            Err(e) => return Err(io(what())(e)),
         };
-        let committed = (self.committed as usize).min(bytes.len());
-        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1).max(committed);
-        bytes.truncate(end);
-        Ok(bytes.split_off(committed))
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(self.committed)).and_then(|_| file.read_to_end(&mut bytes)).map_err(io(what()))?;
+        bytes.truncate(bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
+        Ok(bytes)
     }
 
     fn pending(&self) -> Result<bool, StreamError> {
