@@ -8,10 +8,12 @@
 //! Figures (billing's spend per hour, storms' failures per minute) of a
 //! credential in cold start ([`crate::baseline::MIN_DAYS`],
 //! [`crate::baseline::MIN_REQUESTS`]) are judged by a stand-in baseline
-//! ([`stand_in`]): each figure the median of its learned peers' own, when it
-//! has at least [`MIN_PEERS`]; else the same over the fleet (every other
-//! learned credential); else the detector's cold-start rules. The alert
-//! names the level it used.
+//! ([`stand_in`]), the nearest level that knows the work: its principal's
+//! other learned credentials (a rotated key, another key of the same role
+//! or user: one is enough, it is the same identity's work); else its learned
+//! peers, when it has at least [`MIN_PEERS`]; else the fleet (every other
+//! learned credential); else the detector's cold-start rules. Each figure is
+//! the median of the level's members' own. The alert names the level it used.
 
 use crate::baseline::{Baseline, CredentialBaseline, Stats};
 use crate::inventory::Inventory;
@@ -66,7 +68,8 @@ pub(crate) struct StandIn {
 }
 
 /// The usual figures of a credential whose own history is thin (in cold
-/// start): the medians of its [`learned_peers`]' own figures when at least
+/// start): the medians of its principal's other learned credentials' own
+/// figures when there is one, else of its [`learned_peers`]' when at least
 /// [`MIN_PEERS`] exist, else of every other learned credential's (the
 /// fleet) when as many exist, else none (the detector falls back to its
 /// rules). A median, not a mean, so one odd member does not set the level.
@@ -76,6 +79,19 @@ pub(crate) fn stand_in(
     cred: &str,
     principal: Option<&str>,
 ) -> Option<StandIn> {
+    if let Some(p) = principal.filter(|p| *p != cred) {
+        let mut own: Vec<&CredentialBaseline> = b
+            .credentials
+            .values()
+            .filter(|c| c.credential_id != cred && !c.cold_start && c.principal.as_deref() == Some(p))
+            .collect();
+        if !own.is_empty() {
+            own.sort_by(|x, y| x.credential_id.cmp(&y.credential_id));
+            let n = own.len();
+            let level = format!("its principal {p} ({n} other credential{})", if n == 1 { "" } else { "s" });
+            return Some(StandIn { base: medians(cred, &own), level });
+        }
+    }
     let (group, peers) = learned_peers(b, inventory, cred, principal);
     if peers.len() >= MIN_PEERS {
         let level = format!("peers ({} credentials of {group})", peers.len());
@@ -88,11 +104,12 @@ pub(crate) fn stand_in(
         .then(|| StandIn { base: medians(cred, &fleet), level: format!("the fleet ({} credentials)", fleet.len()) })
 }
 
-/// Whether a credential in cold start gets a [`stand_in`] at all: only
-/// when the fleet has [`MIN_PEERS`] other learned credentials (its peers
-/// are among them).
+/// Whether a credential in cold start may get a [`stand_in`]: only when
+/// some other credential has learned history (its principal's needs one,
+/// the peers' and the fleet's [`MIN_PEERS`]). Its principal is not asked:
+/// a gate that opens for one learned credential is never above the bar.
 pub(crate) fn has_stand_in(b: &Baseline, cred: &str) -> bool {
-    b.credentials.values().filter(|c| c.credential_id != cred && !c.cold_start).take(MIN_PEERS).count() >= MIN_PEERS
+    b.credentials.values().any(|c| c.credential_id != cred && !c.cold_start)
 }
 
 /// The upper median of some figures (of an even count, the larger middle
@@ -172,9 +189,32 @@ mod tests {
         assert_eq!(f.level, "the fleet (4 credentials)");
         assert_eq!(f.base.tokens_per_hour.p99, 3_000.0);
         assert!(has_stand_in(&b, "e2"));
-        // Without two other learned credentials there is no level to borrow.
+        // Without two other learned credentials there is no level to borrow,
+        // unless one is the principal's own.
         let mut alone = Baseline::default();
         alone.credentials.insert("e1".into(), learned("e1", "svc:etl-1", 1.0));
-        assert!(stand_in(&alone, None, "e2", Some("svc:etl-2")).is_none() && !has_stand_in(&alone, "e2"));
+        assert!(stand_in(&alone, None, "e2", Some("svc:etl-2")).is_none());
+        let rotated = stand_in(&alone, None, "e1-new", Some("svc:etl-1")).expect("the principal's old key");
+        assert_eq!(rotated.level, "its principal svc:etl-1 (1 other credential)");
+        assert_eq!(rotated.base.tokens_per_hour.p99, 1.0);
+        assert!(has_stand_in(&alone, "e2") && !has_stand_in(&Baseline::default(), "e2"));
+    }
+
+    /// A principal's own other credentials come before its peers: a second
+    /// key of one busy service is judged by that service, not by the team's
+    /// quieter ones.
+    #[test]
+    fn the_principals_own_credentials_come_first() {
+        let mut b = Baseline::default();
+        let mut add = |c: CredentialBaseline| b.credentials.insert(c.credential_id.clone(), c);
+        add(learned("s1", "agent:support-1", 1_000.0));
+        add(learned("s2", "agent:support-2", 3_000.0));
+        add(learned("s3a", "agent:support-3", 50_000.0));
+        let s = stand_in(&b, None, "s3b", Some("agent:support-3")).unwrap();
+        assert_eq!(s.level, "its principal agent:support-3 (1 other credential)");
+        assert_eq!(s.base.tokens_per_hour.p99, 50_000.0);
+        // Another member of the role, with no key of its own learned, gets the peers.
+        let p = stand_in(&b, None, "s4", Some("agent:support-4")).unwrap();
+        assert!(p.level.starts_with("peers (3 credentials"), "{}", p.level);
     }
 }
