@@ -10,16 +10,19 @@ WITH ev AS (
   FROM events
   WHERE date BETWEEN '{from}' AND '{to}' AND credential_id IS NOT NULL
 ),
+-- With the user agent: a call AWS relayed for its caller is not the
+-- caller's network (`caller_network`).
 ips AS (
-  SELECT credential_id, source_ip, min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS requests
-  FROM ev GROUP BY 1, 2
+  SELECT credential_id, source_ip, user_agent, min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS requests
+  FROM ev GROUP BY 1, 2, 3
 ),
 resources AS (
   SELECT credential_id, resource, min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS requests
   FROM ev GROUP BY 1, 2
 ),
 dims AS (
-  SELECT credential_id, 'network' AS dimension, ip_network(source_ip) AS value, first_seen, last_seen, requests FROM ips
+  SELECT credential_id, 'network' AS dimension, caller_network(source_ip, user_agent) AS value, first_seen, last_seen, requests
+    FROM ips
   UNION ALL SELECT credential_id, 'resource_prefix', resource_prefix(resource), first_seen, last_seen, requests FROM resources
   UNION ALL SELECT credential_id, 'user_agent', CAST(user_agent AS VARCHAR), min(ts), max(ts), count(*) FROM ev GROUP BY 1, 3
   UNION ALL SELECT credential_id, 'model', CAST(model AS VARCHAR), min(ts), max(ts), count(*) FROM ev GROUP BY 1, 3

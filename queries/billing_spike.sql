@@ -30,6 +30,7 @@ ev AS (
     arrow_cast(date_bin(INTERVAL '1 hour', ts), 'Timestamp(ms, "UTC")') AS hour,
     request_id,
     source_ip,
+    user_agent,
     model,
     billed_tokens AS tokens,
     billed_cost AS cost
@@ -86,7 +87,7 @@ SELECT
   min(ev.ts) AS first_ts,
   max(ev.ts) AS last_ts,
   array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(ev.model AS VARCHAR) END) AS new_models,
-  array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN ip_network(ev.source_ip) END) AS new_networks,
+  array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(ev.source_ip, ev.user_agent) END) AS new_networks,
   array_agg(DISTINCT CAST(ev.model AS VARCHAR)) AS models,
   array_agg(DISTINCT CAST(ev.source_ip AS VARCHAR)) AS source_ips,
   array_agg(ev.request_id ORDER BY ev.tokens DESC, ev.request_id) AS evidence
@@ -95,6 +96,6 @@ JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
 LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(ev.credential_id AS VARCHAR)
   AND km.value = CAST(ev.model AS VARCHAR)
 LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(ev.credential_id AS VARCHAR)
-  AND kn.value = ip_network(ev.source_ip)
+  AND kn.value = caller_network(ev.source_ip, ev.user_agent)
 GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
 ORDER BY 1, c.hour

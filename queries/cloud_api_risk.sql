@@ -35,6 +35,7 @@ ev AS (
     CAST(principal AS VARCHAR) AS principal,
     session_id, ts, request_id,
     CAST(source_ip AS VARCHAR) AS source_ip,
+    caller_network(source_ip, user_agent) AS network,
     CAST(tool AS VARCHAR) AS tool,
     resource, status, detail
   FROM events
@@ -52,7 +53,7 @@ ev AS (
     AND ({api_risk} OR (source = 'cloudtrail' AND coalesce(CAST(session_id AS VARCHAR) LIKE 'i-%', false)))
 )
 SELECT
-  e.credential_id, e.principal, e.session_id, e.ts, e.request_id, e.source_ip, e.tool, e.resource, e.status,
+  e.credential_id, e.principal, e.session_id, e.ts, e.request_id, e.source_ip, e.network, e.tool, e.resource, e.status,
   e.detail,
   k.credential_id IS NOT NULL AS has_history,
   t.tool IS NOT NULL AS own_used,
@@ -62,4 +63,4 @@ FROM ev e
 LEFT JOIN known k ON k.credential_id = e.credential_id
 LEFT JOIN tools t ON t.credential_id = e.credential_id AND t.tool = e.tool
 LEFT JOIN peers p ON p.principal = e.principal AND p.tool = e.tool
-LEFT JOIN networks n ON n.credential_id = e.credential_id AND n.network = ip_network(e.source_ip)
+LEFT JOIN networks n ON n.credential_id = e.credential_id AND n.network = e.network

@@ -40,14 +40,15 @@ WITH judged AS (
   WHERE until = '{baseline}' AND NOT cold_start AND requests >= 100
 ),
 ev AS (
-  SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.model, e.tool, e.action, e.resource, e.region
+  SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.user_agent, e.model, e.tool, e.action, e.resource,
+    e.region
   FROM events e
   JOIN judged j ON CAST(e.credential_id AS VARCHAR) = j.credential_id
   WHERE e.date BETWEEN '{from}' AND '{to}'
 ),
 used AS (
-  SELECT credential_id, 'network' AS dimension, ip_network(source_ip) AS value
-    FROM (SELECT DISTINCT credential_id, source_ip FROM ev)
+  SELECT credential_id, 'network' AS dimension, caller_network(source_ip, user_agent) AS value
+    FROM (SELECT DISTINCT credential_id, source_ip, user_agent FROM ev)
   UNION ALL SELECT credential_id, 'model', CAST(model AS VARCHAR) FROM (SELECT DISTINCT credential_id, model FROM ev)
   UNION ALL SELECT credential_id, 'tool', CAST(tool AS VARCHAR) FROM (SELECT DISTINCT credential_id, tool FROM ev)
   UNION ALL SELECT credential_id, 'action', CAST(action AS VARCHAR) FROM (SELECT DISTINCT credential_id, action FROM ev)
@@ -89,7 +90,7 @@ FROM new n
 JOIN ev e ON CAST(e.credential_id AS VARCHAR) = n.credential_id
 LEFT JOIN known_list l ON l.credential_id = n.credential_id AND l.dimension = n.dimension
 WHERE n.value = CASE n.dimension
-  WHEN 'network' THEN ip_network(e.source_ip)
+  WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
   WHEN 'model' THEN CAST(e.model AS VARCHAR)
   WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
   WHEN 'action' THEN CAST(e.action AS VARCHAR)

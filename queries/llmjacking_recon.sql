@@ -25,7 +25,7 @@ ev AS (
     ts,
     request_id,
     CAST(source_ip AS VARCHAR) AS source_ip,
-    ip_network(source_ip) AS network,
+    caller_network(source_ip, user_agent) AS network,
     CAST(tool AS VARCHAR) AS tool,
     CAST(action AS VARCHAR) AS action,
     CAST(model AS VARCHAR) AS model,

@@ -23,16 +23,15 @@ WITH ev AS (
     ts,
     request_id,
     CAST(source_ip AS VARCHAR) AS source_ip,
-    ip_network(source_ip) AS network
+    -- A call the console's backend made for the session (user agent
+    -- `aws-internal/…` from an address inside AWS, as CloudTrail records the
+    -- S3 or EC2 console's own requests) has no caller network: AWS at work,
+    -- like a service's call, is not a second network.
+    caller_network(source_ip, user_agent) AS network
   FROM events
   WHERE date BETWEEN '{baseline}' AND '{to}'
     AND source = 'cloudtrail'
     AND session_id LIKE '%ASIA%'
-    -- A call the console's backend made for the session (user agent
-    -- `aws-internal/…`, as CloudTrail records the S3 or EC2 console's own
-    -- requests) comes from an address inside AWS, not from the key's holder:
-    -- AWS at work, like a service's call, is not a second network.
-    AND NOT coalesce(CAST(user_agent AS VARCHAR) LIKE '%aws-internal/%', false)
 ),
 per_network AS (
   SELECT credential_id, session_id, network, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS requests,

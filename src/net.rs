@@ -22,6 +22,32 @@ pub fn unpadded(s: &str) -> Option<String> {
     padded_v4(s).map(|a| a.to_string())
 }
 
+/// Whether an address is routable on the internet: not private, loopback,
+/// link-local or unique-local (nor text that is no address).
+pub fn is_public(ip: &str) -> bool {
+    match parse_ip(ip) {
+        Some(IpAddr::V4(v4)) => !(v4.is_private() || v4.is_loopback() || v4.is_link_local()),
+        Some(IpAddr::V6(v6)) => !(v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00),
+        None => false,
+    }
+}
+
+/// Whether AWS relayed a request for its caller, so its address is AWS's,
+/// not the caller's: the consoles' backends (the S3, RDS or CloudTrail
+/// console) call for a console session with user agent `aws-internal/…`,
+/// and other internal calls carry the user agent `AWS Internal`; CloudTrail
+/// records them from addresses inside AWS. A user agent is the caller's to
+/// choose, so it only counts with an address the internet cannot reach: a
+/// stolen key used from outside with a forged agent keeps its address.
+pub fn relayed_by_aws(source_ip: &str, user_agent: &str) -> bool {
+    is_aws_relay_agent(user_agent) && !is_public(source_ip)
+}
+
+/// The user-agent half of [`relayed_by_aws`].
+pub fn is_aws_relay_agent(user_agent: &str) -> bool {
+    user_agent.contains("aws-internal/") || user_agent.trim().eq_ignore_ascii_case("AWS Internal")
+}
+
 fn padded_v4(s: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut parts = s.split('.');
@@ -53,5 +79,18 @@ mod tests {
             assert_eq!(parse_ip(junk), None, "{junk}");
         }
         assert_eq!(parse_ip("2001:db8::1"), "2001:db8::1".parse().ok());
+    }
+
+    #[test]
+    fn only_an_internal_address_with_an_aws_agent_is_a_relay() {
+        let console = "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10]";
+        assert!(relayed_by_aws("10.8.8.10", console));
+        assert!(relayed_by_aws("10.248.16.43", "AWS Internal"));
+        assert!(relayed_by_aws("AWS Internal", "AWS Internal"));
+        // A forged agent from the internet keeps its address; an ordinary agent is the caller's.
+        assert!(!relayed_by_aws("203.0.113.7", console));
+        assert!(!relayed_by_aws("10.8.8.10", "aws-cli/2.15.0 Python/3.11"));
+        assert!(!relayed_by_aws("10.8.8.10", "boto3 internal-tools/1"));
+        assert!(is_public("035.249.253.232") && !is_public("fd00::1") && !is_public("ec2.amazonaws.com"));
     }
 }

@@ -741,11 +741,48 @@ fn the_consoles_own_requests_are_not_a_second_network() {
         records.push(role_record(&t, "ASIASTOLEN00000003", "bob", "198.51.100.21"));
     }
     records.push(role_record("2026-11-02T11:00:00Z", "ASIASTOLEN00000003", "bob", "203.0.113.77"));
+    // The console's agent is the caller's to write: from an outside address it is no relay.
+    for m in 0..3 {
+        let t = format!("2026-11-02T10:{m:02}:00Z");
+        records.push(role_record(&t, "ASIAFORGED00000004", "carol", "198.51.100.22"));
+        records.push(console(role_record(&t, "ASIAFORGED00000004", "carol", "203.0.113.90")));
+    }
     let trail = work.path().join("trail/console.json.gz");
     delivery_file(&trail, records);
     let out = run_lake(&trail, None, &work.path().join("lake"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reuse: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["detector"] == "session_key_reuse").collect();
-    let subjects: Vec<&str> = reuse.iter().map(|a| a["subject"].as_str().unwrap()).collect();
-    assert_eq!(subjects, ["ASIASTOLEN00000003"], "{reuse:#?}");
+    let subjects: BTreeSet<&str> = reuse.iter().map(|a| a["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, BTreeSet::from(["ASIAFORGED00000004", "ASIASTOLEN00000003"]), "{reuse:#?}");
+}
+
+/// The same rule holds wherever a credential's networks are judged, through
+/// the one `caller_network` function: an access key with days of history
+/// from one network is not "first seen" on the console backend's addresses
+/// when its user opens the S3 console, but is on a new outside network.
+#[test]
+fn a_relay_of_aws_is_no_first_seen_network() {
+    let work = tempfile::tempdir().unwrap();
+    let at = |day: u32, m: u32, ip: &str, agent: &str| {
+        let mut r =
+            call(m, "AKIAAPPUSER0000001", "s3", "ListObjects", json!({"sourceIPAddress": ip, "userAgent": agent}));
+        r["eventTime"] = json!(format!("2026-11-{day:02}T09:{m:02}:00Z"));
+        r["requestID"] = json!(format!("req-{day}-{m}-{ip}"));
+        r["eventID"] = json!(format!("ev-{day}-{m}-{ip}"));
+        r
+    };
+    let console = "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10 OpenJDK_64-Bit_Server_VM]";
+    let mut records = Vec::new();
+    for day in 1..=4 {
+        records.extend((0..45).map(|m| at(day, m, "198.51.100.20", "aws-cli/2.15")));
+    }
+    records.extend((45..55).map(|m| at(4, m, "10.8.8.10", console)));
+    records.extend((55..58).map(|m| at(4, m, "203.0.113.66", "aws-cli/2.15")));
+    let trail = work.path().join("trail/week.json.gz");
+    delivery_file(&trail, records);
+    let out = run_lake(&trail, None, &work.path().join("lake"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let networks: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["finding"] == "first_seen_network").collect();
+    let subjects: Vec<&str> = networks.iter().map(|a| a["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["203.0.113.0/24"], "{networks:#?}");
 }

@@ -45,7 +45,7 @@ use crate::schema::col;
 use crate::time::HOUR_MS;
 
 /// Bumped when a partial's meaning or layout changes: older partials are recomputed.
-pub const DAILY_VERSION: u32 = 1;
+pub const DAILY_VERSION: u32 = 2;
 
 /// The window's rows, merged from its days' partials.
 pub(super) const MERGED: Source = Source {
@@ -211,6 +211,22 @@ impl<'a> Text<'a> {
             Text::Plain(p) => p.is_valid(i).then(|| p.value(i)),
         }
     }
+
+    /// `f` of each row's value (false for null), computed once per
+    /// distinct value of a dictionary.
+    fn flags(self, f: fn(&str) -> bool) -> impl Fn(usize) -> bool + 'a {
+        let per_value: Option<Vec<bool>> = match &self {
+            Text::Dict(d) => {
+                let values = d.values();
+                Some((0..values.len()).map(|k| values.is_valid(k) && f(values.value(k))).collect())
+            }
+            Text::Plain(_) => None,
+        };
+        move |i| match (&self, &per_value) {
+            (Text::Dict(d), Some(v)) => d.is_valid(i) && v[d.keys().value(i) as usize],
+            _ => self.get(i).is_some_and(f),
+        }
+    }
 }
 
 /// The day's scope, as queries/baseline_scope.sql learns it over a window,
@@ -231,6 +247,13 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
             .map_err(err)?;
         let ts = ts.as_primitive::<TimestampMillisecondType>();
         let cred = Text::of(column("credential_id")?).map_err(err)?;
+        // Rows whose call AWS relayed for the caller: no caller network (`caller_network`).
+        let relayed = {
+            let (ips, agents) =
+                (Text::of(column("source_ip")?).map_err(err)?, Text::of(column("user_agent")?).map_err(err)?);
+            let relay_agent = agents.flags(crate::net::is_aws_relay_agent);
+            move |i: usize| relay_agent(i) && !ips.get(i).is_some_and(crate::net::is_public)
+        };
         for (dim, (name, _)) in DIMENSIONS.iter().enumerate() {
             let text = match *name {
                 "ts" => None,
@@ -241,6 +264,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
                 let (Some(c), false) = (cred.get(i), ts.is_null(i)) else { continue };
                 let t = ts.value(i);
                 let value = match &text {
+                    Some(_) if DIMENSIONS[dim].1 == "network" && relayed(i) => None,
                     Some(text) => text.get(i),
                     None => Some(hours[(t.div_euclid(HOUR_MS)).rem_euclid(24) as usize].as_str()),
                 };

@@ -25,8 +25,8 @@ use serde::Deserialize;
 
 use super::{Context, DetectError};
 use crate::alert::{self, Alert, MAX_EVIDENCE, Severity};
-use crate::engine::udf::network_of;
 use crate::columns;
+use crate::net::is_public;
 use crate::pattern::name_matches;
 
 const FAMILY: &str = "cloud_api_risk";
@@ -145,6 +145,8 @@ struct Call {
     ts: i64,
     request_id: Option<String>,
     ip: Option<String>,
+    /// The caller's network (`caller_network`): none for a call AWS relayed.
+    network: Option<String>,
     tool: String,
     resource: Option<String>,
     failed: bool,
@@ -164,14 +166,6 @@ fn instance_session(session_id: &str) -> Option<&str> {
     let name = session_id.split('/').next()?;
     let hex = name.strip_prefix("i-")?;
     (matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
-}
-
-fn is_public(ip: &str) -> bool {
-    match crate::net::parse_ip(ip) {
-        Some(std::net::IpAddr::V4(v4)) => !(v4.is_private() || v4.is_loopback() || v4.is_link_local()),
-        Some(std::net::IpAddr::V6(v6)) => !(v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00),
-        None => false,
-    }
 }
 
 /// Whether some window of [`BURST_WINDOW_MS`] holds [`BURST_RESOURCES`]
@@ -213,6 +207,7 @@ columns::row! {
         session_id: text,
         request_id: text,
         source_ip: text,
+        network: text,
         tool: text,
         resource: text,
         detail: text,
@@ -240,6 +235,7 @@ fn score_with(
             ts,
             request_id: r.request_id.clone(),
             ip: r.source_ip.clone(),
+            network: r.network.clone(),
             tool: t.clone(),
             resource: r.resource.clone(),
             failed: r.status.is_some_and(|s| s >= 400),
@@ -394,9 +390,11 @@ fn judge_tiered(
 /// An instance-profile session's calls of one day: flagged when they come
 /// from two networks, or from a public network the role's history lacks.
 fn judge_instance(cred: &str, principal: Option<String>, session: &str, calls: &[Call]) -> Option<Alert> {
-    let nets: BTreeSet<String> = calls.iter().filter_map(|c| c.ip.as_deref().and_then(network_of)).collect();
-    let unknown: Vec<&Call> =
-        calls.iter().filter(|c| c.has_history && !c.network_known && c.ip.as_deref().is_some_and(is_public)).collect();
+    let nets: BTreeSet<&str> = calls.iter().filter_map(|c| c.network.as_deref()).collect();
+    let unknown: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.has_history && !c.network_known && c.network.is_some() && c.ip.as_deref().is_some_and(is_public))
+        .collect();
     let why = if nets.len() >= 2 {
         format!("an instance has one address, yet this session came from {} networks", nets.len())
     } else if !unknown.is_empty() {
@@ -427,6 +425,7 @@ mod tests {
             ts,
             request_id: Some(format!("r{ts}")),
             ip: Some("198.51.100.7".into()),
+            network: Some("198.51.100.0/24".into()),
             tool: "secretsmanager:GetSecretValue".into(),
             resource: Some(resource.into()),
             failed: false,
@@ -500,11 +499,19 @@ mod tests {
         assert_eq!(instance_session("i-786a3A8B5C0d92eF4/ASIAX"), Some("i-786a3A8B5C0d92eF4"));
         assert_eq!(instance_session("deploy-bot/ASIAX"), None);
         assert_eq!(instance_session("i-nothex00/ASIAX"), None);
-        let at = |ip: &str, known| Call { ip: Some(ip.into()), network_known: known, ..call(0, "x", true, 0) };
+        let at = |ip: &str, known| Call {
+            ip: Some(ip.into()),
+            network: crate::engine::udf::network_of(ip),
+            network_known: known,
+            ..call(0, "x", true, 0)
+        };
         assert!(judge_instance("r", None, "i-1", &[at("10.0.0.5", true), at("10.0.0.5", true)]).is_none());
         assert!(judge_instance("r", None, "i-1", &[at("10.0.0.5", true), at("203.0.113.9", true)]).is_some());
         assert!(judge_instance("r", None, "i-1", &[at("203.0.113.9", false)]).is_some(), "a public network never used");
         assert!(judge_instance("r", None, "i-1", &[at("10.1.2.3", false)]).is_none(), "a new private subnet");
+        // A call AWS relayed for the session has no caller network: not a second one.
+        let relayed = Call { network: None, ..at("10.8.8.10", false) };
+        assert!(judge_instance("r", None, "i-1", &[at("10.0.0.5", true), relayed]).is_none());
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub struct EngineOptions {
 
 /// A session with every table of the [`catalog`] registered and every
 /// function of [`udf`]: `scope_allows(patterns, value)`,
-/// `robust_z(x, median, mad)`, `ip_in_cidr(ip, cidr)`, `ip_network(ip)` and
-/// `resource_prefix(resource)`.
+/// `robust_z(x, median, mad)`, `ip_in_cidr(ip, cidr)`, `ip_network(ip)`,
+/// `caller_network(ip, user_agent)` and `resource_prefix(resource)`.
 pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
     context_with(root, &EngineOptions::default()).await
 }

@@ -1,11 +1,12 @@
 //! Every SQL function the sessions register, with the Rust functions they
 //! apply (callers outside SQL use those directly): `robust_z`, `ip_in_cidr`,
-//! `scope_allows`, `ip_network` ([`network_of`]) and `resource_prefix`.
+//! `scope_allows`, `ip_network` ([`network_of`]), `caller_network`
+//! ([`caller_network`]) and `resource_prefix`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, Float64Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
@@ -16,6 +17,7 @@ use datafusion::prelude::SessionContext;
 pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(scope_allows_udf());
     ctx.register_udf(text_udf("ip_network", network_of));
+    ctx.register_udf(caller_network_udf());
     ctx.register_udf(text_udf("resource_prefix", resource_prefix));
     ctx.register_udf(robust_z_udf());
     ctx.register_udf(ip_in_cidr_udf());
@@ -235,20 +237,87 @@ impl ScalarUDFImpl for TextUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let map = |a: &dyn Array| -> datafusion::error::Result<arrow::array::StringArray> {
-            let values = arrow::compute::cast(a, &DataType::Utf8)?;
-            Ok(values.as_string::<i32>().iter().map(|v| v.and_then(self.f)).collect())
-        };
-        // A filtered or joined batch keeps its whole dictionary: map per row
-        // when the dictionary is the larger side.
-        let out = match arrays[0].as_any_dictionary_opt() {
-            Some(dict) if dict.values().len() <= dict.keys().len() => {
-                let mapped = map(dict.values().as_ref())?;
-                arrow::compute::take(&mapped, dict.keys(), None)?
-            }
-            _ => Arc::new(map(arrays[0].as_ref())?),
-        };
-        Ok(ColumnarValue::Array(out))
+        Ok(ColumnarValue::Array(map_text(&arrays[0], self.f)?))
+    }
+}
+
+/// `f` over a string column, null in, null out, per distinct value of a dictionary.
+fn map_text(a: &ArrayRef, f: impl Fn(&str) -> Option<String>) -> datafusion::error::Result<ArrayRef> {
+    per_distinct(a, |v| Ok(Arc::new(v.iter().map(|v| v.and_then(&f)).collect::<StringArray>())))
+}
+
+/// A row-wise function of a string column, computed once per distinct value
+/// when the column is a dictionary (the lake's strings are) and then spread
+/// over the rows. A filtered or joined batch keeps its whole dictionary: map
+/// per row when the dictionary is the larger side.
+fn per_distinct(
+    a: &ArrayRef,
+    map: impl Fn(&StringArray) -> datafusion::error::Result<ArrayRef>,
+) -> datafusion::error::Result<ArrayRef> {
+    let text = |a: &dyn Array| -> datafusion::error::Result<ArrayRef> {
+        let values = arrow::compute::cast(a, &DataType::Utf8)?;
+        map(values.as_string::<i32>())
+    };
+    Ok(match a.as_any_dictionary_opt() {
+        Some(dict) if dict.values().len() <= dict.keys().len() => {
+            arrow::compute::take(&text(dict.values().as_ref())?, dict.keys(), None)?
+        }
+        _ => text(a.as_ref())?,
+    })
+}
+
+/// The network a request's caller used (see [`caller_network`]).
+pub fn caller_network(source_ip: &str, user_agent: Option<&str>) -> Option<String> {
+    if user_agent.is_some_and(|ua| crate::net::relayed_by_aws(source_ip, ua)) {
+        return None;
+    }
+    network_of(source_ip)
+}
+
+/// `caller_network(source_ip, user_agent)`: the caller's network, as
+/// `ip_network` gives it, or null for a request AWS relayed for its caller
+/// (the consoles' backends; `crate::net::relayed_by_aws`), whose address is
+/// AWS's. Every judgment of "which networks a credential uses" reads this, so
+/// AWS at work is never the credential's new network.
+fn caller_network_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(CallerNetwork { signature: Signature::any(2, Volatility::Immutable) })
+}
+
+/// Takes any string type, so the lake's dictionaries arrive as they are.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CallerNetwork {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for CallerNetwork {
+    fn name(&self) -> &str {
+        "caller_network"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let networks = map_text(&arrays[0], network_of)?;
+        let agents = per_distinct(&arrays[1], |v| {
+            Ok(Arc::new(
+                v.iter().map(|ua| Some(ua.is_some_and(crate::net::is_aws_relay_agent))).collect::<BooleanArray>(),
+            ))
+        })?;
+        let agents = agents.as_boolean();
+        // Relay agents are rare: the addresses are read only when one is there.
+        if agents.true_count() == 0 {
+            return Ok(ColumnarValue::Array(networks));
+        }
+        let ips = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+        let ips = ips.as_string::<i32>();
+        let relayed: BooleanArray = (0..ips.len())
+            .map(|i| Some(agents.value(i) && !ips.is_null(i) && !crate::net::is_public(ips.value(i))))
+            .collect();
+        Ok(ColumnarValue::Array(arrow::compute::nullif(&networks, &relayed)?))
     }
 }
 
@@ -310,6 +379,49 @@ mod tests {
         }
         assert_eq!(want[0].as_deref(), Some("10.1.2.0/24"));
         assert_eq!(want[3], None);
+    }
+
+    /// `caller_network` over the lake's dictionary columns and over plain
+    /// strings: AWS's relays from inside AWS have no network; the same agent
+    /// from the internet, and every other call, keep theirs.
+    #[tokio::test]
+    async fn caller_network_drops_only_the_relays_of_aws() {
+        use arrow::array::DictionaryArray;
+        use arrow::datatypes::{Field, Int32Type, Schema};
+        let console = "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488]";
+        let rows = [
+            (Some("10.8.8.10"), Some(console), None),
+            (Some("10.8.8.10"), Some("aws-cli/2"), Some("10.8.8.0/24")),
+            (Some("203.0.113.7"), Some(console), Some("203.0.113.0/24")),
+            (Some("10.248.16.43"), Some("AWS Internal"), None),
+            (Some("198.51.100.4"), None, Some("198.51.100.0/24")),
+            (None, Some(console), None),
+        ];
+        let ip_d: DictionaryArray<Int32Type> = rows.iter().map(|r| r.0).collect();
+        let ua_d: DictionaryArray<Int32Type> = rows.iter().map(|r| r.1).collect();
+        let ip_p: StringArray = rows.iter().map(|r| r.0).collect();
+        let ua_p: StringArray = rows.iter().map(|r| r.1).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ip_d", ip_d.data_type().clone(), true),
+            Field::new("ua_d", ua_d.data_type().clone(), true),
+            Field::new("ip_p", DataType::Utf8, true),
+            Field::new("ua_p", DataType::Utf8, true),
+        ]));
+        let cols: Vec<ArrayRef> = vec![Arc::new(ip_d), Arc::new(ua_d), Arc::new(ip_p), Arc::new(ua_p)];
+        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let ctx = SessionContext::new();
+        register_all(&ctx);
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        let sql = "SELECT caller_network(ip_d, ua_d), caller_network(ip_p, ua_p), caller_network(ip_d, ua_p) FROM t";
+        let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let want: Vec<Option<String>> = rows.iter().map(|r| r.2.map(str::to_string)).collect();
+        for c in 0..3 {
+            let got: Vec<Option<String>> =
+                out[0].column(c).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect();
+            assert_eq!(got, want, "column {c}");
+        }
+        let direct: Vec<Option<String>> = rows.iter().map(|r| r.0.and_then(|ip| caller_network(ip, r.1))).collect();
+        assert_eq!(direct, want);
     }
 
     #[test]
