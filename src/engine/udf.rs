@@ -16,9 +16,9 @@ use datafusion::prelude::SessionContext;
 /// Registers every function of this module.
 pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(scope_allows_udf());
-    ctx.register_udf(text_udf("ip_network", network_of));
-    ctx.register_udf(caller_network_udf());
-    ctx.register_udf(text_udf("resource_prefix", resource_prefix));
+    ctx.register_udf(text_udf("ip_network", 1, |a| map_text(&a[0], network_of)));
+    ctx.register_udf(text_udf("caller_network", 2, caller_networks));
+    ctx.register_udf(text_udf("resource_prefix", 1, |a| map_text(&a[0], resource_prefix)));
     ctx.register_udf(robust_z_udf());
     ctx.register_udf(ip_in_cidr_udf());
 }
@@ -196,19 +196,25 @@ pub fn scope_allows_udf() -> ScalarUDF {
     create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
 }
 
-/// A one-argument text function from a Rust `fn(&str) -> Option<String>`
-/// (`ip_network`, `resource_prefix`); null in, null out. The lake's strings
-/// are dictionary-encoded, so a dictionary argument is mapped once per
-/// distinct value, not once per row: these run over every event of every
-/// detection pass.
-fn text_udf(name: &str, f: fn(&str) -> Option<String>) -> ScalarUDF {
-    ScalarUDF::new_from_impl(TextUdf { name: name.to_string(), f, signature: Signature::any(1, Volatility::Immutable) })
+/// A function of `arity` string columns to a string column (`ip_network`,
+/// `caller_network`, `resource_prefix`). It takes any string type, so the
+/// lake's dictionary-encoded strings arrive as they are and `f` maps them
+/// once per distinct value ([`map_text`]), not once per row: these run over
+/// every event of every detection pass.
+fn text_udf(name: &str, arity: usize, f: TextFn) -> ScalarUDF {
+    ScalarUDF::new_from_impl(TextUdf {
+        name: name.to_string(),
+        f,
+        signature: Signature::any(arity, Volatility::Immutable),
+    })
 }
+
+type TextFn = fn(&[ArrayRef]) -> datafusion::error::Result<ArrayRef>;
 
 #[derive(Debug)]
 struct TextUdf {
     name: String,
-    f: fn(&str) -> Option<String>,
+    f: TextFn,
     signature: Signature,
 }
 
@@ -237,7 +243,7 @@ impl ScalarUDFImpl for TextUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        Ok(ColumnarValue::Array(map_text(&arrays[0], self.f)?))
+        Ok(ColumnarValue::Array((self.f)(&arrays)?))
     }
 }
 
@@ -266,7 +272,7 @@ fn per_distinct(
     })
 }
 
-/// The network a request's caller used (see [`caller_network`]).
+/// The network a request's caller used: the SQL function `caller_network`, on one row.
 pub fn caller_network(source_ip: &str, user_agent: Option<&str>) -> Option<String> {
     if user_agent.is_some_and(|ua| crate::net::relayed_by_aws(source_ip, ua)) {
         return None;
@@ -279,46 +285,22 @@ pub fn caller_network(source_ip: &str, user_agent: Option<&str>) -> Option<Strin
 /// (the consoles' backends; `crate::net::relayed_by_aws`), whose address is
 /// AWS's. Every judgment of "which networks a credential uses" reads this, so
 /// AWS at work is never the credential's new network.
-fn caller_network_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(CallerNetwork { signature: Signature::any(2, Volatility::Immutable) })
-}
-
-/// Takes any string type, so the lake's dictionaries arrive as they are.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct CallerNetwork {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for CallerNetwork {
-    fn name(&self) -> &str {
-        "caller_network"
+fn caller_networks(args: &[ArrayRef]) -> datafusion::error::Result<ArrayRef> {
+    let networks = map_text(&args[0], network_of)?;
+    let agents = per_distinct(&args[1], |v| {
+        Ok(Arc::new(v.iter().map(|ua| Some(ua.is_some_and(crate::net::is_aws_relay_agent))).collect::<BooleanArray>()))
+    })?;
+    let agents = agents.as_boolean();
+    // Relay agents are rare: the addresses are read only when one is there.
+    if agents.true_count() == 0 {
+        return Ok(networks);
     }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let networks = map_text(&arrays[0], network_of)?;
-        let agents = per_distinct(&arrays[1], |v| {
-            Ok(Arc::new(
-                v.iter().map(|ua| Some(ua.is_some_and(crate::net::is_aws_relay_agent))).collect::<BooleanArray>(),
-            ))
-        })?;
-        let agents = agents.as_boolean();
-        // Relay agents are rare: the addresses are read only when one is there.
-        if agents.true_count() == 0 {
-            return Ok(ColumnarValue::Array(networks));
-        }
-        let ips = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-        let ips = ips.as_string::<i32>();
-        let relayed: BooleanArray = (0..ips.len())
-            .map(|i| Some(agents.value(i) && !ips.is_null(i) && !crate::net::is_public(ips.value(i))))
-            .collect();
-        Ok(ColumnarValue::Array(arrow::compute::nullif(&networks, &relayed)?))
-    }
+    let ips = arrow::compute::cast(&args[0], &DataType::Utf8)?;
+    let ips = ips.as_string::<i32>();
+    let relayed: BooleanArray = (0..ips.len())
+        .map(|i| Some(agents.value(i) && !ips.is_null(i) && !crate::net::is_public(ips.value(i))))
+        .collect();
+    Ok(arrow::compute::nullif(&networks, &relayed)?)
 }
 
 #[cfg(test)]
@@ -363,7 +345,7 @@ mod tests {
         ]));
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(dict), Arc::new(plain)]).unwrap();
         let ctx = SessionContext::new();
-        ctx.register_udf(text_udf("ip_network", network_of));
+        register_all(&ctx);
         let want: Vec<Option<String>> = ips.iter().map(|v| v.and_then(network_of)).collect();
         // Whole, the dictionary is mapped per value; sliced to two rows it
         // keeps all five values and is mapped per row.
