@@ -11,12 +11,15 @@
 //!   behind them;
 //! - [`cluster`]: sessions planned on a Ballista cluster (`--cluster`), and
 //!   the cluster's scheduler and executor processes;
+//! - [`counted`]: in-memory tables whose statistics are counted once, for
+//!   tables planned over again with new rows (`watch`'s live day);
 //! - [`verify`]: the object store every session reads files through (the
 //!   local filesystem, or the lake's own store for `s3://…`), which holds
 //!   each committed file to its commit record.
 
 pub mod catalog;
 pub mod cluster;
+pub mod counted;
 pub mod udf;
 pub mod verify;
 

@@ -40,6 +40,7 @@ use super::windows::Windows;
 use crate::alert::{self, Alert};
 use crate::baseline::{self, Baseline};
 use crate::detect::{self, DetectError, Engine, LiveMode, Unit};
+use crate::engine::counted::CountedTable;
 use crate::engine::{self, EngineError, catalog};
 use crate::schema::{col, event_schema};
 use crate::secrets::{self, ExposureRow};
@@ -593,8 +594,8 @@ impl Tables {
     }
 }
 
-/// One table of a live day: swappable rows for kept plans, or a plain
-/// in-memory table (with statistics) for plans made for its rows.
+/// One table of a live day: swappable rows for kept plans, or an in-memory
+/// table with statistics ([`CountedTable`]) for plans made for its rows.
 struct LiveTable {
     name: &'static str,
     rows: Arc<Swappable>,
@@ -623,7 +624,10 @@ impl LiveTable {
             *self.rows.batches.write().expect("no panic while swapping") = batches;
         } else {
             *self.rows.batches.write().expect("no panic while swapping") = Vec::new();
-            engine::replace_table(ctx, self.name, Arc::clone(&self.rows.schema), batches)?;
+            // Every detector plans over these rows: their statistics are counted once, here.
+            let table = CountedTable::try_new(Arc::clone(&self.rows.schema), batches).map_err(EngineError::from)?;
+            ctx.deregister_table(self.name).map_err(EngineError::from)?;
+            ctx.register_table(self.name, Arc::new(table)).map_err(EngineError::from)?;
             self.registered = false;
         }
         Ok(())
