@@ -5,11 +5,13 @@
 //! reads a file (see `crate::engine`).
 //!
 //! The parquet crate this build uses does not write page CRCs, so the
-//! whole-file hash is what turns flipped bytes into an error. Files committed
-//! before records carried checks, and a watcher's micro-batches (whose commit
-//! records are forgotten), are only decoded.
+//! whole-file hash is what turns flipped bytes into an error. A watcher's
+//! micro-batches keep their checks in the one folded record that stands for
+//! them (see [`super::Txn::commit_folded`]); files committed before records
+//! carried checks (or by a watcher of a build that dropped its records) are
+//! only decoded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -106,7 +108,7 @@ pub struct BadFile {
 /// What [`check`] found.
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    /// Data files examined.
+    /// Files examined: every data file, and every other file a commit recorded.
     pub files: usize,
     /// Of those, files held to a commit record (the rest were only decoded).
     pub recorded: usize,
@@ -130,19 +132,22 @@ pub fn checks_of(commits: &[Commit]) -> BTreeMap<String, FileCheck> {
     out
 }
 
-/// Verifies every data file of `lake` against its commit record and decodes
-/// every page of every Parquet file.
+/// Verifies every data file of `lake` (and every other file a commit
+/// recorded) against its commit record and decodes every page of every
+/// Parquet file.
 pub fn check(lake: &Lake) -> Result<CheckReport, LakeError> {
     if let Some(r) = lake.remote() {
         return Err(LakeError::RemoteUnsupported { url: r.url.to_string(), what: "lake check" });
     }
     let mut expected = lake.file_checks()?;
     let mut report = CheckReport::default();
-    let mut rels = Vec::new();
+    let mut rels = BTreeSet::new();
     for d in DATA_DIRS {
         rels.extend(committed_files(lake, d, "parquet")?);
         rels.extend(committed_files(lake, d, "jsonl")?);
     }
+    // Recorded files outside the tables too (a watcher's checkpoint), and those gone.
+    rels.extend(expected.keys().cloned());
     for rel in rels {
         let path = lake.path(&rel);
         report.files += 1;
@@ -151,9 +156,6 @@ pub fn check(lake: &Lake) -> Result<CheckReport, LakeError> {
         if let Some(reason) = problem(&path, record.as_ref()) {
             report.bad.push(BadFile { path, reason });
         }
-    }
-    for rel in expected.into_keys() {
-        report.bad.push(BadFile { path: lake.path(&rel), reason: "missing: a commit record names it".into() });
     }
     report.bad.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(report)
@@ -166,6 +168,7 @@ fn problem(path: &Path, record: Option<&FileCheck>) -> Option<String> {
     if let Some(want) = record {
         let (bytes, xxh3, lines) = match hash_file(path) {
             Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some("missing: a commit record names it".into()),
             Err(e) => return Some(format!("unreadable: {e}")),
         };
         if bytes != want.bytes {
