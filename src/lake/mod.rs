@@ -58,7 +58,7 @@
 //! an object-store lake it is kept in the scratch directory and the lines of
 //! each micro-batch are committed with the next one as
 //! `_stream/<name>/delivered/part-<run>-<n>.jsonl` (see `crate::stream`).
-//! `lake check` reads local lakes only.
+//! [`check`] reads either kind, downloading each object once.
 
 pub mod check;
 pub mod lease;
@@ -120,8 +120,6 @@ pub enum LakeError {
     Store(#[from] crate::store::StoreError),
     #[error("{url}: {message}; check that the bucket exists, AWS_ENDPOINT_URL and the credentials in the environment")]
     Remote { url: String, message: String },
-    #[error("{url}: {what} is not supported on an object-store lake yet; use a local lake directory")]
-    RemoteUnsupported { url: String, what: &'static str },
     #[error("{url}: this run lost the lake's write lease ({why}); nothing of it was committed: run it again")]
     LeaseLost { url: String, why: String },
     #[error(
