@@ -317,10 +317,20 @@ impl Lake {
     /// Every committed run, oldest first.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
         let mut out = Vec::new();
-        for (rel, _) in self.storage.list(COMMITS, "json")? {
-            // Folded into a newer record between listing and reading: that one stands for it.
-            if let Some(text) = self.storage.read(&rel)? {
-                out.push(parse_commit(&self.path(&rel), &text)?);
+        // A record gone between listing and reading was folded into a newer
+        // one, which the listing may have missed: list again (a few times at
+        // most, for a watcher committing every moment).
+        for _ in 0..3 {
+            out.clear();
+            let mut folded_meanwhile = false;
+            for (rel, _) in self.storage.list(COMMITS, "json")? {
+                match self.storage.read(&rel)? {
+                    Some(text) => out.push(parse_commit(&self.path(&rel), &text)?),
+                    None => folded_meanwhile = true,
+                }
+            }
+            if !folded_meanwhile {
+                break;
             }
         }
         out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
