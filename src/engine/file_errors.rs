@@ -264,3 +264,25 @@ impl fmt::Debug for Named {
         f.debug_struct("Named").field("file_type", &self.inner.file_type()).finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::errors::ParquetError;
+
+    #[test]
+    fn decode_errors_are_named_and_store_errors_pass_as_they_are() {
+        let file = "/lake/events/date=2026-11-02/part-1.parquet";
+        let crc = DataFusionError::ParquetError(Box::new(ParquetError::General("Page CRC checksum mismatch".into())));
+        let msg = named(crc, file).to_string();
+        assert!(msg.starts_with(&format!("{file}: ")), "{msg}");
+        assert!(msg.contains("credtrail lake check") && msg.contains("Page CRC checksum mismatch"), "{msg}");
+
+        // The verifying store's error reaches the decoder as an external cause; it names the file itself.
+        let store =
+            datafusion::object_store::Error::Generic { store: "lake", source: format!("{file}: damaged").into() };
+        let damaged = DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(store))));
+        let msg = named(damaged, file).to_string();
+        assert_eq!(msg.matches(file).count(), 1, "{msg}");
+    }
+}
