@@ -1158,8 +1158,12 @@ fn a_flipped_byte_in_a_page_with_a_crc_fails_the_query() {
     let changed: i64 = ok(&plain).lines().nth(1).unwrap().parse().unwrap();
     assert_eq!((changed - intact).abs(), 1, "without a CRC the flip is a silently changed value");
 
-    let out = sum_of(&write_with("crc.parquet", true));
+    let crc = write_with("crc.parquet", true);
+    let out = sum_of(&crc);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&changed.to_string()), "no changed value is shown");
-    assert!(stderr(&out).contains("CRC checksum mismatch"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("CRC checksum mismatch"), "{err}");
+    // The error names the file and what to do.
+    assert!(err.contains(&format!("{}: ", crc.display())) && err.contains("credtrail lake check"), "{err}");
 }

@@ -194,7 +194,7 @@ fn follows_rotation_truncation_and_kill_without_loss_or_duplicates() {
     assert!(reasons.iter().any(|r| r.starts_with("not JSON")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("longer than")), "{reasons:?}");
     assert!(q.iter().all(|r| r["source_file"].as_str().unwrap().ends_with("app.log")));
-    // Micro-batch commits leave no commit records behind; no staged file survives.
+    // Micro-batch commits leave one folded record behind; no staged file survives.
     let leftovers: Vec<PathBuf> =
         common::walk(&lake).into_iter().filter(|p| p.extension().is_some_and(|e| e == "tmp")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -639,4 +639,61 @@ fn a_private_key_split_over_two_polls_is_redacted_whole() {
         let bytes = std::fs::read(&f).unwrap();
         assert!(!bytes.windows(body.len()).any(|w| w == body.as_bytes()), "{} holds the key", f.display());
     }
+}
+
+/// Every file a watcher's micro-batches wrote keeps the check its commit
+/// recorded, though one record stands for all those commits: a flipped byte
+/// in the first micro-batch's file is named by `lake check` and refused by
+/// a query.
+#[test]
+fn a_flipped_byte_in_a_micro_batch_file_is_named_by_lake_check_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let lake = dir.path().join("lake");
+    let args = ["-f", "app.log", "--from-beginning", "--lake", "lake", "--flush-interval", "100ms"];
+    append(&log, lines(0..40));
+    let check = || credtrail().args(["lake", "check", "--lake"]).arg(&lake).output().unwrap();
+    let w = Watch::start(dir.path(), &args);
+    for upto in [40, 80, 120] {
+        wait_for(&w, "a micro-batch", || request_ids(&lake).len() == upto);
+        append(&log, lines(upto..upto + 40));
+        // While the watcher commits (and replaces its checkpoint): nothing is reported.
+        let out = check();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    wait_for(&w, "the last micro-batch", || request_ids(&lake).len() == 160);
+    w.stop();
+    let files = common::parquet_files(&lake.join("events"));
+    assert!(files.len() >= 4, "one file per micro-batch: {files:?}");
+    let commits = std::fs::read_dir(lake.join("_ingest/commits")).unwrap().count();
+    assert_eq!(commits, 1, "one record stands for every micro-batch");
+
+    let out = check();
+    let summary = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success() && out.stdout.is_empty(), "{summary}{}", String::from_utf8_lossy(&out.stdout));
+    // Every data file, and the watcher's checkpoint, against its record.
+    let n = files.len() + common::walk(&lake.join("quarantine")).len() + 1;
+    assert!(summary.contains(&format!("checked {n} file(s), {n} against their commit records")), "{summary}");
+
+    // A byte of the footer's writer name: the file still decodes, only its hash tells.
+    let victim = files.iter().min().unwrap().clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.windows(10).rposition(|w| w == b"credtrail ").expect("the writer's name in the footer");
+    bytes[at] ^= 0x01;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with(&format!("{}: content changed", victim.display())), "{stdout}");
+    let out = credtrail()
+        .args(["sql", "--lake"])
+        .arg(&lake)
+        .args(["-c", "SELECT count(DISTINCT request_id) AS n FROM events"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = victim.file_name().unwrap().to_string_lossy();
+    assert!(!out.status.success() && stderr.contains(&*name) && stderr.contains("damaged"), "{stderr}");
 }

@@ -15,11 +15,14 @@
 //!   tables planned over again with new rows (`watch`'s live day);
 //! - [`verify`]: the object store every session reads files through (the
 //!   local filesystem, or the lake's own store for `s3://…`), which holds
-//!   each committed file to its commit record.
+//!   each committed file to its commit record;
+//! - [`file_errors`]: the last physical optimizer rule of an in-process
+//!   session, so an error reading a file (a page failing its CRC) names it.
 
 pub mod catalog;
 pub mod cluster;
 pub mod counted;
+pub mod file_errors;
 pub mod udf;
 pub mod verify;
 
@@ -34,6 +37,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::object_store::ObjectStore;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -80,7 +84,12 @@ pub async fn context_with(root: &Path, opts: &EngineOptions) -> Result<SessionCo
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(3).expect("3 > 0"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
-    let mut ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let mut state =
+        SessionStateBuilder::new().with_config(config).with_runtime_env(runtime.build_arc()?).with_default_features();
+    if opts.cluster.is_none() {
+        state = state.with_physical_optimizer_rule(Arc::new(file_errors::NameFiles));
+    }
+    let mut ctx = SessionContext::new_with_state(state.build());
     let (url, store) = lake_store(&lake)?;
     ctx.register_object_store(url.as_ref(), store);
     udf::register_all(&ctx);

@@ -5,7 +5,7 @@
 //! an error naming the file instead of silently changed values. A file passes
 //! once per process, not per session: `run` opens several sessions over the
 //! same files, and hashing each file once is enough. Files without a record
-//! (older commits, a watcher's micro-batches) are read as they are.
+//! (commits from before records carried checks) are read as they are.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

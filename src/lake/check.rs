@@ -5,11 +5,13 @@
 //! reads a file (see `crate::engine`).
 //!
 //! The parquet crate this build uses does not write page CRCs, so the
-//! whole-file hash is what turns flipped bytes into an error. Files committed
-//! before records carried checks, and a watcher's micro-batches (whose commit
-//! records are forgotten), are only decoded.
+//! whole-file hash is what turns flipped bytes into an error. A watcher's
+//! micro-batches keep their checks in the one folded record that stands for
+//! them (see [`super::Txn::commit_folded`]); files committed before records
+//! carried checks (or by a watcher of a build that dropped its records) are
+//! only decoded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -106,7 +108,7 @@ pub struct BadFile {
 /// What [`check`] found.
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    /// Data files examined.
+    /// Files examined: every data file, and every other file a commit recorded.
     pub files: usize,
     /// Of those, files held to a commit record (the rest were only decoded).
     pub recorded: usize,
@@ -130,37 +132,52 @@ pub fn checks_of(commits: &[Commit]) -> BTreeMap<String, FileCheck> {
     out
 }
 
-/// Verifies every data file of `lake` against its commit record and decodes
-/// every page of every Parquet file.
+/// Verifies every data file of `lake` (and every other file a commit
+/// recorded) against its commit record and decodes every page of every
+/// Parquet file. An object-store lake's objects are each downloaded once.
 pub fn check(lake: &Lake) -> Result<CheckReport, LakeError> {
-    if let Some(r) = lake.remote() {
-        return Err(LakeError::RemoteUnsupported { url: r.url.to_string(), what: "lake check" });
-    }
     let mut expected = lake.file_checks()?;
     let mut report = CheckReport::default();
-    let mut rels = Vec::new();
+    let mut rels = BTreeSet::new();
     for d in DATA_DIRS {
         rels.extend(committed_files(lake, d, "parquet")?);
         rels.extend(committed_files(lake, d, "jsonl")?);
     }
+    // Recorded files outside the tables too (a watcher's checkpoint), and those gone.
+    rels.extend(expected.keys().cloned());
+    let mut missing = Vec::new();
     for rel in rels {
-        let path = lake.path(&rel);
-        report.files += 1;
         let record = expected.remove(&rel);
+        let reason = match lake.storage.fetch(&rel)? {
+            Some(file) => problem(file.path(), is_parquet(Path::new(&rel)), record.as_ref()),
+            // Listed, then replaced by a run since: no longer the lake's.
+            None if record.is_none() => continue,
+            None => {
+                missing.push(rel);
+                continue;
+            }
+        };
+        report.files += 1;
         report.recorded += usize::from(record.is_some());
-        if let Some(reason) = problem(&path, record.as_ref()) {
-            report.bad.push(BadFile { path, reason });
+        if let Some(reason) = reason {
+            report.bad.push(BadFile { path: lake.path(&rel), reason });
         }
     }
-    for rel in expected.into_keys() {
-        report.bad.push(BadFile { path: lake.path(&rel), reason: "missing: a commit record names it".into() });
+    if !missing.is_empty() {
+        // A run (a watcher, every moment) may have replaced them since the records were read.
+        let now = lake.file_checks()?;
+        for rel in missing.into_iter().filter(|rel| now.contains_key(rel)) {
+            report.files += 1;
+            report.recorded += 1;
+            report.bad.push(BadFile { path: lake.path(&rel), reason: "missing: a commit record names it".into() });
+        }
     }
     report.bad.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(report)
 }
 
-/// Why the file at `path` fails its check, if it does.
-fn problem(path: &Path, record: Option<&FileCheck>) -> Option<String> {
+/// Why the file at `path` (a Parquet file if `parquet`) fails its check, if it does.
+fn problem(path: &Path, parquet: bool, record: Option<&FileCheck>) -> Option<String> {
     // Rows counted from the content: decoded for Parquet, lines for JSON lines.
     let mut counted = None;
     if let Some(want) = record {
@@ -176,7 +193,7 @@ fn problem(path: &Path, record: Option<&FileCheck>) -> Option<String> {
         }
         counted = Some(lines);
     }
-    if is_parquet(path) {
+    if parquet {
         match decode_all(path) {
             Ok(n) => counted = Some(n),
             Err(e) => return Some(format!("a page does not decode: {e}")),

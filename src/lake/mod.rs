@@ -23,8 +23,12 @@
 //! place. On open, staged files named by a commit are rolled forward and any
 //! others are deleted, so a crash at any moment leaves either the whole run or
 //! none of it, and never a half-written Parquet file under a final name.
-//! A watcher forgets its commit records once done (they take no input files).
 //! A commit records each file's size, rows and hash; [`check`] verifies them.
+//! A watcher commits all day long, so its micro-batches are folded
+//! ([`Txn::commit_folded`]): each one's record also carries the checks of
+//! the files every earlier folded record added and still in the lake, and
+//! replaces those records. The lake keeps one folded record, not thousands,
+//! and every file it holds keeps its check.
 //!
 //! A lake may also live on object storage (`--lake s3://bucket/prefix`, see
 //! [`crate::store`]) with the same layout under the prefix, and every
@@ -54,7 +58,7 @@
 //! an object-store lake it is kept in the scratch directory and the lines of
 //! each micro-batch are committed with the next one as
 //! `_stream/<name>/delivered/part-<run>-<n>.jsonl` (see `crate::stream`).
-//! `lake check` reads local lakes only.
+//! [`check`] reads either kind, downloading each object once.
 
 pub mod check;
 pub mod lease;
@@ -116,8 +120,6 @@ pub enum LakeError {
     Store(#[from] crate::store::StoreError),
     #[error("{url}: {message}; check that the bucket exists, AWS_ENDPOINT_URL and the credentials in the environment")]
     Remote { url: String, message: String },
-    #[error("{url}: {what} is not supported on an object-store lake yet; use a local lake directory")]
-    RemoteUnsupported { url: String, what: &'static str },
     #[error("{url}: this run lost the lake's write lease ({why}); nothing of it was committed: run it again")]
     LeaseLost { url: String, why: String },
     #[error(
@@ -207,8 +209,14 @@ pub struct Commit {
     pub replaces: Vec<String>,
     pub sources: Vec<SourceRecord>,
     /// Size, rows and hash of each added file; empty in records from before checks.
+    /// A folded record also holds those its predecessors carried.
     #[serde(default)]
     pub checks: std::collections::BTreeMap<String, FileCheck>,
+    /// A folded record ([`Txn::commit_folded`]): it stands for every earlier
+    /// folded record, which it replaced. Read by older builds as a plain
+    /// record, which means the same to them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folded: bool,
 }
 
 /// How [`Lake::open`] opens a lake.
@@ -309,10 +317,20 @@ impl Lake {
     /// Every committed run, oldest first.
     pub fn commits(&self) -> Result<Vec<Commit>, LakeError> {
         let mut out = Vec::new();
-        for (rel, _) in self.storage.list(COMMITS, "json")? {
-            // Forgotten (a watcher's) between listing and reading: no longer a run.
-            if let Some(text) = self.storage.read(&rel)? {
-                out.push(parse_commit(&self.path(&rel), &text)?);
+        // A record gone between listing and reading was folded into a newer
+        // one, which the listing may have missed: list again (a few times at
+        // most, for a watcher committing every moment).
+        for _ in 0..3 {
+            out.clear();
+            let mut folded_meanwhile = false;
+            for (rel, _) in self.storage.list(COMMITS, "json")? {
+                match self.storage.read(&rel)? {
+                    Some(text) => out.push(parse_commit(&self.path(&rel), &text)?),
+                    None => folded_meanwhile = true,
+                }
+            }
+            if !folded_meanwhile {
+                break;
             }
         }
         out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -323,9 +341,11 @@ impl Lake {
     /// finish), then repairs whatever a crashed run left behind.
     pub fn begin(&self) -> Result<Txn, LakeError> {
         let lock = self.storage.lock()?;
-        self.storage.recover(&self.commits()?)?;
+        let prior = self.commits()?;
+        self.storage.recover(&prior)?;
         Ok(Txn {
             lake: self.clone(),
+            prior,
             run_id: new_run_id(),
             staged: Mutex::new(Vec::new()),
             replaces: Mutex::new(Vec::new()),
@@ -335,22 +355,12 @@ impl Lake {
     }
 }
 
-impl Lake {
-    /// Drops the record of a finished commit that took no input files (a
-    /// watcher's micro-batch): its files are in place and nothing is left for
-    /// recovery to do with it, and a watcher commits thousands a day.
-    pub fn forget(&self, c: &Commit) -> Result<(), LakeError> {
-        if c.sources.is_empty() {
-            self.storage.remove(&[format!("{COMMITS}/{}.json", c.run_id)])?;
-        }
-        Ok(())
-    }
-}
-
 /// A run's unit of atomicity. Dropping it without [`Txn::commit`] leaves only
 /// staged files, which the next [`Lake::begin`] removes.
 pub struct Txn {
     lake: Lake,
+    /// The commit records as the run began (under its lock, so still current at commit).
+    prior: Vec<Commit>,
     run_id: String,
     staged: Mutex<Vec<String>>,
     replaces: Mutex<Vec<String>>,
@@ -385,6 +395,19 @@ impl Txn {
     /// Commits every file staged under a reserved path. Nothing is visible
     /// under its final name before this returns.
     pub fn commit(self, sources: Vec<SourceRecord>) -> Result<Commit, LakeError> {
+        self.commit_as(sources, false)
+    }
+
+    /// Commits like [`Txn::commit`] a run that takes no input files (a
+    /// watcher's micro-batch), folding the earlier folded records into its
+    /// own: a watcher commits thousands of times a day, and the lake keeps
+    /// one record for all of them instead, with the check of every file they
+    /// added that is still in place.
+    pub fn commit_folded(self) -> Result<Commit, LakeError> {
+        self.commit_as(Vec::new(), true)
+    }
+
+    fn commit_as(self, sources: Vec<SourceRecord>, folded: bool) -> Result<Commit, LakeError> {
         let storage = &self.lake.storage;
         let files: Vec<String> = self
             .staged
@@ -397,7 +420,7 @@ impl Txn {
             .iter()
             .map(|rel| Ok((rel.clone(), FileCheck::measure(&storage.staged(rel))?)))
             .collect::<Result<_, LakeError>>()?;
-        let commit = Commit {
+        let mut commit = Commit {
             version: COMMIT_VERSION,
             run_id: self.run_id.clone(),
             committed_at: crate::time::format_ms(chrono::Utc::now().timestamp_millis()),
@@ -405,11 +428,37 @@ impl Txn {
             replaces: self.replaces.into_inner().expect("replace list lock"),
             sources,
             checks,
+            folded,
         };
+        let superseded = if folded { fold(&mut commit, &self.prior) } else { Vec::new() };
         let record = serde_json::to_vec_pretty(&commit).expect("commit serializes");
         storage.commit(&commit, record, &self.lock)?;
+        // After the commit point: a crash before this leaves records the new one repeats, which is harmless.
+        storage.remove(&superseded)?;
         Ok(commit)
     }
+}
+
+/// Folds the earlier folded records among `prior` into `c`, which then
+/// stands for them: the lake's file checks (see [`check::checks_of`]) are the
+/// same with `c` alone as with them and `c`. Returns their record paths.
+fn fold(c: &mut Commit, prior: &[Commit]) -> Vec<String> {
+    let (folded, kept): (Vec<&Commit>, Vec<&Commit>) = prior.iter().partition(|p| p.folded);
+    let replaced: std::collections::HashSet<&String> =
+        prior.iter().flat_map(|p| &p.replaces).chain(&c.replaces).collect();
+    let named_by_kept: std::collections::HashSet<&String> = kept.iter().flat_map(|p| p.checks.keys()).collect();
+    let mut carried = std::collections::BTreeMap::new();
+    let mut still_replaced = Vec::new();
+    for p in &folded {
+        carried.extend(p.checks.iter().filter(|(rel, _)| !replaced.contains(rel)).map(|(r, k)| (r.clone(), k.clone())));
+        // A kept record still names a file a folded one removed: that removal must outlive the folded record.
+        still_replaced.extend(p.replaces.iter().filter(|r| named_by_kept.contains(r) && !c.replaces.contains(r)));
+    }
+    still_replaced.sort();
+    still_replaced.dedup();
+    c.replaces.extend(still_replaced.into_iter().cloned());
+    c.checks.extend(carried);
+    folded.iter().map(|p| format!("{COMMITS}/{}.json", p.run_id)).collect()
 }
 
 /// Reads one commit record, refusing a version newer than this build knows.
@@ -524,5 +573,43 @@ mod tests {
         fs::write(&path, future).unwrap();
         let err = lake.commits().unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("upgrade credtrail"), "{err}");
+    }
+
+    #[test]
+    fn folded_commits_keep_one_record_and_every_live_files_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), Open::Write).unwrap();
+        let add = |txn: &Txn, dir: &str| {
+            let rel = txn.reserve(dir, "parquet");
+            write_parquet_staged(&lake, &rel, event_schema(), &[batch(&[("a", 1)])], writer_properties(&[])).unwrap();
+            rel
+        };
+        // A kept run (ingest) adds an events file and an alerts file.
+        let txn = lake.begin().unwrap();
+        let (events, alerts) = (add(&txn, &events_partition("1970-01-01")), add(&txn, ALERTS));
+        txn.commit(vec![]).unwrap();
+        // Folded runs (a watcher's) replace that alerts file, then each other's.
+        let txn = lake.begin().unwrap();
+        let first = add(&txn, ALERTS);
+        txn.replace([alerts.clone()]);
+        txn.commit_folded().unwrap();
+        let txn = lake.begin().unwrap();
+        let (second, batch_file) = (add(&txn, ALERTS), add(&txn, &events_partition("1970-01-01")));
+        txn.replace([first.clone()]);
+        txn.commit_folded().unwrap();
+        let txn = lake.begin().unwrap();
+        let last = add(&txn, &events_partition("1970-01-02"));
+        txn.commit_folded().unwrap();
+
+        let commits = lake.commits().unwrap();
+        assert_eq!(commits.iter().map(|c| c.folded).collect::<Vec<_>>(), vec![false, true]);
+        // The kept record still names the replaced alerts file: the folded one keeps its removal.
+        assert!(commits[1].replaces.contains(&alerts), "{:?}", commits[1].replaces);
+        let live: Vec<String> = lake.file_checks().unwrap().into_keys().collect();
+        let mut want = vec![events, second, batch_file, last];
+        want.sort();
+        assert_eq!(live, want);
+        let r = check::check(&lake).unwrap();
+        assert_eq!((r.files, r.recorded, r.bad.len()), (4, 4, 0), "{:?}", r.bad);
     }
 }

@@ -155,6 +155,33 @@ impl Objects {
         })
     }
 
+    /// Streams `rel` into a file in the scratch directory (read once, never
+    /// whole in memory), removed when the handle drops; `None` when there is
+    /// no such object.
+    pub fn download(&self, rel: &str) -> Result<Option<tempfile::TempPath>, LakeError> {
+        let dir = self.scratch.path();
+        let (file, path) = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|source| LakeError::Io { path: dir.into(), source })?
+            .into_parts();
+        let (store, k) = (self.store(), self.key(rel));
+        let found = self.run(async move {
+            let mut stream = match store.get(&k).await {
+                Ok(got) => got.into_stream(),
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let local =
+                |e: std::io::Error| object_store::Error::Generic { store: "scratch directory", source: e.into() };
+            let mut file = tokio::fs::File::from_std(file);
+            while let Some(chunk) = stream.next().await {
+                file.write_all(&chunk?).await.map_err(local)?;
+            }
+            file.flush().await.map_err(local)?;
+            Ok(true)
+        })?;
+        Ok(found.then_some(path))
+    }
+
     /// The names of the "directories" (common prefixes) directly under lake directory `dir`.
     pub fn subdirs(&self, dir: &str) -> Result<Vec<String>, LakeError> {
         let (store, k) = (self.store(), self.key(dir));

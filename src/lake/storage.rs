@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::lease::Lease;
@@ -15,6 +15,21 @@ pub(super) enum Storage {
     /// A directory: the lake's root.
     Dir(PathBuf),
     Objects(Objects),
+}
+
+/// A lake file on this machine ([`Storage::fetch`]); a downloaded copy is removed on drop.
+pub(super) enum Fetched {
+    InPlace(PathBuf),
+    Copy(tempfile::TempPath),
+}
+
+impl Fetched {
+    pub fn path(&self) -> &Path {
+        match self {
+            Fetched::InPlace(p) => p,
+            Fetched::Copy(t) => t,
+        }
+    }
 }
 
 /// The lake's write lock while a run holds it.
@@ -52,6 +67,18 @@ impl Storage {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(LakeError::Io { path, source: e }),
                 }
+            }
+        }
+    }
+
+    /// `rel` as a file on this machine, to read whole: in place in a
+    /// directory, downloaded once from object storage; `None` if it is missing.
+    pub fn fetch(&self, rel: &str) -> Result<Option<Fetched>, LakeError> {
+        match self {
+            Storage::Objects(o) => Ok(o.download(rel)?.map(Fetched::Copy)),
+            Storage::Dir(root) => {
+                let path = root.join(rel);
+                Ok(path.exists().then_some(Fetched::InPlace(path)))
             }
         }
     }

@@ -370,7 +370,7 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
             if d.pending()? {
                 let txn = lake.begin()?;
                 d.stage(&txn, &name)?;
-                lake.forget(&txn.commit(Vec::new())?)?;
+                txn.commit_folded()?;
             }
             Ok(())
         })
@@ -573,9 +573,8 @@ fn commit(
     txn.replace(lake::committed_files(lake, &dir, "json")?);
     let rel = txn.reserve(&dir, "json");
     lake::write_jsonl_staged(lake, &rel, std::slice::from_ref(checkpoint))?;
-    let c = txn.commit(Vec::new())?;
-    // A watcher commits all day long; a finished commit with no sources has nothing left to recover.
-    lake.forget(&c)?;
+    // A watcher commits all day long: one record stands for all its commits.
+    txn.commit_folded()?;
     Ok(())
 }
 
