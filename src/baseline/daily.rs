@@ -254,7 +254,8 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
             let relay_agent = agents.flags(crate::net::is_aws_relay_agent);
             move |i: usize| relay_agent(i) && !ips.get(i).is_some_and(crate::net::is_public)
         };
-        for (dim, (name, _)) in DIMENSIONS.iter().enumerate() {
+        for (dim, (name, derived)) in DIMENSIONS.iter().enumerate() {
+            let network = *derived == "network";
             let text = match *name {
                 "ts" => None,
                 n => Some(Text::of(column(n)?).map_err(err)?),
@@ -264,7 +265,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
                 let (Some(c), false) = (cred.get(i), ts.is_null(i)) else { continue };
                 let t = ts.value(i);
                 let value = match &text {
-                    Some(_) if DIMENSIONS[dim].1 == "network" && relayed(i) => None,
+                    Some(_) if network && relayed(i) => None,
                     Some(text) => text.get(i),
                     None => Some(hours[(t.div_euclid(HOUR_MS)).rem_euclid(24) as usize].as_str()),
                 };

@@ -391,10 +391,9 @@ fn judge_tiered(
 /// from two networks, or from a public network the role's history lacks.
 fn judge_instance(cred: &str, principal: Option<String>, session: &str, calls: &[Call]) -> Option<Alert> {
     let nets: BTreeSet<&str> = calls.iter().filter_map(|c| c.network.as_deref()).collect();
-    let unknown: Vec<&Call> = calls
-        .iter()
-        .filter(|c| c.has_history && !c.network_known && c.network.is_some() && c.ip.as_deref().is_some_and(is_public))
-        .collect();
+    // A public address is never a relay of AWS's, so it always has a caller network.
+    let unknown: Vec<&Call> =
+        calls.iter().filter(|c| c.has_history && !c.network_known && c.ip.as_deref().is_some_and(is_public)).collect();
     let why = if nets.len() >= 2 {
         format!("an instance has one address, yet this session came from {} networks", nets.len())
     } else if !unknown.is_empty() {
