@@ -1,9 +1,13 @@
--- first_seen: requests that use something the credential never used in its
--- learned history (models/scope of baseline `{baseline}`): a new source
--- network, model, tool, action, resource prefix or cloud region. Only credentials with
--- enough history are judged (cold-start keys would flood this), and a value
--- that is part of another alert (the new model of a billing spike, say)
--- joins that alert instead of standing alone.
+-- first_seen: requests that use something the credential's identity never
+-- used in its learned history (models/scope of baseline `{baseline}`): a
+-- new source network, model, tool, action, resource prefix or cloud region.
+-- A credential is judged when it has enough history of its own, or when its
+-- principal's other learned credentials have (a rotated or second key of a
+-- user is judged from its first request); cold-start keys of no known
+-- identity are not (they would flood this). What any of those credentials
+-- used is known; `allowed` lists it, prefixed by the principal when other
+-- credentials add to it. A value that is part of another alert (the new
+-- model of a billing spike, say) joins that alert instead of standing alone.
 -- New values are rare: the day's distinct values are compared with the
 -- baseline first, and only the requests of credentials with a new value are
 -- read again for the evidence.
@@ -34,17 +38,42 @@
 --- severity = "medium"
 --- mitre = "T1535 Unused/Unsupported Cloud Regions"
 ---
-WITH judged AS (
-  SELECT credential_id
+WITH learned AS (
+  SELECT credential_id, principal, requests
   FROM baseline_credentials
-  WHERE until = '{baseline}' AND NOT cold_start AND requests >= 100
+  WHERE until = '{baseline}' AND NOT cold_start
+),
+-- A credential is judged by its own learned history, and by its principal's
+-- other learned credentials: a rotated or second key of a user is the same
+-- identity's work, so it is judged from its first request, and a value
+-- another key of the identity already uses is not news.
+identities AS (
+  SELECT principal
+  FROM learned
+  WHERE principal IS NOT NULL
+  GROUP BY principal
+  HAVING sum(requests) >= 100
 ),
 ev AS (
   SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.user_agent, e.model, e.tool, e.action, e.resource,
     e.region
   FROM events e
-  JOIN judged j ON CAST(e.credential_id AS VARCHAR) = j.credential_id
-  WHERE e.date BETWEEN '{from}' AND '{to}'
+  LEFT JOIN (SELECT credential_id FROM learned WHERE requests >= 100) own ON CAST(e.credential_id AS VARCHAR) = own.credential_id
+  LEFT JOIN identities i ON CAST(e.principal AS VARCHAR) = i.principal
+  WHERE e.date BETWEEN '{from}' AND '{to}' AND (own.credential_id IS NOT NULL OR i.principal IS NOT NULL)
+),
+-- Whose history counts as known for a credential: its own (in cold start
+-- too), and its principal's other learned credentials'. Read from the
+-- events, not from `ev`: a plan shipped to a cluster must stay shallow.
+creds AS (
+  SELECT DISTINCT CAST(credential_id AS VARCHAR) AS credential_id, CAST(principal AS VARCHAR) AS principal
+  FROM events
+  WHERE date BETWEEN '{from}' AND '{to}'
+),
+knowers AS (
+  SELECT credential_id, credential_id AS knower FROM creds
+  UNION
+  SELECT c.credential_id, l.credential_id AS knower FROM creds c JOIN learned l ON l.principal = c.principal
 ),
 used AS (
   SELECT credential_id, 'network' AS dimension, caller_network(source_ip, user_agent) AS value
@@ -57,9 +86,10 @@ used AS (
   UNION ALL SELECT credential_id, 'region', CAST(region AS VARCHAR) FROM (SELECT DISTINCT credential_id, region FROM ev)
 ),
 known AS (
-  SELECT credential_id, dimension, value
-  FROM baseline_scope
-  WHERE until = '{baseline}'
+  SELECT w.credential_id, k.dimension, k.value
+  FROM knowers w
+  JOIN baseline_scope k ON k.credential_id = w.knower
+  WHERE k.until = '{baseline}'
 ),
 new AS (
   SELECT DISTINCT CAST(u.credential_id AS VARCHAR) AS credential_id, u.dimension, u.value
@@ -67,15 +97,30 @@ new AS (
   LEFT JOIN known k ON k.credential_id = CAST(u.credential_id AS VARCHAR) AND k.dimension = u.dimension AND k.value = u.value
   WHERE u.value IS NOT NULL AND k.value IS NULL
 ),
--- What the credential used before, listed only for dimensions with a new
--- value: listing every credential's would cost more than the rest of a
--- live pass.
+-- What the credential's identity used before, listed only for dimensions
+-- with a new value: listing every credential's would cost more than the
+-- rest of a live pass. Named by level when other credentials add to it.
 known_list AS (
-  SELECT k.credential_id, k.dimension, string_agg(k.value, ', ' ORDER BY k.requests DESC, k.value) AS vals
-  FROM baseline_scope k
-  WHERE k.until = '{baseline}'
-    AND EXISTS (SELECT 1 FROM new n WHERE n.credential_id = k.credential_id AND n.dimension = k.dimension)
+  SELECT credential_id, dimension, string_agg(value, ', ' ORDER BY requests DESC, value) AS vals
+  FROM (
+    SELECT w.credential_id, k.dimension, k.value, sum(k.requests) AS requests
+    FROM knowers w
+    JOIN baseline_scope k ON k.credential_id = w.knower
+    WHERE k.until = '{baseline}'
+      AND EXISTS (SELECT 1 FROM new n WHERE n.credential_id = w.credential_id AND n.dimension = k.dimension)
+    GROUP BY 1, 2, 3
+  )
   GROUP BY 1, 2
+),
+levels AS (
+  SELECT c.credential_id,
+    CASE WHEN count(l.credential_id) = 0 THEN ''
+      ELSE '(with its principal ' || min(c.principal) || ': ' || count(DISTINCT l.credential_id)
+        || ' other learned credential(s)) '
+    END AS level
+  FROM creds c
+  LEFT JOIN learned l ON l.principal = c.principal AND l.credential_id <> c.credential_id
+  GROUP BY 1
 )
 SELECT
   n.credential_id,
@@ -85,9 +130,10 @@ SELECT
   CAST(e.source_ip AS VARCHAR) AS source_ip,
   'first_seen_' || n.dimension AS finding,
   n.value,
-  l.vals AS allowed
+  lv.level || coalesce(l.vals, '') AS allowed
 FROM new n
 JOIN ev e ON CAST(e.credential_id AS VARCHAR) = n.credential_id
+JOIN levels lv ON lv.credential_id = n.credential_id
 LEFT JOIN known_list l ON l.credential_id = n.credential_id AND l.dimension = n.dimension
 WHERE n.value = CASE n.dimension
   WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)

@@ -786,3 +786,41 @@ fn a_relay_of_aws_is_no_first_seen_network() {
     let subjects: Vec<&str> = networks.iter().map(|a| a["subject"].as_str().unwrap()).collect();
     assert_eq!(subjects, ["203.0.113.0/24"], "{networks:#?}");
 }
+
+/// A user's keys are judged as one identity: a key created today is judged
+/// by what the user's other keys did from its first request (a new network
+/// alerts, naming the principal), and a learned key taking up a network its
+/// sibling key always used is not news.
+#[test]
+fn a_users_new_key_is_judged_by_the_users_other_keys() {
+    let work = tempfile::tempdir().unwrap();
+    let at = |day: u32, m: u32, key: &str, ip: &str| {
+        let user = json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/etl", "accountId": "111122223333", "accessKeyId": key});
+        let mut r = call(m, key, "s3", "ListObjects", json!({"sourceIPAddress": ip, "userIdentity": user}));
+        r["eventTime"] = json!(format!("2026-11-{day:02}T09:{m:02}:00Z"));
+        r["requestID"] = json!(format!("req-{day}-{m}-{key}-{ip}"));
+        r["eventID"] = json!(format!("ev-{day}-{m}-{key}-{ip}"));
+        r
+    };
+    let (office, ci) = ("198.51.100.20", "192.0.2.40");
+    let mut records = Vec::new();
+    for day in 1..=4 {
+        records.extend((0..40).map(|m| at(day, m, "AKIAETLLAPTOP00001", office)));
+        records.extend((0..40).map(|m| at(day, m, "AKIAETLRUNNER00001", ci)));
+    }
+    // Day 5: the runner's key from the office; a new key from the office, then from outside.
+    records.extend((0..5).map(|m| at(5, m, "AKIAETLRUNNER00001", office)));
+    records.extend((10..15).map(|m| at(5, m, "AKIAETLROTATED0001", office)));
+    records.extend((20..23).map(|m| at(5, m, "AKIAETLROTATED0001", "203.0.113.66")));
+    let trail = work.path().join("trail/week.json.gz");
+    delivery_file(&trail, records);
+    let out = run_lake(&trail, None, &work.path().join("lake"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let networks: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["finding"] == "first_seen_network").collect();
+    let seen: Vec<(&str, &str)> =
+        networks.iter().map(|a| (a["credential_id"].as_str().unwrap(), a["subject"].as_str().unwrap())).collect();
+    assert_eq!(seen, [("AKIAETLROTATED0001", "203.0.113.0/24")], "{networks:#?}");
+    let baseline = networks[0]["baseline"].as_str().unwrap();
+    assert!(baseline.contains("its principal arn:aws:iam::111122223333:user/etl: 2 other"), "{baseline}");
+    assert!(baseline.contains("198.51.100.0/24") && baseline.contains("192.0.2.0/24"), "{baseline}");
+}

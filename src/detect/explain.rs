@@ -242,8 +242,9 @@ pub(crate) fn custom<'a>(g: &Group<'a>) -> Explained<'a> {
     }
 }
 
-/// A value the credential had never used in its learned history: a new
-/// source network, model, tool, action or resource prefix.
+/// A value the credential (or its principal's other learned credentials,
+/// named in `allowed` when they add to it) had never used in its learned
+/// history: a new source network, model, tool, action or resource prefix.
 pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
     let n = g.rows.len();
     let what = g.finding.trim_start_matches(FIRST_SEEN_PREFIX).replace('_', " ");
@@ -255,7 +256,7 @@ pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
         observed: format!("{n} requests with a first-seen {what}: {}", g.group),
         baseline: format!("learned {what}s: {known}"),
         explanation: format!(
-            "{} used {what} {} for the first time ({n} requests from {}), never seen in its history (known: {known})",
+            "{} used {what} {} for the first time ({n} requests from {}), never seen in its learned history (known: {known})",
             g.cred, g.group, g.ips
         ),
     }
