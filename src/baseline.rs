@@ -282,8 +282,9 @@ pub struct Baseline {
     /// Per credential: slot key ([`slot_key`]) → slot.
     pub profile: HashMap<String, HashMap<(bool, u32), ProfileSlot>>,
     pub markov: HashMap<String, Markov>,
-    /// Per credential: the models it used (its scope's model dimension).
-    pub models: HashMap<String, std::collections::HashSet<String>>,
+    /// The learned scope by value: dimension → value → the credentials that
+    /// used it (which peers already use a credential's first-seen value).
+    pub used_by: HashMap<String, HashMap<String, std::collections::HashSet<String>>>,
 }
 
 /// `(is_hour_of_week, slot)` of a time.
@@ -294,6 +295,11 @@ pub fn slot_keys(ts_ms: i64) -> [(bool, u32); 2] {
 }
 
 impl Baseline {
+    /// Whether `cred` used `value` of `dimension` in its learned history.
+    pub fn used(&self, cred: &str, dimension: &str, value: &str) -> bool {
+        self.used_by.get(dimension).and_then(|v| v.get(value)).is_some_and(|users| users.contains(cred))
+    }
+
     /// The most specific trusted seasonal slot for a credential at a time.
     pub fn slot(&self, credential_id: &str, ts_ms: i64) -> Option<&ProfileSlot> {
         let p = self.profile.get(credential_id)?;
@@ -708,16 +714,15 @@ pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Base
     for t in transitions {
         b.markov.entry(t.principal.clone()).or_default().add(&t.from_tool, &t.to_tool, t.count);
     }
-    let scope = format!(
-        "SELECT credential_id, value FROM {} WHERE until = '{until}' AND dimension = 'model'",
-        catalog::BASELINE_SCOPE.name
-    );
+    let scope =
+        format!("SELECT credential_id, dimension, value FROM {} WHERE until = '{until}'", catalog::BASELINE_SCOPE.name);
     for batch in engine::collect(ctx, &scope).await? {
         let q = "scope";
-        let (cred, model) = (columns::strings(&batch, q, "credential_id")?, columns::strings(&batch, q, "value")?);
-        for (c, m) in cred.into_iter().zip(model) {
-            if let (Some(c), Some(m)) = (c, m) {
-                b.models.entry(c).or_default().insert(m);
+        let cred = columns::strings(&batch, q, "credential_id")?;
+        let (dimension, value) = (columns::strings(&batch, q, "dimension")?, columns::strings(&batch, q, "value")?);
+        for ((c, d), v) in cred.into_iter().zip(dimension).zip(value) {
+            if let (Some(c), Some(d), Some(v)) = (c, d, v) {
+                b.used_by.entry(d).or_default().entry(v).or_default().insert(c);
             }
         }
     }

@@ -794,6 +794,63 @@ fn a_model_its_peers_already_use_is_not_first_seen_news() {
     assert!(reason.contains("2 of 2 credentials of kind api_key owned by team@x"), "{reason}");
 }
 
+/// The same holds for every dimension and without an inventory, where a
+/// credential's peers are its principal's role (`agent:support-3` →
+/// `agent:support`): a tool its peers use every day is no news for a
+/// support key; the same tool on a key of another role, and a tool no peer
+/// uses, alert.
+#[test]
+fn a_tool_its_peers_already_use_is_not_first_seen_news_without_an_inventory() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake) = (work.path().join("gw"), work.path().join("lake"));
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for (key, history, today) in [
+                ("support-1", ["kb.search", "ticket.reply"], ["kb.search", "ticket.reply"]),
+                ("support-2", ["ticket.reply", "kb.search"], ["ticket.reply", "kb.search"]),
+                ("support-3", ["kb.search", "kb.search"], ["ticket.reply", "shell.exec"]),
+                ("billing-1", ["kb.search", "kb.search"], ["ticket.reply", "kb.search"]),
+            ] {
+                let tools = if day < 8 { history } else { today };
+                for (m, tool) in [5, 35].into_iter().zip(tools) {
+                    lines.push(scope_line(day, hour, m, key, "tool_call", "", tool, ""));
+                }
+            }
+        }
+    }
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let out = credtrail()
+        .args(["detect", "--date", "2026-11-08", "--output", "jsonl", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let shown: BTreeSet<(&str, &str)> = alerts
+        .iter()
+        .filter(|a| a["finding"] == "first_seen_tool")
+        .map(|a| (a["credential_id"].as_str().unwrap(), a["subject"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        shown,
+        [("billing-1", "ticket.reply"), ("support-3", "shell.exec")].into_iter().collect(),
+        "{alerts:#?}"
+    );
+    let kept = sql_rows(
+        &lake,
+        "SELECT suppressed FROM alerts WHERE finding = 'first_seen_tool' AND credential_id = 'support-3' AND subject = 'ticket.reply'",
+    );
+    assert_eq!(kept.len(), 1, "kept on record: {kept:#?}");
+    let reason = kept[0]["suppressed"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("tool ticket.reply is used by 2 of 2 credentials of role agent:support (support-1, support-2)"),
+        "{reason}"
+    );
+}
+
 /// Learns baseline `until` over `days` days, from the per-day partials or (`rescan`) one scan of the window.
 fn learn_baseline(lake: &std::path::Path, until: &str, days: u32, rescan: bool) {
     let mut cmd = credtrail();

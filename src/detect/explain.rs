@@ -262,36 +262,48 @@ pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
     }
 }
 
-/// A first-seen model that is no news stays on record, suppressed, and still
-/// joins an alert it is part of (a spend spike on it) when folded: one the
-/// credential's inventory explicitly allows is a rollout, not misuse, and so
-/// is one the inventory allows that [`MIN_PEERS`] or more of its learned
-/// peers ([`peers`]) already use — a new member of the team taking up the
-/// team's model.
-pub(crate) fn known_first_models(
+/// A first-seen value that is no news stays on record, suppressed, and
+/// still joins an alert it is part of (a spend spike on it) when folded: a
+/// model the credential's inventory lists explicitly is a rollout, not
+/// misuse; and a value of any dimension (network, model, tool, action,
+/// resource prefix, region) that [`MIN_PEERS`] or more of its learned peers
+/// ([`peers`]) already used, and that its inventory entry (if any) allows, is
+/// a member of the team taking up the team's work.
+pub(crate) fn known_first_values(
     inv: Option<&crate::inventory::Inventory>,
     base: Option<&crate::baseline::Baseline>,
     alerts: &mut [Alert],
 ) {
-    let Some(inv) = inv else { return };
-    let model = format!("{FIRST_SEEN_PREFIX}model");
-    for a in alerts.iter_mut().filter(|a| a.finding == model && a.suppressed.is_none()) {
-        let Some(m) = a.subject.as_deref() else { continue };
-        let Some(c) = inv.get(&a.credential_id).filter(|c| c.allows_model(m)) else { continue };
-        if !c.allowed_models.is_empty() {
-            a.suppressed = Some(format!("the inventory allows model {m}"));
+    for a in alerts.iter_mut().filter(|a| a.suppressed.is_none()) {
+        let Some(dimension) = a.finding.strip_prefix(FIRST_SEEN_PREFIX) else { continue };
+        let Some(value) = a.subject.as_deref() else { continue };
+        let entry = inv.and_then(|i| i.get(&a.credential_id));
+        let allowed = entry.is_none_or(|c| match dimension {
+            "model" => c.allows_model(value),
+            "tool" => c.allows_tool(value),
+            "action" => value.parse().is_ok_and(|x| c.allows_action(x)),
+            "resource_prefix" => c.allows_resource(value),
+            "region" => c.allows_region(value),
+            _ => true,
+        });
+        if !allowed {
+            continue;
+        }
+        if dimension == "model" && entry.is_some_and(|c| !c.allowed_models.is_empty()) {
+            a.suppressed = Some(format!("the inventory allows model {value}"));
             continue;
         }
         let Some(b) = base else { continue };
-        let (group, peers) = peers::learned_peers(b, Some(inv), &a.credential_id, a.principal.as_deref());
+        let (group, peers) = peers::learned_peers(b, inv, &a.credential_id, a.principal.as_deref());
         let users: Vec<&str> = peers
             .iter()
-            .filter(|p| b.models.get(&p.credential_id).is_some_and(|ms| ms.contains(m)))
+            .filter(|p| b.used(&p.credential_id, dimension, value))
             .map(|p| p.credential_id.as_str())
             .collect();
         if users.len() >= MIN_PEERS {
+            let what = dimension.replace('_', " ");
             a.suppressed = Some(format!(
-                "peers already use it: model {m} is used by {} of {} credentials of {group} ({}{})",
+                "peers already use it: {what} {value} is used by {} of {} credentials of {group} ({}{})",
                 users.len(),
                 peers.len(),
                 users.iter().take(3).copied().collect::<Vec<_>>().join(", "),

@@ -474,7 +474,7 @@ impl Engine {
             Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
             Scorer::Cloud => cloud::score(&cx, q, rows),
         }?;
-        explain::known_first_models(self.inventory.as_ref(), base, &mut alerts);
+        explain::known_first_values(self.inventory.as_ref(), base, &mut alerts);
         Ok(alerts)
     }
 }
