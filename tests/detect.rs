@@ -748,6 +748,24 @@ fn a_moderate_spend_from_a_new_network_is_a_billing_spike() {
     assert!(a["evidence"].as_array().unwrap().len() >= 26, "{a}");
 }
 
+/// Two requests an hour, 08:00 to 20:00, on days 1 to 8, per key: its two
+/// `history` values on days 1 to 7 and its two `today` values on day 8.
+fn a_week_of_two_values_an_hour(
+    keys: &[(&str, [&str; 2], [&str; 2])],
+    line: impl Fn(u32, u32, u32, &str, &str) -> String,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for day in 1..=8 {
+        for hour in 8..20 {
+            for (key, history, today) in keys {
+                let values = if day < 8 { history } else { today };
+                lines.extend([5, 35].into_iter().zip(values).map(|(m, v)| line(day, hour, m, key, v)));
+            }
+        }
+    }
+    lines
+}
+
 /// A model new to one key but everyday for its peers (same kind and owner
 /// in the inventory, which allows it) is no first-seen news: it stays on
 /// record, suppressed as "peers already use it". A model no peer uses, and
@@ -756,22 +774,15 @@ fn a_moderate_spend_from_a_new_network_is_a_billing_spike() {
 fn a_model_its_peers_already_use_is_not_first_seen_news() {
     let work = tempfile::tempdir().unwrap();
     let (gw, lake, inv) = (work.path().join("gw"), work.path().join("lake"), work.path().join("inventory.csv"));
-    let mut lines = Vec::new();
-    for day in 1..=8 {
-        for hour in 8..20 {
-            for (key, history, today) in [
-                ("key_t1", ["gpt-4o", "gpt-4.1"], ["gpt-4o", "gpt-4.1"]),
-                ("key_t2", ["gpt-4.1", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
-                ("key_t3", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "o3-mini"]),
-                ("key_o1", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
-            ] {
-                let models = if day < 8 { history } else { today };
-                for (m, model) in [5, 35].into_iter().zip(models) {
-                    lines.push(scope_line(day, hour, m, key, "inference", model, "", ""));
-                }
-            }
-        }
-    }
+    let lines = a_week_of_two_values_an_hour(
+        &[
+            ("key_t1", ["gpt-4o", "gpt-4.1"], ["gpt-4o", "gpt-4.1"]),
+            ("key_t2", ["gpt-4.1", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
+            ("key_t3", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "o3-mini"]),
+            ("key_o1", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
+        ],
+        |day, hour, m, key, model| scope_line(day, hour, m, key, "inference", model, "", ""),
+    );
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
     let team = [("key_t1", "team@x"), ("key_t2", "team@x"), ("key_t3", "team@x"), ("key_o1", "other@x")];
@@ -803,22 +814,15 @@ fn a_model_its_peers_already_use_is_not_first_seen_news() {
 fn a_tool_its_peers_already_use_is_not_first_seen_news_without_an_inventory() {
     let work = tempfile::tempdir().unwrap();
     let (gw, lake) = (work.path().join("gw"), work.path().join("lake"));
-    let mut lines = Vec::new();
-    for day in 1..=8 {
-        for hour in 8..20 {
-            for (key, history, today) in [
-                ("support-1", ["kb.search", "ticket.reply"], ["kb.search", "ticket.reply"]),
-                ("support-2", ["ticket.reply", "kb.search"], ["ticket.reply", "kb.search"]),
-                ("support-3", ["kb.search", "kb.search"], ["ticket.reply", "shell.exec"]),
-                ("billing-1", ["kb.search", "kb.search"], ["ticket.reply", "kb.search"]),
-            ] {
-                let tools = if day < 8 { history } else { today };
-                for (m, tool) in [5, 35].into_iter().zip(tools) {
-                    lines.push(scope_line(day, hour, m, key, "tool_call", "", tool, ""));
-                }
-            }
-        }
-    }
+    let lines = a_week_of_two_values_an_hour(
+        &[
+            ("support-1", ["kb.search", "ticket.reply"], ["kb.search", "ticket.reply"]),
+            ("support-2", ["ticket.reply", "kb.search"], ["ticket.reply", "kb.search"]),
+            ("support-3", ["kb.search", "kb.search"], ["ticket.reply", "shell.exec"]),
+            ("billing-1", ["kb.search", "kb.search"], ["ticket.reply", "kb.search"]),
+        ],
+        |day, hour, m, key, tool| scope_line(day, hour, m, key, "tool_call", "", tool, ""),
+    );
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
     let out = credtrail()

@@ -337,7 +337,9 @@ pub(crate) mod tests {
         let values = StringArray::from(vec![Some("b"), None, Some("a"), Some("b"), Some("c")]);
         let keys = Int32Array::from(vec![Some(0), Some(2), None, Some(3), Some(1), Some(4), Some(0), Some(2), Some(3)]);
         let cred = DictionaryArray::new(keys, Arc::new(values));
-        let ts = TimestampMillisecondArray::from(vec![Some(5), Some(9), Some(1), Some(2), Some(7), None, Some(2), Some(9), Some(1)]);
+        // -1 stands for a missing time.
+        let ts: TimestampMillisecondArray =
+            [5, 9, 1, 2, 7, -1, 2, 9, 1].map(|t| (t >= 0).then_some(t)).into_iter().collect();
         let fast = dictionary_order(&cred, &ts).unwrap();
         let cols: [arrow::array::ArrayRef; 2] = [Arc::new(cred.clone()), Arc::new(ts)];
         let conv = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect()).unwrap();
