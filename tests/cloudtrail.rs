@@ -823,4 +823,22 @@ fn a_users_new_key_is_judged_by_the_users_other_keys() {
     let baseline = networks[0]["baseline"].as_str().unwrap();
     assert!(baseline.contains("its principal arn:aws:iam::111122223333:user/etl: 2 other"), "{baseline}");
     assert!(baseline.contains("198.51.100.0/24") && baseline.contains("192.0.2.0/24"), "{baseline}");
+    // The report's chart sets the new network beside the same known ones.
+    let page = work.path().join("report.html");
+    let out = credtrail()
+        .args(["report", "--date", "2026-11-05", "--lake"])
+        .arg(work.path().join("lake"))
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    let incident = networks[0]["incident_id"].as_str().unwrap();
+    let section = &html[html.find(&format!("id=\"{incident}\"")).expect("the incident has a section")..];
+    let chart = &section[section.find("<svg").expect("the incident has a chart")..];
+    let chart = &chart[..chart.find("</svg>").unwrap()];
+    for shown in ["203.0.113.0/24 (new)", "198.51.100.0/24", "192.0.2.0/24"] {
+        assert!(chart.contains(shown), "{shown} in the chart: {chart}");
+    }
 }

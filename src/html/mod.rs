@@ -522,19 +522,29 @@ fn scope_dimension(finding: &str) -> Option<&'static str> {
         .find(|d| f == *d || f.starts_with(&format!("{d}_")))
 }
 
-/// The new value beside the ones the credential used before, each from its first to its last use.
+/// The new value beside the ones the credential used before, each from its
+/// first to its last use: its own, and (as first-seen values are judged) its
+/// principal's other learned credentials'.
 async fn scope_chart(
     ctx: &datafusion::prelude::SessionContext,
     a: &Alert,
     dimension: &str,
     model: Option<&Baseline>,
 ) -> Result<Figures, HtmlError> {
-    let until = model.map_or(String::new(), |m| m.until.clone());
+    let until = lit(&model.map_or(String::new(), |m| m.until.clone()));
+    let siblings = match &a.principal {
+        Some(p) => format!(
+            " UNION SELECT credential_id FROM {} WHERE until = {until} AND principal = {} AND NOT cold_start",
+            crate::engine::catalog::BASELINE_CREDENTIALS.name,
+            lit(p)
+        ),
+        None => String::new(),
+    };
     let q = format!(
-        "SELECT value, first_seen, last_seen, requests FROM {} \
-         WHERE until = {} AND credential_id = {} AND dimension = {} ORDER BY requests DESC, value LIMIT 12",
+        "SELECT s.value, min(s.first_seen) AS first_seen, max(s.last_seen) AS last_seen, sum(s.requests) AS requests \
+         FROM {} s JOIN (SELECT {} AS credential_id{siblings}) w ON s.credential_id = w.credential_id \
+         WHERE s.until = {until} AND s.dimension = {} GROUP BY s.value ORDER BY requests DESC, s.value LIMIT 12",
         crate::engine::catalog::BASELINE_SCOPE.name,
-        lit(&until),
         lit(&a.credential_id),
         lit(dimension)
     );
