@@ -576,6 +576,13 @@ fn scope_is_read_as_written_and_standing_mismatches_are_governance() {
 }
 
 /// `detect --output jsonl` over `range` of a lake, with an inventory.
+/// The alerts of `detect --date DAY` on a lake with no inventory.
+fn detect_without_inventory(lake: &std::path::Path, day: &str) -> Vec<serde_json::Value> {
+    let out = credtrail().args(["detect", "--date", day, "--output", "jsonl", "--lake"]).arg(lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 fn detect_range(lake: &std::path::Path, inv: &std::path::Path, range: &[&str]) -> Vec<serde_json::Value> {
     let out = credtrail()
         .arg("detect")
@@ -680,14 +687,7 @@ fn thin_history_agents_are_judged_against_their_peers() {
     ));
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
-    let out = credtrail()
-        .args(["detect", "--date", "2026-11-08", "--output", "jsonl", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let alerts: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts = detect_without_inventory(&lake, "2026-11-08");
     let chains: Vec<_> = alerts.iter().filter(|a| a["detector"] == "tool_chaining").collect();
     assert!(chains.iter().all(|a| a["credential_id"] != "support-4"), "{chains:#?}");
     let exfil: Vec<_> = chains.iter().filter(|a| a["credential_id"] == "support-5").collect();
@@ -825,14 +825,7 @@ fn a_tool_its_peers_already_use_is_not_first_seen_news_without_an_inventory() {
     );
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
-    let out = credtrail()
-        .args(["detect", "--date", "2026-11-08", "--output", "jsonl", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let alerts: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts = detect_without_inventory(&lake, "2026-11-08");
     let shown: BTreeSet<(&str, &str)> = alerts
         .iter()
         .filter(|a| a["finding"] == "first_seen_tool")
