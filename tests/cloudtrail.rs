@@ -302,6 +302,13 @@ fn call(m: u32, key: &str, service: &str, name: &str, extra: Value) -> Value {
     r
 }
 
+/// Moves a [`call`] record to 09:`m` on November `day`, with ids unique to `tag` there.
+fn on_day(r: &mut Value, day: u32, m: u32, tag: &str) {
+    r["eventTime"] = json!(format!("2026-11-{day:02}T09:{m:02}:00Z"));
+    r["requestID"] = json!(format!("req-{day}-{m}-{tag}"));
+    r["eventID"] = json!(format!("ev-{day}-{m}-{tag}"));
+}
+
 /// A session token as STS writes it: long, base64, unusable without its secret key.
 fn session_token(seed: char) -> String {
     format!("IQoJb3JpZ2luX2VjE{}", format!("{seed}b9+/Zq").repeat(60))
@@ -766,9 +773,7 @@ fn a_relay_of_aws_is_no_first_seen_network() {
     let at = |day: u32, m: u32, ip: &str, agent: &str| {
         let mut r =
             call(m, "AKIAAPPUSER0000001", "s3", "ListObjects", json!({"sourceIPAddress": ip, "userAgent": agent}));
-        r["eventTime"] = json!(format!("2026-11-{day:02}T09:{m:02}:00Z"));
-        r["requestID"] = json!(format!("req-{day}-{m}-{ip}"));
-        r["eventID"] = json!(format!("ev-{day}-{m}-{ip}"));
+        on_day(&mut r, day, m, ip);
         r
     };
     let console = "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10 OpenJDK_64-Bit_Server_VM]";
@@ -797,9 +802,7 @@ fn a_users_new_key_is_judged_by_the_users_other_keys() {
     let at = |day: u32, m: u32, key: &str, ip: &str| {
         let user = json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/etl", "accountId": "111122223333", "accessKeyId": key});
         let mut r = call(m, key, "s3", "ListObjects", json!({"sourceIPAddress": ip, "userIdentity": user}));
-        r["eventTime"] = json!(format!("2026-11-{day:02}T09:{m:02}:00Z"));
-        r["requestID"] = json!(format!("req-{day}-{m}-{key}-{ip}"));
-        r["eventID"] = json!(format!("ev-{day}-{m}-{key}-{ip}"));
+        on_day(&mut r, day, m, &format!("{key}-{ip}"));
         r
     };
     let (office, ci) = ("198.51.100.20", "192.0.2.40");

@@ -9,10 +9,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, DictionaryArray, PrimitiveArray, RecordBatch};
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
-use arrow::row::{RowConverter, SortField};
+use arrow::datatypes::{DataType, Int32Type, SchemaRef, TimestampMillisecondType};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -232,31 +231,21 @@ pub fn sort_events(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Record
         move |source| LakeError::Arrow { what, source }
     };
     let all = concat_batches(schema, batches).map_err(arrow("concatenating event batches"))?;
-    let keys =
-        [col::CREDENTIAL_ID, col::TS].map(|c| all.column_by_name(c).expect("event batch has sort columns").clone());
-    let idx = match dictionary_order(&keys[0], &keys[1]) {
-        Some(idx) => idx,
-        None => {
-            let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())
-                .map_err(arrow("sorting events"))?;
-            let rows = conv.convert_columns(&keys).map_err(arrow("sorting events"))?;
-            let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
-            idx.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
-            idx
-        }
-    };
+    let column = |c| all.column_by_name(c).expect("event batch has sort columns");
+    // Parsed batches' credentials are a dictionary already; anything else becomes one.
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let credential = arrow::compute::cast(column(col::CREDENTIAL_ID), &dict).map_err(arrow("sorting events"))?;
+    let idx = dictionary_order(credential.as_dictionary::<Int32Type>(), column(col::TS).as_primitive());
     let indices = arrow::array::UInt32Array::from(idx);
     take_record_batch(&all, &indices).map_err(arrow("sorting events"))
 }
 
-/// The (credential, ts) order of rows whose credential is dictionary
-/// encoded, as parsed batches are: each distinct credential is ranked once,
-/// so rows sort by two integers instead of comparing strings. Nulls first,
-/// ties in row order, the order [`RowConverter`] rows sort in stably.
-fn dictionary_order(credential: &dyn Array, ts: &dyn Array) -> Option<Vec<u32>> {
-    let dict = credential.as_dictionary_opt::<arrow::datatypes::Int32Type>()?;
-    let values = dict.values().as_string_opt::<i32>()?;
-    let ts = ts.as_primitive_opt::<TimestampMillisecondType>()?;
+/// The (credential, ts) order of rows: each distinct credential of the
+/// dictionary is ranked once, so rows sort by two integers instead of
+/// comparing strings. Nulls first, ties in row order: the order arrow's row
+/// format sorts in, stably.
+fn dictionary_order(dict: &DictionaryArray<Int32Type>, ts: &PrimitiveArray<TimestampMillisecondType>) -> Vec<u32> {
+    let values = dict.values().as_string::<i32>();
     let mut by_value: Vec<u32> = (0..values.len() as u32).collect();
     let value = |i: u32| values.is_valid(i as usize).then(|| values.value(i as usize));
     by_value.sort_unstable_by_key(|&i| value(i));
@@ -278,7 +267,7 @@ fn dictionary_order(credential: &dyn Array, ts: &dyn Array) -> Option<Vec<u32>> 
         })
         .collect();
     rows.sort_unstable();
-    Some(rows.into_iter().map(|(_, _, i)| i).collect())
+    rows.into_iter().map(|(_, _, i)| i).collect()
 }
 
 /// Splits a batch of events by UTC day of `ts`, the lake's partition key.
@@ -332,7 +321,8 @@ pub(crate) mod tests {
     /// repeats: the same permutation the row format's stable sort gives.
     #[test]
     fn dictionary_ranks_sort_as_the_values_do() {
-        use arrow::array::{DictionaryArray, Int32Array, StringArray, TimestampMillisecondArray};
+        use arrow::array::{Int32Array, StringArray, TimestampMillisecondArray};
+        use arrow::row::{RowConverter, SortField};
         use std::sync::Arc;
         let values = StringArray::from(vec![Some("b"), None, Some("a"), Some("b"), Some("c")]);
         let keys = Int32Array::from(vec![Some(0), Some(2), None, Some(3), Some(1), Some(4), Some(0), Some(2), Some(3)]);
@@ -340,7 +330,7 @@ pub(crate) mod tests {
         // -1 stands for a missing time.
         let ts: TimestampMillisecondArray =
             [5, 9, 1, 2, 7, -1, 2, 9, 1].map(|t| (t >= 0).then_some(t)).into_iter().collect();
-        let fast = dictionary_order(&cred, &ts).unwrap();
+        let fast = dictionary_order(&cred, &ts);
         let cols: [arrow::array::ArrayRef; 2] = [Arc::new(cred.clone()), Arc::new(ts)];
         let conv = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect()).unwrap();
         let rows = conv.convert_columns(&cols).unwrap();
