@@ -25,12 +25,22 @@ struct Watch {
 
 impl Watch {
     fn start(dir: &Path, args: &[&str]) -> Watch {
+        Watch::spawn(dir, args, Stdio::null())
+    }
+
+    /// [`Watch::start`] with a pipe to the watcher's stdin in `child.stdin`.
+    fn start_piped(dir: &Path, args: &[&str]) -> Watch {
+        Watch::spawn(dir, args, Stdio::piped())
+    }
+
+    fn spawn(dir: &Path, args: &[&str], stdin: Stdio) -> Watch {
         let stderr = dir.join(format!("watch-{}.err", Instant::now().elapsed().as_nanos()));
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("credtrail"))
             .current_dir(dir)
             .arg("watch")
             .args(args)
             .env("RUST_LOG", "info")
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -292,22 +302,25 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
 }
 
 #[test]
-fn reads_stdin_to_its_end() {
+fn reads_stdin_as_it_arrives_and_to_its_end() {
     let dir = tempfile::tempdir().unwrap();
-    let input: String = lines(0..50).join("\n") + "\n{broken\n";
-    let out = credtrail()
-        .current_dir(dir.path())
-        .args(["watch", "-f", "-", "--lake", "lake"])
-        .write_stdin(input)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut w = Watch::start_piped(dir.path(), &["-f", "-", "--lake", "lake", "--flush-interval", "200ms"]);
+    let mut stdin = w.child.stdin.take().unwrap();
     let lake = dir.path().join("lake");
-    assert_eq!(request_ids(&lake).len(), 50);
+    // A quiet pipe: its lines are committed while it stays open, not when more arrive.
+    stdin.write_all((lines(0..5).join("\n") + "\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_for(&w, "a quiet pipe's lines in the lake", || request_ids(&lake).len() == 5);
+    // A burst of many pipe reads is parsed in large chunks; line numbers still count every line.
+    let burst = lines(5..4005).join("\n") + "\n{broken\n" + &lines(4005..4010).join("\n") + "\n";
+    stdin.write_all(burst.as_bytes()).unwrap();
+    drop(stdin);
+    let status = w.child.wait().unwrap();
+    assert!(status.success(), "watch exited with {status}: {}", w.log());
+    assert_eq!(request_ids(&lake).len(), 4010);
     let q = quarantine(&lake);
     assert_eq!(q.len(), 1);
-    assert_eq!(q[0]["record"], 51);
+    assert_eq!(q[0]["record"], 4006);
     assert_eq!(q[0]["source_file"], "<stdin>");
 }
 

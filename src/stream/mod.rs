@@ -28,7 +28,7 @@ pub mod sinks;
 pub mod tail;
 pub mod windows;
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::detect::{self, DetectError, Engine};
-use crate::ingest::source::Chunk;
+use crate::ingest::source::{CHUNK_BYTES, Chunk};
 use crate::ingest::{IngestError, LineFormat, LineParser, Parsed};
 use crate::lake::{self, Lake, LakeError, LakeWriter, QuarantineEntry};
 use crate::secrets::{ExposureRow, PemLines};
@@ -627,31 +627,57 @@ fn read_files(
 }
 
 /// The reader thread for stdin: whole lines as they arrive, until EOF.
+///
+/// A second thread reads the pipe in pieces of what it holds; this one takes
+/// every piece already waiting (up to ingest's chunk size) as one chunk. So a
+/// busy pipe is parsed in large chunks, as ingest parses a file, and a quiet
+/// one line by line, with no wait for more.
 fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool, run_id: &str) {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    use std::sync::mpsc::TryRecvError;
+    /// What one read of stdin asks for: a pipe's whole buffer, more from a redirected file.
+    const PIECE: usize = 1 << 18;
+    let (pieces, arrived) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(64);
+    std::thread::spawn(move || {
+        let mut input = std::io::stdin().lock();
+        loop {
+            let mut piece = vec![0; PIECE];
+            let read = match input.read(&mut piece) {
+                Ok(0) => return,
+                Ok(n) => {
+                    piece.truncate(n);
+                    Ok(piece)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            if pieces.send(read).is_err() || failed {
+                return;
+            }
+        }
+    });
     let mut carry: Vec<u8> = Vec::new();
     let mut next_line = 1u64;
     let mut format = None;
     let mut pem = PemLines::default();
     while !stop.load(Ordering::Relaxed) {
-        let (bytes, eof) = match input.fill_buf() {
-            Ok([]) => (std::mem::take(&mut carry), true),
-            Ok(buf) => {
-                let n = buf.len();
-                carry.extend_from_slice(buf);
-                input.consume(n);
-                match memchr::memrchr(b'\n', &carry) {
-                    Some(end) => {
-                        let rest = carry.split_off(end + 1);
-                        (std::mem::replace(&mut carry, rest), false)
-                    }
-                    None => continue,
-                }
+        let mut eof = arrived.recv().map_or(true, |piece| append(piece, &mut carry));
+        while !eof && carry.len() < CHUNK_BYTES {
+            match arrived.try_recv() {
+                Ok(piece) => eof = append(piece, &mut carry),
+                Err(TryRecvError::Disconnected) => eof = true,
+                Err(TryRecvError::Empty) => break,
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reading stdin");
-                (std::mem::take(&mut carry), true)
+        }
+        let bytes = if eof {
+            std::mem::take(&mut carry)
+        } else {
+            match memchr::memrchr(b'\n', &carry) {
+                Some(end) => {
+                    let rest = carry.split_off(end + 1);
+                    std::mem::replace(&mut carry, rest)
+                }
+                None => continue,
             }
         };
         if !bytes.is_empty() {
@@ -668,6 +694,20 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
         }
     }
 }
+/// Adds one read of stdin to `carry`; true when stdin can give no more.
+fn append(piece: std::io::Result<Vec<u8>>, carry: &mut Vec<u8>) -> bool {
+    match piece {
+        Ok(p) => {
+            carry.extend_from_slice(&p);
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading stdin");
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
