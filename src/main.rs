@@ -10,6 +10,10 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+// Why: see the dependency's comment in Cargo.toml (page faults on the live day's buffers).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A watcher's progress is worth seeing by default; other commands keep stderr quiet.
