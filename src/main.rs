@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     // mimalloc's 1 s hold keeps them (at 10 ms a watcher fell back to glibc's
     // throughput, and ingest lost 7%). The other commands go from query to
     // query on fresh buffers: holding each 1 s took a 28-day baseline from
-    // 390 to 730 MiB peak, for 5% of its time.
+    // 390 to 730 MiB peak, for about 7% of its time.
     if !matches!(cli.command, Command::Watch(_) | Command::Ingest(_)) {
         // SAFETY: sets one integer option; mimalloc reads options atomically.
         unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, QUERY_PURGE_DELAY_MS) };

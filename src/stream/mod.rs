@@ -694,6 +694,7 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
         }
     }
 }
+
 /// Adds one read of stdin to `carry`; true when stdin can give no more.
 fn append(piece: std::io::Result<Vec<u8>>, carry: &mut Vec<u8>) -> bool {
     match piece {
