@@ -783,13 +783,19 @@ fn a_relay_of_aws_is_no_first_seen_network() {
     }
     records.extend((45..55).map(|m| at(4, m, "10.8.8.10", console)));
     records.extend((55..58).map(|m| at(4, m, "203.0.113.66", "aws-cli/2.15")));
-    let trail = work.path().join("trail/week.json.gz");
-    delivery_file(&trail, records);
-    let out = run_lake(&trail, None, &work.path().join("lake"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let networks: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["finding"] == "first_seen_network").collect();
+    let networks = first_seen_networks(work.path(), records);
     let subjects: Vec<&str> = networks.iter().map(|a| a["subject"].as_str().unwrap()).collect();
     assert_eq!(subjects, ["203.0.113.0/24"], "{networks:#?}");
+}
+
+/// The `first_seen_network` alerts of a run over one delivery file of
+/// `records`, its lake at `work/lake`.
+fn first_seen_networks(work: &Path, records: Vec<Value>) -> Vec<Value> {
+    let trail = work.join("trail/week.json.gz");
+    delivery_file(&trail, records);
+    let out = run_lake(&trail, None, &work.join("lake"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    alerts_of(&out).into_iter().filter(|a| a["finding"] == "first_seen_network").collect()
 }
 
 /// A user's keys are judged as one identity: a key created today is judged
@@ -815,11 +821,7 @@ fn a_users_new_key_is_judged_by_the_users_other_keys() {
     records.extend((0..5).map(|m| at(5, m, "AKIAETLRUNNER00001", office)));
     records.extend((10..15).map(|m| at(5, m, "AKIAETLROTATED0001", office)));
     records.extend((20..23).map(|m| at(5, m, "AKIAETLROTATED0001", "203.0.113.66")));
-    let trail = work.path().join("trail/week.json.gz");
-    delivery_file(&trail, records);
-    let out = run_lake(&trail, None, &work.path().join("lake"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let networks: Vec<Value> = alerts_of(&out).into_iter().filter(|a| a["finding"] == "first_seen_network").collect();
+    let networks = first_seen_networks(work.path(), records);
     let seen: Vec<(&str, &str)> =
         networks.iter().map(|a| (a["credential_id"].as_str().unwrap(), a["subject"].as_str().unwrap())).collect();
     assert_eq!(seen, [("AKIAETLROTATED0001", "203.0.113.0/24")], "{networks:#?}");

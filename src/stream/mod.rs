@@ -639,14 +639,11 @@ fn read_stdin(parser: &LineParser, tx: &mpsc::Sender<Update>, stop: &AtomicBool,
     let (pieces, arrived) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(64);
     std::thread::spawn(move || {
         let mut input = std::io::stdin().lock();
+        let mut buf = vec![0; PIECE];
         loop {
-            let mut piece = vec![0; PIECE];
-            let read = match input.read(&mut piece) {
+            let read = match input.read(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => {
-                    piece.truncate(n);
-                    Ok(piece)
-                }
+                Ok(n) => Ok(buf[..n].to_vec()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
             };
