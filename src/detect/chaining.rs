@@ -18,8 +18,11 @@
 //! At these levels a step is improbable as under the own model, and also
 //! when fewer than [`MIN_PEERS`] of the level's principals ever made that
 //! transition: everyday work of the group stays quiet, a step no peer makes
-//! (or only one, perhaps an earlier attack) alerts. Only then, with neither
-//! level learned, is a session judged by the dangerous-chain rules alone.
+//! (or only one, perhaps an earlier attack) alerts, unless the principal's
+//! own thin history already made it [`MIN_PEERS`] times or more: a few
+//! sessions a week that do the same thing each time are its routine, even
+//! when no peer shares it. Only with neither level learned is a session
+//! judged by the dangerous-chain rules alone.
 //! The alert's `baseline` says which level it was compared against. A new
 //! tool alone (`unusual_tool`) and a critical severity stay own-model
 //! findings: peers do not know what the principal itself never does.
@@ -208,12 +211,16 @@ struct Reference<'m> {
     learned: bool,
     /// Empty for the own level; else `peers: …` or `fleet: …`.
     level: String,
+    /// At a peer or fleet level, the principal's own thin model: steps it
+    /// made often enough are its routine.
+    habits: Option<&'m Markov>,
 }
 
 impl<'m> Reference<'m> {
     fn own(markov: &'m Markov) -> Reference<'m> {
         let learned = markov.sessions >= MIN_SESSIONS;
-        Reference { markov: std::borrow::Cow::Borrowed(markov), members: Vec::new(), learned, level: String::new() }
+        let markov = std::borrow::Cow::Borrowed(markov);
+        Reference { markov, members: Vec::new(), learned, level: String::new(), habits: None }
     }
 
     /// The peer level if it has enough history, else the fleet, else none.
@@ -225,11 +232,13 @@ impl<'m> Reference<'m> {
         let fleet = others(&mut b.markov.keys().map(String::as_str));
         let peers_label = format!("peers: {} principals of {group}", peers.len());
         let fleet_label = format!("fleet: {} principals", fleet.len());
+        let habits = b.markov.get(principal);
         [(peers, peers_label), (fleet, fleet_label)].into_iter().find_map(|(members, level)| {
             let mut markov = Markov::default();
             members.iter().for_each(|m| markov.merge(m));
             let learned = members.len() >= MIN_PEERS && markov.sessions >= MIN_SESSIONS;
-            learned.then(|| Reference { markov: std::borrow::Cow::Owned(markov), members, learned, level })
+            let markov = std::borrow::Cow::Owned(markov);
+            learned.then(|| Reference { markov, members, learned, level, habits })
         })
     }
 
@@ -251,11 +260,13 @@ fn view(r: &Reference<'_>, from: &str, to: &str) -> StepView {
     let (p, support, seen) = (markov.probability(from, to), markov.support(from), markov.count(from, to));
     let new_tool = learned && r.is_own() && !markov.knows_tool(to);
     let uncommon = !r.is_own() && r.members.iter().filter(|m| m.count(from, to) > 0).count() < MIN_PEERS;
-    let improbable = !learned
-        || new_tool
-        || uncommon
-        || markov.is_rare(to)
-        || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY));
+    let routine = r.habits.is_some_and(|h| h.count(from, to) >= MIN_PEERS as u64);
+    let improbable = !routine
+        && (!learned
+            || new_tool
+            || uncommon
+            || markov.is_rare(to)
+            || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY)));
     StepView { from: from.to_string(), p, improbable, new_tool }
 }
 
@@ -500,6 +511,21 @@ mod tests {
         assert!(judge_in(&b, None, &s).is_none(), "its peers all do it");
     }
 
+    /// A thin principal's own few sessions that make the same step are its
+    /// routine; once is not (it could be an earlier attack).
+    #[test]
+    fn a_thin_principals_own_routine_does_not_alert_where_no_peer_shares_it() {
+        let mut b = thin_support_team();
+        let s = thin_session(&[("db.query", None), ("email.send", None)]);
+        b.markov.get_mut("agent:support-9").unwrap().add("db.query", "email.send", 1);
+        assert!(judge_in(&b, None, &s).is_some(), "once is not a routine");
+        b.markov.get_mut("agent:support-9").unwrap().add("db.query", "email.send", 1);
+        assert!(judge_in(&b, None, &s).is_none(), "its own sessions make this step");
+        // Not a licence for the next step: a step its routine never made still alerts.
+        let exec = thin_session(&[("db.query", None), ("email.send", None), ("shell.exec", None)]);
+        assert!(judge_in(&b, None, &exec).is_some());
+    }
+
     #[test]
     fn a_step_no_peer_makes_alerts_and_names_the_peer_level() {
         let b = thin_support_team();
@@ -520,7 +546,8 @@ mod tests {
     #[test]
     fn without_peers_the_fleet_is_the_level_and_without_either_the_rules() {
         let mut b = thin_support_team();
-        b.markov.retain(|p, _| p != "agent:support-2" && p != "agent:support-3");
+        // Neither its peers nor its own sessions (those would be its routine).
+        b.markov.retain(|p, _| !["agent:support-2", "agent:support-3", "agent:support-9"].contains(&p.as_str()));
         let s = thin_session(&[("web.search", None), ("email.send", None)]);
         let a = judge_in(&b, None, &s).unwrap();
         assert!(a.baseline.starts_with("fleet: 2 principals"), "one peer is not a group: {}", a.baseline);
