@@ -1,13 +1,14 @@
 -- first_seen: requests that use something the credential's identity never
 -- used in its learned history (models/scope of baseline `{baseline}`): a
 -- new source network, model, tool, action, resource prefix or cloud region.
--- A credential is judged when it has enough history of its own, or when its
--- principal's other learned credentials have (a rotated or second key of a
--- user is judged from its first request); cold-start keys of no known
--- identity are not (they would flood this). What any of those credentials
--- used is known; `allowed` lists it, prefixed by the principal when other
--- credentials add to it. A value that is part of another alert (the new
--- model of a billing spike, say) joins that alert instead of standing alone.
+-- What the credential and its principal's other learned credentials used is
+-- known (a rotated or second key of a user is the same identity's work);
+-- `allowed` lists it, prefixed by the principal when other credentials add
+-- to it. Which level judges a credential is decided when the rows are
+-- scored (`detect::explain::judge_first_seen`): its own or its principal's
+-- history when long enough, else its peer group's, else none. A value that
+-- is part of another alert (the new model of a billing spike, say) joins
+-- that alert instead of standing alone.
 -- New values are rare: the day's distinct values are compared with the
 -- baseline first, and only the requests of credentials with a new value are
 -- read again for the evidence.
@@ -43,24 +44,14 @@ WITH learned AS (
   FROM baseline_credentials
   WHERE until = '{baseline}' AND NOT cold_start
 ),
--- A credential is judged by its own learned history, and by its principal's
--- other learned credentials: a rotated or second key of a user is the same
--- identity's work, so it is judged from its first request, and a value
--- another key of the identity already uses is not news.
-identities AS (
-  SELECT principal
-  FROM learned
-  WHERE principal IS NOT NULL
-  GROUP BY principal
-  HAVING sum(requests) >= 100
-),
+-- Every credential of the day, once the baseline has learned one; before
+-- that (a lake's first days) no level knows anything.
 ev AS (
-  SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.user_agent, e.model, e.tool, e.action, e.resource,
-    e.region
+  SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.user_agent, e.model, e.tool, e.action,
+    e.resource, e.region
   FROM events e
-  LEFT JOIN (SELECT credential_id FROM learned WHERE requests >= 100) own ON CAST(e.credential_id AS VARCHAR) = own.credential_id
-  LEFT JOIN identities i ON CAST(e.principal AS VARCHAR) = i.principal
-  WHERE e.date BETWEEN '{from}' AND '{to}' AND (own.credential_id IS NOT NULL OR i.principal IS NOT NULL)
+  CROSS JOIN (SELECT count(*) AS n FROM learned) f
+  WHERE e.date BETWEEN '{from}' AND '{to}' AND f.n > 0
 ),
 -- Whose history counts as known for a credential: its own (in cold start
 -- too), and its principal's other learned credentials'. Read from the

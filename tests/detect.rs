@@ -848,6 +848,56 @@ fn a_tool_its_peers_already_use_is_not_first_seen_news_without_an_inventory() {
     );
 }
 
+/// A key with too little history of its own (new today, or a few requests a
+/// week) is judged by its peer group: what a learned peer already does is
+/// not news, a tool the whole team never used is. A thin key of a role with
+/// no learned peers is not judged (nothing to judge it by). And a thin
+/// principal's own routine, a step its few sessions all make, is not a chain
+/// to alert on because no peer makes it.
+#[test]
+fn a_thin_key_is_judged_by_its_peers_first_seen_values() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake) = (work.path().join("gw"), work.path().join("lake"));
+    let mut lines = a_week_of_two_values_an_hour(
+        &[
+            ("support-1", ["kb.search", "ticket.reply"], ["kb.search", "ticket.reply"]),
+            ("support-2", ["ticket.reply", "kb.search"], ["ticket.reply", "kb.search"]),
+            ("support-3", ["kb.search", "ticket.reply"], ["ticket.reply", "kb.search"]),
+            ("billing-1", ["invoice.read", "web.fetch"], ["invoice.read", "web.fetch"]),
+        ],
+        |day, hour, m, key, tool| scope_line(day, hour, m, key, "tool_call", "", tool, ""),
+    );
+    let tool = |day, hour, key, tool| scope_line(day, hour, 50, key, "tool_call", "", tool, "");
+    // One request a day: never out of cold start.
+    lines.extend((1..=7).map(|day| tool(day, 10, "support-8", "kb.search")));
+    lines.extend([tool(8, 10, "support-8", "ticket.reply"), tool(8, 11, "support-8", "web.fetch")]);
+    // New today.
+    lines.extend([tool(8, 9, "support-9", "kb.search"), tool(8, 12, "support-9", "shell.exec")]);
+    lines.extend([tool(8, 9, "lone-1", "kb.search"), tool(8, 12, "lone-1", "shell.exec")]);
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let alerts = detect_without_inventory(&lake, "2026-11-08");
+    let of = |key: &str| alerts.iter().filter(|a| a["credential_id"] == key).collect::<Vec<_>>();
+    let first_seen: BTreeSet<(&str, &str)> = alerts
+        .iter()
+        .filter(|a| a["finding"] == "first_seen_tool")
+        .map(|a| (a["credential_id"].as_str().unwrap(), a["subject"].as_str().unwrap()))
+        .collect();
+    assert_eq!(first_seen, [("support-8", "web.fetch")].into_iter().collect(), "{alerts:#?}");
+    let baseline = of("support-8")[0]["baseline"].as_str().unwrap();
+    assert!(
+        baseline.contains(
+            "of its peers (3 learned credentials of role agent:support, its own history too thin): kb.search, ticket.reply"
+        ),
+        "{baseline}"
+    );
+    // The new key's new tool joins the chain it ends; the lone key's chain has no peer-level news.
+    let news = |key: &str| of(key).iter().any(|a| a["observed"].as_str().unwrap().contains("first-seen tool shell.exec"));
+    assert!(news("support-9") && !of("lone-1").is_empty() && !news("lone-1"), "{alerts:#?}");
+    // Its own few sessions a day make this step every time: routine, though no peer does it.
+    assert!(of("billing-1").is_empty(), "{alerts:#?}");
+}
+
 /// Learns baseline `until` over `days` days, from the per-day partials or (`rescan`) one scan of the window.
 fn learn_baseline(lake: &std::path::Path, until: &str, days: u32, rescan: bool) {
     let mut cmd = credtrail();

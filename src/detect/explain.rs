@@ -262,54 +262,150 @@ pub(crate) fn first_seen<'a>(g: &Group<'a>) -> Explained<'a> {
     }
 }
 
-/// A first-seen value that is no news stays on record, suppressed, and
-/// still joins an alert it is part of (a spend spike on it) when folded: a
-/// model the credential's inventory lists explicitly is a rollout, not
-/// misuse; and a value of any dimension (network, model, tool, action,
-/// resource prefix, region) that [`MIN_PEERS`] or more of its learned peers
-/// ([`peers`]) already used, and that its inventory entry (if any) allows, is
-/// a member of the team taking up the team's work.
-pub(crate) fn known_first_values(
+/// Learned requests a credential's own history needs (or, together, its
+/// principal's learned credentials') before a first-seen value is judged
+/// against it alone.
+pub(crate) const MIN_IDENTITY_REQUESTS: u64 = 100;
+
+/// The level a credential's first-seen values are judged at.
+enum Level<'b> {
+    /// Its own learned history, or its principal's other learned
+    /// credentials' (the query's rows are already new to those).
+    Identity,
+    /// Too little of either: its learned peers ([`peers::learned_peers`]).
+    Peers(String, Vec<&'b crate::baseline::CredentialBaseline>),
+}
+
+/// The nearest level that knows `cred`'s work; `None` when none does (a
+/// new key of a new role: everything it does is new, so nothing is news).
+fn level<'b>(
+    b: &'b crate::baseline::Baseline,
+    inv: Option<&crate::inventory::Inventory>,
+    cred: &str,
+    principal: Option<&str>,
+) -> Option<Level<'b>> {
+    let learned = |c: &&crate::baseline::CredentialBaseline| !c.cold_start;
+    let own = b.credentials.get(cred).filter(learned).map_or(0, |c| c.requests);
+    let identity: u64 = principal.map_or(0, |p| {
+        b.credentials.values().filter(learned).filter(|c| c.principal.as_deref() == Some(p)).map(|c| c.requests).sum()
+    });
+    if own.max(identity) >= MIN_IDENTITY_REQUESTS {
+        return Some(Level::Identity);
+    }
+    let (group, peers) = peers::learned_peers(b, inv, cred, principal);
+    (peers.len() >= MIN_PEERS).then_some(Level::Peers(group, peers))
+}
+
+/// Judges the first-seen rows' alerts at the credential's [`level`]:
+///
+/// - at its own or its principal's level, a value that is no news stays on
+///   record, suppressed, and still joins an alert it is part of (a spend
+///   spike on it) when folded: a model the credential's inventory lists
+///   explicitly is a rollout, not misuse; and a value of any dimension
+///   (network, model, tool, action, resource prefix, region) that
+///   [`MIN_PEERS`] or more of its learned peers already used, and that its
+///   inventory entry (if any) allows, is a member of the team taking up the
+///   team's work;
+/// - a thin or new credential is judged by its peer group: a value any
+///   learned peer used is not news at that level (dropped), one none used
+///   is, and says so;
+/// - with no level (or no baseline) there is nothing to judge by: dropped.
+pub(crate) fn judge_first_seen(
     inv: Option<&crate::inventory::Inventory>,
     base: Option<&crate::baseline::Baseline>,
-    alerts: &mut [Alert],
+    alerts: &mut Vec<Alert>,
 ) {
-    for a in alerts.iter_mut().filter(|a| a.suppressed.is_none()) {
-        let Some(dimension) = a.finding.strip_prefix(FIRST_SEEN_PREFIX) else { continue };
-        let Some(value) = a.subject.as_deref() else { continue };
-        let entry = inv.and_then(|i| i.get(&a.credential_id));
-        let allowed = entry.is_none_or(|c| match dimension {
-            "model" => c.allows_model(value),
-            "tool" => c.allows_tool(value),
-            "action" => value.parse().is_ok_and(|x| c.allows_action(x)),
-            "resource_prefix" => c.allows_resource(value),
-            "region" => c.allows_region(value),
-            _ => true,
-        });
-        if !allowed {
-            continue;
+    alerts.retain_mut(|a| {
+        let Some(dimension) = a.finding.strip_prefix(FIRST_SEEN_PREFIX) else { return true };
+        let Some(value) = a.subject.clone() else { return true };
+        let dimension = dimension.to_string();
+        match base.and_then(|b| Some((b, level(b, inv, &a.credential_id, a.principal.as_deref())?))) {
+            Some((b, Level::Identity)) => {
+                known_first_value(inv, b, a, &dimension, &value);
+                true
+            }
+            Some((b, Level::Peers(group, peers))) => {
+                let news = peers.iter().all(|p| !b.used(&p.credential_id, &dimension, &value));
+                if news {
+                    say_new_to_peers(b, a, &dimension, &group, &peers);
+                }
+                news
+            }
+            None => false,
         }
-        if dimension == "model" && entry.is_some_and(|c| !c.allowed_models.is_empty()) {
-            a.suppressed = Some(format!("the inventory allows model {value}"));
-            continue;
-        }
-        let Some(b) = base else { continue };
-        let (group, peers) = peers::learned_peers(b, inv, &a.credential_id, a.principal.as_deref());
-        let users: Vec<&str> = peers
-            .iter()
-            .filter(|p| b.used(&p.credential_id, dimension, value))
-            .map(|p| p.credential_id.as_str())
-            .collect();
-        if users.len() >= MIN_PEERS {
-            let what = dimension.replace('_', " ");
-            a.suppressed = Some(format!(
-                "peers already use it: {what} {value} is used by {} of {} credentials of {group} ({}{})",
-                users.len(),
-                peers.len(),
-                users.iter().take(3).copied().collect::<Vec<_>>().join(", "),
-                if users.len() > 3 { ", …" } else { "" }
-            ));
-        }
+    });
+}
+
+/// Says in `a` that its value is new to its peer group, listing what the
+/// peers use most.
+fn say_new_to_peers(
+    b: &crate::baseline::Baseline,
+    a: &mut Alert,
+    dimension: &str,
+    group: &str,
+    peers: &[&crate::baseline::CredentialBaseline],
+) {
+    let mut known: Vec<(usize, &str)> = b
+        .used_by
+        .get(dimension)
+        .into_iter()
+        .flatten()
+        .map(|(v, users)| (peers.iter().filter(|p| users.contains(&p.credential_id)).count(), v.as_str()))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    known.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(y.1)));
+    let what = dimension.replace('_', " ");
+    let list = known.iter().take(8).map(|(_, v)| *v).collect::<Vec<_>>().join(", ");
+    let more = if known.len() > 8 { ", …" } else { "" };
+    let level = format!("its peers ({} learned credentials of {group}, its own history too thin)", peers.len());
+    a.baseline = format!("learned {what}s of {level}: {list}{more}");
+    a.explanation = format!(
+        "{} used {what} {}, which none of {level} ever used (they use: {list}{more})",
+        a.credential_id,
+        a.subject.as_deref().unwrap_or_default()
+    );
+}
+
+/// A first-seen value at the identity level that is no news (see
+/// [`judge_first_seen`]): suppressed, with the reason.
+fn known_first_value(
+    inv: Option<&crate::inventory::Inventory>,
+    b: &crate::baseline::Baseline,
+    a: &mut Alert,
+    dimension: &str,
+    value: &str,
+) {
+    if a.suppressed.is_some() {
+        return;
+    }
+    let entry = inv.and_then(|i| i.get(&a.credential_id));
+    let allowed = entry.is_none_or(|c| match dimension {
+        "model" => c.allows_model(value),
+        "tool" => c.allows_tool(value),
+        "action" => value.parse().is_ok_and(|x| c.allows_action(x)),
+        "resource_prefix" => c.allows_resource(value),
+        "region" => c.allows_region(value),
+        _ => true,
+    });
+    if !allowed {
+        return;
+    }
+    if dimension == "model" && entry.is_some_and(|c| !c.allowed_models.is_empty()) {
+        a.suppressed = Some(format!("the inventory allows model {value}"));
+        return;
+    }
+    let (group, peers) = peers::learned_peers(b, inv, &a.credential_id, a.principal.as_deref());
+    let users: Vec<&str> =
+        peers.iter().filter(|p| b.used(&p.credential_id, dimension, value)).map(|p| p.credential_id.as_str()).collect();
+    if users.len() >= MIN_PEERS {
+        let what = dimension.replace('_', " ");
+        a.suppressed = Some(format!(
+            "peers already use it: {what} {value} is used by {} of {} credentials of {group} ({}{})",
+            users.len(),
+            peers.len(),
+            users.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+            if users.len() > 3 { ", …" } else { "" }
+        ));
     }
 }
 

@@ -409,19 +409,24 @@ impl Engine {
         ctx: &datafusion::prelude::SessionContext,
         day: &str,
     ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
+        let text = self.sql_for(d, day)?;
         let d = &self.plans[d];
-        let until = previous_day(day)?;
-        let text = d
-            .sql
-            .replace("{from}", day)
-            .replace("{to}", day)
-            .replace("{baseline}", &until)
-            .replace(API_RISK, &self.api_risk_sql);
         let run = |source| DetectError::Run { name: d.name.clone(), source };
         let started = std::time::Instant::now();
         let plan = ctx.sql(&text).await.map_err(run)?.create_physical_plan().await.map_err(run)?;
         tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "planned a detector");
         Ok(plan)
+    }
+
+    /// Detector `d`'s SQL for `day`, its placeholders filled in.
+    fn sql_for(&self, d: usize, day: &str) -> Result<String, DetectError> {
+        let until = previous_day(day)?;
+        Ok(self.plans[d]
+            .sql
+            .replace("{from}", day)
+            .replace("{to}", day)
+            .replace("{baseline}", &until)
+            .replace(API_RISK, &self.api_risk_sql))
     }
 
     /// Runs a plan from [`Engine::plan`], from a clean state each time.
@@ -474,7 +479,7 @@ impl Engine {
             Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
             Scorer::Cloud => cloud::score(&cx, q, rows),
         }?;
-        explain::known_first_values(self.inventory.as_ref(), base, &mut alerts);
+        explain::judge_first_seen(self.inventory.as_ref(), base, &mut alerts);
         Ok(alerts)
     }
 }
@@ -760,6 +765,32 @@ mod tests {
         std::fs::write(dir.path().join("bad.sql"), "--- family = \"b\"\n--- colour = \"red\"\nSELECT 1").unwrap();
         let e = Engine::new(Some(dir.path()), None, None, None).err().unwrap().to_string();
         assert!(e.contains("bad.sql") && e.contains("colour"), "{e}");
+    }
+
+    /// A cluster's scheduler decodes a job's logical plan with protobuf's
+    /// recursion limit (100 levels: two a plan node, and Ballista's job
+    /// message around the plan). `first_seen` at 36 nodes deep, as counted
+    /// here, ran on a cluster; a version with twelve more levels by
+    /// `EXPLAIN`'s count failed to decode. So no built-in detector may be
+    /// deeper than the 36 known to run.
+    #[tokio::test]
+    async fn built_in_plans_stay_shallow_enough_for_a_cluster() {
+        const MAX_DEPTH: usize = 36;
+        fn depth(p: &datafusion::logical_expr::LogicalPlan) -> usize {
+            1 + p.inputs().into_iter().map(depth).max().unwrap_or(0)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.csv");
+        std::fs::write(&inv, "credential_id,owner,principal,kind\nk1,o@x,svc:a,api_key\n").unwrap();
+        let engine = Engine::new(None, Some(&inv), None, None).unwrap();
+        let lake = dir.path().join("lake");
+        crate::lake::Lake::open(&lake, crate::lake::Open::Write).unwrap();
+        let ctx = engine.session(&lake).await.unwrap();
+        for (i, d) in engine.plans.iter().enumerate() {
+            let sql = engine.sql_for(i, "2026-11-08").unwrap();
+            let plan = ctx.state().create_logical_plan(&sql).await.unwrap();
+            assert!(depth(&plan) <= MAX_DEPTH, "{} plans {} nodes deep", d.name, depth(&plan));
+        }
     }
 
     #[test]
