@@ -41,6 +41,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::{Datelike, NaiveDate, Timelike};
 use datafusion::prelude::SessionContext;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use statrs::statistics::{Data, Median, OrderStatistics};
 
@@ -91,6 +92,8 @@ pub enum BaselineError {
         path.display()
     )]
     Version { path: PathBuf, until: String, found: u32 },
+    #[error("a baseline task failed: {0}")]
+    Task(String),
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +378,19 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     };
     // Opened after the refresh, so the session knows the partials just committed.
     let ctx = engine::context_with(&opts.lake, &opts.engine).await?;
+    // The window's four reads are independent: they run together.
+    let (batches, minute_batches, scope_batches, mut transitions) = futures::future::try_join4(
+        query(&ctx, src.hourly, &from_s, &until_s),
+        query(&ctx, src.error_minutes, &from_s, &until_s),
+        query(&ctx, src.scope, &from_s, &until_s),
+        async {
+            match opts.rescan {
+                true => window_transitions(&ctx, &from_s, &until_s).await,
+                false => daily::transitions(&ctx, &from_s, &until_s).await,
+            }
+        },
+    )
+    .await?;
 
     // Hourly series, zero-filled from each credential's first hour in the window.
     // Per credential: its principal (that of its first hour naming one, and
@@ -392,7 +408,6 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
             errors: float,
         }
     }
-    let batches = query(&ctx, src.hourly, &from_s, &until_s).await?;
     for r in columns::rows::<HourRow>(&batches, "baseline_hourly") {
         let r = r?;
         let (Some(c), Some(h)) = (r.credential_id, r.hour) else { continue };
@@ -413,61 +428,59 @@ pub async fn learn(opts: &BaselineOptions) -> Result<BaselineSummary, BaselineEr
     columns::row! {
         struct MinuteRow { credential_id: text, errors: float }
     }
-    let batches = query(&ctx, src.error_minutes, &from_s, &until_s).await?;
-    for r in columns::rows::<MinuteRow>(&batches, "baseline_error_minutes") {
+    for r in columns::rows::<MinuteRow>(&minute_batches, "baseline_error_minutes") {
         if let MinuteRow { credential_id: Some(c), errors: Some(n) } = r? {
             error_minutes.entry(c).or_default().push(n);
         }
     }
-    drop(batches);
+    drop(minute_batches);
 
-    let mut creds = Vec::new();
-    let mut profile = Vec::new();
-    for (cred, (principal, hours)) in &hourly {
-        let first = *hours.keys().next().expect("a credential has an hour");
-        let span: Vec<i64> = (0..).map(|k| first + k * HOUR_MS).take_while(|h| *h < window_end).collect();
-        let series = |m: usize| -> Vec<f64> { span.iter().map(|h| hours.get(h).map_or(0.0, |v| v[m])).collect() };
-        let (req, tok, cost, err) = (series(0), series(1), series(2), series(3));
-        let requests = req.iter().sum::<f64>() as u64;
-        let days_seen = {
-            let days: std::collections::BTreeSet<i64> = hours.keys().map(|h| h.div_euclid(DAY_MS)).collect();
-            days.len() as u32
-        };
-        let minutes = error_minutes.get(cred).cloned().unwrap_or_default();
-        let minute_stats = Stats::of(&minutes);
-        creds.push(CredentialBaseline {
-            model_version: MODEL_VERSION,
-            credential_id: cred.clone(),
-            principal: principal.as_ref().map(|(_, p)| p.clone()),
-            history_from: from_s.clone(),
-            history_to: until_s.clone(),
-            days_seen,
-            hours: span.len() as u32,
-            requests,
-            cold_start: days_seen < MIN_DAYS || requests < MIN_REQUESTS,
-            requests_per_hour: Stats::of(&req),
-            tokens_per_hour: Stats::of(&tok),
-            cost_per_hour: Stats::of(&cost),
-            errors_per_hour: Stats::of(&err),
-            error_rate: if requests > 0 { err.iter().sum::<f64>() / requests as f64 } else { 0.0 },
-            error_minute_max: minute_stats.max.max(0.0),
-            error_minute_p99: minute_stats.p99,
-        });
-        profile.extend(seasonality(cred, &span, &tok, &cost, &req));
-    }
+    // Each credential's statistics are its own: computed on every core.
+    let learned: Vec<(CredentialBaseline, Vec<ProfileSlot>)> = hourly
+        .par_iter()
+        .map(|(cred, (principal, hours))| {
+            let first = *hours.keys().next().expect("a credential has an hour");
+            let span: Vec<i64> = (0..).map(|k| first + k * HOUR_MS).take_while(|h| *h < window_end).collect();
+            let series = |m: usize| -> Vec<f64> { span.iter().map(|h| hours.get(h).map_or(0.0, |v| v[m])).collect() };
+            let (req, tok, cost, err) = (series(0), series(1), series(2), series(3));
+            let requests = req.iter().sum::<f64>() as u64;
+            let days_seen = {
+                let days: std::collections::BTreeSet<i64> = hours.keys().map(|h| h.div_euclid(DAY_MS)).collect();
+                days.len() as u32
+            };
+            let minutes = error_minutes.get(cred).cloned().unwrap_or_default();
+            let minute_stats = Stats::of(&minutes);
+            let c = CredentialBaseline {
+                model_version: MODEL_VERSION,
+                credential_id: cred.clone(),
+                principal: principal.as_ref().map(|(_, p)| p.clone()),
+                history_from: from_s.clone(),
+                history_to: until_s.clone(),
+                days_seen,
+                hours: span.len() as u32,
+                requests,
+                cold_start: days_seen < MIN_DAYS || requests < MIN_REQUESTS,
+                requests_per_hour: Stats::of(&req),
+                tokens_per_hour: Stats::of(&tok),
+                cost_per_hour: Stats::of(&cost),
+                errors_per_hour: Stats::of(&err),
+                error_rate: if requests > 0 { err.iter().sum::<f64>() / requests as f64 } else { 0.0 },
+                error_minute_max: minute_stats.max.max(0.0),
+                error_minute_p99: minute_stats.p99,
+            };
+            (c, seasonality(cred, &span, &tok, &cost, &req))
+        })
+        .collect();
+    let (creds, profile): (Vec<_>, Vec<_>) = learned.into_iter().unzip();
+    let profile: Vec<ProfileSlot> = profile.into_iter().flatten().collect();
 
-    let scope_batches = query(&ctx, src.scope, &from_s, &until_s).await?;
     let scope_values = scope_batches.iter().map(RecordBatch::num_rows).sum();
-    let mut transitions = match opts.rescan {
-        true => window_transitions(&ctx, &from_s, &until_s).await?,
-        false => daily::transitions(&ctx, &from_s, &until_s).await?,
-    };
     transitions.sort_by(|a, b| (&a.principal, &a.from_tool, &a.to_tool).cmp(&(&b.principal, &b.from_tool, &b.to_tool)));
     let principals = transitions.iter().map(|t| &t.principal).collect::<std::collections::BTreeSet<_>>().len();
 
     let scope = scope_table(&scope_batches)?;
     let tables = [
-        (BASELINE_CREDENTIALS, to_batch("credentials", (BASELINE_CREDENTIALS.schema)(), &creds)?),
+        (BASELINE_CREDENTIALS, credentials_batch(&creds)?),
         (catalog::BASELINE_PROFILE, to_batch("profile", (catalog::BASELINE_PROFILE.schema)(), &profile)?),
         (catalog::BASELINE_SCOPE, scope),
         (
@@ -556,15 +569,21 @@ fn seasonality(cred: &str, span: &[i64], tok: &[f64], cost: &[f64], req: &[f64])
     out
 }
 
-/// Rows of a serde struct as a batch of `schema`: nested [`Stats`] become
-/// `<field>_<stat>` columns.
+/// Rows of a flat serde struct as a batch of `schema`, serialized straight
+/// into the columns (no JSON in between).
 fn to_batch<T: Serialize>(table: &'static str, schema: SchemaRef, rows: &[T]) -> Result<RecordBatch, BaselineError> {
     let err = |source| BaselineError::Arrow { table, source };
-    let flat: Vec<serde_json::Value> =
-        rows.iter().map(|r| flatten(serde_json::to_value(r).expect("rows serialize"))).collect();
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(err)?;
-    decoder.serialize(&flat).map_err(err)?;
+    decoder.serialize(rows).map_err(err)?;
     Ok(decoder.flush().map_err(err)?.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+}
+
+/// [`to_batch`] of credential baselines: their nested [`Stats`] become
+/// `<field>_<stat>` columns.
+fn credentials_batch(creds: &[CredentialBaseline]) -> Result<RecordBatch, BaselineError> {
+    let flat: Vec<serde_json::Value> =
+        creds.iter().map(|c| flatten(serde_json::to_value(c).expect("rows serialize"))).collect();
+    to_batch("credentials", (BASELINE_CREDENTIALS.schema)(), &flat)
 }
 
 fn flatten(v: serde_json::Value) -> serde_json::Value {
@@ -697,7 +716,17 @@ pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Base
     let select = |t: &str| format!("SELECT * EXCEPT (until) FROM {t} WHERE until = '{until}'");
     let get =
         async |t: &str| -> Result<Vec<RecordBatch>, BaselineError> { Ok(engine::collect(ctx, &select(t)).await?) };
-    let creds: Vec<CredentialBaseline> = rows("credentials", &get(BASELINE_CREDENTIALS.name).await?, unflatten)?;
+    let scope_sql =
+        format!("SELECT credential_id, dimension, value FROM {} WHERE until = '{until}'", catalog::BASELINE_SCOPE.name);
+    // The tables are independent: read together, so one decodes while another is read.
+    let (creds, slots, transitions, scope) = futures::future::try_join4(
+        get(BASELINE_CREDENTIALS.name),
+        get(catalog::BASELINE_PROFILE.name),
+        get(catalog::BASELINE_TRANSITIONS.name),
+        async { Ok(engine::collect(ctx, &scope_sql).await?) },
+    )
+    .await?;
+    let creds: Vec<CredentialBaseline> = rows("credentials", &creds, unflatten)?;
     if let Some(c) = creds.iter().find(|c| c.model_version != MODEL_VERSION) {
         return Err(BaselineError::Version {
             path: root.join(BASELINE_CREDENTIALS.dir),
@@ -705,8 +734,8 @@ pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Base
             found: c.model_version,
         });
     }
-    let slots: Vec<ProfileSlot> = rows("profile", &get(catalog::BASELINE_PROFILE.name).await?, |v| v)?;
-    let transitions: Vec<Transition> = rows("transitions", &get(catalog::BASELINE_TRANSITIONS.name).await?, |v| v)?;
+    let slots = profile_slots(&slots)?;
+    let transitions: Vec<Transition> = rows("transitions", &transitions, |v| v)?;
     let mut b = Baseline { until: until.to_string(), ..Default::default() };
     for s in slots {
         b.profile.entry(s.credential_id.clone()).or_default().insert((s.slot_kind == "hour_of_week", s.slot), s);
@@ -714,9 +743,7 @@ pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Base
     for t in transitions {
         b.markov.entry(t.principal.clone()).or_default().add(&t.from_tool, &t.to_tool, t.count);
     }
-    let scope =
-        format!("SELECT credential_id, dimension, value FROM {} WHERE until = '{until}'", catalog::BASELINE_SCOPE.name);
-    for batch in engine::collect(ctx, &scope).await? {
+    for batch in scope {
         let q = "scope";
         let cred = columns::strings(&batch, q, "credential_id")?;
         let (dimension, value) = (columns::strings(&batch, q, "dimension")?, columns::strings(&batch, q, "value")?);
@@ -728,6 +755,40 @@ pub async fn load(ctx: &SessionContext, root: &Path, until: &str) -> Result<Base
     }
     b.credentials = creds.into_iter().map(|c| (c.credential_id.clone(), c)).collect();
     Ok(b)
+}
+
+/// The profile table's rows, read column by column: a profile has hundreds
+/// of rows per credential, too many to decode through JSON values.
+fn profile_slots(batches: &[RecordBatch]) -> Result<Vec<ProfileSlot>, BaselineError> {
+    columns::row! {
+        struct SlotRow {
+            credential_id: text,
+            slot_kind: text,
+            slot: int,
+            observations: int,
+            tokens_median: float,
+            tokens_high: float,
+            cost_median: float,
+            cost_high: float,
+            requests_median: float,
+        }
+    }
+    columns::rows::<SlotRow>(batches, "profile")
+        .map(|r| {
+            let r = r?;
+            Ok(ProfileSlot {
+                credential_id: r.credential_id.unwrap_or_default(),
+                slot_kind: r.slot_kind.unwrap_or_default(),
+                slot: r.slot.unwrap_or_default() as u32,
+                observations: r.observations.unwrap_or_default() as u32,
+                tokens_median: r.tokens_median.unwrap_or_default(),
+                tokens_high: r.tokens_high.unwrap_or_default(),
+                cost_median: r.cost_median.unwrap_or_default(),
+                cost_high: r.cost_high.unwrap_or_default(),
+                requests_median: r.requests_median.unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -795,9 +856,21 @@ mod tests {
             error_minute_max: 3.0,
             error_minute_p99: 2.5,
         };
-        let batch = to_batch("credentials", (BASELINE_CREDENTIALS.schema)(), std::slice::from_ref(&c)).unwrap();
+        let batch = credentials_batch(std::slice::from_ref(&c)).unwrap();
         let back: Vec<CredentialBaseline> = rows("credentials", &[batch], unflatten).unwrap();
         assert_eq!(back, vec![c]);
+    }
+
+    #[test]
+    fn profile_slots_round_trip_through_their_table() {
+        let span: Vec<i64> = (0..24 * 21).map(|h| h * HOUR_MS).collect();
+        let tok: Vec<f64> = span.iter().enumerate().map(|(i, _)| (i % 24) as f64 * 10.0 + 0.5).collect();
+        let cost: Vec<f64> = tok.iter().map(|t| t / 1000.0).collect();
+        let req: Vec<f64> = tok.iter().map(|t| (t / 10.0).floor()).collect();
+        let slots = seasonality("k", &span, &tok, &cost, &req);
+        assert!(slots.iter().any(|s| s.slot_kind == "hour_of_week") && slots.iter().any(|s| s.slot > 0));
+        let batch = to_batch("profile", (catalog::BASELINE_PROFILE.schema)(), &slots).unwrap();
+        assert_eq!(profile_slots(&[batch]).unwrap(), slots);
     }
 
     #[test]

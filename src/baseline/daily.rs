@@ -142,12 +142,21 @@ fn covered(lake: &Lake, day: &str) -> Result<Covered, BaselineError> {
 
 /// Computes and commits day's partials from its events, which are `files`.
 async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String>) -> Result<(), BaselineError> {
-    let hourly =
-        conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &query(ctx, super::hourly_sql(), day, day).await?)?;
-    let minutes = query(ctx, super::ERROR_MINUTES_SQL, day, day).await?;
+    // The day's four reads are independent: they run together, and the
+    // scope pass (plain Rust, one core) beside the sessions pass.
+    let (hourly, minutes, scope, calls) = futures::future::try_join4(
+        query(ctx, super::hourly_sql(), day, day),
+        query(ctx, super::ERROR_MINUTES_SQL, day, day),
+        query(ctx, SCOPE_COLUMNS_SQL, day, day),
+        query(ctx, CALLS_SQL, day, day),
+    )
+    .await?;
+    let scope = tokio::task::spawn_blocking(move || day_scope(&scope));
+    let hourly = conform("daily_hourly", (catalog::DAILY_HOURLY.schema)(), &hourly)?;
     let minutes = conform("daily_error_minutes", (catalog::DAILY_ERROR_MINUTES.schema)(), &minutes)?;
-    let scope = day_scope(&query(ctx, SCOPE_COLUMNS_SQL, day, day).await?)?;
-    let (transitions, sessions) = day_sessions(&query(ctx, CALLS_SQL, day, day).await?)?;
+    let (transitions, sessions) = day_sessions(&calls)?;
+    drop(calls);
+    let scope = scope.await.map_err(|e| BaselineError::Task(e.to_string()))??;
     let sources = RecordBatch::try_new(
         (catalog::DAILY_SOURCES.schema)(),
         vec![Arc::new(UInt32Array::from(vec![DAILY_VERSION; files.len()])), Arc::new(StringArray::from(files))],

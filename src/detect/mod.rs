@@ -44,8 +44,8 @@ use crate::time::{NS_SAFE_FIRST_DAY, NS_SAFE_LAST_DAY};
 pub use chaining::ToolCategories;
 pub use cloud::ApiRisk;
 pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet, join_incidents as join_fleet_incidents};
-pub use rule::{Rule, RuleError, Scorer};
 pub use governance::inventory_mismatches;
+pub use rule::{Rule, RuleError, Scorer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -72,6 +72,8 @@ pub enum DetectError {
     ApiRisk { path: PathBuf, error: toml::de::Error },
     #[error(transparent)]
     Rule(#[from] RuleError),
+    #[error("a detection task failed: {0}")]
+    Task(String),
     #[error("query {name}: {source}")]
     Run { name: String, source: datafusion::error::DataFusionError },
 }
@@ -187,10 +189,10 @@ pub enum Gate {
 }
 
 pub use billing::least_spend;
+pub(crate) use explain::FIRST_SEEN_PREFIX;
 #[cfg(test)]
 pub(crate) use storm::alerts_for as storm_alerts_for;
 pub use storm::{SUSTAINED_MINUTES, least_burst, least_sustained, usual_rate};
-pub(crate) use explain::FIRST_SEEN_PREFIX;
 
 /// The built-in detectors: each query file's name and text, whose header holds its rule.
 const BUILTIN: &[(&str, &str)] = &[
@@ -371,9 +373,12 @@ impl Engine {
         day: &str,
         base: Option<&Baseline>,
     ) -> Result<Vec<Alert>, DetectError> {
+        // The queries run together: each is small next to the machine, and
+        // planning one while another scans keeps every core busy.
+        let detectors: Vec<_> = self.detectors().collect();
+        let rows = futures::future::try_join_all(detectors.iter().map(|&d| self.rows(d, ctx, day))).await?;
         let mut today = Vec::new();
-        for d in self.detectors() {
-            let rows = self.rows(d, ctx, day).await?;
+        for (d, rows) in detectors.into_iter().zip(rows) {
             today.extend(self.score(d, base, &rows)?);
         }
         Ok(finish(today))
@@ -499,6 +504,11 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     let (queries, inventory) = (opts.queries.as_deref(), opts.inventory.as_deref());
     let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?
         .with_sessions(opts.engine.clone());
+    // Governance's scan of every credential's use runs beside the days' detection.
+    let usage = (engine.inventory().is_some() && !days.is_empty()).then(|| {
+        let (lake, sessions) = (opts.lake.clone(), opts.engine.clone());
+        tokio::spawn(async move { inventory::credential_usage(&lake, &sessions).await })
+    });
     let mut alerts = Vec::new();
     let mut learned = Vec::new();
     let mut baselines = Vec::new();
@@ -517,10 +527,8 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
         alerts.extend(engine.judge_day(&ctx, day, base.as_ref()).await?);
     }
     let mut alerts = governance::merge_repeats(alerts);
-    if let Some(inv) = engine.inventory()
-        && !days.is_empty()
-    {
-        let usage = inventory::credential_usage(&opts.lake, &opts.engine).await?;
+    if let (Some(inv), Some(usage)) = (engine.inventory(), usage) {
+        let usage = usage.await.map_err(|e| DetectError::Task(e.to_string()))??;
         alerts.extend(governance::alerts(inv, &usage, &days, opts.max_age_days));
     }
     if let Some(s) = &opts.suppressions {
