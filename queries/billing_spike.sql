@@ -12,6 +12,8 @@
 ---
 --- family = "billing_spike"
 --- inputs = ["events", "baseline_credentials", "baseline_scope"]
+--- # Spend is tokens or cost; a day without any has no spike.
+--- events = "tokens_in > 0 OR tokens_out > 0 OR cost_usd > 0"
 --- live = { gated = "spend" }
 --- scoring = "billing"
 --- severity = "high"

@@ -9,6 +9,7 @@
 ---
 --- family = "cloud_api_risk"
 --- inputs = ["events", "baseline_scope", "baseline_credentials"]
+--- events = "tool IS NOT NULL AND ({api_risk} OR (source = 'cloudtrail' AND CAST(session_id AS VARCHAR) LIKE 'i-%'))"
 --- live = { per_event = "credential" }
 --- scoring = "cloud"
 --- severity = "high"

@@ -9,6 +9,7 @@
 ---
 --- family = "tool_chaining"
 --- inputs = ["events", "baseline_scope"]
+--- events = "CAST(tool AS VARCHAR) LIKE 'bedrock%'"
 --- live = { per_event = "credential" }
 --- scoring = "recon"
 --- severity = "high"

@@ -8,6 +8,7 @@
 ---
 --- family = "retry_storm"
 --- inputs = ["events"]
+--- events = "status IN (401, 403, 429) OR status >= 500"
 --- live = { gated = "storm" }
 --- scoring = "storm"
 --- severity = "medium"

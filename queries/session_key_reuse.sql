@@ -9,6 +9,8 @@
 ---
 --- family = "session_key_reuse"
 --- inputs = ["events"]
+--- # Yesterday's uses are read too, but only a use of the day detected alerts.
+--- events = "source = 'cloudtrail' AND session_id LIKE '%ASIA%'"
 --- live = { gated = "session_key" }
 --- scoring = "session_reuse"
 --- severity = "high"

@@ -7,6 +7,7 @@
 ---
 --- family = "tool_chaining"
 --- inputs = ["events"]
+--- events = "session_id IS NOT NULL AND tool IS NOT NULL"
 --- live = { per_event = "session" }
 --- scoring = "chaining"
 --- severity = "medium"

@@ -892,7 +892,8 @@ fn a_thin_key_is_judged_by_its_peers_first_seen_values() {
         "{baseline}"
     );
     // The new key's new tool joins the chain it ends; the lone key's chain has no peer-level news.
-    let news = |key: &str| of(key).iter().any(|a| a["observed"].as_str().unwrap().contains("first-seen tool shell.exec"));
+    let news =
+        |key: &str| of(key).iter().any(|a| a["observed"].as_str().unwrap().contains("first-seen tool shell.exec"));
     assert!(news("support-9") && !of("lone-1").is_empty() && !news("lone-1"), "{alerts:#?}");
     // Its own few sessions a day make this step every time: routine, though no peer does it.
     assert!(of("billing-1").is_empty(), "{alerts:#?}");
@@ -1150,4 +1151,105 @@ fn a_fleet_finding_and_its_members_own_alerts_are_one_incident() {
     let members = sql_rows(&lake, "SELECT incident_id FROM alerts WHERE finding = 'first_seen_model'");
     assert_eq!(members.len(), 6, "{members:#?}");
     assert!(members.iter().all(|m| &m["incident_id"] == incident), "{members:#?}");
+}
+
+/// A rule's `events` condition spares the days none of whose events meets
+/// it, and only those: the same query without one alerts on both days, and
+/// with one it still reads every event of a day that has a match. A
+/// condition naming no column fails the run with the rule named.
+#[test]
+fn a_rule_s_events_condition_skips_only_the_days_without_such_events() {
+    let work = tempfile::tempdir().unwrap();
+    let (gw, lake, dir) = (work.path().join("gw"), work.path().join("lake"), work.path().join("queries"));
+    let ok = |n, day, h| request_line(n, day, (h, 0, 0), "key_a", 200, "10.0.0.1", "gpt-4o", 100);
+    let lines =
+        [ok(1, 2, 9), ok(2, 2, 10), ok(3, 3, 9), request_line(4, 3, (10, 0, 0), "key_a", 503, "10.0.0.1", "gpt-4o", 0)];
+    write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
+    assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
+    let every_event = "SELECT credential_id, principal, ts, request_id, source_ip, 'seen' AS finding, \
+                       CAST(status AS VARCHAR) AS value, NULL AS allowed FROM events WHERE date BETWEEN '{from}' AND '{to}'";
+    let rule = |name: &str, events: &str| format!("---\n--- family = \"{name}\"\n{events}---\n{every_event}");
+    write(&dir.join("plain.sql"), &rule("plain", ""));
+    write(&dir.join("gated.sql"), &rule("gated", "--- events = \"status >= 500\"\n"));
+    let out = credtrail()
+        .args(["detect", "--from", "2026-11-02", "--to", "2026-11-03", "--output", "jsonl", "--queries"])
+        .arg(&dir)
+        .arg("--lake")
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let evidence = |detector: &str| -> BTreeSet<String> {
+        alerts
+            .iter()
+            .filter(|a| a["detector"] == detector)
+            .flat_map(|a| a["evidence"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()))
+            .collect()
+    };
+    let ids = |ns: &[usize]| ns.iter().map(|n| format!("r{n:07}-key_a")).collect::<BTreeSet<_>>();
+    assert_eq!(evidence("plain"), ids(&[1, 2, 3, 4]), "{alerts:#?}");
+    assert_eq!(evidence("gated"), ids(&[3, 4]), "{alerts:#?}");
+
+    write(&dir.join("gated.sql"), &rule("gated", "--- events = \"no_such_column > 1\"\n"));
+    let out = credtrail()
+        .args(["detect", "--date", "2026-11-03", "--queries"])
+        .arg(&dir)
+        .arg("--lake")
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("query gated (its rule's `events` condition)") && err.contains("no_such_column"), "{err}");
+}
+
+/// The built-in rules' `events` conditions only spare work: with them
+/// taken out (every detector planned on every day), detection over real
+/// records (Stratus detonations, panther's LLM-platform logs, LiteLLM) and a
+/// crafted gateway week finds exactly the same alerts, while with them in
+/// some days leave detectors idle.
+#[test]
+fn the_built_in_events_conditions_change_no_alert() {
+    let work = tempfile::tempdir().unwrap();
+    let (lake, inv) = issue18_lake(work.path());
+    let real = ["stratus", "litellm", "panther/anthropic-activity.jsonl.gz", "panther/bedrock-invocation.jsonl.gz"]
+        .map(fixture);
+    ingest(&lake, &real.iter().map(|p| p.as_path()).collect::<Vec<_>>(), &[]);
+    let dir = work.path().join("ungated");
+    let mut stripped = Vec::new();
+    for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries")).unwrap().flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("--- events =")) {
+            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("--- events =")).collect();
+            write(&dir.join(f.file_name()), &kept.join("\n"));
+            stripped.push(f.file_name().to_string_lossy().into_owned());
+        }
+    }
+    assert!(stripped.len() >= 5, "{stripped:?}");
+    let run = |extra: &[&str]| {
+        let out = credtrail()
+            .args(["detect", "--output", "jsonl", "--lake"])
+            .arg(&lake)
+            .arg("--inventory")
+            .arg(&inv)
+            .args(extra)
+            .env("RUST_LOG", "credtrail=debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (gated, log) = run(&[]);
+    let (ungated, _) = run(&["--queries", dir.to_str().unwrap()]);
+    assert_eq!(gated, ungated);
+    let fired: BTreeSet<String> = gated
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["detector"].as_str().unwrap().to_string())
+        .collect();
+    assert!(fired.contains("retry_storm") && fired.contains("billing_spike"), "{fired:?}");
+    let idle =
+        log.lines().filter(|l| l.contains("detectors without events to read") && l.contains("retry_storm")).count();
+    assert!(idle >= 5, "{log}");
 }

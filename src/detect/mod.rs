@@ -366,22 +366,83 @@ impl Engine {
     }
 
     /// Every detector's alerts for `day` in `ctx`, whose `events` may be the
-    /// lake's or any table of the same columns, judged against `base`.
+    /// lake's or any table of the same columns, judged against `base`; none
+    /// from the detectors in `day.idle`, which the day holds no events for.
     pub async fn judge_day(
         &self,
         ctx: &datafusion::prelude::SessionContext,
-        day: &str,
+        day: &Day,
         base: Option<&Baseline>,
     ) -> Result<Vec<Alert>, DetectError> {
-        // The queries run together: each is small next to the machine, and
-        // planning one while another scans keeps every core busy.
-        let detectors: Vec<_> = self.detectors().collect();
-        let rows = futures::future::try_join_all(detectors.iter().map(|&d| self.rows(d, ctx, day))).await?;
+        let detectors: Vec<_> = self.detectors().filter(|(d, _)| !day.idle.contains(d)).collect();
+        // Each query plans and runs on a task of its own: planning is CPU
+        // work, and on one task the queries would take turns on one core.
+        let mut tasks = Vec::new();
+        for &(d, _) in &detectors {
+            let (name, sql, ctx) = (self.plans[d].name.clone(), self.sql_for(d, &day.date)?, ctx.clone());
+            let date = day.date.clone();
+            tasks.push(tokio::spawn(async move {
+                let plan = plan_sql(&ctx, &name, &date, &sql).await?;
+                execute_plan(&ctx, &name, &date, &plan).await
+            }));
+        }
         let mut today = Vec::new();
-        for (d, rows) in detectors.into_iter().zip(rows) {
+        for (d, task) in detectors.into_iter().zip(tasks) {
+            let rows = task.await.map_err(|e| DetectError::Task(e.to_string()))??;
             today.extend(self.score(d, base, &rows)?);
         }
         Ok(finish(today))
+    }
+
+    /// The days in `[from, to]` that hold events, each with how many and the
+    /// detectors whose rule's `events` none of them meets.
+    pub async fn days(&self, lake: &Path, from: &str, to: &str) -> Result<Vec<Day>, DetectError> {
+        let ctx = engine::context_with(lake, &self.sessions).await?;
+        // Not a day whose times overflow the nanoseconds date functions compute
+        // in (a poisoned record of year 9999 in an older lake): every query over
+        // it would fail, and with it the whole run.
+        let (from, to) = (from.max(NS_SAFE_FIRST_DAY), to.min(NS_SAFE_LAST_DAY));
+        let filtered: Vec<(usize, &str)> =
+            self.detectors().filter_map(|(d, _)| Some((d, self.plans[d].rule.events.as_deref()?))).collect();
+        let meets: String = filtered
+            .iter()
+            .map(|(d, cond)| {
+                format!(", bool_or(coalesce(({}), false)) AS d{d}", cond.replace(API_RISK, &self.api_risk_sql))
+            })
+            .collect();
+        let q = format!(
+            "SELECT date, count(*) AS n{meets} FROM events WHERE date BETWEEN '{from}' AND '{to}' GROUP BY date ORDER BY date"
+        );
+        let batches = match engine::collect(&ctx, &q).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Name the rule whose condition is wrong, when one is.
+                for (d, cond) in &filtered {
+                    let one = format!("SELECT 1 FROM events WHERE {}", cond.replace(API_RISK, &self.api_risk_sql));
+                    if let Err(source) = ctx.sql(&one).await {
+                        let name = format!("{} (its rule's `events` condition)", self.plans[*d].name);
+                        return Err(DetectError::Run { name, source });
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        let mut days = Vec::new();
+        for b in &batches {
+            let dates = columns::strings(b, "days", "date")?;
+            let counts = columns::ints(b, "days", "n")?;
+            let meets = filtered
+                .iter()
+                .map(|(d, _)| Ok((*d, columns::bools(b, "days", &format!("d{d}"))?)))
+                .collect::<Result<Vec<_>, ShapeError>>()?;
+            for (i, (date, n)) in dates.into_iter().zip(counts).enumerate() {
+                let idle: Vec<usize> = meets.iter().filter(|(_, m)| m[i] != Some(true)).map(|(d, _)| *d).collect();
+                let names: Vec<&str> = idle.iter().map(|&d| self.plans[d].name.as_str()).collect();
+                tracing::debug!(day = date.as_deref().unwrap_or_default(), idle = ?names, "detectors without events to read");
+                days.push(Day { date: date.unwrap_or_default(), events: n.unwrap_or(0) as u64, idle });
+            }
+        }
+        Ok(days)
     }
 
     /// The detectors that can run (those needing an inventory only with one),
@@ -414,13 +475,7 @@ impl Engine {
         ctx: &datafusion::prelude::SessionContext,
         day: &str,
     ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
-        let text = self.sql_for(d, day)?;
-        let d = &self.plans[d];
-        let run = |source| DetectError::Run { name: d.name.clone(), source };
-        let started = std::time::Instant::now();
-        let plan = ctx.sql(&text).await.map_err(run)?.create_physical_plan().await.map_err(run)?;
-        tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "planned a detector");
-        Ok(plan)
+        plan_sql(ctx, &self.plans[d].name, day, &self.sql_for(d, day)?).await
     }
 
     /// Detector `d`'s SQL for `day`, its placeholders filled in.
@@ -442,19 +497,7 @@ impl Engine {
         ctx: &datafusion::prelude::SessionContext,
         day: &str,
     ) -> Result<Vec<RecordBatch>, DetectError> {
-        let d = &self.plans[d];
-        let run = |source| DetectError::Run { name: d.name.clone(), source };
-        let started = std::time::Instant::now();
-        // Joins and sorts keep what they built in the plan: a rerun starts from fresh ones.
-        let plan = reset_plan_states(Arc::clone(plan)).map_err(run)?;
-        let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.map_err(run)?;
-        tracing::debug!(detector = %d.name, day, ms = started.elapsed().as_millis() as u64, "ran a detector");
-        tracing::trace!(
-            detector = %d.name,
-            plan = %datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true),
-            "the run's plan"
-        );
-        Ok(batches)
+        execute_plan(ctx, &self.plans[d].name, day, plan).await
     }
 
     /// Detector `d`'s alerts from its rows, judged against `base`. Scoring
@@ -495,15 +538,50 @@ pub fn finish(alerts: Vec<Alert>) -> Vec<Alert> {
     fold_first_seen(recon::absorb_into_chains(alerts))
 }
 
+/// Detector `name`'s physical plan of `sql` for `day` in `ctx`.
+async fn plan_sql(
+    ctx: &datafusion::prelude::SessionContext,
+    name: &str,
+    day: &str,
+    sql: &str,
+) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
+    let run = |source| DetectError::Run { name: name.to_string(), source };
+    let started = std::time::Instant::now();
+    let plan = ctx.sql(sql).await.map_err(run)?.create_physical_plan().await.map_err(run)?;
+    tracing::debug!(detector = %name, day, ms = started.elapsed().as_millis() as u64, "planned a detector");
+    Ok(plan)
+}
+
+/// Runs detector `name`'s plan from [`plan_sql`], from a clean state each time.
+async fn execute_plan(
+    ctx: &datafusion::prelude::SessionContext,
+    name: &str,
+    day: &str,
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Result<Vec<RecordBatch>, DetectError> {
+    let run = |source| DetectError::Run { name: name.to_string(), source };
+    let started = std::time::Instant::now();
+    // Joins and sorts keep what they built in the plan: a rerun starts from fresh ones.
+    let plan = reset_plan_states(Arc::clone(plan)).map_err(run)?;
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.map_err(run)?;
+    tracing::debug!(detector = %name, day, ms = started.elapsed().as_millis() as u64, "ran a detector");
+    tracing::trace!(
+        detector = %name,
+        plan = %datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true),
+        "the run's plan"
+    );
+    Ok(batches)
+}
+
 /// Runs every detector over the days and replaces those days' alerts in the lake.
 pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     day_list(&opts.from, &opts.to)?;
-    // Only days with events: a lake with one stray record from 1970 must not
-    // make a whole-lake run walk fifty years.
-    let days = event_days(&opts.lake, &opts.engine, &opts.from, &opts.to).await?;
     let (queries, inventory) = (opts.queries.as_deref(), opts.inventory.as_deref());
     let engine = Engine::new(queries, inventory, opts.tool_categories.as_deref(), opts.api_risk.as_deref())?
         .with_sessions(opts.engine.clone());
+    // Only days with events: a lake with one stray record from 1970 must not
+    // make a whole-lake run walk fifty years.
+    let days = engine.days(&opts.lake, &opts.from, &opts.to).await?;
     // Governance's scan of every credential's use runs beside the days' detection.
     let usage = (engine.inventory().is_some() && !days.is_empty()).then(|| {
         let (lake, sessions) = (opts.lake.clone(), opts.engine.clone());
@@ -513,19 +591,25 @@ pub async fn detect(opts: &DetectOptions) -> Result<DetectReport, DetectError> {
     let mut learned = Vec::new();
     let mut baselines = Vec::new();
     for day in &days {
-        let (version, fresh) = engine.prepare_baseline(&opts.lake, day, opts.baseline_days).await?;
+        let (version, fresh) = engine.prepare_baseline(&opts.lake, &day.date, opts.baseline_days).await?;
         if fresh {
             learned.extend(version.clone());
         }
         // A fresh session per day: the model tables just learned must be listed.
         let ctx = engine.session(&opts.lake).await?;
+        if day.events < SMALL_DAY && opts.engine.cluster.is_none() {
+            // Spreading a few thousand rows over every core costs more in
+            // planning and exchanges than it saves; the detectors run side by side anyway.
+            ctx.state_ref().write().config_mut().options_mut().execution.target_partitions = 1;
+        }
         let base = match &version {
             Some(until) => Some(baseline::load(&ctx, &opts.lake, until).await?),
             None => None,
         };
-        baselines.push((day.clone(), version));
+        baselines.push((day.date.clone(), version));
         alerts.extend(engine.judge_day(&ctx, day, base.as_ref()).await?);
     }
+    let days: Vec<String> = days.into_iter().map(|d| d.date).collect();
     let mut alerts = governance::merge_repeats(alerts);
     if let (Some(inv), Some(usage)) = (engine.inventory(), usage) {
         let usage = usage.await.map_err(|e| DetectError::Task(e.to_string()))??;
@@ -575,6 +659,21 @@ fn fold_first_seen(alerts: Vec<Alert>) -> Vec<Alert> {
     rest
 }
 
+/// A day of events to detect.
+#[derive(Debug, Clone)]
+pub struct Day {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// How many events the lake holds for it.
+    pub events: u64,
+    /// The detectors (indices of [`Engine::detectors`]) whose rule's
+    /// `events` none of the day's events meets: they are not run.
+    pub idle: Vec<usize>,
+}
+
+/// Days with fewer events are planned for one partition.
+const SMALL_DAY: u64 = 100_000;
+
 /// A detector ready to run: its query text and rule resolved.
 struct Plan {
     name: String,
@@ -600,7 +699,8 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
         let (sql, rule) = match own {
             Some(p) => {
                 let (sql, rule) = read(&p)?;
-                (sql, rule.unwrap_or_else(|| Rule { live: LiveMode::Day, ..d.rule.clone() }))
+                // The built-in rule's `events` describes the built-in query, not this one.
+                (sql, rule.unwrap_or_else(|| Rule { live: LiveMode::Day, events: None, ..d.rule.clone() }))
             }
             None => (d.sql.clone(), d.rule.clone()),
         };
@@ -625,21 +725,6 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
         plans.push(Plan { name, sql, rule });
     }
     Ok(plans)
-}
-
-/// The days in `[from, to]` that hold events.
-async fn event_days(root: &Path, sessions: &EngineOptions, from: &str, to: &str) -> Result<Vec<String>, DetectError> {
-    let ctx = engine::context_with(root, sessions).await?;
-    // Not a day whose times overflow the nanoseconds date functions compute
-    // in (a poisoned record of year 9999 in an older lake): every query over
-    // it would fail, and with it the whole run.
-    let (from, to) = (from.max(NS_SAFE_FIRST_DAY), to.min(NS_SAFE_LAST_DAY));
-    let q = format!("SELECT DISTINCT date FROM events WHERE date BETWEEN '{from}' AND '{to}' ORDER BY date");
-    let mut out = Vec::new();
-    for b in engine::collect(&ctx, &q).await? {
-        out.extend(columns::strings(&b, "days", "date")?.into_iter().flatten());
-    }
-    Ok(out)
 }
 
 /// Replaces the alerts of the range with `alerts`, atomically: the days

@@ -34,6 +34,11 @@ pub struct Rule {
     /// The tables the query reads; `credentials` needs the inventory.
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// The events the query reads, as an SQL condition on an `events` row.
+    /// A day none of whose events meets it is not planned: the query could
+    /// only return nothing, and planning costs more than a small day's
+    /// scan. A shortcut, so it may match too much, never too little.
+    pub events: Option<String>,
     /// How `watch` judges it as events arrive.
     #[serde(default = "day")]
     pub live: LiveMode,
@@ -142,6 +147,7 @@ impl Rule {
         Rule {
             family: name.to_string(),
             inputs: Vec::new(),
+            events: None,
             live: LiveMode::Day,
             scoring: custom(),
             severity: None,
@@ -195,11 +201,14 @@ mod tests {
         let r = Rule::parse("mine.sql", text).unwrap().unwrap();
         assert_eq!(r.family, "mine");
         assert_eq!(r.live, LiveMode::Gated(Gate::Storm));
+        assert_eq!(r.events, None);
         assert_eq!(r.scoring, Scorer::Rows(Explainer::Custom));
         assert_eq!(r.mapped("x", None), Mapped { severity: Severity::High, mitre: Some("T1"), owasp: None });
         assert_eq!(r.mapped("y", Some("v")).mitre, None);
         assert!(!r.needs_inventory());
         assert!(Rule::parse("plain.sql", "-- prose only\nSELECT 1").unwrap().is_none());
+        let gated = Rule::parse("g.sql", "--- family = \"g\"\n--- events = \"status >= 500\"").unwrap().unwrap();
+        assert_eq!(gated.events.as_deref(), Some("status >= 500"));
     }
 
     #[test]
