@@ -15,6 +15,8 @@
 ---
 --- family = "out_of_scope"
 --- inputs = ["events", "baseline_credentials", "baseline_scope"]
+--- # Nothing is new before some credential has left cold start (`learned` above).
+--- needs_history = true
 --- live = { per_event = "credential" }
 --- scoring = { rows = "first_seen" }
 --- severity = "low"

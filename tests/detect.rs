@@ -1155,8 +1155,9 @@ fn a_fleet_finding_and_its_members_own_alerts_are_one_incident() {
 
 /// A rule's `events` condition spares the days none of whose events meets
 /// it, and only those: the same query without one alerts on both days, and
-/// with one it still reads every event of a day that has a match. A
-/// condition naming no column fails the run with the rule named.
+/// with one it still reads every event of a day that has a match; one that
+/// needs history is spared while nothing is learned. A condition naming no
+/// column fails the run with the rule named.
 #[test]
 fn a_rule_s_events_condition_skips_only_the_days_without_such_events() {
     let work = tempfile::tempdir().unwrap();
@@ -1171,6 +1172,8 @@ fn a_rule_s_events_condition_skips_only_the_days_without_such_events() {
     let rule = |name: &str, events: &str| format!("---\n--- family = \"{name}\"\n{events}---\n{every_event}");
     write(&dir.join("plain.sql"), &rule("plain", ""));
     write(&dir.join("gated.sql"), &rule("gated", "--- events = \"status >= 500\"\n"));
+    // Two days of one key: no baseline has learned it yet.
+    write(&dir.join("learned.sql"), &rule("learned", "--- needs_history = true\n"));
     let out = credtrail()
         .args(["detect", "--from", "2026-11-02", "--to", "2026-11-03", "--output", "jsonl", "--queries"])
         .arg(&dir)
@@ -1191,6 +1194,8 @@ fn a_rule_s_events_condition_skips_only_the_days_without_such_events() {
     let ids = |ns: &[usize]| ns.iter().map(|n| format!("r{n:07}-key_a")).collect::<BTreeSet<_>>();
     assert_eq!(evidence("plain"), ids(&[1, 2, 3, 4]), "{alerts:#?}");
     assert_eq!(evidence("gated"), ids(&[3, 4]), "{alerts:#?}");
+    assert_eq!(evidence("learned"), ids(&[]), "{alerts:#?}");
+    std::fs::remove_file(dir.join("learned.sql")).unwrap();
 
     write(&dir.join("gated.sql"), &rule("gated", "--- events = \"no_such_column > 1\"\n"));
     let out = credtrail()
@@ -1205,13 +1210,13 @@ fn a_rule_s_events_condition_skips_only_the_days_without_such_events() {
     assert!(err.contains("query gated (its rule's `events` condition)") && err.contains("no_such_column"), "{err}");
 }
 
-/// The built-in rules' `events` conditions only spare work: with them
-/// taken out (every detector planned on every day), detection over real
+/// The built-in rules' `events` conditions and `needs_history` only spare
+/// work: with them taken out (every detector planned on every day), detection over real
 /// records (Stratus detonations, panther's LLM-platform logs, LiteLLM) and a
 /// crafted gateway week finds exactly the same alerts, while with them in
 /// some days leave detectors idle.
 #[test]
-fn the_built_in_events_conditions_change_no_alert() {
+fn what_the_built_in_rules_say_of_their_inputs_changes_no_alert() {
     let work = tempfile::tempdir().unwrap();
     let (lake, inv) = issue18_lake(work.path());
     let real = ["stratus", "litellm", "panther/anthropic-activity.jsonl.gz", "panther/bedrock-invocation.jsonl.gz"]
@@ -1221,13 +1226,14 @@ fn the_built_in_events_conditions_change_no_alert() {
     let mut stripped = Vec::new();
     for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries")).unwrap().flatten() {
         let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-        if text.lines().any(|l| l.starts_with("--- events =")) {
-            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("--- events =")).collect();
+        let spares = |l: &str| l.starts_with("--- events =") || l.starts_with("--- needs_history =");
+        if text.lines().any(spares) {
+            let kept: Vec<&str> = text.lines().filter(|l| !spares(l)).collect();
             write(&dir.join(f.file_name()), &kept.join("\n"));
             stripped.push(f.file_name().to_string_lossy().into_owned());
         }
     }
-    assert!(stripped.len() >= 5, "{stripped:?}");
+    assert!(stripped.len() >= 6 && stripped.contains(&"first_seen.sql".to_string()), "{stripped:?}");
     let run = |extra: &[&str]| {
         let out = credtrail()
             .args(["detect", "--output", "jsonl", "--lake"])
@@ -1249,6 +1255,7 @@ fn the_built_in_events_conditions_change_no_alert() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["detector"].as_str().unwrap().to_string())
         .collect();
     assert!(fired.contains("retry_storm") && fired.contains("billing_spike"), "{fired:?}");
+    assert!(gated.contains("\"finding\":\"first_seen_"), "{gated}");
     let idle =
         log.lines().filter(|l| l.contains("detectors without events to read") && l.contains("retry_storm")).count();
     assert!(idle >= 5, "{log}");

@@ -367,14 +367,19 @@ impl Engine {
 
     /// Every detector's alerts for `day` in `ctx`, whose `events` may be the
     /// lake's or any table of the same columns, judged against `base`; none
-    /// from the detectors in `day.idle`, which the day holds no events for.
+    /// from the detectors in `day.idle`, which the day holds no events for,
+    /// nor from those that need history when `base` has learned none.
     pub async fn judge_day(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         day: &Day,
         base: Option<&Baseline>,
     ) -> Result<Vec<Alert>, DetectError> {
-        let detectors: Vec<_> = self.detectors().filter(|(d, _)| !day.idle.contains(d)).collect();
+        let history = base.is_some_and(|b| b.credentials.values().any(|c| !c.cold_start));
+        let detectors: Vec<_> = self
+            .detectors()
+            .filter(|(d, _)| !day.idle.contains(d) && (history || !self.plans[*d].rule.needs_history))
+            .collect();
         // Each query plans and runs on a task of its own: planning is CPU
         // work, and on one task the queries would take turns on one core.
         let mut tasks = Vec::new();
@@ -699,8 +704,10 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
         let (sql, rule) = match own {
             Some(p) => {
                 let (sql, rule) = read(&p)?;
-                // The built-in rule's `events` describes the built-in query, not this one.
-                (sql, rule.unwrap_or_else(|| Rule { live: LiveMode::Day, events: None, ..d.rule.clone() }))
+                // What the built-in rule says of its query's inputs is not said of this one.
+                let own =
+                    |d: &Builtin| Rule { live: LiveMode::Day, events: None, needs_history: false, ..d.rule.clone() };
+                (sql, rule.unwrap_or_else(|| own(d)))
             }
             None => (d.sql.clone(), d.rule.clone()),
         };

@@ -39,6 +39,11 @@ pub struct Rule {
     /// only return nothing, and planning costs more than a small day's
     /// scan. A shortcut, so it may match too much, never too little.
     pub events: Option<String>,
+    /// The query compares with learned history and finds nothing while no
+    /// credential of the baseline is out of cold start: such a day does
+    /// not plan it.
+    #[serde(default)]
+    pub needs_history: bool,
     /// How `watch` judges it as events arrive.
     #[serde(default = "day")]
     pub live: LiveMode,
@@ -148,6 +153,7 @@ impl Rule {
             family: name.to_string(),
             inputs: Vec::new(),
             events: None,
+            needs_history: false,
             live: LiveMode::Day,
             scoring: custom(),
             severity: None,
