@@ -407,14 +407,12 @@ impl Engine {
         // in (a poisoned record of year 9999 in an older lake): every query over
         // it would fail, and with it the whole run.
         let (from, to) = (from.max(NS_SAFE_FIRST_DAY), to.min(NS_SAFE_LAST_DAY));
-        let filtered: Vec<(usize, &str)> =
-            self.detectors().filter_map(|(d, _)| Some((d, self.plans[d].rule.events.as_deref()?))).collect();
-        let meets: String = filtered
-            .iter()
-            .map(|(d, cond)| {
-                format!(", bool_or(coalesce(({}), false)) AS d{d}", cond.replace(API_RISK, &self.api_risk_sql))
-            })
+        let filtered: Vec<(usize, String)> = self
+            .detectors()
+            .filter_map(|(d, _)| Some((d, self.plans[d].rule.events.as_deref()?.replace(API_RISK, &self.api_risk_sql))))
             .collect();
+        let meets: String =
+            filtered.iter().map(|(d, cond)| format!(", bool_or(coalesce(({cond}), false)) AS d{d}")).collect();
         let q = format!(
             "SELECT date, count(*) AS n{meets} FROM events WHERE date BETWEEN '{from}' AND '{to}' GROUP BY date ORDER BY date"
         );
@@ -423,8 +421,7 @@ impl Engine {
             Err(e) => {
                 // Name the rule whose condition is wrong, when one is.
                 for (d, cond) in &filtered {
-                    let one = format!("SELECT 1 FROM events WHERE {}", cond.replace(API_RISK, &self.api_risk_sql));
-                    if let Err(source) = ctx.sql(&one).await {
+                    if let Err(source) = ctx.sql(&format!("SELECT 1 FROM events WHERE {cond}")).await {
                         let name = format!("{} (its rule's `events` condition)", self.plans[*d].name);
                         return Err(DetectError::Run { name, source });
                     }
