@@ -264,6 +264,9 @@ fn live_alerts_match_batch_detect_and_reach_every_sink() {
     let total = lines + history.iter().map(|p| count(p)).sum::<usize>();
     wait_for(&w, "every line committed", || request_ids(&lake).len() == total);
     wait_for(&w, "the alerts", || w.alerts().len() >= batch.len());
+    // Each event judged by a pass exactly once: none left behind the commits, none twice.
+    let judged = format!("credtrail_watch_judged_events_total {lines}\n");
+    wait_for(&w, "every event judged", || http_get(&metrics, "/metrics").contains(&judged));
     let scrape = http_get(&metrics, "/metrics");
     assert!(scrape.contains(&format!("credtrail_watch_events_total {lines}")), "{scrape}");
     assert!(scrape.contains("credtrail_watch_alerts_total{"), "{scrape}");

@@ -126,6 +126,8 @@ pub struct PassResult {
     /// Alerts not emitted before (unsuppressed), in time order.
     pub new: Vec<Alert>,
     pub judged_credentials: usize,
+    /// Events judged for the first time.
+    pub judged_events: u64,
 }
 
 /// A live day's alerts to write to the lake.
@@ -326,6 +328,7 @@ impl Live {
                 .map(str::to_string)
                 .collect();
             result.judged_credentials += touched.len();
+            result.judged_events += d.fresh.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             let found = d.judge(&self.engine, &self.lake, day, &touched).await?;
             let mut by_cred: HashMap<String, Vec<Alert>> = HashMap::new();
             for a in found {

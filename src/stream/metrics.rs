@@ -20,6 +20,7 @@ pub struct Metrics {
     pub alerts: Family<Vec<(String, String)>, Counter>,
     pub flushes: Counter,
     pub flushed_events: Counter,
+    pub judged_events: Counter,
     pub lag_bytes: Gauge,
     pub files: Gauge,
     pub live_events: Gauge,
@@ -41,6 +42,7 @@ impl Metrics {
             alerts: Family::default(),
             flushes: Counter::default(),
             flushed_events: Counter::default(),
+            judged_events: Counter::default(),
             lag_bytes: Gauge::default(),
             files: Gauge::default(),
             live_events: Gauge::default(),
@@ -57,6 +59,7 @@ impl Metrics {
         r.register("alerts", "Alerts emitted, by detector and severity", m.alerts.clone());
         r.register("flushes", "Micro-batches committed to the lake", m.flushes.clone());
         r.register("flushed_events", "Events committed to the lake", m.flushed_events.clone());
+        r.register("judged_events", "Events of the live days judged by a detection pass", m.judged_events.clone());
         r.register("lag_bytes", "Bytes written to followed files and not yet read", m.lag_bytes.clone());
         r.register("files", "Files being followed", m.files.clone());
         r.register("live_events", "Events held in memory for live detection", m.live_events.clone());

@@ -492,6 +492,7 @@ impl Watcher {
         let started = Instant::now();
         let found = self.live.pass().await?;
         self.metrics.pass_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.judged_events.inc_by(found.judged_events);
         if found.new.is_empty() {
             return Ok(());
         }
