@@ -51,8 +51,11 @@ WITH learned AS (
 ev AS (
   SELECT e.credential_id, e.principal, e.ts, e.request_id, e.source_ip, e.user_agent, e.model, e.tool, e.action,
     e.resource, e.region
-  FROM events e
-  CROSS JOIN (SELECT count(*) AS n FROM learned) f
+  -- The one-row side first: a cross join is built from its left side, and
+  -- `watch` plans its small passes without statistics to swap them by; built
+  -- from the events, it made a batch per event (3.5 s for 20k events).
+  FROM (SELECT count(*) AS n FROM learned) f
+  CROSS JOIN events e
   WHERE e.date BETWEEN '{from}' AND '{to}' AND f.n > 0
 ),
 -- Whose history counts as known for a credential: its own (in cold start

@@ -42,7 +42,7 @@ use crate::baseline::{self, Baseline};
 use crate::detect::{self, DetectError, Engine, LiveMode, Unit};
 use crate::engine::counted::CountedTable;
 use crate::engine::{self, EngineError, catalog};
-use crate::schema::{col, event_schema};
+use crate::schema::{col, event_schema, shrink_dictionaries};
 use crate::secrets::{self, ExposureRow};
 use crate::suppress::Suppressions;
 
@@ -435,7 +435,9 @@ impl Day {
             Some(whole) => whole,
             None => self.windows.open_credentials(),
         };
-        let held = select(&self.events, &keep.iter().map(String::as_str).collect())?;
+        // The rows let go of leave their values in the dictionaries unless shrunk.
+        let held: Vec<RecordBatch> =
+            select(&self.events, &keep.iter().map(String::as_str).collect())?.iter().map(shrink_dictionaries).collect();
         self.rows = held.iter().map(RecordBatch::num_rows).sum();
         self.events = held;
         compact(&mut self.events)?;
@@ -848,7 +850,7 @@ fn compact(events: &mut Vec<RecordBatch>) -> Result<(), DetectError> {
     let (large, small): (Vec<RecordBatch>, Vec<RecordBatch>) = events.drain(..).partition(|b| b.num_rows() >= LARGE);
     events.extend(large);
     if let Some(first) = small.first() {
-        events.push(concat_batches(&first.schema(), &small).map_err(arrow_err)?);
+        events.push(shrink_dictionaries(&concat_batches(&first.schema(), &small).map_err(arrow_err)?));
     }
     Ok(())
 }
