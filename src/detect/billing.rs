@@ -118,17 +118,18 @@ fn judge_new_network(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64
 /// The least tokens and the least cost (of successful requests) in one hour
 /// that can fire for a credential with this baseline: an hour below both
 /// never does. (From a new network, a multiple of a usual hour of at least
-/// the floor — below the volume bar over the p99; without history, the
-/// volume bar over the smallest "busiest hour" a stand-in of its peers or
-/// the fleet may have, or the absolute floor when it can have none.)
+/// the floor and above the busiest normal hour — below the volume bar over
+/// the p99; without history, the volume bar over the smallest "busiest
+/// hour" a stand-in of its peers or the fleet may have, or the absolute
+/// floor when it can have none.)
 pub fn least_spend(baseline: Option<&Baseline>, cred: &str) -> (f64, f64) {
     let base = baseline.and_then(|b| b.credentials.get(cred));
+    // `judge_new_network`'s bar with the seasonal slot at its least (none).
+    let new_network =
+        |m: &Metric, s: &Stats| (NEW_NETWORK_RATIO * s.median.max(m.high_floor)).max(s.p99.max(m.high_floor));
     match base.filter(|b| !b.cold_start) {
-        // From a new network, a multiple of the usual hour (never above the p99's bar: median ≤ p99).
-        Some(b) => (
-            NEW_NETWORK_RATIO * b.tokens_per_hour.median.max(TOKENS.high_floor),
-            NEW_NETWORK_RATIO * b.cost_per_hour.median.max(COST.high_floor),
-        ),
+        // A busy hour of a key with quiet nights is many times its median but not above its p99.
+        Some(b) => (new_network(&TOKENS, &b.tokens_per_hour), new_network(&COST, &b.cost_per_hour)),
         None if baseline.is_some_and(|b| peers::has_stand_in(b, cred)) => {
             (MIN_RATIO * TOKENS.high_floor, MIN_RATIO * COST.high_floor)
         }
@@ -556,6 +557,11 @@ mod tests {
         assert!(judge(&TOKENS, 39_999.0, &b.tokens_per_hour, None).is_none(), "4× the p99 without one");
         assert!(judge(&TOKENS, 60_000.0, &b.tokens_per_hour, None).is_some());
         assert_eq!(least_spend(None, "k"), (COLD_TOKENS, COLD_COST));
+        // Quiet nights: busy hours of 30k are 15× the usual hour, but a new network must also beat the busiest.
+        let b = credential(false, stats(2_000.0, 30_000.0), stats(0.1, 2.0));
+        assert_eq!(least_spend(Some(&one(&b)), "k"), (30_000.0, 2.0));
+        assert!(judge_new_network(&TOKENS, 30_000.0, &b.tokens_per_hour, None).is_none());
+        assert!(judge_new_network(&TOKENS, 30_001.0, &b.tokens_per_hour, None).is_some());
     }
 
     #[test]
