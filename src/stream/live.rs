@@ -435,9 +435,14 @@ impl Day {
             Some(whole) => whole,
             None => self.windows.open_credentials(),
         };
-        // The rows let go of leave their values in the dictionaries unless shrunk.
-        let held: Vec<RecordBatch> =
-            select(&self.events, &keep.iter().map(String::as_str).collect())?.iter().map(shrink_dictionaries).collect();
+        let wanted = keep.iter().map(String::as_str).collect();
+        let mut held = Vec::new();
+        for b in &self.events {
+            for kept in select(std::slice::from_ref(b), &wanted)? {
+                // Rows let go of leave their values in the dictionaries: shrink only a batch that lost some.
+                held.push(if kept.num_rows() < b.num_rows() { shrink_dictionaries(&kept) } else { kept });
+            }
+        }
         self.rows = held.iter().map(RecordBatch::num_rows).sum();
         self.events = held;
         compact(&mut self.events)?;
