@@ -27,7 +27,9 @@
 //! tool alone (`unusual_tool`) and a critical severity stay own-model
 //! findings: peers do not know what the principal itself never does.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use arrow::array::RecordBatch;
 use serde::Deserialize;
@@ -154,27 +156,51 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
         session.steps.push(Step { ts: t, request_id: r.request_id, ip: r.source_ip, tool, resource: r.resource });
     }
     let empty = Markov::default();
-    let groups = cx.baseline.map(|b| Groups::of(b, cx.inventory));
-    // Peer and fleet models are merged once per group, not per session.
-    let mut wider: BTreeMap<(String, String), Option<Reference<'_>>> = BTreeMap::new();
     let mut out = Vec::new();
     for s in sessions.values_mut() {
         s.steps.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
         let markov = cx.baseline.and_then(|b| b.markov.get(&s.principal)).unwrap_or(&empty);
         let own = Reference::own(markov);
-        let r = match (&groups, cx.baseline) {
-            (Some(g), Some(b)) if !own.learned => {
-                let group = group(cx.inventory, &s.cred, &s.principal);
-                let key = (group.clone(), s.principal.clone());
-                wider.entry(key).or_insert_with(|| Reference::wider(b, g, &group, &s.principal)).as_ref()
-            }
+        let r = match cx.baseline {
+            Some(b) if !own.learned => cx.chaining.wider(b, cx.inventory, &s.cred, &s.principal),
             _ => None,
         };
-        if let Some(a) = judge(s, r.unwrap_or(&own), cx.categories, cx.rule) {
+        if let Some(a) = judge(s, r.as_deref().unwrap_or(&own), cx.categories, cx.rule) {
             out.push(a);
         }
     }
     Ok(out)
+}
+
+/// What judging sessions against one baseline computes once, however many
+/// calls of [`score`] share the [`Context`]: `watch` scores each moved session
+/// on its own, and a session costs a few steps, far less than merging models.
+#[derive(Default)]
+pub(crate) struct Memo<'b> {
+    groups: OnceCell<Groups<'b>>,
+    /// By (peer group, principal).
+    wider: RefCell<BTreeMap<(String, String), Option<Rc<Reference<'b>>>>>,
+}
+
+impl<'b> Memo<'b> {
+    /// The peer or fleet level judging `principal`'s sessions, if one has history.
+    fn wider(
+        &self,
+        b: &'b Baseline,
+        inventory: Option<&Inventory>,
+        cred: &str,
+        principal: &str,
+    ) -> Option<Rc<Reference<'b>>> {
+        let groups = self.groups.get_or_init(|| Groups::of(b, inventory));
+        let group = group(inventory, cred, principal);
+        let key = (group, principal.to_string());
+        if let Some(r) = self.wider.borrow().get(&key) {
+            return r.clone();
+        }
+        let r = Reference::wider(b, groups, &key.0, principal).map(Rc::new);
+        self.wider.borrow_mut().insert(key, r.clone());
+        r
+    }
 }
 
 /// Peer groups of the baseline's principals (see the module doc).

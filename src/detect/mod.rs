@@ -132,6 +132,8 @@ pub(crate) struct Context<'a> {
     pub inventory: Option<&'a Inventory>,
     /// Its rule: the family its alerts carry, and what each finding maps to.
     pub rule: &'a Rule,
+    /// Tool chaining's peer levels, made once for every call sharing the context.
+    pub chaining: chaining::Memo<'a>,
 }
 
 /// How `watch` judges a detector as events arrive, so that a pass costs in
@@ -506,30 +508,51 @@ impl Engine {
     /// sorts what it needs, so rows may come in any order.
     pub fn score(
         &self,
-        (d, _): (usize, LiveMode),
+        d: (usize, LiveMode),
         base: Option<&Baseline>,
         rows: &[RecordBatch],
     ) -> Result<Vec<Alert>, DetectError> {
-        let d = &self.plans[d];
-        let cx = Context {
+        let cx = self.context(d.0, base);
+        self.score_in(&cx, d.0, rows)
+    }
+
+    /// Detector `d`'s alerts for each unit's rows on its own (as [`Engine::score`]
+    /// of each), sharing what scoring learns of the baseline across units.
+    pub fn score_units<K>(
+        &self,
+        d: (usize, LiveMode),
+        base: Option<&Baseline>,
+        units: Vec<(K, Vec<RecordBatch>)>,
+    ) -> Result<Vec<(K, Vec<Alert>)>, DetectError> {
+        let cx = self.context(d.0, base);
+        units.into_iter().map(|(k, rows)| Ok((k, self.score_in(&cx, d.0, &rows)?))).collect()
+    }
+
+    fn context<'a>(&'a self, d: usize, base: Option<&'a Baseline>) -> Context<'a> {
+        Context {
             baseline: base,
             categories: &self.categories,
             api_risk: self.api_risk.as_ref().unwrap_or(ApiRisk::builtin()),
             inventory: self.inventory.as_ref(),
-            rule: &d.rule,
-        };
+            rule: &self.plans[d].rule,
+            chaining: Default::default(),
+        }
+    }
+
+    fn score_in(&self, cx: &Context<'_>, d: usize, rows: &[RecordBatch]) -> Result<Vec<Alert>, DetectError> {
+        let d = &self.plans[d];
         let q = &d.name;
         let mut alerts = match d.rule.scoring {
             Scorer::Rows(e) => explain::grouped_alerts(&d.rule, q, explain::explainer(e), rows),
-            Scorer::Billing => billing::score(&cx, q, rows),
-            Scorer::Storm => storm::score(&cx, q, rows),
-            Scorer::Chaining => chaining::score(&cx, q, rows),
-            Scorer::Recon => recon::score(&cx, q, rows),
-            Scorer::SessionReuse => recon::score_session_reuse(&cx, q, rows),
-            Scorer::OutOfScope => governance::out_of_scope(&cx, q, rows),
-            Scorer::Cloud => cloud::score(&cx, q, rows),
+            Scorer::Billing => billing::score(cx, q, rows),
+            Scorer::Storm => storm::score(cx, q, rows),
+            Scorer::Chaining => chaining::score(cx, q, rows),
+            Scorer::Recon => recon::score(cx, q, rows),
+            Scorer::SessionReuse => recon::score_session_reuse(cx, q, rows),
+            Scorer::OutOfScope => governance::out_of_scope(cx, q, rows),
+            Scorer::Cloud => cloud::score(cx, q, rows),
         }?;
-        explain::judge_first_seen(self.inventory.as_ref(), base, &mut alerts);
+        explain::judge_first_seen(self.inventory.as_ref(), cx.baseline, &mut alerts);
         Ok(alerts)
     }
 }

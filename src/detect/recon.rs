@@ -343,6 +343,7 @@ mod tests {
             api_risk: crate::detect::ApiRisk::builtin(),
             inventory: None,
             rule: crate::detect::builtin_rule("llmjacking_recon"),
+            chaining: Default::default(),
         };
         score(&cx, "recon", &[batch(rows)]).unwrap()
     }

@@ -435,6 +435,7 @@ pub(crate) fn alerts_for(base: Option<&crate::baseline::Baseline>, cred: &str, c
         categories: &categories,
         inventory: None,
         rule: super::builtin_rule("retry_storm"),
+        chaining: Default::default(),
         api_risk: super::ApiRisk::builtin(),
     };
     let minutes = counts

@@ -64,28 +64,25 @@ struct Kept {
 }
 
 impl Kept {
-    /// The credential's alerts, scoring again only the units that moved.
-    fn alerts(
-        &mut self,
-        unit: Unit,
-        score: impl Fn(&[RecordBatch]) -> Result<Vec<Alert>, DetectError>,
-    ) -> Result<impl Iterator<Item = &Alert>, DetectError> {
-        if !self.moved.is_empty() {
-            let moved = std::mem::take(&mut self.moved);
-            let parts = match unit.column() {
-                None => HashMap::from([(String::new(), self.rows.clone())]),
-                Some(column) => units(&self.rows, column, &moved)?,
-            };
-            for (key, rows) in parts {
-                let alerts = score(&rows)?;
-                if alerts.is_empty() {
-                    self.alerts.remove(&key);
-                } else {
-                    self.alerts.insert(key, alerts);
-                }
-            }
+    /// The units with rows not scored yet, each with all its rows.
+    fn moved(&mut self, unit: Unit) -> Result<Vec<(String, Vec<RecordBatch>)>, DetectError> {
+        if self.moved.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(self.alerts.values().flatten())
+        let moved = std::mem::take(&mut self.moved);
+        Ok(match unit.column() {
+            None => vec![(String::new(), self.rows.clone())],
+            Some(column) => units(&self.rows, column, &moved)?.into_iter().collect(),
+        })
+    }
+
+    /// A unit's alerts as of its latest scoring.
+    fn scored(&mut self, key: String, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            self.alerts.remove(&key);
+        } else {
+            self.alerts.insert(key, alerts);
+        }
     }
 }
 
@@ -473,16 +470,29 @@ impl Day {
                 keep(self.kept.entry(d.0).or_default(), unit, &rows)?;
             }
         }
-        // Only the units (credentials, sessions) with new rows are scored again.
+        // Only the units (credentials, sessions) with new rows are scored again,
+        // all in one call: what scoring derives from the baseline is made once.
         for &(i, mode) in &detectors {
             let LiveMode::PerEvent(unit) = mode else { continue };
             let Some(kept) = self.kept.get_mut(&i) else { continue };
             let started = std::time::Instant::now();
+            let mut units = Vec::new();
             for c in touched {
                 let Some(k) = kept.get_mut(c) else { continue };
-                found.extend(k.alerts(unit, |rows| engine.score((i, mode), base, rows))?.cloned());
+                units.extend(k.moved(unit)?.into_iter().map(|(key, rows)| ((c, key), rows)));
             }
-            tracing::debug!(day, detector = i, ms = started.elapsed().as_millis() as u64, "scored the per-event rows");
+            let scored = units.len();
+            for ((c, key), alerts) in engine.score_units((i, mode), base, units)? {
+                kept.get_mut(c).expect("a unit of a kept credential").scored(key, alerts);
+            }
+            found.extend(touched.iter().filter_map(|c| kept.get(c)).flat_map(|k| k.alerts.values().flatten()).cloned());
+            tracing::debug!(
+                day,
+                detector = i,
+                units = scored,
+                ms = started.elapsed().as_millis() as u64,
+                "scored the per-event rows"
+            );
         }
 
         // The others read the day of the credentials they may alert on.
