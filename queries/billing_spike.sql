@@ -76,28 +76,49 @@ candidates AS (
 ),
 known AS (
   SELECT credential_id, dimension, value FROM baseline_scope WHERE until = '{baseline}'
+),
+-- Each candidate hour's heaviest requests, the alert's evidence: ranked by a
+-- window and only the first `{max_evidence}` collected. An `array_agg` with
+-- ORDER BY over every request of a busy hour cost more than the rest of the query.
+evidence AS (
+  SELECT credential_id, hour, array_agg(request_id ORDER BY tokens DESC, request_id) AS evidence
+  FROM (
+    SELECT ev.credential_id, ev.hour, ev.request_id, ev.tokens
+    FROM candidates c
+    JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
+    QUALIFY row_number() OVER (PARTITION BY ev.credential_id, ev.hour ORDER BY ev.tokens DESC, ev.request_id)
+      <= {max_evidence}
+  )
+  GROUP BY 1, 2
+),
+-- What each candidate hour spent, on what and from where.
+spikes AS (
+  SELECT
+    c.credential_id AS key,
+    CAST(c.credential_id AS VARCHAR) AS credential_id,
+    max(CAST(ev.principal AS VARCHAR)) AS principal,
+    c.hour,
+    c.tokens,
+    c.cost,
+    c.requests,
+    c.day_median_tokens,
+    c.day_median_cost,
+    min(ev.ts) AS first_ts,
+    max(ev.ts) AS last_ts,
+    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(ev.model AS VARCHAR) END) AS new_models,
+    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(ev.source_ip, ev.user_agent) END) AS new_networks,
+    array_agg(DISTINCT CAST(ev.model AS VARCHAR)) AS models,
+    array_agg(DISTINCT CAST(ev.source_ip AS VARCHAR)) AS source_ips
+  FROM candidates c
+  JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
+  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(ev.credential_id AS VARCHAR)
+    AND km.value = CAST(ev.model AS VARCHAR)
+  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(ev.credential_id AS VARCHAR)
+    AND kn.value = caller_network(ev.source_ip, ev.user_agent)
+  GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
 )
-SELECT
-  CAST(c.credential_id AS VARCHAR) AS credential_id,
-  max(CAST(ev.principal AS VARCHAR)) AS principal,
-  c.hour,
-  c.tokens,
-  c.cost,
-  c.requests,
-  c.day_median_tokens,
-  c.day_median_cost,
-  min(ev.ts) AS first_ts,
-  max(ev.ts) AS last_ts,
-  array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(ev.model AS VARCHAR) END) AS new_models,
-  array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(ev.source_ip, ev.user_agent) END) AS new_networks,
-  array_agg(DISTINCT CAST(ev.model AS VARCHAR)) AS models,
-  array_agg(DISTINCT CAST(ev.source_ip AS VARCHAR)) AS source_ips,
-  array_agg(ev.request_id ORDER BY ev.tokens DESC, ev.request_id) AS evidence
-FROM candidates c
-JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
-LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(ev.credential_id AS VARCHAR)
-  AND km.value = CAST(ev.model AS VARCHAR)
-LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(ev.credential_id AS VARCHAR)
-  AND kn.value = caller_network(ev.source_ip, ev.user_agent)
-GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
-ORDER BY 1, c.hour
+-- Unaliased: each alias is a plan level, and a cluster's plans must stay shallow.
+SELECT spikes.* EXCEPT (key), evidence.evidence
+FROM spikes
+JOIN evidence ON evidence.credential_id = spikes.key AND evidence.hour = spikes.hour
+ORDER BY spikes.credential_id, spikes.hour

@@ -127,16 +127,22 @@ impl Mapped<'_> {
 }
 
 /// A detector query file as loaded: its SQL, the shared fragments
-/// (`{billed_events}`) expanded and its own placeholders (`{from}`, `{to}`,
-/// …) left for each run, and the rule its header declares, if any.
+/// (`{billed_events}`) expanded, [`MAX_EVIDENCE`] filled in and its own
+/// placeholders (`{from}`, `{to}`, …) left for each run, and the rule its
+/// header declares, if any.
 pub struct Loaded {
     pub sql: String,
     pub rule: Option<Rule>,
 }
 
+/// The placeholder for how many request ids an alert keeps as evidence
+/// ([`crate::alert::MAX_EVIDENCE`]): a query need not collect more.
+const MAX_EVIDENCE: &str = "{max_evidence}";
+
 /// Loads the detector query `text` of `file` (named in errors).
 pub fn load(file: &str, text: &str) -> Result<Loaded, RuleError> {
-    Ok(Loaded { rule: Rule::parse(file, text)?, sql: crate::engine::expand_fragments(text) })
+    let sql = crate::engine::expand_fragments(text).replace(MAX_EVIDENCE, &crate::alert::MAX_EVIDENCE.to_string());
+    Ok(Loaded { rule: Rule::parse(file, text)?, sql })
 }
 
 impl Rule {
