@@ -126,7 +126,8 @@ FROM=$(date -u -d "$PREV - 27 days" +%F)
 DUCK_MODELS=$WORK/duckdb-models
 before() {
     case $1 in
-    credtrail_baseline) rm -rf "$LAKE/models" ;;
+    # Each run learns from nothing: with REPEAT, a later run would reuse the first's per-day partials.
+    credtrail_baseline | credtrail_baseline_2_days) rm -rf "$LAKE/models" ;;
     duckdb_baseline) rm -rf "$DUCK_MODELS" && mkdir -p "$DUCK_MODELS" ;;
     esac
 }

@@ -122,6 +122,16 @@ text = "\n".join(table)
 print(text)
 print(summary)
 
+# The hand-written sections after the machine's description are kept.
+kept = ""
+try:
+    old = open(out).read()
+    after_machine = old.split("\n## Machine\n", 1)[1]
+    if "\n## " in after_machine:
+        kept = "\n## " + after_machine.split("\n## ", 1)[1]
+except (OSError, IndexError):
+    pass
+
 with open(out, "w") as f:
     f.write(
         f"""# credtrail vs DuckDB
@@ -145,5 +155,5 @@ SQL, over credtrail's lake.
 ## Machine
 
 {machine}
-"""
+{kept}"""
     )
