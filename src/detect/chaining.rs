@@ -178,9 +178,11 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
 #[derive(Default)]
 pub(crate) struct Memo<'b> {
     groups: OnceCell<Groups<'b>>,
-    /// By (peer group, principal).
-    wider: RefCell<BTreeMap<(String, String), Option<Rc<Reference<'b>>>>>,
+    wider: RefCell<Levels<'b>>,
 }
+
+/// The wider level of each (peer group, principal), `None` when neither has history.
+type Levels<'b> = BTreeMap<(String, String), Option<Rc<Reference<'b>>>>;
 
 impl<'b> Memo<'b> {
     /// The peer or fleet level judging `principal`'s sessions, if one has history.

@@ -459,6 +459,11 @@ impl Engine {
             .map(|(i, d)| (i, d.rule.live))
     }
 
+    /// Detector `d`'s name (its query file's, without `.sql`).
+    pub fn name(&self, d: usize) -> &str {
+        &self.plans[d].name
+    }
+
     /// The rows of detector `d` (from [`Engine::detectors`]) for `day` in `ctx`.
     pub async fn rows(
         &self,

@@ -488,7 +488,7 @@ impl Day {
             found.extend(touched.iter().filter_map(|c| kept.get(c)).flat_map(|k| k.alerts.values().flatten()).cloned());
             tracing::debug!(
                 day,
-                detector = i,
+                detector = %engine.name(i),
                 units = scored,
                 ms = started.elapsed().as_millis() as u64,
                 "scored the per-event rows"
