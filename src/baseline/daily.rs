@@ -25,7 +25,7 @@
 //! committed event files (and this [`DAILY_VERSION`]): events committed into
 //! the day later add a file, so only that day is recomputed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -35,6 +35,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMillisecondType};
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use hashbrown::HashMap;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{BaselineError, Source, Transition, conform, query, save};
@@ -72,6 +74,12 @@ const SPLIT_SESSIONS_SQL: &str = "WITH s AS (SELECT * FROM daily_sessions WHERE 
      FROM s JOIN multi m ON (s.credential_id IS NOT DISTINCT FROM m.credential_id) AND s.session_id = m.session_id \
      ORDER BY s.credential_id, s.session_id, s.date";
 
+/// How many days' partials are computed at once. A day's queries use every
+/// core only part of the time (its scope and sessions passes are one core
+/// each), so a second day fills the gaps; more would hold more days'
+/// columns in memory without more to gain.
+const DAYS_AT_ONCE: usize = 2;
+
 /// Makes the partials of every day in `[from, until]` current, computing
 /// those missing or outdated. Returns how many days were computed.
 pub async fn refresh(
@@ -80,8 +88,7 @@ pub async fn refresh(
     until: NaiveDate,
     engine: &EngineOptions,
 ) -> Result<usize, BaselineError> {
-    let mut ctx = None;
-    let mut computed = 0;
+    let mut stale = Vec::new();
     for day in from.iter_days().take_while(|d| *d <= until) {
         let day = day.format("%Y-%m-%d").to_string();
         let files = lake::committed_files(lake, &lake::events_partition(&day), "parquet")?;
@@ -90,14 +97,27 @@ pub async fn refresh(
             Covered::Outdated => false,
             Covered::Files(covered) => covered == files,
         };
-        if current {
-            continue;
+        if !current {
+            stale.push((day, files));
         }
-        if ctx.is_none() {
-            ctx = Some(engine::context_with(lake.root(), engine).await?);
+    }
+    let computed = stale.len();
+    if computed > 0 {
+        let ctx = engine::context_with(lake.root(), engine).await?;
+        // Each day on a task of its own; committed one at a time, in day order.
+        let mut days = futures::stream::iter(stale)
+            .map(|(day, files)| {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let tables = compute(&ctx, &day, files).await?;
+                    Ok::<_, BaselineError>((day, tables))
+                })
+            })
+            .buffered(DAYS_AT_ONCE);
+        while let Some(done) = days.next().await {
+            let (day, tables) = done.map_err(|e| BaselineError::Task(e.to_string()))??;
+            save(lake, &format!("{}={day}", col::DATE), tables)?;
         }
-        compute(ctx.as_ref().expect("opened above"), lake, &day, files).await?;
-        computed += 1;
     }
     tracing::debug!(computed, "per-day baseline partials refreshed");
     Ok(computed)
@@ -140,8 +160,13 @@ fn covered(lake: &Lake, day: &str) -> Result<Covered, BaselineError> {
     Ok(if any { Covered::Files(files) } else { Covered::Nothing })
 }
 
-/// Computes and commits day's partials from its events, which are `files`.
-async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String>) -> Result<(), BaselineError> {
+/// A day's partials, computed from its events (which are `files`), as the
+/// tables to commit.
+async fn compute(
+    ctx: &SessionContext,
+    day: &str,
+    files: Vec<String>,
+) -> Result<[(catalog::Table, RecordBatch); 6], BaselineError> {
     // The day's four reads are independent: they run together, and the
     // scope pass (plain Rust, one core) beside the sessions pass.
     let (hourly, minutes, scope, calls) = futures::future::try_join4(
@@ -162,7 +187,7 @@ async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String
         vec![Arc::new(UInt32Array::from(vec![DAILY_VERSION; files.len()])), Arc::new(StringArray::from(files))],
     )
     .map_err(|source| BaselineError::Arrow { table: "daily_sources", source })?;
-    let tables = [
+    Ok([
         (catalog::DAILY_HOURLY, hourly),
         (catalog::DAILY_ERROR_MINUTES, minutes),
         (catalog::DAILY_SCOPE, scope),
@@ -170,9 +195,7 @@ async fn compute(ctx: &SessionContext, lake: &Lake, day: &str, files: Vec<String
         (catalog::DAILY_SESSIONS, sessions),
         // Last: a day whose sources are written has all its partials.
         (catalog::DAILY_SOURCES, sources),
-    ];
-    save(lake, &format!("{}={day}", col::DATE), tables)?;
-    Ok(())
+    ])
 }
 
 /// The scope dimensions, in the order [`day_scope`] reads their columns; the
@@ -221,6 +244,26 @@ impl<'a> Text<'a> {
         }
     }
 
+    /// Each row's value as an id of `names` (`None` for null); a
+    /// dictionary's values are interned once each, when a row first uses them.
+    fn ids(&self, names: &mut Names) -> Vec<Option<u32>> {
+        match self {
+            Text::Dict(d) => {
+                let (keys, values) = (d.keys(), d.values());
+                let mut by_key: Vec<Option<u32>> = vec![None; values.len()];
+                (0..keys.len())
+                    .map(|i| {
+                        d.is_valid(i).then(|| {
+                            let k = keys.value(i) as usize;
+                            *by_key[k].get_or_insert_with(|| names.id(values.value(k)))
+                        })
+                    })
+                    .collect()
+            }
+            Text::Plain(p) => p.iter().map(|v| v.map(|v| names.id(v))).collect(),
+        }
+    }
+
     /// `f` of each row's value (false for null), computed once per
     /// distinct value of a dictionary.
     fn flags(self, f: fn(&str) -> bool) -> impl Fn(usize) -> bool + 'a {
@@ -239,14 +282,16 @@ impl<'a> Text<'a> {
 }
 
 /// The day's scope, as queries/baseline_scope.sql learns it over a window,
-/// in one pass over the columns: every value is counted per batch on the
-/// column's own strings, and networks and resource prefixes are derived
-/// once per distinct value.
+/// in one pass over the columns. Rows are counted by interned ids: a
+/// dictionary column's values are hashed once per batch, not once per row
+/// and dimension. Networks and resource prefixes are derived once per
+/// distinct value.
 fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     let err = |source| BaselineError::Arrow { table: "daily_scope", source };
-    let hours: Vec<String> = (0..24).map(|h| h.to_string()).collect();
-    // (credential, dimension, raw value) → seen.
-    let mut all: HashMap<(String, usize, String), Seen> = HashMap::new();
+    let mut names = Names::default();
+    let hours: Vec<u32> = (0..24).map(|h| names.id(&h.to_string())).collect();
+    // Per dimension: (credential, raw value) → seen.
+    let mut counts: [HashMap<(u32, u32), Seen>; DIMENSIONS.len()] = Default::default();
     for b in batches {
         let column = |name: &str| {
             b.column_by_name(name)
@@ -255,7 +300,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
         let ts = arrow::compute::cast(column("ts")?, &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))
             .map_err(err)?;
         let ts = ts.as_primitive::<TimestampMillisecondType>();
-        let cred = Text::of(column("credential_id")?).map_err(err)?;
+        let cred = Text::of(column("credential_id")?).map_err(err)?.ids(&mut names);
         // Rows whose call AWS relayed for the caller: no caller network (`caller_network`).
         let relayed = {
             let (ips, agents) =
@@ -263,47 +308,49 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
             let relay_agent = agents.flags(crate::net::is_aws_relay_agent);
             move |i: usize| relay_agent(i) && !ips.get(i).is_some_and(crate::net::is_public)
         };
-        for (dim, (name, derived)) in DIMENSIONS.iter().enumerate() {
+        for ((name, derived), counts) in DIMENSIONS.iter().zip(&mut counts) {
             let network = *derived == "network";
-            let text = match *name {
+            let values = match *name {
                 "ts" => None,
-                n => Some(Text::of(column(n)?).map_err(err)?),
+                n => Some(Text::of(column(n)?).map_err(err)?.ids(&mut names)),
             };
-            let mut batch: HashMap<(&str, usize, &str), Seen> = HashMap::new();
             for i in 0..b.num_rows() {
-                let (Some(c), false) = (cred.get(i), ts.is_null(i)) else { continue };
+                let (Some(c), false) = (cred[i], ts.is_null(i)) else { continue };
                 let t = ts.value(i);
-                let value = match &text {
+                let value = match &values {
                     Some(_) if network && relayed(i) => None,
-                    Some(text) => text.get(i),
-                    None => Some(hours[(t.div_euclid(HOUR_MS)).rem_euclid(24) as usize].as_str()),
+                    Some(values) => values[i],
+                    None => Some(hours[(t.div_euclid(HOUR_MS)).rem_euclid(24) as usize]),
                 };
                 if let Some(v) = value {
-                    batch.entry((c, dim, v)).or_insert(Seen(t, t, 0)).add(Seen(t, t, 1));
+                    counts.entry((c, v)).or_insert(Seen(t, t, 0)).add(Seen(t, t, 1));
                 }
-            }
-            for ((c, d, v), seen) in batch {
-                all.entry((c.to_string(), d, v.to_string())).and_modify(|s| s.add(seen)).or_insert(seen);
             }
         }
     }
     // Networks and resource prefixes of each distinct raw value, then merged per derived value.
-    let mut derived: HashMap<(usize, String), Option<String>> = HashMap::new();
-    let mut scope: BTreeMap<(String, &str, String), Seen> = BTreeMap::new();
-    for ((c, d, raw), seen) in all {
-        let value = match DIMENSIONS[d].1 {
-            "network" => derived.entry((d, raw)).or_insert_with_key(|(_, r)| udf::network_of(r)).clone(),
-            "resource_prefix" => derived.entry((d, raw)).or_insert_with_key(|(_, r)| udf::resource_prefix(r)).clone(),
-            _ => Some(raw),
+    let mut scope: BTreeMap<(&str, &str, String), Seen> = BTreeMap::new();
+    for ((_, dimension), counts) in DIMENSIONS.iter().zip(counts) {
+        let derive: Option<fn(&str) -> Option<String>> = match *dimension {
+            "network" => Some(udf::network_of),
+            "resource_prefix" => Some(udf::resource_prefix),
+            _ => None,
         };
-        if let Some(v) = value {
-            scope.entry((c, DIMENSIONS[d].1, v)).and_modify(|s| s.add(seen)).or_insert(seen);
+        let mut derived: HashMap<u32, Option<String>> = HashMap::new();
+        for ((c, raw), seen) in counts {
+            let value = match derive {
+                Some(f) => derived.entry(raw).or_insert_with(|| f(names.name(raw))).clone(),
+                None => Some(names.name(raw).to_string()),
+            };
+            if let Some(v) = value {
+                scope.entry((names.name(c), dimension, v)).and_modify(|s| s.add(seen)).or_insert(seen);
+            }
         }
     }
     let ms = |v: Vec<i64>| TimestampMillisecondArray::from(v).with_timezone("UTC");
     let (mut cols, mut first, mut last, mut requests) = ([vec![], vec![], vec![]], vec![], vec![], vec![]);
     for ((c, d, v), Seen(f, l, n)) in scope {
-        cols[0].push(c);
+        cols[0].push(c.to_string());
         cols[1].push(d.to_string());
         cols[2].push(v);
         first.push(f);
@@ -316,7 +363,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     RecordBatch::try_new((catalog::DAILY_SCOPE.schema)(), columns).map_err(err)
 }
 
-/// Interned strings: a day's calls hold ids, not copies of their text.
+/// Interned strings: a day's rows hold ids, not copies of their text.
 #[derive(Default)]
 struct Names {
     ids: HashMap<String, u32>,
@@ -325,13 +372,15 @@ struct Names {
 
 impl Names {
     fn id(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(s.to_string());
-        self.ids.insert(s.to_string(), id);
-        id
+        let names = &mut self.names;
+        *self.ids.entry_ref(s).or_insert_with(|| {
+            names.push(s.to_string());
+            names.len() as u32 - 1
+        })
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
     }
 }
 
@@ -479,4 +528,81 @@ pub(super) async fn transitions(ctx: &SessionContext, from: &str, to: &str) -> R
         .filter(|(_, n)| *n > 0)
         .map(|((principal, from_tool, to_tool), n)| Transition { principal, from_tool, to_tool, count: n as u64 })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::DictionaryArray;
+    use arrow::datatypes::{Field, Schema};
+
+    /// The scope pass's columns from rows of space-separated values ("-" for
+    /// null), every text column plain or dictionary-encoded.
+    fn batch(dict: bool, rows: &[&str], ts: &[i64]) -> RecordBatch {
+        let names = ["credential_id", "source_ip", "user_agent", "model", "tool", "action", "resource", "region"];
+        let rows: Vec<Vec<Option<&str>>> =
+            rows.iter().map(|r| r.split(' ').map(|v| (v != "-").then_some(v)).collect()).collect();
+        let text = |c: usize| -> ArrayRef {
+            let values: Vec<Option<&str>> = rows.iter().map(|r| r[c]).collect();
+            if dict {
+                // Values in another order than the rows', and one no row uses.
+                let mut d: Vec<&str> = values.iter().flatten().copied().collect();
+                d.push("unused");
+                d.sort();
+                d.dedup();
+                d.reverse();
+                let keys = values.iter().map(|v| v.map(|v| d.iter().position(|x| *x == v).unwrap() as i32));
+                let keys = arrow::array::Int32Array::from_iter(keys);
+                Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(StringArray::from(d))).unwrap())
+            } else {
+                Arc::new(StringArray::from(values))
+            }
+        };
+        let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let mut fields = vec![Field::new("ts", ms, false)];
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(TimestampMillisecondArray::from(ts.to_vec()).with_timezone("UTC"))];
+        for (c, name) in names.iter().enumerate() {
+            let a = text(c);
+            fields.push(Field::new(*name, a.data_type().clone(), true));
+            columns.push(a);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    /// The scope rows as (credential, dimension, value, first, last, requests).
+    fn rows(b: &RecordBatch) -> Vec<(String, String, String, i64, i64, i64)> {
+        let s = |c: usize| b.column(c).as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>();
+        let t = |c: usize| b.column(c).as_primitive::<TimestampMillisecondType>().values().to_vec();
+        let (cred, dim, value, first, last) = (s(0), s(1), s(2), t(3), t(4));
+        let requests = b.column(5).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
+        (0..b.num_rows())
+            .map(|i| (cred[i].clone(), dim[i].clone(), value[i].clone(), first[i], last[i], requests[i]))
+            .collect()
+    }
+
+    #[test]
+    fn the_scope_pass_counts_values_not_dictionary_keys() {
+        let rows_of = [
+            "key_a 203.0.113.9 bot/1 gpt-4o search chat arn:aws:s3:::b/x -",
+            "key_b 203.0.113.9 bot/1 - read chat arn:aws:s3:::b/y us-east-1",
+            "key_a 198.51.100.4 bot/2 gpt-4o search embed - us-east-1",
+            "- 192.0.2.1 bot/3 o1 write chat - -",
+        ];
+        let ts = [3_600_000, 7_200_000, 10_800_000, 14_400_000];
+        let plain = rows(&day_scope(&[batch(false, &rows_of, &ts)]).unwrap());
+        let dict = rows(&day_scope(&[batch(true, &rows_of, &ts)]).unwrap());
+        assert_eq!(plain, dict, "a dictionary's keys and unused values change nothing");
+        assert!(!plain.iter().any(|r| r.2 == "unused" || r.2 == "bot/3"), "no row, no value: {plain:?}");
+        let at =
+            |c: &str, d: &str, v: &str| plain.iter().find(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()) == (c, d, v));
+        assert_eq!(at("key_a", "tool", "search").map(|r| (r.3, r.4, r.5)), Some((3_600_000, 10_800_000, 2)));
+        assert_eq!(at("key_a", "hour", "3").map(|r| r.5), Some(1));
+        // The same rows again in the other encoding: one value across both, counted twice.
+        let both = rows(&day_scope(&[batch(true, &rows_of, &ts), batch(false, &rows_of, &ts)]).unwrap());
+        assert_eq!(both.len(), plain.len());
+        for (x, y) in plain.iter().zip(&both) {
+            assert_eq!((&x.0, &x.1, &x.2, x.3, x.4, x.5 * 2), (&y.0, &y.1, &y.2, y.3, y.4, y.5));
+        }
+    }
 }
