@@ -72,15 +72,18 @@ knowers AS (
   UNION
   SELECT c.credential_id, l.credential_id AS knower FROM creds c JOIN learned l ON l.principal = c.principal
 ),
+-- Two halves of three: a chain of UNION ALLs nests one plan level per
+-- branch, and the plan must stay shallow (see `listed`).
 used AS (
-  SELECT credential_id, 'network' AS dimension, caller_network(source_ip, user_agent) AS value
+  (SELECT credential_id, 'network' AS dimension, caller_network(source_ip, user_agent) AS value
     FROM (SELECT DISTINCT credential_id, source_ip, user_agent FROM ev)
   UNION ALL SELECT credential_id, 'model', CAST(model AS VARCHAR) FROM (SELECT DISTINCT credential_id, model FROM ev)
-  UNION ALL SELECT credential_id, 'tool', CAST(tool AS VARCHAR) FROM (SELECT DISTINCT credential_id, tool FROM ev)
-  UNION ALL SELECT credential_id, 'action', CAST(action AS VARCHAR) FROM (SELECT DISTINCT credential_id, action FROM ev)
+  UNION ALL SELECT credential_id, 'tool', CAST(tool AS VARCHAR) FROM (SELECT DISTINCT credential_id, tool FROM ev))
+  UNION ALL
+  (SELECT credential_id, 'action', CAST(action AS VARCHAR) FROM (SELECT DISTINCT credential_id, action FROM ev)
   UNION ALL SELECT credential_id, 'resource_prefix', resource_prefix(resource)
     FROM (SELECT DISTINCT credential_id, resource FROM ev)
-  UNION ALL SELECT credential_id, 'region', CAST(region AS VARCHAR) FROM (SELECT DISTINCT credential_id, region FROM ev)
+  UNION ALL SELECT credential_id, 'region', CAST(region AS VARCHAR) FROM (SELECT DISTINCT credential_id, region FROM ev))
 ),
 -- What the learned credentials of each principal used, once per principal:
 -- joined per credential instead, a principal with many keys multiplied its
@@ -94,27 +97,32 @@ by_principal AS (
 -- Used values that neither the credential's own history nor any of its
 -- principals' (`knowers`, by principal) holds.
 new AS (
-  SELECT CAST(u.credential_id AS VARCHAR) AS credential_id, u.dimension, u.value
-  FROM used u
-  LEFT JOIN baseline_scope k ON k.until = '{baseline}' AND k.credential_id = CAST(u.credential_id AS VARCHAR)
-    AND k.dimension = u.dimension AND k.value = u.value
-  LEFT JOIN creds c ON c.credential_id = CAST(u.credential_id AS VARCHAR)
-  LEFT JOIN by_principal p ON p.principal = c.principal AND p.dimension = u.dimension AND p.value = u.value
+  SELECT CAST(used.credential_id AS VARCHAR) AS credential_id, used.dimension, used.value
+  FROM used
+  LEFT JOIN baseline_scope k ON k.until = '{baseline}' AND k.credential_id = CAST(used.credential_id AS VARCHAR)
+    AND k.dimension = used.dimension AND k.value = used.value
+  LEFT JOIN creds c ON c.credential_id = CAST(used.credential_id AS VARCHAR)
+  LEFT JOIN by_principal p ON p.principal = c.principal AND p.dimension = used.dimension AND p.value = used.value
   GROUP BY 1, 2, 3
-  HAVING u.value IS NOT NULL AND count(k.value) = 0 AND count(p.value) = 0
+  -- Not `used.value IS NOT NULL`: a condition on a group key is pushed below
+  -- `used`'s DISTINCTs, and there derives networks and prefixes per event.
+  HAVING count(used.value) > 0 AND count(k.value) = 0 AND count(p.value) = 0
 ),
--- What the credential's identity used before, listed only for dimensions
--- with a new value: listing every credential's would cost more than the
--- rest of a live pass. Named by level when other credentials add to it.
-known_list AS (
-  SELECT credential_id, dimension, string_agg(value, ', ' ORDER BY requests DESC, value) AS vals
+-- Each credential's new values by dimension, with what its identity used
+-- before in that dimension (by level, most used first). `new` is named once:
+-- DataFusion plans and runs a CTE again wherever it is named, and listing
+-- every credential's history instead would cost more than the rest of a
+-- live pass. A cluster decodes plans to a bounded depth, so no level here
+-- is spent on an alias or a filter that a join condition can hold.
+listed AS (
+  SELECT credential_id, dimension, first_value(vals) AS vals,
+    string_agg(value, ', ' ORDER BY requests DESC, value) AS known
   FROM (
-    SELECT w.credential_id, k.dimension, k.value, sum(k.requests) AS requests
-    FROM knowers w
-    JOIN baseline_scope k ON k.credential_id = w.knower
-    WHERE k.until = '{baseline}'
-      AND EXISTS (SELECT 1 FROM new n WHERE n.credential_id = w.credential_id AND n.dimension = k.dimension)
-    GROUP BY 1, 2, 3
+    SELECT cred AS credential_id, dim AS dimension, first_value(vals) AS vals, k.value, sum(k.requests) AS requests
+    FROM (SELECT credential_id AS cred, dimension AS dim, array_agg(value) AS vals FROM new GROUP BY 1, 2)
+    LEFT JOIN knowers w ON w.credential_id = cred
+    LEFT JOIN baseline_scope k ON k.until = '{baseline}' AND k.credential_id = w.knower AND k.dimension = dim
+    GROUP BY cred, dim, k.value
   )
   GROUP BY 1, 2
 ),
@@ -128,25 +136,31 @@ levels AS (
   LEFT JOIN learned l ON l.principal = c.principal AND l.credential_id <> c.credential_id
   GROUP BY 1
 )
+-- The evidence: each request that used one of its credential's new values.
 SELECT
-  n.credential_id,
+  listed.credential_id,
   CAST(e.principal AS VARCHAR) AS principal,
   e.ts,
   e.request_id,
   CAST(e.source_ip AS VARCHAR) AS source_ip,
-  'first_seen_' || n.dimension AS finding,
-  n.value,
-  lv.level || coalesce(l.vals, '') AS allowed
-FROM new n
-JOIN ev e ON CAST(e.credential_id AS VARCHAR) = n.credential_id
-JOIN levels lv ON lv.credential_id = n.credential_id
-LEFT JOIN known_list l ON l.credential_id = n.credential_id AND l.dimension = n.dimension
-WHERE n.value = CASE n.dimension
-  WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
-  WHEN 'model' THEN CAST(e.model AS VARCHAR)
-  WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
-  WHEN 'action' THEN CAST(e.action AS VARCHAR)
-  WHEN 'resource_prefix' THEN resource_prefix(e.resource)
-  WHEN 'region' THEN CAST(e.region AS VARCHAR)
-END
-ORDER BY n.credential_id, finding, e.ts
+  'first_seen_' || listed.dimension AS finding,
+  CASE listed.dimension
+    WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
+    WHEN 'model' THEN CAST(e.model AS VARCHAR)
+    WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
+    WHEN 'action' THEN CAST(e.action AS VARCHAR)
+    WHEN 'resource_prefix' THEN resource_prefix(e.resource)
+    WHEN 'region' THEN CAST(e.region AS VARCHAR)
+  END AS value,
+  lv.level || coalesce(listed.known, '') AS allowed
+FROM listed
+JOIN ev e ON CAST(e.credential_id AS VARCHAR) = listed.credential_id AND array_has(listed.vals, CASE listed.dimension
+    WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
+    WHEN 'model' THEN CAST(e.model AS VARCHAR)
+    WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
+    WHEN 'action' THEN CAST(e.action AS VARCHAR)
+    WHEN 'resource_prefix' THEN resource_prefix(e.resource)
+    WHEN 'region' THEN CAST(e.region AS VARCHAR)
+  END)
+JOIN levels lv ON lv.credential_id = listed.credential_id
+ORDER BY listed.credential_id, finding, e.ts
