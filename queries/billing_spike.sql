@@ -38,21 +38,24 @@ ev AS (
     billed_cost AS cost
   FROM billed
 ),
--- Each credential-hour's spend, beside the credential's typical hour today
--- (what a key without history is compared with). A window, not a second
--- aggregate joined back: each CTE named again is planned and run again, and
--- `ev` under it is three reads of the day's events.
 hours AS (
-  SELECT *, median(tokens) OVER (PARTITION BY credential_id) AS day_median_tokens,
-    median(cost) OVER (PARTITION BY credential_id) AS day_median_cost
-  FROM (SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests FROM ev GROUP BY 1, 2)
+  SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests
+  FROM ev
+  GROUP BY 1, 2
+),
+-- Each credential's typical hour today: what a key without history is compared with.
+today AS (
+  SELECT credential_id, median(tokens) AS day_median_tokens, median(cost) AS day_median_cost
+  FROM hours
+  GROUP BY 1
 ),
 base AS (
   SELECT * FROM baseline_credentials WHERE until = '{baseline}'
 ),
 candidates AS (
-  SELECT h.*
+  SELECT h.*, t.day_median_tokens, t.day_median_cost
   FROM hours h
+  JOIN today t ON t.credential_id = h.credential_id
   LEFT JOIN base b ON b.credential_id = CAST(h.credential_id AS VARCHAR)
   WHERE (h.tokens > 0 OR h.cost > 0)
     AND (
@@ -64,8 +67,8 @@ candidates AS (
           OR h.cost >= 3 * greatest(b.cost_per_hour_median, 0.25)))
       -- No usable history (cold start): above absolute floors and far above its other hours today…
       OR ((b.credential_id IS NULL OR b.cold_start)
-        AND ((h.tokens >= 1000000 AND h.tokens >= 10 * h.day_median_tokens)
-          OR (h.cost >= 20 AND h.cost >= 10 * h.day_median_cost)
+        AND ((h.tokens >= 1000000 AND h.tokens >= 10 * t.day_median_tokens)
+          OR (h.cost >= 20 AND h.cost >= 10 * t.day_median_cost)
           -- …or, judged by its peers' or the fleet's usual hours (two learned credentials at least),
           -- 4× the least "busiest hour" (the floors, 5,000 tokens or $0.25).
           OR ((SELECT count(*) FROM base WHERE NOT cold_start) >= 2 AND (h.tokens >= 20000 OR h.cost >= 1))))
@@ -74,41 +77,48 @@ candidates AS (
 known AS (
   SELECT credential_id, dimension, value FROM baseline_scope WHERE until = '{baseline}'
 ),
--- What each candidate hour spent, on what and from where, and its heaviest
--- requests, the alert's evidence: ranked by a window, and only the first
--- `{max_evidence}` collected (an `array_agg` with ORDER BY over every request
--- of a busy hour cost more than the rest of the query).
+-- Each candidate hour's heaviest requests, the alert's evidence: ranked by a
+-- window and only the first `{max_evidence}` collected. An `array_agg` with
+-- ORDER BY over every request of a busy hour cost more than the rest of the query.
+evidence AS (
+  SELECT credential_id, hour, array_agg(request_id ORDER BY tokens DESC, request_id) AS evidence
+  FROM (
+    SELECT ev.credential_id, ev.hour, ev.request_id, ev.tokens
+    FROM candidates c
+    JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
+    QUALIFY row_number() OVER (PARTITION BY ev.credential_id, ev.hour ORDER BY ev.tokens DESC, ev.request_id)
+      <= {max_evidence}
+  )
+  GROUP BY 1, 2
+),
+-- What each candidate hour spent, on what and from where.
 spikes AS (
   SELECT
     c.credential_id AS key,
     CAST(c.credential_id AS VARCHAR) AS credential_id,
-    max(CAST(c.principal AS VARCHAR)) AS principal,
+    max(CAST(ev.principal AS VARCHAR)) AS principal,
     c.hour,
     c.tokens,
     c.cost,
     c.requests,
     c.day_median_tokens,
     c.day_median_cost,
-    min(c.ts) AS first_ts,
-    max(c.ts) AS last_ts,
-    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(c.model AS VARCHAR) END) AS new_models,
-    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(c.source_ip, c.user_agent) END) AS new_networks,
-    array_agg(DISTINCT CAST(c.model AS VARCHAR)) AS models,
-    array_agg(DISTINCT CAST(c.source_ip AS VARCHAR)) AS source_ips,
-    array_agg(c.request_id ORDER BY c.request_tokens DESC, c.request_id) FILTER (WHERE c.rank <= {max_evidence})
-      AS evidence
-  FROM (
-    SELECT h.*, ev.principal, ev.ts, ev.model, ev.source_ip, ev.user_agent, ev.request_id, ev.tokens AS request_tokens,
-      row_number() OVER (PARTITION BY ev.credential_id, ev.hour ORDER BY ev.tokens DESC, ev.request_id) AS rank
-    FROM candidates h
-    JOIN ev ON ev.credential_id = h.credential_id AND ev.hour = h.hour
-  ) c
-  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(c.credential_id AS VARCHAR)
-    AND km.value = CAST(c.model AS VARCHAR)
-  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(c.credential_id AS VARCHAR)
-    AND kn.value = caller_network(c.source_ip, c.user_agent)
+    min(ev.ts) AS first_ts,
+    max(ev.ts) AS last_ts,
+    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(ev.model AS VARCHAR) END) AS new_models,
+    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(ev.source_ip, ev.user_agent) END) AS new_networks,
+    array_agg(DISTINCT CAST(ev.model AS VARCHAR)) AS models,
+    array_agg(DISTINCT CAST(ev.source_ip AS VARCHAR)) AS source_ips
+  FROM candidates c
+  JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
+  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(ev.credential_id AS VARCHAR)
+    AND km.value = CAST(ev.model AS VARCHAR)
+  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(ev.credential_id AS VARCHAR)
+    AND kn.value = caller_network(ev.source_ip, ev.user_agent)
   GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
 )
-SELECT * EXCEPT (key)
+-- Unaliased: each alias is a plan level, and a cluster's plans must stay shallow.
+SELECT spikes.* EXCEPT (key), evidence.evidence
 FROM spikes
-ORDER BY credential_id, hour
+JOIN evidence ON evidence.credential_id = spikes.key AND evidence.hour = spikes.hour
+ORDER BY spikes.credential_id, spikes.hour
