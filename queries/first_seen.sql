@@ -154,6 +154,8 @@ SELECT
   END AS value,
   lv.level || coalesce(listed.known, '') AS allowed
 FROM listed
+-- The value of the select list, written again: in the join condition it
+-- costs no plan level (see `listed`).
 JOIN ev e ON CAST(e.credential_id AS VARCHAR) = listed.credential_id AND array_has(listed.vals, CASE listed.dimension
     WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
     WHEN 'model' THEN CAST(e.model AS VARCHAR)
