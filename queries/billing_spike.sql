@@ -38,24 +38,21 @@ ev AS (
     billed_cost AS cost
   FROM billed
 ),
+-- Each credential-hour's spend, beside the credential's typical hour today
+-- (what a key without history is compared with). A window, not a second
+-- aggregate joined back: a CTE is planned and run again wherever it is
+-- named, and `ev` under it is three reads of the day's events.
 hours AS (
-  SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests
-  FROM ev
-  GROUP BY 1, 2
-),
--- Each credential's typical hour today: what a key without history is compared with.
-today AS (
-  SELECT credential_id, median(tokens) AS day_median_tokens, median(cost) AS day_median_cost
-  FROM hours
-  GROUP BY 1
+  SELECT *, median(tokens) OVER (PARTITION BY credential_id) AS day_median_tokens,
+    median(cost) OVER (PARTITION BY credential_id) AS day_median_cost
+  FROM (SELECT credential_id, hour, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS requests FROM ev GROUP BY 1, 2)
 ),
 base AS (
   SELECT * FROM baseline_credentials WHERE until = '{baseline}'
 ),
 candidates AS (
-  SELECT h.*, t.day_median_tokens, t.day_median_cost
+  SELECT h.*
   FROM hours h
-  JOIN today t ON t.credential_id = h.credential_id
   LEFT JOIN base b ON b.credential_id = CAST(h.credential_id AS VARCHAR)
   WHERE (h.tokens > 0 OR h.cost > 0)
     AND (
@@ -67,8 +64,8 @@ candidates AS (
           OR h.cost >= 3 * greatest(b.cost_per_hour_median, 0.25)))
       -- No usable history (cold start): above absolute floors and far above its other hours today…
       OR ((b.credential_id IS NULL OR b.cold_start)
-        AND ((h.tokens >= 1000000 AND h.tokens >= 10 * t.day_median_tokens)
-          OR (h.cost >= 20 AND h.cost >= 10 * t.day_median_cost)
+        AND ((h.tokens >= 1000000 AND h.tokens >= 10 * h.day_median_tokens)
+          OR (h.cost >= 20 AND h.cost >= 10 * h.day_median_cost)
           -- …or, judged by its peers' or the fleet's usual hours (two learned credentials at least),
           -- 4× the least "busiest hour" (the floors, 5,000 tokens or $0.25).
           OR ((SELECT count(*) FROM base WHERE NOT cold_start) >= 2 AND (h.tokens >= 20000 OR h.cost >= 1))))
