@@ -100,7 +100,7 @@ fn arrow(c: &mut Criterion) {
                 (dir, lake)
             },
             |(_dir, lake)| {
-                let props = lake::writer_properties(&[credtrail::schema::col::REQUEST_ID]);
+                let props = lake::event_writer_properties();
                 lake::write_parquet_staged(&lake, "events/x.parquet", schema.clone(), std::slice::from_ref(&sorted), props).unwrap()
             },
             BatchSize::PerIteration,

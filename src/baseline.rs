@@ -529,7 +529,7 @@ fn save(
         let dir = format!("{}/{partition}", table.dir);
         txn.replace(lake::committed_files(lake, &dir, "parquet")?);
         let rel = txn.reserve(&dir, "parquet");
-        lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+        lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties())?;
         files.push(rel);
     }
     txn.commit(Vec::new())?;

@@ -793,7 +793,7 @@ pub(crate) fn stage_day_alerts(txn: &lake::Txn, day: &str, alerts: &[Alert]) -> 
     if !alerts.is_empty() {
         let rel = txn.reserve(&dir, "parquet");
         let batch = alert::to_batch(alerts);
-        lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties(&[]))?;
+        lake::write_parquet_staged(lake, &rel, batch.schema(), &[batch], lake::writer_properties())?;
     }
     Ok(())
 }

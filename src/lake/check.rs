@@ -218,7 +218,7 @@ mod tests {
         let txn = lake.begin().unwrap();
         let rel = txn.reserve(&events_partition("1970-01-01"), "parquet");
         let rows: Vec<(&str, i64)> = (0..200).map(|i| (if i % 2 == 0 { "a" } else { "b" }, i)).collect();
-        write_parquet_staged(&lake, &rel, event_schema(), &[batch(&rows)], writer_properties(&[])).unwrap();
+        write_parquet_staged(&lake, &rel, event_schema(), &[batch(&rows)], writer_properties()).unwrap();
         let c = txn.commit(vec![]).unwrap();
         assert_eq!(c.checks[&rel].rows, 200);
         (lake.clone(), lake.path(&rel))

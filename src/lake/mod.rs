@@ -81,7 +81,7 @@ use storage::{Lock, Storage};
 pub use check::FileCheck;
 pub use write::{
     LakeWriter, QuarantineEntry, events_partition, sort_events, split_by_day, write_jsonl_staged, write_parquet_staged,
-    writer_properties,
+    event_writer_properties, writer_properties,
 };
 
 pub const EVENTS: &str = "events";
@@ -534,7 +534,7 @@ mod tests {
         {
             let txn = lake.begin().unwrap();
             rel = txn.reserve(&events_partition("1970-01-01"), "parquet");
-            write_parquet_staged(&lake, &rel, event_schema(), std::slice::from_ref(&b), writer_properties(&[]))
+            write_parquet_staged(&lake, &rel, event_schema(), std::slice::from_ref(&b), writer_properties())
                 .unwrap();
             // Dropped without commit: a crash.
         }
@@ -545,7 +545,7 @@ mod tests {
 
         let txn = lake.begin().unwrap();
         let rel2 = txn.reserve(&events_partition("1970-01-01"), "parquet");
-        write_parquet_staged(&lake, &rel2, event_schema(), &[b], writer_properties(&[])).unwrap();
+        write_parquet_staged(&lake, &rel2, event_schema(), &[b], writer_properties()).unwrap();
         let c = txn.commit(vec![]).unwrap();
         assert_eq!(c.files, vec![rel2.clone()]);
         assert!(lake.path(&rel2).exists());
@@ -581,7 +581,7 @@ mod tests {
         let lake = Lake::open(dir.path(), Open::Write).unwrap();
         let add = |txn: &Txn, dir: &str| {
             let rel = txn.reserve(dir, "parquet");
-            write_parquet_staged(&lake, &rel, event_schema(), &[batch(&[("a", 1)])], writer_properties(&[])).unwrap();
+            write_parquet_staged(&lake, &rel, event_schema(), &[batch(&[("a", 1)])], writer_properties()).unwrap();
             rel
         };
         // A kept run (ingest) adds an events file and an alerts file.

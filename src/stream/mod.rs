@@ -567,7 +567,7 @@ fn commit(
         if !d.governance.is_empty() {
             let rel = txn.reserve(&format!("{}/date={}", lake::ALERTS, d.day), "parquet");
             let schema = d.governance[0].schema();
-            lake::write_parquet_staged(lake, &rel, schema, &d.governance, lake::writer_properties(&[]))?;
+            lake::write_parquet_staged(lake, &rel, schema, &d.governance, lake::writer_properties())?;
         }
     }
     let dir = Checkpoint::dir(&checkpoint.name);
