@@ -62,6 +62,48 @@ const PASS_SPACING: Duration = Duration::from_millis(100);
 /// How soon an alert should follow the line that completes it.
 const LATENCY_GOAL: Duration = Duration::from_secs(1);
 
+/// When the loop runs the next detection pass.
+///
+/// Caught up with the files and with passes short enough for the one-second
+/// goal, a pass runs at once: a line waits for at most the pass under way and
+/// its own. Otherwise passes are spaced by their own length, so detection
+/// never starves reading, except once the input has gone quiet: with nothing
+/// left to read, waiting only delays the last events' judgement.
+struct Pacing {
+    /// When the last pass ended, and how long it took.
+    last_end: Instant,
+    last_len: Duration,
+    /// When the reader last handed over lines.
+    input: Instant,
+    /// No lines for this long is quiet: two polls of the files, so a steady
+    /// stream (lines at every poll) is never taken for the end of a burst.
+    quiet_after: Duration,
+}
+
+impl Pacing {
+    fn new(poll: Duration) -> Pacing {
+        let now = Instant::now();
+        Pacing {
+            last_end: now - PASS_SPACING,
+            last_len: Duration::ZERO,
+            input: now,
+            quiet_after: 2 * poll.max(PASS_SPACING),
+        }
+    }
+
+    fn due(&self, now: Instant, caught_up: bool) -> bool {
+        let quick = self.last_len <= LATENCY_GOAL / 2;
+        let quiet = now.saturating_duration_since(self.input) >= self.quiet_after;
+        (caught_up && (quick || quiet))
+            || now.saturating_duration_since(self.last_end) >= PASS_SPACING.max(self.last_len)
+    }
+
+    fn ran(&mut self, started: Instant) {
+        self.last_end = Instant::now();
+        self.last_len = self.last_end - started;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error(transparent)]
@@ -276,7 +318,7 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
     };
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(opts.poll_interval.min(Duration::from_millis(100)));
-    let mut last_pass = (Instant::now() - PASS_SPACING, Duration::ZERO);
+    let mut pacing = Pacing::new(opts.poll_interval);
     let mut last_progress = (Instant::now(), 0u64);
     let mut stdin_done = false;
     loop {
@@ -288,6 +330,7 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
             }
             u = rx.recv() => match u {
                 Some(u) => {
+                    pacing.input = Instant::now();
                     w.take(u).await?;
                     // Whatever else is queued joins this pass.
                     while w.pending.rows < opts.flush_events {
@@ -304,16 +347,11 @@ pub async fn watch(opts: WatchOptions, shutdown: impl Future<Output = ()>) -> Re
             },
             _ = tick.tick() => {}
         }
-        // Caught up with the files and with passes short enough for the
-        // one-second goal, a pass runs at once: a line waits for at most the
-        // pass under way and its own. Otherwise passes are spaced by their
-        // own length, so detection never starves reading.
         let caught_up = rx.is_empty() && metrics.lag_bytes.get() == 0;
-        let quick = last_pass.1 <= LATENCY_GOAL / 2;
-        if w.live.pending() && ((caught_up && quick) || last_pass.0.elapsed() >= PASS_SPACING.max(last_pass.1)) {
+        if w.live.pending() && pacing.due(Instant::now(), caught_up) {
             let started = Instant::now();
             w.pass().await?;
-            last_pass = (Instant::now(), started.elapsed());
+            pacing.ran(started);
         }
         let due = w.pending.since.is_some_and(|t| t.elapsed() >= opts.flush_interval);
         if w.pending.rows >= opts.flush_events || due {
@@ -710,6 +748,33 @@ fn append(piece: std::io::Result<Vec<u8>>, carry: &mut Vec<u8>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_pass_waits_while_lines_arrive_but_not_once_the_input_is_quiet() {
+        let poll = Duration::from_millis(100);
+        let mut p = Pacing::new(poll);
+        let t0 = Instant::now();
+        // A pass of 2 s just ended; the reader is caught up.
+        (p.last_end, p.last_len, p.input) = (t0, Duration::from_secs(2), t0);
+        // Lines still arriving at every poll: spaced by the pass's length.
+        for ms in [100, 500, 1_000, 1_900] {
+            let now = t0 + Duration::from_millis(ms);
+            p.input = now - poll / 2;
+            assert!(!p.due(now, true), "{ms} ms after a long pass, input flowing");
+        }
+        assert!(p.due(t0 + Duration::from_secs(2), true), "spaced by its length");
+        // The burst ended with the pass: due two polls later, not 2 s later.
+        p.input = t0;
+        assert!(!p.due(t0 + Duration::from_millis(150), true));
+        assert!(p.due(t0 + Duration::from_millis(200), true));
+        // Still reading (lag or a full queue): quiet or not, the spacing holds.
+        assert!(!p.due(t0 + Duration::from_millis(1_500), false));
+        // A short pass runs again at once when caught up, however busy the input.
+        (p.last_len, p.input) = (Duration::from_millis(300), t0 + Duration::from_millis(10));
+        assert!(p.due(t0 + Duration::from_millis(10), true));
+        assert!(!p.due(t0 + Duration::from_millis(10), false));
+        assert!(p.due(t0 + Duration::from_millis(300), false), "behind: spaced by its length");
+    }
 
     #[test]
     fn checkpoints_before_versions_load_redacted_and_newer_ones_are_refused() {
