@@ -144,25 +144,12 @@ SELECT
   e.request_id,
   CAST(e.source_ip AS VARCHAR) AS source_ip,
   'first_seen_' || listed.dimension AS finding,
-  CASE listed.dimension
-    WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
-    WHEN 'model' THEN CAST(e.model AS VARCHAR)
-    WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
-    WHEN 'action' THEN CAST(e.action AS VARCHAR)
-    WHEN 'resource_prefix' THEN resource_prefix(e.resource)
-    WHEN 'region' THEN CAST(e.region AS VARCHAR)
-  END AS value,
+  scope_value(listed.dimension, e.source_ip, e.user_agent, e.model, e.tool, e.action, e.resource, e.region) AS value,
   lv.level || coalesce(listed.known, '') AS allowed
 FROM listed
--- The value of the select list, written again: in the join condition it
--- costs no plan level (see `listed`).
-JOIN ev e ON CAST(e.credential_id AS VARCHAR) = listed.credential_id AND array_has(listed.vals, CASE listed.dimension
-    WHEN 'network' THEN caller_network(e.source_ip, e.user_agent)
-    WHEN 'model' THEN CAST(e.model AS VARCHAR)
-    WHEN 'tool' THEN CAST(e.tool AS VARCHAR)
-    WHEN 'action' THEN CAST(e.action AS VARCHAR)
-    WHEN 'resource_prefix' THEN resource_prefix(e.resource)
-    WHEN 'region' THEN CAST(e.region AS VARCHAR)
-  END)
+-- The value of the select list, named again: an alias cannot be used in a
+-- join condition, and a subquery would cost plan levels (see `listed`).
+JOIN ev e ON CAST(e.credential_id AS VARCHAR) = listed.credential_id AND array_has(listed.vals,
+    scope_value(listed.dimension, e.source_ip, e.user_agent, e.model, e.tool, e.action, e.resource, e.region))
 JOIN levels lv ON lv.credential_id = listed.credential_id
 ORDER BY listed.credential_id, finding, e.ts

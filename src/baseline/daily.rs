@@ -198,18 +198,8 @@ async fn compute(
     ])
 }
 
-/// The scope dimensions, in the order [`day_scope`] reads their columns; the
-/// hour of day comes from `ts`.
-const DIMENSIONS: [(&str, &str); 8] = [
-    ("source_ip", "network"),
-    ("user_agent", "user_agent"),
-    ("model", "model"),
-    ("tool", "tool"),
-    ("action", "action"),
-    ("resource", "resource_prefix"),
-    ("region", "region"),
-    ("ts", "hour"),
-];
+/// The scope dimensions, in the order [`day_scope`] reads their columns.
+const DIMENSIONS: [(&str, &str); 8] = udf::SCOPE_DIMENSIONS;
 
 /// First seen, last seen and requests of one scope value.
 #[derive(Clone, Copy)]

@@ -1,7 +1,7 @@
 //! Every SQL function the sessions register, with the Rust functions they
 //! apply (callers outside SQL use those directly): `robust_z`, `ip_in_cidr`,
 //! `scope_allows`, `ip_network` ([`network_of`]), `caller_network`
-//! ([`caller_network`]) and `resource_prefix`.
+//! ([`caller_network`]), `resource_prefix` and `scope_value`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(text_udf("ip_network", 1, |a| map_text(&a[0], network_of)));
     ctx.register_udf(text_udf("caller_network", 2, caller_networks));
     ctx.register_udf(text_udf("resource_prefix", 1, |a| map_text(&a[0], resource_prefix)));
+    ctx.register_udf(text_udf("scope_value", 1 + SCOPE_TEXT, scope_values));
     ctx.register_udf(robust_z_udf());
     ctx.register_udf(ip_in_cidr_udf());
 }
@@ -194,6 +195,59 @@ pub fn scope_allows_udf() -> ScalarUDF {
         Ok(ColumnarValue::Array(Arc::new(out)))
     });
     create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
+}
+
+/// The scope dimensions a credential's use is learned in, as (event column,
+/// dimension): baselines count them (`baseline::daily`), `first_seen` finds
+/// the new ones. All but the last are text; the hour of day comes from `ts`.
+pub const SCOPE_DIMENSIONS: [(&str, &str); 8] = [
+    ("source_ip", "network"),
+    ("user_agent", "user_agent"),
+    ("model", "model"),
+    ("tool", "tool"),
+    ("action", "action"),
+    ("resource", "resource_prefix"),
+    ("region", "region"),
+    ("ts", "hour"),
+];
+
+/// How many of [`SCOPE_DIMENSIONS`] are read from a text column.
+const SCOPE_TEXT: usize = SCOPE_DIMENSIONS.len() - 1;
+
+/// `scope_value(dimension, source_ip, user_agent, model, tool, action,
+/// resource, region)`: each row's value in its dimension, as baselines learn
+/// it (a network through `caller_network`, a resource through
+/// `resource_prefix`), so a query can name "the value in this row's
+/// dimension" once. Null for `hour` and for unknown dimensions. Each
+/// dimension is computed over its own rows only.
+fn scope_values(args: &[ArrayRef]) -> datafusion::error::Result<ArrayRef> {
+    let dims = arrow::compute::cast(&args[0], &DataType::Utf8)?;
+    let dims = dims.as_string::<i32>();
+    let mut rows: std::collections::HashMap<&str, Vec<u32>> = Default::default();
+    for (i, d) in dims.iter().enumerate() {
+        if let Some(d) = d {
+            rows.entry(d).or_default().push(i as u32);
+        }
+    }
+    // Part 0 is the null every other row points at.
+    let mut parts: Vec<ArrayRef> = vec![arrow::array::new_null_array(&DataType::Utf8, 1)];
+    let mut at = vec![(0, 0); dims.len()];
+    for (dimension, rows) in rows {
+        let Some(k) = SCOPE_DIMENSIONS[..SCOPE_TEXT].iter().position(|(_, d)| *d == dimension) else { continue };
+        let idx = arrow::array::UInt32Array::from(rows);
+        let column = |k: usize| arrow::compute::take(&args[1 + k], &idx, None);
+        let values = match dimension {
+            "network" => caller_networks(&[column(k)?, column(1)?])?,
+            "resource_prefix" => map_text(&column(k)?, resource_prefix)?,
+            _ => arrow::compute::cast(&column(k)?, &DataType::Utf8)?,
+        };
+        for (j, &r) in idx.values().iter().enumerate() {
+            at[r as usize] = (parts.len(), j);
+        }
+        parts.push(values);
+    }
+    let parts: Vec<&dyn Array> = parts.iter().map(|p| p.as_ref()).collect();
+    Ok(arrow::compute::interleave(&parts, &at)?)
 }
 
 /// A function of `arity` string columns to a string column (`ip_network`,
@@ -404,6 +458,63 @@ mod tests {
         }
         let direct: Vec<Option<String>> = rows.iter().map(|r| r.0.and_then(|ip| caller_network(ip, r.1))).collect();
         assert_eq!(direct, want);
+    }
+
+    /// `scope_value` gives each row the value of its own dimension, derived
+    /// as baselines derive it, whatever order the dimensions come in; null
+    /// for the hour, an unknown dimension or a null one.
+    #[tokio::test]
+    async fn scope_value_reads_each_rows_own_dimension() {
+        use arrow::array::DictionaryArray;
+        use arrow::datatypes::{Field, Int32Type, Schema};
+        let console = "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488]";
+        // dimension, source_ip, user_agent, resource, expected
+        let rows = [
+            (Some("model"), "10.0.0.1", "sdk", "s3://a/b/c", Some("m0")),
+            (Some("network"), "10.0.0.1", "sdk", "s3://a/b/c", Some("10.0.0.0/24")),
+            (Some("resource_prefix"), "10.0.0.1", "sdk", "s3://a/b/c", Some("s3://a/b/")),
+            (Some("network"), "10.9.9.9", console, "x", None),
+            (Some("hour"), "10.0.0.1", "sdk", "x", None),
+            (Some("tool"), "10.0.0.1", "sdk", "x", Some("t5")),
+            (None, "10.0.0.1", "sdk", "x", None),
+            (Some("nonsense"), "10.0.0.1", "sdk", "x", None),
+            (Some("user_agent"), "10.0.0.1", "sdk", "x", Some("sdk")),
+            (Some("region"), "10.0.0.1", "sdk", "x", Some("r9")),
+            (Some("action"), "10.0.0.1", "sdk", "x", Some("a10")),
+            (Some("model"), "10.0.0.1", "sdk", "x", Some("m11")),
+        ];
+        let n = rows.len();
+        let dict = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+            let values: Vec<String> = (0..n).map(f).collect();
+            Arc::new(values.iter().map(|v| Some(v.as_str())).collect::<DictionaryArray<Int32Type>>())
+        };
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| r.0).collect::<StringArray>()),
+            dict(&|i| rows[i].1.to_string()),
+            dict(&|i| rows[i].2.to_string()),
+            dict(&|i| format!("m{i}")),
+            dict(&|i| format!("t{i}")),
+            dict(&|i| format!("a{i}")),
+            Arc::new(rows.iter().map(|r| Some(r.3)).collect::<StringArray>()),
+            dict(&|i| format!("r{i}")),
+        ];
+        let names = ["dimension", "source_ip", "user_agent", "model", "tool", "action", "resource", "region"];
+        let schema = Arc::new(Schema::new(
+            names.iter().zip(&cols).map(|(n, c)| Field::new(*n, c.data_type().clone(), true)).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let ctx = SessionContext::new();
+        register_all(&ctx);
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        let sql = format!("SELECT scope_value({}) FROM t", names.join(", "));
+        let out = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let got: Vec<Option<String>> =
+            out[0].column(0).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect();
+        let want: Vec<Option<String>> = rows.iter().map(|r| r.4.map(str::to_string)).collect();
+        assert_eq!(got, want);
+        // The columns it takes are the baselines' text dimensions, in order.
+        let text: Vec<&str> = SCOPE_DIMENSIONS[..SCOPE_TEXT].iter().map(|(c, _)| *c).collect();
+        assert_eq!(text, names[1..]);
     }
 
     #[test]
