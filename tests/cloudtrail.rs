@@ -76,15 +76,7 @@ fn cloudtrail_week(seed: u64) -> Value {
         assert!(!of_key.iter().any(|a| a["detector"] == "out_of_scope"), "{of_key:?}");
     }
 
-    let out = credtrail()
-        .args(["eval", "--json", "--lake"])
-        .arg(&lake)
-        .arg("--labels")
-        .arg(data.join("labels.csv"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    eval_json(&lake, &data.join("labels.csv"))
 }
 
 /// Seeds the detectors were not tuned on (11 was used while building them),

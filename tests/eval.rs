@@ -20,15 +20,7 @@ fn run_and_eval(seed: u64) -> serde_json::Value {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = credtrail()
-        .args(["eval", "--json", "--lake"])
-        .arg(&lake)
-        .arg("--labels")
-        .arg(data.join("labels.csv"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    eval_json(&lake, &data.join("labels.csv"))
 }
 
 #[test]

@@ -48,6 +48,13 @@ pub fn ingest(lake: &Path, inputs: &[&Path], extra: &[&str]) -> (i32, serde_json
     (out.status.code().expect("exited"), summary)
 }
 
+/// Runs `credtrail eval --json` on a lake against a labels file and returns its report.
+pub fn eval_json(lake: &Path, labels: &Path) -> serde_json::Value {
+    let out = credtrail().args(["eval", "--json", "--lake"]).arg(lake).arg("--labels").arg(labels).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Every Parquet file under `dir`, recursively, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
