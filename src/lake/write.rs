@@ -176,7 +176,8 @@ fn take_day(b: &mut Buffers, day: &str) -> Option<(String, Vec<RecordBatch>)> {
 /// on every page so credential and time filters skip most of a file.
 ///
 /// zstd level 1, not 3: on the lake's 1 MiB pages it wrote the benchmark's
-/// event files 15% faster and no larger (RESULTS.md, *Writing the lake*).
+/// event files 15% faster and no larger (`benches/RESULTS.md`, *Writing the
+/// lake, and the end of a burst*).
 pub fn writer_properties() -> WriterProperties {
     builder().build()
 }
