@@ -159,6 +159,53 @@ fn objects_ingest_like_files_and_resume_by_the_same_rules() {
     assert_eq!(f["resumed_after_line"].as_u64(), Some(old.lines().count() as u64), "{grown}");
 }
 
+/// Each new object is downloaded once: the ingest fetches it and decides it
+/// from those bytes (its fingerprint, a copy under another name, a resume),
+/// and a rerun downloads nothing. moto's own record of the requests it
+/// served is the witness.
+#[test]
+fn each_new_object_is_downloaded_once_and_a_rerun_downloads_none() {
+    let work = tempfile::tempdir().unwrap();
+    let requests = work.path().join("requests.jsonl");
+    let server = S3Server::start_recording_to(&requests);
+    server.create_bucket(BUCKET);
+    let data = work.path().join("data");
+    delivery_tree(&data);
+    // The same delivery object twice, under two keys: one is ingested, the copy skipped.
+    let copy = data.join("replica/229654561268_CloudTrail_us-west-2_x.json.gz");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(fixture("panther/cloudtrail.json.gz"), &copy).unwrap();
+    upload(&server, &data);
+    let keys: Vec<String> =
+        crate::common::walk(&data).iter().map(|f| f.strip_prefix(&data).unwrap().to_string_lossy().into()).collect();
+    assert_eq!(keys.len(), 5);
+
+    let lake = work.path().join("lake");
+    let url = format!("s3://{BUCKET}/");
+    server.record();
+    let s = summary(&ingest(&server, &lake, &[&url], "error"));
+    assert_eq!(
+        (s["files"].as_u64(), s["skipped_files"].as_u64(), s["failed_files"].as_u64()),
+        (Some(5), Some(1), Some(0))
+    );
+    assert!(s["ingested"].as_u64().unwrap() > 0, "{s}");
+    let copies: Vec<_> = per_file(&s).into_iter().filter(|(p, _, _)| p.ends_with("us-west-2_x.json.gz")).collect();
+    assert_eq!(copies.iter().filter(|(_, st, _)| st == "skipped").count(), 1, "{s}");
+    let gets = |keys: &[String]| -> Vec<usize> {
+        let recorded = S3Server::recorded(&requests);
+        keys.iter()
+            .map(|k| recorded.iter().filter(|(m, p)| m == "GET" && *p == format!("/{BUCKET}/{k}")).count())
+            .collect()
+    };
+    assert_eq!(gets(&keys), vec![1; keys.len()], "GETs per object of {keys:?}");
+
+    server.record();
+    let again = summary(&ingest(&server, &lake, &[&url], "error"));
+    assert_eq!((again["ingested"].as_u64(), again["skipped_files"].as_u64()), (Some(0), Some(5)), "{again}");
+    assert_eq!(gets(&keys), vec![0; keys.len()], "a rerun downloads nothing");
+    assert!(S3Server::recorded(&requests).iter().any(|(m, p)| m == "GET" && p.contains("list-type=2")), "it lists");
+}
+
 #[test]
 fn a_corrupt_object_is_quarantined_and_the_rest_ingested() {
     let server = S3Server::start();

@@ -221,23 +221,34 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let lake = Lake::open(&opts.lake, lake::Open::Write)?;
     let txn = lake.begin()?;
 
-    let planned = plan::plan(inputs, &lake.commits()?);
+    let known = plan::Known::new(&lake.commits()?);
+    let planned = plan::plan(inputs, &known);
 
     let mut reports: Vec<FileReport> = Vec::new();
-    let mut todo: Vec<(Input, String, Option<Resume>)> = Vec::new();
-    let mut this_run = HashSet::new();
+    let mut todo: Vec<(Input, Plan)> = Vec::new();
+    // Two copies of one input in the same run: the second is a skip, recorded
+    // as a copy once the first is recorded as taken (see below).
+    let this_run = Mutex::new(HashSet::new());
+    let copies = Mutex::new(Vec::new());
+    let mut sources = Vec::new();
     for (input, plan) in planned {
         let report = |status, error: Option<String>| FileReport { error, ..FileReport::new(&input, status) };
         match plan {
             Plan::Skip => reports.push(report(FileStatus::Skipped, None)),
-            // Two copies of one file in the same run: the second is a skip.
-            Plan::Ingest(fp, _) if !this_run.insert(fp.clone()) => reports.push(report(FileStatus::Skipped, None)),
-            Plan::Ingest(fp, resume) => todo.push((input, fp, resume)),
+            Plan::Copy(fp) => {
+                reports.push(report(FileStatus::Skipped, None));
+                sources.push(input.copy_record(fp));
+            }
+            Plan::Ingest(fp, _) if !this_run.lock().expect("run lock").insert(fp.clone()) => {
+                reports.push(report(FileStatus::Skipped, None));
+                copies.lock().expect("copies lock").push(input.copy_record(fp));
+            }
             Plan::Fail(e) => reports.push(report(FileStatus::Failed, Some(e))),
+            Plan::Ingest(..) | Plan::Fetch => todo.push((input, plan)),
         }
     }
 
-    let total_bytes: u64 = todo.iter().map(|(i, _, _)| i.size).sum();
+    let total_bytes: u64 = todo.iter().map(|(i, _)| i.size).sum();
     let bar = if opts.progress {
         let b = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
         b.set_style(
@@ -251,35 +262,73 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     };
 
     let writer = LakeWriter::new(&txn);
-    let results: Vec<Result<(FileReport, SourceRecord), IngestError>> = todo
-        .par_iter()
-        .map(|(input, fp, resume)| {
-            let (report, lines) = ingest_file(input, *resume, &formats, forced, &writer, txn.run_id(), &bar)?;
+    let budget = plan::Budget::new();
+    let results: Vec<Result<(FileReport, Option<SourceRecord>), IngestError>> = todo
+        .into_par_iter()
+        .map(|(input, plan)| {
+            // An object held in memory is read once, here, and decided from those bytes.
+            let fetched = matches!(plan, Plan::Fetch);
+            let (input, plan) = match plan {
+                Plan::Fetch => match input.fetch(&budget) {
+                    Some(Ok(held)) => {
+                        let plan = known.decide(&held);
+                        (held, plan)
+                    }
+                    Some(Err(e)) => (input, Plan::Fail(format!("cannot read: {e}"))),
+                    // No room now: read to decide, and again to ingest.
+                    None => {
+                        let plan = known.decide(&input);
+                        (input, plan)
+                    }
+                },
+                plan => (input, plan),
+            };
+            // Not read after all: the bar moves past it.
+            let done = |status, error| {
+                bar.inc(input.size);
+                Ok((FileReport { error, ..FileReport::new(&input, status) }, None))
+            };
+            let (fp, resume) = match plan {
+                Plan::Ingest(fp, resume) => (fp, resume),
+                Plan::Fail(e) => return done(FileStatus::Failed, Some(e)),
+                Plan::Copy(fp) => {
+                    let src = input.copy_record(fp);
+                    return done(FileStatus::Skipped, None).map(|(report, _)| (report, Some(src)));
+                }
+                Plan::Skip | Plan::Fetch => return done(FileStatus::Skipped, None),
+            };
+            // A fetched input meets the run's other copies only now (the others did above).
+            if fetched && !this_run.lock().expect("run lock").insert(fp.clone()) {
+                copies.lock().expect("copies lock").push(input.copy_record(fp));
+                return done(FileStatus::Skipped, None);
+            }
+            let (report, lines) = ingest_file(&input, resume, &formats, forced, &writer, txn.run_id(), &bar)?;
             let src = SourceRecord {
                 path: input.display.clone(),
                 size: input.size,
                 mtime_ns: input.mtime_ns,
-                fingerprint: fp.clone(),
+                fingerprint: fp,
                 // A pending line is not taken yet: a later run reads it.
                 read: report.read - report.pending,
                 ingested: report.ingested,
                 quarantined: report.quarantined,
                 lines,
             };
+            // A file that could not be opened is not recorded, so a rerun retries it.
+            let src = (report.status != FileStatus::Failed).then_some(src);
             Ok((report, src))
         })
         .collect();
     bar.finish_and_clear();
 
-    let mut sources = Vec::new();
     for r in results {
         let (report, src) = r?;
-        // A file that could not be opened is not recorded, so a rerun retries it.
-        if report.status != FileStatus::Failed {
-            sources.push(src);
-        }
+        sources.extend(src);
         reports.push(report);
     }
+    // A copy is taken when its twin is: one that failed leaves both to a rerun.
+    let taken: HashSet<String> = sources.iter().map(|s| s.fingerprint.clone()).collect();
+    sources.extend(copies.into_inner().expect("copies lock").into_iter().filter(|c| taken.contains(&c.fingerprint)));
     let failed = sink::quarantine_failures(&writer, txn.run_id(), &reports)?;
     let days = writer.finish()?;
     let run_id = txn.run_id().to_string();

@@ -5,11 +5,19 @@
 //! A file and an object follow one rule: its record is its name (canonical
 //! path, or `s3://bucket/key`), size and modification time (the object's
 //! Last-Modified) and an xxh3-128 of its bytes as stored (compressed or not).
+//!
+//! A file is fingerprinted here and read again to be ingested: the second read
+//! comes from the page cache. An object is a request and a download each
+//! time, so one small enough to hold ([`HELD_ONE`], within a [`Budget`]) is
+//! not read here at all: the ingest fetches it once, and decides it then by
+//! the same rules ([`Known::decide`]) from the bytes it holds.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use object_store::ObjectMeta;
 use rayon::prelude::*;
@@ -26,6 +34,11 @@ const LOG_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "log", "gz", "txt"]
 pub(super) enum Origin {
     File(PathBuf),
     Object(Remote, ObjectMeta),
+    /// An object fetched whole ([`Input::fetch`]), and the room it takes.
+    Held {
+        bytes: bytes::Bytes,
+        _lease: Lease,
+    },
 }
 
 /// An input found on disk or in an object store.
@@ -42,7 +55,73 @@ impl Input {
         Ok(match &self.origin {
             Origin::File(path) => Box::new(File::open(path)?),
             Origin::Object(remote, meta) => Box::new(remote.reader(meta)?),
+            Origin::Held { bytes, .. } => Box::new(io::Cursor::new(bytes.clone())),
         })
+    }
+
+    /// The input with all its bytes in memory, read once; `None` when the
+    /// budget has no room for it now.
+    pub(super) fn fetch(&self, budget: &Budget) -> Option<io::Result<Input>> {
+        let lease = budget.take(self.size)?;
+        let mut bytes = Vec::with_capacity(self.size as usize);
+        Some(self.open().and_then(|mut r| r.read_to_end(&mut bytes)).map(|_| Input {
+            origin: Origin::Held { bytes: bytes.into(), _lease: lease },
+            display: self.display.clone(),
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }))
+    }
+
+    /// The record of an input skipped as a copy ([`Plan::Copy`]): nothing read from it.
+    pub(super) fn copy_record(&self, fingerprint: String) -> SourceRecord {
+        SourceRecord {
+            path: self.display.clone(),
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            fingerprint,
+            read: 0,
+            ingested: 0,
+            quarantined: 0,
+            lines: None,
+        }
+    }
+
+    /// Whether the ingest fetches this input once instead of the plan reading it.
+    fn held(&self) -> bool {
+        matches!(self.origin, Origin::Object(..)) && self.size <= HELD_ONE
+    }
+}
+
+/// The most bytes one object may hold in memory, and all of a run's at a
+/// time. CloudTrail's and Bedrock's delivery objects are far smaller; a
+/// larger object, or one that finds the budget full, is read twice (once to
+/// fingerprint it), as a file is.
+const HELD_ONE: u64 = 64 << 20;
+const HELD_ALL: u64 = 256 << 20;
+
+/// Room for objects held in memory at once across a run's workers. Taken
+/// without waiting: a worker blocked on it could hold up the very ingest
+/// that would free it.
+pub(super) struct Budget(Arc<AtomicU64>);
+
+impl Budget {
+    pub(super) fn new() -> Budget {
+        Budget(Arc::new(AtomicU64::new(HELD_ALL)))
+    }
+
+    /// `n` bytes of it, or `None` when that much is not free now.
+    fn take(&self, n: u64) -> Option<Lease> {
+        let free = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(n));
+        free.ok().map(|_| Lease(Arc::clone(&self.0), n))
+    }
+}
+
+/// Bytes of a [`Budget`], given back when dropped.
+pub(super) struct Lease(Arc<AtomicU64>, u64);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.fetch_add(self.1, Ordering::AcqRel);
     }
 }
 
@@ -155,6 +234,10 @@ fn walk_error(path: &Path, e: &walkdir::Error) -> String {
 /// xxh3-128 of an input's bytes, and of its first `prefix` bytes when asked
 /// (to recognise a file that grew since it was ingested), in one read.
 fn fingerprint(input: &Input, prefix: Option<u64>) -> io::Result<(String, Option<String>)> {
+    if let Origin::Held { bytes, .. } = &input.origin {
+        let cut = |n: u64| hex128(xxhash_rust::xxh3::xxh3_128(&bytes[..(n as usize).min(bytes.len())]));
+        return Ok((cut(bytes.len() as u64), prefix.map(cut)));
+    }
     let mut f = input.open()?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -192,39 +275,104 @@ pub(super) struct Resume {
 /// What to do with one input.
 pub(super) enum Plan {
     Skip,
+    /// The same bytes as a source the lake already holds, under this name:
+    /// skipped, and recorded (with the fingerprint) so that a rerun skips it
+    /// by name, size and mtime without reading it again.
+    Copy(String),
     Fail(String),
     /// Ingest, with the file's fingerprint, after the lines already taken if resuming.
     Ingest(String, Option<Resume>),
+    /// An object to fetch once and decide then ([`Known::decide`]).
+    Fetch,
+}
+
+/// What the lake's commits record of the sources they took.
+pub(super) struct Known {
+    paths: HashSet<(String, u64, i128)>,
+    prints: HashSet<String>,
+    /// The newest record of each path (later commits overwrite earlier ones).
+    latest: HashMap<String, SourceRecord>,
+}
+
+impl Known {
+    pub(super) fn new(commits: &[Commit]) -> Known {
+        let sources = commits.iter().flat_map(|c| &c.sources);
+        Known {
+            paths: sources.clone().map(|s| (s.path.clone(), s.size, s.mtime_ns)).collect(),
+            prints: sources.clone().map(|s| s.fingerprint.clone()).collect(),
+            latest: sources.map(|s| (s.path.clone(), s.clone())).collect(),
+        }
+    }
+
+    /// Decides an input by reading it: the same bytes as an earlier input
+    /// under any name are skipped; a JSON-lines input whose beginning is
+    /// exactly what an earlier run took of it resumes after it.
+    pub(super) fn decide(&self, i: &Input) -> Plan {
+        let prev = self.latest.get(&i.display).filter(|p| p.lines.is_some() && p.size < i.size);
+        match fingerprint(i, prev.map(|p| p.size)) {
+            Err(e) => Plan::Fail(format!("cannot read: {e}")),
+            Ok((fp, _)) if self.prints.contains(&fp) => Plan::Copy(fp),
+            Ok((fp, Some(prefix))) if prev.is_some_and(|p| p.fingerprint == prefix) => {
+                Plan::Ingest(fp, prev.and_then(|p| p.lines).map(|lines| Resume { lines }))
+            }
+            Ok((fp, _)) => Plan::Ingest(fp, None),
+        }
+    }
 }
 
 /// Decides each input against what the lake's commits record. Skips what an
 /// earlier run took: same path, size and mtime without reading it, otherwise
-/// the same bytes under any name. A file whose beginning is exactly what an
-/// earlier run took resumes after it.
-pub(super) fn plan(inputs: Vec<Input>, commits: &[Commit]) -> Vec<(Input, Plan)> {
-    let sources = commits.iter().flat_map(|c| &c.sources);
-    let known_paths: HashSet<(&str, u64, i128)> =
-        sources.clone().map(|s| (s.path.as_str(), s.size, s.mtime_ns)).collect();
-    let known_prints: HashSet<&str> = sources.clone().map(|s| s.fingerprint.as_str()).collect();
-    // Later commits overwrite earlier ones: the newest record of a path wins.
-    let latest: HashMap<&str, &SourceRecord> = sources.map(|s| (s.path.as_str(), s)).collect();
-
+/// by [`Known::decide`]; an object small enough to hold is left to the ingest
+/// to fetch and decide ([`Plan::Fetch`]).
+pub(super) fn plan(inputs: Vec<Input>, known: &Known) -> Vec<(Input, Plan)> {
     inputs
         .into_par_iter()
         .map(|i| {
-            if known_paths.contains(&(i.display.as_str(), i.size, i.mtime_ns)) {
-                return (i, Plan::Skip);
-            }
-            let prev = latest.get(i.display.as_str()).filter(|p| p.lines.is_some() && p.size < i.size);
-            let plan = match fingerprint(&i, prev.map(|p| p.size)) {
-                Err(e) => Plan::Fail(format!("cannot read: {e}")),
-                Ok((fp, _)) if known_prints.contains(fp.as_str()) => Plan::Skip,
-                Ok((fp, Some(prefix))) if prev.is_some_and(|p| p.fingerprint == prefix) => {
-                    Plan::Ingest(fp, prev.and_then(|p| p.lines).map(|lines| Resume { lines }))
-                }
-                Ok((fp, _)) => Plan::Ingest(fp, None),
+            let plan = if known.paths.contains(&(i.display.clone(), i.size, i.mtime_ns)) {
+                Plan::Skip
+            } else if i.held() {
+                Plan::Fetch
+            } else {
+                known.decide(&i)
             };
             (i, plan)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A held object's fingerprints are those of the same bytes read from
+    /// a file: the records of both kinds meet (copies, resumes).
+    #[test]
+    fn held_bytes_fingerprint_as_a_streamed_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        // Longer than the streaming buffer, so the prefix falls inside a later read.
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = Input { origin: Origin::File(path), display: "a".into(), size: bytes.len() as u64, mtime_ns: 0 };
+        let budget = Budget::new();
+        let lease = budget.take(bytes.len() as u64).unwrap();
+        let origin = Origin::Held { bytes: bytes.clone().into(), _lease: lease };
+        let held = Input { origin, display: "a".into(), size: file.size, mtime_ns: 0 };
+        for prefix in [None, Some(0), Some(10), Some(1 << 20), Some(2_500_000), Some(bytes.len() as u64)] {
+            assert_eq!(fingerprint(&held, prefix).unwrap(), fingerprint(&file, prefix).unwrap(), "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn the_budget_lends_what_is_free_and_takes_it_back() {
+        let budget = Budget::new();
+        let a = budget.take(HELD_ALL - 10).unwrap();
+        assert!(budget.take(11).is_none(), "never more than all");
+        let b = budget.take(10).unwrap();
+        assert!(budget.take(1).is_none());
+        drop(a);
+        assert!(budget.take(HELD_ALL - 10).is_some(), "a dropped lease frees its room");
+        drop(b);
+        assert!(budget.take(HELD_ALL).is_some());
+    }
 }

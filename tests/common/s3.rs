@@ -5,6 +5,7 @@
 //! one that checks every request's signature against an IAM access key.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,10 +58,21 @@ impl S3Server {
 
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> S3Server {
+        S3Server::start_with_env(&[])
+    }
+
+    /// A server that can record the requests it serves to `file` (moto's
+    /// recorder), from [`S3Server::record`] on.
+    pub fn start_recording_to(file: &Path) -> S3Server {
+        S3Server::start_with_env(&[("MOTO_RECORDER_FILEPATH", file.to_str().expect("a UTF-8 path"))])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> S3Server {
         // Ask the kernel for a free port, then hand it to moto.
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -79,6 +91,27 @@ impl S3Server {
     /// Creates a bucket (moto takes an unsigned PUT).
     pub fn create_bucket(&self, bucket: &str) {
         ureq::put(&format!("{}/{bucket}", self.endpoint)).send_empty().expect("bucket is created");
+    }
+
+    /// Records every request from now on, forgetting those recorded before.
+    pub fn record(&self) {
+        for step in ["reset-recording", "start-recording"] {
+            let url = format!("{}/moto-api/recorder/{step}", self.endpoint);
+            ureq::post(&url).content_type("text/plain").send("").expect("moto's recorder answers");
+        }
+    }
+
+    /// The (method, path and query) of each request recorded in `file`.
+    pub fn recorded(file: &Path) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).expect("a recorded request is JSON");
+                let url = r["url"].as_str().expect("a recorded URL");
+                let path = url.splitn(4, '/').nth(3).map_or("", |p| p);
+                (r["method"].as_str().expect("a recorded method").to_string(), format!("/{path}"))
+            })
+            .collect()
     }
 
     /// The environment a `credtrail` process needs to reach this server, as
