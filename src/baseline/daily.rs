@@ -198,9 +198,6 @@ async fn compute(
     ])
 }
 
-/// The scope dimensions, in the order [`day_scope`] reads their columns.
-const DIMENSIONS: [(&str, &str); 8] = udf::SCOPE_DIMENSIONS;
-
 /// First seen, last seen and requests of one scope value.
 #[derive(Clone, Copy)]
 struct Seen(i64, i64, i64);
@@ -281,7 +278,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     let mut names = Names::default();
     let hours: Vec<u32> = (0..24).map(|h| names.id(&h.to_string())).collect();
     // Per dimension: (credential, raw value) → seen.
-    let mut counts: [HashMap<(u32, u32), Seen>; DIMENSIONS.len()] = Default::default();
+    let mut counts: [HashMap<(u32, u32), Seen>; udf::SCOPE_DIMENSIONS.len()] = Default::default();
     for b in batches {
         let column = |name: &str| {
             b.column_by_name(name)
@@ -298,7 +295,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
             let relay_agent = agents.flags(crate::net::is_aws_relay_agent);
             move |i: usize| relay_agent(i) && !ips.get(i).is_some_and(crate::net::is_public)
         };
-        for ((name, derived), counts) in DIMENSIONS.iter().zip(&mut counts) {
+        for ((name, derived), counts) in udf::SCOPE_DIMENSIONS.iter().zip(&mut counts) {
             let network = *derived == "network";
             let values = match *name {
                 "ts" => None,
@@ -320,7 +317,7 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     }
     // Networks and resource prefixes of each distinct raw value, then merged per derived value.
     let mut scope: BTreeMap<(&str, &str, String), Seen> = BTreeMap::new();
-    for ((_, dimension), counts) in DIMENSIONS.iter().zip(counts) {
+    for ((_, dimension), counts) in udf::SCOPE_DIMENSIONS.iter().zip(counts) {
         let derive: Option<fn(&str) -> Option<String>> = match *dimension {
             "network" => Some(udf::network_of),
             "resource_prefix" => Some(udf::resource_prefix),

@@ -287,20 +287,20 @@ pub(super) enum Plan {
 }
 
 /// What the lake's commits record of the sources they took.
-pub(super) struct Known {
-    paths: HashSet<(String, u64, i128)>,
-    prints: HashSet<String>,
+pub(super) struct Known<'c> {
+    paths: HashSet<(&'c str, u64, i128)>,
+    prints: HashSet<&'c str>,
     /// The newest record of each path (later commits overwrite earlier ones).
-    latest: HashMap<String, SourceRecord>,
+    latest: HashMap<&'c str, &'c SourceRecord>,
 }
 
-impl Known {
-    pub(super) fn new(commits: &[Commit]) -> Known {
+impl<'c> Known<'c> {
+    pub(super) fn new(commits: &'c [Commit]) -> Known<'c> {
         let sources = commits.iter().flat_map(|c| &c.sources);
         Known {
-            paths: sources.clone().map(|s| (s.path.clone(), s.size, s.mtime_ns)).collect(),
-            prints: sources.clone().map(|s| s.fingerprint.clone()).collect(),
-            latest: sources.map(|s| (s.path.clone(), s.clone())).collect(),
+            paths: sources.clone().map(|s| (s.path.as_str(), s.size, s.mtime_ns)).collect(),
+            prints: sources.clone().map(|s| s.fingerprint.as_str()).collect(),
+            latest: sources.map(|s| (s.path.as_str(), s)).collect(),
         }
     }
 
@@ -308,10 +308,10 @@ impl Known {
     /// under any name are skipped; a JSON-lines input whose beginning is
     /// exactly what an earlier run took of it resumes after it.
     pub(super) fn decide(&self, i: &Input) -> Plan {
-        let prev = self.latest.get(&i.display).filter(|p| p.lines.is_some() && p.size < i.size);
+        let prev = self.latest.get(i.display.as_str()).filter(|p| p.lines.is_some() && p.size < i.size);
         match fingerprint(i, prev.map(|p| p.size)) {
             Err(e) => Plan::Fail(format!("cannot read: {e}")),
-            Ok((fp, _)) if self.prints.contains(&fp) => Plan::Copy(fp),
+            Ok((fp, _)) if self.prints.contains(fp.as_str()) => Plan::Copy(fp),
             Ok((fp, Some(prefix))) if prev.is_some_and(|p| p.fingerprint == prefix) => {
                 Plan::Ingest(fp, prev.and_then(|p| p.lines).map(|lines| Resume { lines }))
             }
@@ -324,11 +324,11 @@ impl Known {
 /// earlier run took: same path, size and mtime without reading it, otherwise
 /// by [`Known::decide`]; an object small enough to hold is left to the ingest
 /// to fetch and decide ([`Plan::Fetch`]).
-pub(super) fn plan(inputs: Vec<Input>, known: &Known) -> Vec<(Input, Plan)> {
+pub(super) fn plan(inputs: Vec<Input>, known: &Known<'_>) -> Vec<(Input, Plan)> {
     inputs
         .into_par_iter()
         .map(|i| {
-            let plan = if known.paths.contains(&(i.display.clone(), i.size, i.mtime_ns)) {
+            let plan = if known.paths.contains(&(i.display.as_str(), i.size, i.mtime_ns)) {
                 Plan::Skip
             } else if i.held() {
                 Plan::Fetch
