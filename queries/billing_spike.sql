@@ -88,31 +88,51 @@ evidence AS (
   )
   GROUP BY 1, 2
 ),
--- What each candidate hour spent, on what and from where.
-spikes AS (
+-- What each candidate hour spent on, and from where: its requests grouped by
+-- model and caller first, so that what is new against the learned scope is
+-- looked up once per group, not once per request.
+seen AS (
   SELECT
-    c.credential_id AS key,
-    CAST(c.credential_id AS VARCHAR) AS credential_id,
-    max(CAST(ev.principal AS VARCHAR)) AS principal,
+    c.credential_id,
     c.hour,
-    c.tokens,
-    c.cost,
-    c.requests,
-    c.day_median_tokens,
-    c.day_median_cost,
+    ev.model,
+    ev.source_ip,
+    ev.user_agent,
+    max(c.tokens) AS tokens,
+    max(c.cost) AS cost,
+    max(c.requests) AS requests,
+    max(c.day_median_tokens) AS day_median_tokens,
+    max(c.day_median_cost) AS day_median_cost,
+    max(CAST(ev.principal AS VARCHAR)) AS principal,
     min(ev.ts) AS first_ts,
-    max(ev.ts) AS last_ts,
-    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(ev.model AS VARCHAR) END) AS new_models,
-    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(ev.source_ip, ev.user_agent) END) AS new_networks,
-    array_agg(DISTINCT CAST(ev.model AS VARCHAR)) AS models,
-    array_agg(DISTINCT CAST(ev.source_ip AS VARCHAR)) AS source_ips
+    max(ev.ts) AS last_ts
   FROM candidates c
   JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
-  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(ev.credential_id AS VARCHAR)
-    AND km.value = CAST(ev.model AS VARCHAR)
-  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(ev.credential_id AS VARCHAR)
-    AND kn.value = caller_network(ev.source_ip, ev.user_agent)
-  GROUP BY c.credential_id, c.hour, c.tokens, c.cost, c.requests, c.day_median_tokens, c.day_median_cost
+  GROUP BY c.credential_id, c.hour, ev.model, ev.source_ip, ev.user_agent
+),
+spikes AS (
+  SELECT
+    s.credential_id AS key,
+    CAST(s.credential_id AS VARCHAR) AS credential_id,
+    max(s.principal) AS principal,
+    s.hour,
+    max(s.tokens) AS tokens,
+    max(s.cost) AS cost,
+    max(s.requests) AS requests,
+    max(s.day_median_tokens) AS day_median_tokens,
+    max(s.day_median_cost) AS day_median_cost,
+    min(s.first_ts) AS first_ts,
+    max(s.last_ts) AS last_ts,
+    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(s.model AS VARCHAR) END) AS new_models,
+    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(s.source_ip, s.user_agent) END) AS new_networks,
+    array_agg(DISTINCT CAST(s.model AS VARCHAR)) AS models,
+    array_agg(DISTINCT CAST(s.source_ip AS VARCHAR)) AS source_ips
+  FROM seen s
+  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(s.credential_id AS VARCHAR)
+    AND km.value = CAST(s.model AS VARCHAR)
+  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(s.credential_id AS VARCHAR)
+    AND kn.value = caller_network(s.source_ip, s.user_agent)
+  GROUP BY s.credential_id, s.hour
 )
 -- Unaliased: each alias is a plan level, and a cluster's plans must stay shallow.
 SELECT spikes.* EXCEPT (key), evidence.evidence

@@ -18,6 +18,18 @@ trail AS (
   WHERE date BETWEEN '{from}' AND '{to}' AND source = 'cloudtrail' AND action = 'inference'
 ),
 billed AS (
+  -- Only Bedrock-plane records (CloudTrail's and the invocation log's) can
+  -- have a twin: the rest skip the two joins, which would otherwise hash
+  -- every request id of a gateway's day for nothing.
+  SELECT
+    e.*,
+    CASE WHEN e.status IS NULL OR e.status < 400
+      THEN coalesce(e.tokens_in, 0) + coalesce(e.tokens_out, 0) ELSE 0 END AS billed_tokens,
+    CASE WHEN e.status IS NULL OR e.status < 400 THEN coalesce(e.cost_usd, 0) ELSE 0 END AS billed_cost
+  FROM events e
+  WHERE e.date BETWEEN '{from}' AND '{to}'
+    AND (e.source IS NULL OR e.source NOT IN ('cloudtrail', 'bedrock-invocation'))
+  UNION ALL
   SELECT
     e.*,
     CASE WHEN e.status IS NULL OR e.status < 400
@@ -26,5 +38,5 @@ billed AS (
   FROM events e
   LEFT JOIN invocation i ON i.request_id = e.request_id AND e.source = 'cloudtrail'
   LEFT JOIN trail t ON t.request_id = e.request_id AND e.source = 'bedrock-invocation'
-  WHERE e.date BETWEEN '{from}' AND '{to}' AND t.request_id IS NULL
+  WHERE e.date BETWEEN '{from}' AND '{to}' AND e.source IN ('cloudtrail', 'bedrock-invocation') AND t.request_id IS NULL
 )
