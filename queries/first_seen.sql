@@ -63,9 +63,9 @@ ev AS (
 -- too), and its principal's other learned credentials'. Read from the
 -- events, not from `ev`: a plan shipped to a cluster must stay shallow.
 creds AS (
-  SELECT DISTINCT CAST(credential_id AS VARCHAR) AS credential_id, CAST(principal AS VARCHAR) AS principal
-  FROM events
-  WHERE date BETWEEN '{from}' AND '{to}'
+  -- Cast after the DISTINCT: casting the lake's dictionaries first copied a string per event.
+  SELECT CAST(credential_id AS VARCHAR) AS credential_id, CAST(principal AS VARCHAR) AS principal
+  FROM (SELECT DISTINCT credential_id, principal FROM events WHERE date BETWEEN '{from}' AND '{to}')
 ),
 knowers AS (
   SELECT credential_id, credential_id AS knower FROM creds

@@ -6,7 +6,7 @@
 //! readers below (`text`, `time`, `float`, `int`, `bool`, `texts`), so a bad
 //! column is reported as a [`ShapeError`] naming the query and the column.
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayAccessor, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
 
 /// A column missing from a query result, or not castable to what it must be.
@@ -25,15 +25,39 @@ fn cast(
     to: &DataType,
     wanted: &'static str,
 ) -> Result<arrow::array::ArrayRef, ShapeError> {
-    let shape = || ShapeError { query: query.into(), column: name.into(), wanted };
-    let col = b.column_by_name(name).ok_or_else(shape)?;
-    arrow::compute::cast(col, to).map_err(|_| shape())
+    let col = b.column_by_name(name).ok_or_else(|| shape(query, name, wanted))?;
+    arrow::compute::cast(col, to).map_err(|_| shape(query, name, wanted))
+}
+
+fn shape(query: &str, name: &str, wanted: &'static str) -> ShapeError {
+    ShapeError { query: query.into(), column: name.into(), wanted }
 }
 
 /// Kind `text`.
 pub fn strings(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<String>>, ShapeError> {
-    let a = cast(b, query, name, &DataType::Utf8, "text")?;
-    Ok(a.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect())
+    let col = b.column_by_name(name).ok_or_else(|| shape(query, name, "text"))?;
+    // Strings, and dictionaries of strings, are read where they are: a cast
+    // would copy every value once more before it is copied into its `String`.
+    let (values, keys) = match col.as_any_dictionary_opt() {
+        // Only null keys (which `normalized_keys` cannot map).
+        Some(d) if d.values().is_empty() => return Ok(vec![None; col.len()]),
+        Some(d) => (d.values().as_ref(), Some(d.normalized_keys())),
+        None => (col.as_ref(), None),
+    };
+    // Row i's place in `values`; none where the row is null.
+    let at = |i: usize| match &keys {
+        Some(k) => col.is_valid(i).then(|| k[i]),
+        None => Some(i),
+    };
+    fn owned<'a>(a: impl ArrayAccessor<Item = &'a str>, n: usize, at: impl Fn(usize) -> Option<usize>) -> Vec<Option<String>> {
+        (0..n).map(|i| at(i).filter(|&j| a.is_valid(j)).map(|j| a.value(j).to_string())).collect()
+    }
+    Ok(match values.data_type() {
+        DataType::Utf8 => owned(values.as_string::<i32>(), col.len(), at),
+        DataType::LargeUtf8 => owned(values.as_string::<i64>(), col.len(), at),
+        DataType::Utf8View => owned(values.as_string_view(), col.len(), at),
+        _ => cast(b, query, name, &DataType::Utf8, "text")?.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect(),
+    })
 }
 
 /// Kind `time`: milliseconds since the epoch.
@@ -63,7 +87,7 @@ pub fn bools(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<bool
 
 /// Kind `texts`: a list-of-strings column (e.g. `array_agg(request_id)`); null lists are empty.
 pub fn string_lists(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Vec<String>>, ShapeError> {
-    let shape = || ShapeError { query: query.into(), column: name.into(), wanted: "a list of text" };
+    let shape = || shape(query, name, "a list of text");
     let col = b.column_by_name(name).ok_or_else(shape)?;
     let item = match col.data_type() {
         DataType::List(f) | DataType::LargeList(f) => f.clone(),
@@ -217,5 +241,31 @@ mod tests {
     fn a_missing_column_names_the_query_and_column() {
         let e = rows::<Seen>(&[batch(false)], "spend").find_map(Result::err).unwrap();
         assert_eq!((e.query.as_str(), e.column.as_str(), e.wanted), ("spend", "n", "an integer"));
+    }
+
+    #[test]
+    fn text_reads_every_string_layout_and_casts_the_rest() {
+        use arrow::array::{Int8Array, Int64Array, LargeStringArray, StringArray, StringViewArray};
+        let expect = vec![Some("x".to_string()), None, Some("y".to_string()), None];
+        let plain = StringArray::from(vec![Some("x"), None, Some("y"), None]);
+        // Key 1 is a null value; the last row a null key.
+        let values = StringViewArray::from(vec![Some("x"), None, Some("y")]);
+        let keys = Int8Array::from(vec![Some(0), Some(1), Some(2), None]);
+        let dict = DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("utf8", Arc::new(plain.clone())),
+            ("large", Arc::new(LargeStringArray::from(vec![Some("x"), None, Some("y"), None]))),
+            ("view", Arc::new(StringViewArray::from(vec![Some("x"), None, Some("y"), None]))),
+            ("dict", Arc::new(dict)),
+        ];
+        let no_values = DictionaryArray::try_new(Int8Array::from(vec![None; 4]), Arc::new(StringArray::new_null(0))).unwrap();
+        let b = RecordBatch::try_from_iter(cols).unwrap();
+        let empty = RecordBatch::try_from_iter([("e", Arc::new(no_values) as ArrayRef)]).unwrap();
+        assert_eq!(strings(&empty, "q", "e").unwrap(), vec![None; 4]);
+        for name in ["utf8", "large", "view", "dict"] {
+            assert_eq!(strings(&b, "q", name).unwrap(), expect, "{name}");
+        }
+        let n = RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![Some(7), None])) as ArrayRef)]).unwrap();
+        assert_eq!(strings(&n, "q", "n").unwrap(), vec![Some("7".to_string()), None]);
     }
 }

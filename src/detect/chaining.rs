@@ -28,7 +28,7 @@
 //! findings: peers do not know what the principal itself never does.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use arrow::array::RecordBatch;
@@ -106,14 +106,36 @@ impl ToolCategories {
         resource.is_some_and(|r| self.is("sensitive_resources", r))
     }
 
-    /// The first chain whose dangerous step is `steps[i]`, with the earlier step that arms it.
-    fn chain_at<'c>(&'c self, steps: &[Step], i: usize) -> Option<(&'c Chain, usize)> {
-        self.chains.iter().filter(|c| self.is(&c.then, &steps[i].tool)).find_map(|c| {
-            let armed = (0..i).find(|&j| c.after.iter().any(|a| a == "any" || self.is(a, &steps[j].tool)));
-            armed.map(|j| (c, j))
-        })
+    /// Each step's part in each chain: (its dangerous step, a step that arms
+    /// it). Matched once per distinct tool (`known` holds those matched
+    /// before): the patterns are globs, and sessions call a few tools many times.
+    fn roles(&self, steps: &[Step], known: &mut HashMap<String, Roles>) -> Vec<Roles> {
+        let part = |tool: &str| -> Roles {
+            let arms = |c: &Chain| c.after.iter().any(|a| a == "any" || self.is(a, tool));
+            self.chains.iter().map(|c| (self.is(&c.then, tool), arms(c))).collect()
+        };
+        steps
+            .iter()
+            .map(|st| match known.get(&st.tool) {
+                Some(r) => Rc::clone(r),
+                None => Rc::clone(known.entry(st.tool.clone()).or_insert_with(|| part(&st.tool))),
+            })
+            .collect()
+    }
+
+    /// The first chain whose dangerous step is step `i` (of the steps whose
+    /// [`roles`](Self::roles) these are), with the earlier step that arms it.
+    fn chain_at(&self, roles: &[Roles], i: usize) -> Option<(&Chain, usize)> {
+        self.chains
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| roles[i][k].0)
+            .find_map(|(k, c)| (0..i).find(|&j| roles[j][k].1).map(|j| (c, j)))
     }
 }
+
+/// A tool's part in each chain, in order: (the chain's dangerous step, a step that arms it).
+type Roles = Rc<[(bool, bool)]>;
 
 struct Step {
     ts: i64,
@@ -147,10 +169,10 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
     for r in columns::rows::<CallRow>(batches, q) {
         let r = r?;
         let (Some(c), Some(s), Some(t), Some(tool)) = (r.credential_id, r.session_id, r.ts, r.tool) else { continue };
-        let session = sessions.entry((c.clone(), s.clone())).or_insert_with(|| Session {
+        let session = sessions.entry((c, s)).or_insert_with_key(|(c, s)| Session {
             principal: r.principal.unwrap_or_else(|| c.clone()),
-            cred: c,
-            id: s,
+            cred: c.clone(),
+            id: s.clone(),
             steps: Vec::new(),
         });
         session.steps.push(Step { ts: t, request_id: r.request_id, ip: r.source_ip, tool, resource: r.resource });
@@ -165,7 +187,8 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
             Some(b) if !own.learned => cx.chaining.wider(b, cx.inventory, &s.cred, &s.principal),
             _ => None,
         };
-        if let Some(a) = judge(s, r.as_deref().unwrap_or(&own), cx.categories, cx.rule) {
+        let roles = cx.categories.roles(&s.steps, &mut cx.chaining.roles.borrow_mut());
+        if let Some(a) = judge(s, &roles, r.as_deref().unwrap_or(&own), cx.categories, cx.rule) {
             out.push(a);
         }
     }
@@ -179,6 +202,8 @@ pub(super) fn score(cx: &Context<'_>, q: &str, batches: &[RecordBatch]) -> Resul
 pub(crate) struct Memo<'b> {
     groups: OnceCell<Groups<'b>>,
     wider: RefCell<Levels<'b>>,
+    /// Each tool's [`Roles`], by tool.
+    roles: RefCell<HashMap<String, Roles>>,
 }
 
 /// The wider level of each (peer group, principal), `None` when neither has history.
@@ -276,14 +301,14 @@ impl<'m> Reference<'m> {
 }
 
 /// How unusual one step is for the principal.
-struct StepView {
-    from: String,
+struct StepView<'s> {
+    from: &'s str,
     p: f64,
     improbable: bool,
     new_tool: bool,
 }
 
-fn view(r: &Reference<'_>, from: &str, to: &str) -> StepView {
+fn view<'s>(r: &Reference<'_>, from: &'s str, to: &str) -> StepView<'s> {
     let (markov, learned) = (&r.markov, r.learned);
     let (p, support, seen) = (markov.probability(from, to), markov.support(from), markov.count(from, to));
     let new_tool = learned && r.is_own() && !markov.knows_tool(to);
@@ -295,10 +320,10 @@ fn view(r: &Reference<'_>, from: &str, to: &str) -> StepView {
             || uncommon
             || markov.is_rare(to)
             || (support >= MIN_SUPPORT && (seen == 0 || p < MAX_PROBABILITY)));
-    StepView { from: from.to_string(), p, improbable, new_tool }
+    StepView { from, p, improbable, new_tool }
 }
 
-fn judge(s: &Session, r: &Reference<'_>, cats: &ToolCategories, rule: &Rule) -> Option<Alert> {
+fn judge(s: &Session, roles: &[Roles], r: &Reference<'_>, cats: &ToolCategories, rule: &Rule) -> Option<Alert> {
     let (markov, learned) = (&r.markov, r.learned);
     let views: Vec<StepView> = s
         .steps
@@ -308,7 +333,7 @@ fn judge(s: &Session, r: &Reference<'_>, cats: &ToolCategories, rule: &Rule) -> 
         .collect();
     // The first dangerous step that is also improbable; else the first new tool.
     let chain = (0..s.steps.len())
-        .find_map(|i| cats.chain_at(&s.steps, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
+        .find_map(|i| cats.chain_at(&roles, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
     let (at, finding, severity, why) = match chain {
         Some((i, j, c)) => {
             let sensitive = (0..i).find(|&k| cats.sensitive(s.steps[k].resource.as_deref()));
@@ -413,7 +438,7 @@ mod tests {
     }
 
     fn judge_own(s: &Session, m: &Markov, c: &ToolCategories, rule: &Rule) -> Option<Alert> {
-        judge(s, &Reference::own(m), c, rule)
+        judge(s, &c.roles(&s.steps, &mut HashMap::new()), &Reference::own(m), c, rule)
     }
 
     fn trained() -> Markov {
@@ -514,7 +539,9 @@ mod tests {
         let empty = Markov::default();
         let own = Reference::own(b.markov.get(&s.principal).unwrap_or(&empty));
         let wider = Reference::wider(b, &Groups::of(b, inv), &group(inv, &s.cred, &s.principal), &s.principal);
-        judge(s, wider.as_ref().filter(|_| !own.learned).unwrap_or(&own), &ToolCategories::builtin(), rule())
+        let cats = ToolCategories::builtin();
+        let roles = cats.roles(&s.steps, &mut HashMap::new());
+        judge(s, &roles, wider.as_ref().filter(|_| !own.learned).unwrap_or(&own), &cats, rule())
     }
 
     fn thin_support_team() -> Baseline {
