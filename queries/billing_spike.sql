@@ -90,49 +90,49 @@ evidence AS (
 ),
 -- What each candidate hour spent on, and from where: its requests grouped by
 -- model and caller first, so that what is new against the learned scope is
--- looked up once per group, not once per request.
+-- looked up once per group, not once per request. (Unaliased, as below.)
 seen AS (
   SELECT
-    c.credential_id,
-    c.hour,
+    candidates.credential_id,
+    candidates.hour,
     ev.model,
     ev.source_ip,
     ev.user_agent,
-    max(c.tokens) AS tokens,
-    max(c.cost) AS cost,
-    max(c.requests) AS requests,
-    max(c.day_median_tokens) AS day_median_tokens,
-    max(c.day_median_cost) AS day_median_cost,
+    max(candidates.tokens) AS tokens,
+    max(candidates.cost) AS cost,
+    max(candidates.requests) AS requests,
+    max(candidates.day_median_tokens) AS day_median_tokens,
+    max(candidates.day_median_cost) AS day_median_cost,
     max(CAST(ev.principal AS VARCHAR)) AS principal,
     min(ev.ts) AS first_ts,
     max(ev.ts) AS last_ts
-  FROM candidates c
-  JOIN ev ON ev.credential_id = c.credential_id AND ev.hour = c.hour
-  GROUP BY c.credential_id, c.hour, ev.model, ev.source_ip, ev.user_agent
+  FROM candidates
+  JOIN ev ON ev.credential_id = candidates.credential_id AND ev.hour = candidates.hour
+  GROUP BY candidates.credential_id, candidates.hour, ev.model, ev.source_ip, ev.user_agent
 ),
 spikes AS (
   SELECT
-    s.credential_id AS key,
-    CAST(s.credential_id AS VARCHAR) AS credential_id,
-    max(s.principal) AS principal,
-    s.hour,
-    max(s.tokens) AS tokens,
-    max(s.cost) AS cost,
-    max(s.requests) AS requests,
-    max(s.day_median_tokens) AS day_median_tokens,
-    max(s.day_median_cost) AS day_median_cost,
-    min(s.first_ts) AS first_ts,
-    max(s.last_ts) AS last_ts,
-    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(s.model AS VARCHAR) END) AS new_models,
-    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(s.source_ip, s.user_agent) END) AS new_networks,
-    array_agg(DISTINCT CAST(s.model AS VARCHAR)) AS models,
-    array_agg(DISTINCT CAST(s.source_ip AS VARCHAR)) AS source_ips
-  FROM seen s
-  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(s.credential_id AS VARCHAR)
-    AND km.value = CAST(s.model AS VARCHAR)
-  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(s.credential_id AS VARCHAR)
-    AND kn.value = caller_network(s.source_ip, s.user_agent)
-  GROUP BY s.credential_id, s.hour
+    seen.credential_id AS key,
+    CAST(seen.credential_id AS VARCHAR) AS credential_id,
+    max(seen.principal) AS principal,
+    seen.hour,
+    max(seen.tokens) AS tokens,
+    max(seen.cost) AS cost,
+    max(seen.requests) AS requests,
+    max(seen.day_median_tokens) AS day_median_tokens,
+    max(seen.day_median_cost) AS day_median_cost,
+    min(seen.first_ts) AS first_ts,
+    max(seen.last_ts) AS last_ts,
+    array_agg(DISTINCT CASE WHEN km.value IS NULL THEN CAST(seen.model AS VARCHAR) END) AS new_models,
+    array_agg(DISTINCT CASE WHEN kn.value IS NULL THEN caller_network(seen.source_ip, seen.user_agent) END) AS new_networks,
+    array_agg(DISTINCT CAST(seen.model AS VARCHAR)) AS models,
+    array_agg(DISTINCT CAST(seen.source_ip AS VARCHAR)) AS source_ips
+  FROM seen
+  LEFT JOIN known km ON km.dimension = 'model' AND km.credential_id = CAST(seen.credential_id AS VARCHAR)
+    AND km.value = CAST(seen.model AS VARCHAR)
+  LEFT JOIN known kn ON kn.dimension = 'network' AND kn.credential_id = CAST(seen.credential_id AS VARCHAR)
+    AND kn.value = caller_network(seen.source_ip, seen.user_agent)
+  GROUP BY seen.credential_id, seen.hour
 )
 -- Unaliased: each alias is a plan level, and a cluster's plans must stay shallow.
 SELECT spikes.* EXCEPT (key), evidence.evidence

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
@@ -544,20 +545,27 @@ impl Day {
     }
 }
 
-/// Rows from which a stage's detectors are planned for its data instead of
-/// run from their kept plans. Kept plans are made without statistics, which
-/// costs nothing on a second's events; on many rows, the planner's choice of
-/// join sides matters more than the time planning takes.
+/// Rows from which a stage's detectors are planned with its statistics.
+/// Plans made without them cost nothing on a second's events; on many rows,
+/// the planner's choice of join sides matters more than the time planning takes.
 const REPLAN_ROWS: usize = 64 * 1024;
+
+/// The scale of a stage of `rows`: `None` below [`REPLAN_ROWS`], else which
+/// power of four times it. A plan is kept for stages of its own scale, the
+/// statistics of which choose the same join sides, and made again for another.
+fn scale(rows: usize) -> Option<u32> {
+    (rows >= REPLAN_ROWS).then(|| (rows / REPLAN_ROWS).ilog2() / 2)
+}
 
 /// The `events` and `secret_exposures` tables of a live day's detectors.
 struct Tables {
     events: LiveTable,
     exposures: LiveTable,
-    /// Whether the staged rows are read by the kept plans.
-    kept: bool,
-    /// Each detector's plan over the swappable tables, made on its first run.
-    plans: HashMap<usize, Arc<dyn ExecutionPlan>>,
+    /// The [`scale`] of the staged events.
+    scale: Option<u32>,
+    /// Each detector's plan over the swappable tables, by the scale it was
+    /// made for; made on its first run at that scale.
+    plans: HashMap<(usize, Option<u32>), Arc<dyn ExecutionPlan>>,
 }
 
 impl Tables {
@@ -574,7 +582,7 @@ impl Tables {
         Ok(Tables {
             events: LiveTable::new(ctx, catalog::EVENTS.name, dated_schema())?,
             exposures: LiveTable::new(ctx, catalog::SECRET_EXPOSURES.name, (catalog::SECRET_EXPOSURES.schema)())?,
-            kept: true,
+            scale: None,
             plans: HashMap::new(),
         })
     }
@@ -586,9 +594,10 @@ impl Tables {
         events: Vec<RecordBatch>,
         exposures: Vec<RecordBatch>,
     ) -> Result<(), DetectError> {
-        self.kept = events.iter().map(RecordBatch::num_rows).sum::<usize>() < REPLAN_ROWS;
-        self.events.set(ctx, events, self.kept)?;
-        self.exposures.set(ctx, exposures, self.kept)
+        self.scale = scale(events.iter().map(RecordBatch::num_rows).sum());
+        let counted = self.scale.is_some();
+        self.events.set(ctx, events, counted)?;
+        self.exposures.set(ctx, exposures, counted)
     }
 
     /// Detector `d`'s rows over the staged rows.
@@ -599,14 +608,11 @@ impl Tables {
         d: (usize, LiveMode),
         day: &str,
     ) -> Result<Vec<RecordBatch>, DetectError> {
-        if !self.kept {
-            return engine.rows(d, ctx, day).await;
-        }
-        let plan = match self.plans.get(&d.0) {
+        let plan = match self.plans.get(&(d.0, self.scale)) {
             Some(plan) => Arc::clone(plan),
             None => {
                 let plan = engine.plan(d, ctx, day).await?;
-                self.plans.insert(d.0, Arc::clone(&plan));
+                self.plans.insert((d.0, self.scale), Arc::clone(&plan));
                 plan
             }
         };
@@ -614,14 +620,13 @@ impl Tables {
     }
 }
 
-/// One table of a live day: swappable rows for kept plans, or an in-memory
-/// table with statistics ([`CountedTable`]) for plans made for its rows.
+/// One table of a live day: rows swapped under the plans that read them,
+/// registered for the plans made next with or without their statistics
+/// ([`CountedTable`]).
 struct LiveTable {
     name: &'static str,
     rows: Arc<Swappable>,
     swappable: Arc<StreamingTable>,
-    /// Whether `swappable` is the table registered under `name`.
-    registered: bool,
 }
 
 impl LiveTable {
@@ -629,27 +634,21 @@ impl LiveTable {
         let rows = Arc::new(Swappable { schema: Arc::clone(&schema), batches: Default::default() });
         let swappable = StreamingTable::try_new(schema, vec![Arc::clone(&rows) as Arc<dyn PartitionStream>])
             .map_err(EngineError::from)?;
-        let mut t = LiveTable { name, rows, swappable: Arc::new(swappable), registered: false };
-        t.set(ctx, Vec::new(), true)?;
+        let mut t = LiveTable { name, rows, swappable: Arc::new(swappable) };
+        t.set(ctx, Vec::new(), false)?;
         Ok(t)
     }
 
-    fn set(&mut self, ctx: &SessionContext, batches: Vec<RecordBatch>, swappable: bool) -> Result<(), DetectError> {
-        if swappable {
-            if !self.registered {
-                ctx.deregister_table(self.name).map_err(EngineError::from)?;
-                ctx.register_table(self.name, self.swappable.clone()).map_err(EngineError::from)?;
-                self.registered = true;
-            }
-            *self.rows.batches.write().expect("no panic while swapping") = batches;
+    fn set(&mut self, ctx: &SessionContext, batches: Vec<RecordBatch>, counted: bool) -> Result<(), DetectError> {
+        let table: Arc<dyn TableProvider> = if counted {
+            // Every detector planned now plans over these rows: their statistics are counted once, here.
+            Arc::new(CountedTable::over(Arc::clone(&self.swappable) as _, &batches))
         } else {
-            *self.rows.batches.write().expect("no panic while swapping") = Vec::new();
-            // Every detector plans over these rows: their statistics are counted once, here.
-            let table = CountedTable::try_new(Arc::clone(&self.rows.schema), batches).map_err(EngineError::from)?;
-            ctx.deregister_table(self.name).map_err(EngineError::from)?;
-            ctx.register_table(self.name, Arc::new(table)).map_err(EngineError::from)?;
-            self.registered = false;
-        }
+            Arc::clone(&self.swappable) as _
+        };
+        ctx.deregister_table(self.name).map_err(EngineError::from)?;
+        ctx.register_table(self.name, table).map_err(EngineError::from)?;
+        *self.rows.batches.write().expect("no panic while swapping") = batches;
         Ok(())
     }
 }
@@ -887,28 +886,42 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_plan_reads_what_the_table_holds_when_it_runs() {
-        let ctx = SessionContext::new();
-        let mut table = LiveTable::new(&ctx, "events", event_schema()).unwrap();
         // A self-join: its build side must be rebuilt on each run, not kept from the first.
         let q = "SELECT a.credential_id AS c, count(*) AS n FROM events a JOIN events b \
                  ON a.credential_id = b.credential_id GROUP BY 1 ORDER BY 1";
-        let plan = ctx.sql(q).await.unwrap().create_physical_plan().await.unwrap();
         let counts = |out: Vec<RecordBatch>| {
             let out = concat_batches(&out[0].schema(), &out).unwrap();
             let c = crate::columns::strings(&out, "t", "c").unwrap();
             let n = crate::columns::ints(&out, "t", "n").unwrap();
             c.into_iter().zip(n).map(|(c, n)| (c.unwrap(), n.unwrap())).collect::<Vec<_>>()
         };
-        for rows in [&[("a", 1), ("a", 2), ("b", 3)][..], &[("b", 1), ("c", 2)]] {
-            table.set(&ctx, vec![batch(rows)], true).unwrap();
-            let run = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&plan)).unwrap();
-            let kept = counts(datafusion::physical_plan::collect(run, ctx.task_ctx()).await.unwrap());
-            // The same rows as a plain table, planned for them.
-            table.set(&ctx, vec![batch(rows)], false).unwrap();
-            let planned = counts(ctx.sql(q).await.unwrap().collect().await.unwrap());
-            assert_eq!(kept, planned);
-            assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), if rows.len() == 3 { 5 } else { 2 });
+        let days: [&[(&str, i64)]; 2] = [&[("a", 1), ("a", 2), ("b", 3)], &[("b", 1), ("c", 2)]];
+        // Planned without statistics, and with those of the first rows.
+        for counted in [false, true] {
+            let ctx = SessionContext::new();
+            let mut table = LiveTable::new(&ctx, "events", event_schema()).unwrap();
+            table.set(&ctx, vec![batch(days[0])], counted).unwrap();
+            let plan = ctx.sql(q).await.unwrap().create_physical_plan().await.unwrap();
+            for rows in days {
+                table.set(&ctx, vec![batch(rows)], counted).unwrap();
+                let run = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&plan)).unwrap();
+                let kept = counts(datafusion::physical_plan::collect(run, ctx.task_ctx()).await.unwrap());
+                // The same rows, planned for them.
+                let planned = counts(ctx.sql(q).await.unwrap().collect().await.unwrap());
+                assert_eq!(kept, planned);
+                assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), if rows.len() == 3 { 5 } else { 2 });
+            }
         }
+    }
+
+    #[test]
+    fn a_plan_is_made_again_at_four_times_the_rows() {
+        assert_eq!(scale(REPLAN_ROWS - 1), None);
+        assert_eq!(scale(REPLAN_ROWS), Some(0));
+        assert_eq!(scale(4 * REPLAN_ROWS - 1), Some(0));
+        assert_eq!(scale(4 * REPLAN_ROWS), Some(1));
+        assert_eq!(scale(16 * REPLAN_ROWS - 1), Some(1));
+        assert_eq!(scale(16 * REPLAN_ROWS), Some(2));
     }
 
     #[test]
