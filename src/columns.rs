@@ -49,14 +49,22 @@ pub fn strings(b: &RecordBatch, query: &str, name: &str) -> Result<Vec<Option<St
         Some(k) => col.is_valid(i).then(|| k[i]),
         None => Some(i),
     };
-    fn owned<'a>(a: impl ArrayAccessor<Item = &'a str>, n: usize, at: impl Fn(usize) -> Option<usize>) -> Vec<Option<String>> {
+    fn owned<'a>(
+        a: impl ArrayAccessor<Item = &'a str>,
+        n: usize,
+        at: impl Fn(usize) -> Option<usize>,
+    ) -> Vec<Option<String>> {
         (0..n).map(|i| at(i).filter(|&j| a.is_valid(j)).map(|j| a.value(j).to_string())).collect()
     }
     Ok(match values.data_type() {
         DataType::Utf8 => owned(values.as_string::<i32>(), col.len(), at),
         DataType::LargeUtf8 => owned(values.as_string::<i64>(), col.len(), at),
         DataType::Utf8View => owned(values.as_string_view(), col.len(), at),
-        _ => cast(b, query, name, &DataType::Utf8, "text")?.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect(),
+        _ => cast(b, query, name, &DataType::Utf8, "text")?
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect(),
     })
 }
 
@@ -258,14 +266,16 @@ mod tests {
             ("view", Arc::new(StringViewArray::from(vec![Some("x"), None, Some("y"), None]))),
             ("dict", Arc::new(dict)),
         ];
-        let no_values = DictionaryArray::try_new(Int8Array::from(vec![None; 4]), Arc::new(StringArray::new_null(0))).unwrap();
+        let no_values =
+            DictionaryArray::try_new(Int8Array::from(vec![None; 4]), Arc::new(StringArray::new_null(0))).unwrap();
         let b = RecordBatch::try_from_iter(cols).unwrap();
         let empty = RecordBatch::try_from_iter([("e", Arc::new(no_values) as ArrayRef)]).unwrap();
         assert_eq!(strings(&empty, "q", "e").unwrap(), vec![None; 4]);
         for name in ["utf8", "large", "view", "dict"] {
             assert_eq!(strings(&b, "q", name).unwrap(), expect, "{name}");
         }
-        let n = RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![Some(7), None])) as ArrayRef)]).unwrap();
+        let n =
+            RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![Some(7), None])) as ArrayRef)]).unwrap();
         assert_eq!(strings(&n, "q", "n").unwrap(), vec![Some("7".to_string()), None]);
     }
 }

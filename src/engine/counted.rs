@@ -189,12 +189,13 @@ mod tests {
             let stats =
                 |p: &Arc<dyn ExecutionPlan>| StatisticsContext::new().compute(p.as_ref(), &StatisticsArgs::new());
             let (sa, sb) = (stats(&a).unwrap(), stats(&b).unwrap());
-            assert_eq!(sa, sb.to_inexact(), "{projection:?}");
+            assert_eq!(*sa, sb.as_ref().clone().to_inexact(), "{projection:?}");
             assert_eq!(sa.num_rows, Precision::Inexact(8));
         }
         ctx.register_table("t", Arc::new(counted)).unwrap();
         // Counted, not read from the statistics.
-        let out = ctx.sql("SELECT count(*), count(id), count(n), sum(n) FROM t").await.unwrap().collect().await.unwrap();
+        let out =
+            ctx.sql("SELECT count(*), count(id), count(n), sum(n) FROM t").await.unwrap().collect().await.unwrap();
         let row: Vec<i64> =
             (0..4).map(|c| out[0].column(c).as_any().downcast_ref::<Int64Array>().unwrap().value(0)).collect();
         assert_eq!(row, [8, 6, 5, 24]);
