@@ -464,20 +464,10 @@ impl Engine {
         &self.plans[d].name
     }
 
-    /// The rows of detector `d` (from [`Engine::detectors`]) for `day` in `ctx`.
-    pub async fn rows(
-        &self,
-        d: (usize, LiveMode),
-        ctx: &datafusion::prelude::SessionContext,
-        day: &str,
-    ) -> Result<Vec<RecordBatch>, DetectError> {
-        let plan = self.plan(d, ctx, day).await?;
-        self.execute(d, &plan, ctx, day).await
-    }
-
-    /// Detector `d`'s physical plan for `day` in `ctx`. Planning costs more
-    /// than running a query over a few new events, so `watch` plans once per
-    /// day and runs the plan again while the tables under it change.
+    /// Detector `d`'s (from [`Engine::detectors`]) physical plan for `day` in
+    /// `ctx`. Planning costs more than running a query over a few new events,
+    /// so `watch` plans once per day and scale of its stages and runs the plan
+    /// again while the tables under it change.
     pub async fn plan(
         &self,
         (d, _): (usize, LiveMode),
