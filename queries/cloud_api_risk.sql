@@ -9,7 +9,7 @@
 ---
 --- family = "cloud_api_risk"
 --- inputs = ["events", "baseline_scope", "baseline_credentials"]
---- events = "tool IS NOT NULL AND ({api_risk} OR (source = 'cloudtrail' AND CAST(session_id AS VARCHAR) LIKE 'i-%'))"
+--- events = "tool IS NOT NULL AND ({api_risk} OR (source = 'cloudtrail' AND session_id LIKE 'i-%'))"
 --- live = { per_event = "credential" }
 --- scoring = "cloud"
 --- severity = "high"
@@ -45,13 +45,15 @@ ev AS (
     -- creating a stack's roles, SQS its service-linked role) names the service
     -- as its source, not an address: it is AWS at work, judged through the
     -- credential's own call that started it.
-    AND NOT coalesce(CAST(source_ip AS VARCHAR) LIKE '%.amazonaws.com' OR CAST(source_ip AS VARCHAR) = 'AWS Internal', false)
+    AND NOT coalesce(source_ip LIKE '%.amazonaws.com' OR source_ip = 'AWS Internal', false)
     -- Only candidates reach Rust: calls the API risk tiers name, from any
     -- log whose mapping writes `service:EventName` tools (CloudTrail, the LLM
     -- platforms' audit logs; the condition below is filled in from the tier
     -- file, and Rust still checks each entry's `when`), and every call of an
     -- EC2 instance-profile session (`i-…`, a CloudTrail notion only).
-    AND ({api_risk} OR (source = 'cloudtrail' AND coalesce(CAST(session_id AS VARCHAR) LIKE 'i-%', false)))
+    -- The lake's columns are tested as they are, not cast: LIKE and = on a
+    -- dictionary test each distinct value once instead of copying every event's.
+    AND ({api_risk} OR (source = 'cloudtrail' AND coalesce(session_id LIKE 'i-%', false)))
 )
 SELECT
   e.credential_id, e.principal, e.session_id, e.ts, e.request_id, e.source_ip, e.network, e.tool, e.resource, e.status,

@@ -9,7 +9,7 @@
 ---
 --- family = "tool_chaining"
 --- inputs = ["events", "baseline_scope"]
---- events = "CAST(tool AS VARCHAR) LIKE 'bedrock%'"
+--- events = "tool LIKE 'bedrock%'"
 --- live = { per_event = "credential" }
 --- scoring = "recon"
 --- severity = "high"
@@ -34,7 +34,7 @@ ev AS (
     CAST(error_code AS VARCHAR) AS error_code
   FROM events
   WHERE date BETWEEN '{from}' AND '{to}'
-    AND CAST(tool AS VARCHAR) LIKE 'bedrock%'
+    AND tool LIKE 'bedrock%'
 ),
 steps AS (
   SELECT

@@ -252,7 +252,9 @@ pub fn detector_queries() -> Vec<(&'static str, String)> {
 const API_RISK: &str = "{api_risk}";
 
 fn api_risk_filter(tiers: &ApiRisk) -> String {
-    tiers.sql_filter("CAST(tool AS VARCHAR)")
+    // The lake's dictionary column as it is: LIKE and IN test each distinct
+    // tool once, where a cast would first copy every event's.
+    tiers.sql_filter("tool")
 }
 
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, DetectError> {
