@@ -333,7 +333,7 @@ fn judge(s: &Session, roles: &[Roles], r: &Reference<'_>, cats: &ToolCategories,
         .collect();
     // The first dangerous step that is also improbable; else the first new tool.
     let chain = (0..s.steps.len())
-        .find_map(|i| cats.chain_at(&roles, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
+        .find_map(|i| cats.chain_at(roles, i).filter(|_| views[i].improbable).map(|(c, j)| (i, j, c)));
     let (at, finding, severity, why) = match chain {
         Some((i, j, c)) => {
             let sensitive = (0..i).find(|&k| cats.sensitive(s.steps[k].resource.as_deref()));
@@ -357,7 +357,7 @@ fn judge(s: &Session, roles: &[Roles], r: &Reference<'_>, cats: &ToolCategories,
     let path = s.steps.iter().map(|x| x.tool.as_str()).collect::<Vec<_>>().join(" → ");
     let model = if learned {
         let usual = markov
-            .top_next(&v.from, 3)
+            .top_next(v.from, 3)
             .into_iter()
             .map(|(t, share)| format!("{t} {:.0}%", share * 100.0))
             .collect::<Vec<_>>()
@@ -366,7 +366,7 @@ fn judge(s: &Session, roles: &[Roles], r: &Reference<'_>, cats: &ToolCategories,
         let doers = if r.is_own() {
             String::new()
         } else {
-            let n = r.members.iter().filter(|m| m.count(&v.from, &s.steps[at].tool) > 0).count();
+            let n = r.members.iter().filter(|m| m.count(v.from, &s.steps[at].tool) > 0).count();
             format!("; {n} of them made this step")
         };
         format!(
