@@ -231,6 +231,13 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     // as a copy once the first is recorded as taken (see below).
     let this_run = Mutex::new(HashSet::new());
     let copies = Mutex::new(Vec::new());
+    let second_copy = |input: &Input, fp: &str| {
+        let second = !this_run.lock().expect("run lock").insert(fp.to_string());
+        if second {
+            copies.lock().expect("copies lock").push(input.copy_record(fp.to_string()));
+        }
+        second
+    };
     let mut sources = Vec::new();
     for (input, plan) in planned {
         let report = |status, error: Option<String>| FileReport { error, ..FileReport::new(&input, status) };
@@ -240,10 +247,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
                 reports.push(report(FileStatus::Skipped, None));
                 sources.push(input.copy_record(fp));
             }
-            Plan::Ingest(fp, _) if !this_run.lock().expect("run lock").insert(fp.clone()) => {
-                reports.push(report(FileStatus::Skipped, None));
-                copies.lock().expect("copies lock").push(input.copy_record(fp));
-            }
+            Plan::Ingest(fp, _) if second_copy(&input, &fp) => reports.push(report(FileStatus::Skipped, None)),
             Plan::Fail(e) => reports.push(report(FileStatus::Failed, Some(e))),
             Plan::Ingest(..) | Plan::Fetch => todo.push((input, plan)),
         }
@@ -299,8 +303,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
                 Plan::Skip | Plan::Fetch => return done(FileStatus::Skipped, None),
             };
             // A fetched input meets the run's other copies only now (the others did above).
-            if fetched && !this_run.lock().expect("run lock").insert(fp.clone()) {
-                copies.lock().expect("copies lock").push(input.copy_record(fp));
+            if fetched && second_copy(&input, &fp) {
                 return done(FileStatus::Skipped, None);
             }
             let (report, lines) = ingest_file(&input, resume, &formats, forced, &writer, txn.run_id(), &bar)?;
