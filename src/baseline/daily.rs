@@ -41,7 +41,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{BaselineError, Source, Transition, conform, query, save};
 use crate::columns;
-use crate::engine::{self, EngineOptions, catalog, udf};
+use crate::engine::udf::{self, Derive};
+use crate::engine::{self, EngineOptions, catalog};
 use crate::lake::{self, Lake, LakeError};
 use crate::schema::col;
 use crate::time::HOUR_MS;
@@ -250,22 +251,6 @@ impl<'a> Text<'a> {
             Text::Plain(p) => p.iter().map(|v| v.map(|v| names.id(v))).collect(),
         }
     }
-
-    /// `f` of each row's value (false for null), computed once per
-    /// distinct value of a dictionary.
-    fn flags(self, f: fn(&str) -> bool) -> impl Fn(usize) -> bool + 'a {
-        let per_value: Option<Vec<bool>> = match &self {
-            Text::Dict(d) => {
-                let values = d.values();
-                Some((0..values.len()).map(|k| values.is_valid(k) && f(values.value(k))).collect())
-            }
-            Text::Plain(_) => None,
-        };
-        move |i| match (&self, &per_value) {
-            (Text::Dict(d), Some(v)) => d.is_valid(i) && v[d.keys().value(i) as usize],
-            _ => self.get(i).is_some_and(f),
-        }
-    }
 }
 
 /// The day's scope, as queries/baseline_scope.sql learns it over a window,
@@ -289,17 +274,14 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
         let ts = ts.as_primitive::<TimestampMillisecondType>();
         let cred = Text::of(column("credential_id")?).map_err(err)?.ids(&mut names);
         // Rows whose call AWS relayed for the caller: no caller network (`caller_network`).
-        let relayed = {
-            let (ips, agents) =
-                (Text::of(column("source_ip")?).map_err(err)?, Text::of(column("user_agent")?).map_err(err)?);
-            let relay_agent = agents.flags(crate::net::is_aws_relay_agent);
-            move |i: usize| relay_agent(i) && !ips.get(i).is_some_and(crate::net::is_public)
-        };
-        for ((name, derived), counts) in udf::SCOPE_DIMENSIONS.iter().zip(&mut counts) {
-            let network = *derived == "network";
-            let values = match *name {
-                "ts" => None,
-                n => Some(Text::of(column(n)?).map_err(err)?.ids(&mut names)),
+        let relayed = udf::relayed_rows(column(col::SOURCE_IP)?, column(col::USER_AGENT)?)
+            .map_err(|e| BaselineError::Engine(e.into()))?;
+        let relayed = |i: usize| relayed.as_ref().is_some_and(|r| r.value(i));
+        for (dimension, counts) in udf::SCOPE_DIMENSIONS.iter().zip(&mut counts) {
+            let network = dimension.derive == Derive::Network;
+            let values = match dimension.derive {
+                Derive::Hour => None,
+                _ => Some(Text::of(column(dimension.column)?).map_err(err)?.ids(&mut names)),
             };
             for i in 0..b.num_rows() {
                 let (Some(c), false) = (cred[i], ts.is_null(i)) else { continue };
@@ -317,20 +299,16 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     }
     // Networks and resource prefixes of each distinct raw value, then merged per derived value.
     let mut scope: BTreeMap<(&str, &str, String), Seen> = BTreeMap::new();
-    for ((_, dimension), counts) in udf::SCOPE_DIMENSIONS.iter().zip(counts) {
-        let derive: Option<fn(&str) -> Option<String>> = match *dimension {
-            "network" => Some(udf::network_of),
-            "resource_prefix" => Some(udf::resource_prefix),
-            _ => None,
-        };
+    for (dimension, counts) in udf::SCOPE_DIMENSIONS.iter().zip(counts) {
         let mut derived: HashMap<u32, Option<String>> = HashMap::new();
         for ((c, raw), seen) in counts {
-            let value = match derive {
-                Some(f) => derived.entry(raw).or_insert_with(|| f(names.name(raw))).clone(),
-                None => Some(names.name(raw).to_string()),
+            let value = match dimension.derive {
+                // Hours are counted as their names already.
+                Derive::AsIs | Derive::Hour => Some(names.name(raw).to_string()),
+                derive => derived.entry(raw).or_insert_with(|| derive.of(names.name(raw))).clone(),
             };
             if let Some(v) = value {
-                scope.entry((names.name(c), dimension, v)).and_modify(|s| s.add(seen)).or_insert(seen);
+                scope.entry((names.name(c), dimension.name, v)).and_modify(|s| s.add(seen)).or_insert(seen);
             }
         }
     }

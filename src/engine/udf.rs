@@ -197,19 +197,61 @@ pub fn scope_allows_udf() -> ScalarUDF {
     create_udf("scope_allows", vec![list, DataType::Utf8], DataType::Boolean, Volatility::Immutable, fun)
 }
 
-/// The scope dimensions a credential's use is learned in, as (event column,
-/// dimension): baselines count them (`baseline::daily`), `first_seen` finds
-/// the new ones. All but the last are text; the hour of day comes from `ts`.
-pub const SCOPE_DIMENSIONS: [(&str, &str); 8] = [
-    ("source_ip", "network"),
-    ("user_agent", "user_agent"),
-    ("model", "model"),
-    ("tool", "tool"),
-    ("action", "action"),
-    ("resource", "resource_prefix"),
-    ("region", "region"),
-    ("ts", "hour"),
-];
+/// A scope dimension a credential's use is learned in: baselines count it
+/// (`baseline::daily`), `first_seen` finds its new values.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeDimension {
+    /// The event column it is read from.
+    pub column: &'static str,
+    /// Its name in `baseline_scope`.
+    pub name: &'static str,
+    pub derive: Derive,
+}
+
+/// How a dimension's value is derived from its column's: decided here
+/// once, for the baselines' scope pass and for `scope_value` alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derive {
+    /// The value itself.
+    AsIs,
+    /// The caller's network: [`network_of`] the address, and none for a
+    /// request AWS relayed for its caller ([`relayed_rows`]).
+    Network,
+    /// [`resource_prefix`].
+    Prefix,
+    /// The hour of day of `ts`.
+    Hour,
+}
+
+impl Derive {
+    /// A text value's derived value, per distinct value; for a network,
+    /// before the relay rule (which needs the row's user agent).
+    pub fn of(self, raw: &str) -> Option<String> {
+        match self {
+            Derive::AsIs => Some(raw.to_string()),
+            Derive::Network => network_of(raw),
+            Derive::Prefix => resource_prefix(raw),
+            Derive::Hour => None,
+        }
+    }
+}
+
+/// The scope dimensions. All but the last are text; the hour of day comes from `ts`.
+pub const SCOPE_DIMENSIONS: [ScopeDimension; 8] = {
+    const fn d(column: &'static str, name: &'static str, derive: Derive) -> ScopeDimension {
+        ScopeDimension { column, name, derive }
+    }
+    [
+        d("source_ip", "network", Derive::Network),
+        d("user_agent", "user_agent", Derive::AsIs),
+        d("model", "model", Derive::AsIs),
+        d("tool", "tool", Derive::AsIs),
+        d("action", "action", Derive::AsIs),
+        d("resource", "resource_prefix", Derive::Prefix),
+        d("region", "region", Derive::AsIs),
+        d("ts", "hour", Derive::Hour),
+    ]
+};
 
 /// How many of [`SCOPE_DIMENSIONS`] are read from a text column.
 const SCOPE_TEXT: usize = SCOPE_DIMENSIONS.len() - 1;
@@ -233,13 +275,14 @@ fn scope_values(args: &[ArrayRef]) -> datafusion::error::Result<ArrayRef> {
     let mut parts: Vec<ArrayRef> = vec![arrow::array::new_null_array(&DataType::Utf8, 1)];
     let mut at = vec![(0, 0); dims.len()];
     for (dimension, rows) in rows {
-        let Some(k) = SCOPE_DIMENSIONS[..SCOPE_TEXT].iter().position(|(_, d)| *d == dimension) else { continue };
+        let Some(k) = SCOPE_DIMENSIONS[..SCOPE_TEXT].iter().position(|d| d.name == dimension) else { continue };
         let idx = arrow::array::UInt32Array::from(rows);
         let column = |k: usize| arrow::compute::take(&args[1 + k], &idx, None);
-        let values = match dimension {
-            "network" => caller_networks(&[column(k)?, column(1)?])?,
-            "resource_prefix" => map_text(&column(k)?, resource_prefix)?,
-            _ => arrow::compute::cast(&column(k)?, &DataType::Utf8)?,
+        let values = match SCOPE_DIMENSIONS[k].derive {
+            // The user agent is the second column.
+            Derive::Network => caller_networks(&[column(k)?, column(1)?])?,
+            Derive::AsIs => arrow::compute::cast(&column(k)?, &DataType::Utf8)?,
+            derive => map_text(&column(k)?, |v| derive.of(v))?,
         };
         for (j, &r) in idx.values().iter().enumerate() {
             at[r as usize] = (parts.len(), j);
@@ -341,20 +384,33 @@ pub fn caller_network(source_ip: &str, user_agent: Option<&str>) -> Option<Strin
 /// AWS at work is never the credential's new network.
 fn caller_networks(args: &[ArrayRef]) -> datafusion::error::Result<ArrayRef> {
     let networks = map_text(&args[0], network_of)?;
-    let agents = per_distinct(&args[1], |v| {
+    Ok(match relayed_rows(&args[0], &args[1])? {
+        Some(relayed) => arrow::compute::nullif(&networks, &relayed)?,
+        None => networks,
+    })
+}
+
+/// Which rows' calls AWS relayed for their caller
+/// (`crate::net::relayed_by_aws`, over columns of addresses and user
+/// agents), or `None` when no row's agent is a relay's: the rows a caller
+/// network leaves out, in SQL (`caller_network`) and in the baselines'
+/// scope pass alike.
+pub fn relayed_rows(ips: &ArrayRef, agents: &ArrayRef) -> datafusion::error::Result<Option<BooleanArray>> {
+    let agents = per_distinct(agents, |v| {
         Ok(Arc::new(v.iter().map(|ua| Some(ua.is_some_and(crate::net::is_aws_relay_agent))).collect::<BooleanArray>()))
     })?;
     let agents = agents.as_boolean();
     // Relay agents are rare: the addresses are read only when one is there.
     if agents.true_count() == 0 {
-        return Ok(networks);
+        return Ok(None);
     }
-    let ips = arrow::compute::cast(&args[0], &DataType::Utf8)?;
+    let ips = arrow::compute::cast(ips, &DataType::Utf8)?;
     let ips = ips.as_string::<i32>();
-    let relayed: BooleanArray = (0..ips.len())
-        .map(|i| Some(agents.value(i) && !ips.is_null(i) && !crate::net::is_public(ips.value(i))))
-        .collect();
-    Ok(arrow::compute::nullif(&networks, &relayed)?)
+    Ok(Some(
+        (0..ips.len())
+            .map(|i| Some(agents.value(i) && !ips.is_null(i) && !crate::net::is_public(ips.value(i))))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -513,7 +569,7 @@ mod tests {
         let want: Vec<Option<String>> = rows.iter().map(|r| r.4.map(str::to_string)).collect();
         assert_eq!(got, want);
         // The columns it takes are the baselines' text dimensions, in order.
-        let text: Vec<&str> = SCOPE_DIMENSIONS[..SCOPE_TEXT].iter().map(|(c, _)| *c).collect();
+        let text: Vec<&str> = SCOPE_DIMENSIONS[..SCOPE_TEXT].iter().map(|d| d.column).collect();
         assert_eq!(text, names[1..]);
     }
 
