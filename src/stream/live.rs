@@ -464,7 +464,7 @@ impl Day {
         let fresh = std::mem::take(&mut self.fresh);
         let fresh_exposures = std::mem::take(&mut self.fresh_exposures);
         if detectors.iter().any(|(_, m)| matches!(m, LiveMode::PerEvent(_))) {
-            self.tables.stage(&self.ctx, fresh, fresh_exposures)?;
+            self.tables.stage(fresh, fresh_exposures);
             for &d in &detectors {
                 let LiveMode::PerEvent(unit) = d.1 else { continue };
                 let rows = self.tables.run(&self.ctx, engine, d, day).await?;
@@ -535,7 +535,7 @@ impl Day {
             events = rows,
             "reading the day of credentials that may alert"
         );
-        self.tables.stage(&self.ctx, events, self.exposures.clone())?;
+        self.tables.stage(events, self.exposures.clone());
         for (d, creds) in &wanted {
             let rows = self.tables.run(&self.ctx, engine, *d, day).await?;
             let alerts = engine.score(*d, base, &rows)?;
@@ -566,6 +566,8 @@ struct Tables {
     /// Each detector's plan over the swappable tables, by the scale it was
     /// made for; made on its first run at that scale.
     plans: HashMap<(usize, Option<u32>), Arc<dyn ExecutionPlan>>,
+    /// Whether the tables registered for planning are the staged rows'.
+    registered: bool,
 }
 
 impl Tables {
@@ -584,20 +586,16 @@ impl Tables {
             exposures: LiveTable::new(ctx, catalog::SECRET_EXPOSURES.name, (catalog::SECRET_EXPOSURES.schema)())?,
             scale: None,
             plans: HashMap::new(),
+            registered: false,
         })
     }
 
     /// Puts rows under the detectors run next.
-    fn stage(
-        &mut self,
-        ctx: &SessionContext,
-        events: Vec<RecordBatch>,
-        exposures: Vec<RecordBatch>,
-    ) -> Result<(), DetectError> {
+    fn stage(&mut self, events: Vec<RecordBatch>, exposures: Vec<RecordBatch>) {
         self.scale = scale(events.iter().map(RecordBatch::num_rows).sum());
-        let counted = self.scale.is_some();
-        self.events.set(ctx, events, counted)?;
-        self.exposures.set(ctx, exposures, counted)
+        self.events.swap(events);
+        self.exposures.swap(exposures);
+        self.registered = false;
     }
 
     /// Detector `d`'s rows over the staged rows.
@@ -611,6 +609,13 @@ impl Tables {
         let plan = match self.plans.get(&(d.0, self.scale)) {
             Some(plan) => Arc::clone(plan),
             None => {
+                // Registered only to plan: a kept plan reads the swapped rows as they are.
+                if !self.registered {
+                    let counted = self.scale.is_some();
+                    self.events.register(ctx, counted)?;
+                    self.exposures.register(ctx, counted)?;
+                    self.registered = true;
+                }
                 let plan = engine.plan(d, ctx, day).await?;
                 self.plans.insert((d.0, self.scale), Arc::clone(&plan));
                 plan
@@ -634,21 +639,27 @@ impl LiveTable {
         let rows = Arc::new(Swappable { schema: Arc::clone(&schema), batches: Default::default() });
         let swappable = StreamingTable::try_new(schema, vec![Arc::clone(&rows) as Arc<dyn PartitionStream>])
             .map_err(EngineError::from)?;
-        let mut t = LiveTable { name, rows, swappable: Arc::new(swappable) };
-        t.set(ctx, Vec::new(), false)?;
+        let t = LiveTable { name, rows, swappable: Arc::new(swappable) };
+        t.register(ctx, false)?;
         Ok(t)
     }
 
-    fn set(&mut self, ctx: &SessionContext, batches: Vec<RecordBatch>, counted: bool) -> Result<(), DetectError> {
+    /// Puts `batches` under every plan that reads this table.
+    fn swap(&self, batches: Vec<RecordBatch>) {
+        *self.rows.batches.write().expect("no panic while swapping") = batches;
+    }
+
+    /// Registers the table for the plans made next, with the statistics
+    /// of the rows it holds now when `counted`.
+    fn register(&self, ctx: &SessionContext, counted: bool) -> Result<(), DetectError> {
         let table: Arc<dyn TableProvider> = if counted {
-            // Every detector planned now plans over these rows: their statistics are counted once, here.
+            let batches = self.rows.batches.read().expect("no panic while swapping");
             Arc::new(CountedTable::over(Arc::clone(&self.swappable) as _, &batches))
         } else {
             Arc::clone(&self.swappable) as _
         };
         ctx.deregister_table(self.name).map_err(EngineError::from)?;
         ctx.register_table(self.name, table).map_err(EngineError::from)?;
-        *self.rows.batches.write().expect("no panic while swapping") = batches;
         Ok(())
     }
 }
@@ -899,14 +910,16 @@ mod tests {
         // Planned without statistics, and with those of the first rows.
         for counted in [false, true] {
             let ctx = SessionContext::new();
-            let mut table = LiveTable::new(&ctx, "events", event_schema()).unwrap();
-            table.set(&ctx, vec![batch(days[0])], counted).unwrap();
+            let table = LiveTable::new(&ctx, "events", event_schema()).unwrap();
+            table.swap(vec![batch(days[0])]);
+            table.register(&ctx, counted).unwrap();
             let plan = ctx.sql(q).await.unwrap().create_physical_plan().await.unwrap();
             for rows in days {
-                table.set(&ctx, vec![batch(rows)], counted).unwrap();
+                table.swap(vec![batch(rows)]);
                 let run = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&plan)).unwrap();
                 let kept = counts(datafusion::physical_plan::collect(run, ctx.task_ctx()).await.unwrap());
                 // The same rows, planned for them.
+                table.register(&ctx, counted).unwrap();
                 let planned = counts(ctx.sql(q).await.unwrap().collect().await.unwrap());
                 assert_eq!(kept, planned);
                 assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), if rows.len() == 3 { 5 } else { 2 });
