@@ -25,6 +25,10 @@ use crate::ingest::source::{Chunk, MAX_LINE_BYTES};
 const FINGERPRINT_BYTES: usize = 4096;
 /// Bytes read from one file per poll, so one busy file cannot starve the others.
 const READ_BUDGET: usize = 8 << 20;
+/// Bytes read at a time. Shorter than the longest line allowed, so every
+/// line that both begins and ends in one read is within the limit.
+const READ_CHUNK: usize = 256 << 10;
+const _: () = assert!(READ_CHUNK < MAX_LINE_BYTES);
 /// How long a rotated or deleted file stays open after its last byte, for a
 /// writer that has not yet reopened its log.
 const ROTATED_GRACE: Duration = Duration::from_secs(2);
@@ -363,12 +367,14 @@ fn read_new(t: &mut Tracked) -> io::Result<Option<Lines>> {
     }
     let start_line = t.line + 1;
     // Lines for the parser; an oversized line stands as an empty line, which
-    // parsers skip, so the lines after it keep their numbers.
-    let mut complete: Vec<u8> = Vec::new();
+    // parsers skip, so the lines after it keep their numbers. Sized for what
+    // the file holds now: grown a line at a time, it was copied over and over.
+    let unread = size.saturating_sub(t.offset + t.partial.len() as u64);
+    let mut complete: Vec<u8> = Vec::with_capacity(t.partial.len() + (unread as usize).min(READ_BUDGET));
     let mut consumed = 0u64;
     let mut oversized = Vec::new();
     let mut budget = READ_BUDGET;
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; READ_CHUNK];
     while budget > 0 {
         let want = buf.len().min(budget);
         let n = t.file.read(&mut buf[..want])?;
@@ -397,7 +403,12 @@ fn read_new(t: &mut Tracked) -> io::Result<Option<Lines>> {
                         complete.extend_from_slice(line);
                     }
                     consumed += line.len() as u64;
-                    data = rest;
+                    // The lines after the first begin and end in this read
+                    // (so are within the limit): taken at once.
+                    let whole = memchr::memrchr(b'\n', rest).map_or(0, |j| j + 1);
+                    complete.extend_from_slice(&rest[..whole]);
+                    consumed += whole as u64;
+                    data = &rest[whole..];
                 }
                 None => {
                     if t.discarding {
@@ -529,6 +540,27 @@ mod tests {
         append(&log, "y\n");
         let mut g = Follower::new(vec![log.display().to_string()], checkpoint, StartAt::Beginning);
         assert_eq!(lines(&g.poll()), vec!["y"]);
+    }
+
+    #[test]
+    fn lines_across_reads_and_polls_arrive_once_in_order_and_numbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        // Past one poll's budget, in lines of every length up to a few hundred
+        // bytes: many end across a read's boundary.
+        let want: Vec<String> = (0..100_000).map(|i| format!("{i:06} {}", "y".repeat(i * 7 % 301))).collect();
+        append(&log, &(want.join("\n") + "\nunfinished"));
+        let mut f = follower(dir.path(), StartAt::Beginning);
+        let mut got = Vec::new();
+        for out in std::iter::from_fn(|| Some(f.poll())).take_while(|o| !o.is_empty()) {
+            for l in &out {
+                assert_eq!(l.chunk.first_line, got.len() as u64 + 1);
+                got.extend(lines(std::slice::from_ref(l)));
+            }
+        }
+        assert!(got == want, "{} lines read of {}", got.len(), want.len());
+        let size = std::fs::metadata(&log).unwrap().len();
+        assert_eq!(f.positions()[0].offset, size - "unfinished".len() as u64);
     }
 
     #[test]
