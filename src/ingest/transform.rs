@@ -293,7 +293,7 @@ impl FileCtx<'_> {
     /// file, `pem` where that one left a private key block.
     fn lines_after(&self, chunk: &source::Chunk, pem: &mut secrets::PemLines) -> Output {
         let mut out = Output::new();
-        for (n, line) in (chunk.first_line..).zip(chunk.bytes.split(|&b| b == b'\n')) {
+        for (n, line) in (chunk.first_line..).zip(split_lines(&chunk.bytes)) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -321,6 +321,26 @@ impl FileCtx<'_> {
         }
         out
     }
+}
+
+/// `bytes` split at each newline as `slice::split` splits them (the piece
+/// after the last one included), each end found by `memchr` rather than by
+/// testing every byte: every event's line goes through here.
+fn split_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        Some(match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        })
+    })
 }
 
 /// Whether an event's values are ones a real request can have: its time in
@@ -462,6 +482,14 @@ fn parsed(mut out: Output) -> Parsed {
 mod tests {
     use super::*;
     use arrow::array::AsArray;
+
+    #[test]
+    fn lines_split_as_slices_split() {
+        for text in ["", "\n", "a", "a\n", "a\nb", "\n\nab\r\n\ncd", "{\"x\":1}\n{\"y\":2}\n"] {
+            let want: Vec<&[u8]> = text.as_bytes().split(|&b| b == b'\n').collect();
+            assert_eq!(split_lines(text.as_bytes()).collect::<Vec<_>>(), want, "{text:?}");
+        }
+    }
 
     const LINE: &str = r#"{"ts":"2026-11-02T14:03:07.123Z","request_id":"req_1","credential_id":"key_a","action":"inference","tokens_in":1200,"tokens_out":340,"cost_usd":0.0064}"#;
 
