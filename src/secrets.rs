@@ -65,12 +65,16 @@ static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
 static ANY: LazyLock<regex::RegexSet> =
     LazyLock::new(|| regex::RegexSet::new(DETECTORS.iter().map(|d| d.re.as_str())).expect("secret patterns compile"));
 
-/// What every prefixed pattern above starts with (case-sensitive there). The
-/// regex set's own prefilter cannot be this narrow: its case-insensitive
-/// `key` and `token` context occur in every gateway line (`credential_id:
-/// key_…`, `tokens_in`).
-static PREFIXES: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"-----BEGIN |sk-|gh[pousr]_|github_pat_|xox|eyJ").expect("secret prefixes compile"));
+/// What every prefixed pattern above starts with (case-sensitive there), at
+/// a word boundary where the pattern has one: `sk-` alone is in `risk-`,
+/// `task-`, `disk-`, and each such line went on to the full set. The
+/// boundary is ASCII's, true wherever the patterns' Unicode one is before
+/// an ASCII letter, and cheap for the regex's DFA. The regex set's own
+/// prefilter cannot be this narrow: its case-insensitive `key` and `token`
+/// context occur in every gateway line (`credential_id: key_…`, `tokens_in`).
+static PREFIXES: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"-----BEGIN |(?-u:\b)(?:sk-|gh[pousr]_|github_pat_|xox|eyJ)").expect("secret prefixes compile")
+});
 
 /// Whether `text` could hold a secret: one of the prefixes, or a run of 40
 /// base64 characters (what the unprefixed AWS secret key and session token
@@ -590,7 +594,7 @@ mod tests {
                     proptest::sample::select(vec![
                         "sk-", "sk-ant-", "ghp_", "github_pat_", "xoxb-", "eyJ", ".", "-----BEGIN RSA PRIVATE KEY-----",
                         "-----END RSA PRIVATE KEY-----", "aws_secret_access_key", "SecretKey", "session_token",
-                        "\"", ":", "=", " ", "\n", "key_", "tokens_in",
+                        "\"", ":", "=", " ", "\n", "key_", "tokens_in", "risk", "é", "日",
                     ]).prop_map(str::to_string),
                     "[A-Za-z0-9/+=_-]{1,120}",
                 ],
@@ -609,6 +613,10 @@ mod tests {
         let line = r#"{"ts":"2026-11-08T10:00:00.000Z","request_id":"req_b7cd3deee753e252","credential_id":"key_3H979W82UVL8","tokens_in":812,"tokens_out":96,"resource":"s3://finance-reports/q3.csv","user_agent":"agent-sdk/1.4 (python 3.11)"}"#;
         assert!(!may_hold_secret(line));
         assert!(may_hold_secret(&line.replace("q3.csv", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")));
+        // A prefix inside a word is no secret's start; at a word's start it is.
+        let task = line.replace("q3.csv", "task-runner/risk-etl");
+        assert!(!may_hold_secret(&task));
+        assert!(may_hold_secret(&task.replace("task-runner", "sk-runner")));
     }
 
     #[test]
