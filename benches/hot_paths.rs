@@ -101,7 +101,14 @@ fn arrow(c: &mut Criterion) {
             },
             |(_dir, lake)| {
                 let props = lake::event_writer_properties();
-                lake::write_parquet_staged(&lake, "events/x.parquet", schema.clone(), std::slice::from_ref(&sorted), props).unwrap()
+                lake::write_parquet_staged(
+                    &lake,
+                    "events/x.parquet",
+                    schema.clone(),
+                    std::slice::from_ref(&sorted),
+                    props,
+                )
+                .unwrap()
             },
             BatchSize::PerIteration,
         )
@@ -119,8 +126,11 @@ fn whole_file(c: &mut Criterion) {
     g.bench_function(format!("ingest_{n}_gateway_lines"), |b| {
         b.iter(|| {
             let lake = tempfile::tempdir().unwrap();
-            let opts =
-                ingest::IngestOptions { inputs: vec![input.clone()], lake: lake.path().to_path_buf(), ..Default::default() };
+            let opts = ingest::IngestOptions {
+                inputs: vec![input.clone()],
+                lake: lake.path().to_path_buf(),
+                ..Default::default()
+            };
             let s = ingest::ingest(&opts).unwrap();
             assert_eq!(s.ingested, n);
         })

@@ -186,7 +186,6 @@ pub fn technique_table(r: &TechniqueReport) -> String {
     s
 }
 
-
 /// Evaluation scores per kind, then what was missed and what was wrong.
 pub fn eval_table(r: &EvalReport) -> String {
     let mut t = table(

@@ -429,7 +429,11 @@ fn population(opts: &SampleOptions, t0: i64, end: i64, rng: &mut ChaCha8Rng) -> 
         let roll = rng.random_range(0..100);
         let role = if opts.format == SampleFormat::CloudTrail {
             // On AWS: Bedrock apps and S3 services (agents' tool calls are not AWS API calls).
-            if roll < 55 { Role::LlmApp { family: cloudtrail::BEDROCK } } else { Role::Service { team: roll as usize % TEAMS.len() } }
+            if roll < 55 {
+                Role::LlmApp { family: cloudtrail::BEDROCK }
+            } else {
+                Role::Service { team: roll as usize % TEAMS.len() }
+            }
         } else if roll < 40 {
             Role::LlmApp { family: rng.random_range(0..FAMILIES.len()) }
         } else if roll < 75 {

@@ -354,9 +354,7 @@ fn s3_test_server_round_trips_an_object() {
         let got = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"hello");
         // Conditional create: the lake's commit protocol depends on it.
-        let again = store
-            .put_opts(&path, PutPayload::from_static(b"x"), object_store::PutMode::Create.into())
-            .await;
+        let again = store.put_opts(&path, PutPayload::from_static(b"x"), object_store::PutMode::Create.into()).await;
         assert!(matches!(again, Err(object_store::Error::AlreadyExists { .. })), "{again:?}");
     });
 }

@@ -23,7 +23,8 @@ fn alerts_of(out: &std::process::Output) -> Vec<Value> {
 }
 
 fn sql_json(lake: &Path, statement: &str) -> Vec<Value> {
-    let out = credtrail().args(["sql", "--format", "json", "--lake"]).arg(lake).args(["-c", statement]).output().unwrap();
+    let out =
+        credtrail().args(["sql", "--format", "json", "--lake"]).arg(lake).args(["-c", statement]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
@@ -33,7 +34,11 @@ fn sql_json(lake: &Path, statement: &str) -> Vec<Value> {
 fn cloudtrail_week(seed: u64) -> Value {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("sample");
-    generate_sample(&data, seed, &["--format", "cloudtrail", "--days", "5", "--credentials", "30", "--rate-scale", "0.4"]);
+    generate_sample(
+        &data,
+        seed,
+        &["--format", "cloudtrail", "--days", "5", "--credentials", "30", "--rate-scale", "0.4"],
+    );
     // Delivery files where AWS puts them: AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/…json.gz.
     let files: Vec<String> = walk(&data.join("AWSLogs")).iter().map(|p| p.display().to_string()).collect();
     assert!(files.len() > 24, "{} files", files.len());
@@ -60,7 +65,8 @@ fn cloudtrail_week(seed: u64) -> Value {
         // Each spike's key: the recon chain, with its steps in order, and the
         // spike itself, in one incident.
         let of_key: Vec<&Value> = alerts.iter().filter(|a| a["credential_id"] == key).collect();
-        let find = |f: &dyn Fn(&Value) -> bool| *of_key.iter().find(|a| f(a)).unwrap_or_else(|| panic!("{key}: {of_key:?}"));
+        let find =
+            |f: &dyn Fn(&Value) -> bool| *of_key.iter().find(|a| f(a)).unwrap_or_else(|| panic!("{key}: {of_key:?}"));
         let chain = find(&|a| a["finding"] == "llmjacking_recon");
         let spike = find(&|a| a["detector"] == "billing_spike");
         assert_eq!(chain["incident_id"], spike["incident_id"], "{key}");
@@ -161,7 +167,12 @@ fn invocation_log_tokens_price_cloudtrail_calls_once_with_a_user_pricing_table()
     // The user's table priced both logs: estimate 500×0.01/1k + 50×0.1/1k; tokens 1000 and 100.
     let costs: BTreeMap<String, f64> = events(&lake)
         .iter()
-        .map(|e| (format!("{}:{}", e["source"].as_str().unwrap(), e["request_id"].as_str().unwrap()), e["cost_usd"].as_f64().unwrap()))
+        .map(|e| {
+            (
+                format!("{}:{}", e["source"].as_str().unwrap(), e["request_id"].as_str().unwrap()),
+                e["cost_usd"].as_f64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(costs["cloudtrail:req-1"], 0.01);
     assert_eq!(costs["bedrock-invocation:req-1"], 0.02);
@@ -226,7 +237,8 @@ fn a_session_key_from_a_second_network_is_a_finding_and_sessions_share_the_role(
     let text = a["explanation"].as_str().unwrap();
     assert!(text.contains("203.0.113.0/24") && text.contains("10.8.0.0/24"), "{text}");
     // Both sessions are one credential, the role, each key its own session.
-    let sessions = sql_json(&lake, "SELECT DISTINCT CAST(credential_id AS VARCHAR) AS c, session_id FROM events ORDER BY 2");
+    let sessions =
+        sql_json(&lake, "SELECT DISTINCT CAST(credential_id AS VARCHAR) AS c, session_id FROM events ORDER BY 2");
     let got: BTreeSet<(String, String)> = sessions
         .iter()
         .map(|r| (r["c"].as_str().unwrap().to_string(), r["session_id"].as_str().unwrap().to_string()))
@@ -234,7 +246,9 @@ fn a_session_key_from_a_second_network_is_a_finding_and_sessions_share_the_role(
     let role = "arn:aws:iam::111122223333:role/etl".to_string();
     assert_eq!(
         got,
-        [(role.clone(), "run-1/ASIAONEHOST0000001".into()), (role, "run-2/ASIASTOLEN00000002".into())].into_iter().collect()
+        [(role.clone(), "run-1/ASIAONEHOST0000001".into()), (role, "run-2/ASIASTOLEN00000002".into())]
+            .into_iter()
+            .collect()
     );
 }
 
@@ -268,8 +282,11 @@ fn panther_cloudtrail_and_bedrock_records_through_the_binary() {
         .collect();
     assert!(!priced.is_empty());
     // The day of the guardrail changes (the lake spans 53 days of unrelated tests).
-    let out =
-        credtrail().args(["detect", "--date", "2025-01-21", "--output", "jsonl", "--lake"]).arg(&lake).output().unwrap();
+    let out = credtrail()
+        .args(["detect", "--date", "2025-01-21", "--output", "jsonl", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let alerts = alerts_of(&out);
     let evasion: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "defense_evasion").collect();
@@ -729,7 +746,8 @@ fn an_llm_platform_admin_plane_is_judged_like_aws() {
 fn the_consoles_own_requests_are_not_a_second_network() {
     let work = tempfile::tempdir().unwrap();
     let console = |mut r: Value| {
-        r["userAgent"] = json!("[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10 OpenJDK_64-Bit_Server_VM]");
+        r["userAgent"] =
+            json!("[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488 Linux/5.10 OpenJDK_64-Bit_Server_VM]");
         r
     };
     let mut records = Vec::new();

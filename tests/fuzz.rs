@@ -11,9 +11,9 @@
 use std::io::Read;
 use std::sync::OnceLock;
 
+use credtrail::ingest::LineParser;
 use credtrail::ingest::mapping::Mapping;
 use credtrail::ingest::source::Chunk;
-use credtrail::ingest::LineParser;
 use proptest::prelude::*;
 
 use crate::common::fixture;

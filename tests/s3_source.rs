@@ -260,7 +260,7 @@ fn unreachable_stores_missing_buckets_and_empty_prefixes_fail_in_one_line() {
     assert_one_line_error(&ingest(&server, &lake, &[missing], "debug"), "s3://no-such-bucket/AWSLogs/");
     let empty = format!("s3://{BUCKET}/AWSLogs/none/");
     assert_one_line_error(&ingest(&server, &lake, &[&empty], "debug"), &empty);
-    let local_file = PathBuf::from(fixture("litellm/spend_logs.jsonl"));
+    let local_file = fixture("litellm/spend_logs.jsonl");
     server.kill();
     let url = format!("s3://{BUCKET}/AWSLogs/");
     let started = std::time::Instant::now();

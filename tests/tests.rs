@@ -7,14 +7,14 @@ mod common;
 
 mod cli;
 mod cloudtrail;
+mod cluster;
 mod detect;
 mod eval;
 mod fuzz;
 mod ingest;
-mod run_snapshot;
-mod sql;
-mod watch;
 mod report;
-mod cluster;
+mod run_snapshot;
 mod s3;
 mod s3_source;
+mod sql;
+mod watch;

@@ -291,7 +291,7 @@ impl<'m> Reference<'m> {
             members.iter().for_each(|m| markov.merge(m));
             let learned = members.len() >= MIN_PEERS && markov.sessions >= MIN_SESSIONS;
             let markov = std::borrow::Cow::Owned(markov);
-            learned.then(|| Reference { markov, members, learned, level, habits })
+            learned.then_some(Reference { markov, members, learned, level, habits })
         })
     }
 

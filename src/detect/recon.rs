@@ -363,7 +363,10 @@ mod tests {
         ]);
         assert_eq!(alerts.len(), 1);
         let a = &alerts[0];
-        assert_eq!((a.detector.as_str(), a.finding.as_str(), a.severity), ("tool_chaining", RECON_FINDING, Severity::Critical));
+        assert_eq!(
+            (a.detector.as_str(), a.finding.as_str(), a.severity),
+            ("tool_chaining", RECON_FINDING, Severity::Critical)
+        );
         // Two recon tools + two probes + the abuse bonus.
         assert_eq!(a.score, (2 + 2 + 5) as f64);
         assert_eq!((a.window_start_ms, a.window_end_ms), (T0, T0 + 31 * MIN));
@@ -406,7 +409,8 @@ mod tests {
         ])
         .remove(0);
         let mut inside = chain.clone();
-        (inside.detector, inside.finding, inside.subject) = ("out_of_scope".into(), "region".into(), Some("eu-west-3".into()));
+        (inside.detector, inside.finding, inside.subject) =
+            ("out_of_scope".into(), "region".into(), Some("eu-west-3".into()));
         let mut later = inside.clone();
         later.window_start_ms += 3 * 60 * MIN;
         let mut other_key = inside.clone();

@@ -114,11 +114,11 @@ fn overview(s: &mut String, r: &Report) {
         }
     }
     let total: usize = reasons.values().sum();
-    let _ = write!(s, "<h3>Suppressed alerts: {total}</h3>\n");
+    let _ = writeln!(s, "<h3>Suppressed alerts: {total}</h3>");
     if !reasons.is_empty() {
         s.push_str("<table id=\"suppressed\"><tr><th>reason</th><th>alerts</th></tr>\n");
         for (why, n) in &reasons {
-            let _ = write!(s, "<tr><td>{}</td><td>{n}</td></tr>\n", esc(why));
+            let _ = writeln!(s, "<tr><td>{}</td><td>{n}</td></tr>", esc(why));
         }
         s.push_str("</table>\n");
     }
@@ -129,24 +129,24 @@ fn overview(s: &mut String, r: &Report) {
             Some(until) => format!("baseline until={}", esc(until)),
             None => "no baseline (cold start)".into(),
         };
-        let _ = write!(s, "<tr><td>{}</td><td>{v}</td></tr>\n", esc(day));
+        let _ = writeln!(s, "<tr><td>{}</td><td>{v}</td></tr>", esc(day));
     }
     s.push_str("</table>\n</section>\n");
 }
 
 fn findings(s: &mut String, title: &str, id: &str, alerts: &[&Alert]) {
-    let _ = write!(s, "<h3>{title}: {}</h3>\n", alerts.len());
+    let _ = writeln!(s, "<h3>{title}: {}</h3>", alerts.len());
     if alerts.is_empty() {
         return;
     }
     let _ =
-        write!(s, "<table id=\"{id}\"><tr><th>severity</th><th>finding</th><th>credential</th><th>detail</th></tr>\n");
+        writeln!(s, "<table id=\"{id}\"><tr><th>severity</th><th>finding</th><th>credential</th><th>detail</th></tr>");
     for a in alerts {
         // A fleet finding's credentials are its members, listed in `observed`.
         let credentials = if a.credential_id == FLEET { &a.observed } else { &a.credential_id };
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             severity(a.severity),
             esc(&a.finding),
             esc(credentials),
@@ -183,9 +183,9 @@ fn incident(s: &mut String, inc: &IncidentPage) {
         s.push_str("<h3>Activity of the last 14 days</h3>\n");
     }
     for st in &inc.strips {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<div class=\"strip\">{}<span>{}: {} request(s) from {} to {}, per day</span></div>\n",
+            "<div class=\"strip\">{}<span>{}: {} request(s) from {} to {}, per day</span></div>",
             st.svg,
             esc(&st.credential),
             super::chart::short_number(st.requests),
@@ -212,7 +212,7 @@ fn alert_block(s: &mut String, p: &AlertPage) {
     );
     for (caption, svg) in &p.charts {
         // The SVG is the chart module's, its text escaped by the backend.
-        let _ = write!(s, "<figure class=\"chart\">{svg}<figcaption>{}</figcaption></figure>\n", esc(caption));
+        let _ = writeln!(s, "<figure class=\"chart\">{svg}<figcaption>{}</figcaption></figure>", esc(caption));
     }
     if let [head, rows @ ..] = p.rows.as_slice() {
         s.push_str("<table class=\"rows\"><tr>");
@@ -255,9 +255,9 @@ fn evidence(s: &mut String, e: &Evidence) {
         s.push_str("</table>\n");
     }
     if e.more > 0 {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<p class=\"more\">+{} more evidence event(s); every event of the window: <code>credtrail sql -c {}</code></p>\n",
+            "<p class=\"more\">+{} more evidence event(s); every event of the window: <code>credtrail sql -c {}</code></p>",
             e.more,
             esc(&shell_word(&e.sql))
         );
@@ -286,7 +286,7 @@ fn links(s: &mut String, a: &Alert) {
         }
     }
     if !out.is_empty() {
-        let _ = write!(s, "<p class=\"links\">{}</p>\n", out.join(" · "));
+        let _ = writeln!(s, "<p class=\"links\">{}</p>", out.join(" · "));
     }
 }
 
@@ -366,9 +366,9 @@ fn rest(s: &mut String, r: &Report) {
     );
     for i in &incidents[MAX_DETAILED..] {
         let what: Vec<String> = i.alerts.iter().map(|a| format!("[{}] {}", a.detector, a.explanation)).collect();
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(i.id),
             severity(i.severity()),
             esc(&i.alerts[0].credential_id),

@@ -201,7 +201,8 @@ fn build(f: Fields<'_>) -> Result<Event<'_>, Rejected> {
     } else {
         arn.clone().or_else(|| f.id_invoked_by.clone())
     };
-    let session_name = if is_assumed { arn.as_ref().map(|a| part(a, |a| a.rsplit('/').next().unwrap_or(a))) } else { None };
+    let session_name =
+        if is_assumed { arn.as_ref().map(|a| part(a, |a| a.rsplit('/').next().unwrap_or(a))) } else { None };
     let temporary = f.id_access_key.as_deref().is_some_and(|k| k.starts_with("ASIA"));
     let (credential_id, session_id): (Cow<'_, str>, Option<Cow<'_, str>>) = match (&f.id_access_key, &principal) {
         (Some(key), Some(p)) if temporary => {
@@ -496,8 +497,7 @@ mod typed {
             ),
             None => Default::default(),
         };
-        let resource_arn =
-            r.resources.and_then(|rs| rs.into_iter().find_map(|x| ne(x.upper).or_else(|| ne(x.arn))));
+        let resource_arn = r.resources.and_then(|rs| rs.into_iter().find_map(|x| ne(x.upper).or_else(|| ne(x.arn))));
         Some(Fields {
             event_name: ne(r.event_name),
             event_time: Some(event_time),
@@ -770,9 +770,13 @@ mod tests {
         v["userIdentity"]["accessKeyId"] = json!("AKIAEXAMPLE");
         let e = map_record(&v).unwrap();
         assert_eq!((e.credential_id.as_ref(), e.session_id.as_deref()), ("AKIAEXAMPLE", Some("run-42")));
-        v["userIdentity"] = json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/etl", "accessKeyId": "ASIASESSION"});
+        v["userIdentity"] =
+            json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/etl", "accessKeyId": "ASIASESSION"});
         let e = map_record(&v).unwrap();
-        assert_eq!((e.credential_id.as_ref(), e.session_id.as_deref()), ("arn:aws:iam::111122223333:user/etl", Some("ASIASESSION")));
+        assert_eq!(
+            (e.credential_id.as_ref(), e.session_id.as_deref()),
+            ("arn:aws:iam::111122223333:user/etl", Some("ASIASESSION"))
+        );
     }
 
     /// The typed fast path and the `Value` path agree on every real record,
@@ -794,7 +798,8 @@ mod tests {
                 let (fast, slow) = (map_text(&text), map_record(r));
                 match (fast, slow) {
                     (Ok(mut a), Ok(mut b)) => {
-                        let parse = |d: &Option<Cow<'_, str>>| d.as_deref().map(|d| serde_json::from_str::<Value>(d).unwrap());
+                        let parse =
+                            |d: &Option<Cow<'_, str>>| d.as_deref().map(|d| serde_json::from_str::<Value>(d).unwrap());
                         assert_eq!(parse(&a.detail), parse(&b.detail), "{text}");
                         (a.detail, b.detail) = (None, None);
                         assert_eq!(a, b, "{text}");

@@ -194,6 +194,11 @@ mod tests {
         assert_eq!(p.estimate("anthropic.claude-3-haiku-20240307-v1:0"), 0.01);
         let err = Pricing::parse("[default]\ninput_per_1k = -1.0\noutput_per_1k = 2.0\ntypical_input_tokens = 1\ntypical_output_tokens = 1\n", "bad.toml").unwrap_err();
         assert!(err.to_string().starts_with("bad.toml: [default]: prices must be"), "{err}");
-        assert!(Pricing::parse("[default]\ninput_per_1k = 1.0\n", "short.toml").unwrap_err().to_string().contains("short.toml"));
+        assert!(
+            Pricing::parse("[default]\ninput_per_1k = 1.0\n", "short.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("short.toml")
+        );
     }
 }

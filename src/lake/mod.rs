@@ -80,8 +80,8 @@ use storage::{Lock, Storage};
 
 pub use check::FileCheck;
 pub use write::{
-    LakeWriter, QuarantineEntry, events_partition, sort_events, split_by_day, write_jsonl_staged, write_parquet_staged,
-    event_writer_properties, writer_properties,
+    LakeWriter, QuarantineEntry, event_writer_properties, events_partition, sort_events, split_by_day,
+    write_jsonl_staged, write_parquet_staged, writer_properties,
 };
 
 pub const EVENTS: &str = "events";
@@ -534,8 +534,7 @@ mod tests {
         {
             let txn = lake.begin().unwrap();
             rel = txn.reserve(&events_partition("1970-01-01"), "parquet");
-            write_parquet_staged(&lake, &rel, event_schema(), std::slice::from_ref(&b), writer_properties())
-                .unwrap();
+            write_parquet_staged(&lake, &rel, event_schema(), std::slice::from_ref(&b), writer_properties()).unwrap();
             // Dropped without commit: a crash.
         }
         assert!(staged_path(&lake, &rel).unwrap().exists());

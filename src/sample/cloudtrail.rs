@@ -76,7 +76,9 @@ pub(super) fn rekey(creds: &mut [Cred], seed: u64, rng: &mut ChaCha8Rng) {
             c.principal = arn;
             c.kind = "aws_access_key";
             c.user_agent = match c.role {
-                Role::LlmApp { .. } => format!("Boto3/1.34.{} md/Botocore#1.34 ua/2.0 os/linux", rng.random_range(10..90)),
+                Role::LlmApp { .. } => {
+                    format!("Boto3/1.34.{} md/Botocore#1.34 ua/2.0 os/linux", rng.random_range(10..90))
+                }
                 _ => format!("aws-cli/2.15.{} Python/3.11", rng.random_range(0..40)),
             };
             c.cloud = Some(CloudCred { account: acct.clone(), region, user: Some((name, k)), role_arn: None });
@@ -211,9 +213,12 @@ pub(super) fn inject(a: &Anomaly, c: &Cred, day_start: i64, rng: &mut ChaCha8Rng
                         });
                         l
                     }
-                    _ => {
-                        call(usual(c, ts, rng), "admin", "iam:CreateUser", format!("svc-{}", rng.random_range(100..999)))
-                    }
+                    _ => call(
+                        usual(c, ts, rng),
+                        "admin",
+                        "iam:CreateUser",
+                        format!("svc-{}", rng.random_range(100..999)),
+                    ),
                 };
                 out.push(l);
             }
@@ -365,7 +370,7 @@ pub(super) fn scope(c: &Cred) -> Scope {
         resources,
         regions: c.cloud.as_ref().map_or("", |x| x.region).to_string(),
         // A role has no key to rotate or expire: its sessions' keys live for hours.
-        dated: !c.cloud.as_ref().is_some_and(|x| x.role_arn.is_some()),
+        dated: c.cloud.as_ref().is_none_or(|x| x.role_arn.is_none()),
     }
 }
 
