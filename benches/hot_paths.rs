@@ -57,6 +57,11 @@ fn record(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(LINE.len() as u64));
     g.bench_function("gateway_parse", |b| b.iter(|| gateway::parse(black_box(LINE)).unwrap().ts_ms));
     g.bench_function("redact_scan_clean", |b| b.iter(|| secrets::redact(black_box(LINE)).exposures.len()));
+    // A secret's prefix inside a word (`sk-` in `risk-`) must not send a clean line to the full pattern set.
+    let in_word = LINE.replace("support-triage", "risk-triage");
+    g.bench_function("redact_scan_clean_in_word_prefix", |b| {
+        b.iter(|| secrets::redact(black_box(&in_word)).exposures.len())
+    });
     g.throughput(Throughput::Bytes(CLOUDTRAIL.len() as u64));
     g.bench_function("cloudtrail_parse_and_map", |b| {
         b.iter(|| {
