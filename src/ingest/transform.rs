@@ -375,8 +375,7 @@ fn unrecognised(v: &Value, formats: &Formats) -> String {
 
 /// The format of the first recognisable line of the first chunk.
 pub(super) fn detect_in_lines(bytes: &[u8], formats: &Formats) -> Option<Format> {
-    bytes
-        .split(|&b| b == b'\n')
+    split_lines(bytes)
         .take(1000)
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
         .find_map(|v| formats.detect(&v))
@@ -389,7 +388,7 @@ pub(super) fn records_in_lines(bytes: &[u8], formats: &Formats, forced: bool, en
     let is_record = |l: &[u8]| {
         serde_json::from_slice::<Value>(l).is_ok_and(|v| v.is_object() && (forced || formats.detect(&v).is_some()))
     };
-    bytes.split(|&b| b == b'\n').filter(|l| is_record(l)).take(enough + 1).count()
+    split_lines(bytes).filter(|l| is_record(l)).take(enough + 1).count()
 }
 
 /// Ingest's per-line transform — redact, detect the format, parse, map or
