@@ -433,8 +433,15 @@ fn alerts_explain_themselves_and_export_as_ocsf_findings() {
     }
 }
 
-/// A gateway line on `day` (1-based in November 2026) at `hour:minute`.
-fn scope_line(day: u32, hour: u32, minute: u32, key: &str, action: &str, model: &str, tool: &str, res: &str) -> String {
+/// A gateway line at (day, hour, minute), the day 1-based in November 2026.
+fn scope_line(
+    (day, hour, minute): (u32, u32, u32),
+    key: &str,
+    action: &str,
+    model: &str,
+    tool: &str,
+    res: &str,
+) -> String {
     let opt = |v: &str| if v.is_empty() { "null".to_string() } else { format!("{v:?}") };
     format!(
         r#"{{"ts":"2026-11-{day:02}T{hour:02}:{minute:02}:00.000Z","request_id":"r-{key}-{day}-{hour}-{minute}","credential_id":"{key}","principal":"agent:{key}","session_id":"s-{key}-{day}","source_ip":"198.51.100.7","user_agent":"bot/1.0","provider":"openai","model":{},"action":"{action}","tool":{},"resource":{},"status":200,"error_code":null,"latency_ms":300,"tokens_in":100,"tokens_out":50,"cost_usd":0.001}}"#,
@@ -455,24 +462,24 @@ fn scope_is_read_as_written_and_standing_mismatches_are_governance() {
     let mut lines = Vec::new();
     for day in 1..=8 {
         for hour in 8..20 {
-            let l = |key, action, model, tool, res| scope_line(day, hour, 5, key, action, model, tool, res);
+            let l = |key, action, model, tool, res| scope_line((day, hour, 5), key, action, model, tool, res);
             // Standing use of a bucket the inventory does not list, next to an allowed one.
             let legacy = format!("s3://legacy/exports/part-{hour}.csv");
-            lines.push(scope_line(day, hour, 5, "key_std", "read", "", "s3.get", &legacy));
-            lines.push(scope_line(day, hour, 7, "key_std", "read", "", "s3.get", "s3://team/ok.csv"));
+            lines.push(scope_line((day, hour, 5), "key_std", "read", "", "s3.get", &legacy));
+            lines.push(scope_line((day, hour, 7), "key_std", "read", "", "s3.get", "s3://team/ok.csv"));
             lines.push(l("key_mail", "tool_call", "", "mail.send", "mailto:team@acme.com"));
             lines.push(l("key_pin", "tool_call", "", "mail.send", "mailto:ops@acme.com"));
             // A model rollout on the last day: allowed explicitly, or by an empty list.
             let model = if day == 8 { "gpt-4.1" } else { "gpt-4o" };
             for m in [5, 20] {
-                lines.push(scope_line(day, hour, m, "key_roll", "inference", model, "", ""));
-                lines.push(scope_line(day, hour, m, "key_free", "inference", model, "", ""));
+                lines.push(scope_line((day, hour, m), "key_roll", "inference", model, "", ""));
+                lines.push(scope_line((day, hour, m), "key_free", "inference", model, "", ""));
             }
         }
     }
     // New out-of-scope values on the last day.
-    lines.push(scope_line(8, 21, 0, "key_std", "read", "", "s3.get", "s3://payroll/2026/salaries.csv"));
-    lines.push(scope_line(8, 21, 0, "key_pin", "tool_call", "", "mail.send", "mailto:ops@acme.com.attacker.io"));
+    lines.push(scope_line((8, 21, 0), "key_std", "read", "", "s3.get", "s3://payroll/2026/salaries.csv"));
+    lines.push(scope_line((8, 21, 0), "key_pin", "tool_call", "", "mail.send", "mailto:ops@acme.com.attacker.io"));
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     // Bedrock through CloudTrail: an allowed model, and one that is not.
     let invoke = |i: u32, key: &str, model: &str| {
@@ -616,7 +623,7 @@ fn a_change_across_the_fleet_is_one_finding() {
                     _ => "gpt-4o",
                 };
                 for m in [5, 20] {
-                    lines.push(scope_line(day, hour, m, key, "inference", model, "", ""));
+                    lines.push(scope_line((day, hour, m), key, "inference", model, "", ""));
                 }
             }
         }
@@ -668,7 +675,7 @@ fn thin_history_agents_are_judged_against_their_peers() {
     let mut lines = Vec::new();
     let session = |day: u32, key: &str, steps: &[(&str, &str)]| -> Vec<String> {
         let step = |(i, (tool, res)): (usize, &(&str, &str))| {
-            scope_line(day, 9 + i as u32 / 60, i as u32 % 60, key, "tool_call", "", tool, res)
+            scope_line((day, 9 + i as u32 / 60, i as u32 % 60), key, "tool_call", "", tool, res)
         };
         steps.iter().enumerate().map(step).collect()
     };
@@ -781,7 +788,7 @@ fn a_model_its_peers_already_use_is_not_first_seen_news() {
             ("key_t3", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "o3-mini"]),
             ("key_o1", ["gpt-4o", "gpt-4o"], ["gpt-4.1", "gpt-4o"]),
         ],
-        |day, hour, m, key, model| scope_line(day, hour, m, key, "inference", model, "", ""),
+        |day, hour, m, key, model| scope_line((day, hour, m), key, "inference", model, "", ""),
     );
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
@@ -821,7 +828,7 @@ fn a_tool_its_peers_already_use_is_not_first_seen_news_without_an_inventory() {
             ("support-3", ["kb.search", "kb.search"], ["ticket.reply", "shell.exec"]),
             ("billing-1", ["kb.search", "kb.search"], ["ticket.reply", "kb.search"]),
         ],
-        |day, hour, m, key, tool| scope_line(day, hour, m, key, "tool_call", "", tool, ""),
+        |day, hour, m, key, tool| scope_line((day, hour, m), key, "tool_call", "", tool, ""),
     );
     write(&gw.join("gateway.jsonl"), &(lines.join("\n") + "\n"));
     assert_eq!(ingest(&lake, &[gw.as_path()], &[]).0, 0);
@@ -865,9 +872,9 @@ fn a_thin_key_is_judged_by_its_peers_first_seen_values() {
             ("support-3", ["kb.search", "ticket.reply"], ["ticket.reply", "kb.search"]),
             ("billing-1", ["invoice.read", "web.fetch"], ["invoice.read", "web.fetch"]),
         ],
-        |day, hour, m, key, tool| scope_line(day, hour, m, key, "tool_call", "", tool, ""),
+        |day, hour, m, key, tool| scope_line((day, hour, m), key, "tool_call", "", tool, ""),
     );
-    let tool = |day, hour, key, tool| scope_line(day, hour, 50, key, "tool_call", "", tool, "");
+    let tool = |day, hour, key, tool| scope_line((day, hour, 50), key, "tool_call", "", tool, "");
     // One request a day: never out of cold start.
     lines.extend((1..=7).map(|day| tool(day, 10, "support-8", "kb.search")));
     lines.extend([tool(8, 10, "support-8", "ticket.reply"), tool(8, 11, "support-8", "web.fetch")]);

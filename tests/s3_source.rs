@@ -2,7 +2,7 @@
 //! S3-compatible store (a real moto server on loopback), with the same
 //! results, resume rules and bad-input handling as the same files on disk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use object_store::ObjectStoreExt;

@@ -280,18 +280,21 @@ fn ips(calls: &[Call]) -> String {
     if set.is_empty() { "an unknown address".into() } else { set.into_iter().take(3).collect::<Vec<_>>().join(", ") }
 }
 
-fn build(
-    cred: &str,
-    principal: Option<String>,
-    finding: &str,
-    subject: &str,
+/// What was judged of a credential's calls, in words and grades, before it
+/// is an alert.
+struct Verdict<'a> {
+    finding: &'a str,
+    subject: &'a str,
     severity: Severity,
-    calls: &[Call],
-    texts: (String, String, String),
-    mitre: &str,
-) -> Alert {
+    mitre: &'a str,
+    observed: String,
+    baseline: String,
+    explanation: String,
+}
+
+fn build(cred: &str, principal: Option<String>, calls: &[Call], v: Verdict) -> Alert {
     let (first, last) = (&calls[0], &calls[calls.len() - 1]);
-    let (observed, baseline, explanation) = texts;
+    let Verdict { finding, subject, severity, mitre, observed, baseline, explanation } = v;
     Alert {
         alert_id: alert::alert_id(FAMILY, cred, &format!("{finding}:{subject}"), first.ts),
         detector: FAMILY.into(),
@@ -365,26 +368,21 @@ fn judge_tiered(
         format!("a first use of {apis}")
     };
     let finding = if spree && new.is_empty() { "sensitive_api_burst" } else { "high_risk_api_first_use" };
-    let texts = (
-        format!("{n} × {apis}{refused}"),
-        against.clone(),
-        format!(
+    let verdict = Verdict {
+        finding,
+        subject: technique.split(' ').next().unwrap_or(technique),
+        severity,
+        mitre: technique,
+        observed: format!("{n} × {apis}{refused}"),
+        explanation: format!(
             "{cred} made {what}{refused} from {}: {} ({}); judged against {against}",
             ips(calls),
             technique,
             e.tactic
         ),
-    );
-    Some(build(
-        cred,
-        principal,
-        finding,
-        technique.split(' ').next().unwrap_or(technique),
-        severity,
-        calls,
-        texts,
-        technique,
-    ))
+        baseline: against,
+    };
+    Some(build(cred, principal, calls, verdict))
 }
 
 /// An instance-profile session's calls of one day: flagged when they come
@@ -402,17 +400,20 @@ fn judge_instance(cred: &str, principal: Option<String>, session: &str, calls: &
         return None;
     };
     let n = calls.len();
-    let texts = (
-        format!("{n} calls of instance session {session} from {}", ips(calls)),
-        why.clone(),
-        format!(
+    let verdict = Verdict {
+        finding: "instance_credentials_off_instance",
+        subject: session,
+        severity: Severity::High,
+        mitre: "T1552.005 Unsecured Credentials: Cloud Instance Metadata API",
+        observed: format!("{n} calls of instance session {session} from {}", ips(calls)),
+        explanation: format!(
             "instance-profile credentials of {session} ({cred}) were used from {}: {why}; they were likely taken \
              from the instance metadata service and used elsewhere",
             ips(calls)
         ),
-    );
-    let mitre = "T1552.005 Unsecured Credentials: Cloud Instance Metadata API";
-    Some(build(cred, principal, "instance_credentials_off_instance", session, Severity::High, calls, texts, mitre))
+        baseline: why,
+    };
+    Some(build(cred, principal, calls, verdict))
 }
 
 #[cfg(test)]

@@ -316,8 +316,10 @@ mod tests {
     const T0: i64 = 1_793_869_200_000; // 2026-11-05 09:00 UTC
     const MIN: i64 = 60_000;
 
-    /// Rows of the recon query: (credential, minute after T0, ip, tool, model, step).
-    fn batch(rows: &[(&str, i64, &str, &str, Option<&str>, &str)]) -> RecordBatch {
+    /// A row of the recon query: (credential, minute after T0, ip, tool, model, step).
+    type Row<'a> = (&'a str, i64, &'a str, &'a str, Option<&'a str>, &'a str);
+
+    fn batch(rows: &[Row]) -> RecordBatch {
         let text = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
             Arc::new((0..rows.len()).map(f).collect::<StringArray>())
         };
@@ -335,7 +337,7 @@ mod tests {
         .unwrap()
     }
 
-    fn score_rows(rows: &[(&str, i64, &str, &str, Option<&str>, &str)]) -> Vec<Alert> {
+    fn score_rows(rows: &[Row]) -> Vec<Alert> {
         let categories = ToolCategories::builtin();
         let cx = Context {
             baseline: None,

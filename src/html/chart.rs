@@ -35,6 +35,14 @@ pub enum TimeAxis {
     Days,
 }
 
+/// A named range per time, drawn behind the series.
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub label: String,
+    /// (time, low, high).
+    pub slots: Vec<(i64, f64, f64)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Chart {
     pub title: String,
@@ -43,8 +51,7 @@ pub struct Chart {
     pub x: (i64, i64),
     pub axis: TimeAxis,
     pub series: Vec<Series>,
-    /// A named range per time: (label, (time, low, high)).
-    pub band: Option<(String, Vec<(i64, f64, f64)>)>,
+    pub band: Option<Band>,
     /// Named horizontal reference lines.
     pub rules: Vec<(String, f64)>,
     /// Named points (e.g. a session's steps with their probability).
@@ -83,7 +90,7 @@ fn draw(c: &Chart, size: (u32, u32), out: &mut String) -> Result<(), String> {
         c.series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
-            .chain(c.band.iter().flat_map(|b| b.1.iter().flat_map(|p| [p.1, p.2])))
+            .chain(c.band.iter().flat_map(|b| b.slots.iter().flat_map(|p| [p.1, p.2])))
             .chain(c.rules.iter().map(|r| r.1))
             .chain(c.marks.iter().map(|m| m.1))
             .filter(|v| v.is_finite())
@@ -125,11 +132,11 @@ fn draw(c: &Chart, size: (u32, u32), out: &mut String) -> Result<(), String> {
             .draw()
             .map_err(e)?;
     }
-    if let Some((label, band)) = &c.band
-        && !band.is_empty()
+    if let Some(Band { label, slots }) = &c.band
+        && !slots.is_empty()
     {
-        let mut poly: Vec<(i64, f64)> = band.iter().map(|p| (p.0, y(p.2))).collect();
-        poly.extend(band.iter().rev().map(|p| (p.0, y(p.1))));
+        let mut poly: Vec<(i64, f64)> = slots.iter().map(|p| (p.0, y(p.2))).collect();
+        poly.extend(slots.iter().rev().map(|p| (p.0, y(p.1))));
         chart
             .draw_series(std::iter::once(Polygon::new(poly, BAND.mix(0.5).filled())))
             .map_err(e)?
@@ -226,7 +233,7 @@ mod tests {
                 kind: Kind::Line,
                 points: vec![(0, 10.0), (3_600_000, 4_500_000.0), (7_200_000, 20.0)],
             }],
-            band: Some(("seasonal band".into(), vec![(0, 5.0, 30.0), (7_200_000, 5.0, 30.0)])),
+            band: Some(Band { label: "seasonal band".into(), slots: vec![(0, 5.0, 30.0), (7_200_000, 5.0, 30.0)] }),
             rules: vec![("p99".into(), 40_000.0)],
             marks: vec![(3_600_000, 0.5, "github.get_file p=0.0009".into())],
             log_y: false,

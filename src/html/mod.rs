@@ -25,7 +25,7 @@ use crate::baseline::{self, Baseline, BaselineError};
 use crate::columns::{self, ShapeError};
 use crate::engine::{self, EngineError};
 use crate::time::{DAY_MS, HOUR_MS, day_of, format_ms};
-use chart::{Chart, ChartError, Kind, Series, TimeAxis};
+use chart::{Band, Chart, ChartError, Kind, Series, TimeAxis};
 
 /// Incidents drawn in full; past this the page lists them without charts.
 pub const MAX_DETAILED: usize = 50;
@@ -334,7 +334,7 @@ async fn billing_charts(
                     Some((t, lo, hi))
                 })
                 .collect();
-            band = Some(("seasonal band (median to high)".to_string(), slots));
+            band = Some(Band { label: "seasonal band (median to high)".to_string(), slots });
         }
         let c = Chart {
             title: format!("{metric} per hour (UTC)"),

@@ -387,7 +387,7 @@ mod tests {
     /// (two charts, a strip and a full evidence table each), the rest listed.
     #[test]
     fn a_thousand_alert_day_stays_a_few_megabytes() {
-        use super::super::chart::{Chart, Kind, Series, TimeAxis, svg};
+        use super::super::chart::{Band, Chart, Kind, Series, TimeAxis, svg};
         use super::super::{EVIDENCE_ROWS, Strip};
         let alerts: Vec<Alert> = (0..1000)
             .map(|i| {
@@ -406,7 +406,7 @@ mod tests {
             x: (0, 24 * 3_600_000),
             axis: TimeAxis::Hours,
             series: vec![Series { label: "tokens".into(), kind: Kind::Line, points: hours }],
-            band: Some(("band".into(), (0..24).map(|h| (h * 3_600_000, 10.0, 100.0)).collect())),
+            band: Some(Band { label: "band".into(), slots: (0..24).map(|h| (h * 3_600_000, 10.0, 100.0)).collect() }),
             rules: vec![("median".into(), 50.0), ("p99".into(), 500.0)],
             marks: Vec::new(),
             log_y: true,

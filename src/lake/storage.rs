@@ -35,7 +35,8 @@ impl Fetched {
 /// The lake's write lock while a run holds it.
 pub(super) enum Lock {
     File(#[allow(dead_code)] File),
-    Lease(Lease),
+    // Boxed: a lease is a few hundred bytes, a file lock a descriptor.
+    Lease(Box<Lease>),
 }
 
 impl Storage {
@@ -123,7 +124,7 @@ impl Storage {
     /// Takes the lake's write lock, waiting for another run to finish.
     pub fn lock(&self) -> Result<Lock, LakeError> {
         let root = match self {
-            Storage::Objects(o) => return Ok(Lock::Lease(o.lock()?)),
+            Storage::Objects(o) => return Ok(Lock::Lease(Box::new(o.lock()?))),
             Storage::Dir(root) => root,
         };
         let path = root.join(INGEST).join("lock");
