@@ -40,7 +40,12 @@ pub fn is_public(ip: &str) -> bool {
 /// choose, so it only counts with an address the internet cannot reach: a
 /// stolen key used from outside with a forged agent keeps its address.
 pub fn relayed_by_aws(source_ip: &str, user_agent: &str) -> bool {
-    is_aws_relay_agent(user_agent) && !is_public(source_ip)
+    is_aws_relay_agent(user_agent) && is_relay_address(source_ip)
+}
+
+/// The address half of [`relayed_by_aws`]: one the internet cannot reach.
+pub fn is_relay_address(source_ip: &str) -> bool {
+    !is_public(source_ip)
 }
 
 /// The user-agent half of [`relayed_by_aws`].

@@ -408,7 +408,7 @@ pub fn relayed_rows(ips: &ArrayRef, agents: &ArrayRef) -> datafusion::error::Res
     let ips = ips.as_string::<i32>();
     Ok(Some(
         (0..ips.len())
-            .map(|i| Some(agents.value(i) && !ips.is_null(i) && !crate::net::is_public(ips.value(i))))
+            .map(|i| Some(agents.value(i) && !ips.is_null(i) && crate::net::is_relay_address(ips.value(i))))
             .collect(),
     ))
 }
