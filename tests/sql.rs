@@ -620,9 +620,14 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 /// Starts `credtrail serve --listen 127.0.0.1:0` on the test lake with `args` and `env`
 /// (no token from the environment otherwise); returns it and the URL it printed.
 fn start_server<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> (Server, String) {
+    start_server_on(&lake().lake, args, env)
+}
+
+/// [`start_server`] on the lake at `lake`.
+fn start_server_on<S: AsRef<std::ffi::OsStr>>(lake: &Path, args: &[S], env: &[(&str, &str)]) -> (Server, String) {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("credtrail"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--lake"])
-        .arg(&lake().lake)
+        .arg(lake)
         .args(args)
         .env("RUST_LOG", "error")
         .env_remove(credtrail::flight::TOKEN_ENV)
@@ -1166,4 +1171,25 @@ fn a_flipped_byte_in_a_page_with_a_crc_fails_the_query() {
     assert!(err.contains("CRC checksum mismatch"), "{err}");
     // The error names the file and what to do.
     assert!(err.contains(&format!("{}: ", crc.display())) && err.contains("credtrail lake check"), "{err}");
+}
+
+/// A long-lived session lists the lake at every query: `serve` answers over
+/// events ingested after it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sees_every_commit_made_since_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let log = |k: usize| {
+        let path = dir.path().join(format!("log{k}.jsonl"));
+        let text: String = (10 * k..10 * (k + 1)).map(|i| gateway_line(i, "key_serve", "") + "\n").collect();
+        write(&path, &text);
+        path
+    };
+    ingest(&lake, &[&log(0)], &[]);
+    let (_server, url) = start_server_on(&lake, &[] as &[&str], &[]);
+    let mut client = connect(&url).await;
+    let query = "SELECT request_id FROM events";
+    assert_eq!(count_rows(&mut client, query).await.unwrap(), 10);
+    ingest(&lake, &[&log(1)], &[]);
+    assert_eq!(count_rows(&mut client, query).await.unwrap(), 20);
 }

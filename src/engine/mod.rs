@@ -34,6 +34,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -78,7 +79,11 @@ pub async fn context(root: &Path) -> Result<SessionContext, EngineError> {
 pub async fn context_with(root: &Path, opts: &EngineOptions) -> Result<SessionContext, EngineError> {
     let lake = Lake::open(root, Open::Read)?;
     let config = SessionConfig::new().with_information_schema(true);
-    let mut runtime = RuntimeEnvBuilder::new();
+    // No listing cache: DataFusion would keep each table's file list for the
+    // session's life, so a long one (the shell, `serve`) would miss every
+    // file committed after its first query and open files a commit replaced.
+    let mut runtime =
+        RuntimeEnvBuilder::new().with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0));
     if let Some(limit) = opts.memory_limit {
         // Fair to spilling operators (sorts, aggregates); tracking names the top consumers in the error.
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(3).expect("3 > 0"));
@@ -125,9 +130,40 @@ pub fn expand_fragments(sql: &str) -> String {
     FRAGMENTS.iter().fold(sql.to_string(), |sql, (name, text)| sql.replace(name, text.trim_end()))
 }
 
-/// Runs one statement to its batches.
+/// Runs one statement to its batches. A statement that lost a file to a
+/// commit that replaced it (a watcher merging small files, `detect` run
+/// again) between listing and reading it runs again, over a new listing.
 pub async fn collect(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>, EngineError> {
-    Ok(ctx.sql(statement).await?.collect().await?)
+    let mut tries = 1;
+    loop {
+        match ctx.sql(statement).await?.collect().await {
+            Err(e) if tries < 3 && lost_a_file(&e) => {
+                tracing::debug!(error = %e, "a file was replaced while the statement ran; running it again");
+                tries += 1;
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// Whether `e` is a file gone between a query's listing and its reading.
+pub fn lost_a_file(e: &DataFusionError) -> bool {
+    use datafusion::object_store::Error as Store;
+    let store = |e: &Store| matches!(e, Store::NotFound { .. });
+    let io = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let boxed = |e: &(dyn std::error::Error + Send + Sync + 'static)| {
+        e.downcast_ref::<Store>().is_some_and(store) || e.downcast_ref::<std::io::Error>().is_some_and(io)
+    };
+    match e.find_root() {
+        DataFusionError::ObjectStore(e) => store(e),
+        DataFusionError::IoError(e) => io(e),
+        DataFusionError::External(e) => boxed(e.as_ref()),
+        DataFusionError::ParquetError(e) => match e.as_ref() {
+            parquet::errors::ParquetError::External(e) => boxed(e.as_ref()),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Registers `batches` as the in-memory table `name`, replacing any table of that name.
@@ -172,6 +208,54 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lake::write::tests::batch;
+    use crate::lake::{LakeWriter, Open as LakeOpen};
+    use arrow::array::AsArray;
+
+    /// Commits `batches` as one events file, replacing `replaces`.
+    fn commit(lake: &Lake, batches: &[RecordBatch], replaces: Vec<String>) {
+        let txn = lake.begin().unwrap();
+        let w = LakeWriter::new(&txn);
+        for b in batches {
+            w.push(b, &[], &[]).unwrap();
+        }
+        w.finish().unwrap();
+        txn.replace(replaces);
+        txn.commit(vec![]).unwrap();
+    }
+
+    fn count(batches: &[RecordBatch]) -> i64 {
+        batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+    }
+
+    /// A query planned over two files that a commit then replaces with one
+    /// (as merging small files does): reading fails as a lost file, and
+    /// `collect` runs it again over the new listing. A session lists again
+    /// at every query.
+    #[tokio::test]
+    async fn a_file_replaced_between_listing_and_reading_is_a_lost_file_and_collect_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), LakeOpen::Write).unwrap();
+        // Files larger than DataFusion's footer read (512 KiB), which holds a small file whole.
+        let ids: Vec<String> =
+            (0..120_000u64).map(|i| format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()))).collect();
+        let halves: Vec<RecordBatch> =
+            ids.chunks(60_000).map(|h| batch(&h.iter().map(|k| (k.as_str(), 1)).collect::<Vec<_>>())).collect();
+        for h in &halves {
+            commit(&lake, std::slice::from_ref(h), Vec::new());
+        }
+        let old = crate::lake::committed_files(&lake, "events/date=1970-01-01", "parquet").unwrap();
+        assert!(old.iter().all(|f| std::fs::metadata(lake.path(f)).unwrap().len() > 512 * 1024));
+        let ctx = context(dir.path()).await.unwrap();
+        let sql = "SELECT count(DISTINCT credential_id) AS n FROM events";
+        let planned = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        commit(&lake, &halves, old);
+        let err = datafusion::physical_plan::collect(planned, ctx.task_ctx()).await.unwrap_err();
+        assert!(lost_a_file(&err), "{err:?}");
+        assert_eq!(count(&collect(&ctx, sql).await.unwrap()), 120_000);
+        commit(&lake, &[batch(&[("c", 3)])], Vec::new());
+        assert_eq!(count(&collect(&ctx, sql).await.unwrap()), 120_001);
+    }
 
     #[test]
     fn sizes() {
