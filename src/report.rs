@@ -302,6 +302,30 @@ pub fn baseline_summary(s: &BaselineSummary, lake: &Path) -> String {
     )
 }
 
+/// What `lake compact` merged.
+pub fn compacted(c: &crate::lake::compact::Compacted) -> String {
+    let mut out = if c.merged == 0 {
+        format!(
+            "nothing to compact: no day has two or more small event files (under {} rows)\n",
+            crate::lake::compact::SMALL_ROWS
+        )
+    } else {
+        format!(
+            "merged {} small event file(s) of {} day(s) ({} to {}) into {}, {} rows\n",
+            c.merged,
+            c.days.len(),
+            c.days.first().map_or("", String::as_str),
+            c.days.last().map_or("", String::as_str),
+            c.written,
+            c.rows
+        )
+    };
+    for rel in &c.skipped {
+        out.push_str(&format!("  left as it was (damaged or another schema; see `credtrail lake check`): {rel}\n"));
+    }
+    out
+}
+
 /// What `sample` wrote and where.
 pub fn sample_summary(s: &SampleSummary, out: &Path) -> String {
     format!(

@@ -1174,7 +1174,8 @@ fn a_flipped_byte_in_a_page_with_a_crc_fails_the_query() {
 }
 
 /// A long-lived session lists the lake at every query: `serve` answers over
-/// events ingested after it started.
+/// events ingested after it started, and over a day whose files `lake
+/// compact` replaced since its last query, without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sees_every_commit_made_since_it_started() {
     let dir = tempfile::tempdir().unwrap();
@@ -1191,5 +1192,8 @@ async fn serve_sees_every_commit_made_since_it_started() {
     let query = "SELECT request_id FROM events";
     assert_eq!(count_rows(&mut client, query).await.unwrap(), 10);
     ingest(&lake, &[&log(1)], &[]);
+    assert_eq!(count_rows(&mut client, query).await.unwrap(), 20);
+    let out = credtrail().args(["lake", "compact", "--lake"]).arg(&lake).output().unwrap();
+    assert!(ok(&out).starts_with("merged 2 small event file(s)"), "{}", ok(&out));
     assert_eq!(count_rows(&mut client, query).await.unwrap(), 20);
 }

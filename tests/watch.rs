@@ -713,3 +713,57 @@ fn a_flipped_byte_in_a_micro_batch_file_is_named_by_lake_check_and_queries() {
     let name = victim.file_name().unwrap().to_string_lossy();
     assert!(!out.status.success() && stderr.contains(&*name) && stderr.contains("damaged"), "{stderr}");
 }
+
+/// A watcher writes a file per micro-batch. The day's small files are
+/// merged as they pile up (by size tier, in the micro-batch's own commit),
+/// and `lake compact` merges the rest: every line stays in the lake exactly
+/// once, and every file keeps its check.
+#[test]
+fn a_watchers_small_files_are_merged_as_they_pile_up_and_by_lake_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let lake = dir.path().join("lake");
+    // Each round in one write, so that a poll takes it whole: a micro-batch each.
+    let round = |k: usize| {
+        let text: String = lines(10 * k..10 * (k + 1)).into_iter().map(|l| l + "\n").collect();
+        OpenOptions::new().create(true).append(true).open(&log).unwrap().write_all(text.as_bytes()).unwrap();
+    };
+    round(0);
+    let args = ["-f", "app.log", "--from-beginning", "--lake", "lake", "--flush-interval", "100ms"];
+    let w = Watch::start(dir.path(), &args);
+    for k in 1..12 {
+        wait_for(&w, "a micro-batch", || request_ids(&lake).len() == 10 * k);
+        round(k);
+    }
+    wait_for(&w, "the last micro-batch", || request_ids(&lake).len() == 120);
+    let stderr = w.stderr.clone();
+    w.stop();
+    let log_text = std::fs::read_to_string(stderr).unwrap();
+    let commits: usize = log_text
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" commits\n").or_else(|| p.strip_suffix(" commits")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the summary counts commits: {log_text}"));
+    assert_exactly(&lake, 0..120);
+    let files = common::parquet_files(&lake.join("events"));
+    assert!(commits >= 12 && files.len() < commits, "{} files after {commits} commits", files.len());
+    let check = || credtrail().args(["lake", "check", "--lake"]).arg(&lake).output().unwrap();
+    assert!(check().status.success(), "{}", String::from_utf8_lossy(&check().stdout));
+
+    let compact = || credtrail().args(["lake", "compact", "--lake"]).arg(&lake).output().unwrap();
+    let out = compact();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let want =
+        format!("merged {} small event file(s) of 1 day(s) (2026-11-02 to 2026-11-02) into 1, 120 rows", files.len());
+    assert!(stdout.starts_with(&want), "{stdout}");
+    assert_eq!(common::parquet_files(&lake.join("events")).len(), 1);
+    assert_exactly(&lake, 0..120);
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&compact().stdout).starts_with("nothing to compact"));
+
+    let out = credtrail().args(["lake", "compact", "--date", "2026-11-31", "--lake"]).arg(&lake).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("\"2026-11-31\" is not a date (YYYY-MM-DD)"), "{stderr}");
+}

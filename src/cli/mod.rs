@@ -74,7 +74,7 @@ pub enum Command {
     /// sinks; progress goes to stderr. Runs until SIGINT/SIGTERM, then commits
     /// what is pending; a restart resumes after the last committed line.
     Watch(watch::WatchArgs),
-    /// Maintain the lake: `lake check` verifies its files.
+    /// Maintain the lake: `lake check` verifies its files, `lake compact` merges small ones.
     #[command(subcommand)]
     Lake(lake::LakeCmd),
     /// Serve the same tables over Arrow Flight SQL (for BI tools and ADBC/JDBC clients) until Ctrl-C.

@@ -338,6 +338,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let run_id = txn.run_id().to_string();
     let committed = !sources.is_empty() || failed;
     if committed {
+        // Runs in small steps (hourly, a growing log) would pile up small files per day.
+        lake::compact::compact(&txn, &days, lake::compact::Policy::Tiered)?;
         txn.commit(sources)?;
     }
     reports.sort_by(|a, b| a.path.cmp(&b.path));

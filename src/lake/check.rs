@@ -80,7 +80,7 @@ fn is_parquet(path: &Path) -> bool {
 }
 
 /// The row count a Parquet file's footer declares.
-fn parquet_rows(path: &Path) -> Result<u64, LakeError> {
+pub(super) fn parquet_rows(path: &Path) -> Result<u64, LakeError> {
     let f = File::open(path).map_err(io_err(path))?;
     let b = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|source| LakeError::Parquet { path: path.to_path_buf(), source })?;
@@ -176,22 +176,28 @@ pub fn check(lake: &Lake) -> Result<CheckReport, LakeError> {
     Ok(report)
 }
 
+/// Whether the file at `path` still has the size and hash its commit
+/// recorded: its line count if so, else why not.
+pub(super) fn verify(path: &Path, want: &FileCheck) -> Result<u64, String> {
+    let (bytes, xxh3, lines) = hash_file(path).map_err(|e| format!("unreadable: {e}"))?;
+    if bytes != want.bytes {
+        return Err(format!("{bytes} bytes, its commit recorded {}", want.bytes));
+    }
+    if xxh3 != want.xxh3 {
+        return Err(format!("content changed since commit (xxh3 {xxh3}, recorded {})", want.xxh3));
+    }
+    Ok(lines)
+}
+
 /// Why the file at `path` (a Parquet file if `parquet`) fails its check, if it does.
 fn problem(path: &Path, parquet: bool, record: Option<&FileCheck>) -> Option<String> {
     // Rows counted from the content: decoded for Parquet, lines for JSON lines.
     let mut counted = None;
     if let Some(want) = record {
-        let (bytes, xxh3, lines) = match hash_file(path) {
-            Ok(m) => m,
-            Err(e) => return Some(format!("unreadable: {e}")),
-        };
-        if bytes != want.bytes {
-            return Some(format!("{bytes} bytes, its commit recorded {}", want.bytes));
+        match verify(path, want) {
+            Ok(lines) => counted = Some(lines),
+            Err(reason) => return Some(reason),
         }
-        if xxh3 != want.xxh3 {
-            return Some(format!("content changed since commit (xxh3 {xxh3}, recorded {})", want.xxh3));
-        }
-        counted = Some(lines);
     }
     if parquet {
         match decode_all(path) {

@@ -28,7 +28,9 @@
 //! ([`Txn::commit_folded`]): each one's record also carries the checks of
 //! the files every earlier folded record added and still in the lake, and
 //! replaces those records. The lake keeps one folded record, not thousands,
-//! and every file it holds keeps its check.
+//! and every file it holds keeps its check. Runs that write a day also
+//! merge its small files ([`compact`]), so neither the files nor the checks
+//! a folded record carries grow with the number of commits.
 //!
 //! A lake may also live on object storage (`--lake s3://bucket/prefix`, see
 //! [`crate::store`]) with the same layout under the prefix, and every
@@ -61,6 +63,7 @@
 //! [`check`] reads either kind, downloading each object once.
 
 pub mod check;
+pub mod compact;
 pub mod lease;
 pub mod remote;
 mod storage;
@@ -384,6 +387,11 @@ impl Txn {
         let rel = format!("{dir}/part-{}-{n:05}.{ext}", self.run_id);
         self.staged.lock().expect("staged list lock").push(rel.clone());
         rel
+    }
+
+    /// How many files this run has reserved so far.
+    fn staged_count(&self) -> usize {
+        self.staged.lock().expect("staged list lock").len()
     }
 
     /// Marks committed files (lake-relative) to be removed when this run

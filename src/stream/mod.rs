@@ -599,7 +599,9 @@ fn commit(
         w.push(events, &[], &[])?;
     }
     w.push(&RecordBatch::new_empty(crate::schema::event_schema()), &p.quarantine, &p.exposures)?;
-    w.finish()?;
+    let days = w.finish()?;
+    // One file per micro-batch would pile up all day: small ones are merged as they do.
+    lake::compact::compact(&txn, &days, lake::compact::Policy::Tiered)?;
     for d in &alerts {
         detect::stage_day_alerts(&txn, &d.day, &d.alerts)?;
         if !d.governance.is_empty() {

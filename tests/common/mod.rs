@@ -89,18 +89,28 @@ pub fn events(lake: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
 }
 
 pub fn rows_of(dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    let mut rows = Vec::new();
-    for p in parquet_files(dir) {
-        for b in read_parquet(&p) {
+    // Read while a watcher runs, a file listed may be merged away before it
+    // is opened: then list again, as the engine runs a query again.
+    'list: loop {
+        let mut readers = Vec::new();
+        for p in parquet_files(dir) {
+            match File::open(&p) {
+                Ok(f) => readers.push(ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue 'list,
+                Err(e) => panic!("{}: {e}", p.display()),
+            }
+        }
+        let mut rows = Vec::new();
+        for b in readers.into_iter().flatten() {
             let mut w = arrow::json::ArrayWriter::new(Vec::new());
-            w.write(&b).unwrap();
+            w.write(&b.unwrap()).unwrap();
             w.finish().unwrap();
             let v: Vec<serde_json::Map<String, serde_json::Value>> =
                 serde_json::from_slice(&w.into_inner()).unwrap_or_default();
             rows.extend(v);
         }
+        return rows;
     }
-    rows
 }
 
 pub fn quarantine(lake: &Path) -> Vec<serde_json::Value> {
