@@ -478,3 +478,28 @@ fn a_named_profile_of_the_aws_files_reaches_the_lake() {
     let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
     assert!(!all.contains(wrong) && !all.contains(&env["AWS_SECRET_ACCESS_KEY"]), "{all}");
 }
+
+/// Small files merge on object storage as on disk: by size tier as ingests
+/// write a day, then all of them by `lake compact`; every row once, and
+/// every object as its commit recorded it.
+#[test]
+fn small_files_of_an_s3_lake_merge_as_ingests_write_and_by_lake_compact() {
+    let work = tempfile::tempdir().unwrap();
+    let (server, lake) = empty_lake();
+    for k in 0..9 {
+        let log = gateway_log(work.path(), &format!("{k}.jsonl"), 10 * k..10 * (k + 1));
+        ingest_into(&server, &lake, &[&log]);
+    }
+    let events = || keys(&server, "lake/events").into_iter().filter(|k| k.ends_with(".parquet")).count();
+    // The ninth ingest merged the eight files before it (ten rows each, one tier): that one and its own.
+    assert_eq!(events(), 2);
+    let out = run(&server, &["lake", "compact", "--lake", &lake], "error");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("merged 2 small event file(s) of 1 day(s)"), "{stdout}");
+    assert_eq!(events(), 1);
+    assert_eq!(sql(&server, &lake, COUNT), "n,ids\n90,90\n");
+    let out = run(&server, &["lake", "check", "--lake", &lake], "error");
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(keys(&server, "lake/_ingest/staged").is_empty());
+}
