@@ -147,7 +147,7 @@ pub async fn collect(ctx: &SessionContext, statement: &str) -> Result<Vec<Record
 }
 
 /// Whether `e` is a file gone between a query's listing and its reading.
-pub fn lost_a_file(e: &DataFusionError) -> bool {
+fn lost_a_file(e: &DataFusionError) -> bool {
     use datafusion::object_store::Error as Store;
     let store = |e: &Store| matches!(e, Store::NotFound { .. });
     let io = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;

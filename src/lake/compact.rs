@@ -92,14 +92,17 @@ pub fn plan(files: &[(String, u64)], policy: Policy) -> Vec<String> {
 /// (they are not committed yet).
 pub fn compact(txn: &Txn, days: &[String], policy: Policy) -> Result<Compacted, LakeError> {
     let lake = txn.lake();
-    let checks = check::checks_of(&txn.prior);
+    // A listed file's record is the last that added it (recovery at `begin`
+    // removed any a later commit replaced). Looked up per file: this runs at
+    // every micro-batch, and the whole lake's checks would be cloned.
+    let check = |rel: &str| txn.prior.iter().rev().find_map(|c| c.checks.get(rel));
     let mut out = Compacted::default();
     for day in days {
         let files = committed_files(lake, &events_partition(day), "parquet")?;
         let sized = files
             .into_iter()
             .map(|rel| {
-                let rows = match checks.get(&rel) {
+                let rows = match check(&rel) {
                     Some(c) => c.rows,
                     // Committed before records carried checks: the footer says.
                     None => match lake.storage.fetch(&rel)? {
@@ -112,7 +115,7 @@ pub fn compact(txn: &Txn, days: &[String], policy: Policy) -> Result<Compacted, 
             .collect::<Result<Vec<_>, LakeError>>()?;
         let mut merge = Vec::new();
         for rel in plan(&sized, policy) {
-            match read_events(txn, &rel, checks.get(&rel))? {
+            match read_events(txn, &rel, check(&rel))? {
                 Ok(batches) => merge.push((rel, batches)),
                 Err(reason) => {
                     tracing::warn!(file = %lake.path(&rel).display(), %reason, "not compacted; see `credtrail lake check`");
@@ -152,7 +155,6 @@ pub fn days(lake: &Lake, range: Option<(String, String)>) -> Result<Vec<String>,
         .filter(|d| range.as_ref().is_none_or(|(from, to)| from <= d && d <= to))
         .collect();
     days.sort();
-    days.dedup();
     Ok(days)
 }
 
