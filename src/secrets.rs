@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 use regex::Regex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -65,16 +66,38 @@ static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
 static ANY: LazyLock<regex::RegexSet> =
     LazyLock::new(|| regex::RegexSet::new(DETECTORS.iter().map(|d| d.re.as_str())).expect("secret patterns compile"));
 
-/// What every prefixed pattern above starts with (case-sensitive there), at
-/// a word boundary where the pattern has one: `sk-` alone is in `risk-`,
-/// `task-`, `disk-`, and each such line went on to the full set. The
-/// boundary is ASCII's, true wherever the patterns' Unicode one is before
-/// an ASCII letter, and cheap for the regex's DFA. The regex set's own
-/// prefilter cannot be this narrow: its case-insensitive `key` and `token`
-/// context occur in every gateway line (`credential_id: key_…`, `tokens_in`).
-static PREFIXES: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"-----BEGIN |(?-u:\b)(?:sk-|gh[pousr]_|github_pat_|xox|eyJ)").expect("secret prefixes compile")
+/// What every prefixed pattern above starts with (case-sensitive there).
+/// All but the PEM header need a word boundary before them (see
+/// [`has_prefix`]): `sk-` alone is in `risk-`, `task-`, `disk-`, and each
+/// such line went on to the full set. The regex set's own prefilter cannot
+/// be this narrow: its case-insensitive `key` and `token` context occur in
+/// every gateway line (`credential_id: key_…`, `tokens_in`).
+const PREFIXES: &[&str] = &[PEM_HEADER, "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "eyJ"];
+
+/// The literals of [`PREFIXES`], searched at once (SIMD where the CPU has it).
+/// A plain literal search: a regex with the boundary in it cost every line
+/// the regex's per-search setup and a DFA pass over each candidate.
+static PREFIX_SEARCH: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).build(PREFIXES).expect("secret prefixes build")
 });
+
+/// Whether one of [`PREFIXES`] occurs in `b`, each but the PEM header at
+/// ASCII's word boundary (no ASCII letter, digit or `_` before it): true
+/// wherever the patterns' Unicode `\b` is, since every prefix starts with
+/// an ASCII letter. After an occurrence without the boundary the search
+/// goes on from its second byte, so an occurrence overlapping it
+/// (`sk-----BEGIN `) is still seen.
+fn has_prefix(b: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(m) = PREFIX_SEARCH.find(Input::new(b).range(at..)) {
+        let bounded = m.start() == 0 || !(b[m.start() - 1].is_ascii_alphanumeric() || b[m.start() - 1] == b'_');
+        if m.pattern().as_usize() == 0 || bounded {
+            return true;
+        }
+        at = m.start() + 1;
+    }
+    false
+}
 
 /// Whether `text` could hold a secret: one of the prefixes, or a run of 40
 /// base64 characters (what the unprefixed AWS secret key and session token
@@ -82,7 +105,7 @@ static PREFIXES: LazyLock<Regex> = LazyLock::new(|| {
 /// record, so most records are cleared without running the full set.
 fn may_hold_secret(text: &str) -> bool {
     const RUN: usize = 40;
-    if PREFIXES.is_match(text) {
+    if has_prefix(text.as_bytes()) {
         return true;
     }
     // Test the last byte of each 40-byte window first: one byte outside the
@@ -176,7 +199,8 @@ impl Exposure {
 /// substring the raw pass saw), so most records pay one byte scan for this.
 pub fn redact_record(raw: &str) -> Redacted<'_> {
     let first = redact(raw);
-    if !first.text.contains('\\') {
+    // memchr's SIMD search: `str::contains` scans a word at a time.
+    if memchr::memchr(b'\\', first.text.as_bytes()).is_none() {
         return first;
     }
     let mut exposures = first.exposures;
@@ -346,6 +370,11 @@ enum PemState {
     Reported,
 }
 
+/// The literal every PEM header starts with: most lines lack it, and a
+/// literal search clears them without a regex search's setup.
+const PEM_HEADER: &str = "-----BEGIN ";
+static PEM_HEADER_SEARCH: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(PEM_HEADER));
 static PEM_BEGIN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----").expect("PEM header compiles"));
 static PEM_END: LazyLock<Regex> =
@@ -366,7 +395,8 @@ impl PemLines {
         };
         let mut exposures = Vec::new();
         if self.state == PemState::Outside {
-            let Some(h) = PEM_BEGIN.find(line) else {
+            let header = PEM_HEADER_SEARCH.find(line.as_bytes()).and_then(|at| PEM_BEGIN.find_at(line, at));
+            let Some(h) = header else {
                 let body = line.trim();
                 if body.len() >= 40 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
                     let text = mark(body, false, 0, &mut exposures);
@@ -617,6 +647,10 @@ mod tests {
         let task = line.replace("q3.csv", "task-runner/risk-etl");
         assert!(!may_hold_secret(&task));
         assert!(may_hold_secret(&task.replace("task-runner", "sk-runner")));
+        // A prefix without its boundary does not hide one that overlaps it.
+        let key = "risk-----BEGIN RSA PRIVATE KEY-----MIIEpAIBAAKCAQEA-----END RSA PRIVATE KEY-----";
+        assert!(ANY.is_match(key) && may_hold_secret(key));
+        assert!(!has_prefix(b"_sk-") && has_prefix("ésk-".as_bytes()) && has_prefix(b"eyJ"));
     }
 
     #[test]
@@ -760,6 +794,14 @@ mod tests {
 
     fn kinds_of(r: &Redacted<'_>) -> Vec<&'static str> {
         r.exposures.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn pem_header_is_found_after_other_headers_on_its_line() {
+        let mut pem = PemLines::default();
+        assert!(pem.line("-----BEGIN CERTIFICATE----- MIIB").is_none());
+        let r = pem.line("-----BEGIN CERTIFICATE----- MIIB -----BEGIN EC PRIVATE KEY-----").expect("a key's header");
+        assert!(r.text.starts_with("-----BEGIN CERTIFICATE----- MIIB ") && r.text.contains(MARKER), "{}", r.text);
     }
 
     #[test]
