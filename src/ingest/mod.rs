@@ -221,8 +221,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let lake = Lake::open(&opts.lake, lake::Open::Write)?;
     let txn = lake.begin()?;
 
-    let commits = lake.commits()?;
-    let known = plan::Known::new(&commits);
+    let known = plan::Known::new(txn.commits());
     let planned = plan::plan(inputs, &known);
 
     let mut reports: Vec<FileReport> = Vec::new();

@@ -380,6 +380,13 @@ impl Txn {
         &self.lake
     }
 
+    /// The lake's commit records as this run began, oldest first: read once,
+    /// under the run's lock, so still current (a lake of a year of hourly
+    /// runs holds thousands, and reading them again costs as much).
+    pub fn commits(&self) -> &[Commit] {
+        &self.prior
+    }
+
     /// Reserves a new lake-relative path for a file this run will add.
     /// Safe to call from many writer threads at once.
     pub fn reserve(&self, dir: &str, ext: &str) -> String {
