@@ -91,7 +91,7 @@ fn has_prefix(b: &[u8]) -> bool {
     let mut at = 0;
     while let Some(m) = PREFIX_SEARCH.find(Input::new(b).range(at..)) {
         let bounded = m.start() == 0 || !(b[m.start() - 1].is_ascii_alphanumeric() || b[m.start() - 1] == b'_');
-        if m.pattern().as_usize() == 0 || bounded {
+        if PREFIXES[m.pattern()] == PEM_HEADER || bounded {
             return true;
         }
         at = m.start() + 1;

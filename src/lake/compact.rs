@@ -95,7 +95,7 @@ pub fn compact(txn: &Txn, days: &[String], policy: Policy) -> Result<Compacted, 
     // A listed file's record is the last that added it (recovery at `begin`
     // removed any a later commit replaced). Looked up per file: this runs at
     // every micro-batch, and the whole lake's checks would be cloned.
-    let check = |rel: &str| txn.prior.iter().rev().find_map(|c| c.checks.get(rel));
+    let check = |rel: &str| txn.commits().iter().rev().find_map(|c| c.checks.get(rel));
     let mut out = Compacted::default();
     for day in days {
         let files = committed_files(lake, &events_partition(day), "parquet")?;
