@@ -17,6 +17,8 @@
 --- inputs = ["events", "baseline_credentials", "baseline_scope"]
 --- # Nothing is new before some credential has left cold start (`learned` above).
 --- needs_history = true
+--- # `listed` is a few rows, but estimated from the events through six GROUP BYs.
+--- joins = "as_written"
 --- live = { per_event = "credential" }
 --- scoring = { rows = "first_seen" }
 --- severity = "low"

@@ -45,7 +45,7 @@ pub use chaining::ToolCategories;
 pub use cloud::ApiRisk;
 pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet, join_incidents as join_fleet_incidents};
 pub use governance::inventory_mismatches;
-pub use rule::{Rule, RuleError, Scorer};
+pub use rule::{Joins, Rule, RuleError, Scorer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -389,9 +389,9 @@ impl Engine {
         let mut tasks = Vec::new();
         for &(d, _) in &detectors {
             let (name, sql, ctx) = (self.plans[d].name.clone(), self.sql_for(d, &day.date)?, ctx.clone());
-            let date = day.date.clone();
+            let (date, joins) = (day.date.clone(), self.plans[d].rule.joins);
             tasks.push(tokio::spawn(async move {
-                let plan = plan_sql(&ctx, &name, &date, &sql).await?;
+                let plan = plan_sql(&ctx, &name, &date, &sql, joins).await?;
                 execute_plan(&ctx, &name, &date, &plan).await
             }));
         }
@@ -476,7 +476,8 @@ impl Engine {
         ctx: &datafusion::prelude::SessionContext,
         day: &str,
     ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
-        plan_sql(ctx, &self.plans[d].name, day, &self.sql_for(d, day)?).await
+        let p = &self.plans[d];
+        plan_sql(ctx, &p.name, day, &self.sql_for(d, day)?, p.rule.joins).await
     }
 
     /// Detector `d`'s SQL for `day`, its placeholders filled in.
@@ -566,10 +567,16 @@ async fn plan_sql(
     name: &str,
     day: &str,
     sql: &str,
+    joins: Joins,
 ) -> Result<Arc<dyn ExecutionPlan>, DetectError> {
     let run = |source| DetectError::Run { name: name.to_string(), source };
     let started = std::time::Instant::now();
-    let plan = ctx.sql(sql).await.map_err(run)?.create_physical_plan().await.map_err(run)?;
+    let (mut state, logical) = ctx.sql(sql).await.map_err(run)?.into_parts();
+    if joins == Joins::AsWritten {
+        // The plan's own copy of the session's settings: the detectors planned beside it keep theirs.
+        state.config_mut().options_mut().optimizer.join_reordering = false;
+    }
+    let plan = state.create_physical_plan(&logical).await.map_err(run)?;
     tracing::debug!(detector = %name, day, ms = started.elapsed().as_millis() as u64, "planned a detector");
     Ok(plan)
 }
@@ -722,8 +729,13 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
             Some(p) => {
                 let (sql, rule) = read(&p)?;
                 // What the built-in rule says of its query's inputs is not said of this one.
-                let own =
-                    |d: &Builtin| Rule { live: LiveMode::Day, events: None, needs_history: false, ..d.rule.clone() };
+                let own = |d: &Builtin| Rule {
+                    live: LiveMode::Day,
+                    events: None,
+                    needs_history: false,
+                    joins: Joins::Estimated,
+                    ..d.rule.clone()
+                };
                 (sql, rule.unwrap_or_else(|| own(d)))
             }
             None => (d.sql.clone(), d.rule.clone()),
@@ -908,6 +920,38 @@ mod tests {
             let plan = ctx.state().create_logical_plan(&sql).await.unwrap();
             assert!(depth(&plan) <= MAX_DEPTH, "{} plans {} nodes deep", d.name, depth(&plan));
         }
+    }
+
+    /// `joins = "as_written"` hashes each join's left side, where the
+    /// planner's estimates would hash the side they wrongly think smaller.
+    #[tokio::test]
+    async fn as_written_joins_hash_the_left_side() {
+        use arrow::array::Int64Array;
+        use datafusion::physical_plan::joins::HashJoinExec;
+        fn join(p: &Arc<dyn ExecutionPlan>) -> Option<&HashJoinExec> {
+            p.downcast_ref::<HashJoinExec>().or_else(|| p.children().into_iter().find_map(join))
+        }
+        fn aggregates(p: &Arc<dyn ExecutionPlan>) -> bool {
+            p.name() == "AggregateExec" || p.children().into_iter().any(aggregates)
+        }
+        let ctx = datafusion::prelude::SessionContext::new();
+        let n = 10_000;
+        let ids = Arc::new(Int64Array::from_iter_values((0..n).map(|i| i % 10))) as _;
+        let vals = Arc::new(Int64Array::from_iter_values(0..n)) as _;
+        let big = RecordBatch::try_from_iter([("k", ids), ("v", vals)]).unwrap();
+        ctx.register_batch("big", big).unwrap();
+        // Ten rows on the left, which the planner takes for twice the right's 10,000.
+        let sql = "SELECT s.k, count(*) AS n FROM (SELECT DISTINCT k FROM big UNION ALL SELECT DISTINCT k FROM big) s \
+                   JOIN big b ON b.k = s.k GROUP BY s.k ORDER BY s.k";
+        let mut counts = Vec::new();
+        for (joins, hashes_aggregate) in [(Joins::Estimated, false), (Joins::AsWritten, true)] {
+            let plan = plan_sql(&ctx, "t", "2026-11-08", sql, joins).await.unwrap();
+            let built = join(&plan).expect("a hash join").left();
+            assert_eq!(aggregates(built), hashes_aggregate, "{joins:?}");
+            counts.push(execute_plan(&ctx, "t", "2026-11-08", &plan).await.unwrap());
+        }
+        assert_eq!(counts[0], counts[1]);
+        assert_eq!(counts[0].iter().map(RecordBatch::num_rows).sum::<usize>(), 10);
     }
 
     #[test]

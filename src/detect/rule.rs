@@ -44,6 +44,9 @@ pub struct Rule {
     /// not plan it.
     #[serde(default)]
     pub needs_history: bool,
+    /// Which side of each join the planner hashes.
+    #[serde(default)]
+    pub joins: Joins,
     /// How `watch` judges it as events arrive.
     #[serde(default = "day")]
     pub live: LiveMode,
@@ -58,6 +61,22 @@ pub struct Rule {
     /// tells apart (`[findings."<finding>/<variant>"]`).
     #[serde(default)]
     pub findings: BTreeMap<String, Mapping>,
+}
+
+/// Which side of each of a query's joins is hashed (built) and which is
+/// streamed past it (probed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Joins {
+    /// DataFusion swaps a join's sides to hash the one it estimates smaller.
+    #[default]
+    Estimated,
+    /// The left side of each join is hashed, as the query is written. For a
+    /// query whose small sides are few rows derived by aggregates from many:
+    /// the planner carries the many rows' count through every `GROUP BY`
+    /// as an upper bound, and then hashes the events to probe them with a
+    /// dozen rows.
+    AsWritten,
 }
 
 fn day() -> LiveMode {
@@ -160,6 +179,7 @@ impl Rule {
             inputs: Vec::new(),
             events: None,
             needs_history: false,
+            joins: Joins::Estimated,
             live: LiveMode::Day,
             scoring: custom(),
             severity: None,
@@ -221,6 +241,10 @@ mod tests {
         assert!(Rule::parse("plain.sql", "-- prose only\nSELECT 1").unwrap().is_none());
         let gated = Rule::parse("g.sql", "--- family = \"g\"\n--- events = \"status >= 500\"").unwrap().unwrap();
         assert_eq!(gated.events.as_deref(), Some("status >= 500"));
+        assert_eq!(gated.joins, Joins::Estimated);
+        let written = Rule::parse("w.sql", "--- family = \"w\"\n--- joins = \"as_written\"").unwrap().unwrap();
+        assert_eq!(written.joins, Joins::AsWritten);
+        assert!(Rule::parse("w.sql", "--- family = \"w\"\n--- joins = \"left\"").is_err());
     }
 
     #[test]
