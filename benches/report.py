@@ -51,7 +51,8 @@ def row(figure, ours, theirs, fmt, target="", higher_is_better=False):
 
 ct_i, dk_i, dk_p = secs("credtrail_ingest"), secs("duckdb_ingest"), secs("duckdb_ingest_plain")
 eps = lambda s: None if s is None else events / s
-row("ingest: events/s", eps(ct_i), eps(dk_i), "{:,.0f}", "≥ 1.5×", True)
+# The target is against the plain `COPY`, the one line a user would write instead (issue 20).
+row("ingest: events/s", eps(ct_i), eps(dk_i), "{:,.0f}")
 row("ingest: MB/s of JSON", mb / ct_i if ct_i else None, mb / dk_i if dk_i else None, "{:,.1f}")
 row("ingest: seconds", ct_i, dk_i, "{:.2f}")
 row("ingest: peak RSS, MiB", rss("credtrail_ingest"), rss("duckdb_ingest"), "{:,.0f}")
@@ -61,7 +62,7 @@ row(
     facts.get("duckdb_parquet_bytes", 0) / 1e6,
     "{:,.1f}",
 )
-row("ingest, DuckDB plain `COPY` (no sort/partitions): events/s", eps(ct_i), eps(dk_p), "{:,.0f}", "", True)
+row("ingest, DuckDB plain `COPY` (no sort/partitions): events/s", eps(ct_i), eps(dk_p), "{:,.0f}", "≥ 1.5×", True)
 row("ingest, DuckDB plain: peak RSS, MiB", rss("credtrail_ingest"), rss("duckdb_ingest_plain"), "{:,.0f}")
 # Memory must not grow with the input: the same commands on less of it.
 small = facts.get("events_2_days")
