@@ -940,7 +940,7 @@ mod tests {
         let vals = Arc::new(Int64Array::from_iter_values(0..n)) as _;
         let big = RecordBatch::try_from_iter([("k", ids), ("v", vals)]).unwrap();
         ctx.register_batch("big", big).unwrap();
-        // Ten rows on the left, which the planner takes for twice the right's 10,000.
+        // Ten rows on the left, which the planner estimates at more than the right's 10,000.
         let sql = "SELECT s.k, count(*) AS n FROM (SELECT DISTINCT k FROM big UNION ALL SELECT DISTINCT k FROM big) s \
                    JOIN big b ON b.k = s.k GROUP BY s.k ORDER BY s.k";
         let mut counts = Vec::new();
