@@ -25,7 +25,7 @@
 //! file copied into a new one would pass every later check) and has the
 //! event schema of this build; any other is left as it is, with a warning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 
 use arrow::array::RecordBatch;
@@ -92,13 +92,11 @@ pub fn plan(files: &[(String, u64)], policy: Policy) -> Vec<String> {
 /// (they are not committed yet).
 pub fn compact(txn: &Txn, days: &[String], policy: Policy) -> Result<Compacted, LakeError> {
     let lake = txn.lake();
-    // A listed file's record is the last that added it (recovery at `begin`
-    // removed any a later commit replaced). Looked up per file: this runs at
-    // every micro-batch, and the whole lake's checks would be cloned.
-    let check = |rel: &str| txn.commits().iter().rev().find_map(|c| c.checks.get(rel));
     let mut out = Compacted::default();
     for day in days {
         let files = committed_files(lake, &events_partition(day), "parquet")?;
+        let checks = checks_of(txn, &files);
+        let check = |rel: &str| checks.get(rel).copied();
         let sized = files
             .into_iter()
             .map(|rel| {
@@ -143,6 +141,26 @@ pub fn compact(txn: &Txn, days: &[String], policy: Policy) -> Result<Compacted, 
         txn.replace(merge.into_iter().map(|(rel, _)| rel));
     }
     Ok(out)
+}
+
+/// Each of `files`' check, from the last record that added it (recovery at
+/// `begin` removed any a later commit replaced). One walk of the run's
+/// records, newest first, that stops once every file is found: this runs at
+/// every micro-batch, and a lake of a year of hourly runs holds thousands.
+fn checks_of<'a>(txn: &'a Txn, files: &[String]) -> HashMap<&'a str, &'a FileCheck> {
+    let mut missing: HashSet<&str> = files.iter().map(String::as_str).collect();
+    let mut found = HashMap::new();
+    for c in txn.commits().iter().rev() {
+        if missing.is_empty() {
+            break;
+        }
+        for (rel, check) in &c.checks {
+            if missing.remove(rel.as_str()) {
+                found.insert(rel.as_str(), check);
+            }
+        }
+    }
+    found
 }
 
 /// The days of the lake's events, those in `range` (first and last day,
