@@ -115,26 +115,51 @@ fn judge_new_network(m: &Metric, x: f64, overall: &Stats, slot: Option<(f64, f64
     })
 }
 
-/// The least tokens and the least cost (of successful requests) in one hour
-/// that can fire for a credential with this baseline: an hour below both
-/// never does. (From a new network, a multiple of a usual hour of at least
-/// the floor and above the busiest normal hour — below the volume bar over
-/// the p99; without history, the volume bar over the smallest "busiest
-/// hour" a stand-in of its peers or the fleet may have, or the absolute
-/// floor when it can have none.)
-pub fn least_spend(baseline: Option<&Baseline>, cred: &str) -> (f64, f64) {
+/// The least spend (tokens, cost of successful requests) in one hour that
+/// can fire for a credential with this baseline: an hour below both bars
+/// never does. Which bar applies depends on the hour's callers, which
+/// `watch`'s gate sees as the events arrive.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeastSpend {
+    /// Any hour: the volume bar, [`MIN_RATIO`] times the busiest normal
+    /// hour (at least the floor). Without history, the volume bar over the
+    /// smallest "busiest hour" a stand-in of its peers or the fleet may
+    /// have, or the absolute floor when it can have none.
+    pub any: (f64, f64),
+    /// An hour with a request from a network the credential never used
+    /// ([`new_network`]): a multiple of a usual hour of at least the floor,
+    /// above the busiest normal hour. The same as `any` without learned
+    /// history, which has no networks to be new against.
+    pub new_network: (f64, f64),
+}
+
+pub fn least_spend(baseline: Option<&Baseline>, cred: &str) -> LeastSpend {
     let base = baseline.and_then(|b| b.credentials.get(cred));
-    // `judge_new_network`'s bar with the seasonal slot at its least (none).
+    // `judge`'s and `judge_new_network`'s bars with the seasonal slot at its least (none).
+    let volume = |m: &Metric, s: &Stats| MIN_RATIO * s.p99.max(m.high_floor);
     let new_network =
         |m: &Metric, s: &Stats| (NEW_NETWORK_RATIO * s.median.max(m.high_floor)).max(s.p99.max(m.high_floor));
+    let without_history = |bar: (f64, f64)| LeastSpend { any: bar, new_network: bar };
     match base.filter(|b| !b.cold_start) {
-        // A busy hour of a key with quiet nights is many times its median but not above its p99.
-        Some(b) => (new_network(&TOKENS, &b.tokens_per_hour), new_network(&COST, &b.cost_per_hour)),
+        Some(b) => LeastSpend {
+            any: (volume(&TOKENS, &b.tokens_per_hour), volume(&COST, &b.cost_per_hour)),
+            // A busy hour of a key with quiet nights is many times its median but not above its p99.
+            new_network: (new_network(&TOKENS, &b.tokens_per_hour), new_network(&COST, &b.cost_per_hour)),
+        },
         None if baseline.is_some_and(|b| peers::has_stand_in(b, cred)) => {
-            (MIN_RATIO * TOKENS.high_floor, MIN_RATIO * COST.high_floor)
+            without_history((MIN_RATIO * TOKENS.high_floor, MIN_RATIO * COST.high_floor))
         }
-        None => (TOKENS.cold_floor, COST.cold_floor),
+        None => without_history((TOKENS.cold_floor, COST.cold_floor)),
     }
+}
+
+/// Whether a request from `source_ip` may count as from a network the
+/// credential never used, as billing_spike.sql's `new_networks` judges it
+/// (its `caller_network` against the learned scope). It may say yes where
+/// the query says no (a request AWS relayed has no caller network), never
+/// the other way.
+pub fn new_network(baseline: &Baseline, cred: &str, source_ip: &str) -> bool {
+    network_of(source_ip).is_some_and(|n| !baseline.used(cred, "network", &n))
 }
 
 /// How an hour compares with the credential's learned baseline (`base`),
@@ -497,7 +522,7 @@ mod tests {
 
     proptest::proptest! {
         /// `watch` reads a credential's day for billing only once an hour
-        /// reaches `least_spend`: no hour below it may fire.
+        /// reaches `least_spend`'s bar for its callers: no hour below it may fire.
         #[test]
         fn no_hour_below_the_least_spend_fires(
             tokens in 0.0..2e7f64,
@@ -536,7 +561,8 @@ mod tests {
             });
             let base = known.then_some(&b);
             if verdict(&h, base, stand_in.as_ref().map(|s| &s.base), slot.as_ref()).is_some() {
-                let (least_tokens, least_cost) = least_spend(Some(&all), "k");
+                let least = least_spend(Some(&all), "k");
+                let (least_tokens, least_cost) = if new_network { least.new_network } else { least.any };
                 proptest::prop_assert!(tokens >= least_tokens || cost >= least_cost);
             }
         }
@@ -547,21 +573,30 @@ mod tests {
         let b = credential(false, stats(6_000.0, 10_000.0), stats(0.0, 0.0));
         let one =
             |b: &CredentialBaseline| Baseline { credentials: [("k".into(), b.clone())].into(), ..Default::default() };
-        assert_eq!(
-            least_spend(Some(&one(&b)), "k"),
-            (18_000.0, 0.75),
-            "3× the usual hour or the floor (from a new network)"
-        );
+        let least = least_spend(Some(&one(&b)), "k");
+        assert_eq!(least.new_network, (18_000.0, 0.75), "3× the usual hour or the floor (from a new network)");
+        assert_eq!(least.any, (40_000.0, 1.0), "4× the busiest hour or the floor (from any network)");
         assert!(judge_new_network(&TOKENS, 17_999.0, &b.tokens_per_hour, None).is_none());
         assert!(judge_new_network(&TOKENS, 40_000.0, &b.tokens_per_hour, None).is_some());
         assert!(judge(&TOKENS, 39_999.0, &b.tokens_per_hour, None).is_none(), "4× the p99 without one");
         assert!(judge(&TOKENS, 60_000.0, &b.tokens_per_hour, None).is_some());
-        assert_eq!(least_spend(None, "k"), (COLD_TOKENS, COLD_COST));
+        let cold = LeastSpend { any: (COLD_TOKENS, COLD_COST), new_network: (COLD_TOKENS, COLD_COST) };
+        assert_eq!(least_spend(None, "k"), cold, "no history: no networks to be new against");
         // Quiet nights: busy hours of 30k are 15× the usual hour, but a new network must also beat the busiest.
         let b = credential(false, stats(2_000.0, 30_000.0), stats(0.1, 2.0));
-        assert_eq!(least_spend(Some(&one(&b)), "k"), (30_000.0, 2.0));
+        assert_eq!(least_spend(Some(&one(&b)), "k").new_network, (30_000.0, 2.0));
         assert!(judge_new_network(&TOKENS, 30_000.0, &b.tokens_per_hour, None).is_none());
         assert!(judge_new_network(&TOKENS, 30_001.0, &b.tokens_per_hour, None).is_some());
+    }
+
+    #[test]
+    fn a_network_is_new_unless_the_credential_used_it() {
+        let mut b = Baseline::default();
+        b.used_by.entry("network".into()).or_default().insert("10.1.2.0/24".into(), ["k".to_string()].into());
+        assert!(!new_network(&b, "k", "10.1.2.99"), "its own /24");
+        assert!(new_network(&b, "other", "10.1.2.99"), "another key's network is new to this one");
+        assert!(new_network(&b, "k", "10.1.3.1"));
+        assert!(!new_network(&b, "k", "not an address"), "no network, nothing new (as in the query)");
     }
 
     #[test]

@@ -184,13 +184,14 @@ pub enum Gate {
     /// a fixed [`SUSTAINED_MINUTES`] window with half as many as a sustained
     /// storm needs ([`least_sustained`]).
     Storm,
-    /// An hour whose spend may fire a billing spike ([`least_spend`]).
+    /// An hour whose spend may fire a billing spike ([`least_spend`]), by
+    /// the bar its callers allow: lower once one came from a new network.
     Spend,
     /// A CloudTrail call with a temporary (ASIA…) session key.
     SessionKey,
 }
 
-pub use billing::least_spend;
+pub use billing::{LeastSpend, least_spend, new_network};
 pub(crate) use explain::FIRST_SEEN_PREFIX;
 #[cfg(test)]
 pub(crate) use storm::alerts_for as storm_alerts_for;

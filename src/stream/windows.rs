@@ -5,10 +5,14 @@
 //!
 //! The thresholds are the scoring's own ([`least_burst`], [`least_sustained`],
 //! [`least_spend`]):
-//! below them a credential's rows could not fire. A gate must never stay shut
-//! when an alert would fire: the state over-counts where it cannot know
-//! (spend before de-duplication, sums with slack for rounding) and a gate
-//! stays open once passed.
+//! below them a credential's rows could not fire. An hour's spend bar is the
+//! volume bar, or the lower new-network one once a request of the hour came
+//! from a network the credential's history lacks: a busy hour from its usual
+//! networks is no spike, and reading its day for one would cost every pass.
+//! A gate must never stay shut when an alert would fire: the state
+//! over-counts where it cannot know (spend before de-duplication, sums with
+//! slack for rounding, a network AWS relayed counted as new) and a gate stays
+//! open once passed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,23 +21,28 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use crate::baseline::Baseline;
-use crate::detect::{Gate, SUSTAINED_MINUTES, least_burst, least_spend, least_sustained};
+use crate::detect::{Gate, LeastSpend, SUSTAINED_MINUTES, least_burst, least_spend, least_sustained, new_network};
 use crate::schema::col;
 use crate::time::HOUR_MS;
 
 const MINUTE_MS: i64 = 60_000;
+/// Addresses whose networks a credential's state remembers as new or not.
+const CALLERS_KEPT: usize = 256;
 
 struct CredState {
     /// Failures in a minute, and tokens or cost in an hour, that can fire.
     least_burst: f64,
     least_sustained: f64,
-    least_spend: (f64, f64),
+    least_spend: LeastSpend,
     /// Minute → failed requests, until a storm is possible.
     failures: HashMap<i64, u32>,
     /// Fixed sustained-storm window → failed requests, likewise.
     sustained: HashMap<i64, u32>,
-    /// Hour → tokens and cost of successful requests, until a spike is possible.
-    spend: HashMap<i64, (f64, f64)>,
+    /// Hour → its spend, until a spike is possible.
+    spend: HashMap<i64, HourSpend>,
+    /// Addresses seen → whether their network may be new to the credential
+    /// (the first [`CALLERS_KEPT`]; a key spraying addresses pays per request).
+    callers: hashbrown::HashMap<Box<str>, bool>,
     storm: bool,
     spend_open: bool,
     session_key: bool,
@@ -53,12 +62,23 @@ impl CredState {
             failures: HashMap::new(),
             sustained: HashMap::new(),
             spend: HashMap::new(),
+            callers: hashbrown::HashMap::new(),
             storm: false,
             spend_open: false,
             session_key: false,
             bedrock: false,
         }
     }
+}
+
+/// One hour's spend: tokens and cost of its successful requests (before
+/// de-duplication, so never less than the query's), and whether a request
+/// came from a network the credential may never have used.
+#[derive(Default)]
+struct HourSpend {
+    tokens: f64,
+    cost: f64,
+    new_network: bool,
 }
 
 /// The state of one live day, judged against its baseline.
@@ -84,6 +104,7 @@ impl Windows {
         };
         let (Some(cred), Some(ts)) = (strings(col::CREDENTIAL_ID), ints(col::TS)) else { return };
         let (source, action, session) = (strings(col::SOURCE), strings(col::ACTION), strings(col::SESSION_ID));
+        let source_ip = base.and_then(|_| strings(col::SOURCE_IP));
         let (status, tokens_in, tokens_out) = (ints(col::STATUS), ints(col::TOKENS_IN), ints(col::TOKENS_OUT));
         let cost = events
             .column_by_name(col::COST_USD)
@@ -124,21 +145,40 @@ impl Windows {
                         s.sustained = HashMap::new();
                     }
                 }
-                Some(st) if st >= 400 => {}
-                _ if !s.spend_open => {
-                    let tokens = (num(&tokens_in, i).unwrap_or(0) + num(&tokens_out, i).unwrap_or(0)) as f64;
-                    let cost = cost.as_ref().filter(|a| a.is_valid(i)).map_or(0.0, |a| a.value(i));
-                    let h = s.spend.entry(t.div_euclid(HOUR_MS)).or_default();
-                    h.0 += tokens;
-                    h.1 += cost;
-                    // Slack for sums taken in another order than the query's.
-                    let reach = |x: f64, least: f64| x >= least * (1.0 - 1e-9);
-                    if reach(h.0, s.least_spend.0) || reach(h.1, s.least_spend.1) {
-                        s.spend_open = true;
-                        s.spend = HashMap::new();
-                    }
-                }
                 _ => {}
+            }
+            if s.spend_open {
+                continue;
+            }
+            let h = s.spend.entry(t.div_euclid(HOUR_MS)).or_default();
+            // Failed requests are not billed, but their callers count as the hour's.
+            if num(&status, i).is_none_or(|st| st < 400) {
+                h.tokens += (num(&tokens_in, i).unwrap_or(0) + num(&tokens_out, i).unwrap_or(0)) as f64;
+                h.cost += cost.as_ref().filter(|a| a.is_valid(i)).map_or(0.0, |a| a.value(i));
+            }
+            // Only learned history has networks to be new against, and only then is the bar lower.
+            if !h.new_network
+                && s.least_spend.new_network != s.least_spend.any
+                && let (Some(b), Some(ip)) = (base, get(&source_ip, i))
+            {
+                h.new_network = match s.callers.get(ip) {
+                    Some(&new) => new,
+                    None => {
+                        let new = new_network(b, c, ip);
+                        if s.callers.len() < CALLERS_KEPT {
+                            s.callers.insert(ip.into(), new);
+                        }
+                        new
+                    }
+                };
+            }
+            let bar = if h.new_network { s.least_spend.new_network } else { s.least_spend.any };
+            // Slack for sums taken in another order than the query's.
+            let reach = |x: f64, least: f64| x >= least * (1.0 - 1e-9);
+            if reach(h.tokens, bar.0) || reach(h.cost, bar.1) {
+                s.spend_open = true;
+                s.spend = HashMap::new();
+                s.callers = hashbrown::HashMap::new();
             }
         }
     }
@@ -183,8 +223,16 @@ mod tests {
     use crate::baseline::{CredentialBaseline, Stats};
     use crate::schema::{Event, EventBuilder, Lineage};
 
+    /// The address of the rows of [`batch`]: in the network [`baseline`] learned.
+    const USUAL_IP: &str = "192.0.2.7";
+
     /// Events of one source: (credential, ts, status, tokens).
     fn batch(source: &str, rows: &[(&str, i64, Option<u16>, i64)]) -> RecordBatch {
+        batch_from(source, USUAL_IP, rows)
+    }
+
+    /// The same, from `ip`.
+    fn batch_from(source: &str, ip: &str, rows: &[(&str, i64, Option<u16>, i64)]) -> RecordBatch {
         let mut b = EventBuilder::new();
         for (i, (c, ts, status, tokens)) in rows.iter().enumerate() {
             let e = Event {
@@ -192,6 +240,7 @@ mod tests {
                 credential_id: (*c).into(),
                 status: *status,
                 tokens_in: Some(*tokens),
+                source_ip: Some(ip.into()),
                 ..Default::default()
             };
             b.append(&e, Lineage { source, source_file: "f" }, i as u64 + 1);
@@ -218,7 +267,10 @@ mod tests {
             error_minute_max: 0.0,
             error_minute_p99: 0.0,
         };
-        Baseline { credentials: [(credential.to_string(), c)].into(), ..Default::default() }
+        let mut b = Baseline { credentials: [(credential.to_string(), c)].into(), ..Default::default() };
+        let usual = crate::engine::udf::network_of(USUAL_IP).expect("an address");
+        b.used_by.entry("network".into()).or_default().insert(usual, [credential.to_string()].into());
+        b
     }
 
     #[test]
@@ -243,17 +295,35 @@ mod tests {
 
     #[test]
     fn spend_opens_at_the_least_spend_that_can_fire() {
-        // Usual hours of nothing: an hour from a new network fires from 3 × the 5,000-token floor.
+        // Usual hours of nothing, from its usual network: 4 × the 5,000-token floor.
         let base = baseline("k", 1000.0);
         let mut w = Windows::default();
-        // 14,999 tokens of successful requests, and a failed one's tokens that do not count.
-        w.observe(&batch("gateway", &[("k", 0, Some(200), 14_999), ("k", 10, Some(500), 50_000)]), Some(&base));
+        // 19,999 tokens of successful requests, and a failed one's tokens that do not count.
+        w.observe(&batch("gateway", &[("k", 0, Some(200), 19_999), ("k", 10, Some(500), 50_000)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         // The next hour does not add to this one.
-        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 14_999)]), Some(&base));
+        w.observe(&batch("gateway", &[("k", HOUR_MS, None, 19_999)]), Some(&base));
         assert!(!w.open("k", Gate::Spend));
         w.observe(&batch("gateway", &[("k", 20, None, 1)]), Some(&base));
         assert!(w.open("k", Gate::Spend));
+
+        // An hour with a caller from a network it never used fires from 3 × the floor,
+        // whether that caller's request came before the spend or after it, billed or not.
+        for new_caller_first in [true, false] {
+            let mut w = Windows::default();
+            let stranger = batch_from("gateway", "198.51.100.9", &[("k", 30, Some(403), 0)]);
+            let spend = batch("gateway", &[("k", 0, Some(200), 15_000)]);
+            let (a, b) = if new_caller_first { (&stranger, &spend) } else { (&spend, &stranger) };
+            w.observe(a, Some(&base));
+            assert!(!w.open("k", Gate::Spend));
+            w.observe(b, Some(&base));
+            assert!(w.open("k", Gate::Spend), "new caller first: {new_caller_first}");
+        }
+        // A stranger in another hour does not lower this one's bar.
+        let mut w = Windows::default();
+        w.observe(&batch_from("gateway", "198.51.100.9", &[("k", HOUR_MS, Some(200), 1)]), Some(&base));
+        w.observe(&batch("gateway", &[("k", 0, Some(200), 15_000)]), Some(&base));
+        assert!(!w.open("k", Gate::Spend));
 
         // Without history: the absolute floor.
         let mut w = Windows::default();
