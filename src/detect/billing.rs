@@ -133,6 +133,7 @@ pub struct LeastSpend {
     pub new_network: (f64, f64),
 }
 
+/// The bars one hour of `cred` must reach to fire, by its callers.
 pub fn least_spend(baseline: Option<&Baseline>, cred: &str) -> LeastSpend {
     let base = baseline.and_then(|b| b.credentials.get(cred));
     // `judge`'s and `judge_new_network`'s bars with the seasonal slot at its least (none).
