@@ -69,6 +69,13 @@ impl CredState {
             bedrock: false,
         }
     }
+
+    /// Opens the spend gate for good: the hours' state is no longer needed.
+    fn open_spend(&mut self) {
+        self.spend_open = true;
+        self.spend = HashMap::new();
+        self.callers = hashbrown::HashMap::new();
+    }
 }
 
 /// One hour's spend: tokens and cost of its successful requests (before
@@ -104,7 +111,8 @@ impl Windows {
         };
         let (Some(cred), Some(ts)) = (strings(col::CREDENTIAL_ID), ints(col::TS)) else { return };
         let (source, action, session) = (strings(col::SOURCE), strings(col::ACTION), strings(col::SESSION_ID));
-        let source_ip = base.and_then(|_| strings(col::SOURCE_IP));
+        // Decoded only if some hour's bar depends on its callers.
+        let source_ip = std::cell::OnceCell::new();
         let (status, tokens_in, tokens_out) = (ints(col::STATUS), ints(col::TOKENS_IN), ints(col::TOKENS_OUT));
         let cost = events
             .column_by_name(col::COST_USD)
@@ -128,8 +136,7 @@ impl Windows {
                 || (source == Some("cloudtrail") && get(&action, i) == Some("inference"))
             {
                 s.bedrock = true;
-                s.spend_open = true;
-                s.spend.clear();
+                s.open_spend();
             }
             match num(&status, i) {
                 Some(st) if (matches!(st, 401 | 403 | 429) || st >= 500) && !s.storm => {
@@ -159,7 +166,7 @@ impl Windows {
             // Only learned history has networks to be new against, and only then is the bar lower.
             if !h.new_network
                 && s.least_spend.new_network != s.least_spend.any
-                && let (Some(b), Some(ip)) = (base, get(&source_ip, i))
+                && let (Some(b), Some(ip)) = (base, get(source_ip.get_or_init(|| strings(col::SOURCE_IP)), i))
             {
                 h.new_network = match s.callers.get(ip) {
                     Some(&new) => new,
@@ -176,9 +183,7 @@ impl Windows {
             // Slack for sums taken in another order than the query's.
             let reach = |x: f64, least: f64| x >= least * (1.0 - 1e-9);
             if reach(h.tokens, bar.0) || reach(h.cost, bar.1) {
-                s.spend_open = true;
-                s.spend = HashMap::new();
-                s.callers = hashbrown::HashMap::new();
+                s.open_spend();
             }
         }
     }
