@@ -4,12 +4,17 @@
 Two measurements, each against a real `credtrail watch` process following a
 real file:
 
-  throughput  a file is appended at full speed with N gateway lines (a sample
-              day, repeated with fresh request ids); events/s is N over the
-              time until the watcher's metrics endpoint counts all N events
-              both committed to the lake and judged by a detection pass
-              (commits run ahead of passes when passes are slow).
-              Pinned to one core with `taskset -c 0` when available.
+  throughput  a file is appended at full speed with N gateway lines of a
+              sample day generated at the rate its history was learned at,
+              so the day is a normal one; events/s is N over the time until
+              the watcher's metrics endpoint counts all N events both
+              committed to the lake and judged by a detection pass (commits
+              run ahead of passes when passes are slow). Pinned to one core
+              with `taskset -c 0` when available.
+              With --replayed, also the same run on the latency runs' day
+              repeated (fresh request ids) until N lines: every credential
+              at a multiple of its learned volume, a fleet-wide billing spike
+              that opens most detectors' gates, so the worst case of a pass.
 
   latency     background traffic at a steady rate, and every --attack-every
               seconds one use of an expired credential (an out-of-scope alert
@@ -70,9 +75,9 @@ def peak_rss_kb(pid):
     return None
 
 
-def prepare(bin_, work, credentials, seed, lines):
+def prepare(bin_, work, credentials, seed, lines, name="sample"):
     """A sample with two days of history ingested; returns (lake, inventory, live-day lines)."""
-    sample = os.path.join(work, "sample")
+    sample = os.path.join(work, name)
     # A live day long enough for the latency runs, so no line is replayed: a
     # replayed day doubles every credential's volume and raises alerts of its
     # own. (A sample day has about 300 lines per credential at rate x1.)
@@ -80,14 +85,14 @@ def prepare(bin_, work, credentials, seed, lines):
     run([bin_, "sample", "--days", "3", "--credentials", str(credentials), "--rate-scale", str(scale), "--seed", str(seed),
          "--out", sample])
     logs = sorted(os.path.join(sample, "logs", f) for f in os.listdir(os.path.join(sample, "logs")))
-    lake = os.path.join(work, "lake")
+    lake = os.path.join(work, f"{name}-lake")
     subprocess.run([bin_, "ingest", *logs[:-1], "--lake", lake, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
     run([bin_, "baseline", "--lake", lake])
     with open(logs[-1]) as f:
         day = [json.loads(l) for l in f if l.strip()]
     if len(day) < lines:
-        print(f"warning: the live day has {len(day)} lines, fewer than the {lines} the latency runs write; "
-              "lines are replayed", file=sys.stderr)
+        print(f"warning: the live day has {len(day)} lines, fewer than the {lines} asked for; lines are replayed",
+              file=sys.stderr)
     return lake, os.path.join(sample, "inventory.csv"), day
 
 
@@ -112,10 +117,11 @@ def stop(p):
     p.wait(timeout=120)
 
 
-def throughput(bin_, work, lake, day, n, pin):
-    lake = lake + "-throughput"
-    shutil.copytree(lake[: -len("-throughput")], lake)
-    log = os.path.join(work, "throughput.log")
+def throughput(bin_, work, lake, day, n, pin, tag="throughput"):
+    run_lake = f"{lake}-{tag}"
+    shutil.copytree(lake, run_lake)
+    lake = run_lake
+    log = os.path.join(work, f"{tag}.log")
     open(log, "w").close()
     port = free_port()
     p = start_watch(bin_, work, lake, log, port, ["--flush-events", "200000"], pin)
@@ -145,7 +151,7 @@ def throughput(bin_, work, lake, day, n, pin):
     rss = peak_rss_kb(p.pid)
     passes = metric(port, "credtrail_watch_detect_pass_seconds_count"), metric(port, "credtrail_watch_detect_pass_seconds_sum")
     stop(p)
-    return {"events": n, "mb": round(mb, 1), "write_seconds": round(written, 2), "seconds": round(seconds, 2),
+    return {"events": n, "live_day_lines": len(day), "mb": round(mb, 1), "write_seconds": round(written, 2), "seconds": round(seconds, 2),
             "events_per_sec": round(n / seconds), "peak_rss_mb": round(rss / 1024) if rss else None,
             "passes": passes[0], "pass_seconds": round(passes[1], 2) if passes[1] is not None else None}
 
@@ -251,6 +257,8 @@ def main():
     ap.add_argument("--attack-every", type=float, default=0.25)
     ap.add_argument("--prefill", type=int, default=0,
                     help="also measure latency with this many events already in the live day")
+    ap.add_argument("--replayed", action="store_true",
+                    help="also measure throughput on the latency runs' day replayed up to --events lines")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the throughput run to one core")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -259,7 +267,16 @@ def main():
     work = tempfile.mkdtemp(prefix="credtrail-stream-")
     try:
         lake, inventory, day = prepare(bin_, work, a.credentials, a.seed, a.prefill + int(a.rate * a.seconds) + 1000)
-        tp = throughput(bin_, work, lake, day, a.events, not a.no_pin)
+        # The throughput run gets a day of its own when the latency runs' day
+        # is shorter: a replayed day is every credential at a multiple of
+        # its volume, a billing spike across the fleet, not a normal day.
+        if a.events > len(day):
+            tp_lake, _, tp_day = prepare(bin_, work, a.credentials, a.seed, a.events, name="throughput-sample")
+        else:
+            tp_lake, tp_day = lake, day
+        tp = throughput(bin_, work, tp_lake, tp_day, a.events, not a.no_pin)
+        replayed = throughput(bin_, work, lake, day, a.events, not a.no_pin, "replayed") \
+            if a.replayed and a.events > len(day) else None
         lat = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every)
         full = latency(bin_, work, lake, inventory, day, a.rate, a.seconds, a.attack_every, a.prefill) if a.prefill else None
     finally:
@@ -268,6 +285,10 @@ def main():
     print(f"throughput: {tp['events']} events ({tp['mb']} MB) committed and judged in {tp['seconds']} s ="
           f" {tp['events_per_sec']} events/s on {'one core' if not a.no_pin else 'all cores'},"
           f" peak RSS {tp['peak_rss_mb']} MB; {tp['passes']} detection passes, {tp['pass_seconds']} s in all")
+    if replayed:
+        print(f"throughput, a {replayed['live_day_lines']}-line day replayed to {replayed['events']} lines:"
+              f" {replayed['events_per_sec']} events/s, peak RSS {replayed['peak_rss_mb']} MB;"
+              f" {replayed['passes']} detection passes, {replayed['pass_seconds']} s in all")
     print(f"latency: {lat.get('alerted')}/{lat['attacks']} attacks alerted at {a.rate} background events/s;"
           f" p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, max {lat.get('max_ms')} ms")
     if full:
@@ -275,7 +296,7 @@ def main():
               f" alerted; p50 {full.get('p50_ms')} ms, p99 {full.get('p99_ms')} ms, max {full.get('max_ms')} ms")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"throughput": tp, "latency": lat, "latency_prefilled": full}, f, indent=2)
+            json.dump({"throughput": tp, "throughput_replayed": replayed, "latency": lat, "latency_prefilled": full}, f, indent=2)
 
 
 if __name__ == "__main__":
