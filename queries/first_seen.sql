@@ -20,6 +20,9 @@
 --- # `listed` is a few rows, but estimated from the events through six GROUP BYs.
 --- joins = "as_written"
 --- live = { per_event = "credential" }
+--- # Only a value the credential's own history lacks can be evidence, and
+--- # `creds` needs each caller once: a pass reads the events with such a value.
+--- live_events = { new_to_scope = ["network", "model", "tool", "action", "resource_prefix", "region"] }
 --- scoring = { rows = "first_seen" }
 --- severity = "low"
 --- mitre = "T1078.004 Valid Accounts: Cloud Accounts"

@@ -5,9 +5,13 @@
 //! with [`rows`]; each column is converted once per batch by the per-kind
 //! readers below (`text`, `time`, `float`, `int`, `bool`, `texts`), so a bad
 //! column is reported as a [`ShapeError`] naming the query and the column.
+//!
+//! Passes over event columns read text through [`Text`] (dictionary values
+//! by key, not per row) and intern it as [`Names`] ids.
 
-use arrow::array::{Array, ArrayAccessor, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
+use arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType};
+use hashbrown::HashMap;
 
 /// A column missing from a query result, or not castable to what it must be.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +204,71 @@ macro_rules! row {
     };
 }
 pub(crate) use row;
+
+/// A text column, read without converting each row: dictionary values by key, others cast once per batch.
+pub(crate) enum Text<'a> {
+    Dict(arrow::array::TypedDictionaryArray<'a, Int32Type, StringArray>),
+    Plain(StringArray),
+}
+
+impl<'a> Text<'a> {
+    pub(crate) fn of(a: &'a ArrayRef) -> Result<Text<'a>, arrow::error::ArrowError> {
+        if let Some(d) = a.as_dictionary_opt::<Int32Type>()
+            && let Some(t) = d.downcast_dict::<StringArray>()
+        {
+            return Ok(Text::Dict(t));
+        }
+        Ok(Text::Plain(arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone()))
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Text::Dict(d) => d.is_valid(i).then(|| d.value(i)),
+            Text::Plain(p) => p.is_valid(i).then(|| p.value(i)),
+        }
+    }
+
+    /// Each row's value as an id of `names` (`None` for null); a
+    /// dictionary's values are interned once each, when a row first uses them.
+    pub(crate) fn ids(&self, names: &mut Names) -> Vec<Option<u32>> {
+        match self {
+            Text::Dict(d) => {
+                let (keys, values) = (d.keys(), d.values());
+                let mut by_key: Vec<Option<u32>> = vec![None; values.len()];
+                (0..keys.len())
+                    .map(|i| {
+                        d.is_valid(i).then(|| {
+                            let k = keys.value(i) as usize;
+                            *by_key[k].get_or_insert_with(|| names.id(values.value(k)))
+                        })
+                    })
+                    .collect()
+            }
+            Text::Plain(p) => p.iter().map(|v| v.map(|v| names.id(v))).collect(),
+        }
+    }
+}
+
+/// Interned strings: a day's rows hold ids, not copies of their text.
+#[derive(Default)]
+pub(crate) struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    pub(crate) fn id(&mut self, s: &str) -> u32 {
+        let names = &mut self.names;
+        *self.ids.entry_ref(s).or_insert_with(|| {
+            names.push(s.to_string());
+            names.len() as u32 - 1
+        })
+    }
+
+    pub(crate) fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -398,6 +398,58 @@ async fn incremental_passes_end_with_the_batch_alerts() {
     let families = ["billing_spike", "retry_storm", "tool_chaining", "out_of_scope"];
     let held = replay_matches(&dir.path().join("live"), &history, &lines, &inventory, &batch, &families).await;
     assert!(held < lines.len() / 2, "the live day let go of events: {held} held of {}", lines.len());
+}
+
+/// The same where credentials use what their history lacks: `watch` hands
+/// first_seen only the events with a new value (its rule's `live_events`),
+/// and its alerts, and the values joining other alerts, are the batch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_seen_values_judged_from_new_events_alone_are_the_batch_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample");
+    generate_sample(&sample, 5, &["--days", "4", "--credentials", "30"]);
+    let log = |d: &str| sample.join("logs").join(format!("gateway-2026-11-{d}.jsonl"));
+    let (history, today) = ([log("02"), log("03"), log("04")], log("05"));
+    // Six credentials each use something new twice, after the first third of the day.
+    let mut records: Vec<Value> =
+        std::fs::read_to_string(&today).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut order: Vec<String> = Vec::new();
+    for r in &records {
+        let c = r["credential_id"].as_str().unwrap().to_string();
+        if !order.contains(&c) {
+            order.push(c);
+        }
+    }
+    let changes = [
+        ("resource", "s3://never-seen-bucket/dump/x.csv"),
+        ("source_ip", "203.0.113.77"),
+        ("tool", "shell:exec"),
+        ("model", "gpt-unheard-of"),
+        ("action", "admin"),
+        ("resource", "github://stranger/repo/x"),
+    ];
+    let mut left: HashMap<&str, ((&str, &str), u32)> =
+        order[3..9].iter().map(String::as_str).zip(changes.into_iter().map(|c| (c, 2))).collect();
+    let third = records.len() / 3;
+    for r in &mut records[third..] {
+        let c = r["credential_id"].as_str().unwrap().to_string();
+        if let Some(((field, value), n)) = left.get_mut(c.as_str()).filter(|(_, n)| *n > 0) {
+            r[*field] = Value::from(*value);
+            *n -= 1;
+        }
+    }
+    let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(&today, lines.join("\n") + "\n").unwrap();
+    let inventory = sample.join("inventory.csv");
+
+    let all: Vec<&Path> = history.iter().map(PathBuf::as_path).chain([today.as_path()]).collect();
+    let batch = batch_alerts(&dir.path().join("batch"), &all, "2026-11-05", "2026-11-05", &inventory);
+    // Their family is out_of_scope; the finding says what was new.
+    let new = batch.iter().filter(|a| a["finding"].as_str().unwrap().starts_with("first_seen_")).count();
+    assert!(new >= 3, "first_seen alerts of their own: {new}");
+    let history: Vec<&Path> = history.iter().map(PathBuf::as_path).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    replay_matches(&dir.path().join("live"), &history, &lines, &inventory, &batch, &["out_of_scope"]).await;
 }
 
 /// The same for a CloudTrail week, its last day streamed one record per

@@ -29,10 +29,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayAccessor, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
-use arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -40,7 +39,7 @@ use hashbrown::HashMap;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{BaselineError, Source, Transition, conform, query, save};
-use crate::columns;
+use crate::columns::{self, Names, Text};
 use crate::engine::udf::{self, Derive};
 use crate::engine::{self, EngineOptions, catalog};
 use crate::lake::{self, Lake, LakeError};
@@ -209,50 +208,6 @@ impl Seen {
     }
 }
 
-/// A text column, read without converting each row: dictionary values by key, others cast once per batch.
-enum Text<'a> {
-    Dict(arrow::array::TypedDictionaryArray<'a, Int32Type, StringArray>),
-    Plain(StringArray),
-}
-
-impl<'a> Text<'a> {
-    fn of(a: &'a ArrayRef) -> Result<Text<'a>, arrow::error::ArrowError> {
-        if let Some(d) = a.as_dictionary_opt::<Int32Type>()
-            && let Some(t) = d.downcast_dict::<StringArray>()
-        {
-            return Ok(Text::Dict(t));
-        }
-        Ok(Text::Plain(arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone()))
-    }
-
-    fn get(&self, i: usize) -> Option<&str> {
-        match self {
-            Text::Dict(d) => d.is_valid(i).then(|| d.value(i)),
-            Text::Plain(p) => p.is_valid(i).then(|| p.value(i)),
-        }
-    }
-
-    /// Each row's value as an id of `names` (`None` for null); a
-    /// dictionary's values are interned once each, when a row first uses them.
-    fn ids(&self, names: &mut Names) -> Vec<Option<u32>> {
-        match self {
-            Text::Dict(d) => {
-                let (keys, values) = (d.keys(), d.values());
-                let mut by_key: Vec<Option<u32>> = vec![None; values.len()];
-                (0..keys.len())
-                    .map(|i| {
-                        d.is_valid(i).then(|| {
-                            let k = keys.value(i) as usize;
-                            *by_key[k].get_or_insert_with(|| names.id(values.value(k)))
-                        })
-                    })
-                    .collect()
-            }
-            Text::Plain(p) => p.iter().map(|v| v.map(|v| names.id(v))).collect(),
-        }
-    }
-}
-
 /// The day's scope, as queries/baseline_scope.sql learns it over a window,
 /// in one pass over the columns. Rows are counted by interned ids: a
 /// dictionary column's values are hashed once per batch, not once per row
@@ -328,27 +283,6 @@ fn day_scope(batches: &[RecordBatch]) -> Result<RecordBatch, BaselineError> {
     RecordBatch::try_new((catalog::DAILY_SCOPE.schema)(), columns).map_err(err)
 }
 
-/// Interned strings: a day's rows hold ids, not copies of their text.
-#[derive(Default)]
-struct Names {
-    ids: HashMap<String, u32>,
-    names: Vec<String>,
-}
-
-impl Names {
-    fn id(&mut self, s: &str) -> u32 {
-        let names = &mut self.names;
-        *self.ids.entry_ref(s).or_insert_with(|| {
-            names.push(s.to_string());
-            names.len() as u32 - 1
-        })
-    }
-
-    fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
-    }
-}
-
 /// One tool call of a session: its time, where its row is (batch, row: for
 /// the request id, which breaks ties of time), its tool and principal.
 struct Call {
@@ -415,11 +349,10 @@ fn day_sessions(batches: &[RecordBatch]) -> Result<(RecordBatch, RecordBatch), B
         add(last.principal, last.tool, end);
         firsts_lasts.push([cred, Some(session), Some(first.tool), first.principal, Some(last.tool), last.principal]);
     }
-    let name = |id: u32| names.names[id as usize].clone();
+    let name = |id: u32| names.name(id).to_string();
     let counts = counts.into_iter().map(|((p, f, t), n)| ((name(p), name(f), name(t)), n)).collect();
     let text = |i: usize| {
-        Arc::new(firsts_lasts.iter().map(|r| r[i].map(|id| names.names[id as usize].as_str())).collect::<StringArray>())
-            as ArrayRef
+        Arc::new(firsts_lasts.iter().map(|r| r[i].map(|id| names.name(id))).collect::<StringArray>()) as ArrayRef
     };
     let sessions = RecordBatch::try_new((catalog::DAILY_SESSIONS.schema)(), (0..6).map(text).collect())
         .map_err(err("daily_sessions"))?;
@@ -499,7 +432,7 @@ pub(super) async fn transitions(ctx: &SessionContext, from: &str, to: &str) -> R
 mod tests {
     use super::*;
     use arrow::array::DictionaryArray;
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{Field, Int32Type, Schema};
 
     /// The scope pass's columns from rows of space-separated values ("-" for
     /// null), every text column plain or dictionary-encoded.

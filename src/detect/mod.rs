@@ -45,7 +45,7 @@ pub use chaining::ToolCategories;
 pub use cloud::ApiRisk;
 pub use fleet::{FLEET, MEMBER_PREFIX as FLEET_MEMBER, fold as fold_fleet, join_incidents as join_fleet_incidents};
 pub use governance::inventory_mismatches;
-pub use rule::{Joins, Rule, RuleError, Scorer};
+pub use rule::{Joins, LiveEvents, Rule, RuleError, ScopeDim, Scorer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -467,6 +467,11 @@ impl Engine {
         &self.plans[d].name
     }
 
+    /// Which new events `watch` hands detector `d` when it runs per event.
+    pub fn live_events(&self, d: usize) -> &LiveEvents {
+        &self.plans[d].rule.live_events
+    }
+
     /// Detector `d`'s (from [`Engine::detectors`]) physical plan for `day` in
     /// `ctx`. Planning costs more than running a query over a few new events,
     /// so `watch` plans once per day and scale of its stages and runs the plan
@@ -732,6 +737,7 @@ fn plan(dir: Option<&Path>) -> Result<Vec<Plan>, DetectError> {
                 // What the built-in rule says of its query's inputs is not said of this one.
                 let own = |d: &Builtin| Rule {
                     live: LiveMode::Day,
+                    live_events: LiveEvents::All,
                     events: None,
                     needs_history: false,
                     joins: Joins::Estimated,

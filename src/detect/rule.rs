@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::LiveMode;
 use crate::alert::Severity;
+use crate::engine::udf::{Derive, SCOPE_DIMENSIONS, ScopeDimension};
 
 /// A rule header that does not parse, or holds a key credtrail does not know.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ pub struct Rule {
     /// How `watch` judges it as events arrive.
     #[serde(default = "day")]
     pub live: LiveMode,
+    /// Which new events `watch` hands a per-event query.
+    #[serde(default)]
+    pub live_events: LiveEvents,
     /// Which scorer turns its rows into alerts.
     #[serde(default = "custom")]
     pub scoring: Scorer,
@@ -77,6 +81,40 @@ pub enum Joins {
     /// as an upper bound, and then hashes the events to probe them with a
     /// dozen rows.
     AsWritten,
+}
+
+/// Which of the new events `watch` hands a per-event query. A shortcut the
+/// rule's author vouches for: the query's rows must be the same from these
+/// events as from all of them. It may hand too many, never too few.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveEvents {
+    #[default]
+    All,
+    /// The events with a value, in one of these scope dimensions, that the
+    /// credential's own learned scope lacks (as `scope_value` derives it),
+    /// and one event of each credential and principal pair, so the query
+    /// still knows who called. For a query that reports only what a
+    /// credential never used: most events use what their credential always did.
+    NewToScope(Vec<ScopeDim>),
+}
+
+/// A text scope dimension a rule names (`network`, `model`, …), one of
+/// [`SCOPE_DIMENSIONS`] but the hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ScopeDim(pub &'static ScopeDimension);
+
+impl TryFrom<String> for ScopeDim {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<ScopeDim, String> {
+        let text = || SCOPE_DIMENSIONS.iter().filter(|d| d.derive != Derive::Hour);
+        text().find(|d| d.name == name).map(ScopeDim).ok_or_else(|| {
+            let names: Vec<&str> = text().map(|d| d.name).collect();
+            format!("unknown scope dimension {name:?}: one of {}", names.join(", "))
+        })
+    }
 }
 
 fn day() -> LiveMode {
@@ -169,7 +207,14 @@ impl Rule {
     /// the file in errors.
     pub fn parse(file: &str, text: &str) -> Result<Option<Rule>, RuleError> {
         let Some(header) = header(text) else { return Ok(None) };
-        toml::from_str(&header).map(Some).map_err(|source| RuleError { file: file.to_string(), source })
+        let err = |source| RuleError { file: file.to_string(), source };
+        let rule: Rule = toml::from_str(&header).map_err(err)?;
+        if rule.live_events != LiveEvents::All && !matches!(rule.live, LiveMode::PerEvent(_)) {
+            let msg =
+                "`live_events` is for a query run per event: add `live = { per_event = \"credential\" }` or remove it";
+            return Err(err(serde::de::Error::custom(msg)));
+        }
+        Ok(Some(rule))
     }
 
     /// A rule with the defaults of a query without a header: its family is its name.
@@ -181,6 +226,7 @@ impl Rule {
             needs_history: false,
             joins: Joins::Estimated,
             live: LiveMode::Day,
+            live_events: LiveEvents::All,
             scoring: custom(),
             severity: None,
             mitre: None,
@@ -266,5 +312,26 @@ mod tests {
         }
         let e = Rule::parse("x.sql", "--- family = \"f\"\n--- scoring = { rows = \"nope\" }").unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn live_events_name_scope_dimensions_of_a_per_event_query() {
+        let head = "--- family = \"f\"\n--- live = { per_event = \"credential\" }\n";
+        let r = Rule::parse("f.sql", &format!("{head}--- live_events = {{ new_to_scope = [\"network\", \"model\"] }}"));
+        let LiveEvents::NewToScope(dims) = r.unwrap().unwrap().live_events else { panic!("new_to_scope") };
+        let names: Vec<&str> = dims.iter().map(|d| d.0.name).collect();
+        assert_eq!(names, ["network", "model"]);
+        assert_eq!(dims[0].0.column, "source_ip");
+        assert_eq!(Rule::parse("f.sql", head).unwrap().unwrap().live_events, LiveEvents::All);
+        // The hour is not a text dimension, and a typo names the ones there are.
+        for dim in ["hour", "modle"] {
+            let text = format!("{head}--- live_events = {{ new_to_scope = [\"{dim}\"] }}");
+            let e = Rule::parse("f.sql", &text).unwrap_err().to_string();
+            assert!(e.contains(&format!("unknown scope dimension \"{dim}\"")) && e.contains("resource_prefix"), "{e}");
+        }
+        // Only a query run per event is handed a subset of the new events.
+        let text = "--- family = \"f\"\n--- live_events = { new_to_scope = [\"tool\"] }";
+        let e = Rule::parse("dir/f.sql", text).unwrap_err().to_string();
+        assert!(e.starts_with("dir/f.sql: rule header") && e.contains("per_event"), "{e}");
     }
 }

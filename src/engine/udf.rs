@@ -199,7 +199,7 @@ pub fn scope_allows_udf() -> ScalarUDF {
 
 /// A scope dimension a credential's use is learned in: baselines count it
 /// (`baseline::daily`), `first_seen` finds its new values.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScopeDimension {
     /// The event column it is read from.
     pub column: &'static str,

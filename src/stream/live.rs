@@ -6,8 +6,9 @@
 //! one batch `detect` uses). A pass judges the credentials that received
 //! events, each detector as its [`LiveMode`] allows:
 //!
-//! - per-event queries run over the new events only; each credential's rows
-//!   are kept, and all of them are scored together, as the batch job does;
+//! - per-event queries run over the new events only (or those of them their
+//!   rule asks for: [`scope`](super::scope)); each credential's rows are
+//!   kept, and all of them are scored together, as the batch job does;
 //! - gated queries (minute and hour windows, session keys) run over the day of
 //!   the credentials whose windowed state ([`windows`](super::windows)) shows
 //!   they may have a row;
@@ -37,10 +38,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 
+use super::scope;
 use super::windows::Windows;
 use crate::alert::{self, Alert};
 use crate::baseline::{self, Baseline};
-use crate::detect::{self, DetectError, Engine, LiveMode, Unit};
+use crate::detect::{self, DetectError, Engine, LiveEvents, LiveMode, Unit};
 use crate::engine::counted::CountedTable;
 use crate::engine::{self, EngineError, catalog};
 use crate::schema::{col, event_schema, shrink_dictionaries};
@@ -463,13 +465,35 @@ impl Day {
         // Per-event queries read only what is new; the rows are kept.
         let fresh = std::mem::take(&mut self.fresh);
         let fresh_exposures = std::mem::take(&mut self.fresh_exposures);
-        if detectors.iter().any(|(_, m)| matches!(m, LiveMode::PerEvent(_))) {
-            self.tables.stage(fresh, fresh_exposures);
-            for &d in &detectors {
-                let LiveMode::PerEvent(unit) = d.1 else { continue };
-                let rows = self.tables.run(&self.ctx, engine, d, day).await?;
-                keep(self.kept.entry(d.0).or_default(), unit, &rows)?;
+        // Those given every new event run first, then each given fewer its own.
+        let mut per_event: Vec<(usize, LiveMode, Unit)> = detectors
+            .iter()
+            .filter_map(|&(i, m)| if let LiveMode::PerEvent(unit) = m { Some((i, m, unit)) } else { None })
+            .collect();
+        per_event.sort_by_key(|&(i, ..)| *engine.live_events(i) != LiveEvents::All);
+        let mut staged = None;
+        for (i, mode, unit) in per_event {
+            let events = engine.live_events(i);
+            if staged != Some(events) {
+                let rows = match events {
+                    LiveEvents::All => fresh.clone(),
+                    LiveEvents::NewToScope(dims) => {
+                        let rows = scope::new_to_scope(&fresh, base, dims).map_err(EngineError::from)?;
+                        let count = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
+                        tracing::debug!(
+                            day,
+                            events = count(&rows),
+                            of = count(&fresh),
+                            "events new to their credential's scope"
+                        );
+                        rows
+                    }
+                };
+                self.tables.stage(rows, fresh_exposures.clone());
+                staged = Some(events);
             }
+            let rows = self.tables.run(&self.ctx, engine, (i, mode), day).await?;
+            keep(self.kept.entry(i).or_default(), unit, &rows)?;
         }
         // Only the units (credentials, sessions) with new rows are scored again,
         // all in one call: what scoring derives from the baseline is made once.

@@ -7,8 +7,9 @@
 //!   with ingest's own transform (redaction, format detection, quarantine);
 //! - the async loop hands new events to [`live`] detection, which judges the
 //!   credentials that moved with the batch detectors (per event, or once
-//!   their [`windows`] state shows they may alert), and sends new alerts to
-//!   stdout and the [`sinks`];
+//!   their [`windows`] state shows they may alert; per-event queries that
+//!   judge only what is new to a credential get the events [`scope`] finds
+//!   new), and sends new alerts to stdout and the [`sinks`];
 //! - events are committed to the lake in micro-batches, each one atomic with
 //!   the checkpoint of the read positions it covers, so after a crash (even
 //!   `kill -9`) a restart resumes exactly after the last committed line:
@@ -24,6 +25,7 @@
 
 pub mod live;
 pub mod metrics;
+pub mod scope;
 pub mod sinks;
 pub mod tail;
 pub mod windows;
