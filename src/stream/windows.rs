@@ -14,13 +14,15 @@
 //! slack for rounding, a network AWS relayed counted as new) and a gate stays
 //! open once passed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use hashbrown::HashMap;
 
 use crate::baseline::Baseline;
+use crate::columns::Text;
 use crate::detect::{Gate, LeastSpend, SUSTAINED_MINUTES, least_burst, least_spend, least_sustained, new_network};
 use crate::schema::col;
 use crate::time::HOUR_MS;
@@ -42,7 +44,7 @@ struct CredState {
     spend: HashMap<i64, HourSpend>,
     /// Addresses seen → whether their network may be new to the credential
     /// (the first [`CALLERS_KEPT`]; a key spraying addresses pays per request).
-    callers: hashbrown::HashMap<Box<str>, bool>,
+    callers: HashMap<Box<str>, bool>,
     storm: bool,
     spend_open: bool,
     session_key: bool,
@@ -62,7 +64,7 @@ impl CredState {
             failures: HashMap::new(),
             sustained: HashMap::new(),
             spend: HashMap::new(),
-            callers: hashbrown::HashMap::new(),
+            callers: HashMap::new(),
             storm: false,
             spend_open: false,
             session_key: false,
@@ -74,7 +76,7 @@ impl CredState {
     fn open_spend(&mut self) {
         self.spend_open = true;
         self.spend = HashMap::new();
-        self.callers = hashbrown::HashMap::new();
+        self.callers = HashMap::new();
     }
 }
 
@@ -97,12 +99,8 @@ pub struct Windows {
 impl Windows {
     /// Takes in events of the day (any columns missing count as null).
     pub fn observe(&mut self, events: &RecordBatch, base: Option<&Baseline>) {
-        let strings = |name: &str| {
-            events
-                .column_by_name(name)
-                .and_then(|c| cast(c, &DataType::Utf8).ok())
-                .map(|a| a.as_string::<i32>().clone())
-        };
+        // Dictionary values by key: no string copied per row.
+        let strings = |name: &str| events.column_by_name(name).and_then(|c| Text::of(c).ok());
         let ints = |name: &str| {
             events
                 .column_by_name(name)
@@ -119,10 +117,7 @@ impl Windows {
             .and_then(|c| cast(c, &DataType::Float64).ok())
             .map(|a| a.as_primitive::<Float64Type>().clone());
         for i in 0..events.num_rows() {
-            if !cred.is_valid(i) || !ts.is_valid(i) {
-                continue;
-            }
-            let c = cred.value(i);
+            let (Some(c), true) = (cred.get(i), ts.is_valid(i)) else { continue };
             let s = match self.creds.get_mut(c) {
                 Some(s) => s,
                 None => self.creds.entry(c.to_string()).or_insert_with(|| CredState::new(c, base)),
@@ -214,8 +209,8 @@ impl Windows {
     }
 }
 
-fn get(a: &Option<StringArray>, i: usize) -> Option<&str> {
-    a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
+fn get<'a>(a: &'a Option<Text<'_>>, i: usize) -> Option<&'a str> {
+    a.as_ref()?.get(i)
 }
 
 fn num(a: &Option<Int64Array>, i: usize) -> Option<i64> {
