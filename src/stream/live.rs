@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use arrow::compute::{cast, concat_batches, filter_record_batch, interleave_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::streaming::StreamingTable;
@@ -60,6 +60,10 @@ const MAX_BATCHES: usize = 16;
 #[derive(Default)]
 struct Kept {
     rows: Vec<RecordBatch>,
+    /// Where each unit's rows are in `rows` (batch, row), in the order kept,
+    /// when units are finer than the credential: a unit that moved is
+    /// gathered from its own rows, not found again among all of them.
+    at: HashMap<String, Vec<(usize, usize)>>,
     /// By unit, in order: a pass finds them in the same order as the last.
     alerts: BTreeMap<String, Vec<Alert>>,
     /// Units with rows not scored yet.
@@ -67,16 +71,62 @@ struct Kept {
 }
 
 impl Kept {
+    /// Adds a credential's new rows, split into units by `unit`'s column.
+    fn add(&mut self, unit: Unit, rows: RecordBatch) -> Result<(), DetectError> {
+        let batch = self.rows.len();
+        match unit.column() {
+            Some(column) => {
+                for (row, u) in text(&rows, column)?.iter().enumerate() {
+                    let u = u.unwrap_or("");
+                    match self.at.get_mut(u) {
+                        Some(at) => at.push((batch, row)),
+                        None => _ = self.at.insert(u.to_string(), vec![(batch, row)]),
+                    }
+                    if !self.moved.contains(u) {
+                        self.moved.insert(u.to_string());
+                    }
+                }
+            }
+            None => _ = self.moved.insert(String::new()),
+        }
+        self.rows.push(rows);
+        if self.rows.len() > MAX_BATCHES {
+            // Batch b's row r is now row offset(b) + r of the one batch.
+            let offsets: Vec<usize> = self
+                .rows
+                .iter()
+                .scan(0, |n, b| {
+                    let at = *n;
+                    *n += b.num_rows();
+                    Some(at)
+                })
+                .collect();
+            let merged = concat_batches(&self.rows[0].schema(), self.rows.iter()).map_err(arrow_err)?;
+            self.rows = vec![merged];
+            for at in self.at.values_mut().flatten() {
+                *at = (0, offsets[at.0] + at.1);
+            }
+        }
+        Ok(())
+    }
+
     /// The units with rows not scored yet, each with all its rows.
     fn moved(&mut self, unit: Unit) -> Result<Vec<(String, Vec<RecordBatch>)>, DetectError> {
         if self.moved.is_empty() {
             return Ok(Vec::new());
         }
         let moved = std::mem::take(&mut self.moved);
-        Ok(match unit.column() {
-            None => vec![(String::new(), self.rows.clone())],
-            Some(column) => units(&self.rows, column, &moved)?.into_iter().collect(),
-        })
+        if unit.column().is_none() {
+            return Ok(vec![(String::new(), self.rows.clone())]);
+        }
+        let batches: Vec<&RecordBatch> = self.rows.iter().collect();
+        moved
+            .into_iter()
+            .map(|u| {
+                let rows = interleave_record_batch(&batches, &self.at[&u]).map_err(arrow_err)?;
+                Ok((u, vec![rows]))
+            })
+            .collect()
     }
 
     /// A unit's alerts as of its latest scoring.
@@ -762,34 +812,10 @@ async fn read_back(
 fn keep(kept: &mut HashMap<String, Kept>, unit: Unit, rows: &[RecordBatch]) -> Result<(), DetectError> {
     for b in rows.iter().filter(|b| b.num_rows() > 0) {
         for (cred, part) in split(b, col::CREDENTIAL_ID, |c| c.is_some())? {
-            let k = kept.entry(cred).or_default();
-            match unit.column() {
-                Some(column) => k.moved.extend(text(&part, column)?.iter().map(|v| v.unwrap_or("").to_string())),
-                None => _ = k.moved.insert(String::new()),
-            }
-            k.rows.push(part);
-            if k.rows.len() > MAX_BATCHES {
-                let merged = concat_batches(&k.rows[0].schema(), k.rows.iter()).map_err(arrow_err)?;
-                k.rows = vec![merged];
-            }
+            kept.entry(cred).or_default().add(unit, part)?;
         }
     }
     Ok(())
-}
-
-/// The rows of each of the `wanted` units, by the unit's `column` (null counts as "").
-fn units(
-    rows: &[RecordBatch],
-    column: &str,
-    wanted: &HashSet<String>,
-) -> Result<HashMap<String, Vec<RecordBatch>>, DetectError> {
-    let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
-    for b in rows {
-        for (k, part) in split(b, column, |k| wanted.contains(k.unwrap_or("")))? {
-            out.entry(k).or_default().push(part);
-        }
-    }
-    Ok(out)
 }
 
 /// A batch's rows split by the text of `column` (null as ""), for the values `take` accepts.
@@ -959,6 +985,49 @@ mod tests {
         assert_eq!(scale(4 * REPLAN_ROWS), Some(1));
         assert_eq!(scale(16 * REPLAN_ROWS - 1), Some(1));
         assert_eq!(scale(16 * REPLAN_ROWS), Some(2));
+    }
+
+    /// Rows of (session, ts) as a per-session detector's query returns them.
+    fn calls(rows: &[(&str, i64)]) -> RecordBatch {
+        let sessions: StringArray = rows.iter().map(|r| Some(r.0)).collect();
+        let ts = arrow::array::Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
+        RecordBatch::try_from_iter([("session_id", Arc::new(sessions) as ArrayRef), ("ts", Arc::new(ts) as ArrayRef)])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_moved_session_gets_all_its_rows_in_order_across_merges() {
+        let mut k = Kept::default();
+        // Passes until the batches are merged, and a few after: s1 moves in every one, s2 in every third.
+        let passes = MAX_BATCHES as i64 + 4;
+        let mut want: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for p in 0..passes {
+            let mut rows = vec![("s1", 10 * p), ("s1", 10 * p + 1)];
+            if p % 3 == 0 {
+                rows.insert(1, ("s2", 10 * p));
+            }
+            for r in &rows {
+                want.entry(r.0).or_default().push(r.1);
+            }
+            k.add(Unit::Session, calls(&rows)).unwrap();
+            let moved: BTreeMap<String, Vec<i64>> = k
+                .moved(Unit::Session)
+                .unwrap()
+                .into_iter()
+                .map(|(u, rows)| {
+                    let ts = rows.iter().flat_map(|b| crate::columns::ints(b, "t", "ts").unwrap()).flatten();
+                    (u, ts.collect())
+                })
+                .collect();
+            let expected: BTreeMap<String, Vec<i64>> = want
+                .iter()
+                .filter(|(u, _)| **u == "s1" || p % 3 == 0)
+                .map(|(u, ts)| (u.to_string(), ts.clone()))
+                .collect();
+            assert_eq!(moved, expected, "pass {p}");
+        }
+        assert!(k.rows.len() < MAX_BATCHES, "merged: {} batches", k.rows.len());
+        assert!(k.moved(Unit::Session).unwrap().is_empty(), "nothing moved since");
     }
 
     #[test]
