@@ -377,6 +377,15 @@ fn http_get(addr: &str, path: &str) -> String {
     body
 }
 
+/// A 30-credential gateway sample of 2026-11-02..05 in `dir`: the logs of
+/// its history, of its last day, and its inventory.
+fn gateway_days(dir: &Path) -> ([PathBuf; 3], PathBuf, PathBuf) {
+    let sample = dir.join("sample");
+    generate_sample(&sample, 5, &["--days", "4", "--credentials", "30"]);
+    let log = |d: &str| sample.join("logs").join(format!("gateway-2026-11-{d}.jsonl"));
+    ([log("02"), log("03"), log("04")], log("05"), sample.join("inventory.csv"))
+}
+
 /// The live engine fed a day in small pieces, a pass after each (so per-event
 /// rows pile up, windows fill minute by minute and gates open mid-day), ends
 /// with exactly the alerts batch `detect` finds in the whole day: the same
@@ -384,12 +393,7 @@ fn http_get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_passes_end_with_the_batch_alerts() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = dir.path().join("sample");
-    generate_sample(&sample, 5, &["--days", "4", "--credentials", "30"]);
-    let log = |d: &str| sample.join("logs").join(format!("gateway-2026-11-{d}.jsonl"));
-    let (history, today) = ([log("02"), log("03"), log("04")], log("05"));
-    let inventory = sample.join("inventory.csv");
-
+    let (history, today, inventory) = gateway_days(dir.path());
     let all: Vec<&Path> = history.iter().map(PathBuf::as_path).chain([today.as_path()]).collect();
     let batch = batch_alerts(&dir.path().join("batch"), &all, "2026-11-05", "2026-11-05", &inventory);
     let history: Vec<&Path> = history.iter().map(PathBuf::as_path).collect();
@@ -406,10 +410,7 @@ async fn incremental_passes_end_with_the_batch_alerts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_seen_values_judged_from_new_events_alone_are_the_batch_alerts() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = dir.path().join("sample");
-    generate_sample(&sample, 5, &["--days", "4", "--credentials", "30"]);
-    let log = |d: &str| sample.join("logs").join(format!("gateway-2026-11-{d}.jsonl"));
-    let (history, today) = ([log("02"), log("03"), log("04")], log("05"));
+    let (history, today, inventory) = gateway_days(dir.path());
     // Six credentials each use something new twice, after the first third of the day.
     let mut records: Vec<Value> =
         std::fs::read_to_string(&today).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -440,7 +441,6 @@ async fn first_seen_values_judged_from_new_events_alone_are_the_batch_alerts() {
     }
     let lines: Vec<String> = records.iter().map(Value::to_string).collect();
     std::fs::write(&today, lines.join("\n") + "\n").unwrap();
-    let inventory = sample.join("inventory.csv");
 
     let all: Vec<&Path> = history.iter().map(PathBuf::as_path).chain([today.as_path()]).collect();
     let batch = batch_alerts(&dir.path().join("batch"), &all, "2026-11-05", "2026-11-05", &inventory);
