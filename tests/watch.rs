@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -450,6 +450,78 @@ async fn first_seen_values_judged_from_new_events_alone_are_the_batch_alerts() {
     let history: Vec<&Path> = history.iter().map(PathBuf::as_path).collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     replay_matches(&dir.path().join("live"), &history, &lines, &inventory, &batch, &["out_of_scope"]).await;
+}
+
+/// A value new to a credential's own history but known to its other
+/// caller's credentials is no first_seen finding. `watch` hands first_seen
+/// only the events with a new value, plus each caller's first event: the
+/// query learns from that event that the second principal called, and
+/// takes that principal's credentials' history as known, as batch `detect` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_known_to_another_caller_of_the_key_is_not_new_live_or_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (history, today, inventory) = gateway_days(dir.path());
+    let read = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let past: Vec<Value> = history.iter().flat_map(|p| read(p)).collect();
+    let text = |r: &Value, f: &str| r[f].as_str().map(str::to_string);
+    // Ordered maps: the same key, principal and tool in every run.
+    let mut tools: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut principal_of: BTreeMap<String, String> = BTreeMap::new();
+    for r in &past {
+        let (c, p) = (text(r, "credential_id").unwrap(), text(r, "principal").unwrap());
+        tools.entry(c.clone()).or_default().extend(text(r, "tool"));
+        keys.entry(p.clone()).or_default().insert(c.clone());
+        principal_of.insert(c, p);
+    }
+    let mut records = read(&today);
+    // A key that called tools, and another principal of several keys with a tool it never called.
+    let third = records.len() / 3;
+    let (at, key) = records[third..]
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| {
+            let c = text(r, "credential_id")?;
+            (!tools.get(&c)?.is_empty()).then_some((third + i, c))
+        })
+        .expect("a key with tool calls in its history");
+    let (other, tool) = keys
+        .iter()
+        .filter(|(p, ks)| ks.len() >= 2 && **p != principal_of[&key])
+        .find_map(|(p, ks)| {
+            let theirs = ks.iter().flat_map(|k| &tools[k]).find(|t| !tools[&key].contains(*t))?;
+            Some((p.clone(), theirs.clone()))
+        })
+        .expect("another principal's keys use a tool this key never did");
+    // The other principal calls with the key (its usual values), then the key's own principal uses that tool.
+    let mut theirs = records[at].clone();
+    theirs["principal"] = Value::from(other.as_str());
+    theirs["request_id"] = Value::from("req_other_caller");
+    let mut new_tool = records[at].clone();
+    new_tool["tool"] = Value::from(tool.as_str());
+    new_tool["request_id"] = Value::from("req_their_tool");
+    records.splice(at + 1..at + 1, [theirs, new_tool]);
+    let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(&today, lines.join("\n") + "\n").unwrap();
+
+    let all: Vec<&Path> = history.iter().map(PathBuf::as_path).chain([today.as_path()]).collect();
+    let batch = batch_alerts(&dir.path().join("batch"), &all, "2026-11-05", "2026-11-05", &inventory);
+    // The inventory may still call the tool out of the key's scope; what is
+    // new to the key's identity would be a first_seen finding or join one.
+    let new: Vec<&Value> = batch
+        .iter()
+        .filter(|a| a["credential_id"] == key.as_str())
+        .filter(|a| a["finding"].as_str().unwrap().starts_with("first_seen_") || a.to_string().contains("first-seen"))
+        .collect();
+    assert!(new.is_empty(), "batch detect knows {tool} from {other}'s keys, so {key} using it is not new: {new:#?}");
+    let history: Vec<&Path> = history.iter().map(PathBuf::as_path).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    // The two calls are judged in one pass: replay_matches feeds pieces of lines.len() / 12.
+    let size = lines.len().div_ceil(12).min(400);
+    assert_eq!((at + 1) / size, (at + 2) / size, "the other caller and the tool arrive together");
+    replay_matches(&dir.path().join("live"), &history, &lines, &inventory, &batch, &[]).await;
 }
 
 /// The same for a CloudTrail week, its last day streamed one record per
