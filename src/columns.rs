@@ -231,20 +231,24 @@ impl<'a> Text<'a> {
     /// Each row's value as an id of `names` (`None` for null); a
     /// dictionary's values are interned once each, when a row first uses them.
     pub(crate) fn ids(&self, names: &mut Names) -> Vec<Option<u32>> {
+        self.ids_by(|v| Some(names.id(v)))
+    }
+
+    /// Each row's value mapped by `id` (`None` for null): once per
+    /// dictionary value a row uses, else once per row.
+    pub(crate) fn ids_by<'s>(&'s self, mut id: impl FnMut(&'s str) -> Option<u32>) -> Vec<Option<u32>> {
         match self {
             Text::Dict(d) => {
                 let (keys, values) = (d.keys(), d.values());
-                let mut by_key: Vec<Option<u32>> = vec![None; values.len()];
+                let mut by_key: Vec<Option<Option<u32>>> = vec![None; values.len()];
                 (0..keys.len())
                     .map(|i| {
-                        d.is_valid(i).then(|| {
-                            let k = keys.value(i) as usize;
-                            *by_key[k].get_or_insert_with(|| names.id(values.value(k)))
-                        })
+                        let k = d.is_valid(i).then(|| keys.value(i) as usize)?;
+                        *by_key[k].get_or_insert_with(|| id(values.value(k)))
                     })
                     .collect()
             }
-            Text::Plain(p) => p.iter().map(|v| v.map(|v| names.id(v))).collect(),
+            Text::Plain(p) => p.iter().map(|v| id(v?)).collect(),
         }
     }
 }

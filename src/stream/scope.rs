@@ -11,7 +11,7 @@
 //! value, and each distinct combination of a credential's values is looked
 //! up in the baseline once.
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::error::Result;
 use hashbrown::{HashMap, HashSet};
@@ -83,29 +83,10 @@ pub fn new_to_scope(events: &[RecordBatch], base: Option<&Baseline>, dims: &[Sco
 fn derived(b: &RecordBatch, d: &ScopeDim, names: &mut Names) -> Result<Vec<Option<u32>>> {
     let Some(column) = b.column_by_name(d.0.column) else { return Ok(vec![None; b.num_rows()]) };
     let derive = d.0.derive;
-    let mut id = |raw: &str| derive.of(raw).map(|v| names.id(&v));
-    // Derived once per distinct raw value: by key for a dictionary.
-    let mut ids: Vec<Option<u32>> = match Text::of(column)? {
-        Text::Dict(t) => {
-            let (keys, values) = (t.keys(), t.values());
-            let mut by_key: Vec<Option<Option<u32>>> = vec![None; values.len()];
-            (0..keys.len())
-                .map(|i| {
-                    let k = keys.is_valid(i).then(|| keys.value(i) as usize)?;
-                    *by_key[k].get_or_insert_with(|| values.is_valid(k).then(|| id(values.value(k))).flatten())
-                })
-                .collect()
-        }
-        Text::Plain(p) => {
-            let mut by_raw: HashMap<&str, Option<u32>> = HashMap::new();
-            p.iter()
-                .map(|raw| {
-                    let raw = raw?;
-                    *by_raw.entry(raw).or_insert_with(|| id(raw))
-                })
-                .collect()
-        }
-    };
+    let text = Text::of(column)?;
+    // Derived once per distinct raw value of the batch.
+    let mut by_raw: HashMap<&str, Option<u32>> = HashMap::new();
+    let mut ids = text.ids_by(|raw| *by_raw.entry(raw).or_insert_with(|| derive.of(raw).map(|v| names.id(&v))));
     if derive == Derive::Network {
         let agents: ArrayRef = match b.column_by_name(col::USER_AGENT) {
             Some(a) => a.clone(),
